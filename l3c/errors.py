@@ -1,0 +1,42 @@
+"""The exceptions l3c raises. Every one subclasses `L3CError`, so callers can catch them all at once."""
+from __future__ import annotations
+
+
+class L3CError(Exception):
+    """Base class of every error l3c raises on purpose."""
+
+
+class TraceError(L3CError):
+    """The orchestration function cannot be traced; the message names the user's file:line."""
+
+
+class KernelError(L3CError):
+    """A kernel raised inside a worker. The run stopped; the pool stays usable."""
+
+    def __init__(self, message: str, *, kernel: str = "", task: int = -1, loc: str = "",
+                 remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.kernel = kernel
+        self.task = task
+        self.loc = loc
+        self.remote_traceback = remote_traceback
+
+
+class WorkerCrashed(L3CError):
+    """A worker process died during a run. The pool replaces it; the next call works."""
+
+    def __init__(self, message: str, *, worker: int = -1, signal: int | None = None,
+                 exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.signal = signal
+        self.exitcode = exitcode
+
+
+class Timeout(L3CError):
+    """A run exceeded its `timeout`; hung workers were replaced."""
+
+
+class ScheduleError(L3CError):
+    """A schedule file is corrupt, truncated, foreign or of another version, or called with
+    inputs that do not match its signature."""

@@ -1,0 +1,269 @@
+"""The one IR schema of l3c: typed records for tensors and tasks, held in a networkx graph.
+
+The tracer (`l3c.trace`) builds a `Program`; every pass in `l3c.passes` reads it and writes its
+results into the clearly named fields below (never into ad-hoc attributes); code generation reads
+the placed program. This module imports no other part of l3c. `docs/ir.md` documents the schema.
+
+Graph: `program.graph` is a `networkx.DiGraph` whose nodes are task ids `0..n-1` in program order.
+Each node carries the SPEC's attributes `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
+`Task` record by `Program.sync_node_attrs`) and `task`, the `Task` record itself. An edge u -> v means
+v waits for u; its attributes are `kinds` (a set drawn from {"RAW", "WAR", "WAW"}), `tensors` (set of
+tensor ids that caused it) and `added_by` ("deps" for a data dependency, "memory" for an ordering edge
+the memory plan added so two tensors may share arena space).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import networkx as nx
+
+Mode = Literal["In", "Out", "InOut"]
+WorkerKind = Literal["chip", "sub"]
+TensorKind = Literal["input", "intermediate"]
+Scalar = Union[int, float, bool, str, None]
+
+PASS_ORDER = ("trace", "deps", "scopes", "fuse", "schedule", "memory")
+
+
+@dataclass(frozen=True)
+class Region:
+    """The elements of one base tensor that a view touches, and how the view maps onto them.
+
+    `offset`, `shape` and `strides` are in *elements* of the C-contiguous base tensor (numpy's view
+    mapping divided by the item size): view element (i0, i1, ...) is base flat element
+    `offset + sum(i_k * strides[k])`.
+
+    `box`, when not None, describes the same element set as a product over the *base* axes of one
+    arithmetic progression each, `(start, count, step)` with `count >= 0` and `step >= 1`. Views made
+    by basic slicing and transposition keep a box, which makes overlap tests exact (rows `x[0::2]`
+    and `x[1::2]` are disjoint). A reshape of a non-trivial view may lose it (`box=None`); overlap
+    tests then fall back to exact enumeration for small regions or a conservative bound.
+    """
+
+    offset: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    box: tuple[tuple[int, int, int], ...] | None
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @staticmethod
+    def whole(shape: tuple[int, ...]) -> "Region":
+        """The region of a whole C-contiguous tensor of `shape`."""
+        strides, acc = [], 1
+        for d in reversed(shape):
+            strides.append(acc)
+            acc *= d
+        return Region(0, tuple(shape), tuple(reversed(strides)), tuple((0, d, 1) for d in shape))
+
+    def is_whole(self, base_shape: tuple[int, ...]) -> bool:
+        return self.box is not None and all(
+            c == d and (s == 1 or c <= 1) and st == 0 for (st, c, s), d in zip(self.box, base_shape))
+
+    def __str__(self) -> str:
+        if self.box is None:
+            return f"<off={self.offset} shape={list(self.shape)} strides={list(self.strides)}>"
+        parts = []
+        for start, count, step in self.box:
+            if count == 0:
+                parts.append("0:0")
+            elif count == 1:
+                parts.append(str(start))
+            else:
+                stop = start + (count - 1) * step + 1
+                parts.append(f"{start}:{stop}" + (f":{step}" if step != 1 else ""))
+        return "[" + ",".join(parts) + "]"
+
+
+@dataclass
+class TensorInfo:
+    """A tensor the program touches: a jitted function's array argument or an intermediate.
+
+    Views are not tensors: an access names its base tensor and a `Region` of it.
+    """
+
+    id: int
+    name: str                      # "arg0", "arg1", ... for inputs; "t0", "t1", ... for intermediates
+    kind: TensorKind
+    shape: tuple[int, ...]
+    dtype: str                     # numpy dtype name, e.g. "float32"
+    loc: str                       # file.py:LINE where it was created (the jit call site for inputs)
+    scope: tuple[int, ...] = ()    # path of scope ids it was created in; () = function level
+    zero_init: bool = False        # created by l3c.zeros (its fill is also recorded as a task)
+    # --- written by the scopes pass ---
+    first_use: int | None = None   # first task (program order) that accesses it
+    last_use: int | None = None    # last task that accesses it
+    dead_after: int | None = None  # task id after which its scope closed (None: lives to the end)
+    # --- written by the memory pass (intermediates only; inputs live in the staging area) ---
+    arena_offset: int | None = None
+
+    @property
+    def itemsize(self) -> int:
+        import numpy as np
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        n = self.itemsize
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Access:
+    """A tensor argument of a task: which base tensor, which region of it, and how it is used."""
+
+    param: str                     # the kernel's parameter name
+    tensor: int                    # base tensor id
+    region: Region
+    mode: Mode
+
+    @property
+    def reads(self) -> bool:
+        return self.mode in ("In", "InOut")
+
+    @property
+    def writes(self) -> bool:
+        return self.mode in ("Out", "InOut")
+
+
+@dataclass(frozen=True)
+class ScalarArg:
+    """A static Python scalar argument, passed by value."""
+
+    param: str
+    value: Scalar
+
+
+Arg = Union[Access, ScalarArg]
+
+
+@dataclass
+class Task:
+    """One kernel call recorded while tracing."""
+
+    id: int
+    kernel: str                    # import path "module:qualname", resolvable in a worker
+    worker: WorkerKind
+    args: tuple[Arg, ...]          # in the kernel's parameter order
+    loc: str                       # user's file.py:LINE of the call
+    scope: tuple[int, ...] = ()    # path of open scope ids at the call
+    pin: int | None = None         # kernel.on(chip): required chip (or sub worker) index
+    # --- groups: set by l3c.group at trace time, or by the fuse pass ---
+    group: int | None = None       # index into Program.groups
+    group_rank: int = 0
+    # --- written by the schedule pass ---
+    chip: int | None = None        # placement: chip index for chip kernels, sub worker index for sub
+    queue_pos: int | None = None   # position in its worker's queue
+
+    @property
+    def accesses(self) -> tuple[Access, ...]:
+        return tuple(a for a in self.args if isinstance(a, Access))
+
+    @property
+    def short_kernel(self) -> str:
+        return self.kernel.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ResultRef:
+    """A result of the jitted function: a view of a tensor, copied out into a fresh array."""
+
+    tensor: int
+    region: Region
+    dtype: str
+
+
+# A result structure: ResultRef, or ("tuple" | "list", [structures]), or ("dict", [(key, structure)]).
+ResultTree = Any
+
+
+@dataclass
+class Param:
+    """One argument of the jitted function: a tensor input, or a static value (part of the cache key)."""
+
+    name: str
+    tensor: int | None = None      # tensor id for array arguments
+    static: Any = None             # the value for static arguments
+
+
+@dataclass
+class MemoryReport:
+    """What the memory plan uses (SPEC: `compiled.memory`). Bytes of intermediates only."""
+
+    arena_bytes: int = 0           # bytes the plan's intermediate area spans
+    lower_bound_bytes: int = 0     # largest total of intermediates live at one point of program order
+    naive_bytes: int = 0           # sum of all intermediates
+    staging_bytes: int = 0         # inputs' area, placed before the intermediates in the shared arena
+    added_edges: int = 0           # ordering edges the plan added to allow reuse
+    alignment: int = 64
+
+    def __str__(self) -> str:
+        return (f"arena {self.arena_bytes} B (lower bound {self.lower_bound_bytes} B, "
+                f"naive {self.naive_bytes} B)")
+
+
+@dataclass
+class Config:
+    """The jit options a program was traced under."""
+
+    chips: int = 1
+    sub_workers: int = 0
+    hosts: int = 1
+    fuse_groups: bool = True
+
+
+@dataclass
+class Program:
+    """A traced orchestration function and everything the passes learned about it."""
+
+    name: str                                   # "module:qualname" of the jitted function
+    loc: str                                    # file.py:LINE of its definition
+    config: Config
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    tensors: list[TensorInfo] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)
+    results: ResultTree = None
+    groups: list[list[int]] = field(default_factory=list)   # task ids of each group, in rank order
+    scopes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # scope id -> its path
+    memory: MemoryReport = field(default_factory=MemoryReport)
+    passes_run: list[str] = field(default_factory=list)
+    # Pass reports for the dump: e.g. "edges_before_reduction", "critical_path", "makespan",
+    # "warnings" (list[str]). Each pass documents the keys it writes.
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Tasks in program order."""
+        return [self.graph.nodes[n]["task"] for n in sorted(self.graph.nodes)]
+
+    def task(self, task_id: int) -> Task:
+        return self.graph.nodes[task_id]["task"]
+
+    def add_task(self, task: Task) -> None:
+        self.graph.add_node(task.id, task=task)
+        self.sync_node_attrs(task.id)
+
+    def sync_node_attrs(self, task_id: int | None = None) -> None:
+        """Mirror the SPEC's node attributes from the Task records (call after changing a Task)."""
+        ids = self.graph.nodes if task_id is None else (task_id,)
+        for n in ids:
+            t: Task = self.graph.nodes[n]["task"]
+            self.graph.nodes[n].update(kernel=t.kernel, worker=t.worker, chip=t.chip,
+                                       group=t.group, loc=t.loc, host=0)
+
+    def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps") -> None:
+        """Record that task v waits for task u because of `kind` on `tensor` (u < v)."""
+        if self.graph.has_edge(u, v):
+            data = self.graph.edges[u, v]
+            data["kinds"].add(kind)
+            data["tensors"].add(tensor)
+        else:
+            self.graph.add_edge(u, v, kinds={kind}, tensors={tensor}, added_by=added_by)

@@ -1,0 +1,90 @@
+"""Byte layout of the shared control block: the contract between the Python runtime, the workers and
+the llvmlite-generated dispatcher (`l3c.codegen`). Change it here and nowhere else.
+
+The control block is one shared mapping (memfd, created by the pool before it forks; owned by the
+pool, unmapped and closed in `Pool.close`). All words are little-endian u32 unless said otherwise and
+every futex word sits alone in its 64-byte line.
+
+    header (HEADER_BYTES)
+      H_ABORT        u32  nonzero: the current run is aborted (set by the parent or a failing worker).
+                          Every wait checks it on each wake-up.
+      H_DOORBELL     u32  futex word the parent sleeps on; a worker atomically increments it and
+                          wakes it when it reaches a terminal state (FINISHED / FAILED / ABORTED).
+      H_RUN          u32  run counter, incremented by the parent for every run (for diagnostics).
+    slot w at SLOT_BASE + w * SLOT_BYTES, for w in 0..slots-1
+      S_COMMAND_SEQ  u32  futex word the idle worker sleeps on; the parent writes S_COMMAND and S_ARG,
+                          then increments S_COMMAND_SEQ (release) and wakes it.
+      S_COMMAND      u32  CMD_* below.
+      S_ARG          u32  the command's argument (plan id for CMD_RUN_PLAN).
+      S_STATE        u32  ST_* below; written by the worker (ST_BUSY on taking a command).
+      S_DONE         u32  futex word: steps of the current run this worker has completed. The parent
+                          sets it to 0 before posting a run; the worker stores k+1 after step k.
+      S_DONE_WAITERS u32  number of processes sleeping on S_DONE (a publisher wakes only if nonzero).
+      S_FAILED_TASK  u32  task id of the step that raised (valid in ST_FAILED).
+      S_PID          u32  the worker's pid.
+      S_EXPECTED     u32  steps the worker must complete in the current run.
+      S_ERROR_LEN    u32  bytes of UTF-8 text in the slot's error area (traceback of a failure).
+    error area of slot w at ERROR_BASE(slots) + w * ERROR_BYTES: traceback text, truncated to fit.
+
+State machine of a slot (parent P, worker W):
+    IDLE --P posts command--> BUSY --W finishes all steps--> FINISHED --P posts next--> BUSY ...
+                                   --W's kernel raises----> FAILED   (W also sets H_ABORT)
+                                   --W sees H_ABORT-------> ABORTED
+A worker that dies leaves its slot BUSY; the parent notices by its pid (waitpid) on a bounded wait.
+"""
+from __future__ import annotations
+
+LINE = 64
+
+# header
+H_ABORT = 0
+H_DOORBELL = 64
+H_RUN = 128
+HEADER_BYTES = 192
+
+# per-slot fields (byte offsets inside a slot)
+S_COMMAND_SEQ = 0
+S_COMMAND = 4
+S_ARG = 8
+S_STATE = 12
+S_DONE = 64
+S_DONE_WAITERS = 68
+S_FAILED_TASK = 72
+S_PID = 76
+S_EXPECTED = 80
+S_ERROR_LEN = 84
+SLOT_BYTES = 128
+SLOT_BASE = HEADER_BYTES
+
+ERROR_BYTES = 16 * 1024
+
+# commands
+CMD_NONE = 0
+CMD_RUN_PLAN = 1      # run installed plan S_ARG from the start of its queue
+CMD_INSTALL = 2       # read an install message from the worker's pipe (plan id, queue)
+CMD_RUN_TASK = 3      # eager runtime: read one task from the pipe and run it
+CMD_EXIT = 4          # leave the worker loop and exit(0)
+
+# states
+ST_IDLE = 0
+ST_BUSY = 1
+ST_FINISHED = 2
+ST_FAILED = 3
+ST_ABORTED = 4
+
+
+def slot_offset(slot: int) -> int:
+    return SLOT_BASE + slot * SLOT_BYTES
+
+
+def error_base(slots: int) -> int:
+    end = SLOT_BASE + slots * SLOT_BYTES
+    return (end + LINE - 1) // LINE * LINE
+
+
+def error_offset(slots: int, slot: int) -> int:
+    return error_base(slots) + slot * ERROR_BYTES
+
+
+def control_bytes(slots: int) -> int:
+    return error_base(slots) + slots * ERROR_BYTES
