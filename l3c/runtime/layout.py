@@ -88,3 +88,11 @@ def error_offset(slots: int, slot: int) -> int:
 
 def control_bytes(slots: int) -> int:
     return error_base(slots) + slots * ERROR_BYTES
+
+# Status a dispatcher (native or Python) returns for a run; the slot involved goes to an out-param.
+RUN_OK = 0           # every slot FINISHED
+RUN_FAILED = 1       # a slot is FAILED: a kernel raised (traceback in its error area)
+RUN_CRASHED = 2      # a worker process died (found with waitid(WEXITED|WNOHANG|WNOWAIT), not reaped)
+RUN_TIMEOUT = 3      # the deadline passed
+RUN_PENDING = 4      # the wait slice elapsed with the run still going: call the wait again. The slices
+                     # hand control back to Python so Ctrl-C (KeyboardInterrupt) is noticed.
