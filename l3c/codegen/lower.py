@@ -1,0 +1,192 @@
+"""Lower a placed, memory-planned `l3c.ir.Program` to the plain-data `l3c.runtime.plan.Plan`.
+
+This is where the IR's vocabulary (tasks, tensors, regions, edges) becomes the runtime's (worker
+slots, ordered queues, byte views into one arena, `(slot, count)` waits). After this step nothing
+downstream needs the graph.
+
+Arena layout (one shared mapping, offsets in bytes):
+
+    [0, staging_bytes)                        inputs, one 64-aligned block per tensor parameter,
+                                              in parameter order (the caller's arrays are copied in)
+    [staging_bytes, staging_bytes + M)        intermediates at `TensorInfo.arena_offset`
+                                              (M = program.memory.arena_bytes, planned by the
+                                              memory pass)
+    [.., arena_bytes)                         intermediates the memory pass left unplaced (only ones
+                                              no task touches, e.g. a returned `l3c.empty`)
+
+Cross-worker dependencies become waits on completion counters: a step on slot s that must follow
+task u on slot t waits until `done[t] >= queue_pos(u) + 1`. Waits already implied by an earlier step
+of the same queue, or by another wait of the same step, are dropped (a vector clock per step knows
+what has certainly completed), so a chain that stays on one worker costs no waiting at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo
+from ..runtime.plan import Plan, Step, View
+
+ALIGN = 64
+
+# A result structure with Views in place of ResultRefs: View, or ("tuple" | "list", [...]),
+# or ("dict", [(key, ...)]).
+ViewTree = Any
+
+
+@dataclass(frozen=True)
+class LoweredProgram:
+    """What a compiled run needs besides the native dispatcher: the plan and where data lives."""
+
+    plan: Plan
+    input_views: tuple[View | None, ...]   # per jitted-function parameter; None for static ones
+    written_inputs: tuple[int, ...]        # indices of parameters some kernel writes (written back)
+    results: ViewTree                      # the result structure, in arena views
+    staging_bytes: int
+    arena_bytes: int                       # == plan.arena_bytes
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def slot_of(program: Program, task_id: int) -> int:
+    """Worker slot of a placed task: chips 0..C-1, then sub workers C..C+S-1."""
+    task = program.task(task_id)
+    if task.chip is None or task.queue_pos is None:
+        raise ValueError(f"task {task_id} ({task.short_kernel} at {task.loc}) is not placed: "
+                         "run the schedule pass before lowering")
+    return task.chip if task.worker == "chip" else program.config.chips + task.chip
+
+
+def _tensor_bases(program: Program) -> tuple[dict[int, int], dict[int, View], int, int]:
+    """Byte base of every tensor, the input staging views, the staging size and the arena size."""
+    bases: dict[int, int] = {}
+    staging_views: dict[int, View] = {}
+    cursor = 0
+    for param in program.params:
+        if param.tensor is None or param.tensor in bases:
+            continue
+        info = program.tensors[param.tensor]
+        bases[info.id] = cursor
+        staging_views[info.id] = _whole_view(cursor, info)
+        cursor = _align(cursor + max(info.nbytes, 1))
+    staging = cursor
+    end = staging + program.memory.arena_bytes
+    for info in program.tensors:
+        if info.kind == "input":
+            if info.id not in bases:        # an input no parameter names: give it staging room
+                bases[info.id] = end
+                end = _align(end + max(info.nbytes, 1))
+        elif info.arena_offset is not None:
+            bases[info.id] = staging + info.arena_offset
+            end = max(end, staging + info.arena_offset + info.nbytes)
+        else:
+            bases[info.id] = _align(end)
+            end = bases[info.id] + info.nbytes
+    return bases, staging_views, staging, _align(end)
+
+
+def _whole_view(base: int, info: TensorInfo) -> View:
+    region = Region.whole(info.shape)
+    return View(base, info.shape, tuple(s * info.itemsize for s in region.strides), info.dtype)
+
+
+def region_view(base: int, info: TensorInfo, region: Region, dtype: str | None = None) -> View:
+    """The arena view of `region` of a tensor whose first byte is at `base`."""
+    item = info.itemsize
+    return View(base + region.offset * item, tuple(region.shape),
+                tuple(s * item for s in region.strides), dtype or info.dtype)
+
+
+def _compute_waits(program: Program, slots: int, slot: dict[int, int]
+                   ) -> dict[int, tuple[tuple[int, int], ...]]:
+    """Minimal cross-slot waits per task, by vector clocks over the placed queues.
+
+    `after[(s, k)]` is the vector of per-slot counts certainly complete once step k of slot s has
+    completed. Tasks are visited in program order, which is a topological order (edges go u < v,
+    queues are in program order).
+    """
+    after: dict[tuple[int, int], list[int]] = {}
+    last_known: list[list[int]] = [[0] * slots for _ in range(slots)]
+    waits: dict[int, tuple[tuple[int, int], ...]] = {}
+    for v in sorted(program.graph.nodes):
+        s, k = slot[v], program.task(v).queue_pos
+        known = list(last_known[s])
+        need: dict[int, int] = {}
+        for u in program.graph.predecessors(v):
+            t = slot[u]
+            if t != s:
+                need[t] = max(need.get(t, 0), program.task(u).queue_pos + 1)
+        cands = [(t, c) for t, c in need.items() if known[t] < c]
+        kept = [(t, c) for t, c in cands
+                if not any(after[(t2, c2 - 1)][t] >= c for t2, c2 in cands if (t2, c2) != (t, c))]
+        for t, c in kept:
+            known = [max(a, b) for a, b in zip(known, after[(t, c - 1)])]
+        known[s] = k + 1
+        after[(s, k)] = known
+        last_known[s] = known
+        waits[v] = tuple(sorted(kept))
+    return waits
+
+
+def _views_tree(tree: Any, program: Program, bases: dict[int, int]) -> ViewTree:
+    if isinstance(tree, ResultRef):
+        info = program.tensors[tree.tensor]
+        return region_view(bases[tree.tensor], info, tree.region, tree.dtype)
+    if tree is None:
+        return None
+    kind, items = tree
+    if kind == "dict":
+        return ("dict", [(key, _views_tree(sub, program, bases)) for key, sub in items])
+    return (kind, [_views_tree(sub, program, bases) for sub in items])
+
+
+def lower(program: Program) -> LoweredProgram:
+    """Turn a placed program (after every pass) into a `Plan` plus the staging and result views."""
+    config = program.config
+    slots = config.chips + config.sub_workers
+    slot = {v: slot_of(program, v) for v in program.graph.nodes}
+    bases, staging_views, staging, arena_bytes = _tensor_bases(program)
+
+    queues: list[list[int]] = [[] for _ in range(slots)]
+    for v in sorted(program.graph.nodes, key=lambda v: (slot[v], program.task(v).queue_pos)):
+        queues[slot[v]].append(v)
+    for s, queue in enumerate(queues):
+        for k, v in enumerate(queue):
+            if program.task(v).queue_pos != k:
+                raise ValueError(f"slot {s}: queue positions are not 0..n-1 ({queue})")
+
+    waits = _compute_waits(program, slots, slot)
+    signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws}
+
+    steps: list[list[Step]] = [[] for _ in range(slots)]
+    for s, queue in enumerate(queues):
+        for v in queue:
+            task = program.task(v)
+            args = []
+            for arg in task.args:
+                if isinstance(arg, Access):
+                    info = program.tensors[arg.tensor]
+                    args.append(region_view(bases[arg.tensor], info, arg.region))
+                elif isinstance(arg, ScalarArg):
+                    args.append(arg.value)
+                else:
+                    raise TypeError(f"task {v}: unknown argument {arg!r}")
+            group_size = len(program.groups[task.group]) if task.group is not None else 1
+            steps[s].append(Step(task=v, kernel=task.kernel, args=tuple(args), waits=waits[v],
+                                 group_rank=task.group_rank if task.group is not None else 0,
+                                 group_size=group_size, signal=v in signalled, loc=task.loc))
+
+    plan = Plan(chips=config.chips, sub_workers=config.sub_workers,
+                queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes)
+
+    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+    input_views = tuple(staging_views[p.tensor] if p.tensor is not None else None
+                        for p in program.params)
+    written_inputs = tuple(i for i, p in enumerate(program.params)
+                           if p.tensor is not None and p.tensor in written)
+    program.memory.staging_bytes = staging
+    return LoweredProgram(plan=plan, input_views=input_views, written_inputs=written_inputs,
+                          results=_views_tree(program.results, program, bases),
+                          staging_bytes=staging, arena_bytes=arena_bytes)
