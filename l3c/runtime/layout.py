@@ -10,13 +10,19 @@ every futex word sits alone in its 64-byte line.
                           Every wait checks it on each wake-up.
       H_DOORBELL     u32  futex word the parent sleeps on; a worker atomically increments it and
                           wakes it when it reaches a terminal state (FINISHED / FAILED / ABORTED).
+      H_DOORBELL_WAITERS u32 (added by the runtime) number of processes sleeping on H_DOORBELL; a worker
+                          that rings the doorbell wakes it only if nonzero.
       H_RUN          u32  run counter, incremented by the parent for every run (for diagnostics).
     slot w at SLOT_BASE + w * SLOT_BYTES, for w in 0..slots-1
       S_COMMAND_SEQ  u32  futex word the idle worker sleeps on; the parent writes S_COMMAND and S_ARG,
                           then increments S_COMMAND_SEQ (release) and wakes it.
       S_COMMAND      u32  CMD_* below.
+      S_COMMAND_WAITERS u32 (added by the runtime) 1 while the worker sleeps on S_COMMAND_SEQ; the
+                          parent issues FUTEX_WAKE after posting only if nonzero.
       S_ARG          u32  the command's argument (plan id for CMD_RUN_PLAN).
-      S_STATE        u32  ST_* below; written by the worker (ST_BUSY on taking a command).
+      S_STATE        u32  ST_* below. The parent writes ST_BUSY just before it posts a command (so a stale
+                          FINISHED from the previous command is never mistaken for this one's); the
+                          worker writes the terminal state.
       S_DONE         u32  futex word: steps of the current run this worker has completed. The parent
                           sets it to 0 before posting a run; the worker stores k+1 after step k.
       S_DONE_WAITERS u32  number of processes sleeping on S_DONE (a publisher wakes only if nonzero).
@@ -39,6 +45,7 @@ LINE = 64
 # header
 H_ABORT = 0
 H_DOORBELL = 64
+H_DOORBELL_WAITERS = 68
 H_RUN = 128
 HEADER_BYTES = 192
 
@@ -47,6 +54,7 @@ S_COMMAND_SEQ = 0
 S_COMMAND = 4
 S_ARG = 8
 S_STATE = 12
+S_COMMAND_WAITERS = 16
 S_DONE = 64
 S_DONE_WAITERS = 68
 S_FAILED_TASK = 72

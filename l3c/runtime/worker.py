@@ -1,0 +1,235 @@
+"""The loop a forked worker process runs: sleep on its mailbox, act on a command, report, repeat.
+
+A worker never returns into the parent's code: `main` ends with `os._exit`. Mailbox protocol and the
+state machine are in `layout.py` and `docs/runtime.md`. Install messages and eager tasks (pickled plain
+data) arrive on the worker's own pipe; everything else goes through the control block.
+
+Why each wait is bounded: a wait spins briefly, then sleeps on a futex for at most `SLICE_NS`; after
+each slice the worker checks that its parent still lives (it also has PR_SET_PDEATHSIG) and, inside a
+run, that the run was not aborted (H_ABORT).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import traceback
+
+from . import context, layout, sync
+from .arena import array_in
+from .plan import View
+from ..registry import resolve
+
+SLICE_NS = 100_000_000          # futex sleep slice: how quickly an idle worker notices its parent died
+PR_SET_PDEATHSIG = 1
+TERMINAL = (layout.ST_FINISHED, layout.ST_FAILED, layout.ST_ABORTED)
+
+
+def read_message(fd: int, parent: int) -> object:
+    """Read one length-prefixed pickle from the pipe, waiting in bounded slices."""
+    def read_exact(n: int) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            ready, _, _ = select.select([fd], [], [], SLICE_NS / 1e9)
+            if not ready:
+                if os.getppid() != parent:
+                    os._exit(3)
+                continue
+            chunk = os.read(fd, n - got)
+            if not chunk:
+                os._exit(3)                      # the parent closed our pipe: it is gone
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    (length,) = struct.unpack("<Q", read_exact(8))
+    return pickle.loads(read_exact(length))
+
+
+class Worker:
+    """State of one worker process (lives only in the child)."""
+
+    def __init__(self, slot: int, slots: int, chip: int, ctl_address: int, words: memoryview,
+                 arena_u8, pipe_fd: int, parent: int, seq: int) -> None:
+        self.slot, self.slots, self.chip = slot, slots, chip
+        self.ctl, self.words, self.arena = ctl_address, words, arena_u8
+        self.pipe_fd, self.parent, self.seq = pipe_fd, parent, seq
+        base = layout.slot_offset(slot)
+        self.base = base
+        self.state_idx = (base + layout.S_STATE) // 4
+        self.done_idx = (base + layout.S_DONE) // 4
+        self.done_addr = ctl_address + base + layout.S_DONE
+        self.done_waiters_addr = ctl_address + base + layout.S_DONE_WAITERS
+        self.abort_idx = layout.H_ABORT // 4
+        self.abort_addr = ctl_address + layout.H_ABORT
+        self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
+        self.never_addr = ctypes.addressof(self._never)
+        self.plans: dict[int, list[tuple]] = {}
+        self.kernels: dict[str, object] = {}
+
+    # --- waiting ------------------------------------------------------------------------------------
+    def wait_ge(self, word_addr: int, target: int, waiters_addr: int, abort_addr: int) -> bool:
+        """Wait until *word_addr >= target; False if the run was aborted meanwhile."""
+        while True:
+            r = sync.wait_ge(word_addr, target, waiters_addr, abort_addr, sync.DEFAULT_SPIN, SLICE_NS)
+            if r == sync.WAIT_OK:
+                return True
+            if r == sync.WAIT_ABORT:
+                return False
+            if os.getppid() != self.parent:
+                os._exit(3)
+
+    def next_command(self) -> tuple[int, int]:
+        base = self.ctl + self.base
+        self.wait_ge(base + layout.S_COMMAND_SEQ, self.seq + 1, base + layout.S_COMMAND_WAITERS,
+                     self.never_addr)
+        self.seq += 1
+        return self.words[(self.base + layout.S_COMMAND) // 4], self.words[(self.base + layout.S_ARG) // 4]
+
+    # --- reporting ----------------------------------------------------------------------------------
+    def finish(self, state: int) -> None:
+        self.words[self.state_idx] = state
+        sync.ring(self.ctl + layout.H_DOORBELL, self.ctl + layout.H_DOORBELL_WAITERS)
+
+    def fail(self, task: int, text: str) -> None:
+        """Publish a failure: error text, FAILED state, then abort the run and wake every waiter."""
+        data = text.encode("utf-8", "replace")[: layout.ERROR_BYTES]
+        start = layout.error_offset(self.slots, self.slot)
+        ctypes.memmove(self.ctl + start, data, len(data))
+        self.words[(self.base + layout.S_ERROR_LEN) // 4] = len(data)
+        self.words[(self.base + layout.S_FAILED_TASK) // 4] = task & 0xFFFFFFFF
+        self.words[self.state_idx] = layout.ST_FAILED
+        sync.store_u32(self.abort_addr, 1)
+        for s in range(self.slots):
+            sync.futex_wake(self.ctl + layout.slot_offset(s) + layout.S_DONE, sync.WAKE_ALL)
+        sync.ring(self.ctl + layout.H_DOORBELL, self.ctl + layout.H_DOORBELL_WAITERS)
+
+    # --- commands -----------------------------------------------------------------------------------
+    def kernel(self, key: str):
+        fn = self.kernels.get(key)
+        if fn is None:
+            fn = self.kernels[key] = resolve(key)
+        return fn
+
+    def build_args(self, args: tuple) -> tuple:
+        return tuple(array_in(self.arena, a) if isinstance(a, View) else a for a in args)
+
+    def install(self) -> None:
+        plan_id, steps = read_message(self.pipe_fd, self.parent)
+        prepared = []
+        for step in steps:
+            try:
+                fn = self.kernel(step.kernel)
+            except LookupError as exc:
+                self.fail(step.task, f"L3C-RESOLVE {step.kernel}\ncannot resolve kernel {step.kernel!r} "
+                                     f"in worker {self.slot}: {exc}")
+                return
+            waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
+                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS,
+                           (layout.slot_offset(s) + layout.S_DONE) // 4, count)
+                          for s, count in step.waits)
+            prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
+                             step.group_size, step.task))
+        self.plans[plan_id] = prepared
+        self.finish(layout.ST_FINISHED)
+
+    def run_plan(self, plan_id: int) -> None:
+        steps = self.plans.get(plan_id)
+        if steps is None:
+            self.fail(0xFFFFFFFF, f"plan {plan_id} is not installed in worker {self.slot}")
+            return
+        words, abort_idx, done_idx, last = self.words, self.abort_idx, self.done_idx, len(steps) - 1
+        for k, (fn, args, waits, signal_, rank, size, task) in enumerate(steps):
+            for addr, waiters, idx, count in waits:
+                if words[idx] < count and not self.wait_ge(addr, count, waiters, self.abort_addr):
+                    self.finish(layout.ST_ABORTED)
+                    return
+            if words[abort_idx]:
+                self.finish(layout.ST_ABORTED)
+                return
+            context.set_task(self.chip, rank, size)
+            try:
+                fn(*args)
+            except BaseException:  # noqa: BLE001 - any kernel failure is reported, never kills the worker
+                self.fail(task, traceback.format_exc())
+                return
+            if signal_ or k == last:
+                sync.publish(self.done_addr, k + 1, self.done_waiters_addr)
+            else:
+                words[done_idx] = k + 1
+        self.finish(layout.ST_FINISHED)
+
+    def run_task(self) -> None:
+        task, kernel, args, rank, size = read_message(self.pipe_fd, self.parent)
+        try:
+            fn = self.kernel(kernel)
+            call_args = self.build_args(args)
+            context.set_task(self.chip, rank, size)
+            fn(*call_args)
+        except BaseException:  # noqa: BLE001
+            self.fail(task, traceback.format_exc())
+            return
+        self.finish(layout.ST_FINISHED)
+
+    def loop(self) -> None:
+        while True:
+            command, arg = self.next_command()
+            if command == layout.CMD_EXIT:
+                return
+            if command == layout.CMD_INSTALL:
+                self.install()
+            elif command == layout.CMD_RUN_PLAN:
+                self.run_plan(arg)
+            elif command == layout.CMD_RUN_TASK:
+                self.run_task()
+            else:
+                self.fail(0xFFFFFFFF, f"unknown command {command}")
+
+
+def prepare_child(parent: int, close_fds: list[int]) -> None:
+    """First thing after fork: die with the parent, own signal dispositions, drop others' fds."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - the getppid checks still bound every wait
+        pass
+    if os.getppid() != parent:               # the parent died before prctl took effect
+        os._exit(3)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the parent's logic
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGALRM, signal.SIGCHLD):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def main(slot: int, slots: int, chip: int, ctl_address: int, words: memoryview, arena_u8,
+         pipe_fd: int, parent: int, seq: int, close_fds: list[int]) -> None:
+    """Entry point in the forked child; never returns."""
+    code = 0
+    try:
+        prepare_child(parent, close_fds)
+        Worker(slot, slots, chip, ctl_address, words, arena_u8, pipe_fd, parent, seq).loop()
+    except BaseException:  # noqa: BLE001
+        code = 70
+        try:
+            traceback.print_exc()
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(code)
