@@ -64,10 +64,13 @@ class Block:
     def _worker(self, slot: int, behaviour: str, delay: float, seq0: int) -> None:
         base = L.slot_offset(slot) // 4
         end = time.monotonic() + 10
+        self.words[base + L.S_COMMAND_WAITERS // 4] = 1
         while self.words[base + L.S_COMMAND_SEQ // 4] == seq0:
             if time.monotonic() > end:
                 return
-            time.sleep(0.0005)
+            libc.syscall(ctypes.c_long(202), ctypes.c_void_p(self.addr + L.slot_offset(slot)),
+                         ctypes.c_long(0), ctypes.c_long(seq0), None)     # FUTEX_WAIT, woken by start
+        self.words[base + L.S_COMMAND_WAITERS // 4] = 0
         assert self.words[base + L.S_COMMAND // 4] == L.CMD_RUN_PLAN
         assert self.words[base + L.S_STATE // 4] == L.ST_BUSY
         time.sleep(delay)
@@ -142,7 +145,7 @@ def test_all_finished_posts_every_active_slot(block):
     assert blk.word(s0 + L.S_DONE) == 3 and blk.word(s2 + L.S_DONE) == 2
     assert blk.word(s0 + L.S_FAILED_TASK) == 5 and blk.word(s2 + L.S_FAILED_TASK) == 5
     assert blk.word(s1 + L.S_COMMAND_SEQ) == 0 and blk.word(s1 + L.S_STATE) == L.ST_IDLE
-    assert blk.word(L.H_RUN) == 1 and blk.word(L.H_ABORT) == 0
+    assert blk.word(L.H_RUN) == 1 and blk.word(L.H_DOORBELL_WAITERS) == 0
 
 
 def test_failed_slot_is_reported(block):

@@ -2,7 +2,8 @@
 
     void l3c_start(i8* ctrl, i32 plan_id, i32* slot_map)
         Posts CMD_RUN_PLAN to every slot that has steps: S_DONE = 0, S_EXPECTED, S_STATE = BUSY,
-        S_COMMAND, S_ARG = plan id, then S_COMMAND_SEQ += 1 (release) and FUTEX_WAKE on it.
+        S_COMMAND, S_ARG = plan id, then S_COMMAND_SEQ += 1 (seq_cst) and, if the worker sleeps
+        (S_COMMAND_WAITERS != 0), FUTEX_WAKE on it. H_RUN += 1.
     i32 l3c_wait(i8* ctrl, i32* pids, i32* slot_map, i64 deadline_ns, i64 slice_ns, i32* out_slot)
         Waits until every slot with steps is FINISHED (RUN_OK), one is FAILED (RUN_FAILED), a worker
         died (RUN_CRASHED), CLOCK_MONOTONIC passed `deadline_ns` (RUN_TIMEOUT; 0 = no deadline) or
@@ -143,7 +144,6 @@ def generate_ir(plan: Plan) -> str:
     ctrl, plan_id, slot_map = start.args
     ctrl.name, plan_id.name, slot_map.name = "ctrl", "plan_id", "slot_map"
     b = ir.IRBuilder(start.append_basic_block("entry"))
-    b.store_atomic(_c32(0), g.word(b, ctrl, L.H_ABORT), "monotonic", 4)
     b.atomic_rmw("add", g.word(b, ctrl, L.H_RUN), _c32(1), "monotonic")
     if n:
         def post(b: ir.IRBuilder, i: ir.Value) -> None:
@@ -156,8 +156,11 @@ def generate_ir(plan: Plan) -> str:
             b.store_atomic(_c32(L.CMD_RUN_PLAN), g.word(b, base, L.S_COMMAND), "monotonic", 4)
             b.store_atomic(plan_id, g.word(b, base, L.S_ARG), "monotonic", 4)
             seq = g.word(b, base, L.S_COMMAND_SEQ)
-            b.atomic_rmw("add", seq, _c32(1), "seq_cst")
-            b.call(g.syscall, [_c64(SYS_FUTEX), seq, _c64(FUTEX_WAKE), _c64(INT_MAX)])
+            b.atomic_rmw("add", seq, _c32(1), "seq_cst")       # orders the stores above
+            # the worker registers in S_COMMAND_WAITERS before it sleeps: wake only a sleeper
+            sleeping = b.load_atomic(g.word(b, base, L.S_COMMAND_WAITERS), "seq_cst", 4)
+            with b.if_then(b.icmp_unsigned("!=", sleeping, _c32(0))):
+                b.call(g.syscall, [_c64(SYS_FUTEX), seq, _c64(FUTEX_WAKE), _c64(INT_MAX)])
         _for_each_active(b, start, n, post)
     b.ret_void()
 
@@ -195,7 +198,7 @@ def generate_ir(plan: Plan) -> str:
 
     # spin: read the doorbell once, then scan the states of every active slot
     b.position_at_end(spin)
-    b.store(b.load_atomic(doorbell, "acquire", 4), bell_slot)
+    b.store(b.load_atomic(doorbell, "seq_cst", 4), bell_slot)
     b.store(_c32(0), pending)
 
     def scan(b: ir.IRBuilder, i: ir.Value) -> None:
@@ -277,9 +280,14 @@ def generate_ir(plan: Plan) -> str:
     tsp = b.bitcast(ts, I64.as_pointer())
     b.store(b.sdiv(nap, _c64(1_000_000_000)), tsp)
     b.store(b.srem(nap, _c64(1_000_000_000)), b.gep(tsp, [_c64(1)]))
-    # variadic: pass every integer as i64 (syscall() reads longs)
+    # Register as a sleeper (workers ring the doorbell with a wake only when H_DOORBELL_WAITERS is
+    # nonzero; seq_cst on both sides means a ring we miss here changes the word before the futex
+    # compares it). Variadic call: every integer goes as i64, as syscall() reads longs.
+    waiters = g.word(b, ctrl, L.H_DOORBELL_WAITERS)
+    b.atomic_rmw("add", waiters, _c32(1), "seq_cst")
     b.call(g.syscall, [_c64(SYS_FUTEX), doorbell, _c64(FUTEX_WAIT), b.zext(b.load(bell_slot), I64),
                        tsp, ir.Constant(P8, None), _c64(0)])
+    b.atomic_rmw("sub", waiters, _c32(1), "seq_cst")
     b.branch(round_)
     return str(module)
 
