@@ -1,2 +1,57 @@
-"""Placeholder while this module is being written; its owner replaces it."""
-Compiled = None
+"""`l3c.Compiled`: one traced and compiled signature of a jitted function, ready to run or inspect.
+
+It holds the placed, memory-planned `Program`. Running, saving and profiling belong to later stages
+(`l3c.execute`, `l3c.aot`), imported lazily so that inspecting a program needs none of them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from .ir import MemoryReport, Program
+
+
+class Compiled:
+    """A compiled schedule. `compiled(*args)` runs it; `.graph/.groups/.memory/.dump()` inspect it."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        # Filled lazily by later stages (e.g. the lowered plan, the native dispatcher), keyed by name.
+        self.artifacts: dict[str, Any] = {}
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """Nodes: task ids in program order (attributes kernel, worker, chip, group, loc, task);
+        an edge u -> v means v waits for u (attribute `kinds` ⊆ {RAW, WAR, WAW})."""
+        return self.program.graph
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """Task ids of each group task, in rank order."""
+        return self.program.groups
+
+    @property
+    def memory(self) -> MemoryReport:
+        return self.program.memory
+
+    def dump(self, format: str = "text") -> str:  # noqa: A002 - SPEC's name
+        """The program as "text" (canonical, for people and golden tests), "json" or "dot"."""
+        from .irprint import dump
+        return dump(self.program, format)
+
+    def __call__(self, *args: Any) -> Any:
+        from . import execute
+        return execute.run(self, *args)
+
+    def profile(self, *args: Any) -> Any:
+        from . import execute
+        return execute.profile(self, *args)
+
+    def save(self, path: str) -> None:
+        from . import aot
+        aot.save(self, path)
+
+    def __repr__(self) -> str:
+        return (f"<l3c.Compiled {self.program.name}: {self.program.graph.number_of_nodes()} tasks, "
+                f"{len(self.program.groups)} groups, {self.program.memory}>")

@@ -1,2 +1,188 @@
-"""Placeholder while this module is being written; its owner replaces it."""
-Jitted = jit = None
+"""`@l3c.jit`: trace on the first call per signature, run the passes, cache, and run.
+
+The cache key of a call is the shapes and dtypes of its array arguments and the types and values of
+its static ones (`Jitted.cache_key(*args)` prints it). Set `L3C_LOG_COMPILES=1` to log every trace
+with the reason (first call, or which argument changed); `L3C_STRICT_RETRACE=1` turns a retrace into
+a `TraceError`. The cache is guarded by a lock, so a jitted function may be called from threads.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .compiled import Compiled
+from .errors import L3CError, TraceError
+from .ir import Config, Program
+from .trace import BoundArg, bind_arguments, trace
+from .trace.source import trace_error, user_location, user_traceback
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Hashable and printable: `step(x: float32[128,64], w: float32[64,64], n=3)`."""
+
+    function: str
+    entries: tuple[tuple, ...]
+    descriptions: tuple[str, ...]
+
+    def __hash__(self) -> int:
+        return hash(self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CacheKey) and self.entries == other.entries
+
+    def __str__(self) -> str:
+        return f"{self.function}({', '.join(self.descriptions)})"
+
+
+@dataclass
+class _Entry:
+    program: Program                    # as traced (before passes); Jitted.eager runs this one
+    compiled: Compiled | None = None    # after the passes, made on first lower()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip() not in ("", "0", "false", "False")
+
+
+def check_hosts(hosts: int) -> None:
+    """Before tracing a `hosts > 1` function: there must be an MPI launcher with `hosts` ranks."""
+    if hosts == 1:
+        return
+    launcher_vars = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                     "HYDRA_CONTROL_FD", "PMI_RANK")
+    if not any(v in os.environ for v in launcher_vars):
+        raise L3CError(f"l3c.jit(hosts={hosts}) needs an MPI launcher with {hosts} ranks, and this "
+                       f"process was not started by one; run `mpiexec -n {hosts} python app.py`")
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise L3CError(f"l3c.jit(hosts={hosts}) needs mpi4py (pip install 'l3c[dist]')") from None
+    size = MPI.COMM_WORLD.Get_size()
+    if size != hosts:
+        raise L3CError(f"l3c.jit(hosts={hosts}) but the MPI launcher started {size} ranks; run "
+                       f"`mpiexec -n {hosts} ...`")
+
+
+class Jitted:
+    """A jitted orchestration function: `f(*args)` runs, `.lower(*args)` compiles, `.eager(*args)`
+    runs the same calls through the dynamic runtime."""
+
+    def __init__(self, fn: Callable, *, chips: int | None = None, sub_workers: int = 0,
+                 hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
+                 timeout: float | None = None) -> None:
+        if isinstance(static_argnames, str):
+            static_argnames = (static_argnames,)
+        self.fn = fn
+        self.chips = int(chips) if chips is not None else (os.cpu_count() or 1)
+        self.sub_workers = int(sub_workers)
+        self.hosts = int(hosts)
+        self.static_argnames = tuple(static_argnames)
+        self.fuse_groups = bool(fuse_groups)
+        self.timeout = timeout
+        if self.chips < 1 or self.sub_workers < 0 or self.hosts < 1:
+            raise ValueError(f"l3c.jit(chips={chips}, sub_workers={sub_workers}, hosts={hosts}): "
+                             "need chips >= 1, sub_workers >= 0, hosts >= 1")
+        self.config = Config(chips=self.chips, sub_workers=self.sub_workers, hosts=self.hosts,
+                             fuse_groups=self.fuse_groups)
+        self.traces = 0                 # how many times the function was traced (tests, logs)
+        self._cache: dict[CacheKey, _Entry] = {}
+        self._last_key: CacheKey | None = None
+        self._lock = threading.RLock()
+        functools.update_wrapper(self, fn)
+
+    # ---- keys and tracing -----------------------------------------------------------------------
+    def _bind(self, args: tuple, kwargs: dict) -> list[BoundArg]:
+        return bind_arguments(self.fn, args, kwargs, self.static_argnames)
+
+    def _key(self, bound: list[BoundArg]) -> CacheKey:
+        return CacheKey(self.fn.__qualname__, tuple(b.key() for b in bound),
+                        tuple(b.describe() for b in bound))
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> CacheKey:
+        """The key a call with these arguments is cached under (printable)."""
+        return self._key(self._bind(args, kwargs))
+
+    def _retrace_reason(self, key: CacheKey) -> str:
+        if self._last_key is None:
+            return "first call"
+        old = dict(zip((e[1] for e in self._last_key.entries), self._last_key.descriptions))
+        changes = [f"{old.get(e[1], '?')} -> {d}" for e, d in zip(key.entries, key.descriptions)
+                   if old.get(e[1]) != d or e not in self._last_key.entries]
+        return "retrace: " + ("; ".join(changes) if changes else "new signature")
+
+    def _entry(self, args: tuple, kwargs: dict) -> tuple[_Entry, list[BoundArg]]:
+        check_hosts(self.hosts)
+        bound = self._bind(args, kwargs)
+        key = self._key(bound)
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                reason = self._retrace_reason(key)
+                if self._cache and _env_flag("L3C_STRICT_RETRACE"):
+                    raise trace_error(f"{self.fn.__qualname__} would be traced again ({reason}) "
+                                      "and L3C_STRICT_RETRACE=1 forbids retracing",
+                                      "call it with the same shapes, dtypes and static values, or "
+                                      "unset L3C_STRICT_RETRACE", user_location())
+                if _env_flag("L3C_LOG_COMPILES"):
+                    print(f"l3c: tracing {key} ({reason})", file=sys.stderr, flush=True)
+                program = trace(self.fn, config=self.config, bound=bound)
+                self.traces += 1
+                entry = self._cache[key] = _Entry(program)
+            self._last_key = key
+            return entry, bound
+
+    def trace(self, *args: Any, **kwargs: Any) -> Program:
+        """The traced program (before any pass) for these arguments; cached."""
+        try:
+            return self._entry(args, kwargs)[0].program
+        except TraceError as exc:
+            raise exc.with_traceback(user_traceback(exc.__traceback__)) from None
+
+    def lower(self, *args: Any, **kwargs: Any) -> Compiled:
+        """Trace (if needed) and run the passes; nothing is executed."""
+        try:
+            entry, _ = self._entry(args, kwargs)
+        except TraceError as exc:
+            raise exc.with_traceback(user_traceback(exc.__traceback__)) from None
+        with self._lock:
+            if entry.compiled is None:
+                entry.compiled = Compiled(self._run_passes(entry.program))
+            return entry.compiled
+
+    def _run_passes(self, traced: Program, until: str | None = None) -> Program:
+        program = copy.deepcopy(traced)     # the traced program stays pristine for eager/dumps
+        if until == "trace":
+            return program
+        from .passes import PassOptions, run_passes
+        return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        compiled = self.lower(*args, **kwargs)
+        return compiled(*[b.value for b in self._bind(args, kwargs)])
+
+    def eager(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the traced calls one by one through the dynamic runtime (the reference semantics)."""
+        entry, bound = self._entry(args, kwargs)
+        from .codegen.eager import run_eager
+        return run_eager(entry.program, [b.value for b in bound], timeout=self.timeout)
+
+    def __repr__(self) -> str:
+        return (f"<l3c.jit {self.fn.__module__}:{self.fn.__qualname__} chips={self.chips} "
+                f"sub_workers={self.sub_workers} hosts={self.hosts}>")
+
+
+def jit(fn: Callable | None = None, *, chips: int | None = None, sub_workers: int = 0,
+        hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
+        timeout: float | None = None) -> Any:
+    """`@l3c.jit` or `@l3c.jit(chips=..., ...)`: make a `Jitted` orchestration function."""
+    options = dict(chips=chips, sub_workers=sub_workers, hosts=hosts,
+                   static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout)
+    if fn is None:
+        return lambda f: Jitted(f, **options)
+    return Jitted(fn, **options)

@@ -1,0 +1,7 @@
+"""Tracing: run the orchestration function on proxies and record kernel calls into `l3c.ir`.
+
+`kernel` (decorator, access annotations), `proxy` (Tensor views and their regions), `context`
+(empty/zeros/scope/group and the per-thread current tracer), `tracer` (the `trace` entry point),
+`source` (finding the user's line for locations and errors).
+"""
+from .tracer import BoundArg, Tracer, bind_arguments, trace  # noqa: F401

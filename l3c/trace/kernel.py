@@ -1,2 +1,126 @@
-"""Placeholder while this module is being written; its owner replaces it."""
-In = Out = InOut = Kernel = kernel = None
+"""`@l3c.kernel`: a Python function that runs in a worker on numpy views and static scalars.
+
+Parameters annotated `l3c.In` / `l3c.Out` / `l3c.InOut` take tensors (read / written / both); every
+other parameter takes a static scalar. Inside a trace (`l3c.jit`) a call records a task; outside it
+runs the plain function here. At decoration the function is registered in `l3c.registry` and the key
+it returns (its import path "module:qualname", made unique) becomes `kernel.name`, the IR's
+`Task.kernel`, which is how forked workers and schedule files find the function again.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+from .. import registry
+
+
+class _Mode:
+    """Base of the three access annotations; a class so `x: l3c.In` reads as a type."""
+
+    mode = ""
+
+
+class In(_Mode):
+    """The kernel reads this tensor."""
+
+    mode = "In"
+
+
+class Out(_Mode):
+    """The kernel writes this tensor and does not read its prior content."""
+
+    mode = "Out"
+
+
+class InOut(_Mode):
+    """The kernel reads and writes this tensor."""
+
+    mode = "InOut"
+
+
+_MODES = {"In": In, "Out": Out, "InOut": InOut}
+
+
+def _mode_of(annotation: Any, fn: Callable) -> str | None:
+    """"In"/"Out"/"InOut" for an access annotation, else None.
+
+    String annotations (`from __future__ import annotations`) are evaluated in the function's
+    globals; if that fails (a name not yet defined), "l3c.In" / "In" style spellings still count.
+    """
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, getattr(fn, "__globals__", {}), {})  # noqa: S307
+        except Exception:  # noqa: BLE001 - an unresolvable annotation is not an access mode
+            tail = annotation.strip().rsplit(".", 1)[-1]
+            return tail if tail in _MODES else None
+    if isinstance(annotation, type) and issubclass(annotation, _Mode) and annotation.mode:
+        return annotation.mode
+    return None
+
+
+class Kernel:
+    """A decorated kernel. Call it like the function; `kernel.on(chip)` pins its task to a chip."""
+
+    def __init__(self, fn: Callable, worker: str = "chip") -> None:
+        if worker not in ("chip", "sub"):
+            raise ValueError(f"@l3c.kernel(worker={worker!r}): worker must be 'chip' or 'sub'")
+        if not callable(fn):
+            raise TypeError(f"@l3c.kernel needs a function, got {type(fn).__name__}")
+        self.fn = fn
+        self.worker = worker
+        self.signature = inspect.signature(fn)
+        self.modes: dict[str, str | None] = {}
+        for p in self.signature.parameters.values():
+            if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                # Workers call kernels positionally in parameter order; *args/**kw/keyword-only
+                # parameters have no place in that order.
+                raise TypeError(f"@l3c.kernel {fn.__qualname__}: parameter {p.name!r} is "
+                                f"{p.kind.description}; kernels take plain positional parameters")
+            self.modes[p.name] = _mode_of(p.annotation, fn)
+        functools.update_wrapper(self, fn)
+        self.name = registry.register(fn, f"{fn.__module__}:{fn.__qualname__}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .context import current_tracer
+        tracer = current_tracer()
+        if tracer is None:
+            return self.fn(*args, **kwargs)
+        tracer.record_call(self, args, kwargs)
+        return None
+
+    def on(self, chip: int) -> "PinnedKernel":
+        """A callable that records this kernel's task pinned to `chip` (a sub worker index for
+        `worker="sub"` kernels)."""
+        if isinstance(chip, bool) or not isinstance(chip, int) or chip < 0:
+            raise TypeError(f"{self.fn.__qualname__}.on({chip!r}): chip must be an int >= 0")
+        return PinnedKernel(self, int(chip))
+
+    def __repr__(self) -> str:
+        return f"<l3c.kernel {self.name} worker={self.worker}>"
+
+
+class PinnedKernel:
+    """`kernel.on(chip)`: calls record a task that must run on `chip`."""
+
+    def __init__(self, kernel: Kernel, chip: int) -> None:
+        self.kernel = kernel
+        self.chip = chip
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .context import current_tracer
+        tracer = current_tracer()
+        if tracer is None:
+            return self.kernel.fn(*args, **kwargs)
+        tracer.record_call(self.kernel, args, kwargs, pin=self.chip)
+        return None
+
+    def __repr__(self) -> str:
+        return f"<l3c.kernel {self.kernel.name} on {self.kernel.worker} {self.chip}>"
+
+
+def kernel(fn: Callable | None = None, *, worker: str = "chip") -> Any:
+    """Decorate a kernel: `@l3c.kernel` or `@l3c.kernel(worker="sub")`."""
+    if fn is None:
+        return lambda f: Kernel(f, worker)
+    return Kernel(fn, worker)

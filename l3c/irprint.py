@@ -1,0 +1,281 @@
+"""Printers of the IR: one canonical text form, and JSON and Graphviz DOT views of the same data.
+
+The text form is for people and golden tests: deterministic (sorted sets, program order), one line
+per task. Example (after all passes)::
+
+    program examples.tiled_matmul:tiled_matmul  @ tiled_matmul.py:40
+      config chips=2 sub_workers=1 hosts=1 fuse_groups=True
+      passes trace deps scopes fuse schedule memory
+      params a=arg0 b=arg1 tiles=2
+    tasks:
+      %0 fill_zeros  chip 0  writes t0  scope /  @ tiled_matmul.py:44
+      %1 matmul_tile  chip 0 g0.0  reads arg0[0:63:2,0:32] arg1  writes t1[0:63:2,0:64]  waits %0(WAR t0)  scope /0  @ tiled_matmul.py:47
+    tensors:
+      arg0 input float32[64,32]  @ tiled_matmul.py:60
+      t0 intermediate float32[64,64] zeros  scope /  uses %0..%3  arena 0  @ tiled_matmul.py:44
+    results: (t0, t2)
+    groups:
+      g0: %1 %2
+    memory: arena 32768 B (lower bound 32768 B, naive 49152 B) staging 16384 B added_edges 0
+    reports:
+      critical_path: 4
+
+`docs/ir.md` describes every field.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .ir import Access, Program, Region, ResultRef, ScalarArg, Task
+
+FORMATS = ("text", "json", "dot")
+
+
+def dump(program: Program, format: str = "text") -> str:  # noqa: A002 - SPEC's name
+    """The program in `format` ("text", "json" or "dot")."""
+    if format == "text":
+        return to_text(program)
+    if format == "json":
+        return to_json(program)
+    if format == "dot":
+        return to_dot(program)
+    raise ValueError(f"unknown IR format {format!r}; use one of {', '.join(FORMATS)}")
+
+
+# ---- shared helpers -----------------------------------------------------------------------------
+def _tensor_name(program: Program, tensor: int) -> str:
+    return program.tensors[tensor].name if 0 <= tensor < len(program.tensors) else f"?{tensor}"
+
+
+def region_text(program: Program, tensor: int, region: Region) -> str:
+    """`arg0` for a whole tensor, `arg0[0:8:2,3]`-style for a box, raw mapping otherwise."""
+    info = program.tensors[tensor]
+    name = info.name
+    if region.is_whole(info.shape) and region.shape == info.shape:
+        return name
+    return f"{name}{region}"
+
+
+def _placement(task: Task) -> str:
+    where = "?" if task.chip is None else str(task.chip)
+    text = f"{task.worker} {where}"
+    if task.pin is not None:
+        text += f" (pin {task.pin})"
+    if task.group is not None:
+        text += f" g{task.group}.{task.group_rank}"
+    return text
+
+
+def _scope_text(path: tuple[int, ...]) -> str:
+    return "/" + "/".join(map(str, path))
+
+
+def _waits(program: Program, task_id: int) -> list[tuple[int, list[str], list[str], str]]:
+    """(u, kinds, tensor names, added_by) for every edge into `task_id`, sorted by u."""
+    out = []
+    for u in sorted(program.graph.predecessors(task_id)):
+        data = program.graph.edges[u, task_id]
+        tensors = sorted(_tensor_name(program, t) for t in data.get("tensors", ()))
+        out.append((u, sorted(data.get("kinds", ())), tensors, data.get("added_by", "deps")))
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (set, frozenset)):
+        return [_jsonable(v) for v in sorted(value, key=repr)]
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):                  # numpy scalars
+        return _jsonable(value.item())
+    return str(value)
+
+
+def _results_text(program: Program, tree: Any) -> str:
+    if tree is None:
+        return "None"
+    if isinstance(tree, ResultRef):
+        return region_text(program, tree.tensor, tree.region)
+    kind, items = tree
+    if kind == "dict":
+        return "{" + ", ".join(f"{k!r}: {_results_text(program, v)}" for k, v in items) + "}"
+    inner = ", ".join(_results_text(program, v) for v in items)
+    if kind == "tuple":
+        return f"({inner}{',' if len(items) == 1 else ''})"
+    return f"[{inner}]"
+
+
+# ---- text ---------------------------------------------------------------------------------------
+def task_line(program: Program, task: Task) -> str:
+    """One task: id, kernel, placement, reads/writes, scalars, waits (why), scope, location."""
+    parts = [f"%{task.id} {task.short_kernel}", _placement(task)]
+    reads = [region_text(program, a.tensor, a.region) for a in task.accesses if a.mode == "In"]
+    updates = [region_text(program, a.tensor, a.region) for a in task.accesses if a.mode == "InOut"]
+    writes = [region_text(program, a.tensor, a.region) for a in task.accesses if a.mode == "Out"]
+    scalars = [f"{a.param}={a.value!r}" for a in task.args if isinstance(a, ScalarArg)]
+    for label, items in (("reads", reads), ("updates", updates), ("writes", writes),
+                         ("scalars", scalars)):
+        if items:
+            parts.append(f"{label} " + " ".join(items))
+    waits = [f"%{u}({'+'.join(kinds)} {','.join(tensors)}{'' if by == 'deps' else ' ' + by})"
+             for u, kinds, tensors, by in _waits(program, task.id)]
+    if waits:
+        parts.append("waits " + " ".join(waits))
+    parts.append(f"scope {_scope_text(task.scope)}")
+    parts.append(f"@ {task.loc}")
+    return "  ".join(parts)
+
+
+def to_text(program: Program) -> str:
+    """The canonical text form (deterministic; golden files compare it)."""
+    c = program.config
+    lines = [f"program {program.name}  @ {program.loc}",
+             f"  config chips={c.chips} sub_workers={c.sub_workers} hosts={c.hosts} "
+             f"fuse_groups={c.fuse_groups}",
+             f"  passes {' '.join(program.passes_run)}"]
+    params = [f"{p.name}={_tensor_name(program, p.tensor)}" if p.tensor is not None
+              else f"{p.name}={p.static!r}" for p in program.params]
+    lines.append("  params " + (" ".join(params) if params else "-"))
+    lines.append("tasks:")
+    for task in program.tasks:
+        lines.append("  " + task_line(program, task))
+    lines.append("tensors:")
+    for t in program.tensors:
+        dims = ",".join(map(str, t.shape))
+        parts = [f"{t.name} {t.kind} {t.dtype}[{dims}]"]
+        if t.zero_init:
+            parts.append("zeros")
+        if t.kind == "intermediate":
+            parts.append(f"scope {_scope_text(t.scope)}")
+        if t.first_use is not None:
+            parts.append(f"uses %{t.first_use}..%{t.last_use}")
+        if t.dead_after is not None:
+            parts.append(f"dead after %{t.dead_after}")
+        if t.arena_offset is not None:
+            parts.append(f"arena {t.arena_offset}")
+        parts.append(f"@ {t.loc}")
+        lines.append("  " + "  ".join(parts))
+    lines.append(f"results: {_results_text(program, program.results)}")
+    lines.append("groups:" + ("" if program.groups else " -"))
+    for g, members in enumerate(program.groups):
+        lines.append(f"  g{g}: " + " ".join(f"%{m}" for m in members))
+    m = program.memory
+    lines.append(f"memory: {m} staging {m.staging_bytes} B added_edges {m.added_edges}")
+    reports = {k: v for k, v in program.reports.items() if k != "warnings"}
+    if reports:
+        lines.append("reports:")
+        for key in sorted(reports):
+            lines.append(f"  {key}: {json.dumps(_jsonable(reports[key]), sort_keys=True)}")
+    warnings = program.reports.get("warnings") or []
+    if warnings:
+        lines.append("warnings:")
+        lines.extend(f"  {w}" for w in warnings)
+    return "\n".join(lines) + "\n"
+
+
+# ---- json ---------------------------------------------------------------------------------------
+def region_json(region: Region) -> dict[str, Any]:
+    return {"offset": region.offset, "shape": list(region.shape), "strides": list(region.strides),
+            "box": None if region.box is None else [list(b) for b in region.box]}
+
+
+def _arg_json(arg: Access | ScalarArg) -> dict[str, Any]:
+    if isinstance(arg, Access):
+        return {"param": arg.param, "tensor": arg.tensor, "mode": arg.mode,
+                "region": region_json(arg.region)}
+    return {"param": arg.param, "value": _jsonable(arg.value)}
+
+
+def _results_json(tree: Any) -> Any:
+    if tree is None:
+        return None
+    if isinstance(tree, ResultRef):
+        return {"tensor": tree.tensor, "dtype": tree.dtype, "region": region_json(tree.region)}
+    kind, items = tree
+    if kind == "dict":
+        return {"dict": [[_jsonable(k), _results_json(v)] for k, v in items]}
+    return {kind: [_results_json(v) for v in items]}
+
+
+def to_dict(program: Program) -> dict[str, Any]:
+    """The JSON view as plain data. Top-level keys: program, params, tasks, tensors, groups,
+    memory, results, reports."""
+    tasks = []
+    for task in program.tasks:
+        waits = _waits(program, task.id)
+        tasks.append({
+            "id": task.id, "kernel": task.kernel, "worker": task.worker, "chip": task.chip,
+            "group": task.group, "group_rank": task.group_rank, "pin": task.pin,
+            "queue_pos": task.queue_pos, "deps": [u for u, *_ in waits],
+            "waits": [{"task": u, "kinds": kinds, "tensors": tensors, "added_by": by}
+                      for u, kinds, tensors, by in waits],
+            "args": [_arg_json(a) for a in task.args], "scope": list(task.scope), "loc": task.loc,
+        })
+    tensors = [{"id": t.id, "name": t.name, "kind": t.kind, "shape": list(t.shape),
+                "dtype": t.dtype, "nbytes": t.nbytes, "loc": t.loc, "scope": list(t.scope),
+                "zero_init": t.zero_init, "first_use": t.first_use, "last_use": t.last_use,
+                "dead_after": t.dead_after, "arena_offset": t.arena_offset}
+               for t in program.tensors]
+    m = program.memory
+    c = program.config
+    return {
+        "program": {"name": program.name, "loc": program.loc, "passes_run": list(program.passes_run),
+                    "config": {"chips": c.chips, "sub_workers": c.sub_workers, "hosts": c.hosts,
+                               "fuse_groups": c.fuse_groups},
+                    "scopes": {str(k): list(v) for k, v in sorted(program.scopes.items())}},
+        "params": [{"name": p.name, "tensor": p.tensor,
+                    "static": None if p.tensor is not None else _jsonable(p.static)}
+                   for p in program.params],
+        "tasks": tasks,
+        "tensors": tensors,
+        "groups": [list(g) for g in program.groups],
+        "memory": {"arena_bytes": m.arena_bytes, "lower_bound_bytes": m.lower_bound_bytes,
+                   "naive_bytes": m.naive_bytes, "staging_bytes": m.staging_bytes,
+                   "added_edges": m.added_edges, "alignment": m.alignment},
+        "results": _results_json(program.results),
+        "reports": _jsonable(program.reports),
+    }
+
+
+def to_json(program: Program) -> str:
+    return json.dumps(to_dict(program), indent=1, sort_keys=False) + "\n"
+
+
+# ---- dot ----------------------------------------------------------------------------------------
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(program: Program) -> str:
+    """Graphviz: a box per task (groups as clusters), an edge per dependency labelled with kinds."""
+    lines = [f"digraph {_quote(program.name)} {{", "  rankdir=TB;",
+             '  node [shape=box, fontname="monospace"];']
+
+    def node(task: Task) -> str:
+        where = "?" if task.chip is None else task.chip
+        label = f"%{task.id} {task.short_kernel}\n{task.worker} {where}\n{task.loc}"
+        return f"  t{task.id} [label={_quote(label)}];"
+
+    in_group = set()
+    for g, members in enumerate(program.groups):
+        lines.append(f"  subgraph cluster_g{g} {{")
+        lines.append(f"    label={_quote(f'group {g}')}; style=dashed;")
+        for m in members:
+            lines.append("  " + node(program.task(m)))
+            in_group.add(m)
+        lines.append("  }")
+    for task in program.tasks:
+        if task.id not in in_group:
+            lines.append(node(task))
+    for u, v in sorted(program.graph.edges):
+        data = program.graph.edges[u, v]
+        label = "+".join(sorted(data.get("kinds", ())))
+        tensors = ",".join(sorted(_tensor_name(program, t) for t in data.get("tensors", ())))
+        style = ", style=dashed" if data.get("added_by", "deps") != "deps" else ""
+        lines.append(f"  t{u} -> t{v} [label={_quote(f'{label} {tensors}'.strip())}{style}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

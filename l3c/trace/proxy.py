@@ -1,0 +1,411 @@
+"""Proxy tensors: what an orchestration function holds while it is traced.
+
+A `Tensor` proxy is a view of one base tensor (an input or an intermediate). It knows its shape and
+dtype and the `Region` of the base it names, but no values: reading values raises `TraceError` at the
+user's line. Basic slicing (ints, slices with negative indices and steps, `...`, `None`), `.T`,
+`.transpose` and `.reshape` of a contiguous view make new views.
+
+How the region is kept: `offset/shape/strides` (elements of the C-contiguous base) map view indices to
+base elements, exactly as numpy's view does. Alongside, while every view axis still corresponds to one
+base axis (slicing and transposing keep that), `_axes` records which base axis each view axis walks and
+`_lines` holds one directed progression `(start, count, step)` per base axis (step may be negative);
+its normalised form is the region's `box`. After a reshape the axes no longer line up with base axes;
+the box is then recovered from the element set itself when that is small enough (else None).
+Slicing is stricter than numpy in one way: bounds outside the axis raise instead of being clipped.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, TYPE_CHECKING
+
+import numpy as np
+
+from ..ir import Region
+from .source import trace_error
+
+if TYPE_CHECKING:
+    from .tracer import Tracer
+
+# Views without axis correspondence recover their box by enumeration up to this many elements.
+BOX_ENUMERATION_LIMIT = 1 << 18
+
+Line = tuple[int, int, int]   # (start, count, step) along one base axis; step may be negative
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+def normalise_box(lines: tuple[Line, ...]) -> tuple[Line, ...]:
+    """Directed progressions -> the `Region.box` form (lowest start, count, step >= 1)."""
+    box = []
+    for start, count, step in lines:
+        if count == 0:
+            box.append((0, 0, 1))
+        elif count == 1:
+            box.append((start, 1, 1))
+        elif step < 0:
+            box.append((start + (count - 1) * step, count, -step))
+        else:
+            box.append((start, count, step))
+    return tuple(box)
+
+
+def box_from_elements(offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
+                      base_shape: tuple[int, ...]) -> tuple[Line, ...] | None:
+    """The box of the elements a strided view touches, if they form one (None if not, or if the
+    view is too large to enumerate)."""
+    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if size == 0:
+        return tuple((0, 0, 1) for _ in base_shape)
+    if size > BOX_ENUMERATION_LIMIT:
+        return None
+    flat = np.full((1,) * len(shape), offset, dtype=np.int64)
+    for axis, (n, s) in enumerate(zip(shape, strides)):
+        idx_shape = [1] * len(shape)
+        idx_shape[axis] = n
+        flat = flat + (np.arange(n, dtype=np.int64) * s).reshape(idx_shape)
+    flat = np.unique(flat.ravel())
+    if not base_shape:
+        return ()
+    coords = np.unravel_index(flat, base_shape)
+    box, total = [], 1
+    for values in coords:
+        values = np.unique(values)
+        if len(values) == 1:
+            box.append((int(values[0]), 1, 1))
+        else:
+            steps = np.diff(values)
+            if not np.all(steps == steps[0]):
+                return None
+            box.append((int(values[0]), len(values), int(steps[0])))
+        total *= len(values)
+    return tuple(box) if total == len(flat) else None
+
+
+_OPERATORS = [
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
+    "lshift", "rshift", "divmod",
+]
+
+
+class Tensor:
+    """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
+
+    __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
+                 "_axes", "_lines", "_box")
+    __array_ufunc__ = None          # numpy defers to our operators, which raise TraceError
+
+    def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
+                 offset: int = 0, shape: tuple[int, ...] | None = None,
+                 strides: tuple[int, ...] | None = None, axes: tuple[int | None, ...] | None = None,
+                 lines: tuple[Line, ...] | None = None,
+                 box: tuple[Line, ...] | None = None) -> None:
+        self._tracer = tracer
+        self._tensor = tensor
+        self._base_shape = tuple(base_shape)
+        self.dtype = np.dtype(dtype)
+        if shape is None:               # the whole base tensor
+            shape = self._base_shape
+            strides = _c_strides(shape)
+            axes = tuple(range(len(shape)))
+            lines = tuple((0, d, 1) for d in shape)
+        self._offset = offset
+        self.shape = tuple(shape)
+        self._strides = tuple(strides)
+        self._axes = axes               # per view axis: base axis, -1 (new axis), or None (unknown)
+        self._lines = lines             # per base axis directed progression, or None (unknown)
+        if lines is not None:
+            box = normalise_box(lines)
+        elif box is None:
+            box = box_from_elements(offset, self.shape, self._strides, self._base_shape)
+        self._box = box
+
+    # ---- static facts --------------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def region(self) -> Region:
+        """The elements of the base tensor this view names (see `l3c.ir.Region`)."""
+        return Region(self._offset, self.shape, self._strides, self._box)
+
+    @property
+    def tensor_id(self) -> int:
+        return self._tensor
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise trace_error("len() of a 0-d tensor", "use .shape or .size")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        dims = ",".join(map(str, self.shape))
+        return f"<l3c.Tensor {self.dtype.name}[{dims}] view of tensor {self._tensor} {self.region}>"
+
+    __hash__ = object.__hash__
+
+    # ---- views ---------------------------------------------------------------------------------
+    def _view(self, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
+              axes: tuple[int | None, ...] | None, lines: tuple[Line, ...] | None,
+              box: tuple[Line, ...] | None = None) -> "Tensor":
+        return Tensor(self._tracer, self._tensor, self._base_shape, self.dtype, offset, shape,
+                      strides, axes, lines, box)
+
+    def _check_alive(self) -> None:
+        self._tracer.check_usable(self)
+
+    def __getitem__(self, key: Any) -> "Tensor":
+        self._check_alive()
+        key = key if isinstance(key, tuple) else (key,)
+        for k in key:
+            if not (k is None or k is Ellipsis or isinstance(k, slice)
+                    or (isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_)))):
+                raise trace_error(
+                    f"index {k!r} ({type(k).__name__}) into a {self._desc()} is not basic slicing",
+                    "l3c views support ints, start:stop:step slices, ... and None; gather/scatter "
+                    "inside a kernel instead")
+        if sum(k is Ellipsis for k in key) > 1:
+            raise trace_error(f"more than one '...' in an index into a {self._desc()}",
+                              "use a single Ellipsis")
+        consuming = sum(k is not None and k is not Ellipsis for k in key)
+        if consuming > self.ndim:
+            raise trace_error(f"too many indices ({consuming}) for a {self._desc()}",
+                              f"index at most {self.ndim} axes")
+        if any(k is Ellipsis for k in key):
+            at = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - consuming) + key[at + 1:]
+        else:
+            key = key + (slice(None),) * (self.ndim - consuming)
+
+        offset, shape, strides, axes = self._offset, [], [], []
+        lines = list(self._lines) if self._lines is not None else None
+        axis = 0                        # the view axis the next consuming entry applies to
+        for k in key:
+            if k is None:
+                shape.append(1)
+                strides.append(0)
+                axes.append(-1)
+                continue
+            n, stride, base_axis = self.shape[axis], self._strides[axis], self._axes_at(axis)
+            if isinstance(k, slice):
+                self._check_slice(k, n, axis)
+                start, stop, step = k.indices(n)
+                count = len(range(start, stop, step))
+                if count:
+                    offset += start * stride
+                shape.append(count)
+                strides.append(stride * step)
+                axes.append(base_axis)
+                if lines is not None and base_axis is not None and base_axis >= 0:
+                    s0, _, st0 = lines[base_axis]
+                    lines[base_axis] = (s0 + start * st0, count, st0 * step)
+            else:
+                i = int(k)
+                if not -n <= i < n:
+                    raise trace_error(
+                        f"index {i} is out of bounds for axis {axis} of size {n} of a {self._desc()}",
+                        f"use an index in [{-n}, {n})")
+                i %= n
+                offset += i * stride
+                if lines is not None and base_axis is not None and base_axis >= 0:
+                    s0, _, st0 = lines[base_axis]
+                    lines[base_axis] = (s0 + i * st0, 1, st0)
+            axis += 1
+        known = lines is not None and all(a is not None for a in axes)
+        return self._view(offset, tuple(shape), tuple(strides), tuple(axes) if known else None,
+                          tuple(lines) if known else None)
+
+    def _axes_at(self, axis: int) -> int | None:
+        return self._axes[axis] if self._axes is not None else None
+
+    def _check_slice(self, k: slice, n: int, axis: int) -> None:
+        for bound in (k.start, k.stop, k.step):
+            if bound is not None and not isinstance(bound, numbers.Integral):
+                raise trace_error(f"slice {k} has a non-integer bound {bound!r} ({type(bound).__name__})",
+                                  "slice with Python ints (shapes and static arguments are ints)")
+        if k.step == 0:
+            raise trace_error(f"slice {k} has step 0", "use a non-zero step")
+        for bound in (k.start, k.stop):
+            if bound is not None and not -n <= bound <= n:
+                raise trace_error(
+                    f"slice {k.start}:{k.stop}:{k.step} is out of bounds for axis {axis} of size {n} "
+                    f"of a {self._desc()}",
+                    f"keep slice bounds in [{-n}, {n}] (l3c does not clip like numpy, to catch "
+                    "tiling mistakes)")
+
+    @property
+    def T(self) -> "Tensor":  # noqa: N802 - numpy's name
+        return self.transpose()
+
+    def transpose(self, *axes: int) -> "Tensor":
+        """A view with permuted axes (reversed when none are given), like numpy."""
+        self._check_alive()
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        perm = tuple(range(self.ndim))[::-1] if not axes else tuple(int(a) % max(self.ndim, 1)
+                                                                       for a in axes)
+        if sorted(perm) != list(range(self.ndim)):
+            raise trace_error(f"transpose axes {axes} do not permute the {self.ndim} axes of a "
+                              f"{self._desc()}", f"pass a permutation of range({self.ndim})")
+        return self._view(self._offset, tuple(self.shape[p] for p in perm),
+                          tuple(self._strides[p] for p in perm),
+                          tuple(self._axes[p] for p in perm) if self._axes is not None else None,
+                          self._lines, self._box)
+
+    def is_contiguous(self) -> bool:
+        """Whether the view covers one C-ordered run of base elements (size-1 axes ignored)."""
+        expected = 1
+        for n, s in zip(reversed(self.shape), reversed(self._strides)):
+            if n == 1:
+                continue
+            if s != expected:
+                return False
+            expected *= n
+        return True
+
+    def reshape(self, *shape: Any) -> "Tensor":
+        """A view with a new shape; only for contiguous views (the element set is unchanged)."""
+        self._check_alive()
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        try:
+            shape = tuple(int(d) for d in shape)
+        except TypeError:
+            raise trace_error(f"reshape({shape!r}) of a {self._desc()} needs int dimensions",
+                              "pass ints (one may be -1)") from None
+        if shape.count(-1) > 1 or any(d < -1 for d in shape):
+            raise trace_error(f"reshape{shape} of a {self._desc()} is invalid",
+                              "give non-negative dimensions and at most one -1")
+        known = 1
+        for d in shape:
+            if d != -1:
+                known *= d
+        if -1 in shape:
+            if known == 0 or self.size % known:
+                raise trace_error(f"cannot reshape a {self._desc()} into {shape}",
+                                  f"the new shape must hold {self.size} elements")
+            shape = tuple(self.size // known if d == -1 else d for d in shape)
+        elif known != self.size:
+            raise trace_error(f"cannot reshape a {self._desc()} ({self.size} elements) into {shape}",
+                              f"the new shape must hold {self.size} elements")
+        if shape == self.shape:
+            return self
+        if not self.is_contiguous():
+            raise trace_error(f"reshape of a non-contiguous {self._desc()} (strides "
+                              f"{list(self._strides)} elements) into {shape}",
+                              "reshape the contiguous tensor before slicing it, or copy the view "
+                              "into an l3c.empty tensor with a kernel first")
+        return self._view(self._offset, shape, _c_strides(shape), None, None, self._box)
+
+    # ---- everything that would need values -------------------------------------------------------
+    def _desc(self) -> str:
+        dims = ",".join(map(str, self.shape))
+        return f"{self.dtype.name}[{dims}] tensor"
+
+    def _no_values(self, what: str) -> Any:
+        raise trace_error(
+            f"{what} needs the values of a {self._desc()}, which do not exist while tracing",
+            "compute on values inside an @l3c.kernel; branch only on shapes and static arguments")
+
+    def __bool__(self) -> bool:
+        return self._no_values("bool()")
+
+    def __int__(self) -> int:
+        return self._no_values("int()")
+
+    def __float__(self) -> float:
+        return self._no_values("float()")
+
+    def __complex__(self) -> complex:
+        return self._no_values("complex()")
+
+    def __index__(self) -> int:
+        return self._no_values("using a tensor as an index")
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._no_values("converting to a numpy array")
+
+    def __iter__(self) -> Any:
+        if not self.shape:
+            raise trace_error("iteration over a 0-d tensor", "index it with [...] instead")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise trace_error(f"assigning into a {self._desc()} in the orchestration function",
+                          "write tensors inside an @l3c.kernel (an l3c.Out parameter), or use "
+                          "l3c.zeros for a zero-filled tensor")
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("__") and hasattr(np.ndarray, name):
+            raise trace_error(f".{name} of a {self._desc()} is a numpy operation on values",
+                              "do it inside an @l3c.kernel; proxies have shape, dtype, ndim, size, "
+                              "slicing, .T and .reshape")
+        raise AttributeError(name)
+
+    def __eq__(self, other: Any) -> Any:
+        return self._no_values("'=='")
+
+    def __ne__(self, other: Any) -> Any:
+        return self._no_values("'!='")
+
+    def __lt__(self, other: Any) -> Any:
+        return self._no_values("'<'")
+
+    def __le__(self, other: Any) -> Any:
+        return self._no_values("'<='")
+
+    def __gt__(self, other: Any) -> Any:
+        return self._no_values("'>'")
+
+    def __ge__(self, other: Any) -> Any:
+        return self._no_values("'>='")
+
+    def __neg__(self) -> Any:
+        return self._no_values("unary '-'")
+
+    def __pos__(self) -> Any:
+        return self._no_values("unary '+'")
+
+    def __abs__(self) -> Any:
+        return self._no_values("abs()")
+
+    def __invert__(self) -> Any:
+        return self._no_values("'~'")
+
+    def __round__(self, ndigits: Any = None) -> Any:
+        return self._no_values("round()")
+
+
+def _make_operator(name: str) -> Any:
+    def op(self: Tensor, other: Any) -> Any:
+        return self._no_values(f"arithmetic ({name})")
+    op.__name__ = name
+    return op
+
+
+for _name in _OPERATORS:
+    for _form in ("__{}__", "__r{}__", "__i{}__"):
+        if _form == "__i{}__" and _name == "divmod":
+            continue
+        setattr(Tensor, _form.format(_name), _make_operator(_form.format(_name)))

@@ -1,0 +1,69 @@
+"""Where the user is: the first stack frame outside the l3c package, for locations and errors.
+
+Every task and tensor records the user's `file.py:LINE`, and every `TraceError` starts with the full
+`path/to/file.py:LINE`. Frames inside the l3c package (the tracer, `l3c.jit`, the CLI) are skipped,
+so the location is the line in the orchestration function (or the user's helper it called).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+from ..errors import TraceError
+
+# The l3c package directory, with a trailing separator so "l3c_extra/" does not match.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _is_internal(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+
+
+def user_frame() -> types.FrameType | None:
+    """The innermost frame whose code lives outside the l3c package."""
+    frame = sys._getframe(1)
+    while frame is not None and _is_internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
+def user_location() -> tuple[str, int]:
+    """(filename, line) of the user's current line; ("<unknown>", 0) if the stack is all l3c."""
+    frame = user_frame()
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+def short_loc(filename: str, line: int) -> str:
+    """The IR's location form: "basename.py:LINE"."""
+    return f"{os.path.basename(filename)}:{line}"
+
+
+def user_loc() -> str:
+    """The user's current line as "basename.py:LINE" (for Task.loc and TensorInfo.loc)."""
+    return short_loc(*user_location())
+
+
+def trace_error(what: str, todo: str, where: tuple[str, int] | None = None) -> TraceError:
+    """A TraceError "path/file.py:LINE: what; todo" at the user's line (or at `where`).
+
+    Kept on one line so the CLI can print it as its single error line.
+    """
+    filename, line = where if where is not None else user_location()
+    message = f"{filename}:{line}: {what}; {todo}".replace("\n", " ")
+    return TraceError(message)
+
+
+def user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback without l3c's own frames (JAX-style filtering), or `tb` if nothing is left."""
+    frames = []
+    while tb is not None:
+        if not _is_internal(tb.tb_frame.f_code.co_filename):
+            frames.append(tb)
+        tb = tb.tb_next
+    result = None
+    for entry in reversed(frames):
+        result = types.TracebackType(result, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return result

@@ -1,0 +1,331 @@
+"""The tracer: run an orchestration function on proxies and record its kernel calls as an IR Program.
+
+`trace(fn, args)` is the entry point. It classifies the arguments (arrays become input tensors,
+scalars and `static_argnames` stay static values), runs `fn` with `Tensor` proxies while a `Tracer` is
+the current one on this thread, and returns a `Program` whose graph has one node per kernel call in
+program order and no edges yet (the `deps` pass adds them). Every misuse raises `TraceError` at the
+user's line.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..ir import Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo
+from .context import _set_tracer, current_tracer
+from .kernel import Kernel, PinnedKernel
+from .proxy import Tensor
+from .source import short_loc, trace_error, user_loc, user_location
+
+_SCALARS = (int, float, bool, str, type(None), complex)
+
+
+# ---- arguments of the jitted function -------------------------------------------------------------
+@dataclass(frozen=True)
+class BoundArg:
+    """One argument of the jitted function after binding: an array (tensor input) or a static."""
+
+    name: str
+    value: Any
+    is_array: bool
+    keyword_only: bool
+
+    def key(self) -> tuple:
+        """This argument's part of the cache key: shape and dtype of arrays, type and value of
+        statics (so 1, 1.0, True and np.float64(1) differ, as do a numpy scalar and a 0-d array)."""
+        if self.is_array:
+            return ("array", self.name, tuple(self.value.shape), self.value.dtype.str)
+        t = type(self.value)
+        return ("static", self.name, f"{t.__module__}.{t.__qualname__}", self.value)
+
+    def describe(self) -> str:
+        if self.is_array:
+            dims = ",".join(map(str, self.value.shape))
+            return f"{self.name}: {self.value.dtype.name}[{dims}]"
+        return f"{self.name}={self.value!r}"
+
+
+def definition_location(fn: Callable) -> tuple[str, int]:
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        return ("<unknown>", 0)
+    return (code.co_filename, code.co_firstlineno)
+
+
+def bind_arguments(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any] | None = None,
+                   static_argnames: Iterable[str] = ()) -> list[BoundArg]:
+    """Bind a call of the jitted function `fn` and classify each argument, in signature order."""
+    where = definition_location(fn)
+    signature = inspect.signature(fn)
+    names = [p.name for p in signature.parameters.values()]
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise trace_error(f"{fn.__qualname__} has a variadic parameter {p}",
+                              "give an l3c.jit function named parameters only", where)
+    try:
+        bound = signature.bind(*args, **(kwargs or {}))
+    except TypeError as exc:
+        raise trace_error(f"{fn.__qualname__}({', '.join(names)}) called with {len(args)} positional "
+                          f"and {len(kwargs or {})} keyword arguments: {exc}",
+                          "pass exactly its parameters", where) from None
+    bound.apply_defaults()
+    static = set(static_argnames)
+    result = []
+    for p in signature.parameters.values():
+        value = bound.arguments[p.name]
+        is_array = isinstance(value, np.ndarray) and p.name not in static
+        if is_array and value.dtype.kind not in "biufc":
+            raise trace_error(f"argument {p.name!r} is an array of dtype {value.dtype}",
+                              "pass numeric or bool arrays", where)
+        if not is_array:
+            if not (isinstance(value, _SCALARS + (np.generic,)) or p.name in static):
+                raise trace_error(
+                    f"argument {p.name!r} of {fn.__qualname__} is a {type(value).__name__}",
+                    "pass a numpy array (a tensor), a Python scalar (static), or name the parameter "
+                    "in static_argnames=", where)
+            try:
+                hash(value)
+            except TypeError:
+                raise trace_error(f"static argument {p.name!r} ({type(value).__name__}) is not "
+                                  "hashable, so it cannot be part of the cache key",
+                                  "pass a hashable value such as a tuple", where) from None
+        result.append(BoundArg(p.name, value, is_array, p.kind == p.KEYWORD_ONLY))
+    return result
+
+
+# ---- the tracer ---------------------------------------------------------------------------------
+class Tracer:
+    """Records one trace into `program`. Lives on one thread while the function runs."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.active = True
+        self.scope_stack: list[int] = []
+        self.dead: dict[int, str] = {}            # tensor id -> "file.py:LINE" where its scope ended
+
+    # -- tensors
+    def new_input(self, name: str, array: np.ndarray, loc: str) -> Tensor:
+        info = TensorInfo(id=len(self.program.tensors), name=name, kind="input",
+                          shape=tuple(array.shape), dtype=array.dtype.name, loc=loc)
+        self.program.tensors.append(info)
+        return Tensor(self, info.id, info.shape, array.dtype)
+
+    def new_tensor(self, shape: Any, dtype: Any, zero_init: bool = False) -> Tensor:
+        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+            shape = (shape,)
+        try:
+            ok = all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
+                     for d in shape)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise trace_error(f"shape {shape!r} for a new tensor is not a tuple of ints >= 0",
+                              "pass a shape like (128, 64) or x.shape")
+        shape = tuple(int(d) for d in shape)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise trace_error(f"dtype {dtype!r} is not a numpy dtype",
+                              "pass e.g. np.float32 or x.dtype") from None
+        if dt.kind not in "biufc":
+            raise trace_error(f"dtype {dt} is not numeric", "use a numeric or bool dtype")
+        n = sum(1 for t in self.program.tensors if t.kind == "intermediate")
+        info = TensorInfo(id=len(self.program.tensors), name=f"t{n}", kind="intermediate",
+                          shape=shape, dtype=dt.name, loc=user_loc(), scope=tuple(self.scope_stack),
+                          zero_init=zero_init)
+        self.program.tensors.append(info)
+        proxy = Tensor(self, info.id, shape, dt)
+        if zero_init:
+            from .builtins import fill_zeros
+            self.record_call(fill_zeros, (proxy,), {})
+        return proxy
+
+    def check_usable(self, proxy: Tensor) -> None:
+        """Raise if `proxy` belongs to another (or a finished) trace or its scope has ended."""
+        info = self.program.tensors[proxy._tensor]
+        if not self.active or current_tracer() is not self:
+            raise trace_error(f"tensor {info.name} ({proxy._desc()}, created at {info.loc}) "
+                              "belongs to another trace that has finished",
+                              "tensors exist only inside the l3c.jit call that created them; pass "
+                              "arrays as arguments instead of keeping proxies around")
+        if proxy._tensor in self.dead:
+            raise trace_error(f"tensor {info.name} ({proxy._desc()}, created at {info.loc}) is used "
+                              f"after its l3c.scope() ended at {self.dead[proxy._tensor]}",
+                              "create it before the `with l3c.scope():` block to use it later")
+
+    # -- scopes
+    def open_scope(self) -> int:
+        sid = len(self.program.scopes)
+        self.program.scopes[sid] = tuple(self.scope_stack) + (sid,)
+        self.scope_stack.append(sid)
+        return sid
+
+    def close_scope(self, sid: int | None) -> None:
+        if sid in self.scope_stack:
+            del self.scope_stack[self.scope_stack.index(sid):]
+        where = user_loc()
+        last_task = self.program.graph.number_of_nodes() - 1
+        for info in self.program.tensors:
+            if sid in info.scope and info.id not in self.dead:
+                self.dead[info.id] = where
+                if last_task >= 0:
+                    info.dead_after = last_task
+
+    # -- kernel calls
+    def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any], *,
+                    pin: int | None = None, group: int | None = None, rank: int = 0) -> int:
+        config = self.program.config
+        what = f"kernel {kernel.fn.__qualname__}"
+        if kernel.worker == "sub" and config.sub_workers == 0:
+            raise trace_error(f"{what} runs on a sub worker but the jit has sub_workers=0",
+                              "pass sub_workers=1 (or more) to l3c.jit")
+        if pin is not None:
+            limit = config.chips * config.hosts if kernel.worker == "chip" else config.sub_workers
+            if pin >= limit:
+                raise trace_error(f"{what}.on({pin}) but there are only {limit} "
+                                  f"{'chips' if kernel.worker == 'chip' else 'sub workers'}",
+                                  f"pin to 0..{limit - 1} or raise the jit's worker count")
+        params = list(kernel.signature.parameters)
+        try:
+            bound = kernel.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise trace_error(f"{what}({', '.join(params)}) takes {len(params)} arguments, called "
+                              f"with {len(args) + len(kwargs)}: {exc}",
+                              "pass one argument per kernel parameter") from None
+        bound.apply_defaults()
+        call_args: list[Any] = []
+        for name in params:
+            value, mode = bound.arguments[name], kernel.modes[name]
+            if isinstance(value, Tensor):
+                value._check_alive()
+                if mode is None:
+                    raise trace_error(f"a {value._desc()} is passed to parameter {name!r} of {what}, "
+                                      "which has no access annotation",
+                                      f"annotate it `{name}: l3c.In`, `l3c.Out` or `l3c.InOut`")
+                call_args.append(Access(name, value._tensor, value.region, mode))
+            elif isinstance(value, np.ndarray):
+                raise trace_error(f"a numpy array {value.dtype}{list(value.shape)} is passed to "
+                                  f"parameter {name!r} of {what} inside a trace",
+                                  "pass arrays as arguments of the l3c.jit function, or create "
+                                  "intermediates with l3c.empty/l3c.zeros")
+            elif isinstance(value, _SCALARS + (np.generic,)):
+                if isinstance(value, np.generic):
+                    value = value.item()
+                if mode is not None and value is not None:
+                    raise trace_error(f"parameter {name!r} of {what} is annotated l3c.{mode} but "
+                                      f"got {type(value).__name__} {value!r}",
+                                      "pass a tensor, or drop the annotation for a scalar")
+                call_args.append(ScalarArg(name, value))
+            else:
+                raise trace_error(f"parameter {name!r} of {what} got a {type(value).__name__}",
+                                  "kernels take tensors and Python scalars (int, float, bool, str, "
+                                  "None)")
+        task = Task(id=self.program.graph.number_of_nodes(), kernel=kernel.name,
+                    worker=kernel.worker, args=tuple(call_args), loc=user_loc(),
+                    scope=tuple(self.scope_stack), pin=pin, group=group, group_rank=rank)
+        self.program.add_task(task)
+        return task.id
+
+    def record_group(self, kernel: Any, entries: list[Any]) -> None:
+        chips = self.program.config.chips * self.program.config.hosts
+        if isinstance(kernel, PinnedKernel):
+            raise trace_error("l3c.group() got a pinned kernel (kernel.on(chip))",
+                              "pass the kernel itself; a group puts each member on its own chip")
+        if not isinstance(kernel, Kernel):
+            raise trace_error(f"l3c.group() needs an @l3c.kernel, got {type(kernel).__name__}",
+                              "decorate the function with @l3c.kernel")
+        if kernel.worker != "chip":
+            raise trace_error(f"l3c.group() of kernel {kernel.fn.__qualname__}, which runs on a "
+                              "sub worker", "groups run on chips; use a chip kernel")
+        if len(entries) > chips:
+            raise trace_error(f"l3c.group() of {kernel.fn.__qualname__} has {len(entries)} members "
+                              f"but the pool has {chips} chips",
+                              f"use at most {chips} members, or l3c.jit(chips={len(entries)})")
+        if not entries:
+            return
+        g = len(self.program.groups)
+        ids = [self.record_call(kernel, e if not isinstance(e, dict) else (),
+                                e if isinstance(e, dict) else {}, group=g, rank=r)
+               for r, e in enumerate(entries)]
+        self.program.groups.append(ids)
+
+    # -- results
+    def result_tree(self, value: Any, where: tuple[str, int]) -> Any:
+        if isinstance(value, Tensor):
+            if value._tensor in self.dead:
+                info = self.program.tensors[value._tensor]
+                raise trace_error(f"returned tensor {info.name} ({value._desc()}, created at "
+                                  f"{info.loc}) is dead: its l3c.scope() ended at "
+                                  f"{self.dead[value._tensor]}",
+                                  "create it before the `with l3c.scope():` block to return it",
+                                  where)
+            value._check_alive()
+            return ResultRef(value._tensor, value.region, value.dtype.name)
+        if isinstance(value, (tuple, list)):
+            kind = "tuple" if isinstance(value, tuple) else "list"
+            return (kind, [self.result_tree(v, where) for v in value])
+        if isinstance(value, dict):
+            return ("dict", [(k, self.result_tree(v, where)) for k, v in value.items()])
+        raise trace_error(f"the function returned a {type(value).__name__} ({value!r:.60})",
+                          "return a tensor, or a tuple/list/dict of tensors (statics are known "
+                          "to the caller already)", where)
+
+
+def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+          config: Config | None = None, static_argnames: Iterable[str] = (),
+          bound: list[BoundArg] | None = None) -> Program:
+    """Trace `fn(*args, **kwargs)` into a Program (tasks, tensors, params, results; no edges).
+
+    `bound` may pass the already classified arguments (from `bind_arguments`) to skip binding again.
+    """
+    if bound is None:
+        bound = bind_arguments(fn, args, kwargs, static_argnames)
+    def_file, def_line = definition_location(fn)
+    program = Program(name=f"{fn.__module__}:{fn.__qualname__}", loc=short_loc(def_file, def_line),
+                      config=config or Config())
+    program.passes_run.append("trace")
+    tracer = Tracer(program)
+    call_loc = user_loc()
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for i, arg in enumerate(bound):
+        if arg.is_array:
+            value: Any = tracer.new_input(f"arg{i}", arg.value, call_loc)
+            program.params.append(Param(arg.name, tensor=value._tensor))
+        else:
+            value = arg.value
+            program.params.append(Param(arg.name, static=arg.value))
+        if arg.keyword_only:
+            keywords[arg.name] = value
+        else:
+            positional.append(value)
+
+    return_lines: list[int] = []
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+
+    def on_return(frame: Any, event: str, _arg: Any) -> None:
+        # Only to name the `return` line if a returned tensor is dead or not a tensor.
+        if event == "return" and frame.f_code is code:
+            return_lines.append(frame.f_lineno)
+
+    hook = code is not None and sys.getprofile() is None   # never displace a user's profiler
+    previous = _set_tracer(tracer)
+    try:
+        if hook:
+            sys.setprofile(on_return)
+        try:
+            out = fn(*positional, **keywords)
+        finally:
+            if hook:
+                sys.setprofile(None)
+        where = (def_file, return_lines[-1] if return_lines else def_line)
+        program.results = None if out is None else tracer.result_tree(out, where)
+    finally:
+        tracer.active = False
+        _set_tracer(previous)
+    return program
