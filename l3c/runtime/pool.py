@@ -8,11 +8,13 @@ Ownership (who creates and frees what):
 - Workers are children of the pool's process. `close` asks them to exit, waits a bounded time, then
   SIGKILLs and reaps every one. Each worker also has PR_SET_PDEATHSIG(SIGKILL), so it dies with us.
 
-Restarts: the pool grows (restarts with more chips, sub workers or arena) when a request does not fit,
-and restarts when a plan needs a kernel registered after the workers were forked (`registry`), because
-a fork only carries the functions that existed at fork time. A restart keeps this `Pool` object (so
-callers holding it stay valid) but replaces the mappings, workers, `control_address` and
-`pids_address`; read them under `Pool.lock`, which a caller holds for a whole run.
+Restarts: the pool grows (restarts with more chips, sub workers or arena) when a request does not fit
+(`get_pool`/`ensure`). A restart keeps this `Pool` object (so callers holding it stay valid) but
+replaces the mappings (arena contents are NOT carried over), workers, `control_address` and
+`pids_address`; call `get_pool` with the run's needs first, then under `Pool.lock` stage inputs and
+read the addresses. When a plan needs a kernel registered after the workers were forked (`registry`),
+`install` re-forks the workers only ("refork"): a fork carries only the functions that existed at fork
+time. A refork keeps the mappings, their contents and addresses; only the pids change.
 
 Slots: chips are pool slots 0..chips-1, sub workers chips..chips+sub_workers-1. A plan made for fewer
 chips than the pool has is mapped with `pool_slot(plan, s)` (sub workers shift up).
@@ -76,7 +78,7 @@ class Pool:
         self.chips = 0
         self.sub_workers = 0
         self.slots = 0
-        self.generation = 0               # bumped on every (re)start
+        self.generation = 0               # bumped on every (re)start that replaces the mappings
         self.arena: np.ndarray | None = None
         self.arena_capacity = 0
         self.control_address = 0
@@ -238,6 +240,23 @@ class Pool:
             self._pids[slot] = 0
         return status
 
+    def _refork(self) -> None:
+        """Replace every worker by a fresh fork of this process (which now knows every kernel
+        registered so far). The arena, its contents and the control block stay as they are."""
+        for slot, w in enumerate(self._workers):
+            if w.pid and self._alive(slot):
+                self.post(slot, layout.CMD_EXIT, 0)
+        deadline = time.monotonic() + EXIT_GRACE
+        for slot in range(self.slots):
+            self._reap(slot, deadline)
+            w = self._workers[slot]
+            if w.pipe >= 0:
+                os.close(w.pipe)
+                w.pipe = -1
+        self._fork_generation = registry.generation()
+        for slot in range(self.slots):
+            self._spawn(slot)
+
     def _replace(self, slot: int) -> None:
         """Kill (if needed), reap and re-fork the worker of `slot`; its plans re-install lazily."""
         self._reap(slot, time.monotonic())
@@ -341,7 +360,7 @@ class Pool:
                 kernels = {step.kernel for q in plan.queues for step in q}
                 stale = [k for k in kernels if (registry.generation_of(k) or 0) > self._fork_generation]
                 if stale:                      # forked before these kernels existed: fork anew
-                    self._restart(self.chips, self.sub_workers, self.arena_capacity)
+                    self._refork()
                 entry = _PlanEntry(plan, self._next_plan_id)
                 self._next_plan_id += 1
                 self._plans[id(plan)] = entry
@@ -354,8 +373,7 @@ class Pool:
                         raise L3CError(f"kernel {exc.kernel!r} cannot be resolved in the worker "
                                        f"processes (define it at module level of an importable module, "
                                        f"or before the first run):\n{exc.text}") from None
-                    self._restart(self.chips, self.sub_workers, self.arena_capacity)
-                    self._plans[id(plan)] = entry
+                    self._refork()
             raise AssertionError("unreachable")
 
     def _install_missing(self, entry: _PlanEntry) -> None:

@@ -1,0 +1,137 @@
+"""No child process, fd or /dev/shm entry outlives shutdown() or the interpreter; Ctrl-C is clean.
+
+Each case runs in a fresh interpreter (subprocess) so the fd table and the children are its own."""
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+PRELUDE = textwrap.dedent(f"""
+    import ctypes, os, sys, time, signal, threading
+    sys.path.insert(0, {HERE!r}); sys.path.insert(0, {ROOT!r})
+    import numpy as np
+    import _runtime_kernels as K
+    from l3c import registry
+    from l3c.runtime.plan import Plan, Step, View
+    from l3c.runtime.pool import get_pool, shutdown
+
+    def children():
+        out = []
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{{task}}/children") as f:
+                out += f.read().split()
+        return sorted(out)
+
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    def key(fn):
+        return registry.register(fn, "_runtime_kernels:" + fn.__name__)
+
+    v = View(0, (4,), (8,), "float64")
+    add = Plan(2, 1, ((Step(0, key(K.add_one), (v,), signal=True),),
+                      (Step(1, key(K.add_one), (v,), waits=((0, 1),), signal=True),),
+                      (Step(2, key(K.add_one), (v,), waits=((1, 1),)),)), 32)
+
+    def run(plan, timeout=20.0):
+        pool = get_pool(plan.chips, plan.sub_workers, plan.arena_bytes)
+        with pool.lock:
+            pool.run_plan(pool.install(plan), plan, timeout)
+            pids = list((ctypes.c_int32 * pool.slots).from_address(pool.pids_address))
+            return pool.array(v).copy(), pids
+""")
+
+
+def python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def gone(pids, within=5.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        if not alive:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_shutdown_leaves_no_child_fd_or_shm():
+    shm_before = set(os.listdir("/dev/shm"))
+    r = python("""
+        from l3c.runtime import sync; sync.ensure()
+        fd0 = fds()
+        assert children() == []
+        values, pids = run(add)
+        assert values.tolist() == [3.0] * 4, values
+        assert sorted(str(p) for p in pids) == children() and len(pids) == 3
+        assert len(fds()) > len(fd0)                # the pool holds its pipes while it runs
+        shutdown(); shutdown()
+        assert children() == [], children()
+        assert fds() == fd0, (fds(), fd0)
+        values, pids2 = run(add)                   # a fresh pool starts on demand
+        assert values.tolist() == [3.0] * 4 and not set(pids) & set(pids2)
+        shutdown()
+        assert children() == [] and fds() == fd0
+        print("OK", *pids)
+    """)
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    assert gone([int(p) for p in r.stdout.split()[1:]])
+    assert set(os.listdir("/dev/shm")) == shm_before
+
+
+def test_interpreter_exit_stops_workers():
+    r = python("""
+        values, pids = run(add)
+        print("OK", *pids)
+    """)
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    assert gone([int(p) for p in r.stdout.split()[1:]])
+
+
+def test_workers_die_with_a_killed_parent():
+    r = python("""
+        values, pids = run(add)
+        print("OK", *pids, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert r.returncode == -9 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    assert gone([int(p) for p in r.stdout.split()[1:]], within=3.0)
+
+
+def test_ctrl_c_during_a_run_then_healthy():
+    r = python("""
+        hang = Plan(2, 0, ((Step(0, key(K.hang), (v,), signal=True),),
+                           (Step(1, key(K.add_one), (v,), waits=((0, 1),)),)), 32)
+        pool = get_pool(2, 1, 32)
+        with pool.lock:
+            pool.array(v)[:] = 0
+        threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t = time.monotonic()
+        try:
+            run(hang, timeout=None)
+        except KeyboardInterrupt:
+            print("interrupted after", round(time.monotonic() - t, 2), flush=True)
+        else:
+            raise SystemExit("no KeyboardInterrupt")
+        values, pids = run(add)
+        assert values.tolist() == [3.0] * 4, values
+        assert len(children()) == 3
+        shutdown()
+        assert children() == []
+        print("OK")
+    """)
+    assert r.returncode == 0 and "OK" in r.stdout and "interrupted" in r.stdout, r.stdout + r.stderr
