@@ -1,0 +1,152 @@
+"""Compiled runs: stage inputs into the arena, drive the native dispatcher, copy results out.
+
+`run(compiled, *args)` is what `Compiled.__call__` (and so every `@l3c.jit` call) does:
+
+1. check the arguments against the compiled signature (shapes, dtypes, static values);
+2. lower the program and JIT its dispatcher, once per `Compiled` (cached in `compiled.artifacts`);
+3. under the pool's lock (one run at a time per pool; other threads wait their turn): install the
+   plan (cached by the pool), copy the inputs into their staging views, call the native
+   `l3c_start`, then the native `l3c_wait` in slices until it returns something other than
+   RUN_PENDING. Both are ctypes calls, which release the GIL; between slices Python notices Ctrl-C;
+4. turn a failure status into its exception (`Pool.finish_run` recovers the pool first), write the
+   inputs kernels modified back into the caller's arrays, and copy the results into fresh arrays.
+
+No Python runs in the parent per task: the workers resolve their cross-worker waits themselves and
+the parent only sleeps on the doorbell.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Any
+
+import numpy as np
+
+from .codegen.dispatcher import Dispatcher, build
+from .codegen.lower import LoweredProgram, lower
+from .errors import ScheduleError
+from .ir import Program
+from .runtime import layout
+from .runtime.pool import get_pool
+
+SLICE_NS = 50_000_000      # the native wait returns to Python this often (Ctrl-C, bounded waits)
+
+
+def prepare(compiled: Any) -> tuple[LoweredProgram, Dispatcher]:
+    """The lowered plan and the JIT-compiled dispatcher of `compiled`, built once and cached."""
+    art = compiled.artifacts
+    lowered = art.get("lowered")
+    if lowered is None:
+        lowered = art["lowered"] = lower(compiled.program)
+    disp = art.get("dispatcher")
+    if disp is None:
+        disp = art["dispatcher"] = build(lowered.plan)
+    return lowered, disp
+
+
+def describe_signature(program: Program) -> str:
+    parts = []
+    for p in program.params:
+        if p.tensor is None:
+            parts.append(f"{p.name}={p.static!r}")
+        else:
+            info = program.tensors[p.tensor]
+            parts.append(f"{p.name}: {info.dtype}{list(info.shape)}")
+    return "(" + ", ".join(parts) + ")"
+
+
+def _describe_given(args: tuple) -> str:
+    parts = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            parts.append(f"{a.dtype}{list(a.shape)}")
+        else:
+            parts.append(repr(a) if len(repr(a)) < 40 else type(a).__name__)
+    return "(" + ", ".join(parts) + ")"
+
+
+def check_args(program: Program, args: tuple) -> list[np.ndarray | None]:
+    """The tensor arguments as arrays (None for statics); ScheduleError on any mismatch."""
+    def mismatch(why: str) -> ScheduleError:
+        return ScheduleError(f"{program.name}: {why}\n  expected {describe_signature(program)}\n"
+                             f"  given    {_describe_given(args)}")
+
+    if len(args) != len(program.params):
+        raise mismatch(f"takes {len(program.params)} arguments, {len(args)} given")
+    arrays: list[np.ndarray | None] = []
+    for p, a in zip(program.params, args):
+        if p.tensor is None:
+            if type(a) is not type(p.static) or a != p.static:
+                if not (isinstance(a, float) and isinstance(p.static, float)
+                        and np.isnan(a) and np.isnan(p.static)):
+                    raise mismatch(f"static argument {p.name!r} was {p.static!r} when compiled, "
+                                   f"{a!r} given")
+            arrays.append(None)
+            continue
+        info = program.tensors[p.tensor]
+        if not isinstance(a, np.ndarray):
+            raise mismatch(f"argument {p.name!r} must be a numpy array {info.dtype}"
+                           f"{list(info.shape)}, got {type(a).__name__}")
+        if a.shape != tuple(info.shape) or a.dtype != np.dtype(info.dtype):
+            raise mismatch(f"argument {p.name!r} must be {info.dtype}{list(info.shape)}, got "
+                           f"{a.dtype}{list(a.shape)}")
+        arrays.append(a)
+    return arrays
+
+
+def _slot_map(compiled: Any, pool: Any, plan: Any) -> ctypes.Array:
+    key = (id(pool), pool.generation, pool.chips)
+    cached = compiled.artifacts.get("slot_map")
+    if cached is None or cached[0] != key:
+        slots = [pool.pool_slot(plan, s) for s in range(plan.slots)]
+        cached = compiled.artifacts["slot_map"] = (key, (ctypes.c_int32 * max(1, plan.slots))(*slots))
+    return cached[1]
+
+
+def _copy_out(tree: Any, pool: Any) -> Any:
+    if tree is None:
+        return None
+    if not isinstance(tree, tuple) or tree[0] not in ("tuple", "list", "dict"):
+        return np.array(pool.array(tree), copy=True, order="C")
+    kind, items = tree
+    if kind == "dict":
+        return {key: _copy_out(sub, pool) for key, sub in items}
+    out = [_copy_out(sub, pool) for sub in items]
+    return tuple(out) if kind == "tuple" else out
+
+
+def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
+    """Run a compiled schedule once with `args` (one per parameter of the jitted function).
+
+    `timeout` (seconds) defaults to `compiled.timeout` (the jit's `timeout=`); None: no deadline,
+    though the native wait still returns every SLICE_NS so that Ctrl-C and dead workers are seen.
+    """
+    program = compiled.program
+    arrays = check_args(program, args)
+    lowered, disp = prepare(compiled)
+    plan = lowered.plan
+    if timeout is None:
+        timeout = getattr(compiled, "timeout", None)
+    pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
+    with pool.lock:
+        plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
+        slot_map = _slot_map(compiled, pool, plan)
+        for view, array in zip(lowered.input_views, arrays):
+            if view is not None:
+                pool.array(view)[...] = array
+        ctrl, pids = pool.control_address, pool.pids_address
+        out_slot = ctypes.c_int32(-1)
+        deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        try:
+            disp.start(ctrl, plan_id, ctypes.addressof(slot_map))
+            status = layout.RUN_PENDING
+            while status == layout.RUN_PENDING:
+                status = disp.wait(ctrl, pids, ctypes.addressof(slot_map), deadline, SLICE_NS,
+                                   ctypes.byref(out_slot))
+        except KeyboardInterrupt:
+            pool.recover(grace=0.2)           # abort, let workers stop, replace hung ones
+            raise
+        pool.finish_run(status, out_slot.value, plan)
+        for i in lowered.written_inputs:
+            arrays[i][...] = pool.array(lowered.input_views[i])
+        return _copy_out(lowered.results, pool)
