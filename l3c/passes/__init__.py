@@ -1,0 +1,104 @@
+"""The pass manager: run deps, scopes, fuse, schedule, memory over a traced Program, in order.
+
+Each pass is a function `Program -> Program` in its own module that writes named IR fields (see
+docs/passes.md). `run_passes` records each pass it ran in `program.passes_run`, can stop after any
+pass (`until`, for `l3c dump-ir --after PASS`), can verify the IR's invariants after every pass, and
+every optimisation has a switch in `PassOptions` so a wrong result can be bisected to one of them.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import L3CError
+from ..ir import PASS_ORDER, Program, Task
+from . import deps, fuse, memory, schedule, scopes
+from .verify import verify
+
+
+@dataclass
+class PassOptions:
+    """Switches for bisecting: turn one optimisation off and compare results."""
+
+    fuse_groups: bool = True       # fuse independent calls of one kernel into group tasks
+    reduce_edges: bool = True      # transitive reduction of the dependency graph
+    reuse_memory: bool = True      # let intermediates share arena space
+    verify: bool = False           # check the IR invariants after every pass
+
+
+def _deps(program: Program, options: PassOptions) -> Program:
+    return deps.run(program, reduce_edges=options.reduce_edges)
+
+
+def _scopes(program: Program, options: PassOptions) -> Program:
+    return scopes.run(program)
+
+
+def _fuse(program: Program, options: PassOptions) -> Program:
+    if not (options.fuse_groups and program.config.fuse_groups):
+        return program
+    return fuse.run(program)
+
+
+def _schedule(program: Program, options: PassOptions) -> Program:
+    return schedule.run(program)
+
+
+def _memory(program: Program, options: PassOptions) -> Program:
+    return memory.run(program, reuse_memory=options.reuse_memory)
+
+
+# Pass name -> function(program, options), in pipeline order.
+PASSES: dict[str, Callable[[Program, PassOptions], Program]] = {
+    "deps": _deps,
+    "scopes": _scopes,
+    "fuse": _fuse,
+    "schedule": _schedule,
+    "memory": _memory,
+}
+
+
+def _task_in_flight(tb) -> Task | None:
+    """The innermost `task` local variable in the failing pass's frames (the task it was on)."""
+    found = None
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("task")
+        if isinstance(candidate, Task):
+            found = candidate
+        tb = tb.tb_next
+    return found
+
+
+def run_passes(program: Program, *, until: str | None = None,
+               options: PassOptions | None = None) -> Program:
+    """Run the passes in order on `program` (annotated in place and returned).
+
+    `until` names the last pass to run ("trace": none; None: all). A pass that fails on purpose
+    raises its own `L3CError` (naming the user's line); any other failure is re-raised as
+    `L3CError` naming the pass and the task it was processing.
+    """
+    options = options or PassOptions()
+    if until is not None and until not in PASS_ORDER:
+        raise L3CError(f"unknown pass {until!r}; choose one of {', '.join(PASS_ORDER)}")
+    if until == "trace":
+        return program
+    for name, function in PASSES.items():
+        try:
+            program = function(program, options)
+        except L3CError:
+            raise
+        except Exception as exc:
+            task = _task_in_flight(sys.exc_info()[2])
+            where = (f" at task {task.id} {task.kernel} ({task.loc})" if task is not None else "")
+            raise L3CError(f"internal error in pass {name!r}{where}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+        program.passes_run.append(name)
+        if options.verify:
+            verify(program)
+        if name == until:
+            break
+    return program
+
+
+__all__ = ["PASSES", "PassOptions", "run_passes", "verify"]

@@ -1,0 +1,80 @@
+"""scopes: when each tensor is first and last used, and when its scope closed.
+
+A tensor created inside `with l3c.scope():` is dead once the scope closes, i.e. after the last task
+recorded inside that scope (a task is inside scope s when s is on its `scope` path). Use after the
+scope is rejected by the tracer already; this pass checks it again (defence in depth, and for IR
+built by hand) and raises `TraceError` at the offending call's line.
+
+Writes `TensorInfo.first_use`, `last_use`, `dead_after` for every tensor, and
+`program.reports["warnings"]`: one line per intermediate that is written but never read (and not
+returned). No switch: it only annotates.
+"""
+from __future__ import annotations
+
+from ..errors import TraceError
+from ..ir import Program, ResultRef
+
+
+def result_tensors(program: Program) -> set[int]:
+    """Tensor ids the jitted function returns (they must survive the whole run)."""
+    found: set[int] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, ResultRef):
+            found.add(node.tensor)
+        elif isinstance(node, (tuple, list)):
+            if len(node) == 2 and node[0] in ("tuple", "list", "dict") and isinstance(node[1], list):
+                for child in node[1]:
+                    walk(child[1] if node[0] == "dict" else child)
+            else:
+                for child in node:
+                    walk(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                walk(child)
+
+    walk(program.results)
+    return found
+
+
+def run(program: Program) -> Program:
+    """The scopes pass (see module docstring)."""
+    tensors = program.tensors
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    read: set[int] = set()
+    written: set[int] = set()
+    last_in_scope: dict[int, int] = {}
+    for task in program.tasks:
+        for sid in task.scope:
+            last_in_scope[sid] = task.id
+        for access in task.accesses:
+            info = tensors[access.tensor]
+            if info.scope and task.scope[:len(info.scope)] != info.scope:
+                raise TraceError(
+                    f"{task.loc}: {task.short_kernel} uses tensor {info.name} "
+                    f"(shape {info.shape}, {info.dtype}, created at {info.loc}) after the "
+                    f"l3c.scope it was created in closed; create it outside that scope instead")
+            first.setdefault(access.tensor, task.id)
+            last[access.tensor] = task.id
+            (read if access.reads else written).add(access.tensor)
+            if access.writes:
+                written.add(access.tensor)
+    returned = result_tensors(program)
+    warnings = program.reports.setdefault("warnings", [])
+    for info in tensors:
+        info.first_use = first.get(info.id)
+        info.last_use = last.get(info.id)
+        info.dead_after = None
+        if info.scope:
+            if info.id in returned:
+                raise TraceError(f"{info.loc}: tensor {info.name} (shape {info.shape}, "
+                                 f"{info.dtype}) is returned but was created inside an l3c.scope; "
+                                 f"create it outside the scope to return it")
+            info.dead_after = last_in_scope.get(info.scope[-1], info.last_use)
+        if (info.kind == "intermediate" and info.id in written and info.id not in read
+                and info.id not in returned):
+            message = f"tensor {info.name} ({info.loc}) is written but never read"
+            if message not in warnings:
+                warnings.append(message)
+    return program

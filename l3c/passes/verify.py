@@ -1,0 +1,189 @@
+"""verify: check the invariants every later stage relies on, independently of how passes work.
+
+Run after every pass in tests (`PassOptions(verify=True)`) and on demand. It checks only what the
+passes run so far (`program.passes_run`) promise, by brute force (pairwise, with ancestor bitsets),
+so it is meant for tests and debugging, not for 100k-task programs:
+
+- always: edges go from an earlier to a later task and carry kinds/tensors/added_by; groups are
+  consistent (`program.groups` vs `Task.group`/`group_rank`);
+- after deps: every conflicting pair of accesses (may share an element, one writes) is ordered
+  (the later task is reachable from the earlier one);
+- after scopes: first/last use match the accesses, no use after the creating scope closed,
+  `last_use <= dead_after`;
+- after schedule: every task placed once on a valid worker of its kind, pins obeyed, queues in
+  program order, group members on distinct chips;
+- after memory: intermediates aligned inside the arena, `arena_bytes <= naive_bytes`, and two
+  intermediates overlapping in the arena only if every access of one happens before every access of
+  the other (graph path or same-worker queue order).
+"""
+from __future__ import annotations
+
+from ..errors import L3CError
+from ..ir import Program, Task
+from . import regions
+from .scopes import result_tensors
+
+
+class InvariantError(L3CError):
+    """A pass broke an invariant of the IR (a bug in l3c, not in the user's program)."""
+
+
+def _fail(message: str, task: Task | None = None) -> None:
+    where = f" (task {task.id} {task.short_kernel} at {task.loc})" if task is not None else ""
+    raise InvariantError(message + where)
+
+
+def ancestors(program: Program, queue_order: bool = False) -> dict[int, int]:
+    """Bitset of every task's strict ancestors; with `queue_order`, a worker's earlier queue
+    entries count as ancestors too (happens-before in the placed schedule)."""
+    anc: dict[int, int] = {}
+    last_on: dict[tuple, int] = {}
+    for task in program.tasks:
+        sources = list(program.graph.pred[task.id])
+        if queue_order:
+            key = (task.worker, task.chip)
+            if key in last_on:
+                sources.append(last_on[key])
+            last_on[key] = task.id
+        bits = 0
+        for p in sources:
+            bits |= anc[p] | (1 << p)
+        anc[task.id] = bits
+    return anc
+
+
+def _check_structure(program: Program) -> None:
+    n = program.graph.number_of_nodes()
+    if sorted(program.graph.nodes) != list(range(n)):
+        _fail(f"graph nodes are not 0..{n - 1}")
+    for u, v, data in program.graph.edges(data=True):
+        if not u < v:
+            _fail(f"edge {u} -> {v} does not go forward in program order", program.task(v))
+        if not data.get("kinds") or not data.get("tensors") or data.get("added_by") not in (
+                "deps", "memory"):
+            _fail(f"edge {u} -> {v} lacks kinds/tensors/added_by: {data}", program.task(v))
+    for gid, members in enumerate(program.groups):
+        for rank, tid in enumerate(members):
+            t = program.task(tid)
+            if t.group != gid or t.group_rank != rank:
+                _fail(f"group {gid} lists task {tid} at rank {rank}, but the task says group "
+                      f"{t.group} rank {t.group_rank}", t)
+    for t in program.tasks:
+        if t.group is not None and (t.group >= len(program.groups)
+                                    or t.id not in program.groups[t.group]):
+            _fail(f"task claims group {t.group} which does not list it", t)
+        attrs = program.graph.nodes[t.id]
+        if attrs.get("chip") != t.chip or attrs.get("group") != t.group:
+            _fail("node attributes out of sync with the Task record (call sync_node_attrs)", t)
+
+
+def _check_conflicts(program: Program, anc: dict[int, int]) -> None:
+    by_tensor: dict[int, list] = {}
+    for task in program.tasks:
+        for a in task.accesses:
+            by_tensor.setdefault(a.tensor, []).append((task.id, a))
+    for tid, items in by_tensor.items():
+        for j, (v, b) in enumerate(items):
+            for u, a in items[:j]:
+                if u == v or not (a.writes or b.writes):
+                    continue
+                if not (anc[v] >> u) & 1 and regions.overlap(a.region, b.region):
+                    _fail(f"conflicting accesses of tensor {program.tensors[tid].name} by tasks "
+                          f"{u} and {v} are not ordered", program.task(v))
+
+
+def _check_scopes(program: Program) -> None:
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for task in program.tasks:
+        for a in task.accesses:
+            info = program.tensors[a.tensor]
+            first.setdefault(a.tensor, task.id)
+            last[a.tensor] = task.id
+            if info.scope and task.scope[:len(info.scope)] != info.scope:
+                _fail(f"tensor {info.name} used after its scope closed", task)
+    for info in program.tensors:
+        if info.first_use != first.get(info.id) or info.last_use != last.get(info.id):
+            _fail(f"tensor {info.name}: first/last use {info.first_use}/{info.last_use} but "
+                  f"accesses say {first.get(info.id)}/{last.get(info.id)}")
+        if info.dead_after is not None and info.last_use is not None and (
+                info.last_use > info.dead_after):
+            _fail(f"tensor {info.name} used at task {info.last_use} after it died at "
+                  f"{info.dead_after}")
+
+
+def _check_placement(program: Program) -> None:
+    cfg = program.config
+    queues: dict[tuple, list[Task]] = {}
+    for t in program.tasks:
+        count = cfg.chips if t.worker == "chip" else cfg.sub_workers
+        if t.chip is None or not 0 <= t.chip < count:
+            _fail(f"task placed on {t.worker} {t.chip}, valid 0..{count - 1}", t)
+        if t.pin is not None and t.chip != t.pin:
+            _fail(f"task pinned to {t.pin} but placed on {t.chip}", t)
+        queues.setdefault((t.worker, t.chip), []).append(t)
+    for worker, queue in queues.items():
+        if [t.queue_pos for t in queue] != list(range(len(queue))):
+            _fail(f"queue of {worker} is not in program order: "
+                  f"{[(t.id, t.queue_pos) for t in queue][:10]}", queue[0])
+    for gid, members in enumerate(program.groups):
+        chips = [program.task(m).chip for m in members]
+        if len(set(chips)) != len(chips):
+            _fail(f"group {gid} has members on the same chip: {chips}", program.task(members[0]))
+
+
+def _check_memory(program: Program) -> None:
+    report = program.memory
+    align = report.alignment or 1
+    if report.arena_bytes > report.naive_bytes:
+        _fail(f"arena {report.arena_bytes} B exceeds the naive plan {report.naive_bytes} B")
+    returned = result_tensors(program)
+    tasks_of: dict[int, list[int]] = {}
+    for task in program.tasks:
+        for a in task.accesses:
+            tasks_of.setdefault(a.tensor, []).append(task.id)
+    placed = []
+    for info in program.tensors:
+        if info.kind == "input":
+            if info.arena_offset is not None:
+                _fail(f"input {info.name} was given an arena offset")
+            continue
+        if info.arena_offset is None:
+            _fail(f"intermediate {info.name} has no arena offset")
+        if info.arena_offset % align:
+            _fail(f"intermediate {info.name} at {info.arena_offset} is not {align}-byte aligned")
+        if info.nbytes and (info.id in tasks_of or info.id in returned):
+            if info.arena_offset + info.nbytes > report.arena_bytes:
+                _fail(f"intermediate {info.name} ends past the arena ({report.arena_bytes} B)")
+            placed.append(info)
+    hb = ancestors(program, queue_order=True)
+
+    def before(x: int, y: int) -> bool:
+        """Every access of tensor x happens before every access of tensor y."""
+        if x in returned:
+            return False
+        ys = tasks_of.get(y, [])
+        return all((hb[b] >> a) & 1 for a in tasks_of.get(x, []) for b in ys)
+
+    placed.sort(key=lambda i: i.arena_offset)
+    for i, x in enumerate(placed):
+        for y in placed[i + 1:]:
+            if y.arena_offset >= x.arena_offset + x.nbytes:
+                break
+            if not (before(x.id, y.id) or before(y.id, x.id)):
+                _fail(f"intermediates {x.name} and {y.name} share arena bytes but may be live "
+                      f"at once")
+
+
+def verify(program: Program) -> None:
+    """Raise `InvariantError` if the program breaks an invariant of the passes run so far."""
+    ran = set(program.passes_run)
+    _check_structure(program)
+    if "deps" in ran:
+        _check_conflicts(program, ancestors(program))
+    if "scopes" in ran:
+        _check_scopes(program)
+    if "schedule" in ran:
+        _check_placement(program)
+    if "memory" in ran:
+        _check_memory(program)
