@@ -1,0 +1,122 @@
+"""Run a traced Program through the eager runtime: the reference semantics of `Jitted.eager`.
+
+Every tensor (inputs and intermediates) gets its own place in the arena (no reuse: this path must not
+depend on the memory plan it is the reference for), inputs are staged, each task becomes a plain-data
+`runtime.eager.Call`, and the dynamic runtime runs them. Afterwards input arrays that kernels wrote are
+updated and results are copied out into fresh arrays.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import L3CError
+from ..ir import Access, Program, Region, ResultRef
+from ..runtime.eager import Call, run_calls
+from ..runtime.plan import View
+from ..runtime.pool import get_pool
+
+ALIGN = 64
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def layout_tensors(program: Program) -> tuple[dict[int, int], int]:
+    """Arena offset of every tensor (in id order, 64-byte aligned, no reuse) and the bytes spanned."""
+    offsets, end = {}, 0
+    for t in program.tensors:
+        end = _align(end)
+        offsets[t.id] = end
+        end += t.nbytes
+    return offsets, max(_align(end), ALIGN)
+
+
+def region_view(base: int, region: Region, dtype: str) -> View:
+    size = np.dtype(dtype).itemsize
+    return View(base + region.offset * size, tuple(region.shape),
+                tuple(s * size for s in region.strides), dtype)
+
+
+def region_bytes(base: int, region: Region, itemsize: int) -> tuple[int, int]:
+    """Byte interval [lo, hi) spanning the region (conservative for strided views)."""
+    if region.size == 0:
+        return base, base
+    lo = hi = region.offset
+    for n, s in zip(region.shape, region.strides):
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    return base + lo * itemsize, base + (hi + 1) * itemsize
+
+
+def to_calls(program: Program, offsets: dict[int, int]) -> list[Call]:
+    calls = []
+    for task in program.tasks:
+        args, accesses = [], []
+        for arg in task.args:
+            if isinstance(arg, Access):
+                info = program.tensors[arg.tensor]
+                args.append(region_view(offsets[arg.tensor], arg.region, info.dtype))
+                lo, hi = region_bytes(offsets[arg.tensor], arg.region, info.itemsize)
+                accesses.append((arg.tensor, lo, hi, arg.writes))
+            else:
+                args.append(arg.value)
+        size = len(program.groups[task.group]) if task.group is not None else 1
+        calls.append(Call(task.id, task.kernel, tuple(args), task.worker, tuple(accesses), task.pin,
+                          task.group, task.group_rank, size, task.loc))
+    return calls
+
+
+def _result(tree: Any, read) -> Any:
+    if tree is None:
+        return None
+    if isinstance(tree, ResultRef):
+        return read(tree)
+    kind, items = tree
+    if kind == "tuple":
+        return tuple(_result(x, read) for x in items)
+    if kind == "list":
+        return [_result(x, read) for x in items]
+    if kind == "dict":
+        return {k: _result(x, read) for k, x in items}
+    raise L3CError(f"unknown result structure {kind!r}")
+
+
+def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = None) -> Any:
+    """Run `program` (straight from the tracer) with `args` (one value per `program.params`)."""
+    if len(args) != len(program.params):
+        raise L3CError(f"{program.name} takes {len(program.params)} arguments, got {len(args)}")
+    arrays: dict[int, np.ndarray] = {}
+    for param, value in zip(program.params, args):
+        if param.tensor is None:
+            continue
+        info = program.tensors[param.tensor]
+        value = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        if tuple(value.shape) != tuple(info.shape) or value.dtype != np.dtype(info.dtype):
+            raise L3CError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "
+                           f"got {value.dtype}{list(value.shape)}")
+        arrays[param.tensor] = value
+    offsets, arena_bytes = layout_tensors(program)
+    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+    calls = to_calls(program, offsets)
+    cfg = program.config
+    pool = get_pool(cfg.chips, cfg.sub_workers, arena_bytes)
+    with pool.lock:
+        pool.ensure(cfg.chips, cfg.sub_workers, arena_bytes)
+        whole = {t.id: pool.array(region_view(offsets[t.id], Region.whole(t.shape), t.dtype))
+                 for t in program.tensors}
+        for tid, value in arrays.items():
+            np.copyto(whole[tid], value)
+        run_calls(pool, calls, cfg.chips, cfg.sub_workers, timeout)
+        for tid, value in arrays.items():
+            if tid in written and value.flags.writeable:
+                np.copyto(value, whole[tid])
+
+        def read(ref: ResultRef) -> np.ndarray:
+            view = region_view(offsets[ref.tensor], ref.region, program.tensors[ref.tensor].dtype)
+            return np.array(pool.array(view), dtype=ref.dtype, copy=True)
+        return _result(program.results, read)
