@@ -123,6 +123,8 @@ class Tensor:
             box = normalise_box(lines)
         elif box is None:
             box = box_from_elements(offset, self.shape, self._strides, self._base_shape)
+        if 0 in self.shape:             # e.g. a new axis sliced empty: no base axis says so
+            box = tuple((0, 0, 1) for _ in self._base_shape)
         self._box = box
 
     # ---- static facts --------------------------------------------------------------------------

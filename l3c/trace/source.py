@@ -17,7 +17,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 
 def _is_internal(filename: str) -> bool:
-    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+    # "<frozen runpy>" and friends are the interpreter's, never the user's line.
+    return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_PACKAGE_DIR)
 
 
 def user_frame() -> types.FrameType | None:

@@ -290,7 +290,9 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
                       config=config or Config())
     program.passes_run.append("trace")
     tracer = Tracer(program)
-    call_loc = user_loc()
+    call_filename, call_line = user_location()
+    # Inputs are located at the jit call; from the CLI there is no user call, so use the definition.
+    call_loc = short_loc(call_filename, call_line) if call_line else program.loc
     positional: list[Any] = []
     keywords: dict[str, Any] = {}
     for i, arg in enumerate(bound):

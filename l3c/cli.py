@@ -1,0 +1,281 @@
+"""The `l3c` command line (also `python -m l3c`).
+
+    l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot] [--after PASS] [-o FILE]
+    l3c compile TARGET [--arg SPEC]... -o FILE
+    l3c run FILE --input IN.npz [--output OUT.npz]
+    l3c profile TARGET [--arg SPEC]... -o TRACE.json
+    l3c demo
+
+TARGET is `path/to/file.py:function` or `package.module:function` naming an `l3c.jit` function.
+SPEC is `dtype[dims]` (`f32[128,64]`, `i64[10]`, `f64[]`; an array of zeros of that shape) or a
+Python literal (a static argument). Every error exits with status 1 and one line on stderr,
+`l3c: error: ...`, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from .ir import PASS_ORDER
+
+DTYPE_ALIASES = {
+    "f16": "float16", "f32": "float32", "f64": "float64",
+    "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
+    "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
+    "bool": "bool",
+}
+_ARRAY_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\[(.*)\]\s*$")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit 2
+        raise CLIError(message)
+
+
+# ---- arguments ----------------------------------------------------------------------------------
+def parse_dtype(name: str) -> np.dtype:
+    """`f32` style aliases, or a numeric numpy dtype name (`float32`, `int64`, `bool_`)."""
+    if name in DTYPE_ALIASES:
+        return np.dtype(DTYPE_ALIASES[name])
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biufc":
+        raise CLIError(f"unknown dtype {name!r} (use {'/'.join(DTYPE_ALIASES)} "
+                       "or a numpy name like float32)")
+    return dtype
+
+
+def parse_spec(spec: str) -> Any:
+    """`dtype[dims]` -> zeros of that shape and dtype; anything else -> a Python literal."""
+    match = _ARRAY_SPEC.match(spec)
+    if match:
+        dtype = parse_dtype(match.group(1))
+        body = match.group(2).strip()
+        dims: list[int] = []
+        if body:
+            for part in body.split(","):
+                part = part.strip()
+                if not part.isdigit():
+                    raise CLIError(f"malformed dims in --arg {spec!r}: {part!r} is not a "
+                                   "non-negative integer (write e.g. f32[128,64])")
+                dims.append(int(part))
+        return np.zeros(tuple(dims), dtype)
+    try:
+        return ast.literal_eval(spec)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise CLIError(f"bad --arg {spec!r}: expected dtype[dims] like f32[128,64] or a Python "
+                       "literal like 3, 0.5, True, 'name'") from None
+
+
+def load_target(target: str) -> Any:
+    """Import `path/file.py:fn` or `pkg.mod:fn` and return the named `l3c.jit` function."""
+    from .jit import Jitted
+    module_part, sep, attr = target.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise CLIError(f"bad TARGET {target!r}: write path/to/file.py:function or "
+                       "package.module:function")
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        path = os.path.abspath(module_part)
+        if not os.path.isfile(path):
+            raise CLIError(f"no such file: {module_part}")
+        module = _import_file(path)
+    else:
+        if os.getcwd() not in sys.path:       # like `python -m`: the working folder is importable
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_part.startswith(exc.name):
+                raise CLIError(f"no module named {module_part!r}") from None
+            raise CLIError(f"importing {module_part} failed: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a user module that fails to import
+            raise CLIError(f"importing {module_part} failed: {type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CLIError(f"{module_part} has no function {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, Jitted):
+        raise CLIError(f"{target} is not an l3c.jit function (it is a {type(obj).__name__}); "
+                       "decorate it with @l3c.jit")
+    return obj
+
+
+def _import_file(path: str) -> Any:
+    """Import a file as a module named after it, with its folder on sys.path, so kernels get an
+    import path ("file:fn") that a schedule loaded in another process can import again."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    existing = sys.modules.get(name)
+    if existing is not None and os.path.abspath(getattr(existing, "__file__", "") or "") == path:
+        return existing
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a user module that fails to import
+        del sys.modules[name]
+        raise CLIError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _target_args(ns: argparse.Namespace) -> tuple[Any, list[Any]]:
+    jitted = load_target(ns.target)
+    args = [parse_spec(s) for s in ns.arg]
+    return jitted, args
+
+
+def _write(text: str, path: str | None) -> None:
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def cmd_dump_ir(ns: argparse.Namespace) -> int:
+    from .irprint import dump
+    jitted, args = _target_args(ns)
+    if ns.after is None:
+        program = jitted.lower(*args).program
+    else:
+        program = jitted._run_passes(jitted.trace(*args), until=ns.after)
+    _write(dump(program, ns.format), ns.output)
+    return 0
+
+
+def cmd_compile(ns: argparse.Namespace) -> int:
+    jitted, args = _target_args(ns)
+    jitted.lower(*args).save(ns.output)
+    return 0
+
+
+def _flatten(result: Any) -> list[Any]:
+    if isinstance(result, dict):
+        return [x for v in result.values() for x in _flatten(v)]
+    if isinstance(result, (tuple, list)):
+        return [x for v in result for x in _flatten(v)]
+    return [] if result is None else [result]
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from .aot import load
+    if not os.path.isfile(ns.file):
+        raise CLIError(f"no such file: {ns.file}")
+    compiled = load(ns.file)
+    try:
+        with np.load(ns.input) as data:
+            inputs = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise CLIError(f"no such file: {ns.input}") from None
+    except Exception as exc:  # noqa: BLE001 - an unreadable .npz
+        raise CLIError(f"cannot read {ns.input}: {type(exc).__name__}: {exc}") from None
+    args = []
+    for i, param in enumerate(compiled.program.params):
+        name = f"arg{i}"
+        if param.tensor is not None:
+            if name not in inputs:
+                given = ", ".join(sorted(inputs)) or "nothing"
+                raise CLIError(f"{ns.input} has no array {name!r} for parameter {param.name!r} "
+                               f"(it has {given})")
+            args.append(inputs[name])
+        else:
+            args.append(param.static)      # statics are fixed in the schedule
+    outputs = _flatten(compiled(*args))
+    named = {f"out{i}": np.asarray(v) for i, v in enumerate(outputs)}
+    if ns.output:
+        np.savez(ns.output, **named)
+    for name, value in named.items():
+        dims = ",".join(map(str, value.shape))
+        print(f"{name}: {value.dtype}[{dims}]")
+    return 0
+
+
+def cmd_profile(ns: argparse.Namespace) -> int:
+    from . import profile_cli
+    return int(profile_cli.main(ns) or 0)
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from . import demo
+    return int(demo.main(ns) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="l3c", description="Compile multi-chip orchestration code from Python.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+
+    def target_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("target", metavar="TARGET", help="path/to/file.py:function or pkg.mod:function")
+        p.add_argument("--arg", action="append", default=[], metavar="SPEC",
+                       help="dtype[dims] (f32[128,64]) for an array, or a Python literal for a static")
+        return p
+
+    p = target_command("dump-ir", "print the IR of a jitted function")
+    p.add_argument("--format", choices=("text", "json", "dot"), default="text")
+    p.add_argument("--after", choices=PASS_ORDER, default=None, metavar="PASS",
+                   help=f"stop after this pass ({', '.join(PASS_ORDER)}); default: all")
+    p.add_argument("-o", "--output", default=None, metavar="FILE")
+    p.set_defaults(func=cmd_dump_ir)
+
+    p = target_command("compile", "compile a jitted function into a schedule file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a schedule file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--input", required=True, metavar="IN.npz")
+    p.add_argument("--output", default=None, metavar="OUT.npz")
+    p.set_defaults(func=cmd_run)
+
+    p = target_command("profile", "run once and write a Chrome trace / Perfetto timeline")
+    p.add_argument("-o", "--output", required=True, metavar="TRACE.json")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("demo", help="run the bundled example end to end")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (errors: 1, with one line on stderr)."""
+    try:
+        ns = build_parser().parse_args(argv)
+        return ns.func(ns)
+    except SystemExit as exc:            # --help, or a subcommand that exits on purpose
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        print("l3c: error: interrupted", file=sys.stderr)
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - every error is one line, never a traceback
+        message = str(exc) if isinstance(exc, CLIError) else _describe(exc)
+        print("l3c: error: " + " ".join(message.split()), file=sys.stderr)
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    from .errors import L3CError
+    if isinstance(exc, L3CError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
