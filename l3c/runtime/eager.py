@@ -159,9 +159,9 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
                 idle.discard(slot)
                 running[slot] = (index, call)
                 unit.running += 1
-                pool.post(slot, layout.CMD_RUN_TASK, call.task & 0xFFFFFFFF)
                 pool.send(slot, (call.task, call.kernel, call.args, call.group_rank, call.group_size),
                           deadline)
+                pool.post(slot, layout.CMD_RUN_TASK, call.task & 0xFFFFFFFF)
             if not idle:
                 return
 

@@ -287,7 +287,8 @@ class Pool:
             sync.futex_wake(base + layout.S_COMMAND_SEQ, 1)
 
     def send(self, slot: int, message: object, deadline: float | None = None) -> None:
-        """Write one length-prefixed pickle to the worker's pipe (bounded by `deadline`)."""
+        """Write one length-prefixed pickle to the worker's pipe (bounded by `deadline`). Send before
+        `post`, so the worker finds the message when it takes the command."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         data = struct.pack("<Q", len(data)) + data
         fd = self._workers[slot].pipe
@@ -318,6 +319,7 @@ class Pool:
         deadline, and lets KeyboardInterrupt in."""
         doorbell = self.control_address + layout.H_DOORBELL
         waiters = self.control_address + layout.H_DOORBELL_WAITERS
+        woken = False                    # a dead worker never rings: check pids after a quiet slice
         while True:
             seen = sync.load_u32(doorbell)   # read before the states: a later ring changes it
             done = []
@@ -329,17 +331,18 @@ class Pool:
                     done.append(s)
             if len(done) == len(busy) or (any_done and done):
                 return layout.RUN_OK, done
-            for s in busy:
-                if s not in done and not self._alive(s):
-                    return layout.RUN_CRASHED, s
+            if not woken:
+                for s in busy:
+                    if s not in done and not self._alive(s):
+                        return layout.RUN_CRASHED, s
             slice_s = SLICE
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return layout.RUN_TIMEOUT, next(s for s in busy if s not in done)
                 slice_s = min(slice_s, remaining)
-            sync.wait_ge(doorbell, (seen + 1) & 0xFFFFFFFF, waiters, self._zero_address,
-                         sync.DEFAULT_SPIN, max(1000, int(slice_s * 1e9)))
+            woken = sync.wait_ge(doorbell, (seen + 1) & 0xFFFFFFFF, waiters, self._zero_address,
+                                 sync.DEFAULT_SPIN, max(1000, int(slice_s * 1e9))) == sync.WAIT_OK
 
     # ----------------------------------------------------------------------------- plans
     def pool_slot(self, plan: Plan, slot: int) -> int:
@@ -391,8 +394,8 @@ class Pool:
             if self.chips != plan.chips:
                 steps = tuple(dataclasses.replace(
                     st, waits=tuple((self.pool_slot(plan, s), c) for s, c in st.waits)) for st in queue)
-            self.post(ps, layout.CMD_INSTALL, plan_id)
             self.send(ps, (plan_id, steps), deadline)
+            self.post(ps, layout.CMD_INSTALL, plan_id)
         status, slot = self.wait([ps for ps, _ in todo], deadline)
         if status == layout.RUN_FAILED:
             text = self._error_text(slot)

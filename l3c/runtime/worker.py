@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import os
 import pickle
-import select
 import signal
 import struct
 import sys
@@ -30,15 +29,13 @@ TERMINAL = (layout.ST_FINISHED, layout.ST_FAILED, layout.ST_ABORTED)
 
 
 def read_message(fd: int, parent: int) -> object:
-    """Read one length-prefixed pickle from the pipe, waiting in bounded slices."""
+    """Read one length-prefixed pickle from the pipe. The parent writes the message before it posts
+    the command, so the data is normally there already; a blocking read is still bounded, because the
+    pipe reaches EOF when the parent dies (and a worker stuck here while its parent lives is BUSY, so
+    the parent's recovery replaces it)."""
     def read_exact(n: int) -> bytes:
         chunks, got = [], 0
         while got < n:
-            ready, _, _ = select.select([fd], [], [], SLICE_NS / 1e9)
-            if not ready:
-                if os.getppid() != parent:
-                    os._exit(3)
-                continue
             chunk = os.read(fd, n - got)
             if not chunk:
                 os._exit(3)                      # the parent closed our pipe: it is gone
