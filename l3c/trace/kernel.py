@@ -48,11 +48,13 @@ def _mode_of(annotation: Any, fn: Callable) -> str | None:
     String annotations (`from __future__ import annotations`) are evaluated in the function's
     globals; if that fails (a name not yet defined), "l3c.In" / "In" style spellings still count.
     """
-    if isinstance(annotation, str):
+    for _ in range(2):      # twice: `x: "l3c.In"` under the future import is a quoted string
+        if not isinstance(annotation, str):
+            break
         try:
             annotation = eval(annotation, getattr(fn, "__globals__", {}), {})  # noqa: S307
         except Exception:  # noqa: BLE001 - an unresolvable annotation is not an access mode
-            tail = annotation.strip().rsplit(".", 1)[-1]
+            tail = annotation.strip().strip("'\"").rsplit(".", 1)[-1]
             return tail if tail in _MODES else None
     if isinstance(annotation, type) and issubclass(annotation, _Mode) and annotation.mode:
         return annotation.mode

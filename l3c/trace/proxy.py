@@ -247,7 +247,8 @@ class Tensor:
                 raise trace_error(f"slice {k} has a non-integer bound {bound!r} ({type(bound).__name__})",
                                   "slice with Python ints (shapes and static arguments are ints)")
         if k.step == 0:
-            raise trace_error(f"slice {k} has step 0", "use a non-zero step")
+            raise trace_error(f"slice with step 0 into axis {axis} of a {self._desc()}",
+                              "use a non-zero step")
         for bound in (k.start, k.stop):
             if bound is not None and not -n <= bound <= n:
                 raise trace_error(
@@ -360,7 +361,8 @@ class Tensor:
 
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("__") and hasattr(np.ndarray, name):
-            raise trace_error(f".{name} of a {self._desc()} is a numpy operation on values",
+            raise trace_error(f".{name} of a {self._desc()} needs its values, which do not exist "
+                              "while tracing",
                               "do it inside an @l3c.kernel; proxies have shape, dtype, ndim, size, "
                               "slicing, .T and .reshape")
         raise AttributeError(name)

@@ -10,15 +10,19 @@ import os
 import sys
 import types
 
+import numpy as np
+
 from ..errors import TraceError
 
-# The l3c package directory, with a trailing separator so "l3c_extra/" does not match.
+# Frames in these folders are never the user's line: l3c itself, and numpy (np.sum(proxy) reaches
+# the proxy from inside numpy). Trailing separators so "l3c_extra/" does not match.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_INTERNAL_DIRS = (_PACKAGE_DIR, os.path.dirname(os.path.abspath(np.__file__)) + os.sep)
 
 
 def _is_internal(filename: str) -> bool:
     # "<frozen runpy>" and friends are the interpreter's, never the user's line.
-    return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_PACKAGE_DIR)
+    return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_INTERNAL_DIRS)
 
 
 def user_frame() -> types.FrameType | None:
