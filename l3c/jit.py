@@ -101,7 +101,7 @@ class Jitted:
         return bind_arguments(self.fn, args, kwargs, self.static_argnames)
 
     def _key(self, bound: list[BoundArg]) -> CacheKey:
-        return CacheKey(self.fn.__qualname__, tuple(b.key() for b in bound),
+        return CacheKey(self.fn.__name__, tuple(b.key() for b in bound),
                         tuple(b.describe() for b in bound))
 
     def cache_key(self, *args: Any, **kwargs: Any) -> CacheKey:
