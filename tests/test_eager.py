@@ -150,3 +150,34 @@ def test_bad_pin_and_wrong_input_are_clear_errors():
         run_eager(b.p, [np.zeros(4)])
     with pytest.raises(L3CError, match="expected float64"):
         run_eager(b.p, [np.zeros(3)])
+
+
+def test_threads_share_the_pool_and_get_their_own_results():
+    import threading
+
+    def program(factor):
+        b = Builder(chips=2, sub_workers=0)
+        x = b.tensor((16,), kind="input")
+        t = b.tensor((16,))
+        b.call(K.scale, float(factor), b.access(x, "In"), b.access(t, "Out"))
+        b.call(K.add_one, b.access(t, "InOut"))
+        b.p.results = b.result(t)
+        return b.p
+
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            for _ in range(5):
+                got = run_eager(program(i), [np.arange(16.0)], timeout=60)
+                assert got.tolist() == (np.arange(16.0) * i + 1).tolist()
+            results[i] = True
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors and len(results) == 4

@@ -130,8 +130,20 @@ def test_ctrl_c_during_a_run_then_healthy():
         values, pids = run(add)
         assert values.tolist() == [3.0] * 4, values
         assert len(children()) == 3
+        # the same through the eager runtime
+        from l3c.runtime.eager import Call, run_calls
+        calls = [Call(0, key(K.hang), (v,), "chip", ((0, 0, 32, True),))]
+        threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()
+        pool = get_pool(2, 1, 32)
+        try:
+            with pool.lock:
+                run_calls(pool, calls, 2, 0)
+        except KeyboardInterrupt:
+            print("eager interrupted", flush=True)
+        values, pids = run(add)
+        assert values.tolist() == [6.0] * 4, values    # +3 per healthy run, nothing from the hangs
         shutdown()
         assert children() == []
         print("OK")
     """)
-    assert r.returncode == 0 and "OK" in r.stdout and "interrupted" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "OK" in r.stdout and "eager interrupted" in r.stdout, r.stdout + r.stderr
