@@ -43,6 +43,7 @@ class Block:
         self.pids = (ctypes.c_int32 * slots)()
         self.slot_map = (ctypes.c_int32 * slots)(*range(slots))
         self.children: list[int] = []
+        self.active: list[int] = []
 
     def word(self, offset: int) -> int:
         return int(self.words[offset // 4])
@@ -73,6 +74,9 @@ class Block:
         self.words[base + L.S_COMMAND_WAITERS // 4] = 0
         assert self.words[base + L.S_COMMAND // 4] == L.CMD_RUN_PLAN
         assert self.words[base + L.S_STATE // 4] == L.ST_BUSY
+        # every active slot's counter was reset before anyone was posted (99 = previous run's)
+        for other in self.active:
+            assert self.words[(L.slot_offset(other) + L.S_DONE) // 4] != 99
         time.sleep(delay)
         if behaviour == "die":
             os._exit(7)
@@ -135,9 +139,12 @@ def test_ir_is_deterministic_and_bakes_in_the_plan():
 
 def test_all_finished_posts_every_active_slot(block):
     blk = block(3)
+    blk.active = [0, 2]
+    for s in blk.active:                  # stale counts from a "previous run"
+        blk.words[(L.slot_offset(s) + L.S_DONE) // 4] = 99
     disp = build(make_plan([3, 0, 2]))
-    blk.spawn(0, "ok", delay=0.01)
-    blk.spawn(2, "ok", delay=0.03)        # slower than the spin: exercises the futex sleep
+    blk.spawn(2, "ok", delay=0.03)
+    blk.spawn(0, "ok", delay=0.01)        # slower than the spin: exercises the futex sleep
     status, _, _ = run(disp, blk, plan_id=5)
     assert status == L.RUN_OK
     s0, s1, s2 = (L.slot_offset(s) for s in range(3))

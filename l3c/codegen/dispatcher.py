@@ -1,8 +1,8 @@
 """The native dispatcher: per plan, llvmlite generates two functions that drive the worker pool.
 
     void l3c_start(i8* ctrl, i32 plan_id, i32* slot_map)
-        Posts CMD_RUN_PLAN to every slot that has steps: S_DONE = 0, S_EXPECTED, S_STATE = BUSY,
-        S_COMMAND, S_ARG = plan id, then S_COMMAND_SEQ += 1 (seq_cst) and, if the worker sleeps
+        Resets S_DONE = 0 and S_EXPECTED of every slot that has steps, then posts CMD_RUN_PLAN to
+        each: S_STATE = BUSY, S_COMMAND, S_ARG = plan id, then S_COMMAND_SEQ += 1 (seq_cst) and, if the worker sleeps
         (S_COMMAND_WAITERS != 0), FUTEX_WAKE on it. H_RUN += 1.
     i32 l3c_wait(i8* ctrl, i32* pids, i32* slot_map, i64 deadline_ns, i64 slice_ns, i32* out_slot)
         Waits until every slot with steps is FINISHED (RUN_OK), one is FAILED (RUN_FAILED), a worker
@@ -146,12 +146,19 @@ def generate_ir(plan: Plan) -> str:
     b = ir.IRBuilder(start.append_basic_block("entry"))
     b.atomic_rmw("add", g.word(b, ctrl, L.H_RUN), _c32(1), "monotonic")
     if n:
-        def post(b: ir.IRBuilder, i: ir.Value) -> None:
+        # Every counter is reset before any worker is posted: a worker that starts early must never
+        # see the previous run's S_DONE of a slot it waits on.
+        def reset(b: ir.IRBuilder, i: ir.Value) -> None:
             plan_slot = b.load(b.gep(active_tab, [_c32(0), i]))
             _, base = g.slot_base(b, ctrl, slot_map, plan_slot)
             want = b.load(b.gep(expected_tab, [_c32(0), i]))
             b.store_atomic(_c32(0), g.word(b, base, L.S_DONE), "monotonic", 4)
             b.store_atomic(want, g.word(b, base, L.S_EXPECTED), "monotonic", 4)
+        _for_each_active(b, start, n, reset)
+
+        def post(b: ir.IRBuilder, i: ir.Value) -> None:
+            plan_slot = b.load(b.gep(active_tab, [_c32(0), i]))
+            _, base = g.slot_base(b, ctrl, slot_map, plan_slot)
             b.store_atomic(_c32(L.ST_BUSY), g.word(b, base, L.S_STATE), "monotonic", 4)
             b.store_atomic(_c32(L.CMD_RUN_PLAN), g.word(b, base, L.S_COMMAND), "monotonic", 4)
             b.store_atomic(plan_id, g.word(b, base, L.S_ARG), "monotonic", 4)
