@@ -94,8 +94,7 @@ def load_target(target: str) -> Any:
             raise CLIError(f"no such file: {module_part}")
         module = _import_file(path)
     else:
-        if os.getcwd() not in sys.path:       # like `python -m`: the working folder is importable
-            sys.path.insert(0, os.getcwd())
+        _cwd_on_path()
         try:
             module = importlib.import_module(module_part)
         except ModuleNotFoundError as exc:
@@ -115,9 +114,26 @@ def load_target(target: str) -> Any:
     return obj
 
 
+def _cwd_on_path() -> None:
+    """Like `python -m`: modules under the working folder are importable (also by `l3c run`,
+    whose workers import kernels by the "module:qualname" path recorded at compile time)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def _import_file(path: str) -> Any:
-    """Import a file as a module named after it, with its folder on sys.path, so kernels get an
-    import path ("file:fn") that a schedule loaded in another process can import again."""
+    """Import a file so that its kernels get an import path a schedule loaded in another process can
+    import again: `examples/mm.py` under the working folder becomes module `examples.mm` (run `l3c
+    run` from the same folder); a file elsewhere becomes its stem, with its folder on sys.path."""
+    rel = os.path.relpath(path, os.getcwd())
+    parts = os.path.splitext(rel)[0].split(os.sep)
+    if not rel.startswith("..") and all(p.isidentifier() for p in parts):
+        _cwd_on_path()
+        name = ".".join(parts)
+        try:
+            return importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a user module that fails to import
+            raise CLIError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
     name = os.path.splitext(os.path.basename(path))[0]
     folder = os.path.dirname(path)
     if folder not in sys.path:
@@ -180,6 +196,7 @@ def _flatten(result: Any) -> list[Any]:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from .aot import load
+    _cwd_on_path()
     if not os.path.isfile(ns.file):
         raise CLIError(f"no such file: {ns.file}")
     compiled = load(ns.file)

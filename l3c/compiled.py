@@ -15,8 +15,9 @@ from .ir import MemoryReport, Program
 class Compiled:
     """A compiled schedule. `compiled(*args)` runs it; `.graph/.groups/.memory/.dump()` inspect it."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, timeout: float | None = None) -> None:
         self.program = program
+        self.timeout = timeout          # the jit's `timeout=`; `l3c.execute.run` uses it by default
         # Filled lazily by later stages (e.g. the lowered plan, the native dispatcher), keyed by name.
         self.artifacts: dict[str, Any] = {}
 

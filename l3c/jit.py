@@ -152,7 +152,7 @@ class Jitted:
             raise exc.with_traceback(user_traceback(exc.__traceback__)) from None
         with self._lock:
             if entry.compiled is None:
-                entry.compiled = Compiled(self._run_passes(entry.program))
+                entry.compiled = Compiled(self._run_passes(entry.program), timeout=self.timeout)
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
