@@ -1,24 +1,22 @@
 """Printers of the IR: one canonical text form, and JSON and Graphviz DOT views of the same data.
 
 The text form is for people and golden tests: deterministic (sorted sets, program order), one line
-per task. Example (after all passes)::
+per task. Example (`examples/axpy_rows.py` after all passes, abridged)::
 
-    program examples.tiled_matmul:tiled_matmul  @ tiled_matmul.py:40
+    program examples.axpy_rows:step  @ axpy_rows.py:31
       config chips=2 sub_workers=1 hosts=1 fuse_groups=True
       passes trace deps scopes fuse schedule memory
-      params a=arg0 b=arg1 tiles=2
+      params x=arg0 w=arg1
     tasks:
-      %0 fill_zeros  chip 0  writes t0  scope /  @ tiled_matmul.py:44
-      %1 matmul_tile  chip 0 g0.0  reads arg0[0:63:2,0:32] arg1  writes t1[0:63:2,0:64]  waits %0(WAR t0)  scope /0  @ tiled_matmul.py:47
+      %0 matmul  chip 0 g0.0  reads arg0[0:7:2,0:8] arg1  writes t0[0:7:2,0:8]  scope /  @ axpy_rows.py:34
+      %2 relu  chip 1  reads t0  writes t1  waits %0(RAW t0) %1(RAW t0)  scope /0  @ axpy_rows.py:37
+      %3 axpy  chip 1  reads t1  updates t0  scalars alpha=0.5  waits %2(RAW+WAR t0,t1)  scope /0  @ axpy_rows.py:38
     tensors:
-      arg0 input float32[64,32]  @ tiled_matmul.py:60
-      t0 intermediate float32[64,64] zeros  scope /  uses %0..%3  arena 0  @ tiled_matmul.py:44
+      t1 intermediate float32[8,8]  scope /0  uses %2..%3  dead after %3  arena 256  @ axpy_rows.py:36
     results: (t0, t2)
     groups:
-      g0: %1 %2
-    memory: arena 32768 B (lower bound 32768 B, naive 49152 B) staging 16384 B added_edges 0
-    reports:
-      critical_path: 4
+      g0: %0 %1
+    memory: arena 512 B (lower bound 512 B, naive 576 B) staging 0 B added_edges 0
 
 `docs/ir.md` describes every field.
 """
