@@ -129,10 +129,10 @@ def add_data_edges(program: Program) -> None:
                 chunk = max(1, -(-sizes[tid] // BUCKETS_PER_TENSOR))
                 writes[tid], reads[tid] = _Index(chunk), _Index(chunk)
             lo, hi = regions.bounds(region)
-            e = _Pending(task.id, region, access.reads, access.writes, lo, hi,
-                         region.is_whole(shapes[tid]) or (lo == 0 and hi == sizes[tid] - 1
-                                                          and region.size == sizes[tid]
-                                                          and regions._is_dense(region)))
+            n = sizes[tid]
+            whole = (lo == 0 and hi == n - 1 and region.size == n
+                     and (region.is_whole(shapes[tid]) or regions._is_dense(region)))
+            e = _Pending(task.id, region, access.reads, access.writes, lo, hi, whole)
             indexes = (writes[tid], reads[tid]) if e.writes else (writes[tid],)
             for index in indexes:
                 for old in index.near(e):

@@ -39,35 +39,6 @@ def aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
-def vector_clocks(program: Program) -> tuple[list[tuple[str, int]], dict[int, list[int]]]:
-    """Workers in slot order, and each task's clock: clock[t][w] = highest queue position on
-    worker w that completes before t does (t's own position included)."""
-    cfg = program.config
-    workers = [("chip", i) for i in range(cfg.chips)] + [("sub", i) for i in range(cfg.sub_workers)]
-    slot = {w: i for i, w in enumerate(workers)}
-    last_on: dict[int, int] = {}
-    clock: dict[int, list[int]] = {}
-    graph = program.graph
-    for task in program.tasks:
-        if task.chip is None or task.queue_pos is None:
-            raise L3CError(f"{task.loc}: task {task.id} is not placed; the memory pass runs after "
-                           f"the schedule pass")
-        s = slot[(task.worker, task.chip)]
-        sources = list(graph.pred[task.id])
-        if s in last_on:
-            sources.append(last_on[s])
-        vc = [-1] * len(workers)
-        for p in sources:
-            pc = clock[p]
-            for i in range(len(vc)):
-                if pc[i] > vc[i]:
-                    vc[i] = pc[i]
-        vc[s] = task.queue_pos
-        clock[task.id] = vc
-        last_on[s] = task.id
-    return workers, clock
-
-
 def lower_bound(intervals: dict[int, tuple[int, int]], size: dict[int, int]) -> int:
     """Largest total size of tensors whose [first, last] intervals contain one program point."""
     events = []
@@ -136,79 +107,115 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
 
 
 class _Planner:
-    """Best-fit placement with exact happens-before tests (see module docstring)."""
+    """Best-fit placement with exact happens-before tests (see module docstring).
+
+    Vector clocks: `clock[t][w]` is the highest queue position on worker w that has completed when
+    task t completes (t's own position included); a task's clock is the element-wise max of its
+    graph predecessors' and its queue predecessor's. a happens before b (a != b) exactly when
+    `before(b)[slot(a)] >= queue_pos(a)`, where `before(b)` is b's clock without b itself. Clocks
+    are computed lazily in program order and stay valid for a prefix of the program: an ordering
+    edge added into task b invalidates the clocks from b on (they are recomputed when needed).
+    """
 
     def __init__(self, program, accesses, returned, intervals, size) -> None:
         self.program = program
         self.accesses, self.returned, self.intervals, self.size = accesses, returned, intervals, size
-        self.workers, self.clock = vector_clocks(program)
+        cfg = program.config
+        self.workers = ([("chip", i) for i in range(cfg.chips)]
+                        + [("sub", i) for i in range(cfg.sub_workers)])
         self.slot = {w: i for i, w in enumerate(self.workers)}
-        # A task's clock without itself: what has completed before it starts. a happens before
-        # b (a != b) exactly when before[b][slot(a)] >= queue_pos(a).
-        self.before: dict[int, list[int]] = {}
-        for t in program.tasks:
-            vc = list(self.clock[t.id])
-            vc[self.slot[(t.worker, t.chip)]] -= 1
-            self.before[t.id] = vc
+        self.tasks = program.tasks
+        self.slot_of: list[int] = []
+        self.queue: list[list[int]] = [[] for _ in self.workers]
+        self.queue_prev: list[int | None] = []
+        for t in self.tasks:
+            if t.chip is None or t.queue_pos is None:
+                raise L3CError(f"{t.loc}: task {t.id} is not placed; the memory pass runs after "
+                               f"the schedule pass")
+            s = self.slot[(t.worker, t.chip)]
+            self.slot_of.append(s)
+            self.queue_prev.append(self.queue[s][-1] if self.queue[s] else None)
+            self.queue[s].append(t.id)
+        self.clock: list[list[int] | None] = [None] * len(self.tasks)
+        self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
         self.start, self.finish = estimate_times(program)
         self.handoff = float(program.reports.get("handoff_cost", 0.0))
-        n = len(self.workers)
-        tasks = program.tasks
-        self.slot_of = {t.id: self.slot[(t.worker, t.chip)] for t in tasks}
-        # For retirement: per worker, its task ids in order (to find "last task before point p").
-        self.queue: list[list[int]] = [[] for _ in range(n)]
-        for t in tasks:
-            self.queue[self.slot_of[t.id]].append(t.id)
+
+    def _ensure(self, upto: int) -> None:
+        graph, width = self.program.graph, len(self.workers)
+        for t in range(self.valid_upto, upto + 1):
+            vc = [-1] * width
+            sources = list(graph.pred[t])
+            if self.queue_prev[t] is not None:
+                sources.append(self.queue_prev[t])
+            for p in sources:
+                pc = self.clock[p]
+                for i in range(width):
+                    if pc[i] > vc[i]:
+                        vc[i] = pc[i]
+            vc[self.slot_of[t]] = self.tasks[t].queue_pos
+            self.clock[t] = vc
+        self.valid_upto = max(self.valid_upto, upto + 1)
+
+    def _before(self, t: int) -> list[int]:
+        self._ensure(t)
+        vc = list(self.clock[t])
+        vc[self.slot_of[t]] -= 1
+        return vc
 
     def _last_pos(self, tid: int) -> list[int]:
         """Per worker, the queue position of the tensor's last access there (-1: none)."""
-        vec = [-1] * len(self.workers)
         if tid in self.returned:
             return [NEVER] * len(self.workers)
+        vec = [-1] * len(self.workers)
         for t in self.accesses.get(tid, ()):
-            task = self.program.task(t)
-            vec[self.slot_of[t]] = max(vec[self.slot_of[t]], task.queue_pos)
+            vec[self.slot_of[t]] = max(vec[self.slot_of[t]], self.tasks[t].queue_pos)
         return vec
 
-    def _min_clock(self, tid: int) -> list[int]:
-        """Element-wise smallest clock (before the task) among the tensor's accesses."""
-        vec = [NEVER] * len(self.workers)
-        for t in self.accesses.get(tid, ()):
-            vec = [min(a, b) for a, b in zip(vec, self.before[t])]
-        return vec
-
-    def _firsts_lasts(self, tid: int, first: bool) -> dict[int, int]:
-        """Per worker slot, the tensor's first (or last) accessing task there."""
+    def _firsts(self, tid: int) -> dict[int, int]:
+        """Per worker slot, the tensor's first accessing task there (later ones follow it)."""
         found: dict[int, int] = {}
         for t in self.accesses.get(tid, ()):
-            s = self.slot_of[t]
-            if first:
-                found.setdefault(s, t)
-            else:
-                found[s] = t
+            found.setdefault(self.slot_of[t], t)
         return found
 
-    def _frontier(self, point: int) -> list[list[int]] | None:
-        """Clocks that every future task (id >= point) of each busy worker dominates."""
+    def _lasts(self, tid: int) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for t in self.accesses.get(tid, ()):
+            found[self.slot_of[t]] = t
+        return found
+
+    def _min_before(self, tid: int) -> list[int]:
+        """Element-wise smallest `before` clock among the tensor's accesses (NEVER: none)."""
+        vec = [NEVER] * len(self.workers)
+        for t in self._firsts(tid).values():
+            vec = [min(a, b) for a, b in zip(vec, self._before(t))]
+        return vec
+
+    def _frontiers(self, point: int) -> list[list[int]]:
+        """Clocks that every future task (id >= point) of each still-busy worker dominates."""
         fronts = []
         for q in self.queue:
             i = bisect.bisect_left(q, point)
             if i == len(q):
                 continue                                  # no future task on this worker
-            fronts.append(self.clock[q[i - 1]] if i > 0 else [-1] * len(self.workers))
+            if i == 0:
+                fronts.append([-1] * len(self.workers))
+            else:
+                self._ensure(q[i - 1])
+                fronts.append(self.clock[q[i - 1]])
         return fronts
 
     def _edges_needed(self, a_tid: int, b_tid: int, last_a: list[int]) -> list[tuple[int, int]] | None:
-        """Ordering edges that would put all of A before all of B without delaying the schedule,
-        or None if some needed edge would delay it."""
+        """Ordering edges that would put all of A before all of B without delaying the schedule's
+        estimate, or None if some needed edge would delay it."""
         if a_tid in self.returned or not self.accesses.get(b_tid):
             return None
-        lasts = self._firsts_lasts(a_tid, first=False)
-        firsts = self._firsts_lasts(b_tid, first=True)
         needed = []
-        for wa, a in lasts.items():
-            for wb, b in firsts.items():
-                if self.before[b][wa] >= last_a[wa]:
+        for wb, b in self._firsts(b_tid).items():
+            before_b = self._before(b)
+            for wa, a in self._lasts(a_tid).items():
+                if before_b[wa] >= last_a[wa]:
                     continue
                 arrive = self.finish[a] + (self.handoff if wa != wb else 0.0)
                 if a >= b or arrive > self.start[b]:
@@ -220,20 +227,22 @@ class _Planner:
         program = self.program
         active: list[tuple[int, list[int]]] = []       # (tensor id, its last positions)
         top = 0
+        width = len(self.workers)
         for b in order:
-            first_b = self.intervals[b][0]
-            fronts = self._frontier(first_b)
+            fronts = self._frontiers(self.intervals[b][0])
+            # What every future task has seen complete: the element-wise min of the frontiers.
+            seen = [min(column) for column in zip(*fronts)] if fronts else [NEVER] * width
             active = [(a, la) for a, la in active
-                      if a in self.returned or not all(all(f[i] >= la[i] for i in range(len(la))) for f in fronts)]
-            min_b = self._min_clock(b)
-            conflicts = [(a, la) for a, la in active
-                         if not all(min_b[i] >= la[i] for i in range(len(la)))]
+                      if a in self.returned or any(s < x for s, x in zip(seen, la))]
+            min_b = self._min_before(b)
+            conflicts = [a for a, la in active if any(m < x for m, x in zip(min_b, la))]
             size = self.size[b]
-            busy = {a: (program.tensors[a].arena_offset, program.tensors[a].arena_offset + self.size[a])
-                    for a, _ in conflicts}
+            busy = {a: (program.tensors[a].arena_offset,
+                        program.tensors[a].arena_offset + self.size[a]) for a in conflicts}
             offset = _best_fit(list(busy.values()), size)
             if offset + size > top:
-                edges = {a: self._edges_needed(a, b, la) for a, la in conflicts}
+                last_pos = dict(active)
+                edges = {a: self._edges_needed(a, b, last_pos[a]) for a in conflicts}
                 relaxed = _best_fit([r for a, r in busy.items() if edges[a] is None], size)
                 if relaxed < offset:
                     offset = relaxed
@@ -255,3 +264,4 @@ class _Planner:
             program.graph.edges[u, v]["tensors"].add(a_tid)
             program.memory.added_edges += 1
             program.reports["memory_edges"].append((u, v))
+            self.valid_upto = min(self.valid_upto, v)

@@ -1,0 +1,122 @@
+"""How the passes scale with program size, and how close the memory plan gets to its lower bound.
+
+    python benchmarks/compile_scaling.py [--sizes 1000 10000 100000] [--chips 2] [--sub-workers 1]
+
+Builds programs of a transformer-like block structure directly through the IR API (the same calls
+the tracer makes: tensors, tasks with sliced accesses, scopes, a returned result), then times
+`run_passes` on them. Each block (a layer): an intermediate `h` filled by row-interleaved matmul
+calls on the previous layer's `h` (fused into groups), a scoped temporary (`relu` then `axpy` back into `h`), a row write into a long-lived
+accumulator (many disjoint slices of one tensor), and a sub-worker reduction into a per-block scalar
+that a final task reads. Prints build and pass times per size, the 10x ratios (1.0 = linear), and
+arena / lower bound.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from l3c.ir import Access, Config, Program, Region, ResultRef, ScalarArg, Task, TensorInfo  # noqa: E402
+from l3c.passes import PassOptions, run_passes  # noqa: E402
+
+ROWS, COLS = 64, 64
+
+
+def rows(start: int, step: int, total: int = ROWS, cols: int = COLS) -> Region:
+    """Region of `x[start::step]` for a (total, cols) C-contiguous tensor."""
+    count = len(range(start, total, step))
+    return Region(start * cols, (count, cols), (step * cols, 1), ((start, count, step), (0, cols, 1)))
+
+
+def row(index: int, cols: int = COLS) -> Region:
+    """Region of `x[index]` for a C-contiguous tensor of `cols` columns."""
+    return Region(index * cols, (cols,), (1,), ((index, 1, 1), (0, cols, 1)))
+
+
+def build(n_tasks: int, chips: int, sub_workers: int) -> Program:
+    prog = Program(name="bench:blocks", loc="bench.py:1",
+                   config=Config(chips=chips, sub_workers=sub_workers))
+    tensors = prog.tensors
+
+    def tensor(name, kind, shape, scope=()):
+        info = TensorInfo(len(tensors), name, kind, shape, "float32", f"bench.py:{len(tensors)}",
+                          scope)
+        tensors.append(info)
+        return info
+
+    def task(kernel, worker, args, scope=()):
+        prog.add_task(Task(len(prog.graph), f"bench:{kernel}", worker, tuple(args),
+                           f"bench.py:{100 + len(prog.graph)}", scope))
+
+    whole = Region.whole((ROWS, COLS))
+    x = tensor("arg0", "input", (ROWS, COLS))
+    w = tensor("arg1", "input", (COLS, COLS))
+    per_block = chips + 5
+    blocks = max(1, n_tasks // per_block)
+    acc = tensor("acc", "intermediate", (blocks, COLS))
+    sums = []
+    prev = x
+    for b in range(blocks):
+        h = tensor(f"h{b}", "intermediate", (ROWS, COLS))
+        for i in range(chips):
+            task("mm", "chip", [Access("x", prev.id, rows(i, chips), "In"),
+                                Access("w", w.id, Region.whole(w.shape), "In"),
+                                Access("out", h.id, rows(i, chips), "Out")])
+        scope = (b,)
+        prog.scopes[b] = scope
+        t = tensor(f"t{b}", "intermediate", (ROWS, COLS), scope)
+        task("relu", "chip", [Access("x", h.id, whole, "In"), Access("out", t.id, whole, "Out")],
+             scope)
+        task("axpy", "chip", [ScalarArg("alpha", 0.5), Access("x", t.id, whole, "In"),
+                              Access("y", h.id, whole, "InOut")], scope)
+        task("rowsum", "chip", [Access("x", h.id, whole, "In"),
+                                Access("out", acc.id, row(b), "Out")])
+        s = tensor(f"s{b}", "intermediate", (1,))
+        kind = "sub" if sub_workers else "chip"
+        task("report", kind, [Access("x", h.id, whole, "In"),
+                              Access("out", s.id, Region.whole((1,)), "Out")])
+        sums.append(s)
+        prev = h
+        if len(sums) == 8 or b == blocks - 1:
+            total = tensor(f"total{b}", "intermediate", (1,))
+            task("gather", kind, [Access(f"s{k}", s.id, Region.whole((1,)), "In")
+                                  for k, s in enumerate(sums)]
+                 + [Access("out", total.id, Region.whole((1,)), "Out")])
+            sums = []
+    prog.results = ResultRef(acc.id, Region.whole(acc.shape), "float32")
+    return prog
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--chips", type=int, default=2)
+    parser.add_argument("--sub-workers", type=int, default=1)
+    args = parser.parse_args()
+    print(f"{'tasks':>8} {'tensors':>8} {'build s':>8} {'passes s':>9} {'edges':>8} "
+          f"{'groups':>7} {'arena/LB':>9} {'arena/naive':>12} {'mem edges':>9} {'makespan':>9}")
+    previous = None
+    for n in args.sizes:
+        t0 = time.perf_counter()
+        prog = build(n, args.chips, args.sub_workers)
+        t1 = time.perf_counter()
+        run_passes(prog, options=PassOptions())
+        t2 = time.perf_counter()
+        m = prog.memory
+        print(f"{len(prog.graph):>8} {len(prog.tensors):>8} {t1 - t0:>8.3f} {t2 - t1:>9.3f} "
+              f"{prog.graph.number_of_edges():>8} {len(prog.groups):>7} "
+              f"{m.arena_bytes / m.lower_bound_bytes:>9.3f} {m.arena_bytes / m.naive_bytes:>12.4f} "
+              f"{m.added_edges:>9} {prog.reports['makespan']:>9.0f}")
+        if previous is not None:
+            pn, pt = previous
+            ratio = (t2 - t1) / pt
+            print(f"{'':>8} passes time x{ratio:.1f} for x{len(prog.graph) / pn:.1f} tasks "
+                  f"(per-task ratio {ratio / (len(prog.graph) / pn):.2f}; 1.00 = linear)")
+        previous = (len(prog.graph), t2 - t1)
+
+
+if __name__ == "__main__":
+    main()
