@@ -142,6 +142,8 @@ class _Planner:
         self.handoff = float(program.reports.get("handoff_cost", 0.0))
 
     def _ensure(self, upto: int) -> None:
+        if upto < self.valid_upto:
+            return
         graph, width = self.program.graph, len(self.workers)
         for t in range(self.valid_upto, upto + 1):
             vc = [-1] * width
@@ -155,7 +157,7 @@ class _Planner:
                         vc[i] = pc[i]
             vc[self.slot_of[t]] = self.tasks[t].queue_pos
             self.clock[t] = vc
-        self.valid_upto = max(self.valid_upto, upto + 1)
+        self.valid_upto = upto + 1
 
     def _before(self, t: int) -> list[int]:
         self._ensure(t)
@@ -168,8 +170,8 @@ class _Planner:
         if tid in self.returned:
             return [NEVER] * len(self.workers)
         vec = [-1] * len(self.workers)
-        for t in self.accesses.get(tid, ()):
-            vec[self.slot_of[t]] = max(vec[self.slot_of[t]], self.tasks[t].queue_pos)
+        for t in self.accesses.get(tid, ()):     # in program order, so queue order too
+            vec[self.slot_of[t]] = self.tasks[t].queue_pos
         return vec
 
     def _firsts(self, tid: int) -> dict[int, int]:
