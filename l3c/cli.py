@@ -230,12 +230,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_profile(ns: argparse.Namespace) -> int:
     from . import profile_cli
-    return int(profile_cli.main(ns) or 0)
+    return int(profile_cli.main(ns.rest) or 0)
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
     from . import demo
-    return int(demo.main(ns) or 0)
+    return int(demo.main(ns.rest) or 0)
+
+
+# Commands whose modules parse their own arguments: everything after the command name is theirs.
+_FORWARDED = {"profile": cmd_profile, "demo": cmd_demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,22 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="OUT.npz")
     p.set_defaults(func=cmd_run)
 
-    p = target_command("profile", "run once and write a Chrome trace / Perfetto timeline")
-    p.add_argument("-o", "--output", required=True, metavar="TRACE.json")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser("demo", help="run the bundled example end to end")
-    p.set_defaults(func=cmd_demo)
+    sub.add_parser("profile", help="run once and write a Chrome trace / Perfetto timeline: "
+                   "TARGET [--arg SPEC]... -o TRACE.json", add_help=False)
+    sub.add_parser("demo", help="run the bundled example end to end", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (errors: 1, with one line on stderr)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in _FORWARDED:
+            return _FORWARDED[argv[0]](argparse.Namespace(rest=argv[1:]))
         ns = build_parser().parse_args(argv)
         return ns.func(ns)
-    except SystemExit as exc:            # --help, or a subcommand that exits on purpose
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SystemExit as exc:            # --help (0), or a subcommand that exits on purpose
+        return 0 if exc.code in (0, None) else 1
     except KeyboardInterrupt:
         print("l3c: error: interrupted", file=sys.stderr)
         return 1

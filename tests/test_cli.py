@@ -200,3 +200,10 @@ def test_corrupt_schedule_is_one_line(tmp_path):
 def test_help_exits_0():
     result = l3c("--help")
     assert result.returncode == 0 and "dump-ir" in result.stdout
+
+
+def test_demo_and_profile_get_their_own_arguments(tmp_path):
+    # `demo` and `profile` are parsed by their own modules; the CLI forwards everything after them.
+    result = l3c("demo", "--no-such-demo-option")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--no-such-demo-option" in result.stderr
