@@ -6,9 +6,14 @@ so the location is the line in the orchestration function (or the user's helper 
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import ast
+import inspect
+import textwrap
 import types
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +25,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 _INTERNAL_DIRS = (_PACKAGE_DIR, os.path.dirname(os.path.abspath(np.__file__)) + os.sep)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_internal(filename: str) -> bool:
     # "<frozen runpy>" and friends are the interpreter's, never the user's line.
     return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_INTERNAL_DIRS)
@@ -49,6 +55,36 @@ def short_loc(filename: str, line: int) -> str:
 def user_loc() -> str:
     """The user's current line as "basename.py:LINE" (for Task.loc and TensorInfo.loc)."""
     return short_loc(*user_location())
+
+
+def return_location(fn: Any) -> tuple[str, int] | None:
+    """(file, line) of `fn`'s `return` statement when it has exactly one (nested functions aside).
+
+    Used only when a result is wrong, so tracing pays nothing for it (a profile hook watching the
+    return event would slow every call in the trace).
+    """
+    try:
+        lines, start = inspect.getsourcelines(fn)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    func = tree.body[0] if tree.body else None
+    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None
+    returns: list[int] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                continue
+            if isinstance(child, ast.Return):
+                returns.append(child.lineno)
+            visit(child)
+
+    visit(func)
+    if len(returns) != 1:
+        return None
+    return (inspect.getsourcefile(fn) or fn.__code__.co_filename, start + returns[0] - 1)
 
 
 def trace_error(what: str, todo: str, where: tuple[str, int] | None = None) -> TraceError:

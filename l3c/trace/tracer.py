@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import numbers
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -20,7 +19,8 @@ from ..ir import Access, Config, Param, Program, ResultRef, ScalarArg, Task, Ten
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
 from .proxy import Tensor
-from .source import short_loc, trace_error, user_loc, user_location
+from ..errors import TraceError
+from .source import return_location, short_loc, trace_error, user_loc, user_location
 
 _SCALARS = (int, float, bool, str, type(None), complex)
 
@@ -307,26 +307,17 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
         else:
             positional.append(value)
 
-    return_lines: list[int] = []
-    code = getattr(inspect.unwrap(fn), "__code__", None)
-
-    def on_return(frame: Any, event: str, _arg: Any) -> None:
-        # Only to name the `return` line if a returned tensor is dead or not a tensor.
-        if event == "return" and frame.f_code is code:
-            return_lines.append(frame.f_lineno)
-
-    hook = code is not None and sys.getprofile() is None   # never displace a user's profiler
     previous = _set_tracer(tracer)
     try:
-        if hook:
-            sys.setprofile(on_return)
-        try:
-            out = fn(*positional, **keywords)
-        finally:
-            if hook:
-                sys.setprofile(None)
-        where = (def_file, return_lines[-1] if return_lines else def_line)
-        program.results = None if out is None else tracer.result_tree(out, where)
+        out = fn(*positional, **keywords)
+        if out is not None:
+            try:
+                program.results = tracer.result_tree(out, (def_file, def_line))
+            except TraceError:
+                where = return_location(inspect.unwrap(fn))
+                if where is None:
+                    raise
+                program.results = tracer.result_tree(out, where)   # raises again, at the return
     finally:
         tracer.active = False
         _set_tracer(previous)
