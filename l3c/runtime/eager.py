@@ -87,6 +87,7 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
     `pool.lock` and has staged the inputs. Raises KernelError / WorkerCrashed / Timeout like a
     compiled run, after the pool recovered."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    pool.replace_dead()
     units = _units(calls)
     _check(units, chips, sub_workers)
     by_task = {c.task: c for c in calls}
@@ -102,6 +103,7 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
     sub_slots = [pool.chips + j for j in range(sub_workers)]
     idle = set(chip_slots) | set(sub_slots)
     submitted = completed = 0
+    status, slots = layout.RUN_OK, []
 
     def submit(unit: _Unit) -> None:
         for call in unit.calls:
@@ -175,7 +177,7 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
                 raise L3CError("eager runtime: no task can run (a dependency cycle?)")
             status, slots = pool.wait(sorted(running), deadline, any_done=True)
             if status != layout.RUN_OK:
-                pool.finish(status, slots, describe, timeout)
+                break
             for slot in slots:
                 index, _ = running.pop(slot)
                 idle.add(slot)
@@ -184,6 +186,8 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
                 if unit.running == 0:             # every member of a group has finished
                     completed += 1
                     complete(unit)
-    except KeyboardInterrupt:
-        pool.recover(grace=0.2)
+    except BaseException:       # Ctrl-C, or any exception a signal handler raised between slices:
+        pool.recover(grace=0.2)  # workers may still run this call's tasks; stop them before the next
         raise
+    if status != layout.RUN_OK:
+        pool.finish(status, slots, describe, timeout)

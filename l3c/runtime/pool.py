@@ -27,6 +27,7 @@ import dataclasses
 import fcntl
 import os
 import pickle
+import queue
 import select
 import signal
 import struct
@@ -68,6 +69,53 @@ class _WorkerProc:
 class _PlanEntry:
     plan: Plan
     plan_id: int
+
+
+class _LastingThread:
+    """Runs every fork of a worker on a thread that lives as long as the process.
+
+    Why: PR_SET_PDEATHSIG fires when the *thread* that forked the worker exits, not the process. A
+    pool first used from a short-lived thread (a request handler, a test's worker thread) would
+    otherwise lose every worker the moment that thread ended, and a run on another thread would see
+    them die under it. The main thread lasts as long as the process, so it forks directly; any other
+    thread hands the fork to one daemon thread started on first need (and again in a forked child,
+    where threads do not survive)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        self._pid = 0
+
+    def call(self, fn: Callable[[], int]) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return fn()
+        with self._lock:
+            if self._queue is None or self._pid != os.getpid():
+                self._queue, self._pid = queue.SimpleQueue(), os.getpid()
+                threading.Thread(target=self._serve, args=(self._queue,), name="l3c-forker",
+                                 daemon=True).start()
+            requests = self._queue
+        done = threading.Event()
+        box: list = []
+        requests.put((fn, box, done))
+        if not done.wait(INSTALL_TIMEOUT):
+            raise Timeout("the l3c fork thread did not answer in time")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue) -> None:
+        while True:
+            fn, box, done = requests.get()
+            try:
+                box.append(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                box.append(exc)
+            done.set()
+
+
+_on_lasting_thread = _LastingThread().call
 
 
 class Pool:
@@ -150,10 +198,20 @@ class Pool:
         others = [w.pipe for w in self._workers if w.pipe >= 0]
         parent = os.getpid()
         chip = slot if slot < self.chips else slot - self.chips
-        pid = os.fork()
-        if pid == 0:  # child: never returns
-            worker.main(slot, self.slots, chip, self.control_address, words, self.arena, read_fd,
-                        parent, seq, [write_fd] + others)
+
+        def fork_worker() -> int:
+            pid = os.fork()
+            if pid == 0:  # child: never returns
+                worker.main(slot, self.slots, chip, self.control_address, words, self.arena, read_fd,
+                            parent, seq, [write_fd] + others)
+            return pid
+
+        try:
+            pid = _on_lasting_thread(fork_worker)
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         os.close(read_fd)
         fcntl.fcntl(write_fd, fcntl.F_SETFL, fcntl.fcntl(write_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         self._workers[slot] = _WorkerProc(pid, write_fd, set())
@@ -256,6 +314,14 @@ class Pool:
         self._fork_generation = registry.generation()
         for slot in range(self.slots):
             self._spawn(slot)
+
+    def replace_dead(self) -> None:
+        """Before a run: replace workers that died while idle (an OOM kill, a stray signal), so the
+        run does not report a crash that did not happen during it. One waitid per slot."""
+        with self.lock:
+            for slot in range(self.slots):
+                if not self._alive(slot):
+                    self._replace(slot)
 
     def _replace(self, slot: int) -> None:
         """Kill (if needed), reap and re-fork the worker of `slot`; its plans re-install lazily."""
@@ -367,6 +433,7 @@ class Pool:
                 entry = _PlanEntry(plan, self._next_plan_id)
                 self._next_plan_id += 1
                 self._plans[id(plan)] = entry
+            self.replace_dead()
             for attempt in range(2):
                 try:
                     self._install_missing(entry)
@@ -423,7 +490,7 @@ class Pool:
                 for ps, _ in used:
                     self.post(ps, layout.CMD_RUN_PLAN, plan_id)
                 status, slot = self.wait([ps for ps, _ in used], deadline)
-            except KeyboardInterrupt:
+            except BaseException:       # Ctrl-C or an exception from any signal handler
                 self.recover(grace=0.2)
                 raise
             self.finish_run(status, slot if isinstance(slot, int) else -1, plan)
