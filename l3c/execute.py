@@ -143,7 +143,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
             while status == layout.RUN_PENDING:
                 status = disp.wait(ctrl, pids, ctypes.addressof(slot_map), deadline, SLICE_NS,
                                    ctypes.byref(out_slot))
-        except KeyboardInterrupt:
+        except BaseException:                 # Ctrl-C, or whatever a signal handler raised:
             pool.recover(grace=0.2)           # abort, let workers stop, replace hung ones
             raise
         pool.finish_run(status, out_slot.value, plan)
