@@ -114,24 +114,23 @@ def timed(fn, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------- floor (one process)
-def _noop(*args):
-    pass
-
-
 def floor(name: str, repeats: int) -> float:
-    """The same kernel calls, one after another, with prebuilt views in one process."""
+    """The same kernel calls (the plain kernel functions a worker runs), one after another, with
+    prebuilt views in one process."""
+    from l3c.registry import resolve
+    t_, f_, g_, m_ = (resolve(k.name) for k in (touch, fan, gather, member))
     args = WORKLOADS[name][1]()
     if name == "a":
-        calls = [(_noop, (args[0][i],)) for i in range(N_A)]
+        calls = [(t_, (args[0][i],)) for i in range(N_A)]
     elif name == "b":
-        calls = [(_noop, (args[0][0],))] * N_B
+        calls = [(t_, (args[0][0],))] * N_B
     elif name == "c":
         a, b = args
-        one = [(_noop, (a,))] + [(_noop, (a, b[i])) for i in range(FAN)] + [(_noop, (b, a))]
+        one = [(t_, (a,))] + [(f_, (a, b[i])) for i in range(FAN)] + [(g_, (b, a))]
         calls = one * ROUNDS
     elif name == "d":
         a, b = args
-        calls = [(_noop, (a, b[0::2])), (_noop, (a, b[1::2]))] * N_D
+        calls = [(m_, (a, b[0::2])), (m_, (a, b[1::2]))] * N_D
     else:
         x = args[0]
         return timed(lambda: [np.add(x, 1.0, out=x) for _ in range(N_E)], repeats)
