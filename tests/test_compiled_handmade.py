@@ -126,3 +126,41 @@ def test_timeout_then_pool_usable():
         compiled(np.zeros(16), "on")
     assert time.monotonic() - t0 < 10
     np.testing.assert_array_equal(l3c.Compiled(build())(np.ones(16), "on")["t"], np.full(16, 12.0))
+
+
+def test_threads_each_get_their_own_results():
+    import threading
+    compiled = l3c.Compiled(build())
+    errors, results = [], {}
+
+    def worker(i):
+        try:
+            for j in range(5):
+                x = np.full(16, float(i * 10 + j))
+                out = compiled(x, "on")
+                results[(i, j)] = (out["t"].copy(), x.copy())
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 20
+    for (i, j), (t, x) in results.items():
+        np.testing.assert_array_equal(t, np.full(16, i * 10 + j + 11.0))
+        np.testing.assert_array_equal(x, np.full(16, i * 10 + j + 1.0))
+
+
+def test_ctrl_c_during_a_compiled_run_then_pool_usable():
+    import signal
+    import threading
+    compiled = l3c.Compiled(build(second=k_sleep, second_arg=30.0))
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        compiled(np.zeros(16), "on")
+    timer.join()
+    assert time.monotonic() - t0 < 10
+    np.testing.assert_array_equal(l3c.Compiled(build())(np.ones(16), "on")["t"], np.full(16, 12.0))
