@@ -162,8 +162,7 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
                 running[slot] = (index, call)
                 unit.running += 1
                 pool.send(slot, (call.task, call.kernel, call.args, call.group_rank, call.group_size),
-                          deadline)
-                pool.post(slot, layout.CMD_RUN_TASK, call.task & 0xFFFFFFFF)
+                          layout.CMD_RUN_TASK, call.task & 0xFFFFFFFF, deadline)
             if not idle:
                 return
 

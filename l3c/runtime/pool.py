@@ -352,14 +352,19 @@ class Pool:
         if sync.load_u32(base + layout.S_COMMAND_WAITERS):
             sync.futex_wake(base + layout.S_COMMAND_SEQ, 1)
 
-    def send(self, slot: int, message: object, deadline: float | None = None) -> None:
-        """Write one length-prefixed pickle to the worker's pipe (bounded by `deadline`). Send before
-        `post`, so the worker finds the message when it takes the command."""
+    def send(self, slot: int, message: object, command: int, arg: int,
+             deadline: float | None = None) -> None:
+        """Hand the worker one length-prefixed pickle through its pipe, then post `command`.
+
+        What fits in the pipe is written before the post, so a small message is there when the worker
+        takes the command; a message larger than the pipe's buffer is posted first and the rest
+        written while the worker reads (waiting on the pipe, bounded by `deadline`)."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         data = struct.pack("<Q", len(data)) + data
         fd = self._workers[slot].pipe
         limit = deadline if deadline is not None else time.monotonic() + INSTALL_TIMEOUT
         view = memoryview(data)
+        posted = False
         while view:
             try:
                 n = os.write(fd, view)
@@ -368,13 +373,18 @@ class Pool:
             except BlockingIOError:
                 pass
             except BrokenPipeError:
-                return                             # the worker died; the wait below reports it
+                break                              # the worker died; the caller's wait reports it
+            if not posted:
+                self.post(slot, command, arg)
+                posted = True
             remaining = limit - time.monotonic()
             if remaining <= 0:
                 raise Timeout(f"worker {slot} did not read its message in time")
             select.select([], [fd], [], min(remaining, SLICE))
             if not self._alive(slot):
                 return
+        if not posted:
+            self.post(slot, command, arg)
 
     def wait(self, busy: list[int], deadline: float | None, any_done: bool = False
              ) -> tuple[int, int | list[int]]:
@@ -461,8 +471,7 @@ class Pool:
             if self.chips != plan.chips:
                 steps = tuple(dataclasses.replace(
                     st, waits=tuple((self.pool_slot(plan, s), c) for s, c in st.waits)) for st in queue)
-            self.send(ps, (plan_id, steps), deadline)
-            self.post(ps, layout.CMD_INSTALL, plan_id)
+            self.send(ps, (plan_id, steps), layout.CMD_INSTALL, plan_id, deadline)
         status, slot = self.wait([ps for ps, _ in todo], deadline)
         if status == layout.RUN_FAILED:
             text = self._error_text(slot)

@@ -29,8 +29,8 @@ TERMINAL = (layout.ST_FINISHED, layout.ST_FAILED, layout.ST_ABORTED)
 
 
 def read_message(fd: int, parent: int) -> object:
-    """Read one length-prefixed pickle from the pipe. The parent writes the message before it posts
-    the command, so the data is normally there already; a blocking read is still bounded, because the
+    """Read one length-prefixed pickle from the pipe. A small message is in the pipe before the
+    command is posted; a large one arrives while we read. A blocking read is still bounded, because the
     pipe reaches EOF when the parent dies (and a worker stuck here while its parent lives is BUSY, so
     the parent's recovery replaces it)."""
     def read_exact(n: int) -> bytes:
