@@ -88,3 +88,24 @@ def test_eager_kernel_error_names_call_site():
     assert info.value.kernel.endswith("fails") and "test_eager_jit.py:" in info.value.loc
     assert "kernel says no" in info.value.remote_traceback
     assert placement.eager()[2].tolist() == [1, 0, 1]
+
+
+def test_eager_and_compiled_fork_again_for_a_kernel_defined_after_the_pool_started():
+    @l3c.jit(chips=2)
+    def warm(x):
+        axpy(1.0, x, x)
+        return x
+
+    warm.eager(np.ones(2))                      # the pool now runs, forked before `triple` exists
+
+    @l3c.kernel
+    def triple(x: l3c.InOut):
+        x *= 3
+
+    @l3c.jit(chips=2)
+    def late(x):
+        triple(x)
+        return x
+
+    assert np.array_equal(late.eager(np.ones(3)), [3, 3, 3])
+    assert np.array_equal(late(np.full(3, 2.0)), [6, 6, 6])

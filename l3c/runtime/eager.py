@@ -87,6 +87,7 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
     `pool.lock` and has staged the inputs. Raises KernelError / WorkerCrashed / Timeout like a
     compiled run, after the pool recovered."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    pool.ensure_kernels({c.kernel for c in calls})
     pool.replace_dead()
     units = _units(calls)
     _check(units, chips, sub_workers)

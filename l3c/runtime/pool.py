@@ -429,6 +429,13 @@ class Pool:
         """A numpy view of the arena in the parent (valid until the pool restarts)."""
         return self._arena_map.array(view)
 
+    def ensure_kernels(self, kernels: set[str]) -> None:
+        """Fork the workers anew if any of `kernels` was registered after they were forked, so that
+        they inherit it (kernels defined late, or inside functions, cannot be found by import)."""
+        with self.lock:
+            if any((registry.generation_of(k) or 0) > self._fork_generation for k in kernels):
+                self._refork()
+
     def install(self, plan: Plan) -> int:
         """Install `plan` in every worker that has steps (views and kernels prepared once there).
         Cached per plan object per pool generation; re-installs lazily in replaced workers."""
@@ -436,10 +443,7 @@ class Pool:
             self.ensure(plan.chips, plan.sub_workers, plan.arena_bytes)
             entry = self._plans.get(id(plan))
             if entry is None or entry.plan is not plan:
-                kernels = {step.kernel for q in plan.queues for step in q}
-                stale = [k for k in kernels if (registry.generation_of(k) or 0) > self._fork_generation]
-                if stale:                      # forked before these kernels existed: fork anew
-                    self._refork()
+                self.ensure_kernels({step.kernel for q in plan.queues for step in q})
                 entry = _PlanEntry(plan, self._next_plan_id)
                 self._next_plan_id += 1
                 self._plans[id(plan)] = entry
