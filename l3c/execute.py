@@ -87,7 +87,7 @@ def check_args(program: Program, args: tuple) -> list[np.ndarray | None]:
         if not isinstance(a, np.ndarray):
             raise mismatch(f"argument {p.name!r} must be a numpy array {info.dtype}"
                            f"{list(info.shape)}, got {type(a).__name__}")
-        if a.shape != tuple(info.shape) or a.dtype != np.dtype(info.dtype):
+        if a.shape != tuple(info.shape) or a.dtype.newbyteorder("=") != np.dtype(info.dtype):
             raise mismatch(f"argument {p.name!r} must be {info.dtype}{list(info.shape)}, got "
                            f"{a.dtype}{list(a.shape)}")
         arrays.append(a)
@@ -125,6 +125,10 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
     arrays = check_args(program, args)
     lowered, disp = prepare(compiled)
     plan = lowered.plan
+    for i in lowered.written_inputs:         # before any worker runs, not at write-back
+        if not arrays[i].flags.writeable:
+            from .codegen.eager import readonly_error
+            raise readonly_error(program, i)
     if timeout is None:
         timeout = getattr(compiled, "timeout", None)
     pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))

@@ -31,6 +31,11 @@ every futex word sits alone in its 64-byte line.
       S_EXPECTED     u32  steps the worker must complete in the current run.
       S_ERROR_LEN    u32  bytes of UTF-8 text in the slot's error area (traceback of a failure).
     error area of slot w at ERROR_BASE(slots) + w * ERROR_BYTES: traceback text, truncated to fit.
+    profile area of slot w at profile_offset(slots, w) (added for `l3c profile`, issue 7):
+                          PROFILE_STEPS pairs of u64 (start, end) CLOCK_MONOTONIC nanoseconds, pair k
+                          for step k of the slot's queue. Written by the worker only in a run posted
+                          with RUN_PROFILE set in S_ARG; read by the parent after the run. Pages no
+                          profiled run touches cost nothing (the mapping is sparse).
 
 State machine of a slot (parent P, worker W):
     IDLE --P posts command--> BUSY --W finishes all steps--> FINISHED --P posts next--> BUSY ...
@@ -69,6 +74,8 @@ ERROR_BYTES = 16 * 1024
 # commands
 CMD_NONE = 0
 CMD_RUN_PLAN = 1      # run installed plan S_ARG from the start of its queue
+RUN_PROFILE = 1 << 30 # flag in S_ARG of CMD_RUN_PLAN: record each step's start/end in the profile area
+                      # (plan id = S_ARG & ~RUN_PROFILE; the dispatcher posts whatever plan_id it is given)
 CMD_INSTALL = 2       # read an install message from the worker's pipe (plan id, queue)
 CMD_RUN_TASK = 3      # eager runtime: read one task from the pipe and run it
 CMD_EXIT = 4          # leave the worker loop and exit(0)
@@ -94,8 +101,21 @@ def error_offset(slots: int, slot: int) -> int:
     return error_base(slots) + slot * ERROR_BYTES
 
 
+PROFILE_STEPS = 1 << 16                 # steps per slot a profiled run can record
+PROFILE_SLOT_BYTES = PROFILE_STEPS * 16
+
+
+def profile_base(slots: int) -> int:
+    end = error_base(slots) + slots * ERROR_BYTES
+    return (end + 4095) // 4096 * 4096
+
+
+def profile_offset(slots: int, slot: int) -> int:
+    return profile_base(slots) + slot * PROFILE_SLOT_BYTES
+
+
 def control_bytes(slots: int) -> int:
-    return error_base(slots) + slots * ERROR_BYTES
+    return profile_base(slots) + slots * PROFILE_SLOT_BYTES
 
 # Status a dispatcher (native or Python) returns for a run; the slot involved goes to an out-param.
 RUN_OK = 0           # every slot FINISHED

@@ -16,6 +16,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 
 from . import context, layout, sync
@@ -67,6 +68,7 @@ class Worker:
         self.never_addr = ctypes.addressof(self._never)
         self.plans: dict[int, list[tuple]] = {}
         self.kernels: dict[str, object] = {}
+        self._stamps: memoryview | None = None
 
     # --- waiting ------------------------------------------------------------------------------------
     def wait_ge(self, word_addr: int, target: int, waiters_addr: int, abort_addr: int) -> bool:
@@ -135,11 +137,16 @@ class Worker:
         self.finish(layout.ST_FINISHED)
 
     def run_plan(self, plan_id: int) -> None:
+        stamps = None
+        if plan_id & layout.RUN_PROFILE:       # `l3c profile`: time every step (see layout.py)
+            plan_id &= ~layout.RUN_PROFILE
+            stamps = self.profile_stamps()
         steps = self.plans.get(plan_id)
         if steps is None:
             self.fail(0xFFFFFFFF, f"plan {plan_id} is not installed in worker {self.slot}")
             return
         words, abort_idx, done_idx, last = self.words, self.abort_idx, self.done_idx, len(steps) - 1
+        clock = time.monotonic_ns
         for k, (fn, args, waits, signal_, rank, size, task) in enumerate(steps):
             for addr, waiters, idx, count in waits:
                 if words[idx] < count and not self.wait_ge(addr, count, waiters, self.abort_addr):
@@ -149,16 +156,28 @@ class Worker:
                 self.finish(layout.ST_ABORTED)
                 return
             context.set_task(self.chip, rank, size)
+            if stamps is not None and k < layout.PROFILE_STEPS:
+                stamps[2 * k] = clock()
             try:
                 fn(*args)
             except BaseException:  # noqa: BLE001 - any kernel failure is reported, never kills the worker
                 self.fail(task, traceback.format_exc())
                 return
+            if stamps is not None and k < layout.PROFILE_STEPS:
+                stamps[2 * k + 1] = clock()
             if signal_ or k == last:
                 sync.publish(self.done_addr, k + 1, self.done_waiters_addr)
             else:
                 words[done_idx] = k + 1
         self.finish(layout.ST_FINISHED)
+
+    def profile_stamps(self) -> memoryview:
+        """This slot's profile area as u64 words (built on first use, then reused)."""
+        if self._stamps is None:
+            start = self.ctl + layout.profile_offset(self.slots, self.slot)
+            area = (ctypes.c_uint64 * (2 * layout.PROFILE_STEPS)).from_address(start)
+            self._stamps = memoryview(area).cast("B").cast("Q")
+        return self._stamps
 
     def run_task(self) -> None:
         task, kernel, args, rank, size = read_message(self.pipe_fd, self.parent)
