@@ -115,11 +115,13 @@ def _copy_out(tree: Any, pool: Any) -> Any:
     return tuple(out) if kind == "tuple" else out
 
 
-def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
+def run(compiled: Any, *args: Any, timeout: float | None = None,
+        _stamps: dict | None = None) -> Any:
     """Run a compiled schedule once with `args` (one per parameter of the jitted function).
 
     `timeout` (seconds) defaults to `compiled.timeout` (the jit's `timeout=`); None: no deadline,
     though the native wait still returns every SLICE_NS so that Ctrl-C and dead workers are seen.
+    `_stamps` (used by `profile`): a dict that receives the run's step timestamps (see `profile`).
     """
     program = compiled.program
     arrays = check_args(program, args)
@@ -141,8 +143,12 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
         ctrl, pids = pool.control_address, pool.pids_address
         out_slot = ctypes.c_int32(-1)
         deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        if _stamps is not None:               # workers record every step: see layout.RUN_PROFILE
+            _clear_stamps(pool, plan)
+            _stamps["t0"] = time.monotonic_ns()
         try:
-            disp.start(ctrl, plan_id, ctypes.addressof(slot_map))
+            disp.start(ctrl, plan_id | (layout.RUN_PROFILE if _stamps is not None else 0),
+                       ctypes.addressof(slot_map))
             status = layout.RUN_PENDING
             while status == layout.RUN_PENDING:
                 status = disp.wait(ctrl, pids, ctypes.addressof(slot_map), deadline, SLICE_NS,
@@ -150,7 +156,48 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
         except BaseException:                 # Ctrl-C, or whatever a signal handler raised:
             pool.recover(grace=0.2)           # abort, let workers stop, replace hung ones
             raise
+        if _stamps is not None:
+            _stamps["t1"] = time.monotonic_ns()
         pool.finish_run(status, out_slot.value, plan)
+        if _stamps is not None:
+            _stamps["steps"] = _read_stamps(pool, plan)
         for i in lowered.written_inputs:
             arrays[i][...] = pool.array(lowered.input_views[i])
         return _copy_out(lowered.results, pool)
+
+
+# ---- profiling (`compiled.profile`, `l3c profile`) --------------------------------------------
+def _stamp_area(pool: Any, plan: Any, s: int) -> np.ndarray:
+    """The profile area of the plan's slot `s` in the control block, as u64 (start, end) pairs."""
+    n = len(plan.queues[s])
+    address = pool.control_address + layout.profile_offset(pool.slots, pool.pool_slot(plan, s))
+    return np.ctypeslib.as_array((ctypes.c_uint64 * (2 * n)).from_address(address)).reshape(n, 2)
+
+
+def _clear_stamps(pool: Any, plan: Any) -> None:
+    for s, queue in enumerate(plan.queues):
+        if len(queue) > layout.PROFILE_STEPS:
+            raise ScheduleError(f"cannot profile: worker slot {s} runs {len(queue)} steps, more than "
+                                f"the {layout.PROFILE_STEPS} a profile records per worker")
+        if queue:
+            _stamp_area(pool, plan, s)[...] = 0
+
+
+def _read_stamps(pool: Any, plan: Any) -> list[np.ndarray]:
+    return [np.array(_stamp_area(pool, plan, s), copy=True) if q else np.zeros((0, 2), np.uint64)
+            for s, q in enumerate(plan.queues)]
+
+
+def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[Any, dict]:
+    """Run once like `run`, with every step timed in the workers; return `(results, trace)`.
+
+    `results` is exactly what `compiled(*args)` returns; `trace` is a Chrome trace event dict
+    (`{"traceEvents": [...], "metadata": {...}}`, see `l3c.profile.build_trace`) that
+    `json.dump` writes to a file Perfetto (ui.perfetto.dev) or chrome://tracing opens.
+    """
+    from .profile import build_trace
+    stamps: dict = {}
+    results = run(compiled, *args, timeout=timeout, _stamps=stamps)
+    lowered, _ = prepare(compiled)
+    return results, build_trace(compiled.program, lowered.plan, stamps["steps"], stamps["t0"],
+                                stamps["t1"])
