@@ -1,0 +1,126 @@
+"""Turn one profiled run (step timestamps recorded in the workers) plus the IR into a Chrome trace.
+
+The workers write `CLOCK_MONOTONIC` nanoseconds at the start and end of every step into the profile
+area of the control block (`runtime/layout.py`, `RUN_PROFILE`); all processes share that clock, so
+the stamps of different workers line up without any correction. `build_trace` makes the Chrome
+"trace event" JSON object format, which Perfetto (https://ui.perfetto.dev) and chrome://tracing open:
+
+* one process (pid 1) named after the program, one thread row (tid) per worker slot: `chip 0`,
+  `chip 1`, ..., `sub 0`, ... (thread_name / thread_sort_index metadata events);
+* one complete ("X") slice per task, named `kernel #id` (short kernel name), with args `task`,
+  `kernel`, `group`, `group_rank`, `queue_pos`, `loc`, `scope`; time is microseconds since the
+  parent posted the run;
+* one flow ("s" on the producer's row, "f" with `bp: "e"` on the consumer's row, same `id`) per
+  graph edge whose ends run on different workers: exactly the waits a worker resolves in shared
+  memory;
+* top-level `metadata`: program name, the schedule's estimates (`makespan`, `critical_path` length
+  in cost units and the tasks on it), the measured wall time of the run, counts.
+
+Why here and not in `runtime`: the runtime knows only plan steps; names, groups, source lines and
+edges come from the IR, so the trace is built on the user-layer side from both.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .ir import Program
+from .passes.schedule import task_cost
+from .runtime.plan import Plan
+
+PID = 1
+
+
+def slot_name(plan: Plan, slot: int) -> str:
+    """`chip N` for chip slots, `sub N` for sub-worker slots."""
+    return f"chip {slot}" if slot < plan.chips else f"sub {slot - plan.chips}"
+
+
+def critical_path(program: Program) -> list[int]:
+    """Task ids of a longest path of data dependencies under the schedule pass's cost model (what
+    `reports["critical_path"]` measures: the ordering edges the memory plan adds later are left out)."""
+    costs = program.reports.get("kernel_costs") or {}
+    graph = program.graph
+    best: dict[int, float] = {}
+    prev: dict[int, int | None] = {}
+    for task in program.tasks:                    # program order is topological
+        preds = [u for u in graph.predecessors(task.id)
+                 if graph.edges[u, task.id].get("added_by", "deps") == "deps"]
+        p = max(preds, key=lambda u: (best[u], -u), default=None)
+        best[task.id] = task_cost(task, costs) + (best[p] if p is not None else 0.0)
+        prev[task.id] = p
+    if not best:
+        return []
+    node: int | None = max(best, key=lambda v: (best[v], -v))
+    path = []
+    while node is not None:
+        path.append(node)
+        node = prev[node]
+    return path[::-1]
+
+
+def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: int, t1: int
+                ) -> dict[str, Any]:
+    """The Chrome trace of one run: `steps[s][k] = (start_ns, end_ns)` of step k on plan slot s,
+    `t0`/`t1` the parent's monotonic ns just before posting the run and after it ended."""
+    events: list[dict[str, Any]] = [
+        {"ph": "M", "pid": PID, "name": "process_name", "args": {"name": f"l3c {program.name}"}},
+    ]
+    for s in range(plan.slots):
+        events.append({"ph": "M", "pid": PID, "tid": s, "name": "thread_name",
+                       "args": {"name": slot_name(plan, s)}})
+        events.append({"ph": "M", "pid": PID, "tid": s, "name": "thread_sort_index",
+                       "args": {"sort_index": s}})
+
+    where: dict[int, tuple[int, float, float]] = {}     # task -> (slot, start us, end us)
+    for s, queue in enumerate(plan.queues):
+        for k, step in enumerate(queue):
+            start_ns, end_ns = (int(x) for x in steps[s][k])
+            if start_ns == 0 or end_ns < start_ns:
+                raise ValueError(f"no timestamps for task {step.task} (step {k} of "
+                                 f"{slot_name(plan, s)}): the run did not record it")
+            start, end = (start_ns - t0) / 1e3, (end_ns - t0) / 1e3
+            where[step.task] = (s, start, end)
+            task = program.task(step.task)
+            events.append({
+                "ph": "X", "pid": PID, "tid": s, "ts": start, "dur": end - start,
+                "name": f"{task.short_kernel} #{task.id}", "cat": task.worker,
+                "args": {"task": task.id, "kernel": task.kernel, "group": task.group,
+                         "group_rank": task.group_rank if task.group is not None else None,
+                         "queue_pos": task.queue_pos, "loc": task.loc,
+                         "scope": "/" + "/".join(map(str, task.scope))},
+            })
+
+    flows = 0
+    for u, v in sorted(program.graph.edges):
+        su, start_u, end_u = where[u]
+        sv, start_v, _ = where[v]
+        if su == sv:
+            continue
+        flows += 1
+        kinds = "+".join(sorted(program.graph.edges[u, v].get("kinds", ()))) or "order"
+        common = {"pid": PID, "cat": "dependency", "name": kinds, "id": flows}
+        events.append({**common, "ph": "s", "tid": su, "ts": (start_u + end_u) / 2,
+                       "args": {"from": u, "to": v}})
+        events.append({**common, "ph": "f", "bp": "e", "tid": sv, "ts": start_v,
+                       "args": {"from": u, "to": v}})
+
+    reports = program.reports
+    path = critical_path(program)
+    metadata = {
+        "program": program.name,
+        "loc": program.loc,
+        "tasks": len(where),
+        "workers": [slot_name(plan, s) for s in range(plan.slots)],
+        "cross_worker_edges": flows,
+        "estimated_makespan": reports.get("makespan"),
+        "estimated_critical_path": reports.get("critical_path"),
+        "critical_path_tasks": path,
+        "cost_units": "schedule pass cost model (1.0 per task unless kernel_costs says otherwise)",
+        "measured_wall_us": (t1 - t0) / 1e3,
+        "measured_busy_us": {slot_name(plan, s): sum(e - b for (ss, b, e) in where.values() if ss == s)
+                             for s in range(plan.slots)},
+        "clock": "CLOCK_MONOTONIC, microseconds since the run was posted",
+    }
+    return {"traceEvents": events, "displayTimeUnit": "ns", "metadata": metadata}
