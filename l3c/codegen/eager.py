@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import L3CError
+from ..errors import L3CError, ScheduleError
 from ..ir import Access, Program, Region, ResultRef
 from ..runtime.eager import Call, run_calls
 from ..runtime.plan import View
@@ -86,6 +86,17 @@ def _result(tree: Any, read) -> Any:
     raise L3CError(f"unknown result structure {kind!r}")
 
 
+def readonly_error(program: Program, param_index: int) -> ScheduleError:
+    """The error for a read-only array passed where a kernel writes: raised before any worker runs
+    (writing the results back would fail after the run, or be skipped silently)."""
+    param = program.params[param_index]
+    writer = next((t for t in program.tasks for a in t.accesses
+                   if a.writes and a.tensor == param.tensor), None)
+    by = f"kernel {writer.kernel} (task {writer.id}, called at {writer.loc})" if writer else "a kernel"
+    return ScheduleError(f"{program.name}: argument {param.name!r} is a read-only array, but {by} "
+                         f"writes it; pass a writable array (e.g. {param.name}.copy())")
+
+
 def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = None) -> Any:
     """Run `program` (straight from the tracer) with `args` (one value per `program.params`)."""
     if len(args) != len(program.params):
@@ -96,12 +107,16 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
             continue
         info = program.tensors[param.tensor]
         value = np.asarray(value) if not isinstance(value, np.ndarray) else value
-        if tuple(value.shape) != tuple(info.shape) or value.dtype != np.dtype(info.dtype):
+        if (tuple(value.shape) != tuple(info.shape)
+                or value.dtype.newbyteorder("=") != np.dtype(info.dtype)):
             raise L3CError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "
                            f"got {value.dtype}{list(value.shape)}")
         arrays[param.tensor] = value
     offsets, arena_bytes = layout_tensors(program)
     written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+    for i, param in enumerate(program.params):
+        if param.tensor in written and not arrays[param.tensor].flags.writeable:
+            raise readonly_error(program, i)
     calls = to_calls(program, offsets)
     cfg = program.config
     pool = get_pool(cfg.chips, cfg.sub_workers, arena_bytes)
@@ -113,7 +128,7 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
             np.copyto(whole[tid], value)
         run_calls(pool, calls, cfg.chips, cfg.sub_workers, timeout)
         for tid, value in arrays.items():
-            if tid in written and value.flags.writeable:
+            if tid in written:
                 np.copyto(value, whole[tid])
 
         def read(ref: ResultRef) -> np.ndarray:
