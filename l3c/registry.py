@@ -47,7 +47,9 @@ def register(fn: Callable, name: str) -> str:
 def resolve(key: str) -> Callable:
     """The plain function for `key`: from the registry, else by importing "module:qualname"
     (a "#N" suffix is stripped). `__wrapped__` is followed so a worker calls the undecorated function.
-    Raises LookupError (with the reason) when neither works."""
+    An imported object must be a registered kernel (importing its module ran `@l3c.kernel`): a
+    schedule file naming `os:system` must not make a worker call it. Raises LookupError (with the
+    reason) when none of this works."""
     fn = _by_key.get(key)
     if fn is not None:
         return _unwrap(fn)
@@ -65,7 +67,14 @@ def resolve(key: str) -> Callable:
         obj = getattr(obj, part)
     if not callable(obj):
         raise LookupError(f"kernel {key!r} resolves to a non-callable {type(obj).__name__}")
-    return _unwrap(obj)
+    fn = _unwrap(obj)
+    with _lock:
+        registered = any(_unwrap(f) is fn for f in _by_key.values())
+    if not registered:       # a schedule file may name anything importable: run only kernels
+        raise LookupError(f"kernel {key!r} resolves to {type(obj).__name__} "
+                          f"{getattr(obj, '__qualname__', '?')}, which is not an l3c kernel "
+                          "(only functions decorated with @l3c.kernel run in workers)")
+    return fn
 
 
 def generation() -> int:
