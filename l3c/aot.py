@@ -222,6 +222,10 @@ def dec_program(j: dict) -> Program:
     c = j["config"]
     config = Config(chips=_int(c["chips"], 1), sub_workers=_int(c["sub_workers"]),
                     hosts=_int(c["hosts"], 1), fuse_groups=bool(c["fuse_groups"]))
+    from .runtime.pool import MAX_WORKERS       # lowering is quadratic in workers: bound them first
+    if config.chips + config.sub_workers > MAX_WORKERS:
+        raise ValueError(f"{config.chips} chips + {config.sub_workers} sub workers exceed the "
+                         f"limit of {MAX_WORKERS} workers")
     prog = Program(name=_str(j["name"]), loc=_str(j["loc"]), config=config)
     for i, t in enumerate(_list(j["tensors"])):
         if _int(t["id"]) != i or t["kind"] not in ("input", "intermediate"):
