@@ -49,6 +49,7 @@ INSTALL_TIMEOUT = 60.0
 RECOVER_GRACE = 1.0              # how long live workers get to reach a terminal state after an abort
 EXIT_GRACE = 1.0                 # how long workers get to exit on CMD_EXIT before SIGKILL
 TERMINAL = (layout.ST_FINISHED, layout.ST_FAILED, layout.ST_ABORTED)
+MAX_WORKERS = 1024               # chips + sub workers of one pool (a bound for hostile schedule files)
 
 
 class _ResolveError(Exception):
@@ -166,12 +167,21 @@ class Pool:
     def _start(self, chips: int, sub_workers: int, capacity: int) -> None:
         if chips < 0 or sub_workers < 0 or chips + sub_workers == 0:
             raise L3CError(f"a pool needs at least one worker (chips={chips}, sub_workers={sub_workers})")
+        if chips + sub_workers > MAX_WORKERS:
+            raise L3CError(f"a pool of {chips} chips + {sub_workers} sub workers exceeds the limit of "
+                           f"{MAX_WORKERS} workers")
         sync.ensure()                          # compile before forking: children inherit the code
+        try:
+            ctl = SharedMapping(layout.control_bytes(chips + sub_workers))
+            arena_map = SharedMapping(capacity)
+        except (OSError, OverflowError, ValueError, MemoryError) as exc:
+            raise L3CError(f"cannot map a shared arena of {capacity} bytes for the pool "
+                           f"(plan a smaller program or free memory): {exc}") from None
         self.chips, self.sub_workers, self.slots = chips, sub_workers, chips + sub_workers
-        self._ctl = SharedMapping(layout.control_bytes(self.slots))
+        self._ctl = ctl
         self._words = self._ctl.words()
         self.control_address = self._ctl.address
-        self._arena_map = SharedMapping(capacity)
+        self._arena_map = arena_map
         self.arena = self._arena_map.u8
         self.arena_capacity = self._arena_map.nbytes
         self._pids = np.zeros(self.slots, dtype=np.int32)
