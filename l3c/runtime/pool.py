@@ -72,6 +72,19 @@ class _PlanEntry:
     plan_id: int
 
 
+def _memory_limit() -> int:
+    """MemTotal + SwapTotal in bytes (0 if unknown): no arena can usefully be larger."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(("MemTotal:", "SwapTotal:")):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return 0
+    return total
+
+
 class _LastingThread:
     """Runs every fork of a worker on a thread that lives as long as the process.
 
@@ -170,6 +183,10 @@ class Pool:
         if chips + sub_workers > MAX_WORKERS:
             raise L3CError(f"a pool of {chips} chips + {sub_workers} sub workers exceeds the limit of "
                            f"{MAX_WORKERS} workers")
+        limit = _memory_limit()
+        if limit and capacity > limit:         # would map (overcommit) and then die touching it
+            raise L3CError(f"the shared arena would need {capacity} bytes, more than this machine's "
+                           f"memory and swap ({limit} bytes); plan a smaller program")
         sync.ensure()                          # compile before forking: children inherit the code
         try:
             ctl = SharedMapping(layout.control_bytes(chips + sub_workers))
