@@ -248,27 +248,77 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _scope_paths(program: Program) -> list[tuple[int, ...]]:
+    """Every non-root scope path that holds a task or a tensor, with all its ancestors, sorted."""
+    paths: set[tuple[int, ...]] = set(program.scopes.values())
+    paths.update(t.scope for t in program.tasks)
+    paths.update(t.scope for t in program.tensors if t.kind == "intermediate")
+    closed = {p[:k] for p in paths for k in range(1, len(p) + 1)}
+    return sorted(closed)
+
+
+def _common_prefix(paths: list[tuple[int, ...]]) -> tuple[int, ...]:
+    first = paths[0]
+    n = len(first)
+    for p in paths[1:]:
+        n = min(n, len(p))
+        while n and p[:n] != first[:n]:
+            n -= 1
+    return first[:n]
+
+
 def to_dot(program: Program) -> str:
-    """Graphviz: a box per task (groups as clusters), an edge per dependency labelled with kinds."""
+    """Graphviz: a box per task, an edge per dependency labelled with kinds and tensors (dashed if
+    the memory plan added it). `with l3c.scope()` blocks are nested solid clusters (`cluster_sN`,
+    labelled with the scope path and the temporaries that die with it); each group task is a dashed
+    cluster (`cluster_gN`) inside the innermost scope that holds all its members."""
     lines = [f"digraph {_quote(program.name)} {{", "  rankdir=TB;",
              '  node [shape=box, fontname="monospace"];']
 
     def node(task: Task) -> str:
         where = "?" if task.chip is None else task.chip
         label = f"%{task.id} {task.short_kernel}\n{task.worker} {where}\n{task.loc}"
-        return f"  t{task.id} [label={_quote(label)}];"
+        return f"t{task.id} [label={_quote(label)}];"
 
-    in_group = set()
+    # what goes directly inside each scope: loose tasks and group clusters
+    loose: dict[tuple[int, ...], list[Task]] = {}
+    groups_in: dict[tuple[int, ...], list[int]] = {}
+    in_group = {m for members in program.groups for m in members}
     for g, members in enumerate(program.groups):
-        lines.append(f"  subgraph cluster_g{g} {{")
-        lines.append(f"    label={_quote(f'group {g}')}; style=dashed;")
-        for m in members:
-            lines.append("  " + node(program.task(m)))
-            in_group.add(m)
-        lines.append("  }")
+        if members:
+            where = _common_prefix([program.task(m).scope for m in members])
+            groups_in.setdefault(where, []).append(g)
     for task in program.tasks:
         if task.id not in in_group:
-            lines.append(node(task))
+            loose.setdefault(task.scope, []).append(task)
+    paths = _scope_paths(program)
+    children: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for path in paths:
+        children.setdefault(path[:-1], []).append(path)
+    temporaries: dict[tuple[int, ...], list[str]] = {}
+    for t in program.tensors:
+        if t.kind == "intermediate" and t.scope:
+            temporaries.setdefault(t.scope, []).append(t.name)
+
+    def emit(path: tuple[int, ...], indent: str) -> None:
+        for g in groups_in.get(path, []):
+            lines.append(f"{indent}subgraph cluster_g{g} {{")
+            lines.append(f"{indent}  label={_quote(f'group {g}')}; style=dashed;")
+            for m in program.groups[g]:
+                lines.append(f"{indent}  {node(program.task(m))}")
+            lines.append(f"{indent}}}")
+        for task in loose.get(path, []):
+            lines.append(indent + node(task))
+        for child in children.get(path, []):
+            label = "scope " + _scope_text(child)
+            if temporaries.get(child):
+                label += "\ntemporaries " + " ".join(temporaries[child])
+            lines.append(f"{indent}subgraph cluster_s{child[-1]} {{")
+            lines.append(f"{indent}  label={_quote(label)}; style=rounded;")
+            emit(child, indent + "  ")
+            lines.append(f"{indent}}}")
+
+    emit((), "  ")
     for u, v in sorted(program.graph.edges):
         data = program.graph.edges[u, v]
         label = "+".join(sorted(data.get("kinds", ())))
@@ -277,3 +327,31 @@ def to_dot(program: Program) -> str:
         lines.append(f"  t{u} -> t{v} [label={_quote(f'{label} {tensors}'.strip())}{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+RENDER_FORMATS = ("svg", "png")
+
+
+def render(program: Program, format: str, timeout: float = 120.0) -> bytes:  # noqa: A002
+    """The DOT view rendered by Graphviz's `dot` program ("svg" or "png" bytes).
+
+    Raises `L3CError` with a one-line hint when `dot` is not installed or fails."""
+    import shutil
+    import subprocess
+
+    from .errors import L3CError
+    if format not in RENDER_FORMATS:
+        raise ValueError(f"unknown render format {format!r}; use one of {', '.join(RENDER_FORMATS)}")
+    exe = shutil.which("dot")
+    if exe is None:
+        raise L3CError(f"--format {format} needs Graphviz's 'dot' program, which is not installed: "
+                       "install graphviz (e.g. apt-get install graphviz) or use --format dot")
+    try:
+        proc = subprocess.run([exe, f"-T{format}"], input=to_dot(program).encode(),
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise L3CError(f"Graphviz 'dot -T{format}' took longer than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise L3CError(f"Graphviz 'dot -T{format}' failed: {why[-1] if why else proc.returncode}")
+    return proc.stdout
