@@ -1,6 +1,6 @@
 """The `l3c` command line (also `python -m l3c`).
 
-    l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot] [--after PASS] [-o FILE]
+    l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot|svg|png] [--after PASS] [-o FILE]
     l3c compile TARGET [--arg SPEC]... -o FILE
     l3c run FILE --input IN.npz [--output OUT.npz]
     l3c profile TARGET [--arg SPEC]... -o TRACE.json
@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from typing import Any, Sequence
 
@@ -170,12 +171,22 @@ def _write(text: str, path: str | None) -> None:
 
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_dump_ir(ns: argparse.Namespace) -> int:
-    from .irprint import dump
+    from .irprint import RENDER_FORMATS, dump, render
     jitted, args = _target_args(ns)
+    if ns.format in RENDER_FORMATS and shutil.which("dot") is None:
+        render(None, ns.format)            # the one-line "install graphviz" error, before tracing
     if ns.after is None:
         program = jitted.lower(*args).program
     else:
         program = jitted._run_passes(jitted.trace(*args), until=ns.after)
+    if ns.format in RENDER_FORMATS:
+        data = render(program, ns.format)
+        if ns.output is None or ns.output == "-":
+            sys.stdout.buffer.write(data)
+        else:
+            with open(ns.output, "wb") as f:
+                f.write(data)
+        return 0
     _write(dump(program, ns.format), ns.output)
     return 0
 
@@ -254,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = target_command("dump-ir", "print the IR of a jitted function")
-    p.add_argument("--format", choices=("text", "json", "dot"), default="text")
+    p.add_argument("--format", choices=("text", "json", "dot", "svg", "png"), default="text",
+                   help="svg/png render the DOT view with Graphviz's dot program")
     p.add_argument("--after", choices=PASS_ORDER, default=None, metavar="PASS",
                    help=f"stop after this pass ({', '.join(PASS_ORDER)}); default: all")
     p.add_argument("-o", "--output", default=None, metavar="FILE")

@@ -75,9 +75,9 @@ def check_dot(text: str) -> None:
             nodes.add(m.group(1))
         elif m := re.fullmatch(rf"(t\d+) -> (t\d+) \[label={string}(, style=dashed)?\];", line):
             edges.append((m.group(1), m.group(2)))
-        elif not (re.fullmatch(r"subgraph cluster_g\d+ \{|\}", line)
+        elif not (re.fullmatch(r"subgraph cluster_[gs]\d+ \{|\}", line)
                   or re.fullmatch(rf"(rankdir=TB|node \[shape=box, fontname={string}\]|"
-                                  rf"label={string}; style=dashed);", line)):
+                                  rf"label={string}; style=(dashed|rounded));", line)):
             raise AssertionError(f"not a DOT statement we emit: {line!r}")
     assert all(u in nodes and v in nodes for u, v in edges)
 
