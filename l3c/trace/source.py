@@ -23,12 +23,17 @@ from ..errors import TraceError
 # the proxy from inside numpy). Trailing separators so "l3c_extra/" does not match.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _INTERNAL_DIRS = (_PACKAGE_DIR, os.path.dirname(os.path.abspath(np.__file__)) + os.sep)
+# ... except the bundled demo, which is user code that happens to ship inside the package.
+_USER_CODE_IN_PACKAGE = frozenset({os.path.join(_PACKAGE_DIR, "demo.py")})
 
 
 @functools.lru_cache(maxsize=4096)
 def _is_internal(filename: str) -> bool:
     # "<frozen runpy>" and friends are the interpreter's, never the user's line.
-    return filename.startswith("<frozen") or os.path.abspath(filename).startswith(_INTERNAL_DIRS)
+    if filename.startswith("<frozen"):
+        return True
+    path = os.path.abspath(filename)
+    return path.startswith(_INTERNAL_DIRS) and path not in _USER_CODE_IN_PACKAGE
 
 
 def user_frame() -> types.FrameType | None:
