@@ -34,8 +34,10 @@ every futex word sits alone in its 64-byte line.
     profile area of slot w at profile_offset(slots, w) (added for `l3c profile`, issue 7):
                           PROFILE_STEPS pairs of u64 (start, end) CLOCK_MONOTONIC nanoseconds, pair k
                           for step k of the slot's queue. Written by the worker only in a run posted
-                          with RUN_PROFILE set in S_ARG; read by the parent after the run. Pages no
-                          profiled run touches cost nothing (the mapping is sparse).
+                          with RUN_PROFILE set in S_ARG; read by the parent after the run. To halve
+                          the cost, `start` is written only for step 0 and steps with waits: a step
+                          without waits starts when the previous one ended (start stays 0; the
+                          reader takes end[k-1]). Pages no profiled run touches cost nothing.
 
 State machine of a slot (parent P, worker W):
     IDLE --P posts command--> BUSY --W finishes all steps--> FINISHED --P posts next--> BUSY ...

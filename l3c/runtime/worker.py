@@ -145,6 +145,8 @@ class Worker:
         if steps is None:
             self.fail(0xFFFFFFFF, f"plan {plan_id} is not installed in worker {self.slot}")
             return
+        if len(steps) > layout.PROFILE_STEPS:  # the parent refuses to profile such plans anyway
+            stamps = None
         words, abort_idx, done_idx, last = self.words, self.abort_idx, self.done_idx, len(steps) - 1
         clock = time.monotonic_ns
         for k, (fn, args, waits, signal_, rank, size, task) in enumerate(steps):
@@ -156,14 +158,14 @@ class Worker:
                 self.finish(layout.ST_ABORTED)
                 return
             context.set_task(self.chip, rank, size)
-            if stamps is not None and k < layout.PROFILE_STEPS:
+            if stamps is not None and (waits or not k):   # else it starts when step k-1 ended
                 stamps[2 * k] = clock()
             try:
                 fn(*args)
             except BaseException:  # noqa: BLE001 - any kernel failure is reported, never kills the worker
                 self.fail(task, traceback.format_exc())
                 return
-            if stamps is not None and k < layout.PROFILE_STEPS:
+            if stamps is not None:
                 stamps[2 * k + 1] = clock()
             if signal_ or k == last:
                 sync.publish(self.done_addr, k + 1, self.done_waiters_addr)
