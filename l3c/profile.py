@@ -1,8 +1,10 @@
 """Turn one profiled run (step timestamps recorded in the workers) plus the IR into a Chrome trace.
 
-The workers write `CLOCK_MONOTONIC` nanoseconds at the start and end of every step into the profile
-area of the control block (`runtime/layout.py`, `RUN_PROFILE`); all processes share that clock, so
-the stamps of different workers line up without any correction. `build_trace` makes the Chrome
+The workers write `CLOCK_MONOTONIC` nanoseconds at the end of every step, and at the start of step 0
+and of every step that waited on another worker, into the profile area of the control block
+(`runtime/layout.py`, `RUN_PROFILE`); a step that did not wait started when its predecessor in the
+queue ended (its slice then also holds the worker's ~0.2 us loop overhead). All processes share
+that clock, so the stamps of different workers line up without any correction. `build_trace` makes the Chrome
 "trace event" JSON object format, which Perfetto (https://ui.perfetto.dev) and chrome://tracing open:
 
 * one process (pid 1) named after the program, one thread row (tid) per worker slot: `chip 0`,
@@ -75,8 +77,11 @@ def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: i
 
     where: dict[int, tuple[int, float, float]] = {}     # task -> (slot, start us, end us)
     for s, queue in enumerate(plan.queues):
+        stamps = np.asarray(steps[s]).tolist()
         for k, step in enumerate(queue):
-            start_ns, end_ns = (int(x) for x in steps[s][k])
+            start_ns, end_ns = stamps[k]
+            if start_ns == 0 and k:            # no waits: it started when step k-1 ended
+                start_ns = stamps[k - 1][1]
             if start_ns == 0 or end_ns < start_ns:
                 raise ValueError(f"no timestamps for task {step.task} (step {k} of "
                                  f"{slot_name(plan, s)}): the run did not record it")
