@@ -61,8 +61,10 @@ def test_registry_keys_and_resolution():
     k2 = registry.register(g, "tests.some:kern")
     assert k2 == "tests.some:kern#2" and registry.generation() == gen + 1
     assert registry.resolve(k2)() == 2
+    registry.register(K.add_one, "_runtime_kernels:add_one")
     assert registry.resolve("_runtime_kernels:add_one") is K.add_one
-    assert registry.resolve("os.path:join") is os.path.join
+    with pytest.raises(LookupError, match="not an l3c kernel"):   # importable, but not a kernel
+        registry.resolve("os.path:join")
     with pytest.raises(LookupError):
         registry.resolve("no_such_module_xyz:f")
 
