@@ -26,6 +26,7 @@ from .codegen.dispatcher import Dispatcher, build
 from .codegen.lower import LoweredProgram, lower
 from .errors import ScheduleError
 from .ir import Program
+from .trace import input_aliases
 from .runtime import layout
 from .runtime.pool import get_pool
 
@@ -91,6 +92,22 @@ def check_args(program: Program, args: tuple) -> list[np.ndarray | None]:
             raise mismatch(f"argument {p.name!r} must be {info.dtype}{list(info.shape)}, got "
                            f"{a.dtype}{list(a.shape)}")
         arrays.append(a)
+    aliases, overlap = input_aliases(arrays)
+    if overlap is not None:
+        raise mismatch(f"arguments {program.params[overlap[0]].name!r} and "
+                       f"{program.params[overlap[1]].name!r} overlap in memory without being the "
+                       "same array")
+    first_param = {}
+    for i, p in enumerate(program.params):
+        if p.tensor is None:
+            continue
+        want = first_param.setdefault(p.tensor, i)
+        if aliases[i] != want:
+            a, b = program.params[want].name, p.name
+            raise mismatch(f"arguments {a!r} and {b!r} must be the same array (as when compiled)"
+                           if want != i else
+                           f"argument {p.name!r} must be its own array, not the same as "
+                           f"{program.params[aliases[i]].name!r}")
     return arrays
 
 

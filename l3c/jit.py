@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from .compiled import Compiled
 from .errors import L3CError, TraceError
 from .ir import Config, Program
-from .trace import BoundArg, bind_arguments, trace
+from .trace import BoundArg, bind_arguments, bound_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
 
 
@@ -101,8 +101,14 @@ class Jitted:
         return bind_arguments(self.fn, args, kwargs, self.static_argnames)
 
     def _key(self, bound: list[BoundArg]) -> CacheKey:
-        return CacheKey(self.fn.__name__, tuple(b.key() for b in bound),
-                        tuple(b.describe() for b in bound))
+        entries = tuple(b.key() for b in bound)
+        descriptions = tuple(b.describe() for b in bound)
+        aliases = bound_aliases(bound, user_location())
+        if any(a not in (-1, i) for i, a in enumerate(aliases)):   # the same array passed twice
+            entries += (("aliases", "", aliases),)
+            descriptions += (", ".join(f"{bound[i].name} is {bound[a].name}"
+                                       for i, a in enumerate(aliases) if a not in (-1, i)),)
+        return CacheKey(self.fn.__name__, entries, descriptions)
 
     def cache_key(self, *args: Any, **kwargs: Any) -> CacheKey:
         """The key a call with these arguments is cached under (printable)."""

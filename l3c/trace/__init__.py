@@ -4,4 +4,4 @@
 (empty/zeros/scope/group and the per-thread current tracer), `tracer` (the `trace` entry point),
 `source` (finding the user's line for locations and errors).
 """
-from .tracer import BoundArg, Tracer, bind_arguments, trace  # noqa: F401
+from .tracer import BoundArg, Tracer, bind_arguments, bound_aliases, input_aliases, trace  # noqa: F401

@@ -50,6 +50,55 @@ class BoundArg:
         return f"{self.name}={self.value!r}"
 
 
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def input_aliases(values: Sequence[Any]) -> tuple[tuple[int, ...], tuple[int, int] | None]:
+    """How array arguments alias each other: for each argument, the index of the first argument that
+    is the same view of the same memory (its own index if none; -1 for non-arrays), and the first pair
+    of arrays that overlap without being the same view (None if there is none).
+
+    The same array passed twice is one tensor of the trace, so kernels that write through one name
+    are seen through the other, as with plain numpy. Partial overlaps cannot be expressed as one
+    tensor and are refused by the callers."""
+    aliases: list[int] = []
+    arrays = [(i, v) for i, v in enumerate(values) if isinstance(v, np.ndarray)]
+    first_of = {}
+    for i, v in enumerate(values):
+        if not isinstance(v, np.ndarray):
+            aliases.append(-1)
+            continue
+        aliases.append(i)
+        for j, w in arrays:
+            if j >= i:
+                break
+            if not np.may_share_memory(v, w):
+                continue
+            if _same_view(v, w):
+                aliases[i] = first_of.get(j, j)
+                break
+            try:
+                overlap = np.shares_memory(v, w, max_work=10_000)
+            except np.exceptions.TooHardError:
+                overlap = True
+            if overlap:
+                return tuple(aliases), (j, i)
+        first_of[i] = aliases[i]
+    return tuple(aliases), None
+
+
+def bound_aliases(bound: Sequence[BoundArg], where: tuple[str, int]) -> tuple[int, ...]:
+    """`input_aliases` of the jitted function's arguments; a partial overlap is a TraceError at `where`."""
+    aliases, overlap = input_aliases([b.value if b.is_array else None for b in bound])
+    if overlap is not None:
+        a, b = (bound[k].name for k in overlap)
+        raise trace_error(f"arguments {a!r} and {b!r} overlap in memory without being the same array",
+                          "pass the same array for both, or a copy for one of them", where)
+    return aliases
+
+
 def definition_location(fn: Callable) -> tuple[str, int]:
     code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None:
@@ -295,9 +344,14 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
     call_loc = short_loc(call_filename, call_line) if call_line else program.loc
     positional: list[Any] = []
     keywords: dict[str, Any] = {}
+    aliases = bound_aliases(bound, (call_filename, call_line) if call_line else (def_file, def_line))
+    proxies: dict[int, Any] = {}
     for i, arg in enumerate(bound):
         if arg.is_array:
-            value: Any = tracer.new_input(f"arg{i}", arg.value, call_loc)
+            if aliases[i] != i:                       # the same array again: the same tensor
+                value: Any = proxies[aliases[i]]
+            else:
+                value = proxies[i] = tracer.new_input(f"arg{i}", arg.value, call_loc)
             program.params.append(Param(arg.name, tensor=value._tensor))
         else:
             value = arg.value
