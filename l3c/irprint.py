@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .errors import L3CError
 from .ir import Access, Program, Region, ResultRef, ScalarArg, Task
 
 FORMATS = ("text", "json", "dot")
@@ -38,7 +39,7 @@ def dump(program: Program, format: str = "text") -> str:  # noqa: A002 - SPEC's 
         return to_json(program)
     if format == "dot":
         return to_dot(program)
-    raise ValueError(f"unknown IR format {format!r}; use one of {', '.join(FORMATS)}")
+    raise L3CError(f"unknown IR format {format!r}; use one of {', '.join(FORMATS)}")
 
 
 # ---- shared helpers -----------------------------------------------------------------------------
@@ -339,9 +340,8 @@ def render(program: Program, format: str, timeout: float = 120.0) -> bytes:  # n
     import shutil
     import subprocess
 
-    from .errors import L3CError
     if format not in RENDER_FORMATS:
-        raise ValueError(f"unknown render format {format!r}; use one of {', '.join(RENDER_FORMATS)}")
+        raise L3CError(f"unknown render format {format!r}; use one of {', '.join(RENDER_FORMATS)}")
     exe = shutil.which("dot")
     if exe is None:
         raise L3CError(f"--format {format} needs Graphviz's 'dot' program, which is not installed: "

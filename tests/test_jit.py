@@ -179,5 +179,5 @@ def test_lower_gives_a_cached_compiled_program():
     assert {"tasks", "tensors", "groups", "memory"} <= set(data)
     assert compiled.dump("dot").startswith("digraph")
     assert "%0 scale" in compiled.dump()
-    with pytest.raises(ValueError, match="unknown IR format"):
+    with pytest.raises(l3c.L3CError, match="unknown IR format"):
         compiled.dump("yaml")
