@@ -95,16 +95,21 @@ class Worker:
         sync.ring(self.ctl + layout.H_DOORBELL, self.ctl + layout.H_DOORBELL_WAITERS)
 
     def fail(self, task: int, text: str) -> None:
-        """Publish a failure: error text, FAILED state, then abort the run and wake every waiter."""
+        """Publish a failure: error text, abort the run, wake every waiter, then the FAILED state.
+
+        H_ABORT is stored *before* FAILED: the parent recovers (and finally clears H_ABORT) as soon
+        as it sees FAILED, so a worker preempted between the two stores must not set H_ABORT after
+        that; a stale H_ABORT would make every worker of the next run stop as ABORTED, and the run
+        end in a Timeout with no hung worker (found by the long stress run)."""
         data = text.encode("utf-8", "replace")[: layout.ERROR_BYTES]
         start = layout.error_offset(self.slots, self.slot)
         ctypes.memmove(self.ctl + start, data, len(data))
         self.words[(self.base + layout.S_ERROR_LEN) // 4] = len(data)
         self.words[(self.base + layout.S_FAILED_TASK) // 4] = task & 0xFFFFFFFF
-        self.words[self.state_idx] = layout.ST_FAILED
         sync.store_u32(self.abort_addr, 1)
         for s in range(self.slots):
             sync.futex_wake(self.ctl + layout.slot_offset(s) + layout.S_DONE, sync.WAKE_ALL)
+        sync.store_u32(self.ctl + self.state_idx * 4, layout.ST_FAILED)
         sync.ring(self.ctl + layout.H_DOORBELL, self.ctl + layout.H_DOORBELL_WAITERS)
 
     # --- commands -----------------------------------------------------------------------------------
