@@ -174,10 +174,12 @@ class Pool:
             self._restart(max(chips, self.chips), max(sub_workers, self.sub_workers), capacity)
 
     def _restart(self, chips: int, sub_workers: int, capacity: int) -> None:
+        self._check_request(chips, sub_workers, capacity)   # refuse before stopping a good pool
         self.close()
         self._start(chips, sub_workers, capacity)
 
-    def _start(self, chips: int, sub_workers: int, capacity: int) -> None:
+    @staticmethod
+    def _check_request(chips: int, sub_workers: int, capacity: int) -> None:
         if chips < 0 or sub_workers < 0 or chips + sub_workers == 0:
             raise L3CError(f"a pool needs at least one worker (chips={chips}, sub_workers={sub_workers})")
         if chips + sub_workers > MAX_WORKERS:
@@ -187,6 +189,9 @@ class Pool:
         if limit and capacity > limit:         # would map (overcommit) and then die touching it
             raise L3CError(f"the shared arena would need {capacity} bytes, more than this machine's "
                            f"memory and swap ({limit} bytes); plan a smaller program")
+
+    def _start(self, chips: int, sub_workers: int, capacity: int) -> None:
+        self._check_request(chips, sub_workers, capacity)
         sync.ensure()                          # compile before forking: children inherit the code
         try:
             ctl = SharedMapping(layout.control_bytes(chips + sub_workers))
