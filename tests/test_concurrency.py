@@ -141,3 +141,13 @@ def test_pool_started_on_a_short_lived_thread_keeps_its_workers():
     assert all(pool._alive(s) for s in range(pool.slots)), "workers died with the forking thread"
     _caller(small, expect_small, 701, 2)()
     assert [w.pid for w in pool._workers] == pids
+
+
+def test_threads_running_random_programs_with_faults():
+    """Faults in one thread's runs (raise, SIGKILL, os._exit) while other threads run: each thread
+    sees exactly its own errors, and every run after a fault is correct."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "stress"))
+    import stress_programs as sp
+    _run_threads([lambda s=seed: sp.run_program(s, faults=2, allow_hang=False)
+                  for seed in range(2000, 2006)])
