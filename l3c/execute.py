@@ -141,6 +141,9 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     `_stamps` (used by `profile`): a dict that receives the run's step timestamps (see `profile`).
     """
     program = compiled.program
+    if program.config.hosts > 1:             # one rank per host: l3c/dist/run.py
+        from .dist.run import run as run_on_hosts
+        return run_on_hosts(compiled, *args, timeout=timeout)
     arrays = check_args(program, args)
     lowered, disp = prepare(compiled)
     plan = lowered.plan

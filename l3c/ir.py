@@ -257,7 +257,15 @@ class Program:
         for n in ids:
             t: Task = self.graph.nodes[n]["task"]
             self.graph.nodes[n].update(kernel=t.kernel, worker=t.worker, chip=t.chip,
-                                       group=t.group, loc=t.loc, host=0)
+                                       group=t.group, loc=t.loc, host=self.host_of(t))
+
+    def host_of(self, task: Task) -> int:
+        """The host a placed task runs on: chips and sub workers are numbered globally, host by host
+        (chip g is on host g // chips, sub worker s on host s // sub_workers). 0 before placement."""
+        if task.chip is None or self.config.hosts == 1:
+            return 0
+        per_host = self.config.chips if task.worker == "chip" else self.config.sub_workers
+        return task.chip // max(1, per_host)
 
     def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps") -> None:
         """Record that task v waits for task u because of `kind` on `tensor` (u < v)."""

@@ -18,6 +18,12 @@ Cross-worker dependencies become waits on completion counters: a step on slot s 
 task u on slot t waits until `done[t] >= queue_pos(u) + 1`. Waits already implied by an earlier step
 of the same queue, or by another wait of the same step, are dropped (a vector clock per step knows
 what has certainly completed), so a chain that stays on one worker costs no waiting at all.
+
+Several hosts (`lower(program, host=h, inbound=...)`, called by `l3c.dist.split`): only host h's
+tasks are lowered, into local slots (global chip g is local chip g % chips). The plan gets one extra
+sub-worker slot, `landing_slot(program)`, with an empty queue: its S_DONE word is the *landing
+counter* that the host's parent process raises, in a fixed order, as inbound transfers land in the
+arena. A task that consumes the k-th landing waits `(landing_slot, k)` like any other wait.
 """
 from __future__ import annotations
 
@@ -51,12 +57,21 @@ def _align(n: int) -> int:
 
 
 def slot_of(program: Program, task_id: int) -> int:
-    """Worker slot of a placed task: chips 0..C-1, then sub workers C..C+S-1."""
+    """Worker slot of a placed task: chips 0..C-1, then sub workers C..C+S-1 (on its own host:
+    with several hosts, global chip g is local chip g % C)."""
     task = program.task(task_id)
     if task.chip is None or task.queue_pos is None:
         raise ValueError(f"task {task_id} ({task.short_kernel} at {task.loc}) is not placed: "
                          "run the schedule pass before lowering")
-    return task.chip if task.worker == "chip" else program.config.chips + task.chip
+    cfg = program.config
+    if task.worker == "chip":
+        return task.chip % cfg.chips
+    return cfg.chips + task.chip % max(1, cfg.sub_workers)
+
+
+def landing_slot(program: Program) -> int:
+    """The plan slot whose S_DONE counts the inbound transfers landed on a host (several hosts)."""
+    return program.config.chips + program.config.sub_workers
 
 
 def _tensor_bases(program: Program) -> tuple[dict[int, int], dict[int, View], int, int]:
@@ -99,30 +114,45 @@ def region_view(base: int, info: TensorInfo, region: Region, dtype: str | None =
                 tuple(s * item for s in region.strides), dtype or info.dtype)
 
 
-def _compute_waits(program: Program, slots: int, slot: dict[int, int]
+def _compute_waits(program: Program, slots: int, slot: dict[int, int],
+                   inbound: dict[int, tuple[int, int]] | None = None
                    ) -> dict[int, tuple[tuple[int, int], ...]]:
     """Minimal cross-slot waits per task, by vector clocks over the placed queues.
 
     `after[(s, k)]` is the vector of per-slot counts certainly complete once step k of slot s has
     completed. Tasks are visited in program order, which is a topological order (edges go u < v,
-    queues are in program order).
+    queues are in program order). `slot` holds only the tasks being lowered (one host's, with
+    several hosts); predecessors elsewhere are reached through `inbound[v] = (landing slot, count)`,
+    which implies nothing about local slots.
     """
     after: dict[tuple[int, int], list[int]] = {}
     last_known: list[list[int]] = [[0] * slots for _ in range(slots)]
     waits: dict[int, tuple[tuple[int, int], ...]] = {}
-    for v in sorted(program.graph.nodes):
+    inbound = inbound or {}
+
+    def implied(t: int, c: int) -> list[int]:
+        vec = after.get((t, c - 1))
+        if vec is None:                      # a landing counter: only itself is known
+            vec = [0] * slots
+            vec[t] = c
+        return vec
+
+    for v in sorted(slot):
         s, k = slot[v], program.task(v).queue_pos
         known = list(last_known[s])
         need: dict[int, int] = {}
         for u in program.graph.predecessors(v):
-            t = slot[u]
-            if t != s:
+            t = slot.get(u)
+            if t is not None and t != s:
                 need[t] = max(need.get(t, 0), program.task(u).queue_pos + 1)
+        if v in inbound:
+            t, c = inbound[v]
+            need[t] = max(need.get(t, 0), c)
         cands = [(t, c) for t, c in need.items() if known[t] < c]
         kept = [(t, c) for t, c in cands
-                if not any(after[(t2, c2 - 1)][t] >= c for t2, c2 in cands if (t2, c2) != (t, c))]
+                if not any(implied(t2, c2)[t] >= c for t2, c2 in cands if (t2, c2) != (t, c))]
         for t, c in kept:
-            known = [max(a, b) for a, b in zip(known, after[(t, c - 1)])]
+            known = [max(a, b) for a, b in zip(known, implied(t, c))]
         known[s] = k + 1
         after[(s, k)] = known
         last_known[s] = known
@@ -142,23 +172,37 @@ def _views_tree(tree: Any, program: Program, bases: dict[int, int]) -> ViewTree:
     return (kind, [_views_tree(sub, program, bases) for sub in items])
 
 
-def lower(program: Program) -> LoweredProgram:
-    """Turn a placed program (after every pass) into a `Plan` plus the staging and result views."""
+def lower(program: Program, host: int | None = None,
+          inbound: dict[int, int] | None = None, signal_tasks: frozenset[int] = frozenset()
+          ) -> LoweredProgram:
+    """Turn a placed program (after every pass) into a `Plan` plus the staging and result views.
+
+    With several hosts, `host` selects the tasks to lower; `inbound[v] = k` makes task v wait until
+    k transfers have landed (the landing slot's counter), and `signal_tasks` (producers of outbound
+    transfers) publish with a wake, because the host's parent sleeps on them.
+    """
     config = program.config
-    slots = config.chips + config.sub_workers
-    slot = {v: slot_of(program, v) for v in program.graph.nodes}
+    if config.hosts > 1 and host is None:
+        raise ValueError(f"{program.name} spans {config.hosts} hosts: lower it per host "
+                         "(l3c.dist.split)")
+    slots = config.chips + config.sub_workers + (1 if host is not None else 0)
+    nodes = [v for v in program.graph.nodes
+             if host is None or program.host_of(program.task(v)) == host]
+    slot = {v: slot_of(program, v) for v in nodes}
+    landing = {v: (landing_slot(program), k) for v, k in (inbound or {}).items()}
     bases, staging_views, staging, arena_bytes = _tensor_bases(program)
 
     queues: list[list[int]] = [[] for _ in range(slots)]
-    for v in sorted(program.graph.nodes, key=lambda v: (slot[v], program.task(v).queue_pos)):
+    for v in sorted(nodes, key=lambda v: (slot[v], program.task(v).queue_pos)):
         queues[slot[v]].append(v)
     for s, queue in enumerate(queues):
         for k, v in enumerate(queue):
             if program.task(v).queue_pos != k:
                 raise ValueError(f"slot {s}: queue positions are not 0..n-1 ({queue})")
 
-    waits = _compute_waits(program, slots, slot)
-    signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws}
+    waits = _compute_waits(program, slots, slot, landing)
+    signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws if queues[t]}
+    signalled |= signal_tasks
 
     steps: list[list[Step]] = [[] for _ in range(slots)]
     for s, queue in enumerate(queues):
@@ -178,7 +222,7 @@ def lower(program: Program) -> LoweredProgram:
                                  group_rank=task.group_rank if task.group is not None else 0,
                                  group_size=group_size, signal=v in signalled, loc=task.loc))
 
-    plan = Plan(chips=config.chips, sub_workers=config.sub_workers,
+    plan = Plan(chips=config.chips, sub_workers=slots - config.chips,
                 queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes)
 
     written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}

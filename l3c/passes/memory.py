@@ -121,8 +121,8 @@ class _Planner:
         self.program = program
         self.accesses, self.returned, self.intervals, self.size = accesses, returned, intervals, size
         cfg = program.config
-        self.workers = ([("chip", i) for i in range(cfg.chips)]
-                        + [("sub", i) for i in range(cfg.sub_workers)])
+        self.workers = ([("chip", i) for i in range(cfg.chips * cfg.hosts)]
+                        + [("sub", i) for i in range(cfg.sub_workers * cfg.hosts)])
         self.slot = {w: i for i, w in enumerate(self.workers)}
         self.tasks = program.tasks
         self.slot_of: list[int] = []

@@ -11,6 +11,15 @@ Cost model: every task costs 1.0 unless `program.reports["kernel_costs"]` maps i
 "module:qualname" or short name) to a measured cost; `program.reports["handoff_cost"]` (default 0)
 is added to an edge between two workers.
 
+Several hosts (`config.hosts > 1`): chips are numbered globally `0..hosts*chips-1` (host = chip //
+chips), sub workers likewise. An edge between two hosts costs `host_latency` plus `host_byte_cost`
+per byte it moves (the RAW regions the consumer reads), both from `program.reports` (defaults
+`HOST_LATENCY`, `HOST_BYTE_COST`), on top of `handoff_cost`. The same list scheduling then keeps a
+dependency chain on its host unless another host finishes it earlier (that is, unless staying would
+lose parallelism). Only the hosts of a task's predecessors and the host with the earliest free
+worker are candidates, so placement costs O(predecessors + workers) per task, not O(hosts * chips).
+Group members may take chips on any host.
+
 Each worker's queue is in program order (`Task.queue_pos`): a worker then only ever waits for tasks
 earlier in program order, so the static schedule cannot deadlock.
 
@@ -25,6 +34,9 @@ from ..ir import Program, Task
 
 Worker = tuple[str, int]       # ("chip", i) or ("sub", i)
 
+HOST_LATENCY = 2.0             # cost units of one message between hosts (a task costs 1.0)
+HOST_BYTE_COST = 1.0 / (1 << 20)   # cost units per byte moved between hosts (1 MiB ~ one task)
+
 
 def worker_of(task: Task) -> Worker:
     return (task.worker, task.chip)
@@ -36,7 +48,7 @@ def task_cost(task: Task, costs: dict) -> float:
 
 def _check_placeable(program: Program, task: Task) -> None:
     cfg = program.config
-    count = cfg.chips if task.worker == "chip" else cfg.sub_workers
+    count = (cfg.chips if task.worker == "chip" else cfg.sub_workers) * cfg.hosts
     if task.worker == "sub" and cfg.sub_workers < 1:
         raise L3CError(f"{task.loc}: {task.short_kernel} is a sub-worker kernel but the pool has no "
                        f"sub workers; pass sub_workers=1 (or more) to l3c.jit")
@@ -55,15 +67,41 @@ class _Placer:
         self.costs = program.reports.get("kernel_costs") or {}
         self.handoff = float(program.reports.get("handoff_cost", 0.0))
         cfg = program.config
-        self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(cfg.chips)}
-        self.free_at.update({("sub", i): 0.0 for i in range(cfg.sub_workers)})
+        self.hosts = cfg.hosts
+        self.per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
+        self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(cfg.chips * cfg.hosts)}
+        self.free_at.update({("sub", i): 0.0 for i in range(cfg.sub_workers * cfg.hosts)})
         self.finish: dict[int, float] = {}
         self.where: dict[int, Worker] = {}
+        self.latency = float(program.reports.get("host_latency", HOST_LATENCY))
+        self.byte_cost = float(program.reports.get("host_byte_cost", HOST_BYTE_COST))
+        self._edge_cost: dict[tuple[int, int], float] = {}
+
+    def host(self, worker: Worker) -> int:
+        return worker[1] // self.per_host[worker[0]] if self.hosts > 1 else 0
+
+    def edge_cost(self, u: int, v: int) -> float:
+        """What moving u's results to v's host costs: a latency plus the bytes v reads from them."""
+        cost = self._edge_cost.get((u, v))
+        if cost is None:
+            data = self.graph.edges[u, v]
+            nbytes = 0
+            if "RAW" in data.get("kinds", ()):
+                tensors = self.program.tensors
+                for a in self.program.task(v).accesses:
+                    if a.reads and a.tensor in data.get("tensors", ()):
+                        nbytes += a.region.size * tensors[a.tensor].itemsize
+            cost = self._edge_cost[u, v] = self.latency + self.byte_cost * nbytes
+        return cost
 
     def _estimate(self, task: Task, worker: Worker) -> tuple[float, float]:
         ready = 0.0
+        host = self.host(worker) if self.hosts > 1 else 0
         for p in self.graph.pred[task.id]:
-            arrive = self.finish[p] + (self.handoff if self.where[p] != worker else 0.0)
+            where = self.where[p]
+            arrive = self.finish[p] + (self.handoff if where != worker else 0.0)
+            if self.hosts > 1 and self.host(where) != host:
+                arrive += self.edge_cost(p, task.id)
             ready = max(ready, arrive)
         start = max(ready, self.free_at[worker])
         return start, start + task_cost(task, self.costs)
@@ -91,10 +129,10 @@ class _Placer:
 
 
 def _check_group(program: Program, members: list[Task]) -> None:
-    if len(members) > program.config.chips:
+    chips = program.config.chips * program.config.hosts
+    if len(members) > chips:
         raise L3CError(f"{members[0].loc}: group of {len(members)} {members[0].short_kernel} calls "
-                       f"needs {len(members)} distinct chips, but the pool has "
-                       f"{program.config.chips}")
+                       f"needs {len(members)} distinct chips, but the pool has {chips}")
     pins = [m.pin for m in members if m.pin is not None]
     if len(set(pins)) != len(pins):
         m = next(m for m in members if m.pin is not None and pins.count(m.pin) > 1)
@@ -112,7 +150,23 @@ def _group_candidates(program: Program, task: Task) -> list[Worker]:
                 taken.add(other.chip)
             elif other.pin is not None:
                 taken.add(other.pin)
-    return [("chip", i) for i in range(program.config.chips) if i not in taken]
+    return [("chip", i) for i in range(program.config.chips * program.config.hosts)
+            if i not in taken]
+
+
+def _host_candidates(placer: _Placer, task: Task, workers: list[Worker]) -> list[Worker]:
+    """With several hosts: only the workers on the hosts of the task's predecessors (and of other
+    group members), plus those on the host of the earliest free worker, can finish it earliest, so
+    list scheduling needs to look at no other host."""
+    if placer.hosts == 1:
+        return workers
+    hosts = {placer.host(placer.where[p]) for p in placer.graph.pred[task.id]}
+    if task.group is not None:
+        hosts.update(placer.host(placer.where[m]) for m in placer.program.groups[task.group]
+                     if m in placer.where)
+    free_at = placer.free_at
+    hosts.add(placer.host(min(workers, key=lambda w: (free_at[w], w[1]))))
+    return [w for w in workers if placer.host(w) in hosts]
 
 
 def estimate_times(program: Program) -> tuple[dict[int, float], dict[int, float]]:
@@ -143,14 +197,15 @@ def run(program: Program) -> Program:
     for task in tasks:
         task.chip = task.queue_pos = None
     placer = _Placer(program)
+    all_workers = {kind: [(kind, i) for i in range(count * cfg.hosts)]
+                   for kind, count in (("chip", cfg.chips), ("sub", cfg.sub_workers))}
     for task in tasks:
         if task.pin is not None:
             placer.place(task, [(task.worker, task.pin)])
         elif task.group is not None:
-            placer.place(task, _group_candidates(program, task))
+            placer.place(task, _host_candidates(placer, task, _group_candidates(program, task)))
         else:
-            count = cfg.chips if task.worker == "chip" else cfg.sub_workers
-            placer.place(task, [(task.worker, i) for i in range(count)])
+            placer.place(task, _host_candidates(placer, task, all_workers[task.worker]))
     queues: dict[Worker, int] = {}
     for task in tasks:
         worker = worker_of(task)
@@ -160,13 +215,18 @@ def run(program: Program) -> Program:
 
     costs = placer.costs
     longest: dict[int, float] = {}
-    cross = 0
+    cross = cross_host = 0
     for task in tasks:
         preds = program.graph.pred[task.id]
         longest[task.id] = task_cost(task, costs) + max((longest[p] for p in preds), default=0.0)
         cross += sum(1 for p in preds if placer.where[p] != placer.where[task.id])
+        if cfg.hosts > 1:
+            cross_host += sum(1 for p in preds
+                              if placer.host(placer.where[p]) != placer.host(placer.where[task.id]))
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
     program.reports["critical_path"] = max(longest.values(), default=0.0)
     program.reports["makespan"] = max(placer.finish.values(), default=0.0)
     program.reports["cross_worker_edges"] = cross
+    if cfg.hosts > 1:
+        program.reports["cross_host_edges"] = cross_host
     return program

@@ -1,0 +1,142 @@
+"""MPI detection, rank checks and agreement between hosts.
+
+One MPI rank is one host. `check_hosts(H)` runs before anything is traced: it needs an MPI launcher
+(`mpiexec -n H ...`) and mpi4py, and exactly H ranks. mpi4py is imported here only, and only for
+`hosts > 1`, so single-host l3c never loads MPI.
+
+Every wait on another rank is bounded: collectives are the non-blocking kind (`Iallgather`,
+`Ibcast`, `Idup`) completed by `wait_all`, a `Test` loop with a deadline that raises `HostLost`.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import L3CError
+from .errors import HostLost
+
+LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                 "HYDRA_CONTROL_FD", "PMI_RANK")
+# How long a rank may stay silent (no heartbeat, no message) while another waits on it, and the bound
+# of waits outside a run (agreement, communicator set-up) when the run has no timeout.
+REMOTE_SILENCE = float(os.environ.get("L3C_REMOTE_SILENCE", "10"))
+SETUP_TIMEOUT = float(os.environ.get("L3C_REMOTE_SETUP_TIMEOUT", "60"))
+
+_state: dict[str, Any] = {}
+
+
+def under_launcher() -> bool:
+    return any(v in os.environ for v in LAUNCHER_VARS)
+
+
+def mpi() -> Any:
+    """The mpi4py MPI module (importing it initialises MPI)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise L3CError("several hosts need mpi4py: pip install 'l3c[dist]' "
+                       "(mpi4py and the mpich wheel)") from None
+    return MPI
+
+
+def check_hosts(hosts: int) -> int:
+    """Before tracing a `hosts > 1` function: an MPI launcher with `hosts` ranks. Returns this rank
+    and makes it the `l3c.host_id()` of the kernels this process's workers run."""
+    if hosts == 1:
+        return 0
+    if not under_launcher():
+        raise L3CError(f"l3c.jit(hosts={hosts}) needs an MPI launcher with {hosts} ranks, and this "
+                       f"process was not started by one; run `mpiexec -n {hosts} python app.py`")
+    MPI = mpi()
+    size = MPI.COMM_WORLD.Get_size()
+    if size != hosts:
+        raise L3CError(f"l3c.jit(hosts={hosts}) but the MPI launcher started {size} ranks; run "
+                       f"`mpiexec -n {hosts} ...`")
+    rank = MPI.COMM_WORLD.Get_rank()
+    from ..runtime import context
+    context.set_host(rank)
+    return rank
+
+
+@contextlib.contextmanager
+def forking() -> Iterator[None]:
+    """Wrap every pool call that may fork workers. Hydra (mpiexec) tells the survivors of a dead rank
+    with SIGUSR1 sent to each rank's process group, which holds our worker processes too, and they
+    die of it (workers reset SIGUSR1 to its default). SIGUSR1 blocked while forking is blocked in the
+    child for good (the mask is inherited), while the rank itself gets it (MPICH's handler) as soon
+    as it is unblocked again. A lost host is found by its silence anyway (`REMOTE_SILENCE`)."""
+    import signal
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def wait_all(requests: list, deadline: float, what: str, host: int = -1, task: int = -1) -> None:
+    """Complete non-blocking MPI requests by `deadline` (time.monotonic()), else `HostLost`."""
+    MPI = mpi()
+    pause = 0.0
+    while not MPI.Request.Testall(requests):
+        if time.monotonic() >= deadline:
+            for r in requests:
+                try:
+                    r.Cancel()
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+            who = f"host {host}" if host >= 0 else "another host"
+            raise HostLost(f"{who} did not answer while this host waited for {what} "
+                           f"(it died or stalled)", host=host, task=task)
+        time.sleep(pause)
+        pause = min(0.001, pause + 0.00002)
+
+
+def comms() -> tuple[Any, Any]:
+    """(data, control) communicators: private duplicates of COMM_WORLD, made once per process, so
+    l3c's messages never meet the application's own MPI traffic."""
+    if _state.get("pid") != os.getpid():
+        MPI = mpi()
+        world = MPI.COMM_WORLD
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        data, data_req = world.Idup()
+        wait_all([data_req], deadline, "MPI communicator set-up")
+        ctl, ctl_req = world.Idup()
+        wait_all([ctl_req], deadline, "MPI communicator set-up")
+        _state.update(pid=os.getpid(), data=data, ctl=ctl)
+    return _state["data"], _state["ctl"]
+
+
+def agree(comm: Any, text: str, what: str, timeout: float | None = None) -> None:
+    """Check that every rank holds the same `text` (e.g. the canonical IR dump); else raise an
+    `L3CError` naming the first differing line. Costs one 32-byte allgather when they agree."""
+    MPI = mpi()
+    size, rank = comm.Get_size(), comm.Get_rank()
+    deadline = time.monotonic() + (timeout if timeout is not None else SETUP_TIMEOUT)
+    data = text.encode("utf-8")
+    digest = np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8).copy()
+    digests = np.zeros((size, 32), dtype=np.uint8)
+    wait_all([comm.Iallgather(digest, digests)], deadline, f"the other hosts' {what}")
+    if (digests == digests[0]).all():
+        return
+    lengths = np.zeros(size, dtype=np.int64)
+    wait_all([comm.Iallgather(np.array([len(data)], dtype=np.int64), lengths)], deadline,
+             f"the other hosts' {what}")
+    displs = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    everything = np.zeros(int(lengths.sum()), dtype=np.uint8)
+    wait_all([comm.Iallgatherv([np.frombuffer(data, dtype=np.uint8), MPI.BYTE],
+                               [everything, (lengths, displs), MPI.BYTE])],
+             deadline, f"the other hosts' {what}")
+    texts = [everything[d:d + n].tobytes().decode("utf-8", "replace")
+             for d, n in zip(displs, lengths)]
+    other = next(r for r in range(size) if texts[r] != texts[0])
+    a, b = texts[0].splitlines(), texts[other].splitlines()
+    line = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
+    show = lambda lines: lines[line] if line < len(lines) else "<end>"  # noqa: E731
+    raise L3CError(f"the hosts disagree on {what} (every rank must trace the same program; this is "
+                   f"host {rank}): host 0 and host {other} first differ at line {line + 1}:\n"
+                   f"  {'host 0:':<9}{show(a)}\n  {f'host {other}:':<9}{show(b)}")

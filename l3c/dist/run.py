@@ -1,0 +1,442 @@
+"""One rank's part of a multi-host run: its own native dispatcher plus non-blocking MPI transfers.
+
+Each rank (host) runs the same steps, `run(compiled, *args)`:
+
+1. agree: the first run of a `Compiled` checks that every rank holds the same program (hash of the
+   canonical text dump; on a mismatch the first differing line is shown);
+2. inputs: rank 0's arrays are broadcast (`Ibcast`) straight into every host's staging area;
+3. post an `Irecv` for every inbound transfer (into the arena itself when the piece is contiguous,
+   else into a buffer), reset the landing counter, start the dispatcher (`l3c_start`);
+4. the parent loop, per *transfer* (never per task): post the `Isend`s of a transfer once its producer's
+   S_DONE shows it completed; land inbound transfers in their fixed order (scatter buffers, raise the
+   landing counter with a futex wake: workers wait on it like on any slot); poll the control channel
+   (failures, heartbeats, "done"); let the native `l3c_wait` sleep briefly when nothing moves;
+5. when the local run finished, every send completed and every transfer landed: tell the others
+   "done" and wait for their "done"; then the owners broadcast the results and written inputs
+   (`FinalPiece`s); write inputs back and copy results out on every rank.
+
+Failures: a local error (kernel raised, worker crashed, timeout) is sent to every other rank before it
+is raised here; a rank receiving it recovers its pool and raises `HostFailed` (or `KernelError` with
+the same kernel/task/loc/traceback when a kernel raised). A rank that goes silent (no message, no
+heartbeat: every parent loop sends one every HEARTBEAT seconds) for `launcher.REMOTE_SILENCE`
+seconds, or past the run's timeout, while this rank waits on it, raises `HostLost` here. Every wait on
+a remote message is a `Test` loop with one of those deadlines: nothing blocks in MPI.
+"""
+from __future__ import annotations
+
+import ctypes
+import pickle
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import KernelError, L3CError, Timeout
+from ..runtime import context, layout, sync
+from ..runtime.pool import get_pool
+from . import launcher
+from .errors import HostFailed, HostLost
+from .split import DistPlan, Piece, Transfer, split
+
+HEARTBEAT = 0.25            # s between "alive" messages to every other rank while a run waits
+SPIN_S = 0.0002             # after progress, poll without sleeping this long
+NAP_NS = 100_000            # then let the native wait sleep this long per round (futex, woken early
+                            # when the local run ends); up to LONG_NAP_NS after a quiet second
+LONG_NAP_NS = 2_000_000
+TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
+CTL_TAG = 7
+
+_epoch = [0]
+
+
+@dataclass
+class _Prepared:
+    dist: DistPlan
+    disp: Any               # the native dispatcher of this host's plan
+    host: int
+
+
+def prepare(compiled: Any, host: int | None = None) -> tuple[DistPlan, Any]:
+    """The split plan (all hosts) and this host's JIT-compiled dispatcher, built once per Compiled."""
+    from ..codegen.dispatcher import build
+    art = compiled.artifacts
+    dist = art.get("dist")
+    if dist is None:
+        dist = art["dist"] = split(compiled.program)
+    if host is None:
+        return dist, None
+    key = f"dist_dispatcher_{host}"
+    if key not in art:
+        art[key] = build(dist.parts[host].lowered.plan)
+    return dist, art[key]
+
+
+def _bytes(a: np.ndarray) -> Any:
+    """An MPI buffer spec of a C-contiguous array, as raw bytes (any dtype)."""
+    MPI = launcher.mpi()
+    return [a.reshape(-1).view(np.uint8), MPI.BYTE]
+
+
+class _Buffers:
+    """Where each piece is read from / written to on this host: the arena itself when the piece is a
+    C-contiguous view, else a per-piece buffer, gathered before send and scattered after receive."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def target(self, piece: Piece) -> tuple[np.ndarray, Any]:
+        """(array to hand to MPI, how to move it into/out of the arena: None, a view, or an index)."""
+        pool = self.pool
+        if piece.view is not None:
+            arr = pool.array(piece.view)
+            if arr.flags.c_contiguous:
+                return arr, None
+            return np.empty(arr.shape, dtype=arr.dtype), arr
+        flat = pool.array(_flat_view(piece))
+        return np.empty(piece.count, dtype=flat.dtype), (flat, np.asarray(piece.index, dtype=np.int64))
+
+    @staticmethod
+    def gather(buf: np.ndarray, how: Any) -> None:
+        if how is None:
+            return
+        if isinstance(how, tuple):
+            flat, idx = how
+            np.take(flat, idx, out=buf)
+        else:
+            np.copyto(buf, how)
+
+    @staticmethod
+    def scatter(buf: np.ndarray, how: Any) -> None:
+        if how is None:
+            return
+        if isinstance(how, tuple):
+            flat, idx = how
+            flat[idx] = buf
+        else:
+            np.copyto(how, buf)
+
+
+def _flat_view(piece: Piece) -> Any:
+    from ..runtime.plan import View
+    n = (max(piece.index) + 1) if piece.index else 0
+    return View(piece.base, (n,), (piece.itemsize,), piece.dtype)
+
+
+def _describe(compiled: Any, task: int) -> str:
+    if task < 0:
+        return "?"
+    t = compiled.program.task(task)
+    return f"task {task} {t.short_kernel} ({t.loc})"
+
+
+def _error_info(exc: BaseException, host: int) -> dict:
+    info = {"host": host, "kind": type(exc).__name__, "message": str(exc).split("\n\n")[0],
+            "task": -1, "kernel": "", "loc": "", "traceback": ""}
+    if isinstance(exc, KernelError):
+        info.update(task=exc.task, kernel=exc.kernel, loc=exc.loc, traceback=exc.remote_traceback)
+    elif isinstance(exc, HostFailed):
+        info.update(task=exc.task, kernel=exc.kernel, loc=exc.loc)
+    return info
+
+
+def _remote_error(info: dict, here: int) -> L3CError:
+    """The exception a rank raises when another rank reports `info` about its failure."""
+    host = info["host"]
+    if info["kind"] in ("HostFailed", "HostLost") and info.get("origin") is not None:
+        host = info["origin"]
+    if info["kind"] == "KernelError":
+        exc = KernelError(f"on host {host}: {info['message']}\n\nRemote traceback (host {host}):\n"
+                          f"{info['traceback']}", kernel=info["kernel"], task=info["task"],
+                          loc=info["loc"], remote_traceback=info["traceback"])
+        exc.host = host
+        exc._l3c_told = True             # the origin told every rank already
+        return exc
+    cls = HostLost if info["kind"] == "HostLost" else HostFailed
+    exc = cls(f"host {host} failed ({info['kind']}): {info['message']}; host {here} stopped its "
+              f"run too", host=host, task=info["task"], kernel=info["kernel"], loc=info["loc"],
+              kind=info["kind"])
+    exc._l3c_told = True
+    return exc
+
+
+class _Run:
+    """State of one run on this host (one epoch)."""
+
+    def __init__(self, compiled: Any, dist: DistPlan, disp: Any, host: int, pool: Any,
+                 plan_id: int, slot_map: Any, timeout: float | None) -> None:
+        MPI = launcher.mpi()
+        self.MPI = MPI
+        self.compiled, self.dist, self.disp, self.host, self.pool = compiled, dist, disp, host, pool
+        self.part = dist.parts[host]
+        self.plan = self.part.lowered.plan
+        self.plan_id, self.slot_map = plan_id, slot_map
+        self.comm, self.ctl = launcher.comms()
+        self.hosts = dist.hosts
+        self.peers = [h for h in range(self.hosts) if h != host]
+        _epoch[0] += 1
+        self.epoch = _epoch[0]
+        self.tag_base = (self.epoch % max(1, MPI.TAG_UB // TAG_SPACE)) * TAG_SPACE
+        if len(dist.transfers) >= TAG_SPACE:
+            raise L3CError(f"{len(dist.transfers)} transfers between hosts: at most {TAG_SPACE - 1}")
+        now = time.monotonic()
+        self.deadline = None if timeout is None else now + timeout
+        self.timeout = timeout
+        self.heard = {h: now for h in self.peers}
+        self.done_peers: set[int] = set()
+        self.ctl_reqs: list = []
+        self.buffers = _Buffers(pool)
+        ctrl = pool.control_address
+        self.ctrl = ctrl
+
+        def done_word(slot: int) -> int:
+            return ctrl + layout.slot_offset(pool.pool_slot(self.plan, slot)) + layout.S_DONE
+        self.done_word = done_word
+        landing = pool.pool_slot(self.plan, self.plan.slots - 1)
+        self.landing_word = ctrl + layout.slot_offset(landing) + layout.S_DONE
+        self.landing_waiters = ctrl + layout.slot_offset(landing) + layout.S_DONE_WAITERS
+
+    # ---------------------------------------------------------------------------- control channel
+    def tell(self, peers: list[int], message: tuple) -> None:
+        for h in peers:
+            self.ctl_reqs.append(self.ctl.isend((self.epoch,) + message, dest=h, tag=CTL_TAG))
+        self.ctl_reqs = [r for r in self.ctl_reqs if not r.Test()]
+
+    def poll_control(self) -> None:
+        """Read every control message that arrived; raise on a peer's failure."""
+        status = self.MPI.Status()
+        while self.ctl.iprobe(source=self.MPI.ANY_SOURCE, tag=CTL_TAG, status=status):
+            src = status.Get_source()
+            message = self.ctl.recv(source=src, tag=CTL_TAG)
+            epoch, kind = message[0], message[1]
+            if epoch != self.epoch:
+                continue                       # left over from an earlier (failed) run
+            self.heard[src] = time.monotonic()
+            if kind == "done":
+                self.done_peers.add(src)
+            elif kind == "failed":
+                info = message[2]
+                info.setdefault("origin", info["host"])
+                raise _remote_error(info, self.host)
+
+    def check_remote(self, waiting_for: dict[int, int]) -> None:
+        """Raise HostLost for a peer we wait on that stayed silent too long (or past the timeout).
+        `waiting_for`: host -> task we wait for from it (-1: its "done")."""
+        now = time.monotonic()
+        for h, task in waiting_for.items():
+            silent = now - self.heard[h]
+            if silent >= launcher.REMOTE_SILENCE or (self.deadline is not None and now >= self.deadline):
+                why = (f"the run's timeout of {self.timeout} s passed" if self.deadline is not None
+                       and now >= self.deadline else f"it sent nothing for {silent:.1f} s")
+                what = (f"the transfer of {_describe(self.compiled, task)}" if task >= 0
+                        else "it to finish its part of the run")
+                t = self.compiled.program.task(task) if task >= 0 else None
+                raise HostLost(f"host {h} stopped answering ({why}) while host {self.host} waited "
+                               f"for {what}; it died or stalled", host=h, task=task,
+                               kernel=t.kernel if t else "", loc=t.loc if t else "")
+
+    # ---------------------------------------------------------------------------- phases
+    def broadcast_inputs(self, lowered: Any, arrays: list) -> None:
+        pool = self.pool
+        requests = []
+        for view, array in zip(lowered.input_views, arrays):
+            if view is None:
+                continue
+            staged = pool.array(view)
+            if self.host == 0:
+                staged[...] = array
+            requests.append(self.comm.Ibcast(_bytes(staged), root=0))
+        limit = launcher.REMOTE_SILENCE if self.timeout is None else self.timeout
+        launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
+
+    def post_receives(self) -> list:
+        recvs = []
+        for tr in self.part.recvs:
+            reqs, scatters = [], []
+            tag = self.tag_base + tr.id
+            if not tr.pieces:
+                buf = np.empty(0, dtype=np.uint8)
+                reqs.append(self.comm.Irecv([buf, self.MPI.BYTE], source=tr.src, tag=tag))
+                scatters.append((buf, None))
+            for piece in tr.pieces:
+                buf, how = self.buffers.target(piece)
+                reqs.append(self.comm.Irecv(_bytes(buf), source=tr.src, tag=tag))
+                scatters.append((buf, how))
+            recvs.append((tr, reqs, scatters))
+        return recvs
+
+    def post_sends(self, tr: Transfer) -> list:
+        tag = self.tag_base + tr.id
+        reqs = []
+        if not tr.pieces:
+            reqs.append(self.comm.Isend([np.empty(0, dtype=np.uint8), self.MPI.BYTE],
+                                        dest=tr.dst, tag=tag))
+        for piece in tr.pieces:
+            buf, how = self.buffers.target(piece)
+            self.buffers.gather(buf, how)
+            reqs.append(self.comm.Isend(_bytes(buf), dest=tr.dst, tag=tag))
+        return reqs
+
+    def loop(self) -> None:
+        """Steps 3-5 up to the exchange of "done" (see the module docstring)."""
+        MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
+        recvs = self.post_receives()
+        sync.store_u32(self.landing_word, 0)
+        ctrl, pids = pool.control_address, pool.pids_address
+        out_slot = ctypes.c_int32(-1)
+        deadline_ns = 0 if self.deadline is None else int(self.deadline * 1e9)
+        # time.monotonic() and CLOCK_MONOTONIC agree on Linux, so the native deadline matches ours
+        pending_sends = list(self.part.sends)
+        inflight: list = []
+        landed = 0
+        local_done = not any(plan.queues)
+        said_done = False
+        last_progress = last_beat = time.monotonic()
+        disp.start(ctrl, self.plan_id, ctypes.addressof(self.slot_map))
+        while True:
+            progressed = False
+            if pending_sends:
+                still = []
+                for tr in pending_sends:
+                    if sync.load_u32(self.done_word(tr.src_slot)) >= tr.src_count:
+                        inflight.extend(self.post_sends(tr))
+                        progressed = True
+                    else:
+                        still.append(tr)
+                pending_sends = still
+            while landed < len(recvs) and MPI.Request.Testall(recvs[landed][1]):
+                tr, _, scatters = recvs[landed]
+                for buf, how in scatters:
+                    self.buffers.scatter(buf, how)
+                landed += 1
+                sync.publish(self.landing_word, landed, self.landing_waiters)
+                self.heard[tr.src] = time.monotonic()
+                progressed = True
+            if inflight and MPI.Request.Testall(inflight):
+                inflight = []
+            self.poll_control()
+            now = time.monotonic()
+            if progressed:
+                last_progress = now
+            if now - last_beat >= HEARTBEAT:
+                self.tell([h for h in self.peers], ("alive",))
+                last_beat = now
+            if not local_done and (not progressed and now - last_progress >= SPIN_S
+                                   or not pending_sends and landed == len(recvs)):
+                # nothing moved for a moment (or nothing remote is left): let the native wait watch
+                # the local run and sleep a little on the doorbell
+                nap = NAP_NS if now - last_progress < 1.0 else LONG_NAP_NS
+                if not pending_sends and landed == len(recvs):
+                    nap = 50_000_000 if not self.peers else LONG_NAP_NS
+                status = disp.wait(ctrl, pids, ctypes.addressof(self.slot_map), deadline_ns, nap,
+                                   ctypes.byref(out_slot))
+                if status == layout.RUN_OK:
+                    local_done = True
+                elif status != layout.RUN_PENDING:
+                    with launcher.forking():
+                        pool.finish_run(status, out_slot.value, plan)   # raises
+            elif not progressed and now - last_progress >= SPIN_S:
+                time.sleep(0.0001 if now - last_progress < 1.0 else 0.001)
+            if local_done and not pending_sends and not inflight and landed == len(recvs):
+                if not said_done:
+                    self.tell(self.peers, ("done",))
+                    said_done = True
+                if len(self.done_peers) == len(self.peers):
+                    break
+            waiting: dict[int, int] = {}
+            if landed < len(recvs):
+                waiting[recvs[landed][0].src] = recvs[landed][0].producer
+            if said_done:
+                for h in self.peers:
+                    if h not in self.done_peers:
+                        waiting.setdefault(h, -1)
+            if waiting:
+                self.check_remote(waiting)
+            if (self.deadline is not None and now >= self.deadline and local_done):
+                raise Timeout(f"host {self.host}: the run exceeded its timeout of {self.timeout} s "
+                              f"while sending its transfers")
+
+    def final_sync(self) -> None:
+        """The owners broadcast the results and written inputs (every rank takes part, in order)."""
+        requests, scatters = [], []
+        for fp in self.dist.final:
+            buf, how = self.buffers.target(fp.piece)
+            if fp.root == self.host:
+                self.buffers.gather(buf, how)
+            else:
+                scatters.append((buf, how))
+            requests.append(self.comm.Ibcast(_bytes(buf), root=fp.root))
+        limit = launcher.REMOTE_SILENCE
+        if self.deadline is not None:
+            limit = max(0.5, min(limit, self.deadline - time.monotonic()))
+        launcher.wait_all(requests, time.monotonic() + limit, "the results from the other hosts")
+        for buf, how in scatters:
+            self.buffers.scatter(buf, how)
+
+    def drain(self, limit: float = 0.5) -> None:
+        """Let our last control messages leave (bounded)."""
+        end = time.monotonic() + limit
+        while self.ctl_reqs and time.monotonic() < end:
+            self.ctl_reqs = [r for r in self.ctl_reqs if not r.Test()]
+            time.sleep(0.0005)
+
+
+def _slot_map(pool: Any, plan: Any) -> Any:
+    slots = [pool.pool_slot(plan, s) for s in range(plan.slots)]
+    return (ctypes.c_int32 * max(1, plan.slots))(*slots)
+
+
+def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
+    """Run a multi-host compiled schedule on this rank (every rank calls it with its arguments;
+    rank 0's inputs are used; every rank returns the same results)."""
+    from ..execute import _copy_out, check_args
+    program = compiled.program
+    host = launcher.check_hosts(program.config.hosts)
+    comm, _ = launcher.comms()
+    if timeout is None:
+        timeout = getattr(compiled, "timeout", None)
+    dist, disp = prepare(compiled, host)
+    if not compiled.artifacts.get("dist_agreed"):
+        from ..irprint import dump
+        launcher.agree(comm, dump(program, "text"), "the compiled program", timeout)
+        compiled.artifacts["dist_agreed"] = True
+    arrays = check_args(program, args)
+    part = dist.parts[host]
+    lowered, plan = part.lowered, part.lowered.plan
+    with launcher.forking():
+        pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
+    with pool.lock:
+        with launcher.forking():
+            if getattr(pool, "_l3c_host", None) != (host, pool.generation):
+                # workers forked before this process knew its host (or without SIGUSR1 blocked)
+                if context.host_id() != host:
+                    context.set_host(host)
+                pool._refork()
+                pool._l3c_host = (host, pool.generation)
+            plan_id = pool.install(plan)
+        slot_map = _slot_map(pool, plan)
+        state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout)
+        try:
+            state.broadcast_inputs(lowered, arrays)
+            try:
+                state.loop()
+            except BaseException:
+                with launcher.forking():
+                    pool.recover(grace=0.2)
+                raise
+            state.final_sync()
+        except BaseException as exc:
+            if not getattr(exc, "_l3c_told", False):
+                info = _error_info(exc, host)
+                if isinstance(exc, HostFailed) and exc.host >= 0:
+                    info["origin"] = exc.host
+                try:
+                    state.tell(state.peers, ("failed", info))
+                    state.drain()
+                except Exception:  # noqa: BLE001 - the other ranks find out by silence then
+                    pass
+            raise
+        state.drain()
+        for i in lowered.written_inputs:
+            arrays[i][...] = pool.array(lowered.input_views[i])
+        return _copy_out(lowered.results, pool)

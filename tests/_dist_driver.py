@@ -1,0 +1,194 @@
+"""Run under `mpiexec -n H python tests/_dist_driver.py MODE ...` by tests/test_dist.py (not a test
+module itself). Every rank prints one line per check: `RESULT <rank> <name> ok|FAIL <detail>`, and
+`DONE <rank>` at the end; the test reads these lines.
+
+Modes:
+  random H C S SEED0 COUNT   random programs (tests/stress/stress_programs.py: strided, reversed,
+                             transposed views, groups, scopes, pins, sub kernels, zeros) on H hosts of
+                             C chips and S sub workers, compared with the single-host eager run of the
+                             same program (rank 0's, broadcast) and with numpy; non-zero ranks pass
+                             garbage inputs (inputs come from rank 0) and must get rank 0's results
+                             and rank 0's updated input back.
+  kill H                     host 1's rank process is stopped (SIGSTOP) or killed mid-run by the
+                             test (pids in $L3C_TEST_PIDFILE<rank>; host 1's kernel creates
+                             $L3C_TEST_MARKER when running); the others must raise HostLost naming
+                             host 1 within the run's timeout.
+  raise H                    a kernel raises on host 1: every rank raises KernelError (same task).
+  aot H FILE NPZ             run a schedule file saved by `l3c compile --hosts H`.
+  mismatch H                 rank 1 traces a different program: a clear error naming the line.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+import traceback
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "stress"))
+sys.path.insert(0, HERE)
+
+import l3c  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+import stress_programs as sp  # noqa: E402
+
+COMM = MPI.COMM_WORLD
+RANK = COMM.Get_rank()
+
+
+def report(name: str, ok: bool, detail: str = "") -> None:
+    detail = detail.replace("\n", " | ")[:2000]
+    print(f"\nRESULT {RANK} {name} {'ok' if ok else 'FAIL'} {detail}", flush=True)
+
+
+def flat(result) -> list:
+    return list(result) if isinstance(result, (tuple, list)) else [result]
+
+
+def mode_random(hosts: int, chips: int, sub: int, seed0: int, count: int) -> None:
+    dist = l3c.jit(hosts=hosts, chips=chips, sub_workers=sub, static_argnames=("ops",),
+                   timeout=30)(sp.orchestrate)
+    single = l3c.jit(chips=hosts * chips, sub_workers=sub, static_argnames=("ops",),
+                     timeout=30)(sp.orchestrate)
+    for seed in range(seed0, seed0 + count):
+        rng = random.Random(seed)
+        ops = sp.random_ops(rng, hosts * chips, sub, rng.randint(6, 30))
+        data = np.random.default_rng(seed)
+        ctl = np.zeros(sp.MAX_TASKS, np.int64)
+        n_tasks, ours = sp.kernel_tasks(ops)
+        for t in ours:                                  # vary the order workers finish in
+            if data.random() < 0.3:
+                ctl[t] = sp.DELAY_SHORT
+        x = data.standard_normal((sp.N, sp.N))
+        y = data.standard_normal((sp.N, sp.N))
+        if RANK != 0:                                   # inputs must come from rank 0
+            x, y, ctl = x * 0 + 99.0, y * 0 - 7.0, np.zeros_like(ctl)
+        x_before, y_before = x.copy(), y.copy()
+        try:
+            got = flat(dist(ctl, x, y, ops=ops))
+            x_after = x.copy()
+            if RANK == 0:
+                xr = x_before.copy()
+                ref = flat(single.eager(ctl, xr, y_before.copy(), ops=ops))
+                ref_x = xr
+                oracle = flat(sp.interpret(ctl, x_before.copy(), y_before.copy(), ops, numpy=True))
+                assert all(np.allclose(a, b) for a, b in zip(ref, oracle)), "eager != numpy"
+            else:
+                ref = ref_x = None
+            ref, ref_x = COMM.bcast((ref, ref_x), root=0)
+            bad = [i for i, (a, b) in enumerate(zip(got, ref)) if not np.allclose(a, b)]
+            written = 1 in dist.lower(ctl, x, y, ops=ops).artifacts["dist"].parts[0].lowered.written_inputs
+            # a written input is updated on every rank (to rank 0's result); others stay the caller's
+            if not written:
+                ref_x = x_before
+            if len(got) != len(ref) or bad or not np.allclose(x_after, ref_x):
+                report(f"seed{seed}", False, f"results {bad} differ (x ok: "
+                       f"{np.allclose(x_after, ref_x)}); ops={ops}")
+            else:
+                c = dist.lower(ctl, x, y, ops=ops)
+                st = c.artifacts["dist"].stats
+                report(f"seed{seed}", True, f"tasks={n_tasks} transfers={st['transfers']} "
+                       f"tokens={st['tokens']} bytes={st['transfer_bytes']}")
+        except Exception:  # noqa: BLE001
+            report(f"seed{seed}", False, traceback.format_exc() + f" ops={ops}")
+
+
+@l3c.kernel
+def produce(x: l3c.In, y: l3c.Out, delay: float):
+    time.sleep(delay)
+    y[...] = x * 2
+
+
+@l3c.kernel
+def consume(y: l3c.In, z: l3c.Out, action: str):
+    if action == "kill" and l3c.host_id() == 1:
+        # mid-run on host 1: tell the test, which SIGKILLs this host's rank process from outside
+        open(os.environ["L3C_TEST_MARKER"], "w").close()
+        time.sleep(5)
+    if action == "raise" and l3c.host_id() == 1:
+        raise ValueError("boom on host 1")
+    z[...] = y + 1
+
+
+def chain(x, action):
+    y = l3c.empty(x.shape, x.dtype)
+    produce.on(0)(x, y, 0.05)
+    z = l3c.empty(x.shape, x.dtype)
+    consume.on(1)(y, z, action)
+    w = l3c.empty(x.shape, x.dtype)
+    produce.on(0)(z, w, 0.0)
+    return w
+
+
+def mode_fault(hosts: int, action: str) -> None:
+    if action == "kill":
+        with open(os.environ["L3C_TEST_PIDFILE"] + str(RANK), "w") as f:
+            f.write(str(os.getpid()))
+    f = l3c.jit(hosts=hosts, chips=1, static_argnames=("action",), timeout=6)(chain)
+    x = np.ones(16)
+    ok = f(x, action="none")
+    report("before", np.allclose(ok, (x * 2 + 1) * 2))
+    t0 = time.monotonic()
+    try:
+        f(x, action=action)
+        report(action, False, "no error")
+    except l3c.L3CError as exc:
+        took = time.monotonic() - t0
+        detail = f"{type(exc).__name__} host={getattr(exc, 'host', None)} task={getattr(exc, 'task', None)} took={took:.2f}s: {str(exc)[:300]}"
+        if action == "kill":
+            good = isinstance(exc, l3c.dist.HostLost) and exc.host == 1 and took < 6.5
+        else:
+            good = isinstance(exc, l3c.KernelError) and exc.task == 1 and "boom" in str(exc)
+        report(action, good, detail)
+        if action == "raise":                     # the pools recovered: the next run works
+            again = f(x, action="none")
+            report("after", np.allclose(again, (x * 2 + 1) * 2))
+    print(f"\nDONE {RANK}", flush=True)
+    if action == "kill":
+        sys.stdout.flush()
+        l3c.shutdown()
+        os._exit(0)                               # MPI_Finalize would wait for the dead rank
+
+
+def mode_aot(hosts: int, path: str, npz: str) -> None:
+    c = l3c.load(path)
+    data = np.load(npz)
+    args = [data[f"arg{i}"] for i in range(len(data.files))]
+    out = flat(c(*args))
+    ref = flat(c.artifacts.get("reference", None)) if False else None
+    report("aot", True, " ".join(f"{float(np.sum(o)):.6f}" for o in out))
+
+
+def mode_mismatch(hosts: int) -> None:
+    def fn(x):
+        y = l3c.empty(x.shape, x.dtype)
+        produce(x, y, 0.0 if RANK == 0 else 0.5)
+        return y
+    f = l3c.jit(hosts=hosts, chips=1, timeout=10)(fn)
+    try:
+        f(np.ones(4))
+        report("mismatch", False, "no error")
+    except l3c.L3CError as exc:
+        report("mismatch", "differ at line" in str(exc) and "delay=" in str(exc), str(exc))
+
+
+def main() -> None:
+    mode, rest = sys.argv[1], sys.argv[2:]
+    if mode == "random":
+        mode_random(*map(int, rest))
+    elif mode in ("kill", "raise"):
+        mode_fault(int(rest[0]), mode)
+        return
+    elif mode == "aot":
+        mode_aot(int(rest[0]), rest[1], rest[2])
+    elif mode == "mismatch":
+        mode_mismatch(int(rest[0]))
+    print(f"\nDONE {RANK}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

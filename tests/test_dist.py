@@ -1,0 +1,274 @@
+"""Several hosts over MPI: real `mpiexec -n 2` / `-n 3` jobs on this machine (tests/_dist_driver.py),
+compared with single-host eager runs; plus the split plan checked in-process without MPI.
+
+Skipped when mpi4py or mpiexec is missing. Every job runs as a subprocess with a timeout.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DRIVER = os.path.join(HERE, "_dist_driver.py")
+
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI = shutil.which("mpiexec") is not None
+except ImportError:
+    HAVE_MPI = False
+
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs mpi4py and mpiexec (pip install .[dist])")
+
+
+def mpiexec(n: int, *args: str, timeout: float = 120, env: dict | None = None,
+            extra: tuple = ()) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full_env.update(env or {})
+    return subprocess.run(["mpiexec", *extra, "-n", str(n), sys.executable, *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env)
+
+
+def results(out: str) -> dict[tuple[int, str], tuple[bool, str]]:
+    found = {}
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            parts = line.split(" ", 4)
+            found[int(parts[1]), parts[2]] = (parts[3] == "ok", parts[4] if len(parts) > 4 else "")
+    return found
+
+
+def check_random(n: int, chips: int, sub: int, seed0: int, count: int) -> None:
+    proc = mpiexec(n, DRIVER, "random", str(n), str(chips), str(sub), str(seed0), str(count))
+    found = results(proc.stdout)
+    failures = [f"rank {r} {name}: {detail}" for (r, name), (ok, detail) in found.items() if not ok]
+    assert not failures, "\n".join(failures) + proc.stderr[-3000:]
+    assert len(found) == n * count, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert all(f"DONE {r}" in proc.stdout for r in range(n))
+    # the programs did move data between hosts
+    assert sum(int(d.split("transfers=")[1].split()[0]) for _, d in found.values()) > 0
+
+
+@needs_mpi
+def test_random_programs_two_hosts_one_chip_and_a_sub_worker():
+    check_random(2, 1, 1, 0, 16)
+
+
+@needs_mpi
+def test_random_programs_two_hosts_two_chips():
+    check_random(2, 2, 0, 1000, 12)
+
+
+@needs_mpi
+def test_random_programs_three_hosts_two_chips_and_a_sub_worker():
+    check_random(3, 2, 1, 2000, 10)
+
+
+@needs_mpi
+def test_kernel_error_on_one_host_raises_on_every_host_and_pools_recover():
+    proc = mpiexec(2, DRIVER, "raise", "2", timeout=60)
+    found = results(proc.stdout)
+    for r in range(2):
+        assert found.get((r, "raise"), (False, "missing"))[0], proc.stdout + proc.stderr[-2000:]
+        assert found.get((r, "after"), (False, "missing"))[0], proc.stdout
+    assert "host=1" in found[0, "raise"][1]              # rank 0 names the failing host
+
+
+@needs_mpi
+def test_traces_that_differ_are_a_clear_error_naming_the_line():
+    proc = mpiexec(2, DRIVER, "mismatch", "2", timeout=60)
+    found = results(proc.stdout)
+    for r in range(2):
+        ok, detail = found.get((r, "mismatch"), (False, proc.stdout + proc.stderr[-2000:]))
+        assert ok, detail
+        assert "first differ at line 6" in detail
+
+
+def _fault_job(tmp_path, hosts: int, how: int):
+    """Start `kill` mode; once host 1's kernel runs, send `how` to host 1's rank process. Returns
+    (stdout, the pids of every rank) after the other ranks exited and the job ended."""
+    marker, pidfile = tmp_path / "running", tmp_path / "pid"
+    env = dict(os.environ, PYTHONPATH=ROOT, L3C_TEST_MARKER=str(marker),
+               L3C_TEST_PIDFILE=str(pidfile), L3C_REMOTE_SILENCE="2")
+    job = subprocess.Popen(["mpiexec", "-disable-auto-cleanup", "-n", str(hosts), sys.executable,
+                            DRIVER, "kill", str(hosts)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and job.poll() is None, "host 1 never ran its kernel"
+            time.sleep(0.02)
+        pids = [int((tmp_path / f"pid{r}").read_text()) for r in range(hosts)]
+        t0 = time.monotonic()
+        os.kill(pids[1], how)
+        others = [p for r, p in enumerate(pids) if r != 1]
+        while time.monotonic() - t0 < 20 and any(_alive(p) for p in others):
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        if how != signal.SIGKILL:
+            os.kill(pids[1], signal.SIGKILL)
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    return out + err[-2000:], took
+
+
+def _alive(pid: int) -> bool:
+    """Running (an exited rank stays a zombie until mpiexec reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@needs_mpi
+@pytest.mark.parametrize("hosts", [2, 3])
+def test_a_stalled_host_is_reported_by_the_others_within_the_timeout(tmp_path, hosts):
+    """Host 1's rank is stopped (SIGSTOP) while its kernel runs: every other rank raises
+    HostLost(host=1) after the silence limit (2 s here), well within the run's timeout (6 s), and
+    exits; nothing hangs."""
+    out, took = _fault_job(tmp_path, hosts, signal.SIGSTOP)
+    found = results(out)
+    for r in range(hosts):
+        if r != 1:
+            ok, detail = found.get((r, "kill"), (False, out))
+            assert ok and "HostLost host=1" in detail, detail
+    assert took < 10
+
+
+@needs_mpi
+def test_a_killed_host_never_hangs_the_others(tmp_path):
+    """Host 1's rank is SIGKILLed mid-run. mpiexec (the mpich wheel's hydra, even with
+    -disable-auto-cleanup) may then SIGKILL other ranks itself; a rank that survives long enough
+    must report HostLost naming host 1, and the job must end (docs/distributed.md)."""
+    out, took = _fault_job(tmp_path, 3, signal.SIGKILL)
+    for (r, name), (ok, detail) in results(out).items():
+        if name == "kill":
+            assert ok and "HostLost host=1" in detail, detail
+    assert took < 10
+
+
+# ------------------------------------------------------------------ the split, without MPI
+def _simulate(compiled, args, late: bool):
+    """Execute the per-host plans in one process: one arena per host, each transfer copied at its
+    earliest (right after the producer) or latest (right before its first consumer) moment."""
+    from l3c.execute import _copy_out
+    from l3c.registry import resolve
+    from l3c.runtime import context
+    from l3c.runtime.arena import array_in
+    from l3c.runtime.plan import View
+    from l3c.dist.split import split
+
+    d = split(compiled.program)
+    low = d.parts[0].lowered
+    arenas = [np.zeros(max(low.arena_bytes, 64), np.uint8) for _ in range(d.hosts)]
+    for arena in arenas:
+        for view, a in zip(low.input_views, args):
+            if view is not None:
+                array_in(arena, view)[...] = a
+
+    def move(piece, src, dst):
+        if piece.view is not None:
+            array_in(arenas[dst], piece.view)[...] = array_in(arenas[src], piece.view)
+        else:
+            v = View(piece.base, (max(piece.index) + 1,), (piece.itemsize,), piece.dtype)
+            idx = list(piece.index)
+            array_in(arenas[dst], v)[idx] = array_in(arenas[src], v)[idx]
+
+    steps = {st.task: (p.host, st) for p in d.parts for q in p.lowered.plan.queues for st in q}
+    landed = set()
+    for t in sorted(steps):
+        host, st = steps[t]
+        for tr in d.transfers:
+            if late and tr.dst == host and t in tr.consumers and tr.id not in landed:
+                for piece in tr.pieces:
+                    move(piece, tr.src, tr.dst)
+                landed.add(tr.id)
+        context.set_task(0, st.group_rank, st.group_size)
+        resolve(st.kernel)(*[array_in(arenas[host], a) if isinstance(a, View) else a
+                             for a in st.args])
+        for tr in d.transfers:
+            if not late and tr.producer == t:
+                for piece in tr.pieces:
+                    move(piece, tr.src, tr.dst)
+                landed.add(tr.id)
+    for fp in d.final:
+        for h in range(d.hosts):
+            if h != fp.root:
+                move(fp.piece, fp.root, h)
+
+    class _Arena:
+        def __init__(self, a):
+            self.a = a
+
+        def array(self, v):
+            return array_in(self.a, v)
+    return [_copy_out(low.results, _Arena(a)) for a in arenas], d
+
+
+@pytest.mark.parametrize("hosts,chips,sub", [(2, 1, 1), (3, 2, 1), (4, 1, 0)])
+def test_split_plans_equal_numpy_with_early_and_late_landings(hosts, chips, sub):
+    sys.path.insert(0, os.path.join(HERE, "stress"))
+    import l3c
+    import stress_programs as sp
+    from l3c.passes import PassOptions, run_passes
+    from l3c.trace import bind_arguments, trace
+    cfg = l3c.jit(hosts=hosts, chips=chips, sub_workers=sub, static_argnames=("ops",),
+                  )(sp.orchestrate).config
+    moved = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        ops = sp.random_ops(rng, hosts * chips, sub, rng.randint(6, 30))
+        data = np.random.default_rng(seed)
+        ctl = np.zeros(sp.MAX_TASKS, np.int64)
+        x, y = data.standard_normal((sp.N, sp.N)), data.standard_normal((sp.N, sp.N))
+        bound = bind_arguments(sp.orchestrate, (ctl, x, y), {"ops": ops}, ("ops",))
+        program = run_passes(trace(sp.orchestrate, config=cfg, bound=bound),
+                             options=PassOptions(verify=True))
+        expected = sp.interpret(ctl, x.copy(), y.copy(), ops, numpy=True)
+        for late in (False, True):
+            outs, d = _simulate(l3c.Compiled(program), [ctl, x, y], late)
+            for host, out in enumerate(outs):
+                for i, (a, b) in enumerate(zip(out, expected)):
+                    assert np.allclose(a, b), f"seed {seed} host {host} result {i} late={late}"
+        moved += d.stats["transfers"]
+        assert {program.host_of(t) for t in program.tasks} <= set(range(hosts))
+        assert all(program.graph.nodes[n]["host"] == program.host_of(program.task(n))
+                   for n in program.graph.nodes)
+    assert moved > 0
+
+
+def test_hosts_without_a_launcher_is_a_clear_error_before_tracing(monkeypatch):
+    import l3c
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                "HYDRA_CONTROL_FD", "PMI_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    traced = []
+
+    def fn(x):
+        traced.append(1)
+        return x
+    with pytest.raises(l3c.L3CError, match="mpiexec -n 2"):
+        l3c.jit(hosts=2, chips=1)(fn)(np.ones(3))
+    assert not traced
+
+
+@needs_mpi
+def test_wrong_number_of_ranks_is_a_clear_error():
+    code = ("import numpy as np, l3c\n"
+            "f = l3c.jit(hosts=3, chips=1)(lambda x: x)\n"
+            "try:\n    f(np.ones(2))\nexcept l3c.L3CError as e:\n    print('ERR', e)\n")
+    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.stdout.count("ERR") == 2 and "started 2 ranks" in proc.stdout, proc.stdout + proc.stderr
