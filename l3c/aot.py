@@ -282,7 +282,7 @@ def dec_program(j: dict) -> Program:
         if t.group is not None and t.group >= len(prog.groups):
             raise ValueError(f"task {t.id} names group {t.group}, which does not exist")
         if t.chip is not None:
-            limit = config.chips if t.worker == "chip" else config.sub_workers
+            limit = (config.chips if t.worker == "chip" else config.sub_workers) * config.hosts
             if t.chip >= limit:
                 raise ValueError(f"task {t.id} is placed on {t.worker} {t.chip} of {limit}")
     prog.scopes = {_int(k): _ints(v) for k, v in map(_pair, _list(j["scopes"]))}
@@ -312,6 +312,35 @@ def enc_plan(plan: Plan) -> dict:
                         for s in q] for q in plan.queues]}
 
 
+def _enc_piece(piece: Any) -> dict:
+    if piece.view is not None:
+        v = piece.view
+        return {"tensor": piece.tensor, "count": piece.count,
+                "view": [v.offset, list(v.shape), list(v.strides), v.dtype]}
+    return {"tensor": piece.tensor, "count": piece.count, "base": piece.base,
+            "dtype": piece.dtype, "index": list(piece.index)}
+
+
+def _enc_dist(dist: Any) -> dict:
+    """Every host's part of a multi-host schedule: its plan, its dispatcher IR, the transfers
+    between hosts and the final broadcasts (`l3c.dist.split`)."""
+    from .codegen.dispatcher import generate_ir
+    return {
+        "parts": [{"host": p.host, "plan": enc_plan(p.lowered.plan),
+                   "dispatcher_ir": generate_ir(p.lowered.plan)} for p in dist.parts],
+        "transfers": [{"id": t.id, "src": t.src, "dst": t.dst, "producer": t.producer,
+                       "src_slot": t.src_slot, "src_count": t.src_count, "order": t.order,
+                       "consumers": list(t.consumers), "pieces": [_enc_piece(p) for p in t.pieces]}
+                      for t in dist.transfers],
+        "final": [{"root": f.root, "piece": _enc_piece(f.piece)} for f in dist.final],
+    }
+
+
+def enc_hosts(compiled: Any) -> dict:
+    from .dist.run import prepare
+    return _enc_dist(prepare(compiled)[0])
+
+
 def signature(p: Program) -> list[dict]:
     out = []
     for q in p.params:
@@ -330,19 +359,26 @@ def _canon(j: Any) -> str:
 # ------------------------------------------------------------------------------------ files
 def save(compiled: Any, path: str | os.PathLike) -> None:
     """Write `compiled` as one versioned, checksummed schedule file (atomically replaced)."""
-    from .execute import prepare
-    lowered, disp = prepare(compiled)
     prog = compiled.program
+    if prog.config.hosts > 1:
+        plan, ir_text = None, None
+        hosts = enc_hosts(compiled)
+    else:
+        from .execute import prepare
+        lowered, disp = prepare(compiled)
+        plan, ir_text, hosts = enc_plan(lowered.plan), disp.ir_text, None
     try:
         payload = {
             "format": "l3c-schedule",
             "signature": signature(prog),
             "program": enc_program(prog),
-            "plan": enc_plan(lowered.plan),
+            "plan": plan,
             "kernels": sorted({t.kernel for t in prog.tasks}),
             "timeout": getattr(compiled, "timeout", None),
-            "dispatcher_ir": disp.ir_text,
+            "dispatcher_ir": ir_text,
         }
+        if hosts is not None:
+            payload["hosts"] = hosts
     except TypeError as exc:
         raise ScheduleError(f"cannot save {prog.name}: {exc}") from None
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
@@ -410,12 +446,18 @@ def load(path: str | os.PathLike) -> Any:
         timeout = payload["timeout"]
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
             raise ValueError("timeout must be a number or null")
-        lowered = lower(program)
-        if _canon(enc_plan(lowered.plan)) != _canon(payload["plan"]):
-            raise ValueError("the stored plan differs from the plan its program lowers to")
-        ir_text = generate_ir(lowered.plan)
-        if ir_text != payload["dispatcher_ir"]:
-            raise ValueError("the stored dispatcher IR differs from the IR generated for its plan")
+        if program.config.hosts > 1:
+            from .dist.split import split
+            dist = split(program)
+            if _canon(_enc_dist(dist)) != _canon(payload["hosts"]):
+                raise ValueError("the stored host parts differ from the split of its program")
+        else:
+            lowered = lower(program)
+            if _canon(enc_plan(lowered.plan)) != _canon(payload["plan"]):
+                raise ValueError("the stored plan differs from the plan its program lowers to")
+            ir_text = generate_ir(lowered.plan)
+            if ir_text != payload["dispatcher_ir"]:
+                raise ValueError("the stored dispatcher IR differs from the IR generated for its plan")
     except ScheduleError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
@@ -424,6 +466,9 @@ def load(path: str | os.PathLike) -> Any:
         raise ScheduleError(f"{path}: malformed schedule: {what}") from None
     compiled = Compiled(program)
     compiled.timeout = timeout
-    compiled.artifacts["lowered"] = lowered
+    if program.config.hosts > 1:
+        compiled.artifacts["dist"] = dist
+    else:
+        compiled.artifacts["lowered"] = lowered
     compiled.artifacts["loaded_from"] = path
     return compiled

@@ -193,8 +193,29 @@ def cmd_dump_ir(ns: argparse.Namespace) -> int:
 
 def cmd_compile(ns: argparse.Namespace) -> int:
     jitted, args = _target_args(ns)
-    jitted.lower(*args).save(ns.output)
+    hosts = ns.hosts if ns.hosts is not None else jitted.hosts
+    if hosts < 1:
+        raise CLIError(f"--hosts must be at least 1, got {hosts}")
+    if hosts == 1 and jitted.hosts == 1:
+        jitted.lower(*args).save(ns.output)
+    else:
+        _lower_for_hosts(jitted, args, hosts).save(ns.output)
     return 0
+
+
+def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int) -> Any:
+    """Trace and plan for `hosts` hosts here, without an MPI launcher: the file holds every
+    host's part and runs with `mpiexec -n HOSTS l3c run FILE ...`."""
+    import dataclasses
+
+    from .compiled import Compiled
+    from .passes import PassOptions, run_passes
+    from .trace import bind_arguments, trace
+    config = dataclasses.replace(jitted.config, hosts=hosts)
+    bound = bind_arguments(jitted.fn, tuple(args), {}, jitted.static_argnames)
+    program = run_passes(trace(jitted.fn, config=config, bound=bound),
+                         options=PassOptions(fuse_groups=jitted.fuse_groups))
+    return Compiled(program, timeout=jitted.timeout)
 
 
 def _flatten(result: Any) -> list[Any]:
@@ -231,6 +252,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
             args.append(param.static)      # statics are fixed in the schedule
     outputs = _flatten(compiled(*args))
     named = {f"out{i}": np.asarray(v) for i, v in enumerate(outputs)}
+    if compiled.program.config.hosts > 1:       # under mpiexec: every rank has the results
+        from .dist.launcher import check_hosts
+        if check_hosts(compiled.program.config.hosts) != 0:
+            return 0                            # rank 0 writes and prints them
     if ns.output:
         np.savez(ns.output, **named)
     for name, value in named.items():
@@ -274,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = target_command("compile", "compile a jitted function into a schedule file")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--hosts", type=int, default=None, metavar="H",
+                   help="plan for H hosts (default: the jit's hosts=); run the file with "
+                        "`mpiexec -n H l3c run FILE ...`")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a schedule file")

@@ -124,6 +124,11 @@ def chain(x, action):
     return w
 
 
+# for the AOT test: 2 hosts of 1 chip (`l3c compile --hosts 2`) vs one host of 2 chips
+chain_jit = l3c.jit(chips=1, static_argnames=("action",), timeout=30)(chain)
+chain_jit_one_host = l3c.jit(chips=2, static_argnames=("action",), timeout=30)(chain)
+
+
 def mode_fault(hosts: int, action: str) -> None:
     if action == "kill":
         with open(os.environ["L3C_TEST_PIDFILE"] + str(RANK), "w") as f:

@@ -272,3 +272,35 @@ def test_wrong_number_of_ranks_is_a_clear_error():
     proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.stdout.count("ERR") == 2 and "started 2 ranks" in proc.stdout, proc.stdout + proc.stderr
+
+
+@needs_mpi
+def test_compile_hosts_file_runs_under_mpiexec_and_matches_one_host(tmp_path):
+    """`l3c compile --hosts 2` (no launcher needed) saves one file with every host's part;
+    `mpiexec -n 2 l3c run FILE` gives the single-host schedule's results."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    target = "tests/_dist_driver.py:chain_jit"      # pinned to chips 0 and 1: hosts 0 and 1
+    spec = ["--arg", "f32[64]", "--arg", "'none'"]
+    data = np.random.default_rng(0)
+    np.savez(tmp_path / "in.npz", arg0=data.standard_normal(64).astype(np.float32))
+    for name, hosts in (("one", []), ("two", ["--hosts", "2"])):
+        subprocess.run([sys.executable, "-m", "l3c", "compile",
+                        target + ("_one_host" if name == "one" else ""), *spec, *hosts, "-o",
+                        str(tmp_path / f"{name}.l3c")], check=True, timeout=120, cwd=ROOT, env=env)
+    subprocess.run([sys.executable, "-m", "l3c", "run", str(tmp_path / "one.l3c"), "--input",
+                    str(tmp_path / "in.npz"), "--output", str(tmp_path / "one.npz")],
+                   check=True, timeout=120, cwd=ROOT, env=env)
+    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "l3c", "run",
+                           str(tmp_path / "two.l3c"), "--input", str(tmp_path / "in.npz"),
+                           "--output", str(tmp_path / "two.npz")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("out0:") == 1                 # rank 0 prints, every rank computes
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(one.files) == sorted(two.files)
+    for k in one.files:
+        np.testing.assert_allclose(one[k], two[k], rtol=1e-6)
+    import l3c
+    loaded = l3c.load(str(tmp_path / "two.l3c"))
+    assert loaded.program.config.hosts == 2 and len(loaded.artifacts["dist"].parts) == 2
+    assert {loaded.graph.nodes[n]["host"] for n in loaded.graph.nodes} == {0, 1}
