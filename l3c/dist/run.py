@@ -41,7 +41,7 @@ from .split import DistPlan, Piece, Transfer, split
 
 HEARTBEAT = 0.25            # s between "alive" messages to every other rank while a run waits
 SPIN_S = 0.0002             # after progress, poll without sleeping this long
-NAP_NS = 100_000            # then let the native wait sleep this long per round (futex, woken early
+NAP_NS = 30_000            # then let the native wait sleep this long per round (futex, woken early
                             # when the local run ends); up to LONG_NAP_NS after a quiet second
 LONG_NAP_NS = 2_000_000
 TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
@@ -335,7 +335,9 @@ class _Run:
                 elif status != layout.RUN_PENDING:
                     with launcher.forking():
                         pool.finish_run(status, out_slot.value, plan)   # raises
-            elif not progressed and now - last_progress >= SPIN_S:
+            elif not progressed and now - last_progress >= SPIN_S and not inflight:
+                # (while a send is in flight we keep polling: a large message moves only as fast as
+                # Test drives the rendezvous on this side)
                 time.sleep(0.0001 if now - last_progress < 1.0 else 0.001)
             if local_done and not pending_sends and not inflight and landed == len(recvs):
                 if not said_done:

@@ -234,7 +234,7 @@ class Tracer:
             raise trace_error(f"{what} runs on a sub worker but the jit has sub_workers=0",
                               "pass sub_workers=1 (or more) to l3c.jit")
         if pin is not None:
-            limit = config.chips * config.hosts if kernel.worker == "chip" else config.sub_workers
+            limit = (config.chips if kernel.worker == "chip" else config.sub_workers) * config.hosts
             if pin >= limit:
                 raise trace_error(f"{what}.on({pin}) but there are only {limit} "
                                   f"{'chips' if kernel.worker == 'chip' else 'sub workers'}",
