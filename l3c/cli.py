@@ -175,7 +175,9 @@ def cmd_dump_ir(ns: argparse.Namespace) -> int:
     jitted, args = _target_args(ns)
     if ns.format in RENDER_FORMATS and shutil.which("dot") is None:
         render(None, ns.format)            # the one-line "install graphviz" error, before tracing
-    if ns.after is None:
+    if jitted.hosts > 1:                  # planned here for every host; no launcher needed
+        program = _lower_for_hosts(jitted, args, jitted.hosts, until=ns.after).program
+    elif ns.after is None:
         program = jitted.lower(*args).program
     else:
         program = jitted._run_passes(jitted.trace(*args), until=ns.after)
@@ -203,7 +205,7 @@ def cmd_compile(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int) -> Any:
+def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int, until: str | None = None) -> Any:
     """Trace and plan for `hosts` hosts here, without an MPI launcher: the file holds every
     host's part and runs with `mpiexec -n HOSTS l3c run FILE ...`."""
     import dataclasses
@@ -213,7 +215,7 @@ def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int) -> Any:
     from .trace import bind_arguments, trace
     config = dataclasses.replace(jitted.config, hosts=hosts)
     bound = bind_arguments(jitted.fn, tuple(args), {}, jitted.static_argnames)
-    program = run_passes(trace(jitted.fn, config=config, bound=bound),
+    program = run_passes(trace(jitted.fn, config=config, bound=bound), until=until,
                          options=PassOptions(fuse_groups=jitted.fuse_groups))
     return Compiled(program, timeout=jitted.timeout)
 

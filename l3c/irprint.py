@@ -109,9 +109,36 @@ def _results_text(program: Program, tree: Any) -> str:
 
 
 # ---- text ---------------------------------------------------------------------------------------
+def transfers(program: Program) -> list:
+    """Transfers between hosts (`l3c.dist.split`) of a placed, memory-planned multi-host program;
+    [] otherwise."""
+    if program.config.hosts == 1 or "memory" not in program.passes_run:
+        return []
+    from .dist.split import split
+    return list(split(program).transfers)
+
+
+def _transfer_lines(program: Program) -> list[str]:
+    """`x3 %2 host 0 -> host 1  t0[0:4,0:8] (128 B)  for %5 %6`: what moves, after which task, for
+    which consumers (a token carries no data: only the order of a WAR/WAW/memory edge)."""
+    moves = transfers(program)
+    if not moves:
+        return []
+    lines = ["transfers:"]
+    for t in moves:
+        what = " ".join(f"{program.tensors[p.tensor].name}[{p.count} el]" for p in t.pieces)
+        lines.append(f"  x{t.id} %{t.producer} host {t.src} -> host {t.dst}  "
+                     f"{what + f' ({t.nbytes} B)' if t.pieces else 'token'}  landing {t.order}  "
+                     f"for " + " ".join(f"%{c}" for c in t.consumers))
+    return lines
+
+
 def task_line(program: Program, task: Task) -> str:
     """One task: id, kernel, placement, reads/writes, scalars, waits (why), scope, location."""
-    parts = [f"%{task.id} {task.short_kernel}", _placement(task)]
+    placement = _placement(task)
+    if program.config.hosts > 1 and task.chip is not None:
+        placement = f"host {program.host_of(task)} {placement}"
+    parts = [f"%{task.id} {task.short_kernel}", placement]
     reads = [region_text(program, a.tensor, a.region) for a in task.accesses if a.mode == "In"]
     updates = [region_text(program, a.tensor, a.region) for a in task.accesses if a.mode == "InOut"]
     writes = [region_text(program, a.tensor, a.region) for a in task.accesses if a.mode == "Out"]
@@ -158,6 +185,7 @@ def to_text(program: Program) -> str:
             parts.append(f"arena {t.arena_offset}")
         parts.append(f"@ {t.loc}")
         lines.append("  " + "  ".join(parts))
+    lines.extend(_transfer_lines(program))
     lines.append(f"results: {_results_text(program, program.results)}")
     lines.append("groups:" + ("" if program.groups else " -"))
     for g, members in enumerate(program.groups):
@@ -208,7 +236,7 @@ def to_dict(program: Program) -> dict[str, Any]:
         waits = _waits(program, task.id)
         tasks.append({
             "id": task.id, "kernel": task.kernel, "worker": task.worker, "chip": task.chip,
-            "group": task.group, "group_rank": task.group_rank, "pin": task.pin,
+            "host": program.host_of(task), "group": task.group, "group_rank": task.group_rank, "pin": task.pin,
             "queue_pos": task.queue_pos, "deps": [u for u, *_ in waits],
             "waits": [{"task": u, "kinds": kinds, "tensors": tensors, "added_by": by}
                       for u, kinds, tensors, by in waits],
@@ -237,6 +265,10 @@ def to_dict(program: Program) -> dict[str, Any]:
                    "added_edges": m.added_edges, "alignment": m.alignment},
         "results": _results_json(program.results),
         "reports": _jsonable(program.reports),
+        "transfers": [{"id": t.id, "producer": t.producer, "src": t.src, "dst": t.dst,
+                       "landing": t.order, "consumers": list(t.consumers), "bytes": t.nbytes,
+                       "pieces": [{"tensor": p.tensor, "elements": p.count} for p in t.pieces]}
+                      for t in transfers(program)],
     }
 
 
