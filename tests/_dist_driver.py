@@ -16,6 +16,8 @@ Modes:
   raise H                    a kernel raises on host 1: every rank raises KernelError (same task).
   aot H FILE NPZ             run a schedule file saved by `l3c compile --hosts H`.
   mismatch H                 rank 1 traces a different program: a clear error naming the line.
+  where H C                  every global chip pins one task that reports (host_id, chip_id):
+                             chips are numbered globally, chip c on host c // C.
 """
 from __future__ import annotations
 
@@ -181,6 +183,23 @@ def mode_mismatch(hosts: int) -> None:
         report("mismatch", "differ at line" in str(exc) and "delay=" in str(exc), str(exc))
 
 
+@l3c.kernel
+def where(out: l3c.Out):
+    out[...] = (l3c.host_id(), l3c.chip_id())
+
+
+def mode_where(hosts: int, chips: int) -> None:
+    @l3c.jit(hosts=hosts, chips=chips, timeout=30)
+    def placed(table):
+        for c in range(hosts * chips):
+            where.on(c)(table[c])
+        return table
+
+    got = placed(np.full((hosts * chips, 2), -1, dtype=np.int64))
+    want = [[c // chips, c] for c in range(hosts * chips)]
+    report("where", got.tolist() == want, f"got {got.tolist()} want {want}")
+
+
 def main() -> None:
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "random":
@@ -192,6 +211,8 @@ def main() -> None:
         mode_aot(int(rest[0]), rest[1], rest[2])
     elif mode == "mismatch":
         mode_mismatch(int(rest[0]))
+    elif mode == "where":
+        mode_where(*map(int, rest))
     print(f"\nDONE {RANK}", flush=True)
 
 

@@ -73,6 +73,15 @@ def test_random_programs_three_hosts_two_chips_and_a_sub_worker():
 
 
 @needs_mpi
+def test_chip_ids_are_global_and_host_ids_follow_placement():
+    proc = mpiexec(2, DRIVER, "where", "2", "2", timeout=60)
+    found = results(proc.stdout)
+    for r in range(2):
+        ok, detail = found.get((r, "where"), (False, "missing: " + proc.stderr[-2000:]))
+        assert ok, detail
+
+
+@needs_mpi
 def test_kernel_error_on_one_host_raises_on_every_host_and_pools_recover():
     proc = mpiexec(2, DRIVER, "raise", "2", timeout=60)
     found = results(proc.stdout)

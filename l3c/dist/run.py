@@ -411,8 +411,8 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
         with launcher.forking():
             if getattr(pool, "_l3c_host", None) != (host, pool.generation):
                 # workers forked before this process knew its host (or without SIGUSR1 blocked)
-                if context.host_id() != host:
-                    context.set_host(host)
+                config = compiled.program.config
+                context.set_host(host, config.chips, config.sub_workers)
                 pool._refork()
                 pool._l3c_host = (host, pool.generation)
             plan_id = pool.install(plan)

@@ -9,6 +9,8 @@ _chip = 0
 _rank = 0
 _size = 1
 _host = 0
+_chip_base = 0      # global index of this host's chip 0 (host * chips per host)
+_sub_base = 0       # likewise for sub workers
 
 
 def chip_id() -> int:
@@ -37,6 +39,13 @@ def set_task(chip: int, rank: int, size: int) -> None:
     _chip, _rank, _size = chip, rank, size
 
 
-def set_host(host: int) -> None:
-    global _host
-    _host = host
+def set_host(host: int, chips_per_host: int = 0, subs_per_host: int = 0) -> None:
+    """Called in a host's parent process before it forks its workers (several hosts over MPI)."""
+    global _host, _chip_base, _sub_base
+    _host, _chip_base, _sub_base = host, host * chips_per_host, host * subs_per_host
+
+
+def global_index(local: int, sub: bool) -> int:
+    """The global number of this host's chip (or sub worker) `local`: chips are numbered
+    0..hosts*chips-1 across hosts, host by host."""
+    return local + (_sub_base if sub else _chip_base)

@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import KernelError, L3CError, Timeout, WorkerCrashed
-from . import layout, sync, worker
+from . import context, layout, sync, worker
 from .arena import SharedMapping
 from .plan import Plan, View
 
@@ -229,7 +229,8 @@ class Pool:
         read_fd, write_fd = os.pipe()
         others = [w.pipe for w in self._workers if w.pipe >= 0]
         parent = os.getpid()
-        chip = slot if slot < self.chips else slot - self.chips
+        sub = slot >= self.chips
+        chip = context.global_index(slot - self.chips if sub else slot, sub)
 
         def fork_worker() -> int:
             pid = os.fork()
