@@ -88,7 +88,8 @@ class Block:
             self.words[base + L.S_DONE // 4] = k + 1
         # the plan id is echoed into S_FAILED_TASK so the test can check S_ARG arrived
         self.words[base + L.S_FAILED_TASK // 4] = self.words[base + L.S_ARG // 4]
-        self.words[base + L.S_STATE // 4] = L.ST_FAILED if behaviour == "fail" else L.ST_FINISHED
+        self.words[base + L.S_STATE // 4] = {"fail": L.ST_FAILED, "abort": L.ST_ABORTED}.get(
+            behaviour, L.ST_FINISHED)
         self.words[L.H_DOORBELL // 4] += 1
         futex_wake(self.addr, L.H_DOORBELL)
 
@@ -162,6 +163,16 @@ def test_failed_slot_is_reported(block):
     blk.spawn(1, "fail", delay=0.01)
     status, slot, _ = run(disp, blk)
     assert (status, slot) == (L.RUN_FAILED, 1)
+
+
+def test_slots_that_all_stop_aborted_end_the_run_instead_of_waiting_forever(block):
+    blk = block(3)
+    disp = build(make_plan([1, 1, 1]))
+    blk.spawn(0, "ok")
+    blk.spawn(1, "abort", delay=0.01)
+    blk.spawn(2, "abort", delay=0.02)
+    status, slot, _ = run(disp, blk, timeout=None)
+    assert status == L.RUN_ABORTED and slot in (1, 2)
 
 
 def test_dead_worker_is_reported_and_not_reaped(block):

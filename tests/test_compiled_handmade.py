@@ -164,3 +164,27 @@ def test_ctrl_c_during_a_compiled_run_then_pool_usable():
     timer.join()
     assert time.monotonic() - t0 < 10
     np.testing.assert_array_equal(l3c.Compiled(build())(np.ones(16), "on")["t"], np.full(16, 12.0))
+
+
+def test_a_stray_abort_ends_the_run_with_an_error_and_the_next_run_works():
+    """H_ABORT set with no failing worker (a protocol bug would do this): every worker stops
+    ABORTED; the run must end with an L3CError, not wait forever, and the pool must recover."""
+    from l3c.runtime import layout, sync
+    from l3c.runtime.pool import get_pool
+
+    @l3c.kernel
+    def bump(x: l3c.InOut):
+        x += 1
+
+    @l3c.jit(chips=2)
+    def twice(x):
+        bump(x[0:1])
+        bump(x[1:2])
+        return x
+
+    assert np.array_equal(twice(np.zeros(2)), [1, 1])
+    pool = get_pool(2, 0, 1)
+    sync.store_u32(pool.control_address + layout.H_ABORT, 1)
+    with pytest.raises(l3c.L3CError, match="aborted with no failing worker"):
+        twice(np.zeros(2))
+    assert np.array_equal(twice(np.zeros(2)), [1, 1])

@@ -197,6 +197,9 @@ def generate_ir(plan: Plan) -> str:
     idle = wait.append_basic_block("idle")
     failed = wait.append_basic_block("failed")
     crashed = wait.append_basic_block("crashed")
+    not_ok = wait.append_basic_block("not.finished")
+    aborted_all = wait.append_basic_block("aborted")
+    aborted = b.alloca(I32, name="aborted")      # active slots that stopped ABORTED in this scan
     b.branch(round_)
 
     b.position_at_end(round_)
@@ -207,6 +210,7 @@ def generate_ir(plan: Plan) -> str:
     b.position_at_end(spin)
     b.store(b.load_atomic(doorbell, "seq_cst", 4), bell_slot)
     b.store(_c32(0), pending)
+    b.store(_c32(0), aborted)
 
     def scan(b: ir.IRBuilder, i: ir.Value) -> None:
         plan_slot = b.load(b.gep(active_tab, [_c32(0), i]))
@@ -219,11 +223,20 @@ def generate_ir(plan: Plan) -> str:
             b.position_at_end(b.append_basic_block("unreachable"))  # the if_then join is dead
         not_done = b.zext(b.icmp_unsigned("!=", state, _c32(L.ST_FINISHED)), I32)
         b.store(b.add(b.load(pending), not_done), pending)
+        is_aborted = b.icmp_unsigned("==", state, _c32(L.ST_ABORTED))
+        with b.if_then(is_aborted, likely=False):
+            b.store(pool_slot, out_slot)
+            b.store(b.add(b.load(aborted), _c32(1)), aborted)
 
     _for_each_active(b, wait, n, scan)
     b.branch(scan_done)
     b.position_at_end(scan_done)
-    b.cbranch(b.icmp_unsigned("==", b.load(pending), _c32(0)), ok, spin_more)
+    b.cbranch(b.icmp_unsigned("==", b.load(pending), _c32(0)), ok, not_ok)
+    # every unfinished slot stopped ABORTED (none FAILED): the run cannot complete
+    b.position_at_end(not_ok)
+    b.cbranch(b.icmp_unsigned("==", b.load(pending), b.load(aborted)), aborted_all, spin_more)
+    b.position_at_end(aborted_all)
+    b.ret(_c32(L.RUN_ABORTED))
 
     b.position_at_end(ok)
     b.ret(_c32(L.RUN_OK))

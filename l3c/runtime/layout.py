@@ -126,3 +126,5 @@ RUN_CRASHED = 2      # a worker process died (found with waitid(WEXITED|WNOHANG|
 RUN_TIMEOUT = 3      # the deadline passed
 RUN_PENDING = 4      # the wait slice elapsed with the run still going: call the wait again. The slices
                      # hand control back to Python so Ctrl-C (KeyboardInterrupt) is noticed.
+RUN_ABORTED = 5      # every slot is terminal, none FAILED, but some stopped ABORTED (H_ABORT was set
+                     # with no failing worker): the run is incomplete and must not return results.

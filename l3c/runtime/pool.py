@@ -423,7 +423,8 @@ class Pool:
              ) -> tuple[int, int | list[int]]:
         """Wait until every slot in `busy` is terminal (or, with `any_done`, at least one).
 
-        Returns (layout.RUN_OK, [terminal slots]) or (RUN_FAILED | RUN_CRASHED | RUN_TIMEOUT, slot).
+        Returns (layout.RUN_OK, [terminal slots]) or (RUN_FAILED | RUN_CRASHED | RUN_TIMEOUT |
+        RUN_ABORTED, slot).
         Sleeps on the doorbell in slices of SLICE seconds; each slice checks for dead workers and the
         deadline, and lets KeyboardInterrupt in."""
         doorbell = self.control_address + layout.H_DOORBELL
@@ -431,15 +432,17 @@ class Pool:
         woken = False                    # a dead worker never rings: check pids after a quiet slice
         while True:
             seen = sync.load_u32(doorbell)   # read before the states: a later ring changes it
-            done = []
+            done, aborted = [], []
             for s in busy:
                 st = self.state(s)
                 if st == layout.ST_FAILED:
                     return layout.RUN_FAILED, s
                 if st in TERMINAL:
                     done.append(s)
+                    if st == layout.ST_ABORTED:
+                        aborted.append(s)
             if len(done) == len(busy) or (any_done and done):
-                return layout.RUN_OK, done
+                return (layout.RUN_ABORTED, aborted[0]) if aborted else (layout.RUN_OK, done)
             if not woken:
                 for s in busy:
                     if s not in done and not self._alive(s):
@@ -581,6 +584,9 @@ class Pool:
                 limit = f" of {timeout} s" if timeout is not None else ""
                 raise Timeout(f"the run exceeded its timeout{limit}; hung workers {hung} were replaced")
             self.recover()
+            if status == layout.RUN_ABORTED:
+                raise L3CError(f"the run was aborted with no failing worker ({self.describe_slot(slot)} "
+                               "stopped early); the pool was reset, call again")
             raise L3CError(f"unexpected run status {status} (slot {slot})")
 
     def describe_slot(self, slot: int) -> str:
