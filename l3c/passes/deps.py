@@ -18,9 +18,8 @@ Switch: `reduce_edges=False` keeps every edge (no transitive reduction).
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 
-from ..ir import Program, Region
+from ..ir import Access, Program, Region
 from . import regions
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks
@@ -28,26 +27,28 @@ MAX_BUCKET_SPAN = 16          # accesses spanning more chunks go to the `wide` l
 REDUCTION_BUDGET = 4096       # predecessor-search steps per task before reduction gives up (keeps edges)
 
 
-@dataclass(eq=False)
 class _Pending:
-    task: int
-    region: Region
-    reads: bool
-    writes: bool
-    lo: int
-    hi: int
-    whole: bool
-    chunks: range | None = None
+    """One pending access: its task, region, mode and flat bounding interval [lo, hi]."""
+
+    __slots__ = ("tensor", "task", "region", "reads", "writes", "lo", "hi", "whole", "chunks")
+
+    def __init__(self, tensor: int, task: int, region: Region, reads: bool, writes: bool,
+                 lo: int, hi: int, whole: bool) -> None:
+        self.tensor, self.task, self.region = tensor, task, region
+        self.reads, self.writes, self.lo, self.hi, self.whole = reads, writes, lo, hi, whole
+        self.chunks: range | None = None
 
 
-@dataclass
 class _Index:
     """Pending accesses of one tensor, findable by flat index interval."""
 
-    chunk: int
-    entries: set = field(default_factory=set)
-    buckets: dict = field(default_factory=dict)   # chunk number -> set of _Pending
-    wide: set = field(default_factory=set)
+    __slots__ = ("chunk", "entries", "buckets", "wide")
+
+    def __init__(self, chunk: int) -> None:
+        self.chunk = chunk
+        self.entries: set[_Pending] = set()
+        self.buckets: dict[int, set[_Pending]] = {}   # chunk number -> pending accesses
+        self.wide: set[_Pending] = set()
 
     def add(self, e: _Pending) -> None:
         self.entries.add(e)
@@ -85,68 +86,6 @@ class _Index:
         return found
 
 
-def _overlap(a: _Pending, b: _Pending) -> bool:
-    if a.hi < b.lo or b.hi < a.lo:
-        return False
-    if a.whole or b.whole:
-        return True
-    return regions.overlap(a.region, b.region)
-
-
-def _covers(outer: _Pending, inner: _Pending) -> bool:
-    if outer.whole:
-        return True
-    if inner.lo < outer.lo or inner.hi > outer.hi:
-        return False
-    return regions.covers(outer.region, inner.region)
-
-
-def _kinds(earlier: _Pending, later: _Pending) -> list[str]:
-    kinds = []
-    if earlier.writes and later.reads:
-        kinds.append("RAW")
-    if earlier.reads and later.writes:
-        kinds.append("WAR")
-    if earlier.writes and later.writes:
-        kinds.append("WAW")
-    return kinds
-
-
-def add_data_edges(program: Program) -> None:
-    """Add an edge for every conflicting pair not already ordered through covering writes."""
-    sizes = {t.id: _numel(t.shape) for t in program.tensors}
-    shapes = {t.id: t.shape for t in program.tensors}
-    writes: dict[int, _Index] = {}
-    reads: dict[int, _Index] = {}
-    for task in program.tasks:
-        fresh: list[tuple[int, _Pending]] = []
-        for access in task.accesses:
-            region = access.region
-            if region.size == 0:
-                continue
-            tid = access.tensor
-            if tid not in writes:
-                chunk = max(1, -(-sizes[tid] // BUCKETS_PER_TENSOR))
-                writes[tid], reads[tid] = _Index(chunk), _Index(chunk)
-            lo, hi = regions.bounds(region)
-            n = sizes[tid]
-            whole = (lo == 0 and hi == n - 1 and region.size == n
-                     and (region.is_whole(shapes[tid]) or regions._is_dense(region)))
-            e = _Pending(task.id, region, access.reads, access.writes, lo, hi, whole)
-            indexes = (writes[tid], reads[tid]) if e.writes else (writes[tid],)
-            for index in indexes:
-                for old in index.near(e):
-                    if old.task == task.id or not _overlap(old, e):
-                        continue
-                    for kind in _kinds(old, e):
-                        program.add_dependency(old.task, task.id, kind, tid)
-                    if e.writes and _covers(e, old):
-                        index.remove(old)
-            fresh.append((tid, e))
-        for tid, e in fresh:
-            (writes if e.writes else reads)[tid].add(e)
-
-
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
@@ -154,59 +93,188 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def transitive_reduction(program: Program) -> int:
-    """Remove every edge u -> v implied by another path from u to v; returns how many went.
+_KIND_NAMES = {1: ("RAW",), 2: ("WAR",), 3: ("RAW", "WAR"), 4: ("WAW",), 5: ("RAW", "WAW"),
+               6: ("WAR", "WAW"), 7: ("RAW", "WAR", "WAW")}
 
-    Nodes are visited in program order (a topological order). For each v, its predecessors are
-    tried from the latest down; u is redundant when a backward search from the predecessors kept so
-    far reaches it. The search only walks nodes not below v's lowest predecessor whose lowest
-    ancestor (`min_anc`) is not above the current target, and gives up after `REDUCTION_BUDGET` steps (keeping the edge: reachability stays exact,
-    the graph is just not fully reduced in such pathological cases).
+
+def _conflicts(program: Program) -> dict[tuple[int, int], list]:
+    """Every conflicting pair not already ordered through covering writes:
+    `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
+    tensors = program.tensors
+    sizes = [_numel(t.shape) for t in tensors]
+    writes: dict[int, _Index] = {}
+    reads: dict[int, _Index] = {}
+    found: dict[tuple[int, int], list] = {}
+    strides: dict[int, tuple[int, ...]] = {}
+
+    def dense_strides(tid: int) -> tuple[int, ...]:
+        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
+        got = strides.get(tid)
+        if got is None:
+            got = strides[tid] = Region.whole(tensors[tid].shape).strides
+        return got
+
+    overlap, covers = regions.overlap, regions.covers
+    nodes = program.graph.nodes
+    for v in sorted(nodes):
+        task = nodes[v]["task"]
+        fresh: list[_Pending] = []
+        for access in task.args:
+            if not isinstance(access, Access):
+                continue
+            region = access.region
+            shape = region.shape
+            size = 1
+            for d in shape:
+                size *= d
+            if size == 0:
+                continue
+            tid = access.tensor
+            w_index = writes.get(tid)
+            if w_index is None:
+                chunk = max(1, -(-sizes[tid] // BUCKETS_PER_TENSOR))
+                w_index = writes[tid] = _Index(chunk)
+                reads[tid] = _Index(chunk)
+            lo = hi = region.offset
+            for d, s in zip(shape, region.strides):
+                span = (d - 1) * s
+                if span < 0:
+                    lo += span
+                else:
+                    hi += span
+            n = sizes[tid]
+            whole = (lo == 0 and hi == n - 1 and size == n
+                     and (region.strides == dense_strides(tid) and shape == tensors[tid].shape
+                          or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
+            mode = access.mode
+            e_reads, e_writes = mode != "Out", mode != "In"
+            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole)
+            for index in ((w_index, reads[tid]) if e_writes else (w_index,)):
+                for old in index.near(e):
+                    if old.task == v or old.hi < lo or hi < old.lo:
+                        continue
+                    if not (whole or old.whole or overlap(old.region, region)):
+                        continue
+                    bits = ((1 if old.writes and e_reads else 0) | (2 if old.reads and e_writes else 0)
+                            | (4 if old.writes and e_writes else 0))
+                    key = (old.task, v)
+                    rec = found.get(key)
+                    if rec is None:
+                        found[key] = [bits, {tid}]
+                    else:
+                        rec[0] |= bits
+                        rec[1].add(tid)
+                    if e_writes and (whole or (lo <= old.lo and old.hi <= hi
+                                               and covers(region, old.region))):
+                        index.remove(old)
+            fresh.append(e)
+        for e in fresh:
+            (writes if e.writes else reads)[e.tensor].add(e)
+    return found
+
+
+def add_data_edges(program: Program) -> None:
+    """Add an edge for every conflicting pair not already ordered through covering writes."""
+    _add_edges(program, _conflicts(program))
+
+
+def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
+    graph = program.graph
+    fresh = []
+    for (u, v), (bits, tensors) in found.items():
+        if graph.has_edge(u, v):
+            data = graph.edges[u, v]
+            data["kinds"].update(_KIND_NAMES[bits])
+            data["tensors"].update(tensors)
+        else:
+            fresh.append((u, v, {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
+                                 "added_by": "deps"}))
+    graph.add_edges_from(fresh)
+
+
+def reduce_preds(preds: dict[int, list[int]], nodes) -> dict[int, list[int]]:
+    """Transitive reduction of a DAG given as `v -> predecessors` (every u < v) over `nodes`
+    (ascending ids: a topological order); returns `v -> kept predecessors` (latest first).
+
+    For each v, its predecessors are tried from the latest down; u is redundant when a backward
+    search from the predecessors kept so far reaches it. The search only walks nodes not below v's
+    lowest predecessor whose lowest ancestor (`min_anc`) is not above the current target, and gives
+    up after `REDUCTION_BUDGET` steps (keeping the edge: reachability stays exact, the graph is
+    just not fully reduced in such pathological cases).
     """
-    g = program.graph
     min_anc: dict[int, int] = {}
     kept_preds: dict[int, list[int]] = {}
-    removed = 0
-    for v in sorted(g.nodes):
-        preds = sorted(g.pred[v], reverse=True)
+    heappush, heappop = heapq.heappush, heapq.heappop
+    for v in nodes:
+        mine = preds.get(v)
+        if not mine:
+            kept_preds[v] = []
+            min_anc[v] = v
+            continue
+        if len(mine) == 1:
+            kept_preds[v] = mine
+            min_anc[v] = min(v, min_anc[mine[0]])
+            continue
+        order = sorted(mine, reverse=True)
         kept: list[int] = []
-        if len(preds) > 1:
-            visited: set[int] = set()
-            heap: list[int] = []
-            lowest = None
-            floor = preds[-1]
-            budget = REDUCTION_BUDGET
-            for u in preds:
-                if u not in visited and kept and lowest <= u and budget > 0:
-                    while heap and -heap[0] > u and budget > 0:
-                        x = -heapq.heappop(heap)
-                        budget -= 1
-                        for y in kept_preds[x]:
-                            if y >= floor and y not in visited and min_anc[y] <= u:
-                                visited.add(y)
-                                heapq.heappush(heap, -y)
-                        if u in visited:
-                            break
-                if u in visited:
-                    g.remove_edge(u, v)
-                    removed += 1
-                    continue
-                kept.append(u)
-                visited.add(u)
-                heapq.heappush(heap, -u)
-                lowest = min_anc[u] if lowest is None else min(lowest, min_anc[u])
-        else:
-            kept = preds
+        visited: set[int] = set()
+        heap: list[int] = []
+        lowest = None
+        floor = order[-1]
+        budget = REDUCTION_BUDGET
+        for u in order:
+            if u not in visited and kept and lowest <= u and budget > 0:
+                while heap and -heap[0] > u and budget > 0:
+                    x = -heappop(heap)
+                    budget -= 1
+                    for y in kept_preds[x]:
+                        if y >= floor and y not in visited and min_anc[y] <= u:
+                            visited.add(y)
+                            heappush(heap, -y)
+                    if u in visited:
+                        break
+            if u in visited:
+                continue
+            kept.append(u)
+            visited.add(u)
+            heappush(heap, -u)
+            m = min_anc[u]
+            if lowest is None or m < lowest:
+                lowest = m
         kept_preds[v] = kept
-        min_anc[v] = min([v] + [min_anc[u] for u in kept])
-    return removed
+        min_anc[v] = min(v, lowest)
+    return kept_preds
+
+
+def transitive_reduction(program: Program) -> int:
+    """Remove every edge u -> v of the graph implied by another path from u to v (see
+    `reduce_preds`); returns how many went."""
+    g = program.graph
+    preds = {v: list(g.pred[v]) for v in g.nodes}
+    kept = reduce_preds(preds, sorted(g.nodes))
+    drop = [(u, v) for v, us in preds.items() for u in set(us) - set(kept[v])]
+    g.remove_edges_from(drop)
+    return len(drop)
 
 
 def run(program: Program, *, reduce_edges: bool = True) -> Program:
-    """The deps pass: data edges, then (unless switched off) transitive reduction."""
-    add_data_edges(program)
-    program.reports["edges_before_reduction"] = program.graph.number_of_edges()
-    if reduce_edges:
-        transitive_reduction(program)
-    program.reports["edges_after_reduction"] = program.graph.number_of_edges()
+    """The deps pass: data edges, then (unless switched off) transitive reduction.
+
+    The conflicts are collected and reduced in plain dicts, and only the kept edges enter the
+    networkx graph (adding and then removing them there costs more than finding them)."""
+    graph = program.graph
+    found = _conflicts(program)
+    if graph.number_of_edges() or not reduce_edges:
+        _add_edges(program, found)
+        program.reports["edges_before_reduction"] = graph.number_of_edges()
+        if reduce_edges:
+            transitive_reduction(program)
+    else:
+        program.reports["edges_before_reduction"] = len(found)
+        preds: dict[int, list[int]] = {}
+        for u, v in found:
+            preds.setdefault(v, []).append(u)
+        kept = reduce_preds(preds, sorted(graph.nodes))
+        _add_edges(program, {(u, v): found[u, v] for v in sorted(kept) for u in sorted(kept[v])})
+    program.reports["edges_after_reduction"] = graph.number_of_edges()
     return program
