@@ -2,13 +2,22 @@
 
     python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1, then runs part 2
     python benchmarks/multihost.py --plan     # part 2 only (no MPI needed)
+    L3C_BENCH_REPS=400 python benchmarks/multihost.py   # repetitions per size (default 300 / 100)
 
-1. Transfers (two ranks on this machine, one chip each). l3c: `produce.on(0)` writes X (4 KiB or
-   4 MiB) on host 0 (after a 5 ms pause, so that both ranks have entered the run: the figure is
-   the transfer, not the ranks' start-up skew) and stamps CLOCK_MONOTONIC as it returns; `consume.on(1)` on host 1 reads X and
-   stamps as it starts. One-way latency = consumer start - producer end: worker -> parent (S_DONE),
-   Isend from the arena, Irecv into the arena, landing counter -> consumer worker. Raw: rank 0 stamps,
-   `Send`s the same buffer, rank 1 stamps after `Recv`. Medians; both ranks share one clock.
+1. Transfers (two ranks on this machine, one chip each), one-way latency, l3c and raw interleaved
+   (repetition i does one l3c run and then one raw transfer, so machine noise hits both alike):
+   - l3c: inside a run, `produce.on(0)` on host 0 fills Y (4 KiB or 4 MiB, after a 5 ms pause so that
+     both ranks are in their run loops: the figure is the transfer, not the ranks' start-up skew) and
+     stamps CLOCK_MONOTONIC as it returns; `consume.on(1)` on host 1 reads Y and stamps as it starts.
+     Latency = consumer start - producer end: worker -> parent (S_DONE), `Isend` from the arena,
+     `Irecv` into the arena, landing counter -> consumer worker.
+   - raw: the same bytes, between the same arena regions (Y's place in each rank's arena), with
+     mpi4py `Send`/`Recv`: rank 1 waits in `Recv`, rank 0 pauses 5 ms, stamps and `Send`s; rank 1
+     stamps when `Recv` returns. Both ranks share one clock; stamps are gathered after the loop.
+   - reference, one host, no MPI: a dependent hop between two chips of one pool (producer end ->
+     consumer start), i.e. what one hand-off between processes costs here; an l3c transfer has two
+     (worker -> parent on host 0, parent -> worker on host 1) plus the MPI message.
+   `--stages` also prints where an l3c transfer's time goes (stamps in the run loop).
 2. Planning, without processes: a model program (3 data-parallel layers: 512 matmuls over row
    blocks in groups of 8 + 512 ReLUs, then 64 sub-worker reductions and a final one) traced for
    64 hosts x 8 chips; times the schedule pass and the whole pipeline, and compares the estimated
@@ -29,11 +38,13 @@ sys.path.insert(0, ROOT)
 
 import l3c  # noqa: E402
 
+PAUSE = 0.005
+
 
 @l3c.kernel
 def produce(x: l3c.In, y: l3c.Out, stamp: l3c.Out):
-    time.sleep(0.005)             # both ranks are in their run loops by now (no start-up skew)
-    y[:1] = x[:1]
+    time.sleep(PAUSE)             # both ranks are in their run loops by now (no start-up skew)
+    y[...] = x[0]
     stamp[0] = time.monotonic_ns()
 
 
@@ -42,53 +53,104 @@ def consume(y: l3c.In, stamp: l3c.Out):
     stamp[0] = time.monotonic_ns()
 
 
-def transfer(x, n):
-    y = l3c.empty(x.shape, x.dtype)
+def transfer(x, n, chips=(0, 1)):
+    y = l3c.empty((n // 8,), x.dtype)
     t0 = l3c.empty((1,), np.int64)
     t1 = l3c.empty((1,), np.int64)
-    produce.on(0)(x, y, t0)
-    consume.on(1)(y, t1)
+    produce.on(chips[0])(x, y, t0)
+    consume.on(chips[1])(y, t1)
     return t0, t1
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    return statistics.median(values), float(np.percentile(values, 90))
+
+
+def same_host_hop(runs: int) -> tuple[float, float]:
+    """One host, two chips: producer end -> consumer start (one hand-off between worker processes)."""
+    step = l3c.jit(chips=2, static_argnames=("n", "chips"), timeout=60)(transfer)
+    x = np.ones(1)
+    lat = []
+    for i in range(runs + 5):
+        t0, t1 = step(x, 4096, chips=(0, 1))
+        if i >= 5:
+            lat.append((int(t1[0]) - int(t0[0])) / 1e3)
+    return stats(lat)
 
 
 def part_transfers() -> None:
     from mpi4py import MPI
+
+    from l3c.dist import run as dist_run
+    from l3c.runtime.pool import get_pool
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    step = l3c.jit(hosts=2, chips=1, static_argnames=("n",), timeout=60)(transfer)
+    show_stages = "--stages" in sys.argv
+    step = l3c.jit(hosts=2, chips=1, static_argnames=("n", "chips"), timeout=60)(transfer)
+    reps = os.environ.get("L3C_BENCH_REPS")
     rows = []
-    for nbytes, runs in ((4096, 400), (4 << 20, 60)):
-        x = np.ones(nbytes // 8)
-        lat = []
+    for nbytes, runs in ((4096, 300), (4 << 20, 100)):
+        runs = int(reps) if reps else runs
+        x = np.ones(1)
+        step(x, nbytes)                                    # compile, start the pool, warm up
+        compiled = step.lower(x, nbytes)
+        tr = compiled.artifacts["dist"].transfers[0]
+        (piece,) = tr.pieces
+        assert piece.view is not None and piece.nbytes == nbytes
+        lat, raw_lat, raw_t0, stages = [], [], [], []
+        dist_run.PROBE = [] if show_stages else None
         for i in range(runs + 5):
+            if show_stages:
+                dist_run.PROBE.clear()
             t0, t1 = step(x, nbytes)
+            if show_stages:
+                events = comm.allgather(dict(dist_run.PROBE))
             if i >= 5:
                 lat.append((int(t1[0]) - int(t0[0])) / 1e3)
-        buf = np.ones(nbytes // 8)
-        stamp = np.zeros(1, np.int64)
-        raw = []
-        for i in range(runs + 5):
+                if show_stages:
+                    e0, e1 = events
+                    stages.append((e0["seen"] - int(t0[0]), e0["sent"] - e0["seen"],
+                                   e1["arrived"] - e0["sent"], int(t1[0]) - e1["arrived"]))
+            plan = compiled.artifacts["dist"].parts[rank].lowered.plan
+            buf = get_pool(plan.chips, plan.sub_workers, plan.arena_bytes).array(piece.view)
+            # (Y's place in this rank's arena: the pool as the l3c run left it)
             comm.Barrier()
             if rank == 0:
-                stamp[0] = time.monotonic_ns()
-                comm.Send(stamp, dest=1, tag=1)
-                comm.Send(buf, dest=1, tag=2)
+                time.sleep(PAUSE)
+                stamp = time.monotonic_ns()
+                comm.Send([buf, MPI.BYTE], dest=1, tag=2)
+                raw_t0.append(stamp)
             else:
-                comm.Recv(stamp, source=0, tag=1)
-                comm.Recv(buf, source=0, tag=2)
-                if i >= 5:
-                    raw.append((time.monotonic_ns() - int(stamp[0])) / 1e3)
-        raw = comm.bcast(raw, root=1)
-        rows.append((nbytes, statistics.median(lat), statistics.median(raw),
-                     np.percentile(lat, 90), np.percentile(raw, 90)))
+                comm.Recv([buf, MPI.BYTE], source=0, tag=2)
+                raw_t0.append(time.monotonic_ns())
+        dist_run.PROBE = None
+        sent = comm.bcast(raw_t0 if rank == 0 else None, root=0)
+        raw_lat = [(b - a) / 1e3 for a, b in zip(sent, raw_t0)][5:] if rank == 1 else []
+        raw_lat = comm.bcast(raw_lat, root=1)
+        rows.append((nbytes, stats(lat), stats(raw_lat),
+                     np.median(np.array(stages), axis=0) / 1e3 if stages else None))
     if rank == 0:
-        print("cross-host transfer, one way (2 ranks on this machine, median / p90 in us):")
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[0]
+        print(f"cross-host transfer, one way (2 ranks x 1 chip on this machine; median / p90 in us; "
+              f"load average {load}: with other jobs running, every figure here measures the "
+              f"scheduler more than l3c or MPI):")
         print(f"  {'bytes':>9}  {'l3c':>16}  {'raw Send/Recv':>16}  {'l3c/raw':>7}  {'l3c-raw':>8}")
-        for nbytes, l, r, l90, r90 in rows:
+        for nbytes, (l, l90), (r, r90), _ in rows:
             print(f"  {nbytes:>9}  {l:8.1f} / {l90:6.1f}  {r:8.1f} / {r90:6.1f}  {l / r:7.2f}  "
                   f"{l - r:8.1f}")
-        print("  (raw includes a second small Send carrying the stamp; l3c includes the worker -> "
-              "parent and parent -> worker hand-offs)", flush=True)
+        if show_stages:
+            print("  where an l3c transfer's time goes (medians, us): producer end -> host 0's parent "
+                  "sees S_DONE | -> Isend posted | -> host 1 sees it complete | -> consumer starts")
+            for nbytes, _, _, st in rows:
+                print(f"  {nbytes:>9}  " + " | ".join(f"{v:7.1f}" for v in st))
+        sys.stdout.flush()
+    l3c.shutdown()
+    if rank == 0:
+        h, h90 = same_host_hop(300 if not reps else int(reps))
+        print(f"  reference, one host: a dependent hop between two chips {h:.1f} / {h90:.1f} us "
+              f"(an l3c transfer makes two such hand-offs plus the message)", flush=True)
+        l3c.shutdown()
 
 
 # ------------------------------------------------------------------------------------ planning

@@ -25,7 +25,7 @@ a remote message is a `Test` loop with one of those deadlines: nothing blocks in
 from __future__ import annotations
 
 import ctypes
-import pickle
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,14 +40,21 @@ from .errors import HostFailed, HostLost
 from .split import DistPlan, Piece, Transfer, split
 
 HEARTBEAT = 0.25            # s between "alive" messages to every other rank while a run waits
-SPIN_S = 0.0002             # after progress, poll without sleeping this long
-NAP_NS = 30_000            # then let the native wait sleep this long per round (futex, woken early
-                            # when the local run ends); up to LONG_NAP_NS after a quiet second
+SPIN_S = float(os.environ.get("L3C_DIST_SPIN", "0.01"))
+                            # after progress, poll (yielding the core each round) this long while
+                            # something remote is outstanding
+CHECK_S = 0.002             # while spinning, let the native wait check the local run this often
+CONTROL_S = 0.0005          # ... and read control messages / check silences this often
+NAP_NS = 100_000            # then nap this long per round (native wait, woken early by the local
+                            # doorbell); LONG_NAP_NS after a quiet second
 LONG_NAP_NS = 2_000_000
+_EMPTY = np.empty(0, dtype=np.uint8)
 TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
 CTL_TAG = 7
 
 _epoch = [0]
+# benchmarks/multihost.py --stages sets a list here: (stage, CLOCK_MONOTONIC ns) of each transfer
+PROBE: list | None = None
 
 
 @dataclass
@@ -115,6 +122,30 @@ class _Buffers:
             flat[idx] = buf
         else:
             np.copyto(how, buf)
+
+
+class _HostBuffers:
+    """This host's MPI buffer specs for every piece it sends or receives, built once per pool
+    generation (arena views, pack buffers of strided pieces), so the run loop does no set-up work
+    between a producer completing and its `Isend`."""
+
+    def __init__(self, run: "_Run") -> None:
+        pool, MPI = run.pool, run.MPI
+        self.generation = (pool.generation, run.ctrl)      # a pool restart replaces the arena
+
+        def specs(tr: Transfer) -> list:
+            out = []
+            for piece in tr.pieces:
+                buf, how = run.buffers.target(piece)
+                out.append(([buf.reshape(-1).view(np.uint8), MPI.BYTE], buf, how))
+            return out
+        self.inbound = [(tr, specs(tr)) for tr in run.part.recvs]
+        outbound: dict[int, list] = {}
+        for tr in run.part.sends:
+            outbound.setdefault(run.done_word(tr.src_slot), []).append((tr.src_count, tr, specs(tr)))
+        for items in outbound.values():
+            items.sort(key=lambda e: (e[0], e[1].id))
+        self.outbound = outbound
 
 
 def _flat_view(piece: Piece) -> Any:
@@ -195,6 +226,11 @@ class _Run:
         landing = pool.pool_slot(self.plan, self.plan.slots - 1)
         self.landing_word = ctrl + layout.slot_offset(landing) + layout.S_DONE
         self.landing_waiters = ctrl + layout.slot_offset(landing) + layout.S_DONE_WAITERS
+        key = f"dist_buffers_{host}"
+        cached = compiled.artifacts.get(key)
+        if cached is None or cached.generation != (pool.generation, ctrl):
+            cached = compiled.artifacts[key] = _HostBuffers(self)
+        self.bufs = cached
 
     # ---------------------------------------------------------------------------- control channel
     def tell(self, peers: list[int], message: tuple) -> None:
@@ -250,113 +286,158 @@ class _Run:
         launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
 
     def post_receives(self) -> list:
+        """An `Irecv` per piece of every inbound transfer, posted before the run starts (straight into
+        the arena when the piece is contiguous). Returns [(transfer, requests, scatters)] in landing
+        order."""
         recvs = []
-        for tr in self.part.recvs:
-            reqs, scatters = [], []
+        irecv, byte = self.comm.Irecv, self.MPI.BYTE
+        for tr, specs in self.bufs.inbound:
             tag = self.tag_base + tr.id
-            if not tr.pieces:
-                buf = np.empty(0, dtype=np.uint8)
-                reqs.append(self.comm.Irecv([buf, self.MPI.BYTE], source=tr.src, tag=tag))
-                scatters.append((buf, None))
-            for piece in tr.pieces:
-                buf, how = self.buffers.target(piece)
-                reqs.append(self.comm.Irecv(_bytes(buf), source=tr.src, tag=tag))
-                scatters.append((buf, how))
-            recvs.append((tr, reqs, scatters))
+            reqs = [irecv(spec, source=tr.src, tag=tag) for spec, _, _ in specs]
+            if not specs:
+                reqs.append(irecv([_EMPTY, byte], source=tr.src, tag=tag))
+            recvs.append((tr, reqs, [(buf, how) for _, buf, how in specs if how is not None]))
         return recvs
 
-    def post_sends(self, tr: Transfer) -> list:
+    def post_sends(self, tr: Transfer, specs: list) -> list:
         tag = self.tag_base + tr.id
+        isend = self.comm.Isend
+        if not specs:
+            return [isend([_EMPTY, self.MPI.BYTE], dest=tr.dst, tag=tag)]
         reqs = []
-        if not tr.pieces:
-            reqs.append(self.comm.Isend([np.empty(0, dtype=np.uint8), self.MPI.BYTE],
-                                        dest=tr.dst, tag=tag))
-        for piece in tr.pieces:
-            buf, how = self.buffers.target(piece)
-            self.buffers.gather(buf, how)
-            reqs.append(self.comm.Isend(_bytes(buf), dest=tr.dst, tag=tag))
+        for spec, buf, how in specs:
+            if how is not None:
+                self.buffers.gather(buf, how)
+            reqs.append(isend(spec, dest=tr.dst, tag=tag))
         return reqs
 
     def loop(self) -> None:
-        """Steps 3-5 up to the exchange of "done" (see the module docstring)."""
+        """Steps 3-5 up to the exchange of "done" (see the module docstring).
+
+        Waiting: while anything remote is outstanding (an inbound transfer not landed, a send not
+        posted or not completed, a peer's "done"), the loop spins for up to `SPIN_S` after the last
+        progress, yielding the core on every round (`sched_yield`: a worker that needs this core gets
+        it at once), because a message from another host wakes no futex: it is only seen by
+        testing. Past that it naps in the native wait (woken early by the local workers' doorbell),
+        longer as the quiet lasts. The native wait also runs every `CHECK_S` while spinning and
+        whenever the doorbell moved, to see the local run end, fail, crash or time out."""
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
+        testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
+        monotonic, probe = time.monotonic, PROBE
         recvs = self.post_receives()
+        n_recvs = len(recvs)
         sync.store_u32(self.landing_word, 0)
         ctrl, pids = pool.control_address, pool.pids_address
+        slot_map = ctypes.addressof(self.slot_map)
+        doorbell = ctrl + layout.H_DOORBELL
         out_slot = ctypes.c_int32(-1)
+        out_ref = ctypes.byref(out_slot)
         deadline_ns = 0 if self.deadline is None else int(self.deadline * 1e9)
         # time.monotonic() and CLOCK_MONOTONIC agree on Linux, so the native deadline matches ours
-        pending_sends = list(self.part.sends)
+        # pending sends per producer slot, by completion count: only each slot's head is polled
+        heads: list[list] = []
+        for word, items in self.bufs.outbound.items():
+            heads.append([word, items, 0])
+        n_sends_left = sum(len(items) for _, items, _ in heads)
         inflight: list = []
         landed = 0
         local_done = not any(plan.queues)
         said_done = False
-        last_progress = last_beat = time.monotonic()
-        disp.start(ctrl, self.plan_id, ctypes.addressof(self.slot_map))
+        now = monotonic()
+        last_progress = last_beat = last_check = last_control = now
+        bell = load(doorbell)
+        disp.start(ctrl, self.plan_id, slot_map)
         while True:
             progressed = False
-            if pending_sends:
-                still = []
-                for tr in pending_sends:
-                    if sync.load_u32(self.done_word(tr.src_slot)) >= tr.src_count:
-                        inflight.extend(self.post_sends(tr))
+            if n_sends_left:
+                for head in heads:
+                    word, items, i = head
+                    if i < len(items) and load(word) >= items[i][0]:
+                        done = load(word)
+                        while i < len(items) and done >= items[i][0]:
+                            _, tr, specs = items[i]
+                            if probe is not None:
+                                probe.append(("seen", time.monotonic_ns()))
+                            inflight.extend(self.post_sends(tr, specs))
+                            if probe is not None:
+                                probe.append(("sent", time.monotonic_ns()))
+                            i += 1
+                            n_sends_left -= 1
+                        head[2] = i
                         progressed = True
-                    else:
-                        still.append(tr)
-                pending_sends = still
-            while landed < len(recvs) and MPI.Request.Testall(recvs[landed][1]):
+            while landed < n_recvs and testall(recvs[landed][1]):
                 tr, _, scatters = recvs[landed]
+                if probe is not None:
+                    probe.append(("arrived", time.monotonic_ns()))
                 for buf, how in scatters:
                     self.buffers.scatter(buf, how)
                 landed += 1
                 sync.publish(self.landing_word, landed, self.landing_waiters)
-                self.heard[tr.src] = time.monotonic()
                 progressed = True
-            if inflight and MPI.Request.Testall(inflight):
+                self.heard[tr.src] = monotonic()
+            if inflight and testall(inflight):
                 inflight = []
-            self.poll_control()
-            now = time.monotonic()
+                progressed = True
+            now = monotonic()
             if progressed:
                 last_progress = now
-            if now - last_beat >= HEARTBEAT:
-                self.tell([h for h in self.peers], ("alive",))
-                last_beat = now
-            if not local_done and (not progressed and now - last_progress >= SPIN_S
-                                   or not pending_sends and landed == len(recvs)):
-                # nothing moved for a moment (or nothing remote is left): let the native wait watch
-                # the local run and sleep a little on the doorbell
-                nap = NAP_NS if now - last_progress < 1.0 else LONG_NAP_NS
-                if not pending_sends and landed == len(recvs):
-                    nap = 50_000_000 if not self.peers else LONG_NAP_NS
-                status = disp.wait(ctrl, pids, ctypes.addressof(self.slot_map), deadline_ns, nap,
-                                   ctypes.byref(out_slot))
-                if status == layout.RUN_OK:
-                    local_done = True
-                elif status != layout.RUN_PENDING:
-                    with launcher.forking():
-                        pool.finish_run(status, out_slot.value, plan)   # raises
-            elif not progressed and now - last_progress >= SPIN_S and not inflight:
-                # (while a send is in flight we keep polling: a large message moves only as fast as
-                # Test drives the rendezvous on this side)
-                time.sleep(0.0001 if now - last_progress < 1.0 else 0.001)
-            if local_done and not pending_sends and not inflight and landed == len(recvs):
+            if not local_done:
+                b = load(doorbell)
+                if b != bell or now - last_check >= CHECK_S:
+                    bell, last_check = b, now
+                    self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, 0, out_ref), out_slot)
+                    local_done = self._local_done
+            remote = n_sends_left or inflight or landed < n_recvs
+            if local_done and not remote:
                 if not said_done:
                     self.tell(self.peers, ("done",))
                     said_done = True
+                    last_progress = now
                 if len(self.done_peers) == len(self.peers):
                     break
-            waiting: dict[int, int] = {}
-            if landed < len(recvs):
-                waiting[recvs[landed][0].src] = recvs[landed][0].producer
-            if said_done:
-                for h in self.peers:
-                    if h not in self.done_peers:
-                        waiting.setdefault(h, -1)
-            if waiting:
-                self.check_remote(waiting)
-            if (self.deadline is not None and now >= self.deadline and local_done):
-                raise Timeout(f"host {self.host}: the run exceeded its timeout of {self.timeout} s "
-                              f"while sending its transfers")
+            if now - last_control >= CONTROL_S or not remote and said_done:
+                last_control = now
+                self.poll_control()
+                if now - last_beat >= HEARTBEAT:
+                    self.tell(self.peers, ("alive",))
+                    last_beat = now
+                waiting: dict[int, int] = {}
+                if landed < n_recvs:
+                    waiting[recvs[landed][0].src] = recvs[landed][0].producer
+                if said_done:
+                    for h in self.peers:
+                        if h not in self.done_peers:
+                            waiting.setdefault(h, -1)
+                if waiting:
+                    self.check_remote(waiting)
+                if self.deadline is not None and now >= self.deadline and local_done:
+                    raise Timeout(f"host {self.host}: the run exceeded its timeout of "
+                                  f"{self.timeout} s while exchanging transfers")
+            if progressed:
+                continue
+            quiet = now - last_progress
+            if (remote or said_done) and quiet < SPIN_S:
+                yield_()
+            elif not local_done:
+                # nap on the doorbell: woken early when a local worker ends, fails or crashes
+                nap = NAP_NS if remote and quiet < 1.0 else LONG_NAP_NS
+                if not remote and not self.peers:
+                    nap = 50_000_000
+                bell, last_check = load(doorbell), now
+                self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, nap, out_ref), out_slot)
+                local_done = self._local_done
+            else:
+                time.sleep(NAP_NS / 1e9 if quiet < 1.0 else LONG_NAP_NS / 1e9)
+
+    _local_done = False
+
+    def _local(self, status: int, out_slot: Any) -> None:
+        """Act on the native wait's verdict about the local run."""
+        if status == layout.RUN_OK:
+            self._local_done = True
+        elif status != layout.RUN_PENDING:
+            with launcher.forking():
+                self.pool.finish_run(status, out_slot.value, self.plan)   # raises
 
     def final_sync(self) -> None:
         """The owners broadcast the results and written inputs (every rank takes part, in order)."""
