@@ -29,6 +29,8 @@ required.
 """
 from __future__ import annotations
 
+import heapq
+
 from ..errors import L3CError
 from ..ir import Program, Task
 
@@ -40,6 +42,14 @@ HOST_BYTE_COST = 1.0 / (1 << 20)   # cost units per byte moved between hosts (1 
 
 def worker_of(task: Task) -> Worker:
     return (task.worker, task.chip)
+
+
+def predecessor_lists(graph, n: int) -> list[list[int]]:
+    """`[list of predecessors of task v for v in 0..n-1]`, read straight from the DiGraph's
+    predecessor dicts (`graph.pred[v]` builds a view object per call, which costs more than the
+    list on 10k-task programs)."""
+    pred = graph._pred
+    return [list(pred[v]) for v in range(n)]
 
 
 def task_cost(task: Task, costs: dict) -> float:
@@ -59,9 +69,12 @@ def _check_placeable(program: Program, task: Task) -> None:
 
 
 class _Placer:
-    """List-scheduling state: when each worker frees up, where and when each task ran."""
+    """List-scheduling state: when each worker frees up, where and when each task ran.
 
-    def __init__(self, program: Program) -> None:
+    Plain lists indexed by task id (ids are 0..n-1 in program order) and per-kind worker indexes,
+    so placing a task costs O(predecessors x candidates) without networkx lookups."""
+
+    def __init__(self, program: Program, tasks: list[Task]) -> None:
         self.program = program
         self.graph = program.graph
         self.costs = program.reports.get("kernel_costs") or {}
@@ -69,10 +82,22 @@ class _Placer:
         cfg = program.config
         self.hosts = cfg.hosts
         self.per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
-        self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(cfg.chips * cfg.hosts)}
-        self.free_at.update({("sub", i): 0.0 for i in range(cfg.sub_workers * cfg.hosts)})
-        self.finish: dict[int, float] = {}
-        self.where: dict[int, Worker] = {}
+        self.count = {"chip": cfg.chips * cfg.hosts, "sub": cfg.sub_workers * cfg.hosts}
+        self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(self.count["chip"])}
+        self.free_at.update({("sub", i): 0.0 for i in range(self.count["sub"])})
+        # Earliest-free worker of each kind: a heap of (free_at, index) with stale entries.
+        self.free_heap = {kind: [(0.0, i) for i in range(n)] for kind, n in self.count.items()}
+        self.preds: list[list[int]] = predecessor_lists(program.graph, len(tasks))
+        by_kernel: dict[str, float] = {}
+        self.cost: list[float] = []
+        for t in tasks:
+            c = by_kernel.get(t.kernel)
+            if c is None:
+                c = by_kernel[t.kernel] = task_cost(t, self.costs)
+            self.cost.append(c)
+        n = len(tasks)
+        self.finish: list[float] = [0.0] * n
+        self.where: list[Worker | None] = [None] * n
         self.latency = float(program.reports.get("host_latency", HOST_LATENCY))
         self.byte_cost = float(program.reports.get("host_byte_cost", HOST_BYTE_COST))
         self._edge_cost: dict[tuple[int, int], float] = {}
@@ -94,38 +119,76 @@ class _Placer:
             cost = self._edge_cost[u, v] = self.latency + self.byte_cost * nbytes
         return cost
 
-    def _estimate(self, task: Task, worker: Worker) -> tuple[float, float]:
+    def ready(self, v: int, worker: Worker) -> float:
+        """When all of v's inputs can be on `worker` (hand-off and host transfer costs included)."""
+        finish, where = self.finish, self.where
         ready = 0.0
-        host = self.host(worker) if self.hosts > 1 else 0
-        for p in self.graph.pred[task.id]:
-            where = self.where[p]
-            arrive = self.finish[p] + (self.handoff if where != worker else 0.0)
-            if self.hosts > 1 and self.host(where) != host:
-                arrive += self.edge_cost(p, task.id)
-            ready = max(ready, arrive)
-        start = max(ready, self.free_at[worker])
-        return start, start + task_cost(task, self.costs)
+        if self.hosts == 1:
+            handoff = self.handoff
+            for p in self.preds[v]:
+                arrive = finish[p] if where[p] == worker else finish[p] + handoff
+                if arrive > ready:
+                    ready = arrive
+            return ready
+        host = self.host(worker)
+        for p in self.preds[v]:
+            wp = where[p]
+            arrive = finish[p]
+            if wp != worker:
+                arrive += self.handoff
+                if self.host(wp) != host:
+                    arrive += self.edge_cost(p, v)
+            if arrive > ready:
+                ready = arrive
+        return ready
+
+    def _estimate(self, task: Task, worker: Worker) -> tuple[float, float]:
+        start = max(self.ready(task.id, worker), self.free_at[worker])
+        return start, start + self.cost[task.id]
+
+    def earliest_free(self, kind: str, allowed=None) -> Worker:
+        """The worker of `kind` (among `allowed`, if given) that frees up first (lowest index on
+        ties)."""
+        heap, free_at = self.free_heap[kind], self.free_at
+        while heap and free_at[(kind, heap[0][1])] != heap[0][0]:
+            heapq.heappop(heap)                              # stale entry
+        if allowed is None or (kind, heap[0][1]) in allowed:
+            return (kind, heap[0][1])
+        return min(allowed, key=lambda w: (free_at[w], w[1]))
 
     def place(self, task: Task, candidates: list[Worker]) -> None:
-        preds = list(self.graph.pred[task.id])
-        latest = max(preds, key=lambda p: (self.finish[p], p)) if preds else None
-        pred_workers = {self.where[p] for p in preds}
+        v = task.id
+        preds = self.preds[v]
+        finish, where, free_at = self.finish, self.where, self.free_at
+        cost = self.cost[v]
+        latest_worker = None
+        if preds:
+            latest = max(preds, key=lambda p: (finish[p], p))
+            latest_worker = where[latest]
+            pred_workers = {where[p] for p in preds}
+        else:
+            pred_workers = ()
+        common = None
+        if self.hosts == 1 and (self.handoff == 0.0 or not preds):
+            common = max((finish[p] for p in preds), default=0.0)
         best = None
         for worker in candidates:
-            start, finish = self._estimate(task, worker)
-            prefer = (0 if latest is not None and self.where[latest] == worker
-                      else 1 if worker in pred_workers else 2)
-            key = (finish, prefer, self.free_at[worker], worker[1])
+            free = free_at[worker]
+            ready = common if common is not None else self.ready(v, worker)
+            end = (ready if ready > free else free) + cost
+            prefer = 0 if worker == latest_worker else 1 if worker in pred_workers else 2
+            key = (end, prefer, free, worker[1])
             if best is None or key < best[0]:
-                best = (key, worker, finish)
-        _, worker, finish = best
-        self.commit(task, worker, finish)
+                best = (key, worker, end)
+        _, worker, end = best
+        self.commit(task, worker, end)
 
     def commit(self, task: Task, worker: Worker, finish: float) -> None:
         task.chip = worker[1]
         self.where[task.id] = worker
         self.finish[task.id] = finish
         self.free_at[worker] = finish
+        heapq.heappush(self.free_heap[worker[0]], (finish, worker[1]))
 
 
 def _check_group(program: Program, members: list[Task]) -> None:
@@ -140,8 +203,8 @@ def _check_group(program: Program, members: list[Task]) -> None:
                        f"group members run on distinct chips")
 
 
-def _group_candidates(program: Program, task: Task) -> list[Worker]:
-    """Chips a group member may take: not used or reserved (pinned) by another member."""
+def _group_taken(program: Program, task: Task) -> set[int]:
+    """Chips a group member may not take: used or reserved (pinned) by another member."""
     taken = set()
     for other_id in program.groups[task.group]:
         other = program.task(other_id)
@@ -150,35 +213,45 @@ def _group_candidates(program: Program, task: Task) -> list[Worker]:
                 taken.add(other.chip)
             elif other.pin is not None:
                 taken.add(other.pin)
-    return [("chip", i) for i in range(program.config.chips * program.config.hosts)
+    return taken
+
+
+def _candidates(placer: _Placer, task: Task, taken: set[int]) -> list[Worker]:
+    """Workers of the task's kind (not in `taken`) that can finish it earliest.
+
+    One host: all of them. Several hosts: only the workers on the hosts of the task's predecessors
+    (and of other group members), plus those on the host of the earliest free worker, can finish
+    it earliest, so list scheduling needs to look at no other host."""
+    kind = task.worker
+    if placer.hosts == 1:
+        return [(kind, i) for i in range(placer.count[kind]) if i not in taken]
+    where = placer.where
+    hosts = {placer.host(where[p]) for p in placer.preds[task.id]}
+    if task.group is not None:
+        hosts.update(placer.host(where[m]) for m in placer.program.groups[task.group]
+                     if m < len(where) and where[m] is not None)
+    if taken:
+        allowed = [(kind, i) for i in range(placer.count[kind]) if i not in taken]
+        hosts.add(placer.host(placer.earliest_free(kind, set(allowed))))
+    else:
+        hosts.add(placer.host(placer.earliest_free(kind)))
+    per = placer.per_host[kind]
+    return [(kind, i) for h in sorted(hosts) for i in range(h * per, (h + 1) * per)
             if i not in taken]
 
 
-def _host_candidates(placer: _Placer, task: Task, workers: list[Worker]) -> list[Worker]:
-    """With several hosts: only the workers on the hosts of the task's predecessors (and of other
-    group members), plus those on the host of the earliest free worker, can finish it earliest, so
-    list scheduling needs to look at no other host."""
-    if placer.hosts == 1:
-        return workers
-    hosts = {placer.host(placer.where[p]) for p in placer.graph.pred[task.id]}
-    if task.group is not None:
-        hosts.update(placer.host(placer.where[m]) for m in placer.program.groups[task.group]
-                     if m in placer.where)
-    free_at = placer.free_at
-    hosts.add(placer.host(min(workers, key=lambda w: (free_at[w], w[1]))))
-    return [w for w in workers if placer.host(w) in hosts]
-
-
-def estimate_times(program: Program) -> tuple[dict[int, float], dict[int, float]]:
-    """Start and finish estimates of every placed task under the schedule's cost model.
+def estimate_times(program: Program) -> tuple[list[float], list[float]]:
+    """Start and finish estimates of every placed task (lists indexed by task id) under the
+    schedule's cost model.
 
     Workers run their queues in order, so a task starts when its worker is free and its
     predecessors' results have arrived. The memory pass uses this to add only ordering edges that
     delay nothing.
     """
-    placer = _Placer(program)
-    start: dict[int, float] = {}
-    for task in program.tasks:
+    tasks = program.tasks
+    placer = _Placer(program, tasks)
+    start: list[float] = [0.0] * len(tasks)
+    for task in tasks:
         worker = worker_of(task)
         s, f = placer._estimate(task, worker)
         start[task.id] = s
@@ -196,36 +269,39 @@ def run(program: Program) -> Program:
         _check_group(program, [program.task(i) for i in members])
     for task in tasks:
         task.chip = task.queue_pos = None
-    placer = _Placer(program)
-    all_workers = {kind: [(kind, i) for i in range(count * cfg.hosts)]
-                   for kind, count in (("chip", cfg.chips), ("sub", cfg.sub_workers))}
+    placer = _Placer(program, tasks)
+    everything: set[int] = set()
     for task in tasks:
         if task.pin is not None:
             placer.place(task, [(task.worker, task.pin)])
         elif task.group is not None:
-            placer.place(task, _host_candidates(placer, task, _group_candidates(program, task)))
+            placer.place(task, _candidates(placer, task, _group_taken(program, task)))
         else:
-            placer.place(task, _host_candidates(placer, task, all_workers[task.worker]))
+            placer.place(task, _candidates(placer, task, everything))
     queues: dict[Worker, int] = {}
     for task in tasks:
         worker = worker_of(task)
         task.queue_pos = queues.get(worker, 0)
         queues[worker] = task.queue_pos + 1
-    program.sync_node_attrs()
+    nodes = program.graph.nodes
+    for task in tasks:                    # what `program.sync_node_attrs()` would change
+        attrs = nodes[task.id]
+        attrs["chip"], attrs["group"], attrs["host"] = task.chip, task.group, program.host_of(task)
 
-    costs = placer.costs
-    longest: dict[int, float] = {}
+    longest: list[float] = [0.0] * len(tasks)
+    where = placer.where
     cross = cross_host = 0
-    for task in tasks:
-        preds = program.graph.pred[task.id]
-        longest[task.id] = task_cost(task, costs) + max((longest[p] for p in preds), default=0.0)
-        cross += sum(1 for p in preds if placer.where[p] != placer.where[task.id])
-        if cfg.hosts > 1:
-            cross_host += sum(1 for p in preds
-                              if placer.host(placer.where[p]) != placer.host(placer.where[task.id]))
+    for v, preds in enumerate(placer.preds):
+        longest[v] = placer.cost[v] + max((longest[p] for p in preds), default=0.0)
+        here = where[v]
+        for p in preds:
+            if where[p] != here:
+                cross += 1
+                if cfg.hosts > 1 and placer.host(where[p]) != placer.host(here):
+                    cross_host += 1
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
-    program.reports["critical_path"] = max(longest.values(), default=0.0)
-    program.reports["makespan"] = max(placer.finish.values(), default=0.0)
+    program.reports["critical_path"] = max(longest, default=0.0)
+    program.reports["makespan"] = max(placer.finish, default=0.0)
     program.reports["cross_worker_edges"] = cross
     if cfg.hosts > 1:
         program.reports["cross_host_edges"] = cross_host
