@@ -170,8 +170,11 @@ def test_a_killed_host_never_hangs_the_others(tmp_path):
 
 # ------------------------------------------------------------------ the split, without MPI
 def _simulate(compiled, args, late: bool):
-    """Execute the per-host plans in one process: one arena per host, each transfer copied at its
-    earliest (right after the producer) or latest (right before its first consumer) moment."""
+    """Execute the per-host plans in one process, in program order: one arena per host, each
+    transfer read from its source arena (`capture`) and written into its destination (`land`) at its
+    earliest moment (right after the producer) or its latest (the source is read right before the
+    first task that waits for the send or the landing, the destination written right before the
+    first task that waits for the landing)."""
     from l3c.execute import _copy_out
     from l3c.registry import resolve
     from l3c.runtime import context
@@ -187,35 +190,47 @@ def _simulate(compiled, args, late: bool):
             if view is not None:
                 array_in(arena, view)[...] = a
 
-    def move(piece, src, dst):
+    def where(piece):
         if piece.view is not None:
-            array_in(arenas[dst], piece.view)[...] = array_in(arenas[src], piece.view)
-        else:
-            v = View(piece.base, (max(piece.index) + 1,), (piece.itemsize,), piece.dtype)
-            idx = list(piece.index)
-            array_in(arenas[dst], v)[idx] = array_in(arenas[src], v)[idx]
+            return piece.view, Ellipsis
+        return View(piece.base, (max(piece.index) + 1,), (piece.itemsize,), piece.dtype), \
+            list(piece.index)
+
+    def capture(tr):
+        out = []
+        for piece in tr.pieces:
+            view, idx = where(piece)
+            out.append(np.array(array_in(arenas[tr.src], view)[idx]))
+        return out
+
+    def land(tr, data):
+        for piece, values in zip(tr.pieces, data):
+            view, idx = where(piece)
+            array_in(arenas[tr.dst], view)[idx] = values
 
     steps = {st.task: (p.host, st) for p in d.parts for q in p.lowered.plan.queues for st in q}
+    captured: dict[int, list] = {}
     landed = set()
     for t in sorted(steps):
         host, st = steps[t]
         for tr in d.transfers:
+            if late and tr.id not in captured and (t in tr.consumers or t in tr.sent_waiters):
+                captured[tr.id] = capture(tr)
             if late and tr.dst == host and t in tr.consumers and tr.id not in landed:
-                for piece in tr.pieces:
-                    move(piece, tr.src, tr.dst)
+                land(tr, captured[tr.id])
                 landed.add(tr.id)
         context.set_task(0, st.group_rank, st.group_size)
         resolve(st.kernel)(*[array_in(arenas[host], a) if isinstance(a, View) else a
                              for a in st.args])
         for tr in d.transfers:
             if not late and tr.producer == t:
-                for piece in tr.pieces:
-                    move(piece, tr.src, tr.dst)
+                land(tr, capture(tr))
                 landed.add(tr.id)
     for fp in d.final:
         for h in range(d.hosts):
             if h != fp.root:
-                move(fp.piece, fp.root, h)
+                view, idx = where(fp.piece)
+                array_in(arenas[h], view)[idx] = array_in(arenas[fp.root], view)[idx]
 
     class _Arena:
         def __init__(self, a):
@@ -235,7 +250,7 @@ def test_split_plans_equal_numpy_with_early_and_late_landings(hosts, chips, sub)
     from l3c.trace import bind_arguments, trace
     cfg = l3c.jit(hosts=hosts, chips=chips, sub_workers=sub, static_argnames=("ops",),
                   )(sp.orchestrate).config
-    moved = 0
+    moved, sent_items, gated = 0, 0, 0
     for seed in range(12):
         rng = random.Random(seed)
         ops = sp.random_ops(rng, hosts * chips, sub, rng.randint(6, 30))
@@ -252,10 +267,60 @@ def test_split_plans_equal_numpy_with_early_and_late_landings(hosts, chips, sub)
                 for i, (a, b) in enumerate(zip(out, expected)):
                     assert np.allclose(a, b), f"seed {seed} host {host} result {i} late={late}"
         moved += d.stats["transfers"]
+        sent_items += d.stats["sent_items"]
+        gated += d.stats["gated"]
+        assert d.stats["tokens"] == 0
         assert {program.host_of(t) for t in program.tasks} <= set(range(hosts))
         assert all(program.graph.nodes[n]["host"] == program.host_of(program.task(n))
                    for n in program.graph.nodes)
-    assert moved > 0
+    assert moved > 0 and sent_items > 0 and gated > 0     # every ordering mechanism was exercised
+
+
+def test_split_sends_no_messages_for_orderings_without_data():
+    """8 hosts: each reads its block of x, then its neighbour overwrites that block (a WAR between
+    hosts), three rounds, then a reduction reads every block. Each host has its own arena, so the WARs
+    need no message (the old split sent a token for each); only data moves."""
+    import l3c
+    from l3c.dist.split import split
+    from l3c.ir import Config
+    from l3c.passes import run_passes
+    from l3c.trace import bind_arguments, trace
+
+    @l3c.kernel
+    def scale(a: l3c.In, out: l3c.Out):
+        out[...] = a * 2
+
+    @l3c.kernel
+    def fill(out: l3c.Out, value: float):
+        out[...] = value
+
+    @l3c.kernel
+    def total(a: l3c.In, out: l3c.Out):
+        out[...] = a.sum(axis=0)
+
+    def program_fn(x, n=8):
+        y = l3c.empty(x.shape, x.dtype)
+        for r in range(3):
+            for i in range(n):
+                scale.on(i)(x[i::n], y[i::n])
+            for i in range(n):
+                fill.on((i + 1) % n)(x[i::n], float(r))
+        out = l3c.empty((1, x.shape[1]), x.dtype)
+        total.on(0)(y, out)
+        return out
+
+    x = np.zeros((64, 4), np.float32)
+    program = run_passes(trace(program_fn, config=Config(chips=1, sub_workers=0, hosts=8),
+                               bound=bind_arguments(program_fn, (x,), {}, ())))
+    host = {t.id: program.host_of(t) for t in program.tasks}
+    no_data = {(u, host[v]) for u, v, e in program.graph.edges(data=True)
+               if host[u] != host[v] and "RAW" not in e.get("kinds", ())}
+    d = split(program)
+    assert len(no_data) >= 8 * 3                   # the old split sent a token for each of these
+    assert d.stats["tokens"] == 0
+    # y's blocks from hosts 1..7 to the reduction, and in rounds 2 and 3 each host reads the block
+    # its neighbour filled: 7 + 2 * 8 transfers, every one carrying data
+    assert d.stats["transfers"] == 7 + 2 * 8 and all(t.pieces for t in d.transfers)
 
 
 def test_hosts_without_a_launcher_is_a_clear_error_before_tracing(monkeypatch):

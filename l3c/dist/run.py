@@ -5,11 +5,13 @@ Each rank (host) runs the same steps, `run(compiled, *args)`:
 1. agree: the first run of a `Compiled` checks that every rank holds the same program (hash of the
    canonical text dump; on a mismatch the first differing line is shown);
 2. inputs: rank 0's arrays are broadcast (`Ibcast`) straight into every host's staging area;
-3. post an `Irecv` for every inbound transfer (into the arena itself when the piece is contiguous,
-   else into a buffer), reset the landing counter, start the dispatcher (`l3c_start`);
+3. post an `Irecv` for every inbound transfer not gated (into the arena itself when the piece is
+   contiguous, else into a buffer), reset the landing counter, start the dispatcher (`l3c_start`);
 4. the parent loop, per *transfer* (never per task): post the `Isend`s of a transfer once its producer's
-   S_DONE shows it completed; land inbound transfers in their fixed order (scatter buffers, raise the
-   landing counter with a futex wake: workers wait on it like on any slot); poll the control channel
+   S_DONE shows it completed; post gated `Irecv`s once their local tasks and earlier landings are
+   done; raise the landing counter over the host's sequence in its fixed order (an inbound transfer
+   counts once received and scattered, a sent item once its `Isend`s completed), with a futex wake:
+   workers wait on it like on any slot; poll the control channel
    (failures, heartbeats, "done"); let the native `l3c_wait` sleep briefly when nothing moves;
 5. when the local run finished, every send completed and every transfer landed: tell the others
    "done" and wait for their "done"; then the owners broadcast the results and written inputs
@@ -139,7 +141,7 @@ class _HostBuffers:
                 buf, how = run.buffers.target(piece)
                 out.append(([buf.reshape(-1).view(np.uint8), MPI.BYTE], buf, how))
             return out
-        self.inbound = [(tr, specs(tr)) for tr in run.part.recvs]
+        self.inbound = {tr.id: specs(tr) for tr in run.part.recvs}
         outbound: dict[int, list] = {}
         for tr in run.part.sends:
             outbound.setdefault(run.done_word(tr.src_slot), []).append((tr.src_count, tr, specs(tr)))
@@ -285,19 +287,14 @@ class _Run:
         limit = launcher.REMOTE_SILENCE if self.timeout is None else self.timeout
         launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
 
-    def post_receives(self) -> list:
-        """An `Irecv` per piece of every inbound transfer, posted before the run starts (straight into
-        the arena when the piece is contiguous). Returns [(transfer, requests, scatters)] in landing
-        order."""
-        recvs = []
-        irecv, byte = self.comm.Irecv, self.MPI.BYTE
-        for tr, specs in self.bufs.inbound:
-            tag = self.tag_base + tr.id
-            reqs = [irecv(spec, source=tr.src, tag=tag) for spec, _, _ in specs]
-            if not specs:
-                reqs.append(irecv([_EMPTY, byte], source=tr.src, tag=tag))
-            recvs.append((tr, reqs, [(buf, how) for _, buf, how in specs if how is not None]))
-        return recvs
+    def post_receive(self, tr: Transfer) -> list:
+        """The `Irecv`s of one inbound transfer (straight into the arena when a piece is contiguous)."""
+        irecv, tag = self.comm.Irecv, self.tag_base + tr.id
+        specs = self.bufs.inbound[tr.id]
+        reqs = [irecv(spec, source=tr.src, tag=tag) for spec, _, _ in specs]
+        if not specs:
+            reqs.append(irecv([_EMPTY, self.MPI.BYTE], source=tr.src, tag=tag))
+        return reqs
 
     def post_sends(self, tr: Transfer, specs: list) -> list:
         tag = self.tag_base + tr.id
@@ -324,8 +321,19 @@ class _Run:
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
         testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
         monotonic, probe = time.monotonic, PROBE
-        recvs = self.post_receives()
-        n_recvs = len(recvs)
+        # the landing sequence: [kind, transfer, requests or None, scatters]; an inbound transfer's
+        # Irecvs are posted before the run unless gated (its bytes are still in use here)
+        seq = []
+        for kind, tr in self.part.sequence:
+            reqs = scatters = None
+            if kind == "recv":
+                scatters = [(buf, how) for _, buf, how in self.bufs.inbound[tr.id] if how is not None]
+                if not tr.gate_slots and not tr.gate_order:
+                    reqs = self.post_receive(tr)
+            seq.append([kind, tr, reqs, scatters])
+        gated = [item for item in seq if item[0] == "recv" and item[2] is None]
+        sent_reqs: dict[int, list] = {}
+        n_seq = len(seq)
         sync.store_u32(self.landing_word, 0)
         ctrl, pids = pool.control_address, pool.pids_address
         slot_map = ctypes.addressof(self.slot_map)
@@ -358,23 +366,44 @@ class _Run:
                             _, tr, specs = items[i]
                             if probe is not None:
                                 probe.append(("seen", time.monotonic_ns()))
-                            inflight.extend(self.post_sends(tr, specs))
+                            if tr.sent_order:
+                                sent_reqs[tr.id] = self.post_sends(tr, specs)
+                            else:
+                                inflight.extend(self.post_sends(tr, specs))
                             if probe is not None:
                                 probe.append(("sent", time.monotonic_ns()))
                             i += 1
                             n_sends_left -= 1
                         head[2] = i
                         progressed = True
-            while landed < n_recvs and testall(recvs[landed][1]):
-                tr, _, scatters = recvs[landed]
-                if probe is not None:
-                    probe.append(("arrived", time.monotonic_ns()))
-                for buf, how in scatters:
-                    self.buffers.scatter(buf, how)
+            if gated:
+                still = []
+                for item in gated:
+                    tr = item[1]
+                    if landed >= tr.gate_order and all(
+                            load(self.done_word(sl)) >= c for sl, c in tr.gate_slots):
+                        item[2] = self.post_receive(tr)
+                    else:
+                        still.append(item)
+                gated = still
+            while landed < n_seq:
+                kind, tr, reqs, scatters = seq[landed]
+                if kind == "recv":
+                    if reqs is None or not testall(reqs):
+                        break
+                    for buf, how in scatters:
+                        self.buffers.scatter(buf, how)
+                    if probe is not None:
+                        probe.append(("arrived", time.monotonic_ns()))
+                    self.heard[tr.src] = monotonic()
+                else:
+                    reqs = sent_reqs.get(tr.id)
+                    if reqs is None or not testall(reqs):
+                        break
+                    del sent_reqs[tr.id]
                 landed += 1
                 sync.publish(self.landing_word, landed, self.landing_waiters)
                 progressed = True
-                self.heard[tr.src] = monotonic()
             if inflight and testall(inflight):
                 inflight = []
                 progressed = True
@@ -387,7 +416,7 @@ class _Run:
                     bell, last_check = b, now
                     self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, 0, out_ref), out_slot)
                     local_done = self._local_done
-            remote = n_sends_left or inflight or landed < n_recvs
+            remote = n_sends_left or inflight or landed < n_seq
             if local_done and not remote:
                 if not said_done:
                     self.tell(self.peers, ("done",))
@@ -402,8 +431,10 @@ class _Run:
                     self.tell(self.peers, ("alive",))
                     last_beat = now
                 waiting: dict[int, int] = {}
-                if landed < n_recvs:
-                    waiting[recvs[landed][0].src] = recvs[landed][0].producer
+                if landed < n_seq and seq[landed][0] == "recv":
+                    waiting[seq[landed][1].src] = seq[landed][1].producer
+                elif landed < n_seq:
+                    waiting[seq[landed][1].dst] = seq[landed][1].producer
                 if said_done:
                     for h in self.peers:
                         if h not in self.done_peers:
