@@ -115,7 +115,8 @@ def region_view(base: int, info: TensorInfo, region: Region, dtype: str | None =
 
 
 def _compute_waits(program: Program, slots: int, slot: dict[int, int],
-                   inbound: dict[int, tuple[int, int]] | None = None
+                   inbound: dict[int, tuple[int, int]] | None = None,
+                   local_after: dict[int, dict[int, int]] | None = None
                    ) -> dict[int, tuple[tuple[int, int], ...]]:
     """Minimal cross-slot waits per task, by vector clocks over the placed queues.
 
@@ -123,7 +124,8 @@ def _compute_waits(program: Program, slots: int, slot: dict[int, int],
     completed. Tasks are visited in program order, which is a topological order (edges go u < v,
     queues are in program order). `slot` holds only the tasks being lowered (one host's, with
     several hosts); predecessors elsewhere are reached through `inbound[v] = (landing slot, count)`,
-    which implies nothing about local slots.
+    which implies nothing about local slots, and `local_after[v] = {slot: count}` (local steps the
+    whole graph orders before v through other hosts).
     """
     after: dict[tuple[int, int], list[int]] = {}
     last_known: list[list[int]] = [[0] * slots for _ in range(slots)]
@@ -148,6 +150,9 @@ def _compute_waits(program: Program, slots: int, slot: dict[int, int],
         if v in inbound:
             t, c = inbound[v]
             need[t] = max(need.get(t, 0), c)
+        for t, c in (local_after or {}).get(v, {}).items():
+            if t != s:
+                need[t] = max(need.get(t, 0), c)
         cands = [(t, c) for t, c in need.items() if known[t] < c]
         kept = [(t, c) for t, c in cands
                 if not any(implied(t2, c2)[t] >= c for t2, c2 in cands if (t2, c2) != (t, c))]
@@ -173,7 +178,9 @@ def _views_tree(tree: Any, program: Program, bases: dict[int, int]) -> ViewTree:
 
 
 def lower(program: Program, host: int | None = None,
-          inbound: dict[int, int] | None = None, signal_tasks: frozenset[int] = frozenset()
+          inbound: dict[int, int] | None = None, signal_tasks: frozenset[int] = frozenset(),
+          local_after: dict[int, dict[int, int]] | None = None,
+          host_tasks: list[int] | None = None, written: frozenset[int] | None = None
           ) -> LoweredProgram:
     """Turn a placed program (after every pass) into a `Plan` plus the staging and result views.
 
@@ -186,8 +193,8 @@ def lower(program: Program, host: int | None = None,
         raise ValueError(f"{program.name} spans {config.hosts} hosts: lower it per host "
                          "(l3c.dist.split)")
     slots = config.chips + config.sub_workers + (1 if host is not None else 0)
-    nodes = [v for v in program.graph.nodes
-             if host is None or program.host_of(program.task(v)) == host]
+    nodes = host_tasks if host_tasks is not None else [
+        v for v in program.graph.nodes if host is None or program.host_of(program.task(v)) == host]
     slot = {v: slot_of(program, v) for v in nodes}
     landing = {v: (landing_slot(program), k) for v, k in (inbound or {}).items()}
     bases, staging_views, staging, arena_bytes = _tensor_bases(program)
@@ -200,7 +207,7 @@ def lower(program: Program, host: int | None = None,
             if program.task(v).queue_pos != k:
                 raise ValueError(f"slot {s}: queue positions are not 0..n-1 ({queue})")
 
-    waits = _compute_waits(program, slots, slot, landing)
+    waits = _compute_waits(program, slots, slot, landing, local_after)
     signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws if queues[t]}
     signalled |= signal_tasks
 
@@ -225,7 +232,8 @@ def lower(program: Program, host: int | None = None,
     plan = Plan(chips=config.chips, sub_workers=slots - config.chips,
                 queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes)
 
-    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+    if written is None:
+        written = frozenset(a.tensor for t in program.tasks for a in t.accesses if a.writes)
     input_views = tuple(staging_views[p.tensor] if p.tensor is not None else None
                         for p in program.params)
     written_inputs = tuple(i for i, p in enumerate(program.params)
