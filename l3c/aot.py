@@ -330,7 +330,9 @@ def _enc_dist(dist: Any) -> dict:
                    "dispatcher_ir": generate_ir(p.lowered.plan)} for p in dist.parts],
         "transfers": [{"id": t.id, "src": t.src, "dst": t.dst, "producer": t.producer,
                        "src_slot": t.src_slot, "src_count": t.src_count, "order": t.order,
-                       "consumers": list(t.consumers), "pieces": [_enc_piece(p) for p in t.pieces]}
+                       "consumers": list(t.consumers), "pieces": [_enc_piece(p) for p in t.pieces],
+                       "sent_order": t.sent_order, "sent_waiters": list(t.sent_waiters),
+                       "gate_slots": [list(g) for g in t.gate_slots], "gate_order": t.gate_order}
                       for t in dist.transfers],
         "final": [{"root": f.root, "piece": _enc_piece(f.piece)} for f in dist.final],
     }
