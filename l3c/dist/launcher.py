@@ -25,6 +25,9 @@ LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRAN
 # How long a rank may stay silent (no heartbeat, no message) while another waits on it, and the bound
 # of waits outside a run (agreement, communicator set-up) when the run has no timeout.
 REMOTE_SILENCE = float(os.environ.get("L3C_REMOTE_SILENCE", "10"))
+# ... and once the launcher said that a process of the job ended (SIGUSR1 from hydra): a rank alive
+# sends a heartbeat every 0.25 s during a run, so this much silence then means it is gone
+TERMINATED_SILENCE = 1.0
 SETUP_TIMEOUT = float(os.environ.get("L3C_REMOTE_SETUP_TIMEOUT", "60"))
 
 _state: dict[str, Any] = {}
@@ -60,7 +63,28 @@ def check_hosts(hosts: int) -> int:
     rank = MPI.COMM_WORLD.Get_rank()
     from ..runtime import context
     context.set_host(rank)
+    _listen_for_terminations()
     return rank
+
+
+def _listen_for_terminations() -> None:
+    """Hydra (mpiexec -disable-auto-cleanup) tells every rank that some process of the job ended by
+    sending SIGUSR1, whose default action kills the process: MPICH installs no handler. Take it as a
+    hint instead: `run` then declares a peer lost after a short silence (`TERMINATED_SILENCE`). An
+    application's own SIGUSR1 handler is left in place."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        def note(signum: int, frame: Any) -> None:
+            _state["terminated"] = time.monotonic()
+        signal.signal(signal.SIGUSR1, note)
+
+
+def terminated_hint() -> float | None:
+    """When the launcher last said that a process of the job ended (time.monotonic()), or None."""
+    return _state.get("terminated")
 
 
 @contextlib.contextmanager

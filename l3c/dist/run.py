@@ -261,9 +261,12 @@ class _Run:
         """Raise HostLost for a peer we wait on that stayed silent too long (or past the timeout).
         `waiting_for`: host -> task we wait for from it (-1: its "done")."""
         now = time.monotonic()
+        limit = launcher.REMOTE_SILENCE
+        if launcher.terminated_hint() is not None:      # the launcher said a process ended
+            limit = min(limit, launcher.TERMINATED_SILENCE)
         for h, task in waiting_for.items():
             silent = now - self.heard[h]
-            if silent >= launcher.REMOTE_SILENCE or (self.deadline is not None and now >= self.deadline):
+            if silent >= limit or (self.deadline is not None and now >= self.deadline):
                 why = (f"the run's timeout of {self.timeout} s passed" if self.deadline is not None
                        and now >= self.deadline else f"it sent nothing for {silent:.1f} s")
                 what = (f"the transfer of {_describe(self.compiled, task)}" if task >= 0
