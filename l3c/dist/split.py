@@ -362,11 +362,34 @@ def _order_against_local_tasks(program: Program, host_of: dict[int, int],
                                bases: dict[int, int], drafts: list[dict]) -> None:
     """Gates, extra consumers and sent waiters of every transfer, from the exact bytes the tasks on
     its two hosts touch."""
+    # only accesses whose hull meets a transfer's hull on that host can conflict with it
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for d in drafts:
+        for h in (d["src"], d["dst"]):
+            spans.setdefault(h, []).extend(sp for sp in d["spans"] if sp[1] > sp[0])
+    merged: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for h, sp in spans.items():
+        sp.sort()
+        lo, hi = [sp[0][0]], [sp[0][1]]
+        for a0, a1 in sp[1:]:
+            if a0 <= hi[-1]:
+                hi[-1] = max(hi[-1], a1)
+            else:
+                lo.append(a0)
+                hi.append(a1)
+        merged[h] = (np.array(lo, np.int64), np.array(hi, np.int64))
     rows: dict[int, list] = {}
     for t in program.tasks:
         h = host_of[t.id]
+        if h not in merged:
+            continue
+        mlo, mhi = merged[h]
         for a in t.accesses:
             info = program.tensors[a.tensor]
+            lo, hi = _region_span(bases[a.tensor], info.itemsize, a.region)
+            k = int(np.searchsorted(mlo, hi, side="left")) - 1    # last merged span starting < hi
+            if hi <= lo or k < 0 or mhi[k] <= lo:
+                continue
             rows.setdefault(h, []).append(
                 (t.id, bool(a.writes), bases[a.tensor] + elements(a.region) * info.itemsize,
                  info.itemsize))
