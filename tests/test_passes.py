@@ -346,3 +346,60 @@ def test_graph_reachability_matches_data_dependencies_on_explicit_groups():
     assert set(g.edges) == {(0, 1), (0, 2), (1, 3), (2, 3)}
     assert not nx.has_path(g, 1, 2)
     assert prog.groups == [[1, 2]] and {prog.task(1).chip, prog.task(2).chip} == {0, 1}
+
+
+# ---------------------------------------------------------------- several hosts / many workers
+
+def _on_hosts(prog, hosts):
+    prog.config.hosts = hosts
+    return prog
+
+
+def test_memory_reuses_with_an_edge_on_one_host_never_across_hosts():
+    # The costless-edge reuse above, with chips 0 and 1 on one host (reuse, one edge) and on two
+    # hosts (no edge: it would be a network message, and each host has its own arena anyway).
+    calls = [call("fa", ("a", (), "Out"), pin=0), call("fa2", ("a", (), "In"), ("x", (), "Out"), pin=0)]
+    calls += [call("busy", ("y", (), "InOut"), pin=1) for _ in range(4)]
+    calls += [call("fb", ("b", (), "Out"), pin=1), call("fb2", ("b", (), "In"), ("y", (), "InOut"), pin=1)]
+    tensors = {"a": (16,), "b": (16,), "x": (1,), "y": (1,)}
+    one_host = _on_hosts(program(tensors, calls, chips=2, results=("x", "y")), 1)
+    run_passes(one_host, options=EVERYTHING)
+    assert one_host.memory.added_edges == 1
+    assert one_host.tensors[0].arena_offset == one_host.tensors[1].arena_offset
+    two_hosts = _on_hosts(program(tensors, calls, chips=1, results=("x", "y")), 2)
+    run_passes(two_hosts, options=EVERYTHING)
+    assert [two_hosts.host_of(t) for t in two_hosts.tasks] == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert two_hosts.memory.added_edges == 0
+    assert two_hosts.tensors[0].arena_offset != two_hosts.tensors[1].arena_offset
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_programs_on_several_hosts_keep_invariants(seed):
+    rng = random.Random(5000 + seed)
+    prog = _on_hosts(random_pipeline_program(rng, 2, 1), rng.choice([2, 3]))
+    run_passes(prog, options=EVERYTHING)
+    for u, v in prog.reports["memory_edges"]:
+        assert prog.host_of(prog.task(u)) == prog.host_of(prog.task(v))
+
+
+def test_memory_plan_on_many_workers_reuses_per_chain():
+    # 64 hosts x 8 chips, 128 independent chains t_i -> u_i -> v_i (on chips 4i): u_i may reuse
+    # nothing of another chain (no path), but v_i reuses t_i's bytes on its own chip's queue. The
+    # memory pass used to keep a 520-wide vector clock per task in Python loops.
+    n = 128
+    tensors = {f"{k}{i}": (16,) for i in range(n) for k in "tuv"}
+    tensors.update({f"r{i}": (1,) for i in range(n)})
+    calls = []
+    for i in range(n):
+        chip = 4 * i
+        calls += [call("f", (f"t{i}", (), "Out"), pin=chip),
+                  call("f", (f"t{i}", (), "In"), (f"u{i}", (), "Out"), pin=chip),
+                  call("f", (f"u{i}", (), "In"), (f"v{i}", (), "Out"), pin=chip),
+                  call("f", (f"v{i}", (), "In"), (f"r{i}", (), "Out"), pin=chip)]
+    prog = _on_hosts(program(tensors, calls, chips=8, results=tuple(f"r{i}" for i in range(n))), 64)
+    run_passes(prog)
+    off = {t.name: t.arena_offset for t in prog.tensors}
+    assert all(off[f"v{i}"] == off[f"t{i}"] for i in range(n))
+    assert len({off[f"t{i}"] for i in range(n)}) == n          # no reuse across chains
+    assert prog.memory.added_edges == 0
+    assert prog.memory.arena_bytes <= prog.memory.naive_bytes - n * 64

@@ -23,24 +23,55 @@ from ..ir import Access, Program, Region
 from . import regions
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks
-MAX_BUCKET_SPAN = 16          # accesses spanning more chunks go to the `wide` list
+MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
+MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
 REDUCTION_BUDGET = 4096       # predecessor-search steps per task before reduction gives up (keeps edges)
 
 
 class _Pending:
-    """One pending access: its task, region, mode and flat bounding interval [lo, hi]."""
+    """One pending access: its task, region, mode, flat bounding interval [lo, hi], and the index
+    chunks it may touch (`chunks`; None: too many to list, kept in the index's `wide` set)."""
 
     __slots__ = ("tensor", "task", "region", "reads", "writes", "lo", "hi", "whole", "chunks")
 
     def __init__(self, tensor: int, task: int, region: Region, reads: bool, writes: bool,
-                 lo: int, hi: int, whole: bool) -> None:
+                 lo: int, hi: int, whole: bool, chunks) -> None:
         self.tensor, self.task, self.region = tensor, task, region
         self.reads, self.writes, self.lo, self.hi, self.whole = reads, writes, lo, hi, whole
-        self.chunks: range | None = None
+        self.chunks = chunks
+
+
+def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int, ...]):
+    """The chunks (of `chunk` flat elements) a region may touch, or None when there are more
+    than `MAX_BUCKET_CHUNKS`.
+
+    A contiguous span is one range. A strided box (e.g. rows `x[i::512]`, whose bounding
+    interval covers most of the tensor) is listed per value of its outermost axis: the elements
+    with that value lie in one flat interval. Without this, row-interleaved accesses are all
+    "wide" and every access is compared with every pending one (quadratic)."""
+    first, last = lo // chunk, hi // chunk
+    if last - first < MAX_BUCKET_SPAN:
+        return range(first, last + 1)
+    box = region.box
+    if box is None or len(box) != len(strides) or box[0][1] > MAX_BUCKET_CHUNKS:
+        return None
+    lo_rest = hi_rest = 0
+    for (start, count, step), stride in zip(box[1:], strides[1:]):
+        lo_rest += start * stride
+        hi_rest += (start + (count - 1) * step) * stride
+    start, count, step = box[0]
+    found: set[int] = set()
+    for j in range(count):
+        base = (start + j * step) * strides[0]
+        a, b = (base + lo_rest) // chunk, (base + hi_rest) // chunk
+        if len(found) + b - a >= MAX_BUCKET_CHUNKS:
+            return None
+        found.update(range(a, b + 1))
+    return found
 
 
 class _Index:
-    """Pending accesses of one tensor, findable by flat index interval."""
+    """Pending accesses of one tensor, findable by the chunks of flat index space they touch."""
 
     __slots__ = ("chunk", "entries", "buckets", "wide")
 
@@ -52,13 +83,16 @@ class _Index:
 
     def add(self, e: _Pending) -> None:
         self.entries.add(e)
-        first, last = e.lo // self.chunk, e.hi // self.chunk
-        if e.whole or last - first >= MAX_BUCKET_SPAN:
+        if e.chunks is None:
             self.wide.add(e)
         else:
-            e.chunks = range(first, last + 1)
+            buckets = self.buckets
             for c in e.chunks:
-                self.buckets.setdefault(c, set()).add(e)
+                bucket = buckets.get(c)
+                if bucket is None:
+                    buckets[c] = {e}
+                else:
+                    bucket.add(e)
 
     def remove(self, e: _Pending) -> None:
         self.entries.discard(e)
@@ -72,15 +106,15 @@ class _Index:
                     del self.buckets[c]
 
     def near(self, e: _Pending):
-        """Pending accesses whose bounding interval may meet `e`'s (a superset)."""
+        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it)."""
         if not self.entries:
             return ()
-        first, last = e.lo // self.chunk, e.hi // self.chunk
-        if e.whole or last - first >= MAX_BUCKET_SPAN or len(self.entries) <= 8:
+        if e.chunks is None or len(self.entries) <= 8:
             return list(self.entries)
         found = set(self.wide)
-        for c in range(first, last + 1):
-            bucket = self.buckets.get(c)
+        buckets = self.buckets
+        for c in e.chunks:
+            bucket = buckets.get(c)
             if bucket:
                 found.update(bucket)
         return found
@@ -148,7 +182,16 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
                           or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
             mode = access.mode
             e_reads, e_writes = mode != "Out", mode != "In"
-            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole)
+            chunk = w_index.chunk
+            first = lo // chunk
+            last = hi // chunk
+            if whole:
+                chunks = None
+            elif last - first < MAX_BUCKET_SPAN:
+                chunks = range(first, last + 1)
+            else:
+                chunks = _chunks_of(region, lo, hi, chunk, dense_strides(tid))
+            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
             for index in ((w_index, reads[tid]) if e_writes else (w_index,)):
                 for old in index.near(e):
                     if old.task == v or old.hi < lo or hi < old.lo:

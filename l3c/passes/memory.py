@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
+
 from ..errors import L3CError
 from ..ir import Program
-from .schedule import estimate_times
+from .schedule import estimate_times, predecessor_lists
 from .scopes import result_tensors
 
 ALIGNMENT = 64
-NEVER = 1 << 62                # a queue position no task reaches (returned tensors)
+NEVER = 1 << 30                # a queue position no task reaches
+MAX_EDGES_PER_REUSE = 16       # ordering edges one reuse may add (more: grow the arena instead)
+RETIRE_CHECK = 8               # look for retirable tensors once this many (then 2x the rest) are active
 
 
 def aligned(nbytes: int) -> int:
@@ -109,151 +113,192 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
 class _Planner:
     """Best-fit placement with exact happens-before tests (see module docstring).
 
-    Vector clocks: `clock[t][w]` is the highest queue position on worker w that has completed when
+    Vector clocks: `clock[t, w]` is the highest queue position on worker w that has completed when
     task t completes (t's own position included); a task's clock is the element-wise max of its
-    graph predecessors' and its queue predecessor's. a happens before b (a != b) exactly when
-    `before(b)[slot(a)] >= queue_pos(a)`, where `before(b)` is b's clock without b itself. Clocks
-    are computed lazily in program order and stay valid for a prefix of the program: an ordering
-    edge added into task b invalidates the clocks from b on (they are recomputed when needed).
+    graph predecessors' and its queue predecessor's. x happens before y (x != y) exactly when
+    `before(y)[slot(x)] >= queue_pos(x)`, where `before(y)` is y's clock without y itself. A clock
+    is a numpy vector, so merging one costs ~1 us whether there are 3 workers or 576 (a Python
+    loop over 576 entries costs ~30 us), computed lazily in program order; clocks stay valid for
+    a prefix of the program: an ordering edge added into task y invalidates the clocks from y on.
+
+    Per tensor only its first accessing task on each worker and its last position on each worker
+    are kept (sparse: the workers its accesses touch), so "every access of A before every access
+    of B" costs O(workers A touches) once B's smallest `before` clock is known.
     """
 
     def __init__(self, program, accesses, returned, intervals, size) -> None:
         self.program = program
-        self.accesses, self.returned, self.intervals, self.size = accesses, returned, intervals, size
+        self.returned, self.intervals, self.size = returned, intervals, size
         cfg = program.config
         self.workers = ([("chip", i) for i in range(cfg.chips * cfg.hosts)]
                         + [("sub", i) for i in range(cfg.sub_workers * cfg.hosts)])
-        self.slot = {w: i for i, w in enumerate(self.workers)}
-        self.tasks = program.tasks
-        self.slot_of: list[int] = []
+        per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
+        self.host_of_slot = [i // per_host[kind] for kind, i in self.workers]
+        slot = {w: i for i, w in enumerate(self.workers)}
+        tasks = self.tasks = program.tasks
+        n, width = len(tasks), len(self.workers)
+        self.slot_of: list[int] = [0] * n
+        self.pos: list[int] = [0] * n
         self.queue: list[list[int]] = [[] for _ in self.workers]
-        self.queue_prev: list[int | None] = []
-        for t in self.tasks:
+        self.sources: list[list[int]] = predecessor_lists(program.graph, n)
+        for t in tasks:
             if t.chip is None or t.queue_pos is None:
                 raise L3CError(f"{t.loc}: task {t.id} is not placed; the memory pass runs after "
                                f"the schedule pass")
-            s = self.slot[(t.worker, t.chip)]
-            self.slot_of.append(s)
-            self.queue_prev.append(self.queue[s][-1] if self.queue[s] else None)
+            s = slot[(t.worker, t.chip)]
+            self.slot_of[t.id], self.pos[t.id] = s, t.queue_pos
+            if self.queue[s]:
+                self.sources[t.id].append(self.queue[s][-1])   # queue predecessor
             self.queue[s].append(t.id)
-        self.clock: list[list[int] | None] = [None] * len(self.tasks)
+        # Per tensor: first accessing task per worker slot, and (slot, last position, last task).
+        self.firsts: dict[int, dict[int, int]] = {}
+        self.lasts: dict[int, list[tuple[int, int, int]]] = {}
+        for tid, ids in accesses.items():
+            first: dict[int, int] = {}
+            last: dict[int, int] = {}
+            for t in ids:
+                s = self.slot_of[t]
+                if s not in first:
+                    first[s] = t
+                last[s] = t
+            self.firsts[tid] = first
+            self.lasts[tid] = [(s, self.pos[t], t) for s, t in last.items()]
+        self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
-        self.start, self.finish = estimate_times(program)
+        self.times = None                        # schedule estimates (start, finish), when needed
         self.handoff = float(program.reports.get("handoff_cost", 0.0))
 
     def _ensure(self, upto: int) -> None:
         if upto < self.valid_upto:
             return
-        graph, width = self.program.graph, len(self.workers)
+        clock, sources, slot_of, pos = self.clock, self.sources, self.slot_of, self.pos
+        width = len(self.workers)
         for t in range(self.valid_upto, upto + 1):
-            vc = [-1] * width
-            sources = list(graph.pred[t])
-            if self.queue_prev[t] is not None:
-                sources.append(self.queue_prev[t])
-            for p in sources:
-                pc = self.clock[p]
-                for i in range(width):
-                    if pc[i] > vc[i]:
-                        vc[i] = pc[i]
-            vc[self.slot_of[t]] = self.tasks[t].queue_pos
-            self.clock[t] = vc
+            src = sources[t]
+            if not src:
+                vc = np.full(width, -1, dtype=np.int64)
+            elif len(src) == 1:
+                vc = clock[src[0]].copy()
+            else:
+                vc = np.maximum(clock[src[0]], clock[src[1]])
+                for p in src[2:]:
+                    np.maximum(vc, clock[p], out=vc)
+            vc[slot_of[t]] = pos[t]
+            clock[t] = vc
         self.valid_upto = upto + 1
 
-    def _before(self, t: int) -> list[int]:
-        self._ensure(t)
-        vc = list(self.clock[t])
-        vc[self.slot_of[t]] -= 1
-        return vc
-
-    def _last_pos(self, tid: int) -> list[int]:
-        """Per worker, the queue position of the tensor's last access there (-1: none)."""
-        if tid in self.returned:
-            return [NEVER] * len(self.workers)
-        vec = [-1] * len(self.workers)
-        for t in self.accesses.get(tid, ()):     # in program order, so queue order too
-            vec[self.slot_of[t]] = self.tasks[t].queue_pos
-        return vec
-
-    def _firsts(self, tid: int) -> dict[int, int]:
-        """Per worker slot, the tensor's first accessing task there (later ones follow it)."""
-        found: dict[int, int] = {}
-        for t in self.accesses.get(tid, ()):
-            found.setdefault(self.slot_of[t], t)
-        return found
-
-    def _lasts(self, tid: int) -> dict[int, int]:
-        found: dict[int, int] = {}
-        for t in self.accesses.get(tid, ()):
-            found[self.slot_of[t]] = t
-        return found
-
     def _min_before(self, tid: int) -> list[int]:
-        """Element-wise smallest `before` clock among the tensor's accesses (NEVER: none)."""
-        vec = [NEVER] * len(self.workers)
-        for t in self._firsts(tid).values():
-            vec = [min(a, b) for a, b in zip(vec, self._before(t))]
-        return vec
+        """Element-wise smallest `before` clock among the tensor's accesses (the first on each
+        worker: later ones follow it in the queue)."""
+        firsts = self.firsts.get(tid)
+        if not firsts:
+            return [NEVER] * len(self.workers)
+        self._ensure(max(firsts.values()))
+        clock = self.clock
+        found = None
+        for s, y in firsts.items():
+            row = clock[y].copy()
+            row[s] -= 1
+            found = row if found is None else np.minimum(found, row, out=found)
+        return found.tolist()
 
-    def _frontiers(self, point: int) -> list[list[int]]:
-        """Clocks that every future task (id >= point) of each still-busy worker dominates."""
-        fronts = []
+    def _seen_by_future(self, point: int) -> list[int] | None:
+        """A clock every future task (id >= point) has seen complete, or None if some worker
+        with future tasks has none before `point` (then nothing is known to be seen)."""
+        rows = []
         for q in self.queue:
             i = bisect.bisect_left(q, point)
             if i == len(q):
                 continue                                  # no future task on this worker
             if i == 0:
-                fronts.append([-1] * len(self.workers))
-            else:
-                self._ensure(q[i - 1])
-                fronts.append(self.clock[q[i - 1]])
-        return fronts
+                return None
+            rows.append(q[i - 1])
+        if not rows:
+            return [NEVER] * len(self.workers)
+        self._ensure(max(rows))
+        clock = self.clock
+        return np.minimum.reduce([clock[t] for t in rows]).tolist()
 
-    def _edges_needed(self, a_tid: int, b_tid: int, last_a: list[int]) -> list[tuple[int, int]] | None:
+    def _edges_needed(self, a_tid: int, b_tid: int) -> list[tuple[int, int]] | None:
         """Ordering edges that would put all of A before all of B without delaying the schedule's
-        estimate, or None if some needed edge would delay it."""
-        if a_tid in self.returned or not self.accesses.get(b_tid):
+        estimate, or None if some needed edge would delay it, cross hosts (it would become a
+        network message the estimate does not price, and hosts have separate arenas anyway), or
+        the pair needs more than `MAX_EDGES_PER_REUSE` of them."""
+        if a_tid in self.returned or not self.firsts.get(b_tid):
             return None
+        if self.times is None:
+            self.times = estimate_times(self.program)
+        start, finish = self.times
+        clock, slot_of, pos, host = self.clock, self.slot_of, self.pos, self.host_of_slot
         needed = []
-        for wb, b in self._firsts(b_tid).items():
-            before_b = self._before(b)
-            for wa, a in self._lasts(a_tid).items():
-                if before_b[wa] >= last_a[wa]:
+        for wb, y in self.firsts[b_tid].items():
+            self._ensure(y)
+            for wa, p, x in self.lasts[a_tid]:
+                seen = int(clock[y][wa]) - (1 if wa == wb else 0)
+                if seen >= p:
                     continue
-                arrive = self.finish[a] + (self.handoff if wa != wb else 0.0)
-                if a >= b or arrive > self.start[b]:
+                if x >= y or host[wa] != host[wb] or len(needed) == MAX_EDGES_PER_REUSE:
                     return None
-                needed.append((a, b))
+                if finish[x] + (self.handoff if wa != wb else 0.0) > start[y]:
+                    return None
+                needed.append((x, y))
         return needed
 
     def place(self, order: list[int]) -> None:
         program = self.program
-        active: list[tuple[int, list[int]]] = []       # (tensor id, its last positions)
+        tensors = program.tensors
+        returned, size, lasts = self.returned, self.size, self.lasts
+        host = self.host_of_slot
+        several_hosts = program.config.hosts > 1
+        active: list[int] = []
+        retire_at = RETIRE_CHECK
         top = 0
-        width = len(self.workers)
         for b in order:
-            fronts = self._frontiers(self.intervals[b][0])
-            # What every future task has seen complete: the element-wise min of the frontiers.
-            seen = [min(column) for column in zip(*fronts)] if fronts else [NEVER] * width
-            active = [(a, la) for a, la in active
-                      if a in self.returned or any(s < x for s, x in zip(seen, la))]
+            if len(active) > retire_at:
+                seen = self._seen_by_future(self.intervals[b][0])
+                if seen is not None:
+                    active = [a for a in active if a in returned
+                              or any(seen[s] < p for s, p, _ in lasts[a])]
+                retire_at = max(RETIRE_CHECK, 2 * len(active))
             min_b = self._min_before(b)
-            conflicts = [a for a, la in active if any(m < x for m, x in zip(min_b, la))]
-            size = self.size[b]
-            busy = {a: (program.tensors[a].arena_offset,
-                        program.tensors[a].arena_offset + self.size[a]) for a in conflicts}
-            offset = _best_fit(list(busy.values()), size)
-            if offset + size > top:
-                last_pos = dict(active)
-                edges = {a: self._edges_needed(a, b, last_pos[a]) for a in conflicts}
-                relaxed = _best_fit([r for a, r in busy.items() if edges[a] is None], size)
+            # Conflicts (not every access before all of b's) and, among them, those no ordering
+            # edge can fix: returned, or unordered on a host b does not run on (edges never cross
+            # hosts), or needing more than MAX_EDGES_PER_REUSE edges (one per unordered worker
+            # at least).
+            busy: dict[int, tuple[int, int]] = {}
+            fixed: set[int] = set()
+            hosts_b = {host[s] for s in self.firsts.get(b, ())} if several_hosts else None
+            for a in active:
+                if a in returned:
+                    lo = tensors[a].arena_offset
+                    busy[a] = (lo, lo + size[a])
+                    fixed.add(a)
+                    continue
+                unordered = 0
+                for s, p, _ in lasts[a]:
+                    if min_b[s] < p:
+                        unordered += 1
+                        if several_hosts and host[s] not in hosts_b:
+                            unordered = MAX_EDGES_PER_REUSE + 1
+                            break
+                if unordered:
+                    lo = tensors[a].arena_offset
+                    busy[a] = (lo, lo + size[a])
+                    if unordered > MAX_EDGES_PER_REUSE:
+                        fixed.add(a)
+            nbytes = size[b]
+            offset = _best_fit(list(busy.values()), nbytes)
+            if offset + nbytes > top and len(fixed) < len(busy):
+                edges = {a: None if a in fixed else self._edges_needed(a, b) for a in busy}
+                relaxed = _best_fit([r for a, r in busy.items() if edges[a] is None], nbytes)
                 if relaxed < offset:
                     offset = relaxed
                     for a, (lo, hi) in busy.items():
-                        if edges[a] is not None and lo < offset + size and offset < hi:
+                        if edges[a] is not None and lo < offset + nbytes and offset < hi:
                             self._add_edges(a, b, edges[a])
-            program.tensors[b].arena_offset = offset
-            top = max(top, offset + size)
-            active.append((b, self._last_pos(b)))
+            tensors[b].arena_offset = offset
+            top = max(top, offset + nbytes)
+            active.append(b)
         program.memory.arena_bytes = top
 
     def _add_edges(self, a_tid: int, b_tid: int, pairs: list[tuple[int, int]]) -> None:
@@ -266,4 +311,5 @@ class _Planner:
             program.graph.edges[u, v]["tensors"].add(a_tid)
             program.memory.added_edges += 1
             program.reports["memory_edges"].append((u, v))
+            self.sources[v].append(u)
             self.valid_upto = min(self.valid_upto, v)

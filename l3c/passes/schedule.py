@@ -251,12 +251,14 @@ def estimate_times(program: Program) -> tuple[list[float], list[float]]:
     tasks = program.tasks
     placer = _Placer(program, tasks)
     start: list[float] = [0.0] * len(tasks)
+    finish, where, free_at, cost = placer.finish, placer.where, placer.free_at, placer.cost
     for task in tasks:
-        worker = worker_of(task)
-        s, f = placer._estimate(task, worker)
-        start[task.id] = s
-        placer.commit(task, worker, f)
-    return start, placer.finish
+        v, worker = task.id, (task.worker, task.chip)
+        ready, free = placer.ready(v, worker), free_at[worker]
+        start[v] = s = ready if ready > free else free
+        finish[v] = free_at[worker] = s + cost[v]
+        where[v] = worker
+    return start, finish
 
 
 def run(program: Program) -> Program:
