@@ -82,3 +82,17 @@ def test_empty_regions_never_overlap():
     assert regions.covers(region((5,), S(0, 1)), e)
     assert regions.bounds(e) == (0, -1)
     assert regions.elements(Region(0, (0,), (1,), ((0, 0, 1),))).size == 0
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_intersection_size_matches_element_sets(seed):
+    rng = random.Random(7000 + seed)
+    shape = tuple(rng.randint(1, 9) for _ in range(rng.randint(1, 3)))
+    for _ in range(20):
+        a = region(shape, random_index(rng, shape), transpose=rng.random() < 0.2)
+        b = region(shape, random_index(rng, shape))
+        expected = np.intersect1d(regions.elements(a), regions.elements(b)).size
+        assert regions.intersection_size(a, b) == expected
+        boxless = region(shape, random_index(rng, shape), keep_box=False)
+        assert regions.intersection_size(a, boxless) == np.intersect1d(
+            regions.elements(a), regions.elements(boxless)).size

@@ -75,6 +75,49 @@ def _progressions_intersect(a: tuple[int, int, int], b: tuple[int, int, int]) ->
     return x <= hi
 
 
+def _common_count(a: tuple[int, int, int], b: tuple[int, int, int]) -> int:
+    """How many values two progressions `(start, count, step)` share."""
+    (s1, c1, d1), (s2, c2, d2) = a, b
+    if c1 <= 0 or c2 <= 0:
+        return 0
+    if c1 == 1:
+        d1 = 1
+    if c2 == 1:
+        d2 = 1
+    lo = max(s1, s2)
+    hi = min(s1 + (c1 - 1) * d1, s2 + (c2 - 1) * d2)
+    if lo > hi:
+        return 0
+    if d1 == 1 and d2 == 1:
+        return hi - lo + 1
+    g = gcd(d1, d2)
+    if (s2 - s1) % g:
+        return 0
+    m = d2 // g
+    k = ((s2 - s1) // g) * pow(d1 // g, -1, m) % m if m > 1 else 0
+    x0 = s1 + d1 * k
+    lcm = d1 // g * d2
+    x = x0 + ((lo - x0 + lcm - 1) // lcm) * lcm if x0 < lo else x0 - ((x0 - lo) // lcm) * lcm
+    return (hi - x) // lcm + 1 if x <= hi else 0
+
+
+def intersection_size(a: Region, b: Region) -> int:
+    """How many elements two regions of one base tensor share: exact with boxes or when both are
+    small, else the smaller size (an estimate; the placer uses it to weigh data movement)."""
+    if a.size == 0 or b.size == 0:
+        return 0
+    if a.box is not None and b.box is not None and len(a.box) == len(b.box):
+        n = 1
+        for pa, pb in zip(a.box, b.box):
+            n *= _common_count(pa, pb)
+            if not n:
+                return 0
+        return n
+    if a.size <= EXACT_ENUMERATION_LIMIT and b.size <= EXACT_ENUMERATION_LIMIT:
+        return int(np.intersect1d(elements(a), elements(b), assume_unique=True).size)
+    return min(a.size, b.size)
+
+
 def _progression_covers(outer: tuple[int, int, int], inner: tuple[int, int, int]) -> bool:
     """Whether every value of the `inner` progression is a value of `outer`."""
     (so, co, do), (si, ci, di) = outer, inner

@@ -32,7 +32,8 @@ from __future__ import annotations
 import heapq
 
 from ..errors import L3CError
-from ..ir import Program, Task
+from ..ir import Access, Program, Task
+from . import regions
 
 Worker = tuple[str, int]       # ("chip", i) or ("sub", i)
 
@@ -79,6 +80,10 @@ class _Placer:
         self.graph = program.graph
         self.costs = program.reports.get("kernel_costs") or {}
         self.handoff = float(program.reports.get("handoff_cost", 0.0))
+        self.slack = float(program.reports.get("placement_slack", 0.0))
+        self.tasks = tasks
+        self._access_cache: dict[int, list] = {}
+        self._itemsizes: dict[int, int] = {}
         cfg = program.config
         self.hosts = cfg.hosts
         self.per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
@@ -171,17 +176,69 @@ class _Placer:
         common = None
         if self.hosts == 1 and (self.handoff == 0.0 or not preds):
             common = max((finish[p] for p in preds), default=0.0)
-        best = None
+        ends = []
         for worker in candidates:
             free = free_at[worker]
             ready = common if common is not None else self.ready(v, worker)
-            end = (ready if ready > free else free) + cost
+            ends.append(((ready if ready > free else free) + cost, worker, free))
+        if len(ends) == 1:
+            self.commit(task, ends[0][1], ends[0][0])
+            return
+        earliest = min(e[0] for e in ends)
+        limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
+        close = [e for e in ends if e[0] <= limit]
+        holders = [w for _, w, _ in close if w in pred_workers]
+        affinity = self.affinity(v, holders) if len(holders) > 1 else {}
+        best = None
+        for end, worker, free in close:
             prefer = 0 if worker == latest_worker else 1 if worker in pred_workers else 2
-            key = (end, prefer, free, worker[1])
+            key = (-affinity.get(worker, 0), prefer, end, free, worker[1])
             if best is None or key < best[0]:
                 best = (key, worker, end)
         _, worker, end = best
         self.commit(task, worker, end)
+
+    def affinity(self, v: int, holders: list[Worker]) -> dict[Worker, int]:
+        """Per worker in `holders`, how much of v's input it already holds: the bytes v reads that
+        its predecessors there wrote (exact region intersections), plus 1 per predecessor (an
+        edge within a worker needs no cross-process hand-off even without data)."""
+        found = dict.fromkeys(holders, 0)
+        where = self.where
+        for p in self.preds[v]:
+            w = where[p]
+            if w in found:
+                found[w] += 1 + self.data_bytes(p, v)
+        return found
+
+    def data_bytes(self, u: int, v: int) -> int:
+        """Bytes v reads that u wrote, over the tensors of the edge's RAW dependency."""
+        data = self.graph.edges[u, v]
+        if "RAW" not in data["kinds"]:
+            return 0
+        edge_tensors = data["tensors"]
+        itemsize = self._itemsize
+        nbytes = 0
+        for wt, wr, _, writes in self._accesses(u):
+            if writes and wt in edge_tensors:
+                for rt, rr, reads, _ in self._accesses(v):
+                    if reads and rt == wt:
+                        nbytes += regions.intersection_size(wr, rr) * itemsize(wt)
+        return nbytes
+
+    def _accesses(self, t: int) -> list[tuple[int, object, bool, bool]]:
+        """(tensor, region, reads, writes) of each tensor argument of task t."""
+        found = self._access_cache.get(t)
+        if found is None:
+            found = self._access_cache[t] = [
+                (a.tensor, a.region, a.mode != "Out", a.mode != "In")
+                for a in self.tasks[t].args if isinstance(a, Access)]
+        return found
+
+    def _itemsize(self, tensor: int) -> int:
+        size = self._itemsizes.get(tensor)
+        if size is None:
+            size = self._itemsizes[tensor] = self.program.tensors[tensor].itemsize
+        return size
 
     def commit(self, task: Task, worker: Worker, finish: float) -> None:
         task.chip = worker[1]
