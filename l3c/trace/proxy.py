@@ -181,6 +181,8 @@ class Tensor:
         self._check_alive()
         key = key if isinstance(key, tuple) else (key,)
         for k in key:
+            if type(k) is int or type(k) is slice:
+                continue                # the common case, without the slow ABC check below
             if not (k is None or k is Ellipsis or isinstance(k, slice)
                     or (isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_)))):
                 raise trace_error(
@@ -243,7 +245,7 @@ class Tensor:
 
     def _check_slice(self, k: slice, n: int, axis: int) -> None:
         for bound in (k.start, k.stop, k.step):
-            if bound is not None and not isinstance(bound, numbers.Integral):
+            if bound is not None and type(bound) is not int and not isinstance(bound, numbers.Integral):
                 raise trace_error(f"slice {k} has a non-integer bound {bound!r} ({type(bound).__name__})",
                                   "slice with Python ints (shapes and static arguments are ints)")
         if k.step == 0:

@@ -239,17 +239,21 @@ class Tracer:
                 raise trace_error(f"{what}.on({pin}) but there are only {limit} "
                                   f"{'chips' if kernel.worker == 'chip' else 'sub workers'}",
                                   f"pin to 0..{limit - 1} or raise the jit's worker count")
-        params = list(kernel.signature.parameters)
-        try:
-            bound = kernel.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise trace_error(f"{what}({', '.join(params)}) takes {len(params)} arguments, called "
-                              f"with {len(args) + len(kwargs)}: {exc}",
-                              "pass one argument per kernel parameter") from None
-        bound.apply_defaults()
+        params = list(kernel.modes)           # the parameter names, in order
+        if not kwargs and len(args) == len(params):
+            arguments = dict(zip(params, args))  # the common call: skip Signature.bind (~10 us)
+        else:
+            try:
+                bound = kernel.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise trace_error(f"{what}({', '.join(params)}) takes {len(params)} arguments, "
+                                  f"called with {len(args) + len(kwargs)}: {exc}",
+                                  "pass one argument per kernel parameter") from None
+            bound.apply_defaults()
+            arguments = bound.arguments
         call_args: list[Any] = []
         for name in params:
-            value, mode = bound.arguments[name], kernel.modes[name]
+            value, mode = arguments[name], kernel.modes[name]
             if isinstance(value, Tensor):
                 value._check_alive()
                 if mode is None:
