@@ -156,6 +156,8 @@ class Tracer:
         self.active = True
         self.scope_stack: list[int] = []
         self.dead: dict[int, str] = {}            # tensor id -> "file.py:LINE" where its scope ended
+        self.intermediates = 0                    # how many intermediates so far (names t0, t1, ...)
+        self.created_in: dict[int, list[int]] = {}   # scope id -> tensors created while it was open
 
     # -- tensors
     def new_input(self, name: str, array: np.ndarray, loc: str) -> Tensor:
@@ -183,11 +185,14 @@ class Tracer:
                               "pass e.g. np.float32 or x.dtype") from None
         if dt.kind not in "biufc":
             raise trace_error(f"dtype {dt} is not numeric", "use a numeric or bool dtype")
-        n = sum(1 for t in self.program.tensors if t.kind == "intermediate")
+        n = self.intermediates                    # (counting them per call was quadratic)
+        self.intermediates += 1
         info = TensorInfo(id=len(self.program.tensors), name=f"t{n}", kind="intermediate",
                           shape=shape, dtype=dt.name, loc=user_loc(), scope=tuple(self.scope_stack),
                           zero_init=zero_init)
         self.program.tensors.append(info)
+        for sid in self.scope_stack:
+            self.created_in.setdefault(sid, []).append(info.id)
         proxy = Tensor(self, info.id, shape, dt)
         if zero_init:
             from .builtins import fill_zeros
@@ -219,7 +224,10 @@ class Tracer:
             del self.scope_stack[self.scope_stack.index(sid):]
         where = user_loc()
         last_task = self.program.graph.number_of_nodes() - 1
-        for info in self.program.tensors:
+        tensors = self.program.tensors
+        # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
+        for tid in self.created_in.pop(sid, ()) if sid is not None else ():
+            info = tensors[tid]
             if sid in info.scope and info.id not in self.dead:
                 self.dead[info.id] = where
                 if last_task >= 0:
