@@ -9,6 +9,12 @@ calls on the previous layer's `h` (fused into groups), a scoped temporary (`relu
 accumulator (many disjoint slices of one tensor), and a sub-worker reduction into a per-block scalar
 that a final task reads. Prints build and pass times per size, the 10x ratios (1.0 = linear), and
 arena / lower bound.
+
+Tracing is timed separately (`trace s`, `us/call`): `l3c.trace` of a Python function making the
+same kernel calls (`traced_blocks`: the same blocks written with l3c.empty, slicing, l3c.scope and
+l3c.group), so the figure is what a user's orchestration function costs per kernel call.
+Times are CPU seconds of this process (`time.process_time`): the 2-core development VM is shared,
+and wall-clock figures swing by +-50% with other jobs.
 """
 from __future__ import annotations
 
@@ -19,8 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
+import l3c  # noqa: E402
 from l3c.ir import Access, Config, Program, Region, ResultRef, ScalarArg, Task, TensorInfo  # noqa: E402
 from l3c.passes import PassOptions, run_passes  # noqa: E402
+from l3c.trace import bind_arguments, trace  # noqa: E402
 
 ROWS, COLS = 64, 64
 
@@ -90,6 +100,70 @@ def build(n_tasks: int, chips: int, sub_workers: int) -> Program:
     return prog
 
 
+@l3c.kernel
+def mm(x: l3c.In, w: l3c.In, out: l3c.Out):
+    out[...] = x @ w
+
+
+@l3c.kernel
+def relu(x: l3c.In, out: l3c.Out):
+    np.maximum(x, 0, out=out)
+
+
+@l3c.kernel
+def axpy(alpha: float, x: l3c.In, y: l3c.InOut):
+    y += alpha * x
+
+
+@l3c.kernel
+def rowsum(x: l3c.In, out: l3c.Out):
+    out[...] = x.sum(axis=0)
+
+
+@l3c.kernel(worker="sub")
+def report(x: l3c.In, out: l3c.Out):
+    out[...] = x.sum()
+
+
+@l3c.kernel(worker="sub")
+def gather(parts: l3c.In, out: l3c.Out):
+    out[...] = parts.sum()
+
+
+def traced_blocks(x, w, blocks=10, chips=2):
+    """The blocks of `build` as an orchestration function (one gather over a block's 8 sums)."""
+    acc = l3c.empty((blocks, COLS), x.dtype)
+    sums = l3c.empty((blocks,), x.dtype)
+    prev = x
+    for b in range(blocks):
+        h = l3c.empty((ROWS, COLS), x.dtype)
+        l3c.group(mm, [(prev[i::chips], w, h[i::chips]) for i in range(chips)])
+        with l3c.scope():
+            t = l3c.empty((ROWS, COLS), x.dtype)
+            relu(h, t)
+            axpy(0.5, t, h)
+        rowsum(h, acc[b])
+        report(h, sums[b:b + 1])
+        prev = h
+        if b % 8 == 7 or b == blocks - 1:
+            total = l3c.empty((1,), x.dtype)
+            gather(sums[b - b % 8:b + 1], total)
+    return acc
+
+
+def time_trace(n_tasks: int, chips: int, sub_workers: int) -> tuple[float, int]:
+    """CPU seconds to trace `traced_blocks` with about `n_tasks` kernel calls, and the calls."""
+    blocks = max(1, n_tasks // (chips + 5))
+    x = np.zeros((ROWS, COLS), np.float32)
+    w = np.zeros((COLS, COLS), np.float32)
+    cfg = Config(chips=chips, sub_workers=max(1, sub_workers))
+    bound = bind_arguments(traced_blocks, (x, w), {"blocks": blocks, "chips": chips},
+                           ("blocks", "chips"))
+    t0 = time.process_time()
+    prog = trace(traced_blocks, config=cfg, bound=bound)
+    return time.process_time() - t0, len(prog.graph)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -97,19 +171,22 @@ def main() -> None:
     parser.add_argument("--sub-workers", type=int, default=1)
     args = parser.parse_args()
     print(f"{'tasks':>8} {'tensors':>8} {'build s':>8} {'passes s':>9} {'edges':>8} "
-          f"{'groups':>7} {'arena/LB':>9} {'arena/naive':>12} {'mem edges':>9} {'makespan':>9}")
+          f"{'groups':>7} {'arena/LB':>9} {'arena/naive':>12} {'mem edges':>9} {'makespan':>9} "
+          f"{'trace s':>8} {'us/call':>8}")
     previous = None
     for n in args.sizes:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         prog = build(n, args.chips, args.sub_workers)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         run_passes(prog, options=PassOptions())
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         m = prog.memory
+        traced_s, calls = time_trace(n, args.chips, args.sub_workers)
         print(f"{len(prog.graph):>8} {len(prog.tensors):>8} {t1 - t0:>8.3f} {t2 - t1:>9.3f} "
               f"{prog.graph.number_of_edges():>8} {len(prog.groups):>7} "
               f"{m.arena_bytes / m.lower_bound_bytes:>9.3f} {m.arena_bytes / m.naive_bytes:>12.4f} "
-              f"{m.added_edges:>9} {prog.reports['makespan']:>9.0f}")
+              f"{m.added_edges:>9} {prog.reports['makespan']:>9.0f} "
+              f"{traced_s:>8.3f} {traced_s / calls * 1e6:>8.1f}")
         if previous is not None:
             pn, pt = previous
             ratio = (t2 - t1) / pt

@@ -25,6 +25,7 @@ from . import regions
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks
 MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
 MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
+_EMPTY = (0, -1, False, None)  # geometry of an empty region
 REDUCTION_BUDGET = 4096       # predecessor-search steps per task before reduction gives up (keeps edges)
 
 
@@ -60,6 +61,8 @@ def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int,
         lo_rest += start * stride
         hi_rest += (start + (count - 1) * step) * stride
     start, count, step = box[0]
+    if count * ((hi_rest - lo_rest) // chunk + 1) > MAX_BUCKET_CHUNKS:
+        return None                     # at least that many chunks (each row spans them)
     found: set[int] = set()
     for j in range(count):
         base = (start + j * step) * strides[0]
@@ -73,10 +76,9 @@ def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int,
 class _Index:
     """Pending accesses of one tensor, findable by the chunks of flat index space they touch."""
 
-    __slots__ = ("chunk", "entries", "buckets", "wide")
+    __slots__ = ("entries", "buckets", "wide")
 
-    def __init__(self, chunk: int) -> None:
-        self.chunk = chunk
+    def __init__(self) -> None:
         self.entries: set[_Pending] = set()
         self.buckets: dict[int, set[_Pending]] = {}   # chunk number -> pending accesses
         self.wide: set[_Pending] = set()
@@ -136,6 +138,7 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
     tensors = program.tensors
     sizes = [_numel(t.shape) for t in tensors]
+    chunks_of = [max(1, -(-n // BUCKETS_PER_TENSOR)) for n in sizes]   # chunk size per tensor
     writes: dict[int, _Index] = {}
     reads: dict[int, _Index] = {}
     found: dict[tuple[int, int], list] = {}
@@ -145,8 +148,45 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
         """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
         got = strides.get(tid)
         if got is None:
-            got = strides[tid] = Region.whole(tensors[tid].shape).strides
+            acc, out = 1, []
+            for d in reversed(tensors[tid].shape):
+                out.append(acc)
+                acc *= d
+            got = strides[tid] = tuple(reversed(out))
         return got
+
+    # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it may
+    # touch. Programs repeat views (whole tensors, the same rows every iteration), so computing
+    # them once per distinct view saves most of the per-access arithmetic.
+    geometry: dict[tuple[int, Region], tuple] = {}
+
+    def _geometry(tid: int, region: Region) -> tuple:
+        shape = region.shape
+        size = 1
+        for d in shape:
+            size *= d
+        if size == 0:
+            return _EMPTY
+        lo = hi = region.offset
+        for d, s in zip(shape, region.strides):
+            span = (d - 1) * s
+            if span < 0:
+                lo += span
+            else:
+                hi += span
+        n = sizes[tid]
+        whole = (lo == 0 and hi == n - 1 and size == n
+                 and (region.strides == dense_strides(tid) and shape == tensors[tid].shape
+                      or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
+        chunk = chunks_of[tid]
+        first, last = lo // chunk, hi // chunk
+        if whole:
+            chunks = None
+        elif last - first < MAX_BUCKET_SPAN:
+            chunks = range(first, last + 1)
+        else:
+            chunks = _chunks_of(region, lo, hi, chunk, dense_strides(tid))
+        return (lo, hi, whole, chunks)
 
     overlap, covers = regions.overlap, regions.covers
     nodes = program.graph.nodes
@@ -157,40 +197,20 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
             if not isinstance(access, Access):
                 continue
             region = access.region
-            shape = region.shape
-            size = 1
-            for d in shape:
-                size *= d
-            if size == 0:
-                continue
             tid = access.tensor
+            key = (tid, region)
+            known = geometry.get(key)
+            if known is None:
+                known = geometry[key] = _geometry(tid, region)
+            lo, hi, whole, chunks = known
+            if known is _EMPTY:
+                continue                                  # an empty region touches nothing
             w_index = writes.get(tid)
             if w_index is None:
-                chunk = max(1, -(-sizes[tid] // BUCKETS_PER_TENSOR))
-                w_index = writes[tid] = _Index(chunk)
-                reads[tid] = _Index(chunk)
-            lo = hi = region.offset
-            for d, s in zip(shape, region.strides):
-                span = (d - 1) * s
-                if span < 0:
-                    lo += span
-                else:
-                    hi += span
-            n = sizes[tid]
-            whole = (lo == 0 and hi == n - 1 and size == n
-                     and (region.strides == dense_strides(tid) and shape == tensors[tid].shape
-                          or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
+                w_index = writes[tid] = _Index()
+                reads[tid] = _Index()
             mode = access.mode
             e_reads, e_writes = mode != "Out", mode != "In"
-            chunk = w_index.chunk
-            first = lo // chunk
-            last = hi // chunk
-            if whole:
-                chunks = None
-            elif last - first < MAX_BUCKET_SPAN:
-                chunks = range(first, last + 1)
-            else:
-                chunks = _chunks_of(region, lo, hi, chunk, dense_strides(tid))
             e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
             for index in ((w_index, reads[tid]) if e_writes else (w_index,)):
                 for old in index.near(e):

@@ -16,6 +16,7 @@ The graph keeps each member's own edges; code generation makes a consumer wait o
 from __future__ import annotations
 
 from ..ir import Access, Program, Task
+from .graphs import task_list
 
 
 def signature(program: Program, task: Task) -> tuple:
@@ -57,7 +58,7 @@ def run(program: Program) -> Program:
         run_members.clear()
         run_ids.clear()
 
-    for task in program.tasks:
+    for task in task_list(program):
         sig = signature(program, task) if _fusable(task) else None
         if sig is not None and sig == run_sig:
             # Independent of every member so far? (Edges only go from earlier to later tasks.)

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import L3CError
 from ..ir import Program
-from .schedule import estimate_times, predecessor_lists
+from .graphs import predecessor_lists, task_list
+from .schedule import estimate_times
 from .scopes import result_tensors
 
 ALIGNMENT = 64
@@ -69,7 +70,7 @@ def _best_fit(busy: list[tuple[int, int]], size: int) -> int:
 
 def run(program: Program, *, reuse_memory: bool = True) -> Program:
     """The memory pass (see module docstring)."""
-    tasks = program.tasks
+    tasks = task_list(program)
     end = len(tasks)
     returned = result_tensors(program)
     accesses: dict[int, list[int]] = {}
@@ -135,7 +136,7 @@ class _Planner:
         per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
         self.host_of_slot = [i // per_host[kind] for kind, i in self.workers]
         slot = {w: i for i, w in enumerate(self.workers)}
-        tasks = self.tasks = program.tasks
+        tasks = self.tasks = task_list(program)
         n, width = len(tasks), len(self.workers)
         self.slot_of: list[int] = [0] * n
         self.pos: list[int] = [0] * n

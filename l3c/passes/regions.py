@@ -90,6 +90,10 @@ def _common_count(a: tuple[int, int, int], b: tuple[int, int, int]) -> int:
         return 0
     if d1 == 1 and d2 == 1:
         return hi - lo + 1
+    if d1 == 1 or d2 == 1:              # a range and a progression: its values in [lo, hi]
+        s, d = (s2, d2) if d1 == 1 else (s1, d1)
+        first = s + -(-(lo - s) // d) * d
+        return (hi - first) // d + 1 if first <= hi else 0
     g = gcd(d1, d2)
     if (s2 - s1) % g:
         return 0

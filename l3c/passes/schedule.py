@@ -34,6 +34,7 @@ import heapq
 from ..errors import L3CError
 from ..ir import Access, Program, Task
 from . import regions
+from .graphs import predecessor_lists, task_list
 
 Worker = tuple[str, int]       # ("chip", i) or ("sub", i)
 
@@ -43,14 +44,6 @@ HOST_BYTE_COST = 1.0 / (1 << 20)   # cost units per byte moved between hosts (1 
 
 def worker_of(task: Task) -> Worker:
     return (task.worker, task.chip)
-
-
-def predecessor_lists(graph, n: int) -> list[list[int]]:
-    """`[list of predecessors of task v for v in 0..n-1]`, read straight from the DiGraph's
-    predecessor dicts (`graph.pred[v]` builds a view object per call, which costs more than the
-    list on 10k-task programs)."""
-    pred = graph._pred
-    return [list(pred[v]) for v in range(n)]
 
 
 def task_cost(task: Task, costs: dict) -> float:
@@ -90,6 +83,7 @@ class _Placer:
         self.count = {"chip": cfg.chips * cfg.hosts, "sub": cfg.sub_workers * cfg.hosts}
         self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(self.count["chip"])}
         self.free_at.update({("sub", i): 0.0 for i in range(self.count["sub"])})
+        self.all_workers = {kind: [(kind, i) for i in range(n)] for kind, n in self.count.items()}
         # Earliest-free worker of each kind: a heap of (free_at, index) with stale entries.
         self.free_heap = {kind: [(0.0, i) for i in range(n)] for kind, n in self.count.items()}
         self.preds: list[list[int]] = predecessor_lists(program.graph, len(tasks))
@@ -245,7 +239,8 @@ class _Placer:
         self.where[task.id] = worker
         self.finish[task.id] = finish
         self.free_at[worker] = finish
-        heapq.heappush(self.free_heap[worker[0]], (finish, worker[1]))
+        if self.hosts > 1:                  # only several hosts look for the earliest free worker
+            heapq.heappush(self.free_heap[worker[0]], (finish, worker[1]))
 
 
 def _check_group(program: Program, members: list[Task]) -> None:
@@ -281,6 +276,8 @@ def _candidates(placer: _Placer, task: Task, taken: set[int]) -> list[Worker]:
     it earliest, so list scheduling needs to look at no other host."""
     kind = task.worker
     if placer.hosts == 1:
+        if not taken:
+            return placer.all_workers[kind]
         return [(kind, i) for i in range(placer.count[kind]) if i not in taken]
     where = placer.where
     hosts = {placer.host(where[p]) for p in placer.preds[task.id]}
@@ -305,7 +302,7 @@ def estimate_times(program: Program) -> tuple[list[float], list[float]]:
     predecessors' results have arrived. The memory pass uses this to add only ordering edges that
     delay nothing.
     """
-    tasks = program.tasks
+    tasks = task_list(program)
     placer = _Placer(program, tasks)
     start: list[float] = [0.0] * len(tasks)
     finish, where, free_at, cost = placer.finish, placer.where, placer.free_at, placer.cost
@@ -321,7 +318,7 @@ def estimate_times(program: Program) -> tuple[list[float], list[float]]:
 def run(program: Program) -> Program:
     """The schedule pass (see module docstring)."""
     cfg = program.config
-    tasks = program.tasks
+    tasks = task_list(program)
     for task in tasks:
         _check_placeable(program, task)
     for members in program.groups:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..errors import TraceError
 from ..ir import Program, ResultRef
+from .graphs import task_list
 
 
 def result_tensors(program: Program) -> set[int]:
@@ -45,7 +46,7 @@ def run(program: Program) -> Program:
     read: set[int] = set()
     written: set[int] = set()
     last_in_scope: dict[int, int] = {}
-    for task in program.tasks:
+    for task in task_list(program):
         for sid in task.scope:
             last_in_scope[sid] = task.id
         for access in task.accesses:

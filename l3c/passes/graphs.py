@@ -1,0 +1,27 @@
+"""Fast read access to a Program's networkx graph for the passes.
+
+`program.tasks` sorts the node ids and looks each record up through networkx's NodeView, and
+`graph.pred[v]` builds a view object per call; on 10k-task programs these lookups cost more than
+some passes' own work. Node ids are `0..n-1` (the IR schema; `verify` checks it), so the passes
+read the underlying dicts by id instead.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..ir import Program, Task
+
+
+def task_list(program: Program) -> list[Task]:
+    """The Task records in program order (what `program.tasks` returns)."""
+    nodes = program.graph._node
+    try:
+        return [nodes[v]["task"] for v in range(len(nodes))]
+    except KeyError:                    # ids are not 0..n-1 (hand-built IR): the slow, sorted way
+        return program.tasks
+
+
+def predecessor_lists(graph: nx.DiGraph, n: int) -> list[list[int]]:
+    """`[list of predecessors of task v for v in 0..n-1]`."""
+    pred = graph._pred
+    return [list(pred[v]) for v in range(n)]
