@@ -4,14 +4,17 @@ Tensor B may take space that tensor A used only if every access of A *happens be
 of B in every run: A's task reaches B's task in the graph, or runs before it on the same worker
 queue, or a chain of both. Happens-before is tracked exactly with vector clocks over the placed
 schedule (one counter per worker; a task's clock is the element-wise max of its predecessors' and its
-queue predecessor's, plus its own queue position), so each "A before B" test costs O(workers):
-A's last queue position per worker must be covered by the smallest clock among B's tasks.
+queue predecessor's, plus its own queue position), so each "A before B" test costs O(workers A
+touches): A's last queue position on each of its workers must be covered by the smallest clock
+among B's first tasks.
 
 Tensors are placed in order of first use, best fit into the gaps left by tensors that still
 conflict. When the only way to avoid growing the arena is to reuse a tensor on another worker with
 no path to B, the pass adds ordering edges (`added_by="memory"`, earlier -> later task) from A's last
 task on each worker to B's first task on each worker, but only when the schedule's estimate already
-has the first finished (plus hand-off) before the second starts: the edge then delays nothing.
+has the first finished (plus hand-off) before the second starts (the edge then delays nothing),
+both tasks are on one host (an edge between hosts is a network message the estimate does not
+price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_PER_REUSE` edges.
 
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Sizes are rounded up to the
