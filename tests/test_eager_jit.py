@@ -109,3 +109,22 @@ def test_eager_and_compiled_fork_again_for_a_kernel_defined_after_the_pool_start
 
     assert np.array_equal(late.eager(np.ones(3)), [3, 3, 3])
     assert np.array_equal(late(np.full(3, 2.0)), [6, 6, 6])
+
+
+@l3c.kernel
+def blas_threads(out: l3c.Out):
+    from threadpoolctl import threadpool_info
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    out[...] = max(blas) if blas else -1          # numpy's BLAS is loaded in every worker
+
+
+def test_each_worker_runs_native_libraries_on_one_thread():
+    """A worker stands for one chip: BLAS threads per worker would oversubscribe the cores."""
+    @l3c.jit(chips=2)
+    def probe(x):
+        blas_threads.on(0)(x[0:1])
+        blas_threads.on(1)(x[1:2])
+        return x
+
+    assert np.array_equal(probe(np.zeros(2)), [1, 1])
+    assert np.array_equal(probe.eager(np.zeros(2)), [1, 1])

@@ -298,7 +298,15 @@ class Pool:
             info = os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return False
-        return info is None
+        if info is not None:
+            return False
+        # A worker has a native helper thread (OpenBLAS's): when it is killed, its main thread is a
+        # zombie a moment before the whole process is reported exited. Dead either way.
+        try:
+            with open(f"/proc/{w.pid}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except OSError:
+            return False
 
     def _reap(self, slot: int, deadline: float) -> int | None:
         """Wait (until `deadline`) for the worker to exit, SIGKILL it after that; return its status."""

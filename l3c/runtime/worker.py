@@ -234,6 +234,15 @@ def prepare_child(parent: int, close_fds: list[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+    limit_native_threads()
+
+
+def limit_native_threads() -> None:
+    """Each worker stands for one chip: run its BLAS/OpenMP calls on one thread (or
+    $L3C_WORKER_THREADS). Left alone, every worker's OpenBLAS starts a thread per core and they
+    spin against each other: the bundled demo ran 20-100x slower on 2 cores with 3 workers."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=int(os.environ.get("L3C_WORKER_THREADS", "1")))
 
 
 def main(slot: int, slots: int, chip: int, ctl_address: int, words: memoryview, arena_u8,
