@@ -524,12 +524,10 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
         pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
     with pool.lock:
         with launcher.forking():
-            if getattr(pool, "_l3c_host", None) != (host, pool.generation):
-                # workers forked before this process knew its host (or without SIGUSR1 blocked)
-                config = compiled.program.config
-                context.set_host(host, config.chips, config.sub_workers)
-                pool._refork()
-                pool._l3c_host = (host, pool.generation)
+            # workers forked before this process knew its host (or without SIGUSR1 blocked)
+            config = compiled.program.config
+            context.set_host(host, config.chips, config.sub_workers)
+            pool.fork_for(("host", host, config.chips, config.sub_workers))
             plan_id = pool.install(plan)
         slot_map = _slot_map(pool, plan)
         state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout)

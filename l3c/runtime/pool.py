@@ -154,6 +154,7 @@ class Pool:
         self._plans: dict[int, _PlanEntry] = {}
         self._next_plan_id = 1
         self._fork_generation = -1
+        self._fork_key: object = None      # what `fork_for` last forked the workers for
         self._zero = ctypes.c_uint32(0)
         self._zero_address = ctypes.addressof(self._zero)
 
@@ -338,6 +339,17 @@ class Pool:
         if self._pids is not None:
             self._pids[slot] = 0
         return status
+
+    def fork_for(self, key: object) -> bool:
+        """Fork the workers anew unless this pool generation's workers were forked for `key`: for a
+        caller that changed process state the workers must inherit first (l3c.dist sets the rank's
+        host before its workers run). True if it forked."""
+        with self.lock:
+            if self._fork_key == (key, self.generation):
+                return False
+            self._refork()
+            self._fork_key = (key, self.generation)
+            return True
 
     def _refork(self) -> None:
         """Replace every worker by a fresh fork of this process (which now knows every kernel
