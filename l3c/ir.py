@@ -13,6 +13,8 @@ the memory plan added so two tensors may share arena space).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -48,10 +50,7 @@ class Region:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @staticmethod
     def whole(shape: tuple[int, ...]) -> "Region":

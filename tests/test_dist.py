@@ -147,6 +147,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def assert_survivors_report_host_1_lost(out: str, hosts: int) -> None:
+    found = results(out)
+    for r in range(hosts):
+        if r != 1:
+            ok, detail = found.get((r, "kill"), (False, out))
+            assert ok and "HostLost host=1" in detail, detail
+
+
 @needs_mpi
 @pytest.mark.parametrize("hosts", [2, 3])
 def test_a_stalled_host_is_reported_by_the_others_within_the_timeout(tmp_path, hosts):
@@ -154,11 +162,7 @@ def test_a_stalled_host_is_reported_by_the_others_within_the_timeout(tmp_path, h
     HostLost(host=1) after the silence limit (2 s here), well within the run's timeout (6 s), and
     exits; nothing hangs."""
     out, took = _fault_job(tmp_path, hosts, signal.SIGSTOP)
-    found = results(out)
-    for r in range(hosts):
-        if r != 1:
-            ok, detail = found.get((r, "kill"), (False, out))
-            assert ok and "HostLost host=1" in detail, detail
+    assert_survivors_report_host_1_lost(out, hosts)
     assert took < 10
 
 
@@ -169,11 +173,7 @@ def test_a_killed_host_is_reported_by_every_survivor(tmp_path, hosts):
     docs/distributed.md tells users to do): every other rank raises HostLost(host=1) within about a
     second (hydra's SIGUSR1 makes the silence limit 1 s) and exits; nothing hangs."""
     out, took = _fault_job(tmp_path, hosts, signal.SIGKILL, guarded=True)
-    found = results(out)
-    for r in range(hosts):
-        if r != 1:
-            ok, detail = found.get((r, "kill"), (False, out))
-            assert ok and "HostLost host=1" in detail, detail
+    assert_survivors_report_host_1_lost(out, hosts)
     assert took < 10
 
 

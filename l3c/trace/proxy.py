@@ -15,6 +15,7 @@ Slicing is stricter than numpy in one way: bounds outside the axis raise instead
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, TYPE_CHECKING
 
@@ -134,10 +135,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
