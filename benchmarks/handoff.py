@@ -27,7 +27,7 @@ from l3c.runtime import sync  # noqa: E402
 from l3c.runtime.arena import SharedMapping  # noqa: E402
 
 LINE = 64
-SPIN = sync.DEFAULT_SPIN
+SPIN = sync.RUN_SPIN
 SLICE_NS = 50_000_000
 # word addresses (each alone in its cache line): done[0], done[1], release[0], release[1], waiters x4, abort
 DONE, RELEASE, WAITERS, ABORT = 0, 2, 4, 8

@@ -474,7 +474,7 @@ class Pool:
                     return layout.RUN_TIMEOUT, next(s for s in busy if s not in done)
                 slice_s = min(slice_s, remaining)
             woken = sync.wait_ge(doorbell, (seen + 1) & 0xFFFFFFFF, waiters, self._zero_address,
-                                 sync.DEFAULT_SPIN, max(1000, int(slice_s * 1e9))) == sync.WAIT_OK
+                                 sync.IDLE_SPIN, max(1000, int(slice_s * 1e9))) == sync.WAIT_OK
 
     # ----------------------------------------------------------------------------- plans
     def pool_slot(self, plan: Plan, slot: int) -> int:

@@ -71,10 +71,11 @@ class Worker:
         self._stamps: memoryview | None = None
 
     # --- waiting ------------------------------------------------------------------------------------
-    def wait_ge(self, word_addr: int, target: int, waiters_addr: int, abort_addr: int) -> bool:
+    def wait_ge(self, word_addr: int, target: int, waiters_addr: int, abort_addr: int,
+                spin: int = sync.RUN_SPIN) -> bool:
         """Wait until *word_addr >= target; False if the run was aborted meanwhile."""
         while True:
-            r = sync.wait_ge(word_addr, target, waiters_addr, abort_addr, sync.DEFAULT_SPIN, SLICE_NS)
+            r = sync.wait_ge(word_addr, target, waiters_addr, abort_addr, spin, SLICE_NS)
             if r == sync.WAIT_OK:
                 return True
             if r == sync.WAIT_ABORT:
@@ -85,7 +86,7 @@ class Worker:
     def next_command(self) -> tuple[int, int]:
         base = self.ctl + self.base
         self.wait_ge(base + layout.S_COMMAND_SEQ, self.seq + 1, base + layout.S_COMMAND_WAITERS,
-                     self.never_addr)
+                     self.never_addr, sync.IDLE_SPIN)
         self.seq += 1
         return self.words[(self.base + layout.S_COMMAND) // 4], self.words[(self.base + layout.S_ARG) // 4]
 
