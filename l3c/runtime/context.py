@@ -1,13 +1,18 @@
 """Where the current kernel runs: read by kernels (`l3c.chip_id()` ...), set by the worker loop.
 
 Module globals, because each worker is its own process and runs one kernel at a time; in the parent
-(a kernel called directly) the defaults apply: chip 0, rank 0 of a group of 1, host 0.
+(a kernel called directly) the defaults apply: chip 0, rank 0 of a group of 1, host 0. The group
+rank and size live in a two-word native array (`TASK`) because the native step loop
+(`steploop.py`) stores them there before every kernel call.
 """
 from __future__ import annotations
 
+import ctypes
+
+TASK = (ctypes.c_int64 * 2)(0, 1)      # [group rank, group size] of the running kernel
+TASK_ADDRESS = ctypes.addressof(TASK)
+
 _chip = 0
-_rank = 0
-_size = 1
 _host = 0
 _chip_base = 0      # global index of this host's chip 0 (host * chips per host)
 _sub_base = 0       # likewise for sub workers
@@ -20,12 +25,12 @@ def chip_id() -> int:
 
 def group_rank() -> int:
     """The kernel's rank inside its group task (0 outside groups)."""
-    return _rank
+    return TASK[0]
 
 
 def group_size() -> int:
     """The number of members of the kernel's group task (1 outside groups)."""
-    return _size
+    return TASK[1]
 
 
 def host_id() -> int:
@@ -35,8 +40,9 @@ def host_id() -> int:
 
 def set_task(chip: int, rank: int, size: int) -> None:
     """Called by the worker before each kernel call."""
-    global _chip, _rank, _size
-    _chip, _rank, _size = chip, rank, size
+    global _chip
+    _chip = chip
+    TASK[0], TASK[1] = rank, size
 
 
 def set_host(host: int, chips_per_host: int = 0, subs_per_host: int = 0) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import KernelError, L3CError, Timeout, WorkerCrashed
-from . import context, layout, sync, worker
+from . import context, layout, steploop, sync, worker
 from .arena import SharedMapping
 from .plan import Plan, View
 
@@ -194,6 +194,7 @@ class Pool:
     def _start(self, chips: int, sub_workers: int, capacity: int) -> None:
         self._check_request(chips, sub_workers, capacity)
         sync.ensure()                          # compile before forking: children inherit the code
+        steploop.ensure()
         try:
             ctl = SharedMapping(layout.control_bytes(chips + sub_workers))
             arena_map = SharedMapping(capacity)

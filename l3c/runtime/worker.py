@@ -16,12 +16,12 @@ import pickle
 import signal
 import struct
 import sys
-import time
 import traceback
 
-from . import context, layout, sync
+from . import context, layout, steploop, sync
 from .arena import array_in
 from .plan import View
+from .steploop import StepTable
 from ..registry import resolve
 
 SLICE_NS = 100_000_000          # futex sleep slice: how quickly an idle worker notices its parent died
@@ -48,6 +48,18 @@ def read_message(fd: int, parent: int) -> object:
     return pickle.loads(read_exact(length))
 
 
+def kernel_traceback(exc: BaseException) -> str:
+    """The traceback of a kernel's exception from the kernel's own frame down: the worker's frames
+    above it say nothing to the user."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+_OWN_FILES = (__file__, steploop.__file__)
+
+
 class Worker:
     """State of one worker process (lives only in the child)."""
 
@@ -59,16 +71,13 @@ class Worker:
         base = layout.slot_offset(slot)
         self.base = base
         self.state_idx = (base + layout.S_STATE) // 4
-        self.done_idx = (base + layout.S_DONE) // 4
         self.done_addr = ctl_address + base + layout.S_DONE
         self.done_waiters_addr = ctl_address + base + layout.S_DONE_WAITERS
-        self.abort_idx = layout.H_ABORT // 4
         self.abort_addr = ctl_address + layout.H_ABORT
         self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
         self.never_addr = ctypes.addressof(self._never)
         self.plans: dict[int, list[tuple]] = {}
         self.kernels: dict[str, object] = {}
-        self._stamps: memoryview | None = None
 
     # --- waiting ------------------------------------------------------------------------------------
     def wait_ge(self, word_addr: int, target: int, waiters_addr: int, abort_addr: int,
@@ -134,58 +143,42 @@ class Worker:
                                      f"in worker {self.slot}: {exc}")
                 return
             waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
-                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS,
-                           (layout.slot_offset(s) + layout.S_DONE) // 4, count)
+                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count)
                           for s, count in step.waits)
             prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
-                             step.group_size, step.task))
-        self.plans[plan_id] = prepared
+                             step.group_size))
+        self.plans[plan_id] = (StepTable(prepared), [step.task for step in steps])
         self.finish(layout.ST_FINISHED)
 
     def run_plan(self, plan_id: int) -> None:
-        stamps = None
+        """Run the installed queue natively (`steploop.py`); come back to Python only to check the
+        parent between futex slices and to report a kernel's exception."""
+        stamps = 0
         if plan_id & layout.RUN_PROFILE:       # `l3c profile`: time every step (see layout.py)
             plan_id &= ~layout.RUN_PROFILE
-            stamps = self.profile_stamps()
-        steps = self.plans.get(plan_id)
-        if steps is None:
+            stamps = self.ctl + layout.profile_offset(self.slots, self.slot)
+        installed = self.plans.get(plan_id)
+        if installed is None:
             self.fail(0xFFFFFFFF, f"plan {plan_id} is not installed in worker {self.slot}")
             return
-        if len(steps) > layout.PROFILE_STEPS:  # the parent refuses to profile such plans anyway
-            stamps = None
-        words, abort_idx, done_idx, last = self.words, self.abort_idx, self.done_idx, len(steps) - 1
-        clock = time.monotonic_ns
-        for k, (fn, args, waits, signal_, rank, size, task) in enumerate(steps):
-            for addr, waiters, idx, count in waits:
-                if words[idx] < count and not self.wait_ge(addr, count, waiters, self.abort_addr):
-                    self.finish(layout.ST_ABORTED)
-                    return
-            if words[abort_idx]:
-                self.finish(layout.ST_ABORTED)
-                return
-            context.set_task(self.chip, rank, size)
-            if stamps is not None and (waits or not k):   # else it starts when step k-1 ended
-                stamps[2 * k] = clock()
+        table, tasks = installed
+        if table.n > layout.PROFILE_STEPS:     # the parent refuses to profile such plans anyway
+            stamps = 0
+        k, out_k = 0, ctypes.c_int64(0)
+        while True:
             try:
-                fn(*args)
-            except BaseException:  # noqa: BLE001 - any kernel failure is reported, never kills the worker
-                self.fail(task, traceback.format_exc())
+                status = table.run(k, self.abort_addr, self.done_addr, self.done_waiters_addr,
+                                   context.TASK_ADDRESS, stamps, sync.RUN_SPIN, SLICE_NS, out_k)
+            except BaseException as exc:  # noqa: BLE001 - a kernel failure is reported, never kills the worker
+                self.fail(tasks[out_k.value], kernel_traceback(exc))
                 return
-            if stamps is not None:
-                stamps[2 * k + 1] = clock()
-            if signal_ or k == last:
-                sync.publish(self.done_addr, k + 1, self.done_waiters_addr)
-            else:
-                words[done_idx] = k + 1
-        self.finish(layout.ST_FINISHED)
-
-    def profile_stamps(self) -> memoryview:
-        """This slot's profile area as u64 words (built on first use, then reused)."""
-        if self._stamps is None:
-            start = self.ctl + layout.profile_offset(self.slots, self.slot)
-            area = (ctypes.c_uint64 * (2 * layout.PROFILE_STEPS)).from_address(start)
-            self._stamps = memoryview(area).cast("B").cast("Q")
-        return self._stamps
+            if status == steploop.STEPS_AGAIN:  # a futex slice elapsed: is the parent alive?
+                if os.getppid() != self.parent:
+                    os._exit(3)
+                k = out_k.value
+                continue
+            self.finish(layout.ST_ABORTED if status == steploop.STEPS_ABORTED else layout.ST_FINISHED)
+            return
 
     def run_task(self) -> None:
         task, kernel, args, rank, size = read_message(self.pipe_fd, self.parent)
@@ -194,12 +187,13 @@ class Worker:
             call_args = self.build_args(args)
             context.set_task(self.chip, rank, size)
             fn(*call_args)
-        except BaseException:  # noqa: BLE001
-            self.fail(task, traceback.format_exc())
+        except BaseException as exc:  # noqa: BLE001
+            self.fail(task, kernel_traceback(exc))
             return
         self.finish(layout.ST_FINISHED)
 
     def loop(self) -> None:
+        context.set_task(self.chip, 0, 1)      # the native loop sets rank and size per step
         while True:
             command, arg = self.next_command()
             if command == layout.CMD_EXIT:

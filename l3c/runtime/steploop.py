@@ -1,0 +1,239 @@
+"""The worker's run loop in native code: wait, call the kernel, publish, for every step of a plan.
+
+A worker runs its installed queue once per run. In Python each step cost ~0.5 us of loop overhead
+(tuple unpacking, the context setter, the counter store) around a kernel call that costs ~0.06 us,
+so a chain of small kernels ran at ~10x the in-process floor. Here one llvmlite-compiled function
+walks a table of steps and calls each kernel with `PyObject_Call` (the worker holds the GIL; it is
+its only Python thread), so the per-step cost is the call itself plus a few loads and stores.
+
+Tables (built once per installed plan by `StepTable`; i64 words):
+    step k:  fn, args, wait_begin, wait_end, publish, rank, size, 0
+             fn/args are the addresses of the kernel function and its prebuilt argument tuple (kept
+             alive by the table); waits[wait_begin:wait_end] must hold before the call; publish != 0
+             wakes sleepers on S_DONE after the step (a step on another worker waits for it).
+    wait j:  word, waiters, count   wait until the u32 at `word` >= count (`waiters` for the futex)
+
+    i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
+                      spin, slice_ns, out_k)
+        Runs steps first..n-1 and returns STEPS_DONE; STEPS_ABORTED when H_ABORT is seen;
+        STEPS_AGAIN with *out_k = k when a wait's futex slice elapsed at step k (the caller checks its
+        parent is alive and calls again from k); STEPS_RAISED with *out_k = k when kernel k raised:
+        its exception is left set, so the ctypes call raises it in the worker with the kernel's
+        frames in the traceback. Before each call it stores the step's group rank and size into
+        task_ctx[0..1] (what `l3c.group_rank()` reads); after it stores k+1 into S_DONE (release),
+        or publishes it with a wake. With `stamps` nonzero (a profiled run) it records
+        CLOCK_MONOTONIC before the call (step 0 and steps with waits only, see layout.py) and after.
+
+Every wait is `sync.wait_ge`: the same bounded spin-then-futex as everywhere else.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any, Sequence
+
+from . import sync
+
+STEPS_DONE = 0
+STEPS_ABORTED = 1
+STEPS_AGAIN = 2
+STEPS_RAISED = 3
+
+STEP_WORDS = 8
+WAIT_WORDS = 3
+CLOCK_MONOTONIC = 1
+
+_lock = threading.Lock()
+_compiled: tuple | None = None
+_run_steps = None
+
+
+def _module_ir() -> str:
+    from llvmlite import ir
+
+    i8, i32, i64, void = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.VoidType()
+    p8, p64 = i8.as_pointer(), i64.as_pointer()
+    mod = ir.Module(name="l3c_steploop")
+    call_obj = ir.Function(mod, ir.FunctionType(p8, [p8, p8, p8]), "PyObject_Call")
+    decref = ir.Function(mod, ir.FunctionType(void, [p8]), "Py_DecRef")
+    clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
+    wait_ge = ir.Function(mod, ir.FunctionType(i32, [i64, i32, i64, i64, i32, i64]), "l3c_wait_ge")
+    publish = ir.Function(mod, ir.FunctionType(void, [i64, i32, i64]), "l3c_publish")
+
+    fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i32,
+                                                i64, p64]), "l3c_run_steps")
+    (steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps, spin, slice_ns,
+     out_k) = fn.args
+    for arg, name in zip(fn.args, ("steps", "n", "first", "waits", "abort", "done", "done_waiters",
+                                   "task_ctx", "stamps", "spin", "slice_ns", "out_k")):
+        arg.name = name
+    entry = fn.append_basic_block("entry")
+    head = fn.append_basic_block("step")
+    wait_head = fn.append_basic_block("wait")
+    wait_body = fn.append_basic_block("wait.check")
+    wait_slow = fn.append_basic_block("wait.slow")
+    wait_next = fn.append_basic_block("wait.next")
+    call_bb = fn.append_basic_block("call")
+    finished = fn.append_basic_block("finished")
+    aborted = fn.append_basic_block("aborted")
+    again = fn.append_basic_block("again")
+    raised = fn.append_basic_block("raised")
+
+    b = ir.IRBuilder(entry)
+    ts = b.alloca(ir.ArrayType(i64, 2), name="ts")
+    has_stamps = b.icmp_unsigned("!=", b.ptrtoint(stamps, i64), i64(0))
+    abort_ptr = b.inttoptr(abort, i32.as_pointer())
+    done_ptr = b.inttoptr(done, i32.as_pointer())
+    b.cbranch(b.icmp_signed("<", first, n), head, finished)
+
+    def field(b: ir.IRBuilder, table: ir.Value, index: ir.Value, width: int, offset: int) -> ir.Value:
+        return b.load(b.gep(table, [b.add(b.mul(index, i64(width)), i64(offset))]))
+
+    def now(b: ir.IRBuilder) -> ir.Value:
+        tsp = b.bitcast(ts, p64)
+        b.call(clock, [i32(CLOCK_MONOTONIC), tsp])
+        return b.add(b.mul(b.load(tsp), i64(1_000_000_000)), b.load(b.gep(tsp, [i64(1)])))
+
+    # ---- step k: its waits -----------------------------------------------------------------
+    b.position_at_end(head)
+    k = b.phi(i64, "k")
+    k.add_incoming(first, entry)
+    w_begin = field(b, steps, k, STEP_WORDS, 2)
+    w_end = field(b, steps, k, STEP_WORDS, 3)
+    b.branch(wait_head)
+
+    b.position_at_end(wait_head)
+    j = b.phi(i64, "j")
+    j.add_incoming(w_begin, head)
+    b.cbranch(b.icmp_signed("<", j, w_end), wait_body, call_bb)
+
+    b.position_at_end(wait_body)
+    word = field(b, waits, j, WAIT_WORDS, 0)
+    count = b.trunc(field(b, waits, j, WAIT_WORDS, 2), i32)
+    seen = b.load_atomic(b.inttoptr(word, i32.as_pointer()), "acquire", 4)
+    b.cbranch(b.icmp_unsigned(">=", seen, count), wait_next, wait_slow)
+
+    b.position_at_end(wait_slow)
+    waiters = field(b, waits, j, WAIT_WORDS, 1)
+    r = b.call(wait_ge, [word, count, waiters, abort, spin, slice_ns])
+    is_ok = b.icmp_unsigned("==", r, i32(sync.WAIT_OK))
+    not_ok = fn.append_basic_block("wait.not_ok")
+    b.cbranch(is_ok, wait_next, not_ok)
+    b.position_at_end(not_ok)
+    b.store(k, out_k)
+    b.cbranch(b.icmp_unsigned("==", r, i32(sync.WAIT_ABORT)), aborted, again)
+
+    b.position_at_end(wait_next)
+    j.add_incoming(b.add(j, i64(1)), wait_next)
+    b.branch(wait_head)
+
+    # ---- step k: the call ------------------------------------------------------------------
+    b.position_at_end(call_bb)
+    stop = b.load_atomic(abort_ptr, "monotonic", 4)
+    go = fn.append_basic_block("go")
+    b.cbranch(b.icmp_unsigned("!=", stop, i32(0)), aborted, go)
+    b.position_at_end(go)
+    b.store(field(b, steps, k, STEP_WORDS, 5), task_ctx)
+    b.store(field(b, steps, k, STEP_WORDS, 6), b.gep(task_ctx, [i64(1)]))
+    stamp_start = b.and_(has_stamps, b.or_(b.icmp_signed("<", w_begin, w_end),
+                                           b.icmp_signed("==", k, first)))
+    with b.if_then(stamp_start, likely=False):
+        b.store(now(b), b.gep(stamps, [b.mul(k, i64(2))]))
+    callee = b.inttoptr(field(b, steps, k, STEP_WORDS, 0), p8)
+    args = b.inttoptr(field(b, steps, k, STEP_WORDS, 1), p8)
+    result = b.call(call_obj, [callee, args, ir.Constant(p8, None)])
+    ok_bb = fn.append_basic_block("returned")
+    b.cbranch(b.icmp_unsigned("==", b.ptrtoint(result, i64), i64(0)), raised, ok_bb)
+    b.position_at_end(ok_bb)
+    b.call(decref, [result])
+    with b.if_then(has_stamps, likely=False):
+        b.store(now(b), b.gep(stamps, [b.add(b.mul(k, i64(2)), i64(1))]))
+    k_next = b.add(k, i64(1))
+    value = b.trunc(k_next, i32)
+    wake = b.or_(b.icmp_unsigned("!=", field(b, steps, k, STEP_WORDS, 4), i64(0)),
+                 b.icmp_signed("==", k_next, n))
+    with b.if_else(wake) as (then, otherwise):
+        with then:
+            b.call(publish, [done, value, done_waiters])
+        with otherwise:
+            b.store_atomic(value, done_ptr, "release", 4)
+    k.add_incoming(k_next, b.block)
+    b.cbranch(b.icmp_signed("<", k_next, n), head, finished)
+
+    b.position_at_end(raised)
+    b.store(k, out_k)
+    b.ret(i32(STEPS_RAISED))
+    b.position_at_end(finished)
+    b.ret(i32(STEPS_DONE))
+    b.position_at_end(aborted)
+    b.ret(i32(STEPS_ABORTED))
+    b.position_at_end(again)
+    b.ret(i32(STEPS_AGAIN))
+    return str(mod)
+
+
+def _build() -> None:
+    global _compiled, _run_steps
+    import llvmlite.binding as llvm
+
+    sync.ensure()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    addresses = sync.function_addresses()
+    libc = ctypes.CDLL(None)
+    for name, address in (("PyObject_Call", ctypes.pythonapi.PyObject_Call),
+                          ("Py_DecRef", ctypes.pythonapi.Py_DecRef),
+                          ("clock_gettime", libc.clock_gettime)):
+        llvm.add_symbol(name, ctypes.cast(address, ctypes.c_void_p).value)
+    llvm.add_symbol("l3c_wait_ge", addresses["wait_ge"])
+    llvm.add_symbol("l3c_publish", addresses["publish"])
+    mod = llvm.parse_assembly(_module_ir())
+    mod.verify()
+    target = llvm.Target.from_default_triple().create_target_machine(opt=2)
+    engine = llvm.create_mcjit_compiler(mod, target)
+    engine.finalize_object()
+    # PYFUNCTYPE: the GIL stays held (the loop calls Python) and an exception the loop leaves set
+    # is raised by the call.
+    u64, p = ctypes.c_uint64, ctypes.c_void_p
+    _run_steps = ctypes.PYFUNCTYPE(ctypes.c_int32, p, ctypes.c_int64, ctypes.c_int64, p, u64, u64,
+                                   u64, p, p, ctypes.c_int32, ctypes.c_int64, p)(
+        engine.get_function_address("l3c_run_steps"))
+    _compiled = (engine, mod)
+
+
+def ensure() -> None:
+    """Compile the loop once per process (the pool calls this before it forks its workers)."""
+    if _compiled is None:
+        with _lock:
+            if _compiled is None:
+                _build()
+
+
+class StepTable:
+    """One installed plan's queue as the native loop reads it; owns the objects the table points to.
+
+    `steps` is a sequence of (fn, args, waits, publish, rank, size) with waits a sequence of
+    (word address, waiters address, count)."""
+
+    def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int]], bool, int,
+                                             int]]) -> None:
+        ensure()
+        self.keep = [(fn, args) for fn, args, *_ in steps]   # the table holds borrowed addresses
+        n_waits = sum(len(s[2]) for s in steps)
+        self.n = len(steps)
+        self.steps = (ctypes.c_int64 * max(1, STEP_WORDS * self.n))()
+        self.waits = (ctypes.c_int64 * max(1, WAIT_WORDS * n_waits))()
+        j = 0
+        for k, (fn, args, waits, publish, rank, size) in enumerate(steps):
+            base = STEP_WORDS * k
+            self.steps[base:base + STEP_WORDS] = [id(fn), id(args), j, j + len(waits),
+                                                  int(bool(publish)), rank, size, 0]
+            for word, waiters, count in waits:
+                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count]
+                j += 1
+
+    def run(self, first: int, abort: int, done: int, done_waiters: int, task_ctx: int, stamps: int,
+            spin: int, slice_ns: int, out_k: ctypes.c_int64) -> int:
+        """Run steps first..n-1 (see the module docstring); raises what a kernel raised."""
+        return _run_steps(self.steps, self.n, first, self.waits, abort, done, done_waiters, task_ctx,
+                          stamps or None, spin, slice_ns, ctypes.byref(out_k))

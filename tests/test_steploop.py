@@ -1,0 +1,88 @@
+"""The native step loop in the workers (`l3c/runtime/steploop.py`): long cross-worker waits that
+return to Python between futex slices and resume at the right step, group context per step, and
+kernel exceptions reported from the kernel's own frame."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import l3c
+from l3c.runtime import worker
+
+
+@l3c.kernel
+def slow_fill(x: l3c.Out, seconds: float):
+    time.sleep(seconds)
+    x[...] = 7.0
+
+
+@l3c.kernel
+def add_from(src: l3c.In, dst: l3c.InOut):
+    dst += src
+
+
+@l3c.kernel
+def stamp_rank(out: l3c.Out):
+    out[...] = 10 * l3c.group_rank() + l3c.group_size()
+
+
+def _inner(x):
+    raise KeyError(f"missing {x.size}")
+
+
+@l3c.kernel
+def nested_fail(x: l3c.InOut):
+    _inner(x)
+
+
+def test_wait_longer_than_a_futex_slice_resumes_at_the_waiting_step():
+    # chip 1 runs three steps; its second waits on chip 0's slow step for ~3 futex slices
+    seconds = 3.2 * worker.SLICE_NS / 1e9
+
+    @l3c.jit(chips=2)
+    def prog(a, b):
+        add_from.on(1)(b, b)                     # doubles b
+        slow_fill.on(0)(a, seconds)
+        add_from.on(1)(a, b)                     # waits for chip 0
+        add_from.on(1)(b, b)
+        return b
+
+    a, b = np.zeros(4), np.ones(4)
+    assert prog(a, b).tolist() == [18.0] * 4    # ((1*2) + 7) * 2
+    assert prog.eager(np.zeros(4), np.ones(4)).tolist() == [18.0] * 4
+
+
+def test_group_rank_and_size_are_set_for_every_step():
+    @l3c.jit(chips=3)
+    def prog(out, single):
+        l3c.group(stamp_rank, [(out[i],) for i in range(3)])
+        stamp_rank(single)
+        return out, single
+
+    out, single = prog(np.zeros((3, 2)), np.zeros(2))
+    assert out[:, 0].tolist() == [3.0, 13.0, 23.0]
+    assert single.tolist() == [1.0, 1.0]        # rank 0 of 1, not left over from the group
+
+
+def test_kernel_traceback_starts_in_the_kernel():
+    @l3c.jit(chips=2)
+    def prog(x):
+        nested_fail(x)
+        return x
+
+    try:
+        prog(np.zeros(5))
+    except l3c.KernelError as exc:
+        text = exc.remote_traceback
+    else:
+        raise AssertionError("the kernel's KeyError was not reported")
+    assert "in nested_fail" in text and "in _inner" in text and "KeyError: 'missing 5'" in text
+    assert "l3c/runtime" not in text            # no worker or step-loop frames
+
+    @l3c.jit(chips=2)
+    def fine(x):                                 # the pool recovered: the next run works
+        add_from(x, x)
+        return x
+
+    assert fine(np.ones(3)).tolist() == [2.0] * 3
