@@ -120,16 +120,44 @@ def _slot_map(compiled: Any, pool: Any, plan: Any) -> ctypes.Array:
     return cached[1]
 
 
-def _copy_out(tree: Any, pool: Any) -> Any:
+def _result_arrays(tree: Any, pool: Any) -> Any:
+    """The results tree with each View replaced by its arena array (built once per installation)."""
     if tree is None:
         return None
     if not isinstance(tree, tuple) or tree[0] not in ("tuple", "list", "dict"):
-        return np.array(pool.array(tree), copy=True, order="C")
+        return pool.array(tree)
     kind, items = tree
     if kind == "dict":
-        return {key: _copy_out(sub, pool) for key, sub in items}
-    out = [_copy_out(sub, pool) for sub in items]
+        return (kind, [(key, _result_arrays(sub, pool)) for key, sub in items])
+    return (kind, [_result_arrays(sub, pool) for sub in items])
+
+
+def _copy_arrays(tree: Any) -> Any:
+    """Fresh arrays (and the tuple/list/dict around them) from a `_result_arrays` tree."""
+    if tree is None:
+        return None
+    if isinstance(tree, np.ndarray):
+        return np.array(tree, copy=True, order="C")
+    kind, items = tree
+    if kind == "dict":
+        return {key: _copy_arrays(sub) for key, sub in items}
+    out = [_copy_arrays(sub) for sub in items]
     return tuple(out) if kind == "tuple" else out
+
+
+def _copy_out(tree: Any, pool: Any) -> Any:
+    """Fresh arrays of the results tree of Views `tree` (one-off: no cached views)."""
+    return _copy_arrays(_result_arrays(tree, pool))
+
+
+def _arena_arrays(lowered: LoweredProgram, pool: Any, plan: Any) -> tuple[list, Any]:
+    """(input staging arrays, results tree of arrays) in the arena, cached with the installation."""
+    cache = pool.plan_cache(plan)
+    arrays = cache.get("io")
+    if arrays is None:
+        inputs = [None if v is None else pool.array(v) for v in lowered.input_views]
+        arrays = cache["io"] = (inputs, _result_arrays(lowered.results, pool))
+    return arrays
 
 
 def run(compiled: Any, *args: Any, timeout: float | None = None,
@@ -157,9 +185,10 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     with pool.lock:
         plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
         slot_map = _slot_map(compiled, pool, plan)
-        for view, array in zip(lowered.input_views, arrays):
-            if view is not None:
-                pool.array(view)[...] = array
+        staging, results = _arena_arrays(lowered, pool, plan)
+        for staged, array in zip(staging, arrays):
+            if staged is not None:
+                staged[...] = array
         ctrl, pids = pool.control_address, pool.pids_address
         out_slot = ctypes.c_int32(-1)
         deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
@@ -182,8 +211,8 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         if _stamps is not None:
             _stamps["steps"] = _read_stamps(pool, plan)
         for i in lowered.written_inputs:
-            arrays[i][...] = pool.array(lowered.input_views[i])
-        return _copy_out(lowered.results, pool)
+            arrays[i][...] = staging[i]
+        return _copy_arrays(results)
 
 
 # ---- profiling (`compiled.profile`, `l3c profile`) --------------------------------------------

@@ -36,6 +36,7 @@ from ..runtime import layout as L
 from ..runtime.plan import Plan
 
 SPIN_NS = 20_000
+SYS_SCHED_YIELD = 24
 FUTEX_SLICE_NS = 2_000_000
 SYS_FUTEX = 202            # x86-64
 FUTEX_WAIT = 0             # shared (not FUTEX_PRIVATE): the words live in a cross-process mapping
@@ -252,6 +253,8 @@ def generate_ir(plan: Plan) -> str:
     b.cbranch(keep_spinning, pause_bb, idle)
     b.position_at_end(pause_bb)
     b.call(g.pause, [])
+    # give the core to a worker that shares it (workers may outnumber cores)
+    b.call(g.syscall, [_c64(SYS_SCHED_YIELD)])
     b.branch(spin)
 
     # idle: look for dead workers, the deadline and the slice, then one bounded futex sleep

@@ -64,12 +64,14 @@ class _WorkerProc:
     pipe: int                     # write end of the worker's message pipe (-1 once closed)
     installed: set                # plan ids installed in this process
     exit_status: int | None = None
+    stat_fd: int = -1             # /proc/<pid>/stat, open while the process is ours (see _alive)
 
 
 @dataclasses.dataclass
 class _PlanEntry:
     plan: Plan
     plan_id: int
+    cache: dict = dataclasses.field(default_factory=dict)   # see Pool.plan_cache
 
 
 def _memory_limit() -> int:
@@ -229,7 +231,7 @@ class Pool:
         seq = words[(base + layout.S_COMMAND_SEQ) // 4]
         words[(base + layout.S_STATE) // 4] = layout.ST_IDLE
         read_fd, write_fd = os.pipe()
-        others = [w.pipe for w in self._workers if w.pipe >= 0]
+        others = [fd for w in self._workers for fd in (w.pipe, w.stat_fd) if fd >= 0]
         parent = os.getpid()
         sub = slot >= self.chips
         chip = context.global_index(slot - self.chips if sub else slot, sub)
@@ -249,7 +251,11 @@ class Pool:
             raise
         os.close(read_fd)
         fcntl.fcntl(write_fd, fcntl.F_SETFL, fcntl.fcntl(write_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        self._workers[slot] = _WorkerProc(pid, write_fd, set())
+        try:
+            stat_fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:                        # already gone: _alive reports it dead
+            stat_fd = -1
+        self._workers[slot] = _WorkerProc(pid, write_fd, set(), stat_fd=stat_fd)
         words[(base + layout.S_PID) // 4] = pid
         self._pids[slot] = pid
 
@@ -294,21 +300,18 @@ class Pool:
     def _alive(self, slot: int) -> bool:
         """Is the worker process still running? (Does not reap it, so its status stays readable.)"""
         w = self._workers[slot]
-        if not w.pid:
+        if not w.pid or w.stat_fd < 0:
             return False
+        # One pread of /proc/<pid>/stat, kept open since the fork (checked before every run, so it
+        # must be cheap: opening the file cost ~16 us, this ~4). The main thread's state is "Z" both
+        # for an exited, unreaped process and for a killed one whose native helper thread
+        # (OpenBLAS's) has not exited yet, when waitid does not report it yet. Dead either way; a
+        # process that is gone altogether (reaped by someone else) fails the read.
         try:
-            info = os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return False
-        if info is not None:
-            return False
-        # A worker has a native helper thread (OpenBLAS's): when it is killed, its main thread is a
-        # zombie a moment before the whole process is reported exited. Dead either way.
-        try:
-            with open(f"/proc/{w.pid}/stat", "rb") as f:
-                return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+            stat = os.pread(w.stat_fd, 256, 0)
         except OSError:
             return False
+        return stat.rsplit(b")", 1)[-1].split()[:1] not in ([b"Z"], [b"X"], [])
 
     def _reap(self, slot: int, deadline: float) -> int | None:
         """Wait (until `deadline`) for the worker to exit, SIGKILL it after that; return its status."""
@@ -337,6 +340,9 @@ class Pool:
             time.sleep(0.002)
         w.pid = 0
         w.exit_status = status
+        if w.stat_fd >= 0:
+            os.close(w.stat_fd)
+            w.stat_fd = -1
         if self._pids is not None:
             self._pids[slot] = 0
         return status
@@ -485,6 +491,15 @@ class Pool:
     def array(self, view: View) -> np.ndarray:
         """A numpy view of the arena in the parent (valid until the pool restarts)."""
         return self._arena_map.array(view)
+
+    def plan_cache(self, plan: Plan) -> dict:
+        """A dict that lives as long as `plan`'s installation in this pool's mappings: callers keep
+        numpy views of the arena there (building them cost ~10 us each per run). It is dropped
+        when the pool restarts or closes, so no view outlives its mapping through it."""
+        entry = self._plans.get(id(plan))
+        if entry is None or entry.plan is not plan:
+            raise L3CError("plan_cache: the plan is not installed in this pool")
+        return entry.cache
 
     def ensure_kernels(self, kernels: set[str]) -> None:
         """Fork the workers anew if any of `kernels` was registered after they were forked, so that
