@@ -37,7 +37,7 @@ from .ir import (Access, Config, MemoryReport, Param, Program, Region, ResultRef
 from .runtime.plan import Plan, View
 
 MAGIC = b"L3CSCHED"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: the dispatcher yields its core while it spins
 HEADER = struct.Struct("<8sIQ32s")
 MAX_PAYLOAD = 1 << 31
 

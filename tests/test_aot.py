@@ -204,8 +204,12 @@ def test_wrong_magic_and_foreign_files(saved, tmp_path):
 
 
 def test_other_version(saved):
-    with pytest.raises(l3c.ScheduleError, match="version 2; this l3c reads version 1"):
-        l3c.load(rewrite(saved, version=2))
+    other = aot.FORMAT_VERSION + 1
+    with pytest.raises(l3c.ScheduleError,
+                       match=f"version {other}; this l3c reads version {aot.FORMAT_VERSION}"):
+        l3c.load(rewrite(saved, version=other))
+    with pytest.raises(l3c.ScheduleError, match=f"version {aot.FORMAT_VERSION - 1};"):
+        l3c.load(rewrite(saved, version=aot.FORMAT_VERSION - 1))   # written by an older l3c
 
 
 def test_padded_file(saved):
