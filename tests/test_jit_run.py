@@ -34,3 +34,19 @@ def test_kernels_writing_inputs_update_the_callers_array():
     x = np.zeros(6)
     assert bump(x) is None
     np.testing.assert_array_equal(x, [2, 2, 1, 1, 1, 1])
+
+
+def test_an_input_that_already_lives_in_the_arena_is_not_staged_onto_itself():
+    from l3c.execute import prepare
+    from l3c.runtime.pool import get_pool
+
+    compiled = bump.lower(np.zeros(6))
+    compiled(np.zeros(6))                          # installs the plan and builds its arena views
+    plan = prepare(compiled)[0].plan
+    staged = get_pool(plan.chips, plan.sub_workers, plan.arena_bytes).plan_cache(plan)["io"][0][0]
+    staged[...] = [10, 20, 30, 40, 50, 60]
+    assert compiled(staged) is None                # the arena view itself as the argument
+    np.testing.assert_array_equal(staged, [12, 22, 31, 41, 51, 61])
+    x = np.zeros(6)
+    compiled(x)                                    # an ordinary array is staged again
+    np.testing.assert_array_equal(x, [2, 2, 1, 1, 1, 1])
