@@ -76,7 +76,7 @@ class Worker:
         self.abort_addr = ctl_address + layout.H_ABORT
         self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
         self.never_addr = ctypes.addressof(self._never)
-        self.plans: dict[int, list[tuple]] = {}
+        self.plans: dict[int, tuple[StepTable, list[int]]] = {}   # plan id -> (table, task ids)
         self.kernels: dict[str, object] = {}
 
     # --- waiting ------------------------------------------------------------------------------------
