@@ -17,7 +17,10 @@
    - reference, one host, no MPI: a dependent hop between two chips of one pool (producer end ->
      consumer start), i.e. what one hand-off between processes costs here; an l3c transfer has two
      (worker -> parent on host 0, parent -> worker on host 1) plus the MPI message.
-   `--stages` also prints where an l3c transfer's time goes (stamps in the run loop).
+   `--stages` also prints where an l3c transfer's time goes (stamps in the run loop; "host 1 sees it
+   complete" is when host 1's parent publishes the landing, stamped by the native poll when it did).
+   `--idle` also measures what each rank's parent spends while host 1 waits 2 s for a slow kernel
+   on host 0 (CPU time of the parent over the run, from getrusage).
 2. Planning, without processes: a model program (3 data-parallel layers: 512 matmuls over row
    blocks in groups of 8 + 512 ReLUs, then 64 sub-worker reductions and a final one) traced for
    64 hosts x 8 chips; times the schedule pass and the whole pipeline, and compares the estimated
@@ -76,6 +79,46 @@ def same_host_hop(runs: int) -> tuple[float, float]:
         if i >= 5:
             lat.append((int(t1[0]) - int(t0[0])) / 1e3)
     return stats(lat)
+
+
+IDLE_S = 2.0
+
+
+@l3c.kernel
+def slow(x: l3c.In, y: l3c.Out):
+    time.sleep(IDLE_S)
+    y[...] = x
+
+
+@l3c.kernel
+def bump(y: l3c.In, z: l3c.Out):
+    z[...] = y + 1
+
+
+def idle_wait(x):
+    y = l3c.empty(x.shape, x.dtype)
+    z = l3c.empty(x.shape, x.dtype)
+    slow.on(0)(x, y)
+    bump.on(1)(y, z)
+    return z
+
+
+def part_idle(comm) -> None:
+    """CPU time of each rank's parent during a run that waits IDLE_S on a slow kernel on host 0."""
+    import resource
+    step = l3c.jit(hosts=2, chips=1, timeout=60)(idle_wait)
+    x = np.ones(512)
+    step(x)                                                # compile and warm up
+    comm.Barrier()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    step(x)
+    r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    rows = comm.gather((comm.Get_rank(), wall, cpu), root=0)
+    if comm.Get_rank() == 0:
+        print(f"idle wait ({IDLE_S:.0f} s kernel on host 0, host 1 waits for its output): "
+              + ", ".join(f"rank {r} parent {c * 1e3:.0f} ms CPU in {w:.2f} s "
+                          f"({100 * c / w:.1f}% of a core)" for r, w, c in rows), flush=True)
 
 
 def part_transfers() -> None:
@@ -140,11 +183,13 @@ def part_transfers() -> None:
             print(f"  {nbytes:>9}  {l:8.1f} / {l90:6.1f}  {r:8.1f} / {r90:6.1f}  {l / r:7.2f}  "
                   f"{l - r:8.1f}")
         if show_stages:
-            print("  where an l3c transfer's time goes (medians, us): producer end -> host 0's parent "
-                  "sees S_DONE | -> Isend posted | -> host 1 sees it complete | -> consumer starts")
+            print("  where an l3c transfer's time goes (medians, us): producer end -> host 0's "
+                  "parent sees S_DONE | -> Isend posted | -> host 1 sees it complete | -> consumer starts")
             for nbytes, _, _, st in rows:
                 print(f"  {nbytes:>9}  " + " | ".join(f"{v:7.1f}" for v in st))
         sys.stdout.flush()
+    if "--idle" in sys.argv:
+        part_idle(comm)
     l3c.shutdown()
     if rank == 0:
         h, h90 = same_host_hop(300 if not reps else int(reps))
@@ -242,7 +287,8 @@ def main() -> None:
         part_transfers()
         return
     env = dict(os.environ, PYTHONPATH=ROOT)
-    subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.abspath(__file__), "--transfers"],
+    subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.abspath(__file__), "--transfers",
+                    "--idle"],
                    check=True, timeout=600, env=env)
     part_planning()
 

@@ -18,6 +18,9 @@ Modes:
   mismatch H                 rank 1 traces a different program: a clear error naming the line.
   where H C                  every global chip pins one task that reports (host_id, chip_id):
                              chips are numbered globally, chip c on host c // C.
+  poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
+                             a doorbell ring, and a real message from rank 0 landing on rank 1
+                             (published with the given value; the mpi4py request still valid).
 """
 from __future__ import annotations
 
@@ -200,6 +203,50 @@ def mode_where(hosts: int, chips: int) -> None:
     report("where", got.tolist() == want, f"got {got.tolist()} want {want}")
 
 
+def mode_poll() -> None:
+    import ctypes
+    from l3c.dist import poll
+    p = poll.native()
+    report("native", p is not None, MPI.Get_library_version().split("\n")[0])
+    if p is None:
+        return
+    cells = (ctypes.c_uint32 * 64)()        # [0] S_DONE, [16] doorbell, [32] landing, [48] waiters
+    base = ctypes.addressof(cells)
+    word, bell_word, landing, waiters = base, base + 64, base + 128, base + 192
+    watch = poll.Watch(p, landing, waiters, bell_word, stamp=True)
+    watch.set_words([(word, 3)])
+    watch.set_requests([], None)
+    cells[0] = 2
+    idle = watch.wait(0, 50)
+    cells[0] = 3
+    due = watch.wait(0, 50)
+    watch.set_words([])                          # that send was posted: nothing else is due
+    cells[16] = 5
+    rang = watch.wait(0, 50)
+    quiet = watch.wait(5, 50)
+    report("events", (idle, due, rang, quiet) == (poll.POLL_IDLE, poll.POLL_SEND, poll.POLL_BELL,
+                                                  poll.POLL_IDLE), f"{idle} {due} {rang} {quiet}")
+    buf = np.zeros(1024, dtype=np.uint8)
+    if RANK == 0:
+        COMM.Barrier()                              # rank 1 polled once before the message left
+        buf[:] = 7
+        COMM.Send([buf, MPI.BYTE], dest=1, tag=11)
+        return
+    req = COMM.Irecv([buf, MPI.BYTE], source=0, tag=11)
+    watch.set_requests([req], 4)
+    before = watch.wait(5, 20)
+    early = cells[32]
+    COMM.Barrier()
+    end = time.monotonic() + 10
+    got = poll.POLL_IDLE
+    while got == poll.POLL_IDLE and time.monotonic() < end:
+        got = watch.wait(5, 1000)
+    ok = (before == poll.POLL_IDLE and early == 0 and got == poll.POLL_LANDED and cells[32] == 4
+          and watch.stamp.value > 0 and req.Test() and bool((buf == 7).all()))
+    report("landing", ok, f"before={before} early={early} got={got} landing={cells[32]} "
+                          f"stamp={watch.stamp.value} data={buf[:4]}")
+
+
 def main() -> None:
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "random":
@@ -213,6 +260,8 @@ def main() -> None:
         mode_mismatch(int(rest[0]))
     elif mode == "where":
         mode_where(*map(int, rest))
+    elif mode == "poll":
+        mode_poll()
     print(f"\nDONE {RANK}", flush=True)
 
 

@@ -82,6 +82,15 @@ def test_chip_ids_are_global_and_host_ids_follow_placement():
 
 
 @needs_mpi
+def test_native_poll_sees_due_sends_doorbells_and_landings_and_publishes_them():
+    proc = mpiexec(2, DRIVER, "poll", timeout=60)
+    found = results(proc.stdout)
+    for key in ((0, "native"), (1, "native"), (0, "events"), (1, "events"), (1, "landing")):
+        ok, detail = found.get(key, (False, "missing: " + proc.stdout[-2000:] + proc.stderr[-2000:]))
+        assert ok, f"{key}: {detail}"
+
+
+@needs_mpi
 def test_kernel_error_on_one_host_raises_on_every_host_and_pools_recover():
     proc = mpiexec(2, DRIVER, "raise", "2", timeout=60)
     found = results(proc.stdout)

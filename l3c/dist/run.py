@@ -12,7 +12,8 @@ Each rank (host) runs the same steps, `run(compiled, *args)`:
    done; raise the landing counter over the host's sequence in its fixed order (an inbound transfer
    counts once received and scattered, a sent item once its `Isend`s completed), with a futex wake:
    workers wait on it like on any slot; poll the control channel
-   (failures, heartbeats, "done"); let the native `l3c_wait` sleep briefly when nothing moves;
+   (failures, heartbeats, "done"); while remote work is outstanding, wait in the native poll
+   (`poll.py`: due sends, the next landing, published there at once), else nap in `l3c_wait`;
 5. when the local run finished, every send completed and every transfer landed: tell the others
    "done" and wait for their "done"; then the owners broadcast the results and written inputs
    (`FinalPiece`s); write inputs back and copy results out on every rank.
@@ -37,7 +38,7 @@ import numpy as np
 from ..errors import KernelError, L3CError, Timeout
 from ..runtime import context, layout, sync
 from ..runtime.pool import get_pool
-from . import launcher
+from . import launcher, poll
 from .errors import HostFailed, HostLost
 from .split import DistPlan, Piece, Transfer, split
 
@@ -47,9 +48,12 @@ SPIN_S = float(os.environ.get("L3C_DIST_SPIN", "0.01"))
                             # something remote is outstanding
 CHECK_S = 0.002             # while spinning, let the native wait check the local run this often
 CONTROL_S = 0.0005          # ... and read control messages / check silences this often
-NAP_NS = 100_000            # then nap this long per round (native wait, woken early by the local
-                            # doorbell); LONG_NAP_NS after a quiet second
-LONG_NAP_NS = 2_000_000
+POLL_ROUNDS = 32            # rounds of the native poll (each ends with a sched_yield) per loop round
+NATIVE_POLL = os.environ.get("L3C_DIST_NATIVE_POLL", "1") != "0"
+NAP_NS = 100_000            # then nap (native wait, woken early by the local doorbell) for
+NAP_SHARE = 16              # 1/NAP_SHARE of the quiet time so far, at least NAP_NS and at most
+LONG_NAP_NS = 2_000_000     # LONG_NAP_NS: a message that arrives during a nap is seen at most ~6%
+                            # later than the wait it ends, and a long idle wait costs ~500 rounds/s
 _EMPTY = np.empty(0, dtype=np.uint8)
 TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
 CTL_TAG = 7
@@ -316,11 +320,14 @@ class _Run:
 
         Waiting: while anything remote is outstanding (an inbound transfer not landed, a send not
         posted or not completed, a peer's "done"), the loop spins for up to `SPIN_S` after the last
-        progress, yielding the core on every round (`sched_yield`: a worker that needs this core gets
-        it at once), because a message from another host wakes no futex: it is only seen by
-        testing. Past that it naps in the native wait (woken early by the local workers' doorbell),
-        longer as the quiet lasts. The native wait also runs every `CHECK_S` while spinning and
-        whenever the doorbell moved, to see the local run end, fail, crash or time out."""
+        progress, because a message from another host wakes no futex: it is only seen by testing.
+        It spins in the native poll (`poll.py`), POLL_ROUNDS rounds per loop round, each ending
+        with a `sched_yield` (a worker that needs this core gets it at once); the poll returns on
+        a due send, a completed landing (which it publishes itself when nothing needs scattering)
+        or the doorbell. After any progress the loop yields once before going on. Past `SPIN_S` it
+        naps in the native wait (woken early by the local workers' doorbell), 1/NAP_SHARE of the
+        quiet time so far. The native wait also runs every `CHECK_S` while spinning and whenever
+        the doorbell moved, to see the local run end, fail, crash or time out."""
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
         testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
         monotonic, probe = time.monotonic, PROBE
@@ -357,6 +364,10 @@ class _Run:
         now = monotonic()
         last_progress = last_beat = last_check = last_control = now
         bell = load(doorbell)
+        poller = poll.native() if NATIVE_POLL else None
+        watch = None if poller is None else poll.Watch(
+            poller, self.landing_word, self.landing_waiters, doorbell, probe is not None)
+        watch_stale = True
         disp.start(ctrl, self.plan_id, slot_map)
         while True:
             progressed = False
@@ -386,6 +397,7 @@ class _Run:
                     if landed >= tr.gate_order and all(
                             load(self.done_word(sl)) >= c for sl, c in tr.gate_slots):
                         item[2] = self.post_receive(tr)
+                        watch_stale = True
                     else:
                         still.append(item)
                 gated = still
@@ -397,15 +409,19 @@ class _Run:
                     for buf, how in scatters:
                         self.buffers.scatter(buf, how)
                     if probe is not None:
-                        probe.append(("arrived", time.monotonic_ns()))
-                    self.heard[tr.src] = monotonic()
+                        early = watch.stamp.value if watch is not None else 0
+                        probe.append(("arrived", early or time.monotonic_ns()))
+                    heard_from = tr.src
                 else:
                     reqs = sent_reqs.get(tr.id)
                     if reqs is None or not testall(reqs):
                         break
                     del sent_reqs[tr.id]
+                    heard_from = -1
                 landed += 1
                 sync.publish(self.landing_word, landed, self.landing_waiters)
+                if heard_from >= 0:
+                    self.heard[heard_from] = monotonic()
                 progressed = True
             if inflight and testall(inflight):
                 inflight = []
@@ -448,22 +464,60 @@ class _Run:
                     raise Timeout(f"host {self.host}: the run exceeded its timeout of "
                                   f"{self.timeout} s while exchanging transfers")
             if progressed:
+                # Hand the core to whoever this progress unblocked before doing anything else: the
+                # consumer a landing just woke (the futex puts it on this core as often as not), or
+                # the rest of a producer's run. ~1 us when nobody else wants the core.
+                yield_()
+                watch_stale = True
                 continue
             quiet = now - last_progress
             if (remote or said_done) and quiet < SPIN_S:
-                yield_()
-            elif not local_done:
-                # nap on the doorbell: woken early when a local worker ends, fails or crashes
-                nap = NAP_NS if remote and quiet < 1.0 else LONG_NAP_NS
-                if not remote and not self.peers:
-                    nap = 50_000_000
+                if watch is None:
+                    yield_()
+                    continue
+                if watch_stale:
+                    self._aim(watch, heads, gated, seq, landed, sent_reqs, inflight)
+                    watch_stale = False
+                event = watch.wait(load(doorbell) if local_done else bell, POLL_ROUNDS)
+                if event != poll.POLL_IDLE:
+                    watch_stale = True          # re-aim: an event must not return at once again
+                continue
+            if remote or said_done:
+                # a message wakes nothing: nap longer as the quiet lasts
+                nap = min(LONG_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
+            else:
+                # only the local run is left, and its doorbell ends the nap
+                nap = LONG_NAP_NS if self.peers else 50_000_000
+            if not local_done:
+                # on the doorbell: woken early when a local worker ends, fails or crashes
                 bell, last_check = load(doorbell), now
                 self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, nap, out_ref), out_slot)
                 local_done = self._local_done
             else:
-                time.sleep(NAP_NS / 1e9 if quiet < 1.0 else LONG_NAP_NS / 1e9)
+                time.sleep(nap / 1e9)
 
     _local_done = False
+
+    def _aim(self, watch: poll.Watch, heads: list, gated: list, seq: list, landed: int,
+             sent_reqs: dict, inflight: list) -> None:
+        """Point the native poll at the sends due next, the unmet gates of gated receives, and the
+        next landing's requests (it may publish that landing itself when nothing needs
+        scattering), else at the sends in flight."""
+        pairs = [(word, items[i][0]) for word, items, i in heads if i < len(items)]
+        for item in gated:
+            for slot, count in item[1].gate_slots:
+                word = self.done_word(slot)
+                if sync.load_u32(word) < count:
+                    pairs.append((word, count))
+        watch.set_words(pairs)
+        if landed < len(seq):
+            kind, tr, reqs, scatters = seq[landed]
+            if kind == "sent":
+                reqs, scatters = sent_reqs.get(tr.id), None
+            if reqs:
+                watch.set_requests(reqs, None if scatters else landed + 1)
+                return
+        watch.set_requests(inflight, None)
 
     def _local(self, status: int, out_slot: Any) -> None:
         """Act on the native wait's verdict about the local run."""
