@@ -21,7 +21,7 @@ Tables (built once per installed plan by `StepTable`; i64 words):
         its exception is left set, so the ctypes call raises it in the worker with the kernel's
         frames in the traceback. Before each call it stores the step's group rank and size into
         task_ctx[0..1] (what `l3c.group_rank()` reads); after it stores k+1 into S_DONE (release),
-        or publishes it with a wake. With `stamps` nonzero (a profiled run) it records
+        or publishes it with a wake; after the last step it yields its core once. With `stamps` nonzero (a profiled run) it records
         CLOCK_MONOTONIC before the call (step 0 and steps with waits only, see layout.py) and after.
 
 Every wait is `sync.wait_ge`: the same bounded spin-then-futex as everywhere else.
@@ -59,6 +59,7 @@ def _module_ir() -> str:
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
     wait_ge = ir.Function(mod, ir.FunctionType(i32, [i64, i32, i64, i64, i32, i64]), "l3c_wait_ge")
     publish = ir.Function(mod, ir.FunctionType(void, [i64, i32, i64]), "l3c_publish")
+    sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
 
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i32,
                                                 i64, p64]), "l3c_run_steps")
@@ -155,6 +156,10 @@ def _module_ir() -> str:
     with b.if_else(wake) as (then, otherwise):
         with then:
             b.call(publish, [done, value, done_waiters])
+            # The queue is done: let a process waiting for it on this core (the parent, or a host's
+            # MPI sender) run now rather than after this worker's return into Python.
+            with b.if_then(b.icmp_signed("==", k_next, n)):
+                b.call(sched_yield, [])
         with otherwise:
             b.store_atomic(value, done_ptr, "release", 4)
     k.add_incoming(k_next, b.block)
@@ -183,7 +188,8 @@ def _build() -> None:
     libc = ctypes.CDLL(None)
     for name, address in (("PyObject_Call", ctypes.pythonapi.PyObject_Call),
                           ("Py_DecRef", ctypes.pythonapi.Py_DecRef),
-                          ("clock_gettime", libc.clock_gettime)):
+                          ("clock_gettime", libc.clock_gettime),
+                          ("sched_yield", libc.sched_yield)):
         llvm.add_symbol(name, ctypes.cast(address, ctypes.c_void_p).value)
     llvm.add_symbol("l3c_wait_ge", addresses["wait_ge"])
     llvm.add_symbol("l3c_publish", addresses["publish"])
