@@ -1,7 +1,8 @@
-"""Dispatch cost per task: l3c compiled vs l3c eager vs ProcessPoolExecutor (vs Dask / Ray when
-importable), on the workloads of issue 6, with 2 and 4 workers.
+"""Dispatch cost per task: l3c compiled vs l3c eager vs ProcessPoolExecutor vs Dask vs Ray tasks vs
+Ray Compiled Graphs (each optional peer skipped when not installed), on the workloads of issue 6,
+with 2 and 4 workers.
 
-    python benchmarks/dispatch.py [--workers 2 4] [--repeats 5] [--json benchmarks/dispatch.json]
+    python benchmarks/dispatch.py [--workers 2 4] [--repeats 5] [--workloads abcde] [--json PATH]
 
 Workloads (tasks per run):
     a  2,000 independent no-op tasks                  (each writes its own row of one tensor)
@@ -10,20 +11,51 @@ Workloads (tasks per run):
     d  200 2-member group tasks, each group reading what the previous group wrote (cost per group)
     e  a chain of 100 in-place `x += 1` on a 4 MiB float64 array (vs the same numpy loop)
 
-Timing: median wall time of `--repeats` runs after one warm-up run (which traces, compiles, forks).
-The floor for a-c is the same kernel calls made one after another in a plain Python loop in one
-process with prebuilt numpy views. Prints microseconds per task, each peer's ratio to l3c compiled,
-and l3c compiled's ratio to the floor; writes everything as JSON.
+How each peer expresses them (same dependency structure as the l3c programs):
+    process_pool  no dependency edges exist, so the parent waits for each stage before submitting
+                  the next; (e) ships the array to the worker and back for every update.
+    dask, ray     futures / ObjectRefs passed as arguments are the edges: (c) each fan task takes
+                  the round's first task, the gather takes all 256; (d) both members of a group take
+                  both members of the previous group; (e) the array is put once and handed from
+                  task to task. Dask updates it in place; Ray store objects are read-only, so each
+                  Ray task writes `x + 1` into a new object.
+    ray_cg        Ray Compiled Graphs over W actors (fresh actors per graph). A graph is static and
+                  compiling costs 20-50 ms a node here, so each workload is a fixed sub-graph
+                  executed repeatedly, the driver feeding one execution's output into the next
+                  where the workload has a dependency:
+                    a  50 independent calls spread over the actors, 40 executions, up to 8 in flight
+                    b  a chain of 10 calls alternating over the actors, 100 executions
+                    c  one round (1 -> 256 spread over the actors -> 1), 8 executions
+                    d  10 chained groups (members on actors 0 and 1, each taking both members of the
+                       previous group), 20 executions
+                    e  a chain of 10 updates alternating over the actors, 10 executions; channel
+                       reads are read-only, so each actor adds into a buffer it owns
+    ray_cg_1actor (b) and (e) with the whole chain on one actor, as l3c places a chain on one
+                  worker: every link crosses a process in `ray_cg`, but not here.
+
+Timing: median wall time of `--repeats` runs after one warm-up run (which traces, compiles, forks,
+starts the peer's workers). Peers run in separate phases per worker count (l3c, process pool and
+floors first, then Dask, then Ray), so no framework's idle processes share the cores with another's
+measurement. Two floors, both in one process with views built once:
+    floor          the same kernel calls one after another in a plain Python loop
+    floor_counter  the same loop also storing the step count into a word of a shared mapping
+                   (FACTS.md's floor: about 0.3 us a task on this machine)
+Prints microseconds per task (per group for d), each peer's ratio to l3c compiled, and l3c
+compiled's ratio to both floors; writes everything, with versions, errors and skips, as JSON.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import importlib.util
 import json
+import logging
+import mmap
 import os
 import statistics
 import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,6 +65,8 @@ import l3c  # noqa: E402
 
 N_A, N_B, FAN, ROUNDS, N_D, N_E = 2000, 1000, 256, 8, 200, 100
 BIG = (4 << 20) // 8
+CG_INDEPENDENT, CG_CHAIN, CG_GROUPS, CG_IN_FLIGHT = 50, 10, 10, 8   # Ray Compiled Graph sub-graphs
+CG_TEARDOWN_S = 5    # Ray's default waits 30 s for an actor stuck after (e), then kills it anyway
 
 
 @l3c.kernel
@@ -101,9 +135,11 @@ WORKLOADS = {
     "d": (wl_d, lambda: (np.zeros(8), np.zeros(8)), N_D, "2-member groups (per group)"),
     "e": (wl_e, lambda: (np.zeros(BIG),), N_E, "100 updates of 4 MiB"),
 }
+PEERS = ("l3c_compiled", "l3c_eager", "process_pool", "dask", "ray", "ray_cg", "ray_cg_1actor")
+FLOORS = ("floor", "floor_counter")
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn: Callable[[], Any], repeats: int) -> float:
     fn()                                     # warm-up: trace, compile, fork, install
     samples = []
     for _ in range(repeats):
@@ -113,12 +149,14 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
-# ----------------------------------------------------------------------------- floor (one process)
-def floor(name: str, repeats: int) -> float:
+# ----------------------------------------------------------------------------- floors (one process)
+def floors(name: str, repeats: int) -> dict[str, float]:
     """The same kernel calls (the plain kernel functions a worker runs), one after another, with
-    prebuilt views in one process."""
+    prebuilt views in one process: bare, and with a completion counter stored into shared memory
+    after each call, which is the least any dispatcher must do to tell another process a task is
+    done."""
     from l3c.registry import resolve
-    t_, f_, g_, m_ = (resolve(k.name) for k in (touch, fan, gather, member))
+    t_, f_, g_, m_, i_ = (resolve(k.name) for k in (touch, fan, gather, member, inc))
     args = WORKLOADS[name][1]()
     if name == "a":
         calls = [(t_, (args[0][i],)) for i in range(N_A)]
@@ -132,95 +170,250 @@ def floor(name: str, repeats: int) -> float:
         a, b = args
         calls = [(m_, (a, b[0::2])), (m_, (a, b[1::2]))] * N_D
     else:
-        x = args[0]
-        return timed(lambda: [np.add(x, 1.0, out=x) for _ in range(N_E)], repeats)
+        calls = [(i_, args)] * N_E
 
-    def loop():
+    shared = mmap.mmap(-1, mmap.PAGESIZE)    # anonymous MAP_SHARED: visible to forked children
+    done = memoryview(shared).cast("I")
+
+    def bare():
         for fn, a in calls:
             fn(*a)
-    return timed(loop, repeats)
+
+    def counted():
+        for step, (fn, a) in enumerate(calls, 1):
+            fn(*a)
+            done[0] = step
+
+    try:
+        return {"floor": timed(bare, repeats), "floor_counter": timed(counted, repeats)}
+    finally:
+        done.release()
+        shared.close()
 
 
 # ----------------------------------------------------------------------------- ProcessPoolExecutor
-def _ppe_noop(*args):
+def _noop(*args):
     return None
 
 
-def _ppe_inc(x):
+def _inc_in_place(x):
+    """(e) for the process pool and Dask, whose workers hold a private, writable copy."""
     x += 1.0
     return x
 
 
+def _inc_copy(x):
+    """(e) for Ray tasks: objects in Ray's store are read-only, so each update makes a new one."""
+    return x + 1.0
+
+
 def ppe(name: str, workers: int, repeats: int) -> float:
     with cf.ProcessPoolExecutor(max_workers=workers) as ex:
-        list(ex.map(_ppe_noop, range(workers * 2)))          # start the workers
+        list(ex.map(_noop, range(workers * 2)))          # start the workers
         if name == "a":
             def run():
-                cf.wait([ex.submit(_ppe_noop, i) for i in range(N_A)])
+                cf.wait([ex.submit(_noop, i) for i in range(N_A)])
         elif name == "b":
             def run():
                 for i in range(N_B):
-                    ex.submit(_ppe_noop, i).result()
+                    ex.submit(_noop, i).result()
         elif name == "c":
             def run():
                 for _ in range(ROUNDS):
-                    ex.submit(_ppe_noop).result()
-                    cf.wait([ex.submit(_ppe_noop, i) for i in range(FAN)])
-                    ex.submit(_ppe_noop).result()
+                    ex.submit(_noop).result()
+                    cf.wait([ex.submit(_noop, i) for i in range(FAN)])
+                    ex.submit(_noop).result()
         elif name == "d":
             def run():
                 for _ in range(N_D):
-                    cf.wait([ex.submit(_ppe_noop, i) for i in range(2)])
+                    cf.wait([ex.submit(_noop, i) for i in range(2)])
         else:
             def run():
                 x = np.zeros(BIG)
                 for _ in range(N_E):
-                    x = ex.submit(_ppe_inc, x).result()
+                    x = ex.submit(_inc_in_place, x).result()
+                assert x[0] == N_E
         return timed(run, max(1, repeats // 2) if name in "be" else repeats)
 
 
-# ----------------------------------------------------------------------------- optional peers
-def dask_peer(name: str, workers: int, repeats: int) -> float | None:
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        return None
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster, \
+# ----------------------------------------------------------------------------- futures peers
+def task_graph(name: str, submit: Callable, get: Callable, put: Callable, inc_fn: Callable,
+               map_: Callable | None = None) -> Callable[[], None]:
+    """The workload as a graph of tasks whose edges are the futures passed as arguments, with the
+    dependency structure of the l3c program. `submit(fn, *args)` returns a future, `get(list)`
+    waits for and returns results, `put(x)` places an array, `map_(fn, *iterables)` (optional)
+    submits independent tasks in one batch."""
+    many = map_ or (lambda fn, *its: [submit(fn, *a) for a in zip(*its)])
+    if name == "a":
+        def run():
+            get(many(_noop, range(N_A)))
+    elif name == "b":
+        def run():
+            f = None
+            for i in range(N_B):
+                f = submit(_noop, f, i)
+            get([f])
+    elif name == "c":
+        def run():
+            last = None
+            for _ in range(ROUNDS):
+                first = submit(_noop, last)
+                last = submit(_noop, *many(_noop, [first] * FAN, range(FAN)))
+            get([last])
+    elif name == "d":
+        def run():
+            group = []
+            for _ in range(N_D):
+                group = [submit(_noop, *group, i) for i in range(2)]
+            get(group)
+    else:
+        def run():
+            f = put(np.zeros(BIG))
+            for _ in range(N_E):
+                f = submit(inc_fn, f)
+            x, = get([f])
+            assert x[0] == N_E, x[0]
+    return run
+
+
+def dask_phase(names: str, workers: int, repeats: int) -> dict[str, float]:
+    """Seconds per run of each workload on a `distributed.LocalCluster` of `workers` processes with
+    one thread each; one cluster serves every workload."""
+    from distributed import Client, LocalCluster
+    out = {}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster) as client:
-        if name == "a":
-            run = lambda: client.gather(client.map(_ppe_noop, range(N_A), pure=False))  # noqa: E731
-        elif name == "b":
-            def run():
-                f = None
-                for i in range(N_B):
-                    f = client.submit(_ppe_noop, f, i, pure=False)
-                f.result()
-        else:
-            return None
-        return timed(run, repeats)
+        def submit(fn, *args):
+            return client.submit(fn, *args, pure=False)
+
+        def map_(fn, *iterables):
+            return client.map(fn, *iterables, pure=False)
+
+        def put(x):
+            return client.scatter(x, hash=False)     # a content hash would reuse the mutated array
+
+        for name in names:
+            run = task_graph(name, submit, client.gather, put, _inc_in_place, map_)
+            out[name] = timed(run, max(1, repeats // 2) if name in "be" else repeats)
+    return out
 
 
-def ray_peer(name: str, workers: int, repeats: int) -> float | None:
+def ray_phase(names: str, workers: int, repeats: int) -> tuple[dict[str, dict[str, float]], dict]:
+    """Seconds per run of each workload as Ray tasks and as Ray Compiled Graphs, in one local Ray
+    instance limited to `workers` CPUs; returns ({peer: {workload: seconds}}, {errors})."""
+    import ray
+    out: dict[str, dict[str, float]] = {"ray": {}, "ray_cg": {}, "ray_cg_1actor": {}}
+    errors: dict[str, str] = {}
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, object_store_memory=1 << 30)
     try:
-        import ray
-    except ImportError:
-        return None
-    ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True)
-    try:
-        remote = ray.remote(_ppe_noop)
-        if name == "a":
-            run = lambda: ray.get([remote.remote(i) for i in range(N_A)])  # noqa: E731
-        elif name == "b":
-            def run():
-                r = None
-                for i in range(N_B):
-                    r = remote.remote(r, i)
-                ray.get(r)
-        else:
-            return None
-        return timed(run, repeats)
+        remote = {fn: ray.remote(fn) for fn in (_noop, _inc_copy)}
+
+        def submit(fn, *args):
+            return remote[fn].remote(*args)
+
+        for name in names:
+            run = task_graph(name, submit, ray.get, ray.put, _inc_copy)
+            out["ray"][name] = timed(run, max(1, repeats // 2) if name in "be" else repeats)
+            for peer, spread in (("ray_cg", True), ("ray_cg_1actor", False)):
+                if not spread and name not in "be":
+                    continue
+                try:
+                    out[peer][name] = ray_compiled_graph(name, workers, repeats, spread)
+                except Exception as e:                   # noqa: BLE001 - report, keep measuring
+                    errors[f"{peer}/{name}"] = f"{type(e).__name__}: {e}"
+                    print(f"  {peer} ({name}) failed: {errors[f'{peer}/{name}']}", file=sys.stderr)
     finally:
         ray.shutdown()
+    return out, errors
+
+
+_chip_class = None
+
+
+def _ray_chip():
+    """The actor class for compiled graphs, defined on first use because Ray is optional."""
+    global _chip_class
+    if _chip_class is None:
+        import ray
+
+        @ray.remote(num_cpus=0)
+        class Chip:
+            def __init__(self):
+                self.out = None
+
+            def noop(self, *args):
+                return 0
+
+            def inc(self, x):
+                # Channel reads are read-only views of the channel's buffer: add into our own.
+                if self.out is None or self.out.shape != x.shape:
+                    self.out = np.empty_like(x)
+                return np.add(x, 1.0, out=self.out)
+
+        _chip_class = Chip
+    return _chip_class
+
+
+def ray_compiled_graph(name: str, workers: int, repeats: int, spread: bool = True) -> float:
+    """Seconds per run of one workload as repeated executions of a compiled sub-graph over
+    `workers` fresh actors (an actor runs one compiled graph at a time); see the module docstring
+    for each workload's mapping. `spread=False` keeps a chain on one actor."""
+    import ray
+    from ray.dag import DAGContext, InputNode, MultiOutputNode
+    DAGContext.get_current().teardown_timeout = CG_TEARDOWN_S
+    actors = [_ray_chip().remote() for _ in range(workers)]
+    ray.get([a.noop.remote() for a in actors])
+    on = (lambda i: actors[i % workers]) if spread else (lambda i: actors[0])
+    with InputNode() as inp:
+        if name == "a":
+            dag = MultiOutputNode([on(i).noop.bind(inp) for i in range(CG_INDEPENDENT)])
+        elif name in "be":
+            dag = inp
+            for i in range(CG_CHAIN):
+                dag = (on(i).noop if name == "b" else on(i).inc).bind(dag)
+        elif name == "c":
+            first = on(0).noop.bind(inp)
+            dag = on(0).noop.bind(*[on(i).noop.bind(first) for i in range(FAN)])
+        else:
+            group = [inp]
+            for _ in range(CG_GROUPS):
+                group = [on(i).noop.bind(*group) for i in range(2)]
+            dag = MultiOutputNode(group)
+    big_channels = BIG * 8 + (64 << 10) if name == "e" else None     # the array and its header
+    compiled = dag.experimental_compile(_buffer_size_bytes=big_channels)
+
+    def chained(executions: int, value):
+        for _ in range(executions):
+            value = ray.get(compiled.execute(value))
+        return value
+
+    def run():
+        if name == "a":              # independent: keep several executions in flight
+            pending = []
+            for _ in range(N_A // CG_INDEPENDENT):
+                if len(pending) == CG_IN_FLIGHT:
+                    ray.get(pending.pop(0))
+                pending.append(compiled.execute(0))
+            for ref in pending:      # ray.get takes one compiled-graph reference at a time
+                ray.get(ref)
+        elif name == "b":
+            chained(N_B // CG_CHAIN, 0)
+        elif name == "c":
+            chained(ROUNDS, 0)
+        elif name == "d":
+            chained(N_D // CG_GROUPS, 0)
+        else:
+            x = chained(N_E // CG_CHAIN, np.zeros(BIG))
+            assert x[0] == N_E, x[0]
+
+    try:
+        return timed(run, max(1, repeats // 2) if name in "be" else repeats)
+    finally:
+        compiled.teardown(kill_actors=True)
+        for a in actors:
+            ray.kill(a)
 
 
 # ----------------------------------------------------------------------------- l3c
@@ -234,6 +427,28 @@ def l3c_modes(name: str, workers: int, repeats: int) -> tuple[float, float]:
     return t_compiled, t_eager
 
 
+# ----------------------------------------------------------------------------- report
+def print_table(rows: list[dict]) -> None:
+    """Two tables for one worker count: microseconds per task, then ratios."""
+    us_cols = [c for c in PEERS + FLOORS if any(c in r["us_per_task"] for r in rows)]
+    ratio_cols = [c for c in PEERS[1:] if c in us_cols] + ["/floor", "/floor_counter"]
+    head = f"{'W':>2} {'':3} {'workload':28}"
+    print(f"\nus per task (d: per group), median of runs; W = workers\n{head}"
+          + "".join(f"{c:>15}" for c in us_cols))
+    for r in rows:
+        cells = "".join(f"{r['us_per_task'][c]:15.2f}" if c in r["us_per_task"] else f"{'-':>15}"
+                        for c in us_cols)
+        print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
+    print(f"\npeer / l3c compiled; /floor* = l3c compiled / floor\n{head}"
+          + "".join(f"{c:>15}" for c in ratio_cols))
+    for r in rows:
+        ratios = {**r["ratio_to_compiled"],
+                  **{f"/{k}": v for k, v in r["compiled_over_floor"].items()}}
+        cells = "".join(f"{ratios[c]:14.1f}x" if c in ratios else f"{'-':>15}" for c in ratio_cols)
+        print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
+    sys.stdout.flush()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
@@ -241,31 +456,65 @@ def main() -> None:
     ap.add_argument("--workloads", default="abcde")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "dispatch.json"))
     opts = ap.parse_args()
+    names = opts.workloads
 
-    rows = []
+    installed = {m: importlib.util.find_spec(m) is not None for m in ("distributed", "ray")}
+    needs = {"dask": "distributed", "ray": "ray", "ray_cg": "ray", "ray_cg_1actor": "ray"}
+    skipped = {peer: f"{mod} not installed" for peer, mod in needs.items() if not installed[mod]}
+    for peer, why in skipped.items():
+        print(f"skipping {peer}: {why} (pip install -e .[bench])", file=sys.stderr)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+    all_rows, errors = [], {}
     for workers in opts.workers:
-        for name in opts.workloads:
+        rows = {}
+        for name in names:                       # phase 1: l3c, the process pool, the floors
             _, _, tasks, label = WORKLOADS[name]
             comp, eager = l3c_modes(name, workers, opts.repeats)
-            row = {"workload": name, "label": label, "workers": workers, "tasks": tasks,
-                   "us_per_task": {"l3c_compiled": comp / tasks * 1e6,
-                                   "l3c_eager": eager / tasks * 1e6,
-                                   "process_pool": ppe(name, workers, opts.repeats) / tasks * 1e6,
-                                   "floor": floor(name, opts.repeats) / tasks * 1e6}}
-            for peer, fn in (("dask", dask_peer), ("ray", ray_peer)):
-                t = fn(name, workers, opts.repeats)
-                if t is not None:
-                    row["us_per_task"][peer] = t / tasks * 1e6
-            rows.append(row)
-            us = row["us_per_task"]
-            ratios = "  ".join(f"{k} {v / us['l3c_compiled']:.1f}x" for k, v in us.items()
-                               if k not in ("l3c_compiled", "floor"))
-            print(f"W={workers} ({name}) {label:30s} compiled {us['l3c_compiled']:9.2f} us  "
-                  f"eager {us['l3c_eager']:9.2f}  ppe {us['process_pool']:9.2f}  "
-                  f"floor {us['floor']:7.2f}  | peer/compiled: {ratios}  "
-                  f"compiled/floor {us['l3c_compiled'] / us['floor']:.1f}x", flush=True)
+            seconds = {"l3c_compiled": comp, "l3c_eager": eager,
+                       "process_pool": ppe(name, workers, opts.repeats),
+                       **floors(name, opts.repeats)}
+            rows[name] = {"workload": name, "label": label, "workers": workers, "tasks": tasks,
+                          "seconds": seconds}
+        l3c.shutdown()                           # no idle chips during the peers' phases
+        peer_seconds: dict[str, dict[str, float]] = {}
+        if installed["distributed"]:
+            try:
+                peer_seconds["dask"] = dask_phase(names, workers, opts.repeats)
+            except Exception as e:                   # noqa: BLE001 - report, keep measuring
+                errors[f"dask/W={workers}"] = f"{type(e).__name__}: {e}"
+                print(f"  dask failed: {errors[f'dask/W={workers}']}", file=sys.stderr)
+        if installed["ray"]:
+            try:
+                ray_seconds, ray_errors = ray_phase(names, workers, opts.repeats)
+                peer_seconds.update(ray_seconds)
+                errors.update({f"{k}/W={workers}": v for k, v in ray_errors.items()})
+            except Exception as e:                   # noqa: BLE001 - report, keep measuring
+                errors[f"ray/W={workers}"] = f"{type(e).__name__}: {e}"
+                print(f"  ray failed: {errors[f'ray/W={workers}']}", file=sys.stderr)
+        for peer, by_name in peer_seconds.items():
+            for name, t in by_name.items():
+                rows[name]["seconds"][peer] = t
+        for r in rows.values():
+            us = {k: r["seconds"][k] / r["tasks"] * 1e6
+                  for k in PEERS + FLOORS if k in r["seconds"]}
+            r["us_per_task"] = us
+            r["ratio_to_compiled"] = {k: us[k] / us["l3c_compiled"] for k in PEERS[1:] if k in us}
+            r["compiled_over_floor"] = {k: us["l3c_compiled"] / us[k] for k in FLOORS}
+            del r["seconds"]
+        print_table(list(rows.values()))
+        all_rows.extend(rows.values())
+
+    versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    for mod in ("distributed", "ray"):
+        if installed[mod]:
+            versions[mod] = __import__(mod).__version__
     with open(opts.json, "w") as f:
-        json.dump({"rows": rows, "cpus": os.cpu_count()}, f, indent=1)
+        json.dump({"rows": all_rows, "cpus": os.cpu_count(), "repeats": opts.repeats,
+                   "versions": versions, "skipped": skipped, "errors": errors,
+                   "ray_cg_subgraph": {"independent": CG_INDEPENDENT, "chain": CG_CHAIN,
+                                       "groups": CG_GROUPS, "in_flight": CG_IN_FLIGHT}},
+                  f, indent=1)
     print(f"wrote {opts.json}")
     l3c.shutdown()
 
