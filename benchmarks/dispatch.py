@@ -450,7 +450,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workloads", default="abcde")

@@ -133,7 +133,7 @@ class Worker:
         return tuple(array_in(self.arena, a) if isinstance(a, View) else a for a in args)
 
     def install(self) -> None:
-        plan_id, steps = read_message(self.pipe_fd, self.parent)
+        plan_id, steps, remote_slots = read_message(self.pipe_fd, self.parent)
         prepared = []
         for step in steps:
             try:
@@ -143,7 +143,8 @@ class Worker:
                                      f"in worker {self.slot}: {exc}")
                 return
             waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
-                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count)
+                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count,
+                           sync.REMOTE_SPIN if s in remote_slots else sync.RUN_SPIN)
                           for s, count in step.waits)
             prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
                              step.group_size))
@@ -168,7 +169,7 @@ class Worker:
         while True:
             try:
                 status = table.run(k, self.abort_addr, self.done_addr, self.done_waiters_addr,
-                                   context.TASK_ADDRESS, stamps, sync.RUN_SPIN, SLICE_NS, out_k)
+                                   context.TASK_ADDRESS, stamps, SLICE_NS, out_k)
             except BaseException as exc:  # noqa: BLE001 - a kernel failure is reported, never kills the worker
                 self.fail(tasks[out_k.value], kernel_traceback(exc))
                 return
@@ -235,9 +236,22 @@ def prepare_child(parent: int, close_fds: list[int]) -> None:
 def limit_native_threads() -> None:
     """Each worker stands for one chip: run its BLAS/OpenMP calls on one thread (or
     $L3C_WORKER_THREADS). Left alone, every worker's OpenBLAS starts a thread per core and they
-    spin against each other: the bundled demo ran 20-100x slower on 2 cores with 3 workers."""
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=int(os.environ.get("L3C_WORKER_THREADS", "1")))
+    spin against each other: the bundled demo ran 20-100x slower on 2 cores with 3 workers.
+
+    Setting OpenBLAS to one thread starts its thread server anyway (the fork shut it down), and
+    that helper thread busy-waits ~80 ms for work before it sleeps: with a few workers starting at
+    once, the first runs of a fresh pool ran 10x slower. With one thread wanted, stop the server
+    again (OpenBLAS's own fork handler calls the same function); one-thread calls never restart it."""
+    from threadpoolctl import ThreadpoolController
+    threads = int(os.environ.get("L3C_WORKER_THREADS", "1"))
+    controller = ThreadpoolController()
+    controller.limit(limits=threads)
+    if threads == 1:
+        for lib in controller.lib_controllers:
+            shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None) \
+                if lib.internal_api == "openblas" else None
+            if shutdown is not None:
+                shutdown()
 
 
 def main(slot: int, slots: int, chip: int, ctl_address: int, words: memoryview, arena_u8,
