@@ -50,9 +50,8 @@ class Plan:
     queues: tuple[tuple[Step, ...], ...]   # len == chips + sub_workers
     arena_bytes: int                       # bytes of the shared arena the plan touches
     # Slots whose S_DONE the host's parent raises as data from other hosts lands (several hosts):
-    # a worker waiting on one first yields its core up to sync.REMOTE_YIELDS times, checking the
-    # word after each, before its usual spin and sleep: what it waits for comes through MPI and
-    # the parent, and a consumer asleep when it lands costs ~12 us more (docs/distributed.md).
+    # a worker waiting on one spins longer (sync.REMOTE_SPIN) before it sleeps, because what it
+    # waits for comes through MPI and the parent, not from a worker it could simply be woken by.
     remote_slots: tuple[int, ...] = ()
 
     @property

@@ -11,10 +11,9 @@ Tables (built once per installed plan by `StepTable`; i64 words):
              fn/args are the addresses of the kernel function and its prebuilt argument tuple (kept
              alive by the table); waits[wait_begin:wait_end] must hold before the call; publish != 0
              wakes sleepers on S_DONE after the step (a step on another worker waits for it).
-    wait j:  word, waiters, count, spin, yield_rounds
-             wait until the u32 at `word` >= count (`waiters` for the futex): first up to
-             `yield_rounds` sched_yields with a check after each (waits for other hosts' data),
-             then `sync.wait_ge`, spinning up to `spin` reads before each futex sleep
+    wait j:  word, waiters, count, spin
+             wait until the u32 at `word` >= count (`waiters` for the futex), spinning up to `spin`
+             reads before each futex sleep
 
     i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
                       slice_ns, out_k)
@@ -43,7 +42,7 @@ STEPS_AGAIN = 2
 STEPS_RAISED = 3
 
 STEP_WORDS = 8
-WAIT_WORDS = 5
+WAIT_WORDS = 4
 CLOCK_MONOTONIC = 1
 
 _lock = threading.Lock()
@@ -116,32 +115,7 @@ def _module_ir() -> str:
     seen = b.load_atomic(b.inttoptr(word, i32.as_pointer()), "acquire", 4)
     b.cbranch(b.icmp_unsigned(">=", seen, count), wait_next, wait_slow)
 
-    # a wait for data from another host first yields the core up to `yield_rounds` times, checking
-    # the word after each yield
     b.position_at_end(wait_slow)
-    rounds = field(b, waits, j, WAIT_WORDS, 4)
-    yield_head = fn.append_basic_block("wait.yield")
-    yield_body = fn.append_basic_block("wait.yield.body")
-    yield_abort = fn.append_basic_block("wait.yield.abort")
-    yield_latch = fn.append_basic_block("wait.yield.latch")
-    futex_wait = fn.append_basic_block("wait.futex")
-    b.branch(yield_head)
-    b.position_at_end(yield_head)
-    r_i = b.phi(i64, "r")
-    r_i.add_incoming(i64(0), wait_slow)
-    b.cbranch(b.icmp_signed("<", r_i, rounds), yield_body, futex_wait)
-    b.position_at_end(yield_body)
-    b.call(sched_yield, [])
-    now_seen = b.load_atomic(b.inttoptr(word, i32.as_pointer()), "acquire", 4)
-    b.cbranch(b.icmp_unsigned(">=", now_seen, count), wait_next, yield_abort)
-    b.position_at_end(yield_abort)
-    b.cbranch(b.icmp_unsigned("!=", b.load_atomic(abort_ptr, "monotonic", 4), i32(0)), aborted,
-              yield_latch)
-    b.position_at_end(yield_latch)
-    r_i.add_incoming(b.add(r_i, i64(1)), yield_latch)
-    b.branch(yield_head)
-
-    b.position_at_end(futex_wait)
     waiters = field(b, waits, j, WAIT_WORDS, 1)
     spin = b.trunc(field(b, waits, j, WAIT_WORDS, 3), i32)
     r = b.call(wait_ge, [word, count, waiters, abort, spin, slice_ns])
@@ -247,10 +221,10 @@ class StepTable:
     """One installed plan's queue as the native loop reads it; owns the objects the table points to.
 
     `steps` is a sequence of (fn, args, waits, publish, rank, size) with waits a sequence of
-    (word address, waiters address, count, spin reads, yield rounds)."""
+    (word address, waiters address, count, spin reads)."""
 
-    def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int, int, int]],
-                                             bool, int, int]]) -> None:
+    def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int, int]], bool,
+                                             int, int]]) -> None:
         ensure()
         self.keep = [(fn, args) for fn, args, *_ in steps]   # the table holds borrowed addresses
         n_waits = sum(len(s[2]) for s in steps)
@@ -262,8 +236,8 @@ class StepTable:
             base = STEP_WORDS * k
             self.steps[base:base + STEP_WORDS] = [id(fn), id(args), j, j + len(waits),
                                                   int(bool(publish)), rank, size, 0]
-            for wait in waits:
-                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = list(wait)
+            for word, waiters, count, spin in waits:
+                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count, spin]
                 j += 1
 
     def run(self, first: int, abort: int, done: int, done_waiters: int, task_ctx: int, stamps: int,

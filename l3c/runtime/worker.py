@@ -144,7 +144,7 @@ class Worker:
                 return
             waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
                            self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count,
-                           sync.RUN_SPIN, sync.REMOTE_YIELDS if s in remote_slots else 0)
+                           sync.REMOTE_SPIN if s in remote_slots else sync.RUN_SPIN)
                           for s, count in step.waits)
             prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
                              step.group_size))
