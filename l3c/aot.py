@@ -306,7 +306,6 @@ def enc_plan(plan: Plan) -> dict:
             return {"view": [a.offset, list(a.shape), list(a.strides), a.dtype]}
         return a
     return {"chips": plan.chips, "sub_workers": plan.sub_workers, "arena_bytes": plan.arena_bytes,
-            "remote_slots": list(plan.remote_slots),
             "queues": [[{"task": s.task, "kernel": s.kernel, "args": [arg(a) for a in s.args],
                          "waits": [list(w) for w in s.waits], "group_rank": s.group_rank,
                          "group_size": s.group_size, "signal": s.signal, "loc": s.loc}

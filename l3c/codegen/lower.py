@@ -230,8 +230,7 @@ def lower(program: Program, host: int | None = None,
                                  group_size=group_size, signal=v in signalled, loc=task.loc))
 
     plan = Plan(chips=config.chips, sub_workers=slots - config.chips,
-                queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes,
-                remote_slots=(landing_slot(program),) if host is not None else ())
+                queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes)
 
     if written is None:
         written = frozenset(a.tensor for t in program.tasks for a in t.accesses if a.writes)

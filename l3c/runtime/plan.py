@@ -49,10 +49,6 @@ class Plan:
     sub_workers: int
     queues: tuple[tuple[Step, ...], ...]   # len == chips + sub_workers
     arena_bytes: int                       # bytes of the shared arena the plan touches
-    # Slots whose S_DONE the host's parent raises as data from other hosts lands (several hosts):
-    # a worker waiting on one spins longer (sync.REMOTE_SPIN) before it sleeps, because what it
-    # waits for comes through MPI and the parent, not from a worker it could simply be woken by.
-    remote_slots: tuple[int, ...] = ()
 
     @property
     def slots(self) -> int:

@@ -547,8 +547,7 @@ class Pool:
             if self.chips != plan.chips:
                 steps = tuple(dataclasses.replace(
                     st, waits=tuple((self.pool_slot(plan, s), c) for s, c in st.waits)) for st in queue)
-            remote = tuple(self.pool_slot(plan, s) for s in plan.remote_slots)
-            self.send(ps, (plan_id, steps, remote), layout.CMD_INSTALL, plan_id, deadline)
+            self.send(ps, (plan_id, steps), layout.CMD_INSTALL, plan_id, deadline)
         status, slot = self.wait([ps for ps, _ in todo], deadline)
         if status == layout.RUN_FAILED:
             text = self._error_text(slot)

@@ -11,12 +11,10 @@ Tables (built once per installed plan by `StepTable`; i64 words):
              fn/args are the addresses of the kernel function and its prebuilt argument tuple (kept
              alive by the table); waits[wait_begin:wait_end] must hold before the call; publish != 0
              wakes sleepers on S_DONE after the step (a step on another worker waits for it).
-    wait j:  word, waiters, count, spin
-             wait until the u32 at `word` >= count (`waiters` for the futex), spinning up to `spin`
-             reads before each futex sleep
+    wait j:  word, waiters, count   wait until the u32 at `word` >= count (`waiters` for the futex)
 
     i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
-                      slice_ns, out_k)
+                      spin, slice_ns, out_k)
         Runs steps first..n-1 and returns STEPS_DONE; STEPS_ABORTED when H_ABORT is seen;
         STEPS_AGAIN with *out_k = k when a wait's futex slice elapsed at step k (the caller checks its
         parent is alive and calls again from k); STEPS_RAISED with *out_k = k when kernel k raised:
@@ -42,7 +40,7 @@ STEPS_AGAIN = 2
 STEPS_RAISED = 3
 
 STEP_WORDS = 8
-WAIT_WORDS = 4
+WAIT_WORDS = 3
 CLOCK_MONOTONIC = 1
 
 _lock = threading.Lock()
@@ -63,11 +61,12 @@ def _module_ir() -> str:
     publish = ir.Function(mod, ir.FunctionType(void, [i64, i32, i64]), "l3c_publish")
     sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
 
-    fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i64,
-                                                p64]), "l3c_run_steps")
-    steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps, slice_ns, out_k = fn.args
+    fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i32,
+                                                i64, p64]), "l3c_run_steps")
+    (steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps, spin, slice_ns,
+     out_k) = fn.args
     for arg, name in zip(fn.args, ("steps", "n", "first", "waits", "abort", "done", "done_waiters",
-                                   "task_ctx", "stamps", "slice_ns", "out_k")):
+                                   "task_ctx", "stamps", "spin", "slice_ns", "out_k")):
         arg.name = name
     entry = fn.append_basic_block("entry")
     head = fn.append_basic_block("step")
@@ -117,7 +116,6 @@ def _module_ir() -> str:
 
     b.position_at_end(wait_slow)
     waiters = field(b, waits, j, WAIT_WORDS, 1)
-    spin = b.trunc(field(b, waits, j, WAIT_WORDS, 3), i32)
     r = b.call(wait_ge, [word, count, waiters, abort, spin, slice_ns])
     is_ok = b.icmp_unsigned("==", r, i32(sync.WAIT_OK))
     not_ok = fn.append_basic_block("wait.not_ok")
@@ -204,7 +202,7 @@ def _build() -> None:
     # is raised by the call.
     u64, p = ctypes.c_uint64, ctypes.c_void_p
     _run_steps = ctypes.PYFUNCTYPE(ctypes.c_int32, p, ctypes.c_int64, ctypes.c_int64, p, u64, u64,
-                                   u64, p, p, ctypes.c_int64, p)(
+                                   u64, p, p, ctypes.c_int32, ctypes.c_int64, p)(
         engine.get_function_address("l3c_run_steps"))
     _compiled = (engine, mod)
 
@@ -221,10 +219,10 @@ class StepTable:
     """One installed plan's queue as the native loop reads it; owns the objects the table points to.
 
     `steps` is a sequence of (fn, args, waits, publish, rank, size) with waits a sequence of
-    (word address, waiters address, count, spin reads)."""
+    (word address, waiters address, count)."""
 
-    def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int, int]], bool,
-                                             int, int]]) -> None:
+    def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int]], bool, int,
+                                             int]]) -> None:
         ensure()
         self.keep = [(fn, args) for fn, args, *_ in steps]   # the table holds borrowed addresses
         n_waits = sum(len(s[2]) for s in steps)
@@ -236,12 +234,12 @@ class StepTable:
             base = STEP_WORDS * k
             self.steps[base:base + STEP_WORDS] = [id(fn), id(args), j, j + len(waits),
                                                   int(bool(publish)), rank, size, 0]
-            for word, waiters, count, spin in waits:
-                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count, spin]
+            for word, waiters, count in waits:
+                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count]
                 j += 1
 
     def run(self, first: int, abort: int, done: int, done_waiters: int, task_ctx: int, stamps: int,
-            slice_ns: int, out_k: ctypes.c_int64) -> int:
+            spin: int, slice_ns: int, out_k: ctypes.c_int64) -> int:
         """Run steps first..n-1 (see the module docstring); raises what a kernel raised."""
         return _run_steps(self.steps, self.n, first, self.waits, abort, done, done_waiters, task_ctx,
-                          stamps or None, slice_ns, ctypes.byref(out_k))
+                          stamps or None, spin, slice_ns, ctypes.byref(out_k))

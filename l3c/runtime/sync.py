@@ -44,10 +44,6 @@ WAKE_ALL = 0x7FFFFFFF
 # sleeping on each other; the yields keep that spin cheap when workers outnumber cores. An idle
 # worker waiting for its next command spins only ~15 us.
 RUN_SPIN = 4000
-# A worker waiting for data from another host (several hosts) spins ~5 ms: the data comes through
-# MPI and the host's parent, which spins for it too; a consumer asleep when it lands costs a futex
-# wake-up and a cold start, about as much as the whole message (docs/distributed.md).
-REMOTE_SPIN = 100_000
 IDLE_SPIN = 500
 
 _lock = threading.Lock()

@@ -133,7 +133,7 @@ class Worker:
         return tuple(array_in(self.arena, a) if isinstance(a, View) else a for a in args)
 
     def install(self) -> None:
-        plan_id, steps, remote_slots = read_message(self.pipe_fd, self.parent)
+        plan_id, steps = read_message(self.pipe_fd, self.parent)
         prepared = []
         for step in steps:
             try:
@@ -143,8 +143,7 @@ class Worker:
                                      f"in worker {self.slot}: {exc}")
                 return
             waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
-                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count,
-                           sync.REMOTE_SPIN if s in remote_slots else sync.RUN_SPIN)
+                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count)
                           for s, count in step.waits)
             prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
                              step.group_size))
@@ -169,7 +168,7 @@ class Worker:
         while True:
             try:
                 status = table.run(k, self.abort_addr, self.done_addr, self.done_waiters_addr,
-                                   context.TASK_ADDRESS, stamps, SLICE_NS, out_k)
+                                   context.TASK_ADDRESS, stamps, sync.RUN_SPIN, SLICE_NS, out_k)
             except BaseException as exc:  # noqa: BLE001 - a kernel failure is reported, never kills the worker
                 self.fail(tasks[out_k.value], kernel_traceback(exc))
                 return
