@@ -173,7 +173,12 @@ class Jitted:
         return compiled(*[b.value for b in self._bind(args, kwargs)])
 
     def eager(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the traced calls one by one through the dynamic runtime (the reference semantics)."""
+        """Run the traced calls one by one through the dynamic runtime (the reference semantics).
+
+        For `hosts=H > 1` (under the MPI launcher, every rank calling it) this is the single-host
+        reference: every rank runs all the calls on its own pool of H*C chips and H*S sub workers,
+        so global chip pins and groups across hosts are valid as they are, with rank 0's arguments
+        (broadcast); every rank returns the same results and written inputs get the same values."""
         entry, bound = self._entry(args, kwargs)
         from .codegen.eager import run_eager
         return run_eager(entry.program, [b.value for b in bound], timeout=self.timeout)

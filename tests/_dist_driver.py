@@ -18,6 +18,11 @@ Modes:
   mismatch H                 rank 1 traces a different program: a clear error naming the line.
   where H C                  every global chip pins one task that reports (host_id, chip_id):
                              chips are numbered globally, chip c on host c // C.
+  eager                      `.eager` of a hosts=2 function (2 chips, 1 sub worker each; a pin on
+                             global chip 3, on host 1; a group of 3 that must span both hosts; an
+                             input written in place) before and after a compiled run: every rank
+                             gets numpy's results of rank 0's inputs (rank 1 passes garbage), equal
+                             to the compiled run's, and its written input updated likewise.
   poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
                              a doorbell ring, and a real message from rank 0 landing on rank 1
                              (published with the given value; the mpi4py request still valid).
@@ -203,6 +208,64 @@ def mode_where(hosts: int, chips: int) -> None:
     report("where", got.tolist() == want, f"got {got.tolist()} want {want}")
 
 
+@l3c.kernel
+def spread(x: l3c.In, out: l3c.Out):
+    out[...] = x * (l3c.group_rank() + 1) + l3c.group_size()
+
+
+@l3c.kernel
+def double_and_tag(x: l3c.InOut, chip: l3c.Out):
+    x *= 2
+    chip[...] = l3c.chip_id()
+
+
+@l3c.kernel(worker="sub")
+def total(x: l3c.In, out: l3c.Out):
+    out[...] = x.sum()
+
+
+def across(x):
+    h = l3c.empty(x.shape, x.dtype)
+    l3c.group(spread, [(x[i::3], h[i::3]) for i in range(3)])   # 3 members, 2 chips per host
+    chip = l3c.empty((1,), np.int64)
+    double_and_tag.on(3)(x, chip)                                # global chip 3: host 1's second
+    s = l3c.empty((1,), x.dtype)
+    total(h, s)
+    return h, chip, s
+
+
+def mode_eager() -> None:
+    f = l3c.jit(hosts=2, chips=2, sub_workers=1, timeout=30)(across)
+    x0 = np.random.default_rng(5).standard_normal((6, 4))
+    h = np.empty_like(x0)
+    for i in range(3):
+        h[i::3] = x0[i::3] * (i + 1) + 3
+    want = [h, np.array([3]), np.array([h.sum()])]
+
+    def args() -> np.ndarray:                       # rank 0's are used: the others pass garbage
+        return x0.copy() if RANK == 0 else np.full_like(x0, 99.0)
+
+    def same(got: list, ref: list) -> bool:
+        return len(got) == len(ref) and all(np.allclose(a, b) for a, b in zip(got, ref))
+
+    program = f.lower(args()).program
+    hosts = {program.host_of(t) for t in program.tasks if t.group is not None}
+    report("placement", hosts == {0, 1}, f"group on hosts {sorted(hosts)}")
+    runs = {}
+    for name in ("eager", "compiled", "eager_again"):
+        x = args()
+        try:
+            runs[name] = flat(f(x) if name == "compiled" else f.eager(x))
+            report(name, same(runs[name], want) and np.allclose(x, 2 * x0),
+                   f"results {[np.asarray(r).ravel()[:3].tolist() for r in runs[name]]} "
+                   f"x written back {np.allclose(x, 2 * x0)}")
+        except Exception:  # noqa: BLE001
+            report(name, False, traceback.format_exc())
+    if len(runs) == 3:
+        report("eager_is_compiled", same(runs["eager"], runs["compiled"])
+               and same(runs["eager_again"], runs["compiled"]))
+
+
 def mode_poll() -> None:
     import ctypes
     from l3c.dist import poll
@@ -260,6 +323,8 @@ def main() -> None:
         mode_mismatch(int(rest[0]))
     elif mode == "where":
         mode_where(*map(int, rest))
+    elif mode == "eager":
+        mode_eager()
     elif mode == "poll":
         mode_poll()
     print(f"\nDONE {RANK}", flush=True)

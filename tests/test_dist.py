@@ -82,6 +82,20 @@ def test_chip_ids_are_global_and_host_ids_follow_placement():
 
 
 @needs_mpi
+def test_eager_of_a_two_host_function_is_the_single_host_reference_with_rank_0s_inputs():
+    """`.eager` on every rank runs all the calls on 2*2 chips: the pin on global chip 3 (host 1's)
+    and the group spanning both hosts are valid; every rank returns numpy's results of rank 0's
+    inputs (rank 1 passes garbage), equal to the compiled run's, before and after it."""
+    proc = mpiexec(2, DRIVER, "eager", timeout=90)
+    found = results(proc.stdout)
+    for r in range(2):
+        for name in ("placement", "eager", "compiled", "eager_again", "eager_is_compiled"):
+            ok, detail = found.get((r, name), (False, "missing: " + proc.stdout[-2000:]
+                                               + proc.stderr[-2000:]))
+            assert ok, f"rank {r} {name}: {detail}"
+
+
+@needs_mpi
 def test_native_poll_sees_due_sends_doorbells_and_landings_and_publishes_them():
     proc = mpiexec(2, DRIVER, "poll", timeout=60)
     found = results(proc.stdout)

@@ -4,15 +4,23 @@ Every tensor (inputs and intermediates) gets its own place in the arena (no reus
 depend on the memory plan it is the reference for), inputs are staged, each task becomes a plain-data
 `runtime.eager.Call`, and the dynamic runtime runs them. Afterwards input arrays that kernels wrote are
 updated and results are copied out into fresh arrays.
+
+A `hosts=H > 1` program (under the MPI launcher) runs as its single-host reference: every rank runs
+all the calls on its own pool of H*C chips and H*S sub workers, so global chip pins and groups that
+span hosts are valid as they are. Inputs are rank 0's (broadcast, like compiled runs), so every rank
+returns the same results and writes the same values back into its written inputs.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import time
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import L3CError, ScheduleError
 from ..ir import Access, Program, Region, ResultRef
+from ..runtime import context
 from ..runtime.eager import Call, run_calls
 from ..runtime.plan import View
 from ..runtime.pool import get_pool
@@ -119,14 +127,16 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
             raise readonly_error(program, i)
     calls = to_calls(program, offsets)
     cfg = program.config
-    pool = get_pool(cfg.chips, cfg.sub_workers, arena_bytes)
-    with pool.lock:
-        pool.ensure(cfg.chips, cfg.sub_workers, arena_bytes)
+    staged = arrays
+    if cfg.hosts > 1:
+        staged = _from_rank_0(program, arrays, timeout)
+    chips, subs = cfg.chips * cfg.hosts, cfg.sub_workers * cfg.hosts
+    with _whole_pool(cfg.hosts, chips, subs, arena_bytes) as pool:
         whole = {t.id: pool.array(region_view(offsets[t.id], Region.whole(t.shape), t.dtype))
                  for t in program.tensors}
-        for tid, value in arrays.items():
+        for tid, value in staged.items():
             np.copyto(whole[tid], value)
-        run_calls(pool, calls, cfg.chips, cfg.sub_workers, timeout)
+        run_calls(pool, calls, chips, subs, timeout)
         for tid, value in arrays.items():
             if tid in written:
                 np.copyto(value, whole[tid])
@@ -135,3 +145,53 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
             view = region_view(offsets[ref.tensor], ref.region, program.tensors[ref.tensor].dtype)
             return np.array(pool.array(view), dtype=ref.dtype, copy=True)
         return _result(program.results, read)
+
+
+@contextlib.contextmanager
+def _whole_pool(hosts: int, chips: int, subs: int, arena_bytes: int) -> Iterator[Any]:
+    """The process's pool, locked, with `chips` chips and `subs` sub workers. For hosts > 1 its
+    workers are forked as one host's (chip_id() is the global chip, host_id() 0): a compiled run of
+    the same function left them numbering chips from this rank's first one (and sets its numbering
+    again before its next run). The whole run keeps that context and SIGUSR1 blocked
+    (`launcher.forking`), because the eager runtime may re-fork or replace workers mid-run."""
+    if hosts == 1:
+        pool = get_pool(chips, subs, arena_bytes)
+        with pool.lock:
+            pool.ensure(chips, subs, arena_bytes)
+            yield pool
+        return
+    from ..dist import launcher
+    saved = (context._host, context._chip_base, context._sub_base)
+    context.set_host(0)
+    try:
+        with launcher.forking():
+            pool = get_pool(chips, subs, arena_bytes)
+        with pool.lock:
+            with launcher.forking():
+                pool.ensure(chips, subs, arena_bytes)
+                pool.fork_for(("eager", chips, subs))
+                yield pool
+    finally:
+        context._host, context._chip_base, context._sub_base = saved
+
+
+def _from_rank_0(program: Program, arrays: dict[int, np.ndarray],
+                 timeout: float | None) -> dict[int, np.ndarray]:
+    """Rank 0's input arrays on every rank (tensor id -> array), after checking that every rank
+    traced the same program. One broadcast per array, completed with a deadline (`HostLost`)."""
+    from ..dist import launcher
+    from ..irprint import dump
+    MPI = launcher.mpi()
+    comm, _ = launcher.comms()
+    launcher.agree(comm, dump(program, "text"), "the traced program", timeout)
+    root = comm.Get_rank() == 0
+    out, requests = {}, []
+    for tid, value in arrays.items():
+        info = program.tensors[tid]
+        buf = (np.ascontiguousarray(value, dtype=info.dtype) if root
+               else np.empty(info.shape, dtype=info.dtype))
+        requests.append(comm.Ibcast([buf.reshape(-1).view(np.uint8), MPI.BYTE], root=0))
+        out[tid] = buf
+    limit = launcher.REMOTE_SILENCE if timeout is None else timeout
+    launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
+    return out
