@@ -161,9 +161,7 @@ def _whole_pool(hosts: int, chips: int, subs: int, arena_bytes: int) -> Iterator
             yield pool
         return
     from ..dist import launcher
-    saved = (context._host, context._chip_base, context._sub_base)
-    context.set_host(0)
-    try:
+    with context.as_host(0):
         with launcher.forking():
             pool = get_pool(chips, subs, arena_bytes)
         with pool.lock:
@@ -171,8 +169,6 @@ def _whole_pool(hosts: int, chips: int, subs: int, arena_bytes: int) -> Iterator
                 pool.ensure(chips, subs, arena_bytes)
                 pool.fork_for(("eager", chips, subs))
                 yield pool
-    finally:
-        context._host, context._chip_base, context._sub_base = saved
 
 
 def _from_rank_0(program: Program, arrays: dict[int, np.ndarray],

@@ -7,7 +7,9 @@ rank and size live in a two-word native array (`TASK`) because the native step l
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+from typing import Iterator
 
 TASK = (ctypes.c_int64 * 2)(0, 1)      # [group rank, group size] of the running kernel
 TASK_ADDRESS = ctypes.addressof(TASK)
@@ -49,6 +51,19 @@ def set_host(host: int, chips_per_host: int = 0, subs_per_host: int = 0) -> None
     """Called in a host's parent process before it forks its workers (several hosts over MPI)."""
     global _host, _chip_base, _sub_base
     _host, _chip_base, _sub_base = host, host * chips_per_host, host * subs_per_host
+
+
+@contextlib.contextmanager
+def as_host(host: int, chips_per_host: int = 0, subs_per_host: int = 0) -> Iterator[None]:
+    """`set_host` for the duration of a block, then the previous numbering again (the eager
+    reference of a several-host program forks its workers as one host's)."""
+    global _host, _chip_base, _sub_base
+    saved = (_host, _chip_base, _sub_base)
+    set_host(host, chips_per_host, subs_per_host)
+    try:
+        yield
+    finally:
+        _host, _chip_base, _sub_base = saved
 
 
 def global_index(local: int, sub: bool) -> int:
