@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import L3CError
-from . import layout
+from . import layout, sync
 from .plan import StepArg
 from .pool import Pool
 
@@ -115,6 +115,12 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
                         if owner not in unit.deps:
                             unit.deps.add(owner)
                             units[owner].dependents.append(unit.index)
+                if writes:
+                    # Entries of other units inside this write are now ordered before it, and any
+                    # later access that overlaps them overlaps this write too: drop them, so a chain
+                    # of updates keeps one entry instead of a window's worth.
+                    entries[:] = [e for e in entries
+                                  if e[3] == unit.index or not (lo <= e[0] and e[1] <= hi)]
                 entries.append((lo, hi, writes, unit.index))
         if not unit.deps:
             ready.append(unit.index)
@@ -175,7 +181,7 @@ def run_calls(pool: Pool, calls: list[Call], chips: int, sub_workers: int,
             dispatch()
             if not running:
                 raise L3CError("eager runtime: no task can run (a dependency cycle?)")
-            status, slots = pool.wait(sorted(running), deadline, any_done=True)
+            status, slots = pool.wait(sorted(running), deadline, any_done=True, spin=sync.RUN_SPIN)
             if status != layout.RUN_OK:
                 break
             for slot in slots:

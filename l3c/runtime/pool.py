@@ -446,14 +446,14 @@ class Pool:
         if not posted:
             self.post(slot, command, arg)
 
-    def wait(self, busy: list[int], deadline: float | None, any_done: bool = False
-             ) -> tuple[int, int | list[int]]:
+    def wait(self, busy: list[int], deadline: float | None, any_done: bool = False,
+             spin: int = sync.IDLE_SPIN) -> tuple[int, int | list[int]]:
         """Wait until every slot in `busy` is terminal (or, with `any_done`, at least one).
 
         Returns (layout.RUN_OK, [terminal slots]) or (RUN_FAILED | RUN_CRASHED | RUN_TIMEOUT |
         RUN_ABORTED, slot).
-        Sleeps on the doorbell in slices of SLICE seconds; each slice checks for dead workers and the
-        deadline, and lets KeyboardInterrupt in."""
+        Spins `spin` reads on the doorbell, then sleeps on it in slices of SLICE seconds; each slice
+        checks for dead workers and the deadline, and lets KeyboardInterrupt in."""
         doorbell = self.control_address + layout.H_DOORBELL
         waiters = self.control_address + layout.H_DOORBELL_WAITERS
         woken = False                    # a dead worker never rings: check pids after a quiet slice
@@ -481,7 +481,7 @@ class Pool:
                     return layout.RUN_TIMEOUT, next(s for s in busy if s not in done)
                 slice_s = min(slice_s, remaining)
             woken = sync.wait_ge(doorbell, (seen + 1) & 0xFFFFFFFF, waiters, self._zero_address,
-                                 sync.IDLE_SPIN, max(1000, int(slice_s * 1e9))) == sync.WAIT_OK
+                                 spin, max(1000, int(slice_s * 1e9))) == sync.WAIT_OK
 
     # ----------------------------------------------------------------------------- plans
     def pool_slot(self, plan: Plan, slot: int) -> int:

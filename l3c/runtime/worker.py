@@ -92,10 +92,10 @@ class Worker:
             if os.getppid() != self.parent:
                 os._exit(3)
 
-    def next_command(self) -> tuple[int, int]:
+    def next_command(self, spin: int) -> tuple[int, int]:
         base = self.ctl + self.base
         self.wait_ge(base + layout.S_COMMAND_SEQ, self.seq + 1, base + layout.S_COMMAND_WAITERS,
-                     self.never_addr, sync.IDLE_SPIN)
+                     self.never_addr, spin)
         self.seq += 1
         return self.words[(self.base + layout.S_COMMAND) // 4], self.words[(self.base + layout.S_ARG) // 4]
 
@@ -194,8 +194,11 @@ class Worker:
 
     def loop(self) -> None:
         context.set_task(self.chip, 0, 1)      # the native loop sets rank and size per step
+        spin = sync.IDLE_SPIN
         while True:
-            command, arg = self.next_command()
+            command, arg = self.next_command(spin)
+            # an eager run posts task after task: between them, wait like inside a run
+            spin = sync.RUN_SPIN if command == layout.CMD_RUN_TASK else sync.IDLE_SPIN
             if command == layout.CMD_EXIT:
                 return
             if command == layout.CMD_INSTALL:
