@@ -304,8 +304,9 @@ class Pool:
             return False
         # One pread of /proc/<pid>/stat, kept open since the fork (checked before every run, so it
         # must be cheap: opening the file cost ~16 us, this ~4). The main thread's state is "Z" both
-        # for an exited, unreaped process and for a killed one whose native helper thread
-        # (OpenBLAS's) has not exited yet, when waitid does not report it yet. Dead either way; a
+        # for an exited, unreaped process and for a killed one whose other native threads (a
+        # kernel's own, or OpenBLAS's with L3C_WORKER_THREADS > 1) have not exited yet, when
+        # waitid does not report it yet. Dead either way; a
         # process that is gone altogether (reaped by someone else) fails the read.
         try:
             stat = os.pread(w.stat_fd, 256, 0)
