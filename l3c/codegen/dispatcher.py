@@ -26,13 +26,12 @@ step counts. Layout constants come from `l3c.runtime.layout` only.
 from __future__ import annotations
 
 import ctypes
-import threading
 from dataclasses import dataclass, field
 
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from ..runtime import layout as L
+from ..runtime import native
 from ..runtime.plan import Plan
 
 SPIN_NS = 20_000
@@ -315,20 +314,6 @@ def generate_ir(plan: Plan) -> str:
     return str(module)
 
 
-_llvm_lock = threading.Lock()
-_llvm_ready = False
-
-
-def _target_machine():
-    """A fresh target machine: an MCJIT engine takes ownership of (and frees) the one it is given."""
-    global _llvm_ready
-    if not _llvm_ready:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        _llvm_ready = True
-    return llvm.Target.from_default_triple().create_target_machine(opt=2)
-
-
 @dataclass
 class Dispatcher:
     """A JIT-compiled dispatcher for one plan. Keep it alive while its functions are in use."""
@@ -344,14 +329,9 @@ def compile_ir(ir_text: str) -> Dispatcher:
 
     ctypes calls through CFUNCTYPE release the GIL, so other Python threads run while `wait` blocks.
     """
-    with _llvm_lock:
-        tm = _target_machine()
-        mod = llvm.parse_assembly(ir_text)
-        mod.verify()
-        engine = llvm.create_mcjit_compiler(mod, tm)
-        engine.finalize_object()
-        start = START_TYPE(engine.get_function_address("l3c_start"))
-        wait = WAIT_TYPE(engine.get_function_address("l3c_wait"))
+    engine = native.compile_module(ir_text, native.libc("syscall", "clock_gettime", "waitid"))
+    start = START_TYPE(engine.get_function_address("l3c_start"))
+    wait = WAIT_TYPE(engine.get_function_address("l3c_wait"))
     return Dispatcher(ir_text=ir_text, start=start, wait=wait, _engine=engine)
 
 

@@ -37,6 +37,7 @@ import threading
 from typing import Any
 
 from ..runtime import sync
+from ..runtime.native import compile_module, libc
 
 POLL_IDLE = 0
 POLL_SEND = 1
@@ -47,7 +48,7 @@ CLOCK_MONOTONIC = 1
 STATUS_BYTES = 256          # room for an MPI_Status of any layout
 
 _lock = threading.Lock()
-_built: list = []           # [(kept alive: engine, module; the _Poll or None)] once tried
+_built: list = []           # [(kept alive: engine, MPI entry; the _Poll or None)] once tried
 
 
 def _module_ir() -> str:
@@ -191,23 +192,13 @@ def _build() -> tuple:
     address = _mpi_get_status()
     if address is None:
         return (None, None)
-    import llvmlite.binding as llvm
     sync.ensure()
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    libc = ctypes.CDLL(None)
-    llvm.add_symbol("syscall", ctypes.cast(libc.syscall, ctypes.c_void_p).value)
-    llvm.add_symbol("clock_gettime", ctypes.cast(libc.clock_gettime, ctypes.c_void_p).value)
-    llvm.add_symbol("l3c_publish", sync.function_addresses()["publish"])
-    mod = llvm.parse_assembly(_module_ir())
-    mod.verify()
-    target = llvm.Target.from_default_triple().create_target_machine(opt=2)
-    engine = llvm.create_mcjit_compiler(mod, target)
-    engine.finalize_object()
+    engine = compile_module(_module_ir(), {"l3c_publish": sync.function_addresses()["publish"],
+                                           **libc("syscall", "clock_gettime")})
     i32, i64, p = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
     fn = ctypes.CFUNCTYPE(i32, p, p, i32, p, i32, p, p, i64, i32, i64, p, i64, i32, i32)(
         engine.get_function_address("l3c_dist_poll"))
-    return ((engine, mod, address), _Poll(fn, address))
+    return ((engine, address), _Poll(fn, address))
 
 
 class _Poll:

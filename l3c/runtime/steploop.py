@@ -32,7 +32,7 @@ import ctypes
 import threading
 from typing import Any, Sequence
 
-from . import sync
+from . import native, sync
 
 STEPS_DONE = 0
 STEPS_ABORTED = 1
@@ -44,7 +44,7 @@ WAIT_WORDS = 3
 CLOCK_MONOTONIC = 1
 
 _lock = threading.Lock()
-_compiled: tuple | None = None
+_compiled: Any = None            # the MCJIT engine owning the loop's code
 _run_steps = None
 
 
@@ -179,32 +179,20 @@ def _module_ir() -> str:
 
 def _build() -> None:
     global _compiled, _run_steps
-    import llvmlite.binding as llvm
-
     sync.ensure()
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
     addresses = sync.function_addresses()
-    libc = ctypes.CDLL(None)
-    for name, address in (("PyObject_Call", ctypes.pythonapi.PyObject_Call),
-                          ("Py_DecRef", ctypes.pythonapi.Py_DecRef),
-                          ("clock_gettime", libc.clock_gettime),
-                          ("sched_yield", libc.sched_yield)):
-        llvm.add_symbol(name, ctypes.cast(address, ctypes.c_void_p).value)
-    llvm.add_symbol("l3c_wait_ge", addresses["wait_ge"])
-    llvm.add_symbol("l3c_publish", addresses["publish"])
-    mod = llvm.parse_assembly(_module_ir())
-    mod.verify()
-    target = llvm.Target.from_default_triple().create_target_machine(opt=2)
-    engine = llvm.create_mcjit_compiler(mod, target)
-    engine.finalize_object()
+    symbols = {"PyObject_Call": native.address(ctypes.pythonapi.PyObject_Call),
+               "Py_DecRef": native.address(ctypes.pythonapi.Py_DecRef),
+               "l3c_wait_ge": addresses["wait_ge"], "l3c_publish": addresses["publish"],
+               **native.libc("clock_gettime", "sched_yield")}
+    engine = native.compile_module(_module_ir(), symbols)
     # PYFUNCTYPE: the GIL stays held (the loop calls Python) and an exception the loop leaves set
     # is raised by the call.
     u64, p = ctypes.c_uint64, ctypes.c_void_p
     _run_steps = ctypes.PYFUNCTYPE(ctypes.c_int32, p, ctypes.c_int64, ctypes.c_int64, p, u64, u64,
                                    u64, p, p, ctypes.c_int32, ctypes.c_int64, p)(
         engine.get_function_address("l3c_run_steps"))
-    _compiled = (engine, mod)
+    _compiled = engine
 
 
 def ensure() -> None:

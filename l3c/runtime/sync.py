@@ -27,6 +27,8 @@ from __future__ import annotations
 import ctypes
 import threading
 
+from . import native
+
 WAIT_OK = 0
 WAIT_ABORT = 1
 WAIT_AGAIN = 2
@@ -170,17 +172,7 @@ def _module_ir() -> str:
 
 def _build() -> None:
     global _engine, load_u32, store_u32, add_u32, futex_wake, futex_wait, publish, ring, wait_ge
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    libc = ctypes.CDLL(None, use_errno=True)
-    llvm.add_symbol("syscall", ctypes.cast(libc.syscall, ctypes.c_void_p).value)
-    mod = llvm.parse_assembly(_module_ir())
-    mod.verify()
-    target = llvm.Target.from_default_triple().create_target_machine(opt=2)
-    engine = llvm.create_mcjit_compiler(mod, target)
-    engine.finalize_object()
+    engine = native.compile_module(_module_ir(), native.libc("syscall"))
 
     def f(name, restype, *argtypes):
         return ctypes.CFUNCTYPE(restype, *argtypes)(engine.get_function_address(name))
@@ -194,7 +186,7 @@ def _build() -> None:
     publish = f("publish", None, u64, u32, u64)
     ring = f("ring", None, u64, u64)
     wait_ge = f("wait_ge", u32, u64, u32, u64, u64, u32, u64)
-    _engine = (engine, mod)
+    _engine = engine
 
 
 def ensure() -> None:
@@ -208,7 +200,7 @@ def ensure() -> None:
 def function_addresses() -> dict[str, int]:
     """Addresses of the compiled functions (for generated code that wants to call them)."""
     ensure()
-    engine = _engine[0]
+    engine = _engine
     return {name: engine.get_function_address(name)
             for name in ("load_u32", "store_u32", "add_u32", "futex_wake", "futex_wait", "publish",
                          "ring", "wait_ge")}
