@@ -111,15 +111,6 @@ def check_args(program: Program, args: tuple) -> list[np.ndarray | None]:
     return arrays
 
 
-def _slot_map(compiled: Any, pool: Any, plan: Any) -> ctypes.Array:
-    key = (id(pool), pool.generation, pool.chips)
-    cached = compiled.artifacts.get("slot_map")
-    if cached is None or cached[0] != key:
-        slots = [pool.pool_slot(plan, s) for s in range(plan.slots)]
-        cached = compiled.artifacts["slot_map"] = (key, (ctypes.c_int32 * max(1, plan.slots))(*slots))
-    return cached[1]
-
-
 def _result_arrays(tree: Any, pool: Any) -> Any:
     """The results tree with each View replaced by its arena array (built once per installation)."""
     if tree is None:
@@ -191,7 +182,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
     with pool.lock:
         plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
-        slot_map = _slot_map(compiled, pool, plan)
+        slot_map = pool.slot_map(plan)
         staging, results = _arena_arrays(lowered, pool, plan)
         for staged, array in zip(staging, arrays):
             if staged is not None and not _is_view_of(array, staged):

@@ -552,11 +552,6 @@ class _Run:
             time.sleep(0.0005)
 
 
-def _slot_map(pool: Any, plan: Any) -> Any:
-    slots = [pool.pool_slot(plan, s) for s in range(plan.slots)]
-    return (ctypes.c_int32 * max(1, plan.slots))(*slots)
-
-
 def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
     """Run a multi-host compiled schedule on this rank (every rank calls it with its arguments;
     rank 0's inputs are used; every rank returns the same results)."""
@@ -583,7 +578,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
             context.set_host(host, config.chips, config.sub_workers)
             pool.fork_for(("host", host, config.chips, config.sub_workers))
             plan_id = pool.install(plan)
-        slot_map = _slot_map(pool, plan)
+        slot_map = pool.slot_map(plan)
         state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout)
         try:
             state.broadcast_inputs(lowered, arrays)

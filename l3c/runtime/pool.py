@@ -502,6 +502,17 @@ class Pool:
             raise L3CError("plan_cache: the plan is not installed in this pool")
         return entry.cache
 
+    def slot_map(self, plan: Plan) -> ctypes.Array:
+        """`slot_map[plan slot]` = the pool slot running it, as the int32 array the generated
+        dispatcher reads (built once per installation; the map changes only when the pool
+        restarts with other chips, which drops the installation)."""
+        cache = self.plan_cache(plan)
+        slots = cache.get("slot_map")
+        if slots is None:
+            slots = cache["slot_map"] = (ctypes.c_int32 * max(1, plan.slots))(
+                *[self.pool_slot(plan, s) for s in range(plan.slots)])
+        return slots
+
     def ensure_kernels(self, kernels: set[str]) -> None:
         """Fork the workers anew if any of `kernels` was registered after they were forked, so that
         they inherit it (kernels defined late, or inside functions, cannot be found by import)."""
