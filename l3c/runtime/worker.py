@@ -80,22 +80,14 @@ class Worker:
         self.kernels: dict[str, object] = {}
 
     # --- waiting ------------------------------------------------------------------------------------
-    def wait_ge(self, word_addr: int, target: int, waiters_addr: int, abort_addr: int,
-                spin: int = sync.RUN_SPIN) -> bool:
-        """Wait until *word_addr >= target; False if the run was aborted meanwhile."""
-        while True:
-            r = sync.wait_ge(word_addr, target, waiters_addr, abort_addr, spin, SLICE_NS)
-            if r == sync.WAIT_OK:
-                return True
-            if r == sync.WAIT_ABORT:
-                return False
+    def next_command(self, spin: int) -> tuple[int, int]:
+        """Wait for the parent's next command (waits inside a run are the step loop's): spin up to
+        `spin` reads, then futex slices, checking after each that the parent still lives."""
+        base = self.ctl + self.base
+        while sync.wait_ge(base + layout.S_COMMAND_SEQ, self.seq + 1, base + layout.S_COMMAND_WAITERS,
+                           self.never_addr, spin, SLICE_NS) != sync.WAIT_OK:
             if os.getppid() != self.parent:
                 os._exit(3)
-
-    def next_command(self, spin: int) -> tuple[int, int]:
-        base = self.ctl + self.base
-        self.wait_ge(base + layout.S_COMMAND_SEQ, self.seq + 1, base + layout.S_COMMAND_WAITERS,
-                     self.never_addr, spin)
         self.seq += 1
         return self.words[(self.base + layout.S_COMMAND) // 4], self.words[(self.base + layout.S_ARG) // 4]
 
