@@ -23,9 +23,15 @@ Modes:
                              input written in place) before and after a compiled run: every rank
                              gets numpy's results of rank 0's inputs (rank 1 passes garbage), equal
                              to the compiled run's, and its written input updated likewise.
+  slow                       2 hosts: slow producers (5 ms: the other host is in its native poll
+                             by then, not napping) whose outputs cross to the other host, in both
+                             directions; the native poll sent them itself (seen in run.PROBE) in
+                             at least one of 4 runs on each rank, and the results match numpy.
   poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
-                             a doorbell ring, and a real message from rank 0 landing on rank 1
-                             (published with the given value; the mpi4py request still valid).
+                             a doorbell ring, a send the poll posts itself (MPI_Isend) the moment
+                             its word is due, one it cannot post (a bad rank: the MPI error is
+                             raised), and a real message from rank 0 landing on rank 1 (published
+                             with the given value; the mpi4py request still valid).
 """
 from __future__ import annotations
 
@@ -266,6 +272,82 @@ def mode_eager() -> None:
                and same(runs["eager_again"], runs["compiled"]))
 
 
+def native_send(watch, cells) -> None:
+    """Rank 0's poll posts a 4 KiB Isend itself once its word is due; rank 1 receives it."""
+    import ctypes
+    from l3c.dist import poll
+    data = np.zeros(4096, dtype=np.uint8)
+    if RANK == 1:
+        COMM.Recv([data, MPI.BYTE], source=0, tag=12)
+        report("native_send", bool((data == 9).all()), f"data {data[:4]}")
+        return
+    data[:] = 9
+    word, comm, byte = ctypes.addressof(cells), MPI._handleof(COMM), MPI._handleof(MPI.BYTE)
+    cells[0], bell = 0, cells[16]                        # (the doorbell as the caller left it)
+    watch.set_words([(word, 10)], [[(data.ctypes.data, data.nbytes, 1, 12)]], comm, byte)
+    before = watch.wait(bell, 50), watch.take_posted()
+    cells[0] = 10
+    due = watch.wait(bell, 50)
+    posted = watch.take_posted()
+    again = watch.wait(bell, 50), watch.take_posted()   # posted once: due again, not re-sent
+    req = MPI.Request.fromhandle(posted[1][0]) if posted else MPI.REQUEST_NULL
+    done = req != MPI.REQUEST_NULL and req.Wait() and req == MPI.REQUEST_NULL
+    stamps = watch.sends.noticed, watch.sends.sent
+    report("native_send", before == (poll.POLL_IDLE, None) and due == poll.POLL_SEND
+           and posted is not None and posted[0] == 0 and len(posted[1]) == 1 and done
+           and again == (poll.POLL_SEND, None) and 0 < stamps[0] <= stamps[1],
+           f"before={before} due={due} posted={posted} again={again} stamps={stamps}")
+    watch.set_words([(word, 10)], [[(data.ctypes.data, data.nbytes, 99, 12)]], comm, byte)
+    try:
+        watch.wait(bell, 50)
+        watch.take_posted()
+        report("native_send_error", False, "no error for rank 99")
+    except MPI.Exception as exc:
+        report("native_send_error", exc.Get_error_class() == MPI.ERR_RANK, str(exc))
+    watch.set_words([])
+
+
+@l3c.kernel
+def slow_fill(x: l3c.In, y: l3c.Out):
+    time.sleep(0.005)           # the consumer's host is in its native poll when this lands
+    y[...] = x + 1
+
+
+@l3c.kernel
+def plus(y: l3c.In, z: l3c.Out):
+    z[...] = y * 2
+
+
+def crossing(x):
+    y = l3c.empty(x.shape, x.dtype)
+    z = l3c.empty(x.shape, x.dtype)
+    w = l3c.empty(x.shape, x.dtype)
+    slow_fill.on(0)(x, y)                 # host 0 -> host 1 (all of y, as one piece)
+    plus.on(1)(y[:4], z[:4])
+    plus.on(1)(y[4:, ::2], z[4:, ::2])
+    plus.on(1)(y[4:, 1::2], z[4:, 1::2])
+    slow_fill.on(1)(z, w)                 # host 1 -> host 0
+    plus.on(0)(w, y)                      # (after host 1 read y)
+    return y, z
+
+
+def mode_slow() -> None:
+    from l3c.dist import run as dist_run
+    step = l3c.jit(hosts=2, chips=1, timeout=30)(crossing)
+    x = np.arange(64, dtype=np.float64).reshape(8, 8)
+    z = (x + 1) * 2
+    y = (z + 1) * 2
+    native = []
+    for attempt in range(4):
+        dist_run.PROBE = []
+        got = step(x)
+        native += [v for k, v in dist_run.PROBE if k == "native"]
+        dist_run.PROBE = None
+        report(f"slow{attempt}", np.array_equal(got[0], y) and np.array_equal(got[1], z),
+               f"results {got[0][0, :3]} {got[1][0, :3]}")
+    report("slow_native", bool(native), f"transfers the native poll sent: {native}")
+
+
 def mode_poll() -> None:
     import ctypes
     from l3c.dist import poll
@@ -289,6 +371,7 @@ def mode_poll() -> None:
     quiet = watch.wait(5, 50)
     report("events", (idle, due, rang, quiet) == (poll.POLL_IDLE, poll.POLL_SEND, poll.POLL_BELL,
                                                   poll.POLL_IDLE), f"{idle} {due} {rang} {quiet}")
+    native_send(watch, cells)
     buf = np.zeros(1024, dtype=np.uint8)
     if RANK == 0:
         COMM.Barrier()                              # rank 1 polled once before the message left
@@ -327,6 +410,8 @@ def main() -> None:
         mode_eager()
     elif mode == "poll":
         mode_poll()
+    elif mode == "slow":
+        mode_slow()
     print(f"\nDONE {RANK}", flush=True)
 
 

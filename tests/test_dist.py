@@ -99,7 +99,17 @@ def test_eager_of_a_two_host_function_is_the_single_host_reference_with_rank_0s_
 def test_native_poll_sees_due_sends_doorbells_and_landings_and_publishes_them():
     proc = mpiexec(2, DRIVER, "poll", timeout=60)
     found = results(proc.stdout)
-    for key in ((0, "native"), (1, "native"), (0, "events"), (1, "events"), (1, "landing")):
+    for key in ((0, "native"), (1, "native"), (0, "events"), (1, "events"), (1, "landing"),
+                (0, "native_send"), (1, "native_send"), (0, "native_send_error")):
+        ok, detail = found.get(key, (False, "missing: " + proc.stdout[-2000:] + proc.stderr[-2000:]))
+        assert ok, f"{key}: {detail}"
+
+
+@needs_mpi
+def test_sends_after_a_slow_producer_leave_from_the_native_poll():
+    proc = mpiexec(2, DRIVER, "slow", timeout=60)
+    found = results(proc.stdout)
+    for key in ((r, name) for r in (0, 1) for name in ("slow0", "slow3", "slow_native")):
         ok, detail = found.get(key, (False, "missing: " + proc.stdout[-2000:] + proc.stderr[-2000:]))
         assert ok, f"{key}: {detail}"
 

@@ -8,12 +8,13 @@ Each rank (host) runs the same steps, `run(compiled, *args)`:
 3. post an `Irecv` for every inbound transfer not gated (into the arena itself when the piece is
    contiguous, else into a buffer), reset the landing counter, start the dispatcher (`l3c_start`);
 4. the parent loop, per *transfer* (never per task): post the `Isend`s of a transfer once its producer's
-   S_DONE shows it completed; post gated `Irecv`s once their local tasks and earlier landings are
-   done; raise the landing counter over the host's sequence in its fixed order (an inbound transfer
-   counts once received and scattered, a sent item once its `Isend`s completed), with a futex wake:
-   workers wait on it like on any slot; poll the control channel
-   (failures, heartbeats, "done"); while remote work is outstanding, wait in the native poll
-   (`poll.py`: due sends, the next landing, published there at once), else nap in `l3c_wait`;
+   S_DONE shows it completed (the native poll posts those of contiguous pieces itself); post gated
+   `Irecv`s once their local tasks and earlier landings are done; raise the landing counter over
+   the host's sequence in its fixed order (an inbound transfer counts once received and scattered,
+   a sent item once its `Isend`s completed), with a futex wake: workers wait on it like on any
+   slot; poll the control channel (failures, heartbeats, "done"); while remote work is
+   outstanding, wait in the native poll (`poll.py`: due sends, posted there at once when
+   contiguous, and the next landing, published there at once), else nap in `l3c_wait`;
 5. when the local run finished, every send completed and every transfer landed: tell the others
    "done" and wait for their "done"; then the owners broadcast the results and written inputs
    (`FinalPiece`s); write inputs back and copy results out on every rank.
@@ -59,7 +60,8 @@ TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB
 CTL_TAG = 7
 
 _epoch = [0]
-# benchmarks/multihost.py --stages sets a list here: (stage, CLOCK_MONOTONIC ns) of each transfer
+# benchmarks/multihost.py --stages sets a list here: (stage, CLOCK_MONOTONIC ns) of each transfer,
+# and ("native", transfer id) when the native poll posted its sends
 PROBE: list | None = None
 
 
@@ -145,10 +147,19 @@ class _HostBuffers:
                 buf, how = run.buffers.target(piece)
                 out.append(([buf.reshape(-1).view(np.uint8), MPI.BYTE], buf, how))
             return out
+
+        def native(specs: list) -> list[tuple[int, int]] | None:
+            """(address, nbytes) of each piece, when the native poll can send them all as they
+            lie in the arena (contiguous, under 2 GiB: MPI_Isend takes an int count)."""
+            if not specs or any(how is not None or buf.nbytes >= 1 << 31 for _, buf, how in specs):
+                return None
+            return [(buf.ctypes.data, buf.nbytes) for _, buf, _ in specs]
         self.inbound = {tr.id: specs(tr) for tr in run.part.recvs}
         outbound: dict[int, list] = {}
         for tr in run.part.sends:
-            outbound.setdefault(run.done_word(tr.src_slot), []).append((tr.src_count, tr, specs(tr)))
+            out = specs(tr)
+            outbound.setdefault(run.done_word(tr.src_slot), []).append(
+                (tr.src_count, tr, out, native(out)))
         for items in outbound.values():
             items.sort(key=lambda e: (e[0], e[1].id))
         self.outbound = outbound
@@ -352,11 +363,12 @@ class _Run:
         out_ref = ctypes.byref(out_slot)
         deadline_ns = 0 if self.deadline is None else int(self.deadline * 1e9)
         # time.monotonic() and CLOCK_MONOTONIC agree on Linux, so the native deadline matches ours
-        # pending sends per producer slot, by completion count: only each slot's head is polled
+        # pending sends per producer slot, by completion count: only each slot's head is polled;
+        # [word, items, next item, its requests when the native poll already posted it]
         heads: list[list] = []
         for word, items in self.bufs.outbound.items():
-            heads.append([word, items, 0])
-        n_sends_left = sum(len(items) for _, items, _ in heads)
+            heads.append([word, items, 0, None])
+        n_sends_left = sum(len(head[1]) for head in heads)
         inflight: list = []
         landed = 0
         local_done = not any(plan.queues)
@@ -373,19 +385,27 @@ class _Run:
             progressed = False
             if n_sends_left:
                 for head in heads:
-                    word, items, i = head
+                    word, items, i, posted = head
                     if i < len(items) and load(word) >= items[i][0]:
                         done = load(word)
                         while i < len(items) and done >= items[i][0]:
-                            _, tr, specs = items[i]
-                            if probe is not None:
-                                probe.append(("seen", time.monotonic_ns()))
-                            if tr.sent_order:
-                                sent_reqs[tr.id] = self.post_sends(tr, specs)
+                            tr, specs = items[i][1], items[i][2]
+                            if posted is not None:      # the native poll sent it already
+                                reqs, posted, head[3] = posted, None, None
+                                if probe is not None:
+                                    probe.append(("native", tr.id))
+                                    probe.append(("seen", watch.sends.noticed))
+                                    probe.append(("sent", watch.sends.sent))
                             else:
-                                inflight.extend(self.post_sends(tr, specs))
-                            if probe is not None:
-                                probe.append(("sent", time.monotonic_ns()))
+                                if probe is not None:
+                                    probe.append(("seen", time.monotonic_ns()))
+                                reqs = self.post_sends(tr, specs)
+                                if probe is not None:
+                                    probe.append(("sent", time.monotonic_ns()))
+                            if tr.sent_order:
+                                sent_reqs[tr.id] = reqs
+                            else:
+                                inflight.extend(reqs)
                             i += 1
                             n_sends_left -= 1
                         head[2] = i
@@ -481,6 +501,11 @@ class _Run:
                 event = watch.wait(load(doorbell) if local_done else bell, POLL_ROUNDS)
                 if event != poll.POLL_IDLE:
                     watch_stale = True          # re-aim: an event must not return at once again
+                if event == poll.POLL_SEND:
+                    posted = watch.take_posted()
+                    if posted is not None:
+                        k, handles = posted
+                        self._aimed[k][3] = [MPI.Request.fromhandle(h) for h in handles]
                 continue
             if remote or said_done:
                 # a message wakes nothing: nap longer as the quiet lasts
@@ -500,16 +525,26 @@ class _Run:
 
     def _aim(self, watch: poll.Watch, heads: list, gated: list, seq: list, landed: int,
              sent_reqs: dict, inflight: list) -> None:
-        """Point the native poll at the sends due next, the unmet gates of gated receives, and the
-        next landing's requests (it may publish that landing itself when nothing needs
-        scattering), else at the sends in flight."""
-        pairs = [(word, items[i][0]) for word, items, i in heads if i < len(items)]
+        """Point the native poll at the sends due next (which it posts itself when their pieces lie
+        contiguous in the arena: the Isend leaves without a round of this loop), the unmet gates
+        of gated receives, and the next landing's requests (it may publish that landing itself
+        when nothing needs scattering), else at the sends in flight."""
+        pairs, sends, self._aimed = [], [], []
+        for head in heads:
+            word, items, i, posted = head
+            if i < len(items):
+                count, tr, _, native = items[i]
+                pairs.append((word, count))
+                sends.append(None if native is None or posted is not None else
+                             [(address, n, tr.dst, self.tag_base + tr.id) for address, n in native])
+                self._aimed.append(head)
         for item in gated:
             for slot, count in item[1].gate_slots:
                 word = self.done_word(slot)
                 if sync.load_u32(word) < count:
                     pairs.append((word, count))
-        watch.set_words(pairs)
+        handleof = self.MPI._handleof
+        watch.set_words(pairs, sends, handleof(self.comm), handleof(self.MPI.BYTE))
         if landed < len(seq):
             kind, tr, reqs, scatters = seq[landed]
             if kind == "sent":
