@@ -3,6 +3,8 @@
     python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1, then runs part 2
     python benchmarks/multihost.py --plan     # part 2 only (no MPI needed)
     L3C_BENCH_REPS=400 python benchmarks/multihost.py   # repetitions per size (default 300 / 100)
+    L3C_BENCH_PAUSE_MS=50 ...     # the producer's pause (default 5 ms; past the run loop's 10 ms
+                                  # of polling, the sender naps until the producer rings)
 
 1. Transfers (two ranks on this machine, one chip each), one-way latency, l3c and raw interleaved
    (repetition i does one l3c run and then one raw transfer, so machine noise hits both alike):
@@ -41,7 +43,7 @@ sys.path.insert(0, ROOT)
 
 import l3c  # noqa: E402
 
-PAUSE = 0.005
+PAUSE = float(os.environ.get("L3C_BENCH_PAUSE_MS", "5")) / 1e3
 
 
 @l3c.kernel

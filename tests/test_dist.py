@@ -375,6 +375,10 @@ def test_split_sends_no_messages_for_orderings_without_data():
     # y's blocks from hosts 1..7 to the reduction, and in rounds 2 and 3 each host reads the block
     # its neighbour filled: 7 + 2 * 8 transfers, every one carrying data
     assert d.stats["transfers"] == 7 + 2 * 8 and all(t.pieces for t in d.transfers)
+    # the producers of a host's outbound transfers, and only they, ring its doorbell when done
+    for h, part in enumerate(d.parts):
+        rings = {st.task for q in part.lowered.plan.queues for st in q if st.ring}
+        assert rings == {t.producer for t in d.transfers if t.src == h} and rings
 
 
 def test_hosts_without_a_launcher_is_a_clear_error_before_tracing(monkeypatch):

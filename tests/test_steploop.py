@@ -86,3 +86,33 @@ def test_kernel_traceback_starts_in_the_kernel():
         return x
 
     assert fine(np.ones(3)).tolist() == [2.0] * 3
+
+
+def test_steps_another_host_waits_for_ring_the_doorbell_once_each():
+    """A producer of a cross-host transfer rings H_DOORBELL after publishing, so that its host's
+    parent wakes from a nap to send the output (other steps leave the doorbell alone)."""
+    import ctypes
+
+    from l3c.runtime import layout, steploop
+
+    ctl = (ctypes.c_uint32 * 32)()              # [0] S_DONE, [1] its waiters, [2] abort, ...
+    bell = ctypes.addressof(ctl) + 64           # ... H_DOORBELL, then its waiters word
+    assert steploop.DOORBELL_WAITERS == layout.H_DOORBELL_WAITERS - layout.H_DOORBELL == 4
+    ctl[16] = 5
+    calls = []
+    seen_bells = []
+
+    def kernel(i):
+        seen_bells.append(ctl[16])
+        calls.append(i)
+
+    table = steploop.StepTable([(kernel, (0,), (), False, 0, 1, 0),
+                                (kernel, (1,), (), False, 0, 1, bell),
+                                (kernel, (2,), (), False, 0, 1, 0),
+                                (kernel, (3,), (), True, 0, 1, bell)])
+    task_ctx = (ctypes.c_int64 * 2)()
+    base = ctypes.addressof(ctl)
+    status = table.run(0, base + 8, base, base + 4, ctypes.addressof(task_ctx), 0, 100, 10**6,
+                       ctypes.c_int64(0))
+    assert status == steploop.STEPS_DONE and calls == [0, 1, 2, 3] and ctl[0] == 4
+    assert seen_bells == [5, 5, 6, 6] and ctl[16] == 7

@@ -186,7 +186,8 @@ def lower(program: Program, host: int | None = None,
 
     With several hosts, `host` selects the tasks to lower; `inbound[v] = k` makes task v wait until
     k transfers have landed (the landing slot's counter), and `signal_tasks` (producers of outbound
-    transfers) publish with a wake, because the host's parent sleeps on them.
+    transfers) publish with a wake and ring the doorbell: the host's parent may be napping on it,
+    and their completion makes sends due.
     """
     config = program.config
     if config.hosts > 1 and host is None:
@@ -227,7 +228,8 @@ def lower(program: Program, host: int | None = None,
             group_size = len(program.groups[task.group]) if task.group is not None else 1
             steps[s].append(Step(task=v, kernel=task.kernel, args=tuple(args), waits=waits[v],
                                  group_rank=task.group_rank if task.group is not None else 0,
-                                 group_size=group_size, signal=v in signalled, loc=task.loc))
+                                 group_size=group_size, signal=v in signalled,
+                                 ring=v in signal_tasks, loc=task.loc))
 
     plan = Plan(chips=config.chips, sub_workers=slots - config.chips,
                 queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes)

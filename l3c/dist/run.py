@@ -51,7 +51,7 @@ CHECK_S = 0.002             # while spinning, let the native wait check the loca
 CONTROL_S = 0.0005          # ... and read control messages / check silences this often
 POLL_ROUNDS = 32            # rounds of the native poll (each ends with a sched_yield) per loop round
 NATIVE_POLL = os.environ.get("L3C_DIST_NATIVE_POLL", "1") != "0"
-NAP_NS = 100_000            # then nap (native wait, woken early by the local doorbell) for
+NAP_NS = 100_000            # then nap (a futex wait on the local doorbell) for
 NAP_SHARE = 16              # 1/NAP_SHARE of the quiet time so far, at least NAP_NS and at most
 LONG_NAP_NS = 2_000_000     # LONG_NAP_NS: a message that arrives during a nap is seen at most ~6%
                             # later than the wait it ends, and a long idle wait costs ~500 rounds/s
@@ -336,9 +336,11 @@ class _Run:
         with a `sched_yield` (a worker that needs this core gets it at once); the poll returns on
         a due send, a completed landing (which it publishes itself when nothing needs scattering)
         or the doorbell. After any progress the loop yields once before going on. Past `SPIN_S` it
-        naps in the native wait (woken early by the local workers' doorbell), 1/NAP_SHARE of the
-        quiet time so far. The native wait also runs every `CHECK_S` while spinning and whenever
-        the doorbell moved, to see the local run end, fail, crash or time out."""
+        naps on the local doorbell, 1/NAP_SHARE of the quiet time so far: a worker rings it when
+        it ends or fails and when it completes a step whose output another host waits for, so a
+        local event ends the nap at once (a message from another host is seen when it ends). The
+        native wait runs after every nap, every `CHECK_S` while spinning and whenever the doorbell
+        moved, to see the local run end, fail, crash or time out."""
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
         testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
         monotonic, probe = time.monotonic, PROBE
@@ -359,6 +361,7 @@ class _Run:
         ctrl, pids = pool.control_address, pool.pids_address
         slot_map = ctypes.addressof(self.slot_map)
         doorbell = ctrl + layout.H_DOORBELL
+        doorbell_waiters, abort_word = ctrl + layout.H_DOORBELL_WAITERS, ctrl + layout.H_ABORT
         out_slot = ctypes.c_int32(-1)
         out_ref = ctypes.byref(out_slot)
         deadline_ns = 0 if self.deadline is None else int(self.deadline * 1e9)
@@ -514,9 +517,12 @@ class _Run:
                 # only the local run is left, and its doorbell ends the nap
                 nap = LONG_NAP_NS if self.peers else 50_000_000
             if not local_done:
-                # on the doorbell: woken early when a local worker ends, fails or crashes
-                bell, last_check = load(doorbell), now
-                self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, nap, out_ref), out_slot)
+                # on the doorbell: it rings when a local worker ends or fails, and when a step whose
+                # output another host waits for completes (`Step.ring`: its sends are due now)
+                bell = load(doorbell)
+                sync.wait_ge(doorbell, (bell + 1) & 0xFFFFFFFF, doorbell_waiters, abort_word, 0, nap)
+                last_check = monotonic()
+                self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, 0, out_ref), out_slot)
                 local_done = self._local_done
             else:
                 time.sleep(nap / 1e9)

@@ -7,10 +7,12 @@ walks a table of steps and calls each kernel with `PyObject_Call` (the worker ho
 its only Python thread), so the per-step cost is the call itself plus a few loads and stores.
 
 Tables (built once per installed plan by `StepTable`; i64 words):
-    step k:  fn, args, wait_begin, wait_end, publish, rank, size, 0
+    step k:  fn, args, wait_begin, wait_end, publish, rank, size, ring
              fn/args are the addresses of the kernel function and its prebuilt argument tuple (kept
              alive by the table); waits[wait_begin:wait_end] must hold before the call; publish != 0
-             wakes sleepers on S_DONE after the step (a step on another worker waits for it).
+             wakes sleepers on S_DONE after the step (a step on another worker waits for it);
+             ring != 0 is the doorbell to ring after that (H_DOORBELL; its waiters word follows):
+             another host waits for the step, and the parent that sends its output may be napping.
     wait j:  word, waiters, count   wait until the u32 at `word` >= count (`waiters` for the futex)
 
     i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
@@ -32,7 +34,7 @@ import ctypes
 import threading
 from typing import Any, Sequence
 
-from . import native, sync
+from . import layout, native, sync
 
 STEPS_DONE = 0
 STEPS_ABORTED = 1
@@ -42,6 +44,7 @@ STEPS_RAISED = 3
 STEP_WORDS = 8
 WAIT_WORDS = 3
 CLOCK_MONOTONIC = 1
+DOORBELL_WAITERS = layout.H_DOORBELL_WAITERS - layout.H_DOORBELL
 
 _lock = threading.Lock()
 _compiled: Any = None            # the MCJIT engine owning the loop's code
@@ -59,6 +62,7 @@ def _module_ir() -> str:
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
     wait_ge = ir.Function(mod, ir.FunctionType(i32, [i64, i32, i64, i64, i32, i64]), "l3c_wait_ge")
     publish = ir.Function(mod, ir.FunctionType(void, [i64, i32, i64]), "l3c_publish")
+    ring = ir.Function(mod, ir.FunctionType(void, [i64, i64]), "l3c_ring")
     sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
 
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i32,
@@ -156,6 +160,9 @@ def _module_ir() -> str:
     with b.if_else(wake) as (then, otherwise):
         with then:
             b.call(publish, [done, value, done_waiters])
+            doorbell = field(b, steps, k, STEP_WORDS, 7)
+            with b.if_then(b.icmp_unsigned("!=", doorbell, i64(0)), likely=False):
+                b.call(ring, [doorbell, b.add(doorbell, i64(DOORBELL_WAITERS))])
             # The queue is done: let a process waiting for it on this core (the parent, or a host's
             # MPI sender) run now rather than after this worker's return into Python.
             with b.if_then(b.icmp_signed("==", k_next, n)):
@@ -184,6 +191,7 @@ def _build() -> None:
     symbols = {"PyObject_Call": native.address(ctypes.pythonapi.PyObject_Call),
                "Py_DecRef": native.address(ctypes.pythonapi.Py_DecRef),
                "l3c_wait_ge": addresses["wait_ge"], "l3c_publish": addresses["publish"],
+               "l3c_ring": addresses["ring"],
                **native.libc("clock_gettime", "sched_yield")}
     engine = native.compile_module(_module_ir(), symbols)
     # PYFUNCTYPE: the GIL stays held (the loop calls Python) and an exception the loop leaves set
@@ -206,11 +214,11 @@ def ensure() -> None:
 class StepTable:
     """One installed plan's queue as the native loop reads it; owns the objects the table points to.
 
-    `steps` is a sequence of (fn, args, waits, publish, rank, size) with waits a sequence of
-    (word address, waiters address, count)."""
+    `steps` is a sequence of (fn, args, waits, publish, rank, size, doorbell) with waits a
+    sequence of (word address, waiters address, count) and doorbell 0 or H_DOORBELL's address."""
 
     def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int]], bool, int,
-                                             int]]) -> None:
+                                             int, int]]) -> None:
         ensure()
         self.keep = [(fn, args) for fn, args, *_ in steps]   # the table holds borrowed addresses
         n_waits = sum(len(s[2]) for s in steps)
@@ -218,10 +226,11 @@ class StepTable:
         self.steps = (ctypes.c_int64 * max(1, STEP_WORDS * self.n))()
         self.waits = (ctypes.c_int64 * max(1, WAIT_WORDS * n_waits))()
         j = 0
-        for k, (fn, args, waits, publish, rank, size) in enumerate(steps):
+        for k, (fn, args, waits, publish, rank, size, doorbell) in enumerate(steps):
             base = STEP_WORDS * k
             self.steps[base:base + STEP_WORDS] = [id(fn), id(args), j, j + len(waits),
-                                                  int(bool(publish)), rank, size, 0]
+                                                  int(bool(publish or doorbell)), rank, size,
+                                                  doorbell]
             for word, waiters, count in waits:
                 self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count]
                 j += 1

@@ -74,6 +74,7 @@ class Worker:
         self.done_addr = ctl_address + base + layout.S_DONE
         self.done_waiters_addr = ctl_address + base + layout.S_DONE_WAITERS
         self.abort_addr = ctl_address + layout.H_ABORT
+        self.doorbell = ctl_address + layout.H_DOORBELL
         self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
         self.never_addr = ctypes.addressof(self._never)
         self.plans: dict[int, tuple[StepTable, list[int]]] = {}   # plan id -> (table, task ids)
@@ -138,7 +139,7 @@ class Worker:
                            self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count)
                           for s, count in step.waits)
             prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
-                             step.group_size))
+                             step.group_size, self.doorbell if step.ring else 0))
         self.plans[plan_id] = (StepTable(prepared), [step.task for step in steps])
         self.finish(layout.ST_FINISHED)
 
