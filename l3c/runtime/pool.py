@@ -48,6 +48,7 @@ SLICE = 0.05                     # parent's doorbell sleep slice (s): bounds cra
 INSTALL_TIMEOUT = 60.0
 RECOVER_GRACE = 1.0              # how long live workers get to reach a terminal state after an abort
 EXIT_GRACE = 1.0                 # how long workers get to exit on CMD_EXIT before SIGKILL
+CLOSE_WAIT = 10.0                # how long close waits for another thread's run before killing it
 TERMINAL = (layout.ST_FINISHED, layout.ST_FAILED, layout.ST_ABORTED)
 MAX_WORKERS = 1024               # chips + sub workers of one pool (a bound for hostile schedule files)
 
@@ -157,6 +158,7 @@ class Pool:
         self._next_plan_id = 1
         self._fork_generation = -1
         self._fork_key: object = None      # what `fork_for` last forked the workers for
+        self._stopping = False             # close() killed the workers under another thread's run
         self._zero = ctypes.c_uint32(0)
         self._zero_address = ctypes.addressof(self._zero)
 
@@ -261,8 +263,27 @@ class Pool:
 
     def close(self) -> None:
         """Stop every worker (CMD_EXIT, bounded wait, then SIGKILL), reap them, unmap everything.
-        Idempotent. In a forked child of the owner it only forgets the state (the workers are not ours)."""
-        acquired = self.lock.acquire(timeout=10.0)
+        Idempotent. In a forked child of the owner it only forgets the state (the workers are not ours).
+
+        A run in another thread (a daemon thread at interpreter exit, or a `shutdown()` from a second
+        thread) holds the lock and reads the control block and arena from native code: unmapping
+        them under it would crash the whole process (SIGSEGV). So after CLOSE_WAIT the workers are
+        SIGKILLed (not reaped, so that run's dead-worker check sees them), which ends that run with
+        WorkerCrashed within a wait slice; then the lock is taken again. If it still cannot be, the
+        mappings are left to the process: the killed workers are gone either way."""
+        acquired = self.lock.acquire(timeout=CLOSE_WAIT)
+        if not acquired and self._ctl is not None and os.getpid() == self._owner:
+            self._stopping = True
+            for w in list(self._workers):
+                if w.pid:
+                    try:
+                        os.kill(w.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            acquired = self.lock.acquire(timeout=CLOSE_WAIT)
+            if not acquired:
+                return
+        self._stopping = False
         try:
             if self._ctl is None:
                 return
@@ -624,6 +645,8 @@ class Pool:
                 self.recover()
                 how = (f"killed by signal {signal.Signals(sig).name}" if sig is not None
                        else f"exited with code {code}")
+                if self._stopping:
+                    how = "stopped by l3c.shutdown() in another thread"
                 raise WorkerCrashed(f"{self.describe_slot(slot)} died during a run ({how}); "
                                     f"it was replaced", worker=slot, signal=sig, exitcode=code)
             if status == layout.RUN_TIMEOUT:
