@@ -30,7 +30,8 @@ Modes:
   poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
                              a doorbell ring, a send the poll posts itself (MPI_Isend) the moment
                              its word is due, one it cannot post (a bad rank: the MPI error is
-                             raised), and a real message from rank 0 landing on rank 1 (published
+                             raised), naps in ticks on the doorbell (a ring ends them), and a
+                             real message from rank 0 landing on rank 1 (published
                              with the given value; the mpi4py request still valid).
 """
 from __future__ import annotations
@@ -348,6 +349,33 @@ def mode_slow() -> None:
     report("slow_native", bool(native), f"transfers the native poll sent: {native}")
 
 
+def nap(watch, cells) -> None:
+    """Napping in ticks on the doorbell: with nothing happening, the poll sleeps its rounds out;
+    a ring ends the nap at once (with 200 ms ticks: long before the 2 s the rounds would take)."""
+    import threading
+    from l3c.dist import poll
+    from l3c.runtime import sync
+    bell = cells[16]
+    t0 = time.monotonic()
+    quiet = watch.wait(bell, 2, 50_000_000)
+    quiet_s = time.monotonic() - t0
+    ringer = threading.Timer(0.05, sync.ring, (ctypes_address(cells) + 64, ctypes_address(cells) + 68))
+    t0 = time.monotonic()
+    ringer.start()
+    rang = watch.wait(bell, 10, 200_000_000)
+    rang_s = time.monotonic() - t0
+    ringer.join()
+    report("nap", quiet == poll.POLL_IDLE and quiet_s >= 0.09 and rang == poll.POLL_BELL
+           and rang_s < 1.5 and cells[17] == 0,
+           f"quiet {quiet} after {quiet_s:.3f} s, rang {rang} after {rang_s:.3f} s, "
+           f"waiters left {cells[17]}")
+
+
+def ctypes_address(cells) -> int:
+    import ctypes
+    return ctypes.addressof(cells)
+
+
 def mode_poll() -> None:
     import ctypes
     from l3c.dist import poll
@@ -372,6 +400,7 @@ def mode_poll() -> None:
     report("events", (idle, due, rang, quiet) == (poll.POLL_IDLE, poll.POLL_SEND, poll.POLL_BELL,
                                                   poll.POLL_IDLE), f"{idle} {due} {rang} {quiet}")
     native_send(watch, cells)
+    nap(watch, cells)
     buf = np.zeros(1024, dtype=np.uint8)
     if RANK == 0:
         COMM.Barrier()                              # rank 1 polled once before the message left
@@ -380,13 +409,14 @@ def mode_poll() -> None:
         return
     req = COMM.Irecv([buf, MPI.BYTE], source=0, tag=11)
     watch.set_requests([req], 4)
-    before = watch.wait(5, 20)
+    bell = cells[16]                                 # (rung above)
+    before = watch.wait(bell, 20)
     early = cells[32]
     COMM.Barrier()
     end = time.monotonic() + 10
     got = poll.POLL_IDLE
     while got == poll.POLL_IDLE and time.monotonic() < end:
-        got = watch.wait(5, 1000)
+        got = watch.wait(bell, 1000, 1_000_000)  # napping in 1 ms ticks: seen at a tick's end
     ok = (before == poll.POLL_IDLE and early == 0 and got == poll.POLL_LANDED and cells[32] == 4
           and watch.stamp.value > 0 and req.Test() and bool((buf == 7).all()))
     report("landing", ok, f"before={before} early={early} got={got} landing={cells[32]} "

@@ -11,7 +11,7 @@ shares it gets it at once), for a bounded number of rounds; Python then does the
                       i32* requests, i32 n_requests,
                       i32 (*get_status)(i32, i32*, void*), i8* status,
                       i64 landing_word, i32 landing_value, i64 landing_waiters, i64* stamp,
-                      i64 doorbell, i32 bell, i32 rounds, Sends* sends)
+                      i64 doorbell, i32 bell, i32 rounds, Sends* sends, i64 nap_ns)
 
 Returns POLL_SEND when some `*words[i] >= targets[i]` (a producer finished: its sends are due; or
 a gate of a gated receive opened). When `sends` lists pieces for word i, the poll first posts them
@@ -23,7 +23,9 @@ call from here: ~7 us). POLL_LANDED when every request is complete
 after publishing `landing_value` on `landing_word` with a wake (`sync.publish`) and a sched_yield
 (the woken consumer may share this core) unless `landing_word` is 0, POLL_BELL when the doorbell
 moved (a local worker ended, failed or crashed), else POLL_IDLE after `rounds` rounds, each ending
-with a sched_yield. After any event the caller re-aims the poll (an event that needs nothing more,
+with a sched_yield, or, with `nap_ns` > 0, a futex wait of up to `nap_ns` on the doorbell (the run
+loop's nap, once it has waited a while: a landing is then seen within `nap_ns`, and a local event
+ends the wait at once). After any event the caller re-aims the poll (an event that needs nothing more,
 such as one gate of several opening, must not make it return at once again: it would spin without
 yielding). The publish is the early copy of the
 one the loop makes next (same value: a plain store, so doing it twice is harmless); the caller only
@@ -40,7 +42,7 @@ import re
 import threading
 from typing import Any
 
-from ..runtime import sync
+from ..runtime import layout, sync
 from ..runtime.native import compile_module, libc
 
 POLL_IDLE = 0
@@ -50,6 +52,7 @@ POLL_BELL = 3
 SYS_SCHED_YIELD = 24
 CLOCK_MONOTONIC = 1
 STATUS_BYTES = 256          # room for an MPI_Status of any layout
+DOORBELL_WAITERS = layout.H_DOORBELL_WAITERS - layout.H_DOORBELL
 
 _lock = threading.Lock()
 _built: list = []           # [(kept alive: engine, MPI entry; the _Poll or None)] once tried
@@ -64,6 +67,7 @@ def _module_ir() -> str:
     syscall = ir.Function(mod, ir.FunctionType(i64, [i64], var_arg=True), name="syscall")
     pause = ir.Function(mod, ir.FunctionType(void, []), name="llvm.x86.sse2.pause")
     publish = ir.Function(mod, ir.FunctionType(void, [i64, i32, i64]), name="l3c_publish")
+    futex_wait = ir.Function(mod, ir.FunctionType(i64, [i64, i32, i64]), name="l3c_futex_wait")
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), name="clock_gettime")
     status_t = ir.FunctionType(i32, [i32, p32, p8])        # MPI_Request_get_status(req, &flag, st)
     isend_t = ir.FunctionType(i32, [p8, i32, i32, i32, i32, i32, p32])   # MPI_Isend
@@ -71,10 +75,10 @@ def _module_ir() -> str:
                                     p32, i64, i64, i64, i64, i64])      # = the _Sends structure
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, p32, i32, p32, i32, status_t.as_pointer(), p8,
                                                 i64, i32, i64, p64, i64, i32, i32,
-                                                sends_t.as_pointer()]),
+                                                sends_t.as_pointer(), i64]),
                      name="l3c_dist_poll")
     (words, targets, n_words, reqs, n_reqs, get_status, status, landing, value, waiters, stamp,
-     doorbell, bell, rounds, sends) = fn.args
+     doorbell, bell, rounds, sends, nap_ns) = fn.args
     entry = fn.append_basic_block("entry")
     round_bb = fn.append_basic_block("round")
     words_bb = fn.append_basic_block("words")
@@ -155,12 +159,21 @@ def _module_ir() -> str:
     rang = b.icmp_unsigned("!=", b.load_atomic(b.inttoptr(doorbell, p32), "acquire", 4), bell)
     b.cbranch(rang, ret_bell, wait_bb)
 
-    # nothing yet: offer the core (a worker that shares it runs now), then another round
+    # nothing yet: offer the core (a worker that shares it runs now), or nap on the doorbell for
+    # nap_ns (a local worker's ring ends it at once: `bell` is the value the round checked, so a
+    # ring after that check makes FUTEX_WAIT return at once), then another round
     b.position_at_end(wait_bb)
-    b.call(pause, [])
-    b.call(syscall, [i64(SYS_SCHED_YIELD)])
+    with b.if_else(b.icmp_signed(">", nap_ns, i64(0))) as (napping, spinning):
+        with napping:
+            bell_waiters = b.inttoptr(b.add(doorbell, i64(DOORBELL_WAITERS)), p32)
+            b.atomic_rmw("add", bell_waiters, i32(1), "seq_cst")
+            b.call(futex_wait, [doorbell, bell, nap_ns])
+            b.atomic_rmw("sub", bell_waiters, i32(1), "seq_cst")
+        with spinning:
+            b.call(pause, [])
+            b.call(syscall, [i64(SYS_SCHED_YIELD)])
     r_next = b.add(r, i32(1))
-    r.add_incoming(r_next, wait_bb)
+    r.add_incoming(r_next, b.block)
     b.cbranch(b.icmp_signed("<", r_next, rounds), round_bb, ret_idle)
 
     # word i is due: post its sends here when the caller gave them (contiguous pieces), else return
@@ -252,10 +265,12 @@ def _build() -> tuple:
     if entries is None:
         return (None, None)
     sync.ensure()
-    engine = compile_module(_module_ir(), {"l3c_publish": sync.function_addresses()["publish"],
+    addresses = sync.function_addresses()
+    engine = compile_module(_module_ir(), {"l3c_publish": addresses["publish"],
+                                           "l3c_futex_wait": addresses["futex_wait"],
                                            **libc("syscall", "clock_gettime")})
     i32, i64, p = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
-    fn = ctypes.CFUNCTYPE(i32, p, p, i32, p, i32, p, p, i64, i32, i64, p, i64, i32, i32, p)(
+    fn = ctypes.CFUNCTYPE(i32, p, p, i32, p, i32, p, p, i64, i32, i64, p, i64, i32, i32, p, i64)(
         engine.get_function_address("l3c_dist_poll"))
     return ((engine, entries), _Poll(fn, *entries))
 
@@ -385,10 +400,11 @@ class Watch:
         if self.stamp is not None:
             self.stamp.value = 0
 
-    def wait(self, bell: int, rounds: int) -> int:
-        """Poll until an event (POLL_*) or `rounds` rounds passed (POLL_IDLE)."""
+    def wait(self, bell: int, rounds: int, nap_ns: int = 0) -> int:
+        """Poll until an event (POLL_*) or `rounds` rounds passed (POLL_IDLE). Between rounds:
+        a sched_yield, or with `nap_ns` > 0 a futex wait on the doorbell of up to `nap_ns`."""
         p = self.poller
         return p.fn(self.words, self.targets, self.n_words, self.requests, self.n_requests,
                     p.get_status, p.status, self.publish_word, self.publish_value,
                     self.landing_waiters, self.stamp_ref, self.doorbell, bell, rounds,
-                    self.sends_ref if self.sends.first else None)
+                    self.sends_ref if self.sends.first else None, nap_ns)

@@ -51,10 +51,13 @@ CHECK_S = 0.002             # while spinning, let the native wait check the loca
 CONTROL_S = 0.0005          # ... and read control messages / check silences this often
 POLL_ROUNDS = 32            # rounds of the native poll (each ends with a sched_yield) per loop round
 NATIVE_POLL = os.environ.get("L3C_DIST_NATIVE_POLL", "1") != "0"
-NAP_NS = 100_000            # then nap (a futex wait on the local doorbell) for
-NAP_SHARE = 16              # 1/NAP_SHARE of the quiet time so far, at least NAP_NS and at most
-LONG_NAP_NS = 2_000_000     # LONG_NAP_NS: a message that arrives during a nap is seen at most ~6%
-                            # later than the wait it ends, and a long idle wait costs ~500 rounds/s
+NAP_NS = 100_000            # then nap in the native poll for 1/NAP_SHARE of the quiet time so
+NAP_SHARE = 16              # far, at least NAP_NS and at most LONG_NAP_NS, before a round of this
+LONG_NAP_NS = 10_000_000    # loop (control messages, silences, the local run's state), in ticks
+TICK_SHARE = 64             # of 1/TICK_SHARE of the quiet time (within NAP_TICK_MIN/MAX_NS): each
+NAP_TICK_MIN_NS = 50_000    # a futex wait on the local doorbell, then a test of the next landing,
+NAP_TICK_MAX_NS = 1_000_000 # so a message is seen at most ~1.6% (1 ms) after the wait it ends
+PYTHON_NAP_NS = 2_000_000   # the longest nap without the native poll (another MPI)
 _EMPTY = np.empty(0, dtype=np.uint8)
 TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
 CTL_TAG = 7
@@ -494,14 +497,17 @@ class _Run:
                 watch_stale = True
                 continue
             quiet = now - last_progress
-            if (remote or said_done) and quiet < SPIN_S:
-                if watch is None:
-                    yield_()
-                    continue
+            if (remote or said_done) and watch is not None:
                 if watch_stale:
                     self._aim(watch, heads, gated, seq, landed, sent_reqs, inflight)
                     watch_stale = False
-                event = watch.wait(load(doorbell) if local_done else bell, POLL_ROUNDS)
+                if quiet < SPIN_S:                  # spin, yielding the core every round
+                    rounds, tick = POLL_ROUNDS, 0
+                else:                               # nap in ticks on the doorbell between tests
+                    tick = min(NAP_TICK_MAX_NS, max(NAP_TICK_MIN_NS, int(quiet * 1e9) // TICK_SHARE))
+                    span = min(LONG_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
+                    rounds = max(1, span // tick)
+                event = watch.wait(load(doorbell) if local_done else bell, rounds, tick)
                 if event != poll.POLL_IDLE:
                     watch_stale = True          # re-aim: an event must not return at once again
                 if event == poll.POLL_SEND:
@@ -510,9 +516,13 @@ class _Run:
                         k, handles = posted
                         self._aimed[k][3] = [MPI.Request.fromhandle(h) for h in handles]
                 continue
+            if (remote or said_done) and quiet < SPIN_S:    # (no native poll with this MPI)
+                yield_()
+                continue
             if remote or said_done:
-                # a message wakes nothing: nap longer as the quiet lasts
-                nap = min(LONG_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
+                # a message wakes nothing: nap longer as the quiet lasts (here a message is seen
+                # only after the nap, so at most ~6% later than the wait it ends)
+                nap = min(PYTHON_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
             else:
                 # only the local run is left, and its doorbell ends the nap
                 nap = LONG_NAP_NS if self.peers else 50_000_000
