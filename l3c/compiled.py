@@ -15,9 +15,13 @@ from .ir import MemoryReport, Program
 class Compiled:
     """A compiled schedule. `compiled(*args)` runs it; `.graph/.groups/.memory/.dump()` inspect it."""
 
-    def __init__(self, program: Program, timeout: float | None = None) -> None:
+    def __init__(self, program: Program, timeout: float | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
         self.program = program
         self.timeout = timeout          # the jit's `timeout=`; `l3c.execute.run` uses it by default
+        # The jitted function's parameter defaults, so that `step.lower(x)(x)` binds as `step(x)`
+        # does; a loaded schedule has none (no Python function): pass it every argument.
+        self.defaults = defaults or {}
         # Filled lazily by later stages (e.g. the lowered plan, the native dispatcher), keyed by name.
         self.artifacts: dict[str, Any] = {}
 
@@ -41,13 +45,16 @@ class Compiled:
         from .irprint import dump
         return dump(self.program, format)
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run with the arguments `step.lower` got (keywords and defaults bound as there)."""
         from . import execute
+        if kwargs or len(args) != len(self.program.params):
+            args = execute.bind_args(self.program, args, kwargs, self.defaults)
         return execute.run(self, *args)
 
-    def profile(self, *args: Any) -> Any:
+    def profile(self, *args: Any, **kwargs: Any) -> Any:
         from . import execute
-        return execute.profile(self, *args)
+        return execute.profile(self, *execute.bind_args(self.program, args, kwargs, self.defaults))
 
     def save(self, path: str) -> None:
         from . import aot

@@ -66,6 +66,30 @@ def _describe_given(args: tuple) -> str:
     return "(" + ", ".join(parts) + ")"
 
 
+def bind_args(program: Program, args: tuple, kwargs: dict, defaults: dict) -> tuple:
+    """The arguments in parameter order, bound as `step.lower(*args, **kwargs)` bound them: keywords
+    by name, then `defaults` (the jitted function's; empty for a loaded schedule) for parameters not
+    given. What stays wrong (a missing array, a static that differs) is left for `check_args`."""
+    params = program.params
+    names = {p.name for p in params}
+    unknown = [k for k in kwargs if k not in names]
+    given = [p.name for p in params[:len(args)] if p.name in kwargs]
+    if unknown or given:
+        why = (f"got an unexpected keyword argument {unknown[0]!r}" if unknown
+               else f"got multiple values for argument {given[0]!r}")
+        raise ScheduleError(f"{program.name}: {why}\n  expected {describe_signature(program)}\n"
+                            f"  given    {_describe_given(args)} {sorted(kwargs)}")
+    bound = list(args)
+    for p in params[len(args):]:
+        if p.name in kwargs:
+            bound.append(kwargs[p.name])
+        elif p.name in defaults:
+            bound.append(defaults[p.name])
+        else:                                              # missing: check_args says so
+            break
+    return tuple(bound)
+
+
 def check_args(program: Program, args: tuple) -> list[np.ndarray | None]:
     """The tensor arguments as arrays (None for statics); ScheduleError on any mismatch."""
     def mismatch(why: str) -> ScheduleError:

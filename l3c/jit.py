@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import os
 import sys
 import threading
@@ -158,7 +159,10 @@ class Jitted:
             raise exc.with_traceback(user_traceback(exc.__traceback__)) from None
         with self._lock:
             if entry.compiled is None:
-                entry.compiled = Compiled(self._run_passes(entry.program), timeout=self.timeout)
+                defaults = {p.name: p.default for p in inspect.signature(self.fn).parameters.values()
+                            if p.default is not inspect.Parameter.empty}
+                entry.compiled = Compiled(self._run_passes(entry.program), timeout=self.timeout,
+                                          defaults=defaults)
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:

@@ -100,3 +100,46 @@ def test_interpreter_exit_with_a_run_in_a_daemon_thread_exits_cleanly():
     while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
+# ---- `compiled(*args)` takes the arguments `step.lower(*args)` took ----------------------------
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import l3c  # noqa: E402
+
+
+@l3c.kernel
+def fill_scaled(k: float, m: int, out: l3c.Out):
+    out[...] = k * m
+
+
+@l3c.jit(chips=1)
+def scaled(x, k=2.0, *, m=3):
+    out = l3c.empty_like(x)
+    fill_scaled(k, m, out)
+    return out
+
+
+def test_compiled_takes_the_arguments_lower_took(tmp_path):
+    """`c = step.lower(x)` then `c(x)` failed when `step` had a defaulted static ("takes 3 arguments,
+    1 given"), and `c(x, m=10)` after `step.lower(x, m=10)` was a TypeError."""
+    x = np.zeros(2)
+    assert scaled.lower(x)(x).tolist() == [6.0, 6.0]
+    compiled = scaled.lower(x, m=10)
+    assert compiled(x, m=10).tolist() == [20.0, 20.0]
+    assert compiled(x=x, m=10).tolist() == [20.0, 20.0]
+    assert compiled(x, 2.0, 10).tolist() == [20.0, 20.0]
+    with pytest.raises(l3c.ScheduleError, match="'m' was 10 when compiled, 3 given"):
+        compiled(x)                                      # the default, as `scaled(x)` would use
+    with pytest.raises(l3c.ScheduleError, match="unexpected keyword argument 'n'.*\n  expected"):
+        compiled(x, n=1)
+    with pytest.raises(l3c.ScheduleError, match="multiple values for argument 'x'"):
+        compiled(x, x=x)
+    path = tmp_path / "scaled.l3c"
+    compiled.save(str(path))
+    loaded = l3c.load(str(path))                        # no Python function: no defaults
+    assert loaded(x, 2.0, m=10).tolist() == [20.0, 20.0]
+    with pytest.raises(l3c.ScheduleError, match="takes 3 arguments, 1 given"):
+        loaded(x)
