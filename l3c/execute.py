@@ -160,11 +160,6 @@ def _copy_arrays(tree: Any) -> Any:
     return tuple(out) if kind == "tuple" else out
 
 
-def _copy_out(tree: Any, pool: Any) -> Any:
-    """Fresh arrays of the results tree of Views `tree` (one-off: no cached views)."""
-    return _copy_arrays(_result_arrays(tree, pool))
-
-
 def _is_view_of(array: np.ndarray, staged: np.ndarray) -> bool:
     """Is `array` exactly the staging view (an input that already lives in the arena)? Then
     staging it is a copy onto itself, skipped."""

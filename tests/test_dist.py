@@ -230,7 +230,7 @@ def _simulate(compiled, args, late: bool):
     earliest moment (right after the producer) or its latest (the source is read right before the
     first task that waits for the send or the landing, the destination written right before the
     first task that waits for the landing)."""
-    from l3c.execute import _copy_out
+    from l3c.execute import _copy_arrays, _result_arrays
     from l3c.registry import resolve
     from l3c.runtime import context
     from l3c.runtime.arena import array_in
@@ -293,7 +293,7 @@ def _simulate(compiled, args, late: bool):
 
         def array(self, v):
             return array_in(self.a, v)
-    return [_copy_out(low.results, _Arena(a)) for a in arenas], d
+    return [_copy_arrays(_result_arrays(low.results, _Arena(a))) for a in arenas], d
 
 
 @pytest.mark.parametrize("hosts,chips,sub", [(2, 1, 1), (3, 2, 1), (4, 1, 0)])

@@ -158,6 +158,8 @@ class _HostBuffers:
                 return None
             return [(buf.ctypes.data, buf.nbytes) for _, buf, _ in specs]
         self.inbound = {tr.id: specs(tr) for tr in run.part.recvs}
+        # the final broadcasts: (MPI buffer, how to move it into/out of the arena, root)
+        self.final = [(*run.buffers.target(fp.piece), fp.root) for fp in run.dist.final]
         outbound: dict[int, list] = {}
         for tr in run.part.sends:
             out = specs(tr)
@@ -295,13 +297,11 @@ class _Run:
                                kernel=t.kernel if t else "", loc=t.loc if t else "")
 
     # ---------------------------------------------------------------------------- phases
-    def broadcast_inputs(self, lowered: Any, arrays: list) -> None:
-        pool = self.pool
+    def broadcast_inputs(self, staging: list, arrays: list) -> None:
         requests = []
-        for view, array in zip(lowered.input_views, arrays):
-            if view is None:
+        for staged, array in zip(staging, arrays):
+            if staged is None:
                 continue
-            staged = pool.array(view)
             if self.host == 0:
                 staged[...] = array
             requests.append(self.comm.Ibcast(_bytes(staged), root=0))
@@ -581,13 +581,12 @@ class _Run:
     def final_sync(self) -> None:
         """The owners broadcast the results and written inputs (every rank takes part, in order)."""
         requests, scatters = [], []
-        for fp in self.dist.final:
-            buf, how = self.buffers.target(fp.piece)
-            if fp.root == self.host:
+        for buf, how, root in self.bufs.final:
+            if root == self.host:
                 self.buffers.gather(buf, how)
             else:
                 scatters.append((buf, how))
-            requests.append(self.comm.Ibcast(_bytes(buf), root=fp.root))
+            requests.append(self.comm.Ibcast(_bytes(buf), root=root))
         limit = launcher.REMOTE_SILENCE
         if self.deadline is not None:
             limit = max(0.5, min(limit, self.deadline - time.monotonic()))
@@ -606,7 +605,7 @@ class _Run:
 def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
     """Run a multi-host compiled schedule on this rank (every rank calls it with its arguments;
     rank 0's inputs are used; every rank returns the same results)."""
-    from ..execute import _copy_out, check_args
+    from ..execute import _arena_arrays, _copy_arrays, check_args
     program = compiled.program
     host = launcher.check_hosts(program.config.hosts)
     comm, _ = launcher.comms()
@@ -632,7 +631,8 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
         slot_map = pool.slot_map(plan)
         state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout)
         try:
-            state.broadcast_inputs(lowered, arrays)
+            staging, results = _arena_arrays(lowered, pool, plan)
+            state.broadcast_inputs(staging, arrays)
             try:
                 state.loop()
             except BaseException:
@@ -653,5 +653,5 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
             raise
         state.drain()
         for i in lowered.written_inputs:
-            arrays[i][...] = pool.array(lowered.input_views[i])
-        return _copy_out(lowered.results, pool)
+            arrays[i][...] = staging[i]
+        return _copy_arrays(results)
