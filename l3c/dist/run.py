@@ -14,7 +14,7 @@ Each rank (host) runs the same steps, `run(compiled, *args)`:
    a sent item once its `Isend`s completed), with a futex wake: workers wait on it like on any
    slot; poll the control channel (failures, heartbeats, "done"); while remote work is
    outstanding, wait in the native poll (`poll.py`: due sends, posted there at once when
-   contiguous, and the next landing, published there at once), else nap in `l3c_wait`;
+   contiguous, and the next landing, published there at once), else nap on the doorbell;
 5. when the local run finished, every send completed and every transfer landed: tell the others
    "done" and wait for their "done"; then the owners broadcast the results and written inputs
    (`FinalPiece`s); write inputs back and copy results out on every rank.
@@ -238,6 +238,7 @@ class _Run:
         self.heard = {h: now for h in self.peers}
         self.done_peers: set[int] = set()
         self.ctl_reqs: list = []
+        self._aimed: list = []          # the heads the native poll watches, by word index
         self.buffers = _Buffers(pool)
         ctrl = pool.control_address
         self.ctrl = ctrl
@@ -339,11 +340,12 @@ class _Run:
         with a `sched_yield` (a worker that needs this core gets it at once); the poll returns on
         a due send, a completed landing (which it publishes itself when nothing needs scattering)
         or the doorbell. After any progress the loop yields once before going on. Past `SPIN_S` it
-        naps on the local doorbell, 1/NAP_SHARE of the quiet time so far: a worker rings it when
+        naps for 1/NAP_SHARE of the quiet time so far: in the native poll, as ticks of
+        1/TICK_SHARE of it, each a futex wait on the local doorbell and then the same tests (a
+        message from another host is seen at the end of a tick). A worker rings the doorbell when
         it ends or fails and when it completes a step whose output another host waits for, so a
-        local event ends the nap at once (a message from another host is seen when it ends). The
-        native wait runs after every nap, every `CHECK_S` while spinning and whenever the doorbell
-        moved, to see the local run end, fail, crash or time out."""
+        local event ends the nap at once. The native wait runs every `CHECK_S` and whenever the
+        doorbell moved, to see the local run end, fail, crash or time out."""
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
         testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
         monotonic, probe = time.monotonic, PROBE
