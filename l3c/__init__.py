@@ -5,8 +5,8 @@ Pipeline (folders in processing order): `l3c.trace` records kernel calls into th
 the placed IR to a plain-data plan and an llvmlite dispatcher, and `l3c.runtime` runs it on forked
 chip and sub-worker processes. See docs/layout.md.
 """
-from .errors import (KernelError, L3CError, ScheduleError, Timeout, TraceError,  # noqa: F401
-                     WorkerCrashed)
+from .errors import (ConfigError, KernelError, L3CError, ScheduleError, Timeout,  # noqa: F401
+                     TraceError, WorkerCrashed)
 from .trace.kernel import In, InOut, Kernel, Out, kernel  # noqa: F401
 from .trace.context import empty, empty_like, group, scope, zeros  # noqa: F401
 from .runtime.context import chip_id, group_rank, group_size, host_id  # noqa: F401

@@ -386,7 +386,10 @@ def save(compiled: Any, path: str | os.PathLike) -> None:
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
     data = HEADER.pack(MAGIC, FORMAT_VERSION, len(body), hashlib.sha256(body).digest()) + body
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".l3c-", dir=os.path.dirname(os.path.abspath(path)))
+    try:                     # written beside `path`, then renamed: a reader never sees half a file
+        fd, tmp = tempfile.mkstemp(prefix=".l3c-", dir=os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:   # name the file asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -6,6 +6,11 @@ class L3CError(Exception):
     """Base class of every error l3c raises on purpose."""
 
 
+class ConfigError(L3CError, ValueError):
+    """An invalid setting of `l3c.jit` or `@l3c.kernel` (`chips=0`, `worker="gpu"`, `timeout=-1`);
+    the message names the user's file:line. Also a ValueError, Python's error for a bad argument."""
+
+
 class TraceError(L3CError):
     """The orchestration function cannot be traced; the message names the user's file:line."""
 

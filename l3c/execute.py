@@ -224,7 +224,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
             raise
         if _stamps is not None:
             _stamps["t1"] = time.monotonic_ns()
-        pool.finish_run(status, out_slot.value, plan)
+        pool.finish_run(status, out_slot.value, plan, timeout)
         if _stamps is not None:
             _stamps["steps"] = _read_stamps(pool, plan)
         for i in lowered.written_inputs:

@@ -16,8 +16,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from .compiled import Compiled
-from .errors import L3CError, TraceError
+from .errors import ConfigError, L3CError, TraceError
 from .ir import Config, Program
 from .trace import BoundArg, bind_arguments, bound_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
@@ -70,6 +72,28 @@ def check_hosts(hosts: int) -> None:
                        f"`mpiexec -n {hosts} ...`")
 
 
+def _setting(name: str, value: Any, low: int) -> int:
+    """An integer setting of `l3c.jit` (bool is not one), at least `low`; else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        file, line = user_location()
+        raise ConfigError(f"{file}:{line}: l3c.jit({name}={value!r}): {name} must be an integer "
+                          f">= {low}")
+    return int(value)
+
+
+def _timeout(value: Any) -> float | None:
+    """`timeout=`: None or infinity (no deadline), or a number of seconds > 0; else ConfigError
+    (0 or less would time every run out and kill healthy workers)."""
+    if value is None or value == float("inf"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not value > 0:
+        file, line = user_location()
+        raise ConfigError(f"{file}:{line}: l3c.jit(timeout={value!r}): timeout must be None or a "
+                          "number of seconds > 0")
+    return float(value)
+
+
 class Jitted:
     """A jitted orchestration function: `f(*args)` runs, `.lower(*args)` compiles, `.eager(*args)`
     runs the same calls through the dynamic runtime."""
@@ -80,15 +104,12 @@ class Jitted:
         if isinstance(static_argnames, str):
             static_argnames = (static_argnames,)
         self.fn = fn
-        self.chips = int(chips) if chips is not None else (os.cpu_count() or 1)
-        self.sub_workers = int(sub_workers)
-        self.hosts = int(hosts)
+        self.chips = _setting("chips", chips, 1) if chips is not None else (os.cpu_count() or 1)
+        self.sub_workers = _setting("sub_workers", sub_workers, 0)
+        self.hosts = _setting("hosts", hosts, 1)
         self.static_argnames = tuple(static_argnames)
         self.fuse_groups = bool(fuse_groups)
-        self.timeout = timeout
-        if self.chips < 1 or self.sub_workers < 0 or self.hosts < 1:
-            raise ValueError(f"l3c.jit(chips={chips}, sub_workers={sub_workers}, hosts={hosts}): "
-                             "need chips >= 1, sub_workers >= 0, hosts >= 1")
+        self.timeout = _timeout(timeout)
         self.config = Config(chips=self.chips, sub_workers=self.sub_workers, hosts=self.hosts,
                              fuse_groups=self.fuse_groups)
         self.traces = 0                 # how many times the function was traced (tests, logs)

@@ -122,7 +122,7 @@ def test_timeout_then_pool_usable():
     compiled = l3c.Compiled(build(second=k_sleep, second_arg=30.0))
     compiled.timeout = 0.3
     t0 = time.monotonic()
-    with pytest.raises(l3c.Timeout):
+    with pytest.raises(l3c.Timeout, match="exceeded its timeout of 0.3 s"):
         compiled(np.zeros(16), "on")
     assert time.monotonic() - t0 < 10
     np.testing.assert_array_equal(l3c.Compiled(build())(np.ones(16), "on")["t"], np.full(16, 12.0))

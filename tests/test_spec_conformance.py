@@ -143,3 +143,31 @@ def test_compiled_takes_the_arguments_lower_took(tmp_path):
     assert loaded(x, 2.0, m=10).tolist() == [20.0, 20.0]
     with pytest.raises(l3c.ScheduleError, match="takes 3 arguments, 1 given"):
         loaded(x)
+
+
+@pytest.mark.parametrize("settings", [dict(chips=0), dict(chips=2.5), dict(chips="2"),
+                                      dict(sub_workers=-1), dict(hosts=0), dict(timeout=0),
+                                      dict(timeout=-1.0), dict(timeout=float("nan")),
+                                      dict(timeout="5")])
+def test_bad_jit_settings_are_an_l3c_error_naming_the_line(settings):
+    """`chips=0` was a bare ValueError, and `timeout=0` was accepted: every run then timed out and
+    killed healthy workers."""
+    with pytest.raises(l3c.ConfigError) as info:
+        l3c.jit(scaled.fn, **settings)
+    assert isinstance(info.value, l3c.L3CError) and isinstance(info.value, ValueError)
+    assert f"{os.path.basename(__file__)}:" in str(info.value) and repr(next(iter(
+        settings.values()))) in str(info.value)
+
+
+def test_bad_kernel_worker_is_an_l3c_error_and_infinite_timeout_means_none():
+    with pytest.raises(l3c.ConfigError, match=r"test_spec_conformance.py:\d+: .*worker='gpu'"):
+        l3c.kernel(worker="gpu")(lambda x: None)
+    step = l3c.jit(chips=1, timeout=float("inf"))(scaled.fn)
+    assert step.timeout is None and step(np.zeros(2)).tolist() == [6.0, 6.0]
+
+
+def test_saving_into_a_missing_folder_names_that_path(tmp_path):
+    target = tmp_path / "missing" / "step.l3c"
+    with pytest.raises(FileNotFoundError) as info:
+        scaled.lower(np.zeros(2)).save(str(target))
+    assert info.value.filename == str(target) and not (tmp_path / "missing").exists()

@@ -578,7 +578,7 @@ class _Run:
             self._local_done = True
         elif status != layout.RUN_PENDING:
             with launcher.forking():
-                self.pool.finish_run(status, out_slot.value, self.plan)   # raises
+                self.pool.finish_run(status, out_slot.value, self.plan, self.timeout)  # raises
 
     def final_sync(self) -> None:
         """The owners broadcast the results and written inputs (every rank takes part, in order)."""

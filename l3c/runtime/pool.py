@@ -611,17 +611,18 @@ class Pool:
             except BaseException:       # Ctrl-C or an exception from any signal handler
                 self.recover(grace=0.2)
                 raise
-            self.finish_run(status, slot if isinstance(slot, int) else -1, plan)
+            self.finish_run(status, slot if isinstance(slot, int) else -1, plan, timeout)
 
-    def finish_run(self, status: int, slot: int, plan: Plan) -> None:
-        """Turn a run status into its exception after recovering the pool; None on RUN_OK."""
+    def finish_run(self, status: int, slot: int, plan: Plan, timeout: float | None = None) -> None:
+        """Turn a run status into its exception after recovering the pool; None on RUN_OK.
+        `timeout`: the run's, for the Timeout message."""
         def describe(task: int) -> tuple[str, str]:
             for queue in plan.queues:
                 for step in queue:
                     if step.task == task:
                         return step.kernel, step.loc
             return "<unknown>", ""
-        self.finish(status, slot, describe, None)
+        self.finish(status, slot, describe, timeout)
 
     def finish(self, status: int, slot: int, describe: Callable[[int], tuple[str, str]],
                timeout: float | None) -> None:

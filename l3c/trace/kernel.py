@@ -13,6 +13,8 @@ import inspect
 from typing import Any, Callable
 
 from .. import registry
+from ..errors import ConfigError
+from .source import user_location
 
 
 class _Mode:
@@ -66,7 +68,9 @@ class Kernel:
 
     def __init__(self, fn: Callable, worker: str = "chip") -> None:
         if worker not in ("chip", "sub"):
-            raise ValueError(f"@l3c.kernel(worker={worker!r}): worker must be 'chip' or 'sub'")
+            file, line = user_location()
+            raise ConfigError(f"{file}:{line}: @l3c.kernel(worker={worker!r}): worker must be "
+                              "'chip' or 'sub'")
         if not callable(fn):
             raise TypeError(f"@l3c.kernel needs a function, got {type(fn).__name__}")
         self.fn = fn
