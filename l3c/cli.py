@@ -241,17 +241,22 @@ def cmd_run(ns: argparse.Namespace) -> int:
         raise CLIError(f"no such file: {ns.input}") from None
     except Exception as exc:  # noqa: BLE001 - an unreadable .npz
         raise CLIError(f"cannot read {ns.input}: {type(exc).__name__}: {exc}") from None
-    args = []
-    for i, param in enumerate(compiled.program.params):
-        name = f"arg{i}"
-        if param.tensor is not None:
-            if name not in inputs:
-                given = ", ".join(sorted(inputs)) or "nothing"
-                raise CLIError(f"{ns.input} has no array {name!r} for parameter {param.name!r} "
-                               f"(it has {given})")
-            args.append(inputs[name])
-        else:
-            args.append(param.static)      # statics are fixed in the schedule
+    params = compiled.program.params
+    arrays = [(i, p) for i, p in enumerate(params) if p.tensor is not None]
+    # `arg<i>` by the parameter's position (the SPEC's names); also accepted, when every array is
+    # found that way: the parameters' own names, or `arg<k>` counting array parameters only (with
+    # statics first, `h(k, x)`, both readings of "arg0" exist)
+    schemes = ([f"arg{i}" for i, _ in arrays], [p.name for _, p in arrays],
+               [f"arg{k}" for k in range(len(arrays))])
+    names = next((s for s in schemes if all(n in inputs for n in s)), None)
+    if names is None:
+        i, param = next((i, p) for i, p in arrays if f"arg{i}" not in inputs)
+        given = ", ".join(sorted(inputs)) or "nothing"
+        raise CLIError(f"{ns.input} has no array 'arg{i}' for parameter {param.name!r} "
+                       f"(it has {given})")
+    by_position = dict(zip((i for i, _ in arrays), names))
+    args = [inputs[by_position[i]] if p.tensor is not None else p.static   # statics: fixed
+            for i, p in enumerate(params)]
     outputs = _flatten(compiled(*args))
     named = {f"out{i}": np.asarray(v) for i, v in enumerate(outputs)}
     if compiled.program.config.hosts > 1:       # under mpiexec: every rank has the results

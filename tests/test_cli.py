@@ -207,3 +207,38 @@ def test_demo_and_profile_get_their_own_arguments(tmp_path):
     result = l3c("demo", "--no-such-demo-option")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--no-such-demo-option" in result.stderr
+
+
+def test_run_takes_inputs_by_position_by_name_or_counting_arrays_only(tmp_path):
+    """With a static first, `h(k, x, y)`: the SPEC's `arg<i>` (x is arg1), the parameters' names,
+    and arg0/arg1 counting the arrays only all work; a mix of schemes is refused."""
+    src = write(tmp_path, "static_first.py", """\
+        import l3c
+
+        @l3c.kernel
+        def combine(k: int, x: l3c.In, y: l3c.In, out: l3c.Out):
+            out[...] = k * x + y
+
+        @l3c.jit(chips=1)
+        def h(k, x, y):
+            out = l3c.empty_like(x)
+            combine(k, x, y, out)
+            return out
+        """)
+    schedule = tmp_path / "h.l3c"
+    result = l3c("compile", f"{src}:h", "--arg", "3", "--arg", "f32[4]", "--arg", "f32[4]",
+                 "-o", str(schedule), cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    x, y = np.arange(4, dtype=np.float32), np.ones(4, np.float32)
+    for i, names in enumerate((("arg1", "arg2"), ("x", "y"), ("arg0", "arg1"))):
+        path = tmp_path / f"in{i}.npz"
+        np.savez(path, **{names[0]: x, names[1]: y})
+        out = tmp_path / f"out{i}.npz"
+        result = l3c("run", str(schedule), "--input", str(path), "--output", str(out),
+                     cwd=str(tmp_path))
+        assert result.returncode == 0, (names, result.stderr)
+        with np.load(out) as data:
+            np.testing.assert_array_equal(data["out0"], 3 * x + y)
+    np.savez(tmp_path / "mixed.npz", arg1=x, y=y)
+    assert_one_line_error(l3c("run", str(schedule), "--input", str(tmp_path / "mixed.npz"),
+                              cwd=str(tmp_path)), "'arg2'", "'y'")
