@@ -135,8 +135,8 @@ def test_group_of_pinned_or_sub_kernel(line_of):
     expect_error(f, line_of, "sub worker", sub_workers=1)
 
 
-@pytest.mark.parametrize("index", [lambda x: x[4], lambda x: x[-5], lambda x: x[0:5],
-                                   lambda x: x[:, -6:], lambda x: x[0, 0, 0], lambda x: x[..., ...],
+@pytest.mark.parametrize("index", [lambda x: x[4], lambda x: x[-5], lambda x: x[0, 0, 0],
+                                   lambda x: x[..., ...],
                                    lambda x: x[[0, 1]], lambda x: x[x], lambda x: x[::0],
                                    lambda x: x[0.5]])
 def test_bad_slicing(index, line_of):
@@ -145,10 +145,10 @@ def test_bad_slicing(index, line_of):
     expect_error(f, line_of, "float32[4,4]", line=index.__code__.co_firstlineno)
 
 
-def test_out_of_bounds_message_names_axis_and_size(line_of):
+def test_out_of_bounds_index_message_names_axis_and_size(line_of):
     def f(x):
-        x[:, 1:9]  # ERR
-    expect_error(f, line_of, "out of bounds for axis 1 of size 4", "[-4, 4]")
+        x[:, 4]  # ERR
+    expect_error(f, line_of, "index 4 is out of bounds for axis 1 of size 4", "[-4, 4)")
 
 
 def test_non_tensor_result(line_of):

@@ -44,12 +44,14 @@ def random_axis_index(rng: random.Random, n: int):
     if n > 0 and rng.random() < 0.3:
         return rng.randint(-n, n - 1)
     step = rng.choice([1, 1, 2, 3, -1, -2, None])
-    return slice(rng.choice([None, rng.randint(-n, n)]), rng.choice([None, rng.randint(-n, n)]), step)
+    # slice bounds may overrun the axis (numpy clips them, and so does l3c); integer indices may not
+    return slice(rng.choice([None, rng.randint(-n - 3, n + 3)]),
+                 rng.choice([None, rng.randint(-n - 3, n + 3)]), step)
 
 
 def random_index(rng: random.Random, shape: tuple[int, ...]):
-    """A random basic index, in bounds for `shape` (l3c does not clip): indices for a prefix of
-    the axes, optionally `...` and indices for a suffix, with new axes (None) sprinkled in."""
+    """A random basic index for `shape`: indices for a prefix of the axes, optionally `...` and
+    indices for a suffix, with new axes (None) sprinkled in."""
     ndim = len(shape)
     prefix = rng.randint(0, ndim)
     parts = [random_axis_index(rng, shape[a]) for a in range(prefix)]
@@ -163,3 +165,26 @@ def test_reshape_of_strided_view_is_rejected_and_contiguous_keeps_box(line_of):
     assert seen["r"].box == ((2, 2, 1), (0, 6, 1))
     assert seen["rr"].box == ((2, 2, 1), (1, 2, 3))        # {13,16,19,22}: rows 2:4, cols 1,4
     assert seen["r5"].shape == (3,) and seen["r5"].box is None   # {13,18,23}: not a box
+
+
+@l3c.kernel
+def double_into(x: l3c.In, y: l3c.Out):
+    y[...] = 2 * x
+
+
+def test_overrunning_slices_clip_like_numpy_end_to_end():
+    """Tiles of 3 over 8 rows: the last one overruns (clipped to 2 rows) and the one after is
+    empty, as numpy would have it; results equal numpy's, compiled and eager."""
+    @l3c.jit(chips=2)
+    def tiles(x, tile=3):
+        y = l3c.zeros(x.shape, x.dtype)
+        for i in range(0, x.shape[0] + tile, tile):
+            double_into(x[i:i + tile], y[i:i + tile])
+        return y, x[-100:2, :], x[:, 1:9], x[9:]
+
+    x = np.arange(24.0).reshape(8, 3)
+    want = (2 * x, x[-100:2, :], x[:, 1:9], x[9:])
+    for got in (tiles(x), tiles.eager(x)):
+        assert [g.shape for g in got] == [w.shape for w in want] == [(8, 3), (2, 3), (8, 2), (0, 3)]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

@@ -11,7 +11,8 @@ base axis (slicing and transposing keep that), `_axes` records which base axis e
 `_lines` holds one directed progression `(start, count, step)` per base axis (step may be negative);
 its normalised form is the region's `box`. After a reshape the axes no longer line up with base axes;
 the box is then recovered from the element set itself when that is small enough (else None).
-Slicing is stricter than numpy in one way: bounds outside the axis raise instead of being clipped.
+Slice bounds outside the axis are clipped, as numpy does (a last tile `x[i:i + tile]` may overrun);
+an integer index outside the axis raises, as numpy's IndexError does.
 """
 from __future__ import annotations
 
@@ -249,13 +250,6 @@ class Tensor:
         if k.step == 0:
             raise trace_error(f"slice with step 0 into axis {axis} of a {self._desc()}",
                               "use a non-zero step")
-        for bound in (k.start, k.stop):
-            if bound is not None and not -n <= bound <= n:
-                raise trace_error(
-                    f"slice {k.start}:{k.stop}:{k.step} is out of bounds for axis {axis} of size {n} "
-                    f"of a {self._desc()}",
-                    f"keep slice bounds in [{-n}, {n}] (l3c does not clip like numpy, to catch "
-                    "tiling mistakes)")
 
     @property
     def T(self) -> "Tensor":  # noqa: N802 - numpy's name
