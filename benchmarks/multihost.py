@@ -1,6 +1,7 @@
 """Several hosts: cross-host transfers through l3c vs raw mpi4py, and planning for 64 hosts.
 
-    python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1, then runs part 2
+    python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1 (with --idle and
+                                              # --long), then runs part 2
     python benchmarks/multihost.py --plan     # part 2 only (no MPI needed)
     L3C_BENCH_REPS=400 python benchmarks/multihost.py   # repetitions per size (default 300 / 100)
     L3C_BENCH_PAUSE_MS=50 ...     # the producer's pause (default 5 ms; past the run loop's 10 ms
@@ -23,6 +24,9 @@
    complete" is when host 1's parent publishes the landing, stamped by the native poll when it did).
    `--idle` also measures what each rank's parent spends while host 1 waits 2 s for a slow kernel
    on host 0 (CPU time of the parent over the run, from getrusage).
+   `--long` also measures a 4 KiB transfer after a long (30 ms) producer that is followed by
+   another 30 ms kernel on its chip: past their 10 ms spin both parents nap, the sender until the
+   producer rings its doorbell, the receiver in ticks of 1/64 of its wait.
 2. Planning, without processes: a model program (3 data-parallel layers: 512 matmuls over row
    blocks in groups of 8 + 512 ReLUs, then 64 sub-worker reductions and a final one) traced for
    64 hosts x 8 chips; times the schedule pass and the whole pipeline, and compares the estimated
@@ -103,6 +107,54 @@ def idle_wait(x):
     slow.on(0)(x, y)
     bump.on(1)(y, z)
     return z
+
+
+LONG_S = 0.03
+
+
+@l3c.kernel
+def produce_long(x: l3c.In, y: l3c.Out, stamp: l3c.Out):
+    time.sleep(LONG_S)
+    y[...] = x[0]
+    stamp[0] = time.monotonic_ns()
+
+
+@l3c.kernel
+def busy_long(x: l3c.In, z: l3c.Out):
+    time.sleep(LONG_S)
+    z[...] = x
+
+
+def long_transfer(x):
+    y = l3c.empty((512,), x.dtype)
+    z = l3c.empty(x.shape, x.dtype)
+    t0 = l3c.empty((1,), np.int64)
+    t1 = l3c.empty((1,), np.int64)
+    produce_long.on(0)(x, y, t0)
+    busy_long.on(0)(x, z)                 # the producer's worker goes on: only its ring is heard
+    consume.on(1)(y, t1)
+    return t0, t1, z
+
+
+def part_long(comm) -> None:
+    """Producer end -> consumer start of a 4 KiB transfer after a 30 ms kernel (median, p90)."""
+    from l3c.dist import run as dist_run
+    step = l3c.jit(hosts=2, chips=1, timeout=60)(long_transfer)
+    x = np.ones(4)
+    lat, seen = [], []
+    for i in range(43):
+        dist_run.PROBE = []
+        t0, t1, _ = step(x)
+        events = dict(dist_run.PROBE)
+        if i >= 3:
+            lat.append((int(t1[0]) - int(t0[0])) / 1e3)
+            if "seen" in events:
+                seen.append((events["seen"] - int(t0[0])) / 1e3)
+    dist_run.PROBE = None
+    if comm.Get_rank() == 0:
+        print(f"after a {LONG_S * 1e3:.0f} ms kernel (4 KiB, us): producer end -> consumer start "
+              f"{statistics.median(lat):.0f} / {np.percentile(lat, 90):.0f}; producer end -> "
+              f"host 0's parent sees it {statistics.median(seen):.0f}", flush=True)
 
 
 def part_idle(comm) -> None:
@@ -192,6 +244,8 @@ def part_transfers() -> None:
         sys.stdout.flush()
     if "--idle" in sys.argv:
         part_idle(comm)
+    if "--long" in sys.argv:
+        part_long(comm)
     l3c.shutdown()
     if rank == 0:
         h, h90 = same_host_hop(300 if not reps else int(reps))
@@ -290,7 +344,7 @@ def main() -> None:
         return
     env = dict(os.environ, PYTHONPATH=ROOT)
     subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.abspath(__file__), "--transfers",
-                    "--idle"],
+                    "--idle", "--long"],
                    check=True, timeout=600, env=env)
     part_planning()
 
