@@ -202,7 +202,7 @@ class MemoryReport:
     naive_bytes: int = 0           # sum of all intermediates
     staging_bytes: int = 0         # inputs' area, placed before the intermediates in the shared arena
     added_edges: int = 0           # ordering edges the plan added to allow reuse
-    alignment: int = 64
+    alignment: int = 64            # of every arena offset; 0: packed at each tensor's item size
 
     def __str__(self) -> str:
         return (f"arena {self.arena_bytes} B (lower bound {self.lower_bound_bytes} B, "

@@ -2,12 +2,12 @@
 import random
 
 import networkx as nx
+import numpy as np
 import pytest
 
 import l3c
 from l3c.errors import TraceError
 from l3c.passes import PASSES, PassOptions, run_passes
-from l3c.passes.memory import aligned
 from l3c.passes.verify import InvariantError, ancestors, verify
 from _ir_builders import call, program, random_index
 
@@ -88,7 +88,7 @@ def test_random_programs_keep_invariants_after_every_pass(seed):
         if info.kind == "input":
             assert info.arena_offset is None
     if not options.reuse_memory:
-        assert m.arena_bytes == sum(aligned(t.nbytes) for t in prog.tensors
+        assert m.arena_bytes == sum(t.nbytes for t in prog.tensors
                                     if t.kind == "intermediate" and t.first_use is not None
                                     or (t.kind == "intermediate" and t.id in _returned(prog)))
 
@@ -265,7 +265,8 @@ def test_memory_adds_an_edge_only_when_it_costs_nothing():
     calls = [call("fa", ("a", (), "Out"), pin=0), call("fa2", ("a", (), "In"), ("x", (), "Out"), pin=0)]
     calls += [call("busy", ("y", (), "InOut"), pin=1) for _ in range(4)]
     calls += [call("fb", ("b", (), "Out"), pin=1), call("fb2", ("b", (), "In"), ("y", (), "InOut"), pin=1)]
-    prog = program({"a": (16,), "b": (16,), "x": (1,), "y": (1,)}, calls, chips=2,
+    # (every tensor a whole cache line: with tiny ones the pass would pack them instead)
+    prog = program({"a": (16,), "b": (16,), "x": (16,), "y": (16,)}, calls, chips=2,
                    results=("x", "y"))
     run_passes(prog, options=EVERYTHING)
     a, b = prog.tensors[0], prog.tensors[1]
@@ -275,7 +276,7 @@ def test_memory_adds_an_edge_only_when_it_costs_nothing():
     # b's first use comes right after a's last in program order, but on an idle chip: in the
     # schedule it would run at once, so an edge from a's last task would delay it: no reuse.
     calls2 = [calls[0], calls[1], calls[6], calls[7]]
-    prog = program({"a": (16,), "b": (16,), "x": (1,), "y": (1,)}, calls2, chips=2,
+    prog = program({"a": (16,), "b": (16,), "x": (16,), "y": (16,)}, calls2, chips=2,
                    results=("x", "y"))
     run_passes(prog, options=EVERYTHING)
     assert prog.memory.lower_bound_bytes == 64 + 128      # a or b, plus the two results
@@ -361,7 +362,7 @@ def test_memory_reuses_with_an_edge_on_one_host_never_across_hosts():
     calls = [call("fa", ("a", (), "Out"), pin=0), call("fa2", ("a", (), "In"), ("x", (), "Out"), pin=0)]
     calls += [call("busy", ("y", (), "InOut"), pin=1) for _ in range(4)]
     calls += [call("fb", ("b", (), "Out"), pin=1), call("fb2", ("b", (), "In"), ("y", (), "InOut"), pin=1)]
-    tensors = {"a": (16,), "b": (16,), "x": (1,), "y": (1,)}
+    tensors = {"a": (16,), "b": (16,), "x": (16,), "y": (16,)}      # whole cache lines
     one_host = _on_hosts(program(tensors, calls, chips=2, results=("x", "y")), 1)
     run_passes(one_host, options=EVERYTHING)
     assert one_host.memory.added_edges == 1
@@ -403,3 +404,34 @@ def test_memory_plan_on_many_workers_reuses_per_chain():
     assert len({off[f"t{i}"] for i in range(n)}) == n          # no reuse across chains
     assert prog.memory.added_edges == 0
     assert prog.memory.arena_bytes <= prog.memory.naive_bytes - n * 64
+
+
+@l3c.kernel
+def _widen(x: l3c.In, y: l3c.Out):
+    y[...] = x * 3
+
+
+def test_memory_figures_are_exact_bytes_and_tiny_tensors_are_packed():
+    """The SPEC's figures are exact sums (naive = every intermediate's bytes). With tensors of a
+    few bytes, 64-byte placement would exceed that: the pass packs them back to back at multiples
+    of their own item sizes instead, and the run still gives numpy's results."""
+    @l3c.jit(chips=2)
+    def tiny(x):
+        a = l3c.empty((3,), np.int8)
+        b = l3c.empty((3,), np.float64)
+        c = l3c.empty((5,), np.float32)
+        _widen(x[:3], a)
+        _widen(x[3:6], b)
+        _widen(x[:5], c)
+        return a, b, c
+
+    x = np.arange(8, dtype=np.int8)
+    compiled = tiny.lower(x)
+    m = compiled.memory
+    assert (m.naive_bytes, m.lower_bound_bytes, m.arena_bytes) == (3 + 24 + 20, 47, 47)
+    offsets = {t.dtype: t.arena_offset for t in compiled.program.tensors if t.kind == "intermediate"}
+    assert offsets == {"float64": 0, "float32": 24, "int8": 44}     # largest item size first
+    a, b, c = compiled(x)
+    np.testing.assert_array_equal(a, x[:3] * 3)
+    np.testing.assert_array_equal(b, (x[3:6] * 3).astype(np.float64))
+    np.testing.assert_array_equal(c, (x[:5] * 3).astype(np.float32))

@@ -17,12 +17,17 @@ both tasks are on one host (an edge between hosts is a network message the estim
 price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_PER_REUSE` edges.
 
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
-live until the caller has copied them, so nothing reuses their space. Sizes are rounded up to the
-64-byte alignment for placement and for the figures below.
+live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
+64 bytes (a cache line: two workers writing neighbouring tensors never share one), but the figures
+are exact bytes, as the SPEC defines them. When rounding costs more than reuse saves (a program of
+a few tiny tensors), the arena would exceed the naive sum; the pass then packs every intermediate
+back to back instead, largest item size first (each at a multiple of its own item size), so
+`lower_bound <= arena <= naive` always holds.
 
 Writes `TensorInfo.arena_offset`, `program.memory` (`arena_bytes`, `lower_bound_bytes` = largest
-aligned total of intermediates live at one point of program order, `naive_bytes` = aligned sum of
-all intermediates, `added_edges`, `alignment`) and `program.reports["memory_edges"]`.
+total of intermediates live at one point of program order, `naive_bytes` = sum of all
+intermediates, `added_edges`, `alignment`: 64, or 0 when packed) and
+`program.reports["memory_edges"]`.
 Switch: `reuse_memory=False` places every intermediate at its own offset (arena = naive).
 """
 from __future__ import annotations
@@ -84,6 +89,7 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
                 ids.append(task.id)
     intermediates = [t for t in program.tensors if t.kind == "intermediate"]
     size = {t.id: aligned(t.nbytes) for t in intermediates}
+    exact = {t.id: t.nbytes for t in intermediates}
     intervals: dict[int, tuple[int, int]] = {}
     for t in intermediates:
         used = accesses.get(t.id, [])
@@ -93,8 +99,8 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
             intervals[t.id] = (used[0], used[-1])
     report = program.memory
     report.alignment = ALIGNMENT
-    report.naive_bytes = sum(size.values())
-    report.lower_bound_bytes = lower_bound(intervals, size)
+    report.naive_bytes = sum(exact.values())
+    report.lower_bound_bytes = lower_bound(intervals, exact)
     report.added_edges = 0
     program.reports["memory_edges"] = []
     for t in intermediates:
@@ -102,16 +108,36 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
     order = sorted((tid for tid in intervals if size[tid] > 0),
                    key=lambda tid: (intervals[tid][0], -size[tid], tid))
 
-    if not reuse_memory:
+    if reuse_memory:
+        _Planner(program, accesses, returned, intervals, size).place(order)
+    else:
         offset = 0
         for tid in order:
             program.tensors[tid].arena_offset = offset
             offset += size[tid]
         report.arena_bytes = offset
-        return program
-
-    _Planner(program, accesses, returned, intervals, size).place(order)
+    if report.arena_bytes > report.naive_bytes:
+        _pack(program, order)
     return program
+
+
+def _pack(program: Program, order: list[int]) -> None:
+    """Every placed intermediate at its own offset, back to back, largest item size first (then
+    largest first): offsets stay multiples of each tensor's item size, and the arena is the exact
+    sum. Ordering edges added for reuse are dropped: nothing is reused any more."""
+    report = program.memory
+    for u, v in program.reports["memory_edges"]:
+        program.graph.remove_edge(u, v)
+    report.added_edges = 0
+    program.reports["memory_edges"] = []
+    tensors = program.tensors
+    offset = 0
+    for tid in sorted(order, key=lambda t: (-np.dtype(tensors[t].dtype).itemsize,
+                                            -tensors[t].nbytes, t)):
+        tensors[tid].arena_offset = offset
+        offset += tensors[tid].nbytes
+    report.arena_bytes = offset
+    report.alignment = 0
 
 
 class _Planner:

@@ -18,6 +18,8 @@ so it is meant for tests and debugging, not for 100k-task programs:
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import L3CError
 from ..ir import Program, Task
 from . import regions
@@ -134,7 +136,7 @@ def _check_placement(program: Program) -> None:
 
 def _check_memory(program: Program) -> None:
     report = program.memory
-    align = report.alignment or 1
+    align = report.alignment          # 0: packed, each at a multiple of its own item size
     if report.arena_bytes > report.naive_bytes:
         _fail(f"arena {report.arena_bytes} B exceeds the naive plan {report.naive_bytes} B")
     returned = result_tensors(program)
@@ -150,8 +152,9 @@ def _check_memory(program: Program) -> None:
             continue
         if info.arena_offset is None:
             _fail(f"intermediate {info.name} has no arena offset")
-        if info.arena_offset % align:
-            _fail(f"intermediate {info.name} at {info.arena_offset} is not {align}-byte aligned")
+        need = align or np.dtype(info.dtype).itemsize
+        if info.arena_offset % need:
+            _fail(f"intermediate {info.name} at {info.arena_offset} is not {need}-byte aligned")
         if info.nbytes and (info.id in tasks_of or info.id in returned):
             if info.arena_offset + info.nbytes > report.arena_bytes:
                 _fail(f"intermediate {info.name} ends past the arena ({report.arena_bytes} B)")
