@@ -30,7 +30,8 @@ Modes:
   poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
                              a doorbell ring, a send the poll posts itself (MPI_Isend) the moment
                              its word is due, one it cannot post (a bad rank: the MPI error is
-                             raised), naps in ticks on the doorbell (a ring ends them), and a
+                             raised), naps in ticks on the doorbell (a ring ends them), a
+                             control message ending the poll (spinning and napping), and a
                              real message from rank 0 landing on rank 1 (published
                              with the given value; the mpi4py request still valid).
 """
@@ -371,6 +372,38 @@ def nap(watch, cells) -> None:
            f"waiters left {cells[17]}")
 
 
+def control(watch, cells) -> None:
+    """A message on the control communicator ends the poll with POLL_CONTROL, spinning or napping
+    (it is found right after the tick that pulled it in); nothing pending: POLL_IDLE."""
+    from l3c.dist import poll
+    ctl = COMM.Dup()
+    watch.set_control(MPI._handleof(ctl), 7, MPI.ANY_SOURCE)
+    bell = cells[16]
+    if RANK == 0:
+        for _ in range(2):
+            COMM.Barrier()
+            time.sleep(0.05)
+            ctl.send(("done",), dest=1, tag=7)
+        COMM.Barrier()
+        ctl.Free()
+        return
+    events = []
+    for nap_ns in (0, 20_000_000):
+        COMM.Barrier()
+        quiet = watch.wait(bell, 2, nap_ns)           # (rank 0 sends only after 50 ms)
+        t0 = time.monotonic()
+        got = poll.POLL_IDLE
+        while got == poll.POLL_IDLE and time.monotonic() < t0 + 10:
+            got = watch.wait(bell, 100, nap_ns)
+        message = ctl.recv(source=0, tag=7)
+        events.append((quiet, got, message, watch.wait(bell, 2, nap_ns)))
+    COMM.Barrier()
+    watch.set_control(None)
+    ctl.Free()
+    idle, ctrl = poll.POLL_IDLE, poll.POLL_CONTROL
+    report("control", events == [(idle, ctrl, ("done",), idle)] * 2, f"{events}")
+
+
 def ctypes_address(cells) -> int:
     import ctypes
     return ctypes.addressof(cells)
@@ -401,6 +434,7 @@ def mode_poll() -> None:
                                                   poll.POLL_IDLE), f"{idle} {due} {rang} {quiet}")
     native_send(watch, cells)
     nap(watch, cells)
+    control(watch, cells)
     buf = np.zeros(1024, dtype=np.uint8)
     if RANK == 0:
         COMM.Barrier()                              # rank 1 polled once before the message left

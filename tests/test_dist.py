@@ -101,7 +101,7 @@ def test_native_poll_sees_due_sends_doorbells_and_landings_and_publishes_them():
     found = results(proc.stdout)
     for key in ((0, "native"), (1, "native"), (0, "events"), (1, "events"), (1, "landing"),
                 (0, "native_send"), (1, "native_send"), (0, "native_send_error"), (0, "nap"),
-                (1, "nap")):
+                (1, "nap"), (1, "control")):
         ok, detail = found.get(key, (False, "missing: " + proc.stdout[-2000:] + proc.stderr[-2000:]))
         assert ok, f"{key}: {detail}"
 

@@ -29,6 +29,7 @@ REMOTE_SILENCE = float(os.environ.get("L3C_REMOTE_SILENCE", "10"))
 # sends a heartbeat every 0.25 s during a run, so this much silence then means it is gone
 TERMINATED_SILENCE = 1.0
 SETUP_TIMEOUT = float(os.environ.get("L3C_REMOTE_SETUP_TIMEOUT", "60"))
+WAIT_SPIN_S = 0.002          # wait_all: test with a yield this long before sleeping between tests
 
 _state: dict[str, Any] = {}
 
@@ -103,11 +104,19 @@ def forking() -> Iterator[None]:
 
 
 def wait_all(requests: list, deadline: float, what: str, host: int = -1, task: int = -1) -> None:
-    """Complete non-blocking MPI requests by `deadline` (time.monotonic()), else `HostLost`."""
+    """Complete non-blocking MPI requests by `deadline` (time.monotonic()), else `HostLost`.
+    Tests with a sched_yield between tests for the first WAIT_SPIN_S (the other side is usually
+    about to answer: the final broadcasts of a run wait for the last host to finish), then with
+    sleeps growing to 1 ms."""
     MPI = mpi()
     pause = 0.0
+    spin_until = time.monotonic() + WAIT_SPIN_S
     while not MPI.Request.Testall(requests):
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now < spin_until:
+            os.sched_yield()
+            continue
+        if now >= deadline:
             for r in requests:
                 try:
                     r.Cancel()

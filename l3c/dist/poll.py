@@ -11,26 +11,32 @@ shares it gets it at once), for a bounded number of rounds; Python then does the
                       i32* requests, i32 n_requests,
                       i32 (*get_status)(i32, i32*, void*), i8* status,
                       i64 landing_word, i32 landing_value, i64 landing_waiters, i64* stamp,
-                      i64 doorbell, i32 bell, i32 rounds, Sends* sends, i64 nap_ns)
+                      i64 doorbell, i32 bell, i32 rounds, Mpi* mpi, i64 nap_ns)
 
-Returns POLL_SEND when some `*words[i] >= targets[i]` (a producer finished: its sends are due; or
-a gate of a gated receive opened). When `sends` lists pieces for word i, the poll first posts them
-itself with `MPI_Isend` straight from the arena and marks them posted (`Watch.take_posted` hands
-the requests to the caller): the message leaves without a round of the Python loop, which cost
-~10 us to notice the word plus ~20 us in mpi4py's `Isend` after the core ran someone else (the same
-call from here: ~7 us). POLL_LANDED when every request is complete
-(`MPI_Request_get_status`, which tests without freeing: the caller's mpi4py requests stay valid),
-after publishing `landing_value` on `landing_word` with a wake (`sync.publish`) and a sched_yield
-(the woken consumer may share this core) unless `landing_word` is 0, POLL_BELL when the doorbell
-moved (a local worker ended, failed or crashed), else POLL_IDLE after `rounds` rounds, each ending
-with a sched_yield, or, with `nap_ns` > 0, a futex wait of up to `nap_ns` on the doorbell (the run
-loop's nap, once it has waited a while: a landing is then seen within `nap_ns`, and a local event
-ends the wait at once). After any event the caller re-aims the poll (an event that needs nothing more,
-such as one gate of several opening, must not make it return at once again: it would spin without
-yielding). The publish is the early copy of the
-one the loop makes next (same value: a plain store, so doing it twice is harmless); the caller only
-lets this loop publish an item that needs no scatter. `stamp`, when not NULL, receives the
-CLOCK_MONOTONIC time of that publish (`benchmarks/multihost.py --stages`).
+Each round checks, in order:
+- POLL_SEND: some `*words[i] >= targets[i]` (a producer finished: its sends are due; or a gate of
+  a gated receive opened). When `mpi` lists pieces for word i, the poll first posts them itself
+  with `MPI_Isend` straight from the arena and marks them posted (`Watch.take_posted` hands the
+  requests to the caller): the message leaves without a round of the Python loop, which cost
+  ~10 us to notice the word plus ~20 us in mpi4py's `Isend` after the core ran someone else (the
+  same call from here: ~7 us).
+- POLL_LANDED: every request is complete (`MPI_Request_get_status`, which tests without freeing:
+  the caller's mpi4py requests stay valid). Unless `landing_word` is 0, the poll first publishes
+  `landing_value` on it with a wake (`sync.publish`) and yields (the woken consumer may share this
+  core). That publish is the early copy of the one the loop makes next (same value: a plain
+  store, so doing it twice is harmless); the caller only lets the poll publish an item that needs
+  no scatter. `stamp`, when not NULL, receives the CLOCK_MONOTONIC time of that publish
+  (`benchmarks/multihost.py --stages`).
+- POLL_CONTROL: a message waits on the control communicator (`MPI_Iprobe`, when `Watch.
+  set_control` gave one): a peer's "done" or failure, for Python to read.
+- POLL_BELL: the doorbell moved (a local worker ended, failed or crashed, or rang after a step
+  another host waits for).
+Else the round ends with a sched_yield or, with `nap_ns` > 0, a futex wait of up to `nap_ns` on the
+doorbell (the run loop's nap, once it has waited a while: a message is then seen within `nap_ns`,
+and a local event ends the wait at once); POLL_IDLE after `rounds` rounds. After any event the
+caller re-aims the poll (an event that needs nothing more, such as one gate of several opening,
+must not make it return at once again: it would spin without yielding) and reads what a
+POLL_CONTROL announced (else it would be announced again at once).
 
 Only for MPI libraries whose handles are 32-bit integers (MPICH and its ABI, which the `dist` extra
 installs); elsewhere `native()` is None and the loop yields in Python instead.
@@ -49,6 +55,7 @@ POLL_IDLE = 0
 POLL_SEND = 1
 POLL_LANDED = 2
 POLL_BELL = 3
+POLL_CONTROL = 4
 SYS_SCHED_YIELD = 24
 CLOCK_MONOTONIC = 1
 STATUS_BYTES = 256          # room for an MPI_Status of any layout
@@ -71,8 +78,10 @@ def _module_ir() -> str:
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), name="clock_gettime")
     status_t = ir.FunctionType(i32, [i32, p32, p8])        # MPI_Request_get_status(req, &flag, st)
     isend_t = ir.FunctionType(i32, [p8, i32, i32, i32, i32, i32, p32])   # MPI_Isend
+    iprobe_t = ir.FunctionType(i32, [i32, i32, i32, p32, p8])           # MPI_Iprobe
     sends_t = ir.LiteralStructType([isend_t.as_pointer(), i64, i64, p32, p32, p64, p32, p32, p32,
-                                    p32, i64, i64, i64, i64, i64])      # = the _Sends structure
+                                    p32, i64, i64, i64, i64, i64,
+                                    iprobe_t.as_pointer(), i64, i64, i64])   # = the _Mpi structure
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, p32, i32, p32, i32, status_t.as_pointer(), p8,
                                                 i64, i32, i64, p64, i64, i32, i32,
                                                 sends_t.as_pointer(), i64]),
@@ -92,6 +101,7 @@ def _module_ir() -> str:
     ret_send = fn.append_basic_block("ret.send")
     ret_bell = fn.append_basic_block("ret.bell")
     ret_idle = fn.append_basic_block("ret.idle")
+    ret_control = fn.append_basic_block("ret.control")
     send_bb = fn.append_basic_block("send")
 
     b = ir.IRBuilder(entry)
@@ -155,7 +165,29 @@ def _module_ir() -> str:
         b.call(syscall, [i64(SYS_SCHED_YIELD)])
     b.ret(i32(POLL_LANDED))
 
+    # a control message (a peer's "done" or failure) waiting on the control communicator?
     b.position_at_end(bell_bb)
+    iprobe = b.load(field(15))
+    probe_bb = fn.append_basic_block("control.probe")
+    doorbell_bb = fn.append_basic_block("doorbell")
+    b.cbranch(b.icmp_unsigned("!=", b.ptrtoint(iprobe, i64), i64(0)), probe_bb, doorbell_bb)
+    b.position_at_end(probe_bb)
+    probe_args = [b.trunc(b.load(field(18)), i32), b.trunc(b.load(field(17)), i32),
+                  b.trunc(b.load(field(16)), i32), flag, status]
+    b.call(iprobe, probe_args)
+    again_bb = fn.append_basic_block("control.again")
+    b.cbranch(b.icmp_signed("!=", b.load(flag), i32(0)), ret_control, again_bb)
+    # MPICH's Iprobe matches before it makes progress: a message that progress just pulled in is
+    # found by the next call. Napping, that is a tick later (measured: seen after 1.7 ticks), so
+    # probe once more right away.
+    b.position_at_end(again_bb)
+    napping = b.icmp_signed(">", nap_ns, i64(0))
+    probe2_bb = fn.append_basic_block("control.probe2")
+    b.cbranch(napping, probe2_bb, doorbell_bb)
+    b.position_at_end(probe2_bb)
+    b.call(iprobe, probe_args)
+    b.cbranch(b.icmp_signed("!=", b.load(flag), i32(0)), ret_control, doorbell_bb)
+    b.position_at_end(doorbell_bb)
     rang = b.icmp_unsigned("!=", b.load_atomic(b.inttoptr(doorbell, p32), "acquire", 4), bell)
     b.cbranch(rang, ret_bell, wait_bb)
 
@@ -178,7 +210,7 @@ def _module_ir() -> str:
 
     # word i is due: post its sends here when the caller gave them (contiguous pieces), else return
     b.position_at_end(send_bb)
-    has_sends = b.icmp_unsigned("!=", b.ptrtoint(sends, i64), i64(0))
+    has_sends = b.icmp_unsigned("!=", b.ptrtoint(b.load(field(3)), i64), i64(0))
     lookup = fn.append_basic_block("send.lookup")
     b.cbranch(has_sends, lookup, ret_send)
     b.position_at_end(lookup)
@@ -225,12 +257,14 @@ def _module_ir() -> str:
     b.ret(i32(POLL_BELL))
     b.position_at_end(ret_idle)
     b.ret(i32(POLL_IDLE))
+    b.position_at_end(ret_control)
+    b.ret(i32(POLL_CONTROL))
     return str(mod)
 
 
-def _mpi_entries() -> tuple[int, int] | None:
-    """Addresses of MPI_Request_get_status and MPI_Isend in the MPI library mpi4py loaded, if its
-    handles are 32-bit integers (MPICH ABI); else None."""
+def _mpi_entries() -> tuple[int, int, int] | None:
+    """Addresses of MPI_Request_get_status, MPI_Isend and MPI_Iprobe in the MPI library mpi4py
+    loaded, if its handles are 32-bit integers (MPICH ABI); else None."""
     from . import launcher
     MPI = launcher.mpi()
     if any(MPI._sizeof(kind) != 4 for kind in (MPI.Request, MPI.Comm, MPI.Datatype)):
@@ -244,8 +278,8 @@ def _mpi_entries() -> tuple[int, int] | None:
     for path in paths:
         try:
             lib = ctypes.CDLL(path)
-            return (ctypes.cast(lib.MPI_Request_get_status, ctypes.c_void_p).value,
-                    ctypes.cast(lib.MPI_Isend, ctypes.c_void_p).value)
+            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                         for name in ("MPI_Request_get_status", "MPI_Isend", "MPI_Iprobe"))
         except (OSError, AttributeError):
             continue
     return None
@@ -278,13 +312,14 @@ def _build() -> tuple:
 class _Poll:
     """The native function plus its MPI entry points and a status buffer."""
 
-    def __init__(self, fn: Any, get_status: int, isend: int) -> None:
-        self.fn, self.get_status, self.isend = fn, get_status, isend
+    def __init__(self, fn: Any, get_status: int, isend: int, iprobe: int) -> None:
+        self.fn, self.get_status, self.isend, self.iprobe = fn, get_status, isend, iprobe
         self.status = ctypes.create_string_buffer(STATUS_BYTES)
 
 
-class _Sends(ctypes.Structure):
-    """The sends the poll may post itself, by watched word (the IR's `sends_t`; every field is 8
+class _Mpi(ctypes.Structure):
+    """What the poll does with MPI besides testing requests: the sends it may post itself, by
+    watched word, and the control communicator it probes (the IR's `sends_t`; every field is 8
     bytes, so both agree on the layout without padding rules)."""
     _fields_ = [("isend", ctypes.c_void_p),     # MPI_Isend
                 ("comm", ctypes.c_int64),       # communicator and datatype handles (MPI.BYTE)
@@ -300,7 +335,11 @@ class _Sends(ctypes.Structure):
                 ("rc", ctypes.c_int64),         # MPI_Isend's error code (0: all posted)
                 ("noticed", ctypes.c_int64),    # CLOCK_MONOTONIC when it saw the word due ...
                 ("sent", ctypes.c_int64),       # ... and when its Isends returned (if `stamps`)
-                ("stamps", ctypes.c_int64)]
+                ("stamps", ctypes.c_int64),
+                ("iprobe", ctypes.c_void_p),    # MPI_Iprobe, or NULL: no control probe
+                ("ctl_comm", ctypes.c_int64),   # the control communicator's handle,
+                ("ctl_tag", ctypes.c_int64),    # its messages' tag,
+                ("any_source", ctypes.c_int64)]  # and MPI_ANY_SOURCE
 
 
 class Watch:
@@ -322,7 +361,7 @@ class Watch:
         self.publish_word, self.publish_value = 0, 0
         self.stamp = ctypes.c_int64(0) if stamp else None
         self.stamp_ref = ctypes.byref(self.stamp) if stamp else None
-        self.sends = _Sends(isend=poller.isend, fired=-1, stamps=int(stamp))
+        self.sends = _Mpi(isend=poller.isend, fired=-1, stamps=int(stamp))
         self.sends_ref = ctypes.byref(self.sends)
         self._arrays: list = []                 # keeps the arrays `sends` points into alive
         self._pieces: dict[int, tuple[int, int]] = {}   # word k -> (first piece, count)
@@ -366,6 +405,14 @@ class Watch:
         s.first, s.count, s.buf, s.nbytes, s.dest, s.tag, s.req = (
             ctypes.addressof(a) for a in self._arrays)
 
+    def set_control(self, comm: int | None, tag: int = 0, any_source: int = 0) -> None:
+        """Also return POLL_CONTROL when a message with `tag` waits on communicator handle `comm`
+        (`MPI_Iprobe` each round): a peer's "done" or failure is then seen within a round, not
+        after a nap span. `comm` None: stop probing."""
+        s = self.sends
+        s.iprobe = None if comm is None else self.poller.iprobe
+        s.ctl_comm, s.ctl_tag, s.any_source = comm or 0, tag, any_source
+
     def take_posted(self) -> tuple[int, list[int]] | None:
         """After POLL_SEND: `(k, request handles)` if the poll posted word k's sends, else None.
         Raises the MPI error of an `MPI_Isend` that failed."""
@@ -407,4 +454,4 @@ class Watch:
         return p.fn(self.words, self.targets, self.n_words, self.requests, self.n_requests,
                     p.get_status, p.status, self.publish_word, self.publish_value,
                     self.landing_waiters, self.stamp_ref, self.doorbell, bell, rounds,
-                    self.sends_ref if self.sends.first else None, nap_ns)
+                    self.sends_ref, nap_ns)

@@ -387,6 +387,8 @@ class _Run:
         poller = poll.native() if NATIVE_POLL else None
         watch = None if poller is None else poll.Watch(
             poller, self.landing_word, self.landing_waiters, doorbell, probe is not None)
+        if watch is not None:
+            watch.set_control(MPI._handleof(self.ctl), CTL_TAG, MPI.ANY_SOURCE)
         watch_stale = True
         disp.start(ctrl, self.plan_id, slot_map)
         while True:
@@ -517,6 +519,9 @@ class _Run:
                     if posted is not None:
                         k, handles = posted
                         self._aimed[k][3] = [MPI.Request.fromhandle(h) for h in handles]
+                elif event == poll.POLL_CONTROL:
+                    self.poll_control()         # reads it (or raises a peer's failure)
+                    last_control = monotonic()
                 continue
             if (remote or said_done) and quiet < SPIN_S:    # (no native poll with this MPI)
                 yield_()
