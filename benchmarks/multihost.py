@@ -1,7 +1,7 @@
 """Several hosts: cross-host transfers through l3c vs raw mpi4py, and planning for 64 hosts.
 
-    python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1 (with --idle and
-                                              # --long), then runs part 2
+    python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1 (with --idle,
+                                              # --long and --uneven), then runs part 2
     python benchmarks/multihost.py --plan     # part 2 only (no MPI needed)
     L3C_BENCH_REPS=400 python benchmarks/multihost.py   # repetitions per size (default 300 / 100)
     L3C_BENCH_PAUSE_MS=50 ...     # the producer's pause (default 5 ms; past the run loop's 10 ms
@@ -27,6 +27,9 @@
    `--long` also measures a 4 KiB transfer after a long (30 ms) producer that is followed by
    another 30 ms kernel on its chip: past their 10 ms spin both parents nap, the sender until the
    producer rings its doorbell, the receiver in ticks of 1/64 of its wait.
+   `--uneven` also measures a run's end when one host works 100 ms and the other has nothing to
+   do: how much longer than 100 ms the run takes on rank 0 (its parent waits for the other's
+   "done", then both make the final broadcasts).
 2. Planning, without processes: a model program (3 data-parallel layers: 512 matmuls over row
    blocks in groups of 8 + 512 ReLUs, then 64 sub-worker reductions and a final one) traced for
    64 hosts x 8 chips; times the schedule pass and the whole pipeline, and compares the estimated
@@ -157,6 +160,43 @@ def part_long(comm) -> None:
               f"host 0's parent sees it {statistics.median(seen):.0f}", flush=True)
 
 
+UNEVEN_S = 0.1
+
+
+@l3c.kernel
+def quick(x: l3c.InOut):
+    x += 1
+
+
+@l3c.kernel
+def slow_inc(x: l3c.InOut):
+    time.sleep(UNEVEN_S)
+    x += 1
+
+
+def uneven(a, b):
+    quick.on(0)(a)
+    slow_inc.on(1)(b)
+    return a, b
+
+
+def part_uneven(comm) -> None:
+    """Run time beyond the 100 ms kernel when only host 1 has work (median, max over 20 runs)."""
+    step = l3c.jit(hosts=2, chips=1, timeout=60)(uneven)
+    a, b = np.zeros(4), np.zeros(4)
+    over = []
+    for i in range(23):
+        comm.Barrier()
+        t0 = time.monotonic()
+        step(a, b)
+        if i >= 3:
+            over.append((time.monotonic() - t0 - UNEVEN_S) * 1e3)
+    if comm.Get_rank() == 0:
+        print(f"uneven run (host 1 works {UNEVEN_S * 1e3:.0f} ms, host 0 nothing): run time "
+              f"beyond that {statistics.median(over):.2f} ms median, {max(over):.2f} max",
+              flush=True)
+
+
 def part_idle(comm) -> None:
     """CPU time of each rank's parent during a run that waits IDLE_S on a slow kernel on host 0."""
     import resource
@@ -246,6 +286,8 @@ def part_transfers() -> None:
         part_idle(comm)
     if "--long" in sys.argv:
         part_long(comm)
+    if "--uneven" in sys.argv:
+        part_uneven(comm)
     l3c.shutdown()
     if rank == 0:
         h, h90 = same_host_hop(300 if not reps else int(reps))
@@ -344,7 +386,7 @@ def main() -> None:
         return
     env = dict(os.environ, PYTHONPATH=ROOT)
     subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.abspath(__file__), "--transfers",
-                    "--idle", "--long"],
+                    "--idle", "--long", "--uneven"],
                    check=True, timeout=600, env=env)
     part_planning()
 
