@@ -29,8 +29,8 @@ Modes:
                              at least one of 4 runs on each rank, and the results match numpy.
   poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
                              a doorbell ring, a send the poll posts itself (MPI_Isend) the moment
-                             its word is due, one it cannot post (a bad rank: the MPI error is
-                             raised), naps in ticks on the doorbell (a ring ends them), a
+                             its word is due, one it cannot post (a bad rank: the MPI error, and
+                             the piece posted before it still sent), naps in ticks on the doorbell (a ring ends them), a
                              control message ending the poll (spinning and napping), and a
                              real message from rank 0 landing on rank 1 (published
                              with the given value; the mpi4py request still valid).
@@ -282,6 +282,9 @@ def native_send(watch, cells) -> None:
     if RANK == 1:
         COMM.Recv([data, MPI.BYTE], source=0, tag=12)
         report("native_send", bool((data == 9).all()), f"data {data[:4]}")
+        data[:] = 0
+        COMM.Recv([data, MPI.BYTE], source=0, tag=13)     # the piece posted before the bad one
+        report("native_send_error", bool((data == 9).all()), f"data {data[:4]}")
         return
     data[:] = 9
     word, comm, byte = ctypes.addressof(cells), MPI._handleof(COMM), MPI._handleof(MPI.BYTE)
@@ -297,15 +300,17 @@ def native_send(watch, cells) -> None:
     stamps = watch.sends.noticed, watch.sends.sent
     report("native_send", before == (poll.POLL_IDLE, None) and due == poll.POLL_SEND
            and posted is not None and posted[0] == 0 and len(posted[1]) == 1 and done
-           and again == (poll.POLL_SEND, None) and 0 < stamps[0] <= stamps[1],
+           and posted[2] is None and again == (poll.POLL_SEND, None) and 0 < stamps[0] <= stamps[1],
            f"before={before} due={due} posted={posted} again={again} stamps={stamps}")
-    watch.set_words([(word, 10)], [[(data.ctypes.data, data.nbytes, 99, 12)]], comm, byte)
-    try:
-        watch.wait(bell, 50)
-        watch.take_posted()
-        report("native_send_error", False, "no error for rank 99")
-    except MPI.Exception as exc:
-        report("native_send_error", exc.Get_error_class() == MPI.ERR_RANK, str(exc))
+    # two pieces, the second to a rank that does not exist: the error, and the first in flight
+    watch.set_words([(word, 10)], [[(data.ctypes.data, data.nbytes, 1, 13),
+                                     (data.ctypes.data, data.nbytes, 99, 13)]], comm, byte)
+    due = watch.wait(bell, 50)
+    k, handles, error = watch.take_posted()
+    sent = len(handles) == 1 and MPI.Request.fromhandle(handles[0]).Wait()
+    report("native_send_error", due == poll.POLL_SEND and k == 0 and sent
+           and isinstance(error, MPI.Exception) and error.Get_error_class() == MPI.ERR_RANK,
+           f"due={due} k={k} handles={handles} error={error!r}")
     watch.set_words([])
 
 

@@ -100,13 +100,16 @@ def test_native_poll_sees_due_sends_doorbells_and_landings_and_publishes_them():
     proc = mpiexec(2, DRIVER, "poll", timeout=60)
     found = results(proc.stdout)
     for key in ((0, "native"), (1, "native"), (0, "events"), (1, "events"), (1, "landing"),
-                (0, "native_send"), (1, "native_send"), (0, "native_send_error"), (0, "nap"),
+                (0, "native_send"), (1, "native_send"), (0, "native_send_error"),
+                (1, "native_send_error"), (0, "nap"),
                 (1, "nap"), (1, "control")):
         ok, detail = found.get(key, (False, "missing: " + proc.stdout[-2000:] + proc.stderr[-2000:]))
         assert ok, f"{key}: {detail}"
 
 
 @needs_mpi
+@pytest.mark.skipif(os.environ.get("L3C_DIST_NATIVE_POLL", "1") == "0",
+                    reason="the native poll is switched off")
 def test_sends_after_a_slow_producer_leave_from_the_native_poll():
     proc = mpiexec(2, DRIVER, "slow", timeout=60)
     found = results(proc.stdout)
@@ -376,10 +379,13 @@ def test_split_sends_no_messages_for_orderings_without_data():
     # y's blocks from hosts 1..7 to the reduction, and in rounds 2 and 3 each host reads the block
     # its neighbour filled: 7 + 2 * 8 transfers, every one carrying data
     assert d.stats["transfers"] == 7 + 2 * 8 and all(t.pieces for t in d.transfers)
-    # the producers of a host's outbound transfers, and only they, ring its doorbell when done
+    # the producers of a host's outbound transfers and the last local tasks its gated inbound
+    # transfers wait for, and only they, ring its doorbell when done
     for h, part in enumerate(d.parts):
-        rings = {st.task for q in part.lowered.plan.queues for st in q if st.ring}
-        assert rings == {t.producer for t in d.transfers if t.src == h} and rings
+        queues = part.lowered.plan.queues
+        rings = {st.task for q in queues for st in q if st.ring}
+        gates = {queues[s][count - 1].task for t in part.recvs for s, count in t.gate_slots}
+        assert gates and rings == {t.producer for t in part.sends} | gates
 
 
 def test_hosts_without_a_launcher_is_a_clear_error_before_tracing(monkeypatch):

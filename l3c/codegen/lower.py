@@ -186,8 +186,9 @@ def lower(program: Program, host: int | None = None,
 
     With several hosts, `host` selects the tasks to lower; `inbound[v] = k` makes task v wait until
     k transfers have landed (the landing slot's counter), and `signal_tasks` (producers of outbound
-    transfers) publish with a wake and ring the doorbell: the host's parent may be napping on it,
-    and their completion makes sends due.
+    transfers, and the last local tasks a gated inbound transfer waits for) publish with a wake
+    and ring the doorbell: the host's parent may be napping on it, and their completion makes a
+    send due or lets it post a receive.
     """
     config = program.config
     if config.hosts > 1 and host is None:

@@ -29,8 +29,8 @@ Each round checks, in order:
   (`benchmarks/multihost.py --stages`).
 - POLL_CONTROL: a message waits on the control communicator (`MPI_Iprobe`, when `Watch.
   set_control` gave one): a peer's "done" or failure, for Python to read.
-- POLL_BELL: the doorbell moved (a local worker ended, failed or crashed, or rang after a step
-  another host waits for).
+- POLL_BELL: the doorbell moved (a local worker ended or failed, or rang after a step the run loop
+  waits for; a crashed worker rings nothing).
 Else the round ends with a sched_yield or, with `nap_ns` > 0, a futex wait of up to `nap_ns` on the
 doorbell (the run loop's nap, once it has waited a while: a message is then seen within `nap_ns`,
 and a local event ends the wait at once); POLL_IDLE after `rounds` rounds. After any event the
@@ -81,7 +81,7 @@ def _module_ir() -> str:
     iprobe_t = ir.FunctionType(i32, [i32, i32, i32, p32, p8])           # MPI_Iprobe
     sends_t = ir.LiteralStructType([isend_t.as_pointer(), i64, i64, p32, p32, p64, p32, p32, p32,
                                     p32, i64, i64, i64, i64, i64,
-                                    iprobe_t.as_pointer(), i64, i64, i64])   # = the _Mpi structure
+                                    iprobe_t.as_pointer(), i64, i64, i64, i64])   # = _Mpi
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, p32, i32, p32, i32, status_t.as_pointer(), p8,
                                                 i64, i32, i64, p64, i64, i32, i32,
                                                 sends_t.as_pointer(), i64]),
@@ -234,6 +234,7 @@ def _module_ir() -> str:
     k.add_incoming(first, before)
     b.cbranch(b.icmp_signed("<", k, end), body_bb, out_bb)
     b.position_at_end(body_bb)
+    b.store(b.sext(b.sub(k, first), i64), field(19))    # pieces posted so far
     buf = b.inttoptr(b.load(b.gep(b.load(field(5)), [k])), p8)
     rc = b.call(b.load(field(0)), [buf, b.load(b.gep(b.load(field(6)), [k])), dtype,
                                    b.load(b.gep(b.load(field(7)), [k])),
@@ -339,7 +340,8 @@ class _Mpi(ctypes.Structure):
                 ("iprobe", ctypes.c_void_p),    # MPI_Iprobe, or NULL: no control probe
                 ("ctl_comm", ctypes.c_int64),   # the control communicator's handle,
                 ("ctl_tag", ctypes.c_int64),    # its messages' tag,
-                ("any_source", ctypes.c_int64)]  # and MPI_ANY_SOURCE
+                ("any_source", ctypes.c_int64),  # and MPI_ANY_SOURCE
+                ("posted", ctypes.c_int64)]     # pieces posted before a failed MPI_Isend
 
 
 class Watch:
@@ -413,21 +415,24 @@ class Watch:
         s.iprobe = None if comm is None else self.poller.iprobe
         s.ctl_comm, s.ctl_tag, s.any_source = comm or 0, tag, any_source
 
-    def take_posted(self) -> tuple[int, list[int]] | None:
-        """After POLL_SEND: `(k, request handles)` if the poll posted word k's sends, else None.
-        Raises the MPI error of an `MPI_Isend` that failed."""
+    def take_posted(self) -> tuple[int, list[int], Exception | None] | None:
+        """After POLL_SEND: `(k, request handles, error)` if the poll posted word k's sends, else
+        None. `error` is the MPI error of an `MPI_Isend` that failed (the handles are then those
+        of the pieces posted before it, still in flight), else None."""
         s = self.sends
         k = s.fired
         if k < 0:
             return None
         s.fired = -1
-        if s.rc != 0:
-            from . import launcher
-            raise launcher.mpi().Exception(int(s.rc))
         at, n = self._pieces[k]
         req = self._arrays[-1]
+        error = None
+        if s.rc != 0:
+            from . import launcher
+            error = launcher.mpi().Exception(int(s.rc))
+            n = s.posted
         # the handle as mpi4py spells it: the int sign-extended, as an unsigned 64-bit value
-        return k, [req[j] & 0xFFFF_FFFF_FFFF_FFFF for j in range(at, at + n)]
+        return k, [req[j] & 0xFFFF_FFFF_FFFF_FFFF for j in range(at, at + n)], error
 
     def set_requests(self, requests: list, publish_value: int | None) -> None:
         """Watch these mpi4py requests; publish `publish_value` on the landing word once all

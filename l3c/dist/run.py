@@ -58,6 +58,8 @@ TICK_SHARE = 64             # of 1/TICK_SHARE of the quiet time (within NAP_TICK
 NAP_TICK_MIN_NS = 50_000    # a futex wait on the local doorbell, then a test of the next landing,
 NAP_TICK_MAX_NS = 1_000_000 # so a message is seen at most ~1.6% (1 ms) after the wait it ends
 PYTHON_NAP_NS = 2_000_000   # the longest nap without the native poll (another MPI)
+LOCAL_NAP_NS = 2_000_000    # ... and when only the local run is left (crashes and the deadline
+                            # are seen after it)
 _EMPTY = np.empty(0, dtype=np.uint8)
 TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
 CTL_TAG = 7
@@ -343,9 +345,11 @@ class _Run:
         naps for 1/NAP_SHARE of the quiet time so far: in the native poll, as ticks of
         1/TICK_SHARE of it, each a futex wait on the local doorbell and then the same tests (a
         message from another host is seen at the end of a tick). A worker rings the doorbell when
-        it ends or fails and when it completes a step whose output another host waits for, so a
-        local event ends the nap at once. The native wait runs every `CHECK_S` and whenever the
-        doorbell moved, to see the local run end, fail, crash or time out."""
+        it ends or fails and when it completes a step the loop waits for (a producer of a send,
+        the last task a gated receive waits for), so a local event ends the nap at once. The
+        native wait (`l3c_wait`: the local run ended, failed, crashed or timed out) runs whenever
+        the doorbell moved, every `CHECK_S` while spinning, and after every nap: a crashed worker
+        rings nothing, so it is seen within a nap span (at most LONG_NAP_NS)."""
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
         testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
         monotonic, probe = time.monotonic, PROBE
@@ -427,7 +431,7 @@ class _Run:
                     if landed >= tr.gate_order and all(
                             load(self.done_word(sl)) >= c for sl, c in tr.gate_slots):
                         item[2] = self.post_receive(tr)
-                        watch_stale = True
+                        progressed = True       # (not a nap: its message may be on its way)
                     else:
                         still.append(item)
                 gated = still
@@ -517,8 +521,11 @@ class _Run:
                 if event == poll.POLL_SEND:
                     posted = watch.take_posted()
                     if posted is not None:
-                        k, handles = posted
+                        k, handles, error = posted
                         self._aimed[k][3] = [MPI.Request.fromhandle(h) for h in handles]
+                        if error is not None:           # the pieces before it are in flight
+                            inflight.extend(self._aimed[k][3])
+                            raise error
                 elif event == poll.POLL_CONTROL:
                     self.poll_control()         # reads it (or raises a peer's failure)
                     last_control = monotonic()
@@ -531,14 +538,15 @@ class _Run:
                 # only after the nap, so at most ~6% later than the wait it ends)
                 nap = min(PYTHON_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
             else:
-                # only the local run is left, and its doorbell ends the nap
-                nap = LONG_NAP_NS if self.peers else 50_000_000
+                # only the local run is left, and its doorbell ends the nap (a crashed worker
+                # rings nothing: the native wait after the nap sees it)
+                nap = LOCAL_NAP_NS
             if not local_done:
-                # on the doorbell: it rings when a local worker ends or fails, and when a step whose
-                # output another host waits for completes (`Step.ring`: its sends are due now)
-                bell = load(doorbell)
+                # on the doorbell: it rings when a local worker ends or fails, and when a step the
+                # loop waits for completes (`Step.ring`). `bell` is the value the last native wait
+                # saw: a ring since then ends this nap at once.
                 sync.wait_ge(doorbell, (bell + 1) & 0xFFFFFFFF, doorbell_waiters, abort_word, 0, nap)
-                last_check = monotonic()
+                bell, last_check = load(doorbell), monotonic()
                 self._local(disp.wait(ctrl, pids, slot_map, deadline_ns, 0, out_ref), out_slot)
                 local_done = self._local_done
             else:

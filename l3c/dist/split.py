@@ -256,15 +256,19 @@ def split(program: Program) -> DistPlan:
     local_after = _local_after(program, host_of)
     written = frozenset(a.tensor for t in program.tasks for a in t.accesses if a.writes)
     on_host: list[list[int]] = [[] for _ in range(hosts)]
+    at: dict[tuple[int, int, int], int] = {}       # (host, slot, queue position) -> task
     for v in program.graph.nodes:
         on_host[host_of[v]].append(v)
+        at[host_of[v], slot_of(program, v), program.task(v).queue_pos] = v
     parts = []
     for h in range(hosts):
         sends = tuple(sorted((t for t in transfers if t.src == h), key=lambda t: (t.producer, t.id)))
         recvs = tuple(sorted((t for t in transfers if t.dst == h), key=lambda t: t.order))
         sequence = tuple((kind, by_draft[id(d)]) for kind, d in sequences[h])
+        # the host's parent must hear at once when these end: a send is due, or a gate opens
+        gates = {at[h, s, count - 1] for t in recvs for s, count in t.gate_slots}
         lowered = lower(program, host=h, inbound=inbound[h],
-                        signal_tasks=frozenset(t.producer for t in sends),
+                        signal_tasks=frozenset(t.producer for t in sends) | gates,
                         local_after=local_after[h], host_tasks=on_host[h], written=written)
         parts.append(HostPart(h, lowered, sends, recvs, sequence))
     stats = {"transfers": len(transfers),

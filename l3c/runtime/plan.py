@@ -38,8 +38,8 @@ class Step:
     group_rank: int = 0
     group_size: int = 1
     signal: bool = False           # a step on another worker waits on this one: publish with a wake
-    ring: bool = False             # another host waits on it: also ring the doorbell, which ends
-                                   # the host parent's nap (its sends are due)
+    ring: bool = False             # the host's parent waits on it (a send becomes due, a gated
+                                   # receive may be posted): also ring the doorbell, ending its nap
     loc: str = ""                  # user's call site, for KernelError
 
 
