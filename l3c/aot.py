@@ -37,7 +37,8 @@ from .ir import (Access, Config, MemoryReport, Param, Program, Region, ResultRef
 from .runtime.plan import Plan, View
 
 MAGIC = b"L3CSCHED"
-FORMAT_VERSION = 2          # 2: the dispatcher yields its core while it spins
+FORMAT_VERSION = 3          # 2: the dispatcher yields its core while it spins; 3: steps say
+                            # whether they ring the doorbell (several hosts)
 HEADER = struct.Struct("<8sIQ32s")
 MAX_PAYLOAD = 1 << 31
 
@@ -308,7 +309,8 @@ def enc_plan(plan: Plan) -> dict:
     return {"chips": plan.chips, "sub_workers": plan.sub_workers, "arena_bytes": plan.arena_bytes,
             "queues": [[{"task": s.task, "kernel": s.kernel, "args": [arg(a) for a in s.args],
                          "waits": [list(w) for w in s.waits], "group_rank": s.group_rank,
-                         "group_size": s.group_size, "signal": s.signal, "loc": s.loc}
+                         "group_size": s.group_size, "signal": s.signal, "ring": s.ring,
+                         "loc": s.loc}
                         for s in q] for q in plan.queues]}
 
 
