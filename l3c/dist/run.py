@@ -282,7 +282,8 @@ class _Run:
 
     def check_remote(self, waiting_for: dict[int, int]) -> None:
         """Raise HostLost for a peer we wait on that stayed silent too long (or past the timeout).
-        `waiting_for`: host -> task we wait for from it (-1: its "done")."""
+        `waiting_for`: host -> task we wait for from it (-1: its "done"; the error then names the
+        last task of its part)."""
         now = time.monotonic()
         limit = launcher.REMOTE_SILENCE
         if launcher.terminated_hint() is not None:      # the launcher said a process ended
@@ -292,8 +293,13 @@ class _Run:
             if silent >= limit or (self.deadline is not None and now >= self.deadline):
                 why = (f"the run's timeout of {self.timeout} s passed" if self.deadline is not None
                        and now >= self.deadline else f"it sent nothing for {silent:.1f} s")
-                what = (f"the transfer of {_describe(self.compiled, task)}" if task >= 0
-                        else "it to finish its part of the run")
+                if task >= 0:
+                    what = f"the transfer of {_describe(self.compiled, task)}"
+                else:                   # its "done": name the task its part ends with
+                    task = max((st.task for q in self.dist.parts[h].lowered.plan.queues
+                                for st in q), default=-1)
+                    what = "it to finish its part of the run" + (
+                        f" (which ends with {_describe(self.compiled, task)})" if task >= 0 else "")
                 t = self.compiled.program.task(task) if task >= 0 else None
                 raise HostLost(f"host {h} stopped answering ({why}) while host {self.host} waited "
                                f"for {what}; it died or stalled", host=h, task=task,
