@@ -27,6 +27,9 @@ Modes:
                              by then, not napping) whose outputs cross to the other host, in both
                              directions; the native poll sent them itself (seen in run.PROBE) in
                              at least one of 4 runs on each rank, and the results match numpy.
+  arenas                     2 hosts, each with its own temporaries in use at the same time: they
+                             share arena offsets (separate arenas), each host's pool is sized by
+                             its own tensors, and the results equal numpy's.
   poll                       the run loop's native poll (l3c/dist/poll.py) on 2 ranks: a due send,
                              a doorbell ring, a send the poll posts itself (MPI_Isend) the moment
                              its word is due, one it cannot post (a bad rank: the MPI error, and
@@ -416,6 +419,38 @@ def ctypes_address(cells) -> int:
     return ctypes.addressof(cells)
 
 
+@l3c.kernel
+def add_chip(x: l3c.In, y: l3c.Out):
+    time.sleep(0.002)                      # both hosts' temporaries are live at the same time
+    y[...] = x + 10 * (l3c.chip_id() + 1)
+
+
+def per_host(x):
+    rows = x.shape[0] // 2
+    out = l3c.empty(x.shape, x.dtype)
+    for h in range(2):
+        with l3c.scope():
+            a = l3c.empty((rows, x.shape[1]), x.dtype)
+            add_chip.on(2 * h)(x[h * rows:(h + 1) * rows], a)
+            add_chip.on(2 * h + 1)(a, out[h * rows:(h + 1) * rows])
+    return out
+
+
+def mode_arenas() -> None:
+    step = l3c.jit(hosts=2, chips=2, timeout=30)(per_host)
+    x = np.arange(64.0).reshape(8, 8)
+    compiled = step.lower(x)
+    temps = [t for t in compiled.program.tensors if t.kind == "intermediate" and t.shape == (4, 8)]
+    ends = compiled.program.reports["host_arena_bytes"]
+    shared = len(temps) == 2 and temps[0].arena_offset == temps[1].arena_offset
+    want = np.concatenate([x[:4] + 10 + 20, x[4:] + 30 + 40])
+    for attempt in range(3):
+        got = step(x)
+        report(f"arenas{attempt}", shared and max(ends) < compiled.memory.naive_bytes
+               and np.array_equal(got, want), f"shared {shared} ends {ends} "
+               f"naive {compiled.memory.naive_bytes} got {got[:, 0]}")
+
+
 def mode_poll() -> None:
     import ctypes
     from l3c.dist import poll
@@ -483,6 +518,8 @@ def main() -> None:
         mode_poll()
     elif mode == "slow":
         mode_slow()
+    elif mode == "arenas":
+        mode_arenas()
     print(f"\nDONE {RANK}", flush=True)
 
 

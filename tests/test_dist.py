@@ -119,6 +119,15 @@ def test_sends_after_a_slow_producer_leave_from_the_native_poll():
 
 
 @needs_mpi
+def test_hosts_share_arena_offsets_for_their_own_tensors():
+    proc = mpiexec(2, DRIVER, "arenas", timeout=60)
+    found = results(proc.stdout)
+    for key in ((r, f"arenas{i}") for r in (0, 1) for i in range(3)):
+        ok, detail = found.get(key, (False, "missing: " + proc.stdout[-2000:] + proc.stderr[-2000:]))
+        assert ok, f"{key}: {detail}"
+
+
+@needs_mpi
 def test_kernel_error_on_one_host_raises_on_every_host_and_pools_recover():
     proc = mpiexec(2, DRIVER, "raise", "2", timeout=60)
     found = results(proc.stdout)
@@ -242,7 +251,7 @@ def _simulate(compiled, args, late: bool):
 
     d = split(compiled.program)
     low = d.parts[0].lowered
-    arenas = [np.zeros(max(low.arena_bytes, 64), np.uint8) for _ in range(d.hosts)]
+    arenas = [np.zeros(max(p.lowered.arena_bytes, 64), np.uint8) for p in d.parts]  # own sizes
     for arena in arenas:
         for view, a in zip(low.input_views, args):
             if view is not None:

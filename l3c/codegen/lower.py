@@ -74,8 +74,11 @@ def landing_slot(program: Program) -> int:
     return program.config.chips + program.config.sub_workers
 
 
-def _tensor_bases(program: Program) -> tuple[dict[int, int], dict[int, View], int, int]:
-    """Byte base of every tensor, the input staging views, the staging size and the arena size."""
+def _tensor_bases(program: Program, host: int | None = None
+                  ) -> tuple[dict[int, int], dict[int, View], int, int]:
+    """Byte base of every tensor, the input staging views, the staging size and the arena size
+    (with `host`, of that host's arena: the memory pass sized each host's by the tensors it
+    holds, `reports["host_arena_bytes"]`; bases of tensors on other hosts lie beyond it)."""
     bases: dict[int, int] = {}
     staging_views: dict[int, View] = {}
     cursor = 0
@@ -88,17 +91,23 @@ def _tensor_bases(program: Program) -> tuple[dict[int, int], dict[int, View], in
         cursor = _align(cursor + max(info.nbytes, 1))
     staging = cursor
     end = staging + program.memory.arena_bytes
+    beyond = False                          # some tensor lies past the planned arena
     for info in program.tensors:
         if info.kind == "input":
             if info.id not in bases:        # an input no parameter names: give it staging room
                 bases[info.id] = end
                 end = _align(end + max(info.nbytes, 1))
+                beyond = True
         elif info.arena_offset is not None:
             bases[info.id] = staging + info.arena_offset
             end = max(end, staging + info.arena_offset + info.nbytes)
         else:
             bases[info.id] = _align(end)
             end = bases[info.id] + info.nbytes
+            beyond = True
+    host_ends = program.reports.get("host_arena_bytes") if host is not None else None
+    if host_ends and not beyond:            # every host sees the same bases, and its own size
+        end = staging + host_ends[host]
     return bases, staging_views, staging, _align(end)
 
 
@@ -199,7 +208,7 @@ def lower(program: Program, host: int | None = None,
         v for v in program.graph.nodes if host is None or program.host_of(program.task(v)) == host]
     slot = {v: slot_of(program, v) for v in nodes}
     landing = {v: (landing_slot(program), k) for v, k in (inbound or {}).items()}
-    bases, staging_views, staging, arena_bytes = _tensor_bases(program)
+    bases, staging_views, staging, arena_bytes = _tensor_bases(program, host)
 
     queues: list[list[int]] = [[] for _ in range(slots)]
     for v in sorted(nodes, key=lambda v: (slot[v], program.task(v).queue_pos)):

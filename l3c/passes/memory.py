@@ -24,6 +24,12 @@ a few tiny tensors), the arena would exceed the naive sum; the pass then packs e
 back to back instead, largest item size first (each at a multiple of its own item size), so
 `lower_bound <= arena <= naive` always holds.
 
+Several hosts: each host has its own arena, so two tensors that no host shares (the hosts of their
+accessing tasks; a returned tensor is on every host, which all receive the results) never
+conflict, whatever their lifetimes: a host's arena holds only its own tensors, and
+`reports["host_arena_bytes"]` gives each host's size (lowering sizes each host's pool by it).
+`arena_bytes` is the largest of them.
+
 Writes `TensorInfo.arena_offset`, `program.memory` (`arena_bytes`, `lower_bound_bytes` = largest
 total of intermediates live at one point of program order, `naive_bytes` = sum of all
 intermediates, `added_edges`, `alignment`: 64, or 0 when packed) and
@@ -118,7 +124,24 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
         report.arena_bytes = offset
     if report.arena_bytes > report.naive_bytes:
         _pack(program, order)
+    if program.config.hosts > 1:
+        hosts = tensor_hosts(program, accesses, returned)
+        ends = [0] * program.config.hosts
+        for tid in order:
+            for h in hosts[tid]:
+                ends[h] = max(ends[h], program.tensors[tid].arena_offset + program.tensors[tid].nbytes)
+        program.reports["host_arena_bytes"] = ends
     return program
+
+
+def tensor_hosts(program: Program, accesses: dict[int, list[int]],
+                 returned: set[int]) -> dict[int, frozenset[int]]:
+    """The hosts whose arena holds each intermediate: those of the tasks that access it, or every
+    host for a returned one (the results are broadcast to all)."""
+    every = frozenset(range(program.config.hosts))
+    return {t.id: every if t.id in returned else
+            frozenset(program.host_of(program.task(v)) for v in accesses.get(t.id, ()))
+            for t in program.tensors if t.kind == "intermediate"}
 
 
 def _pack(program: Program, order: list[int]) -> None:
@@ -280,6 +303,10 @@ class _Planner:
         returned, size, lasts = self.returned, self.size, self.lasts
         host = self.host_of_slot
         several_hosts = program.config.hosts > 1
+        on = {tid: frozenset(host[s] for s in self.firsts.get(tid, ())) for tid in order}
+        every = frozenset(range(program.config.hosts))
+        for tid in returned:
+            on[tid] = every
         active: list[int] = []
         retire_at = RETIRE_CHECK
         top = 0
@@ -299,6 +326,8 @@ class _Planner:
             fixed: set[int] = set()
             hosts_b = {host[s] for s in self.firsts.get(b, ())} if several_hosts else None
             for a in active:
+                if several_hosts and not on[a] & on[b]:
+                    continue                    # no host holds both: separate arenas
                 if a in returned:
                     lo = tensors[a].arena_offset
                     busy[a] = (lo, lo + size[a])

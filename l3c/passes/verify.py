@@ -161,6 +161,11 @@ def _check_memory(program: Program) -> None:
             placed.append(info)
     hb = ancestors(program, queue_order=True)
 
+    hosts_of = None
+    if program.config.hosts > 1:
+        from .memory import tensor_hosts
+        hosts_of = tensor_hosts(program, tasks_of, returned)
+
     def before(x: int, y: int) -> bool:
         """Every access of tensor x happens before every access of tensor y."""
         if x in returned:
@@ -173,6 +178,8 @@ def _check_memory(program: Program) -> None:
         for y in placed[i + 1:]:
             if y.arena_offset >= x.arena_offset + x.nbytes:
                 break
+            if hosts_of is not None and not hosts_of[x.id] & hosts_of[y.id]:
+                continue                        # on different hosts: separate arenas
             if not (before(x.id, y.id) or before(y.id, x.id)):
                 _fail(f"intermediates {x.name} and {y.name} share arena bytes but may be live "
                       f"at once")
