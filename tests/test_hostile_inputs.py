@@ -13,12 +13,11 @@ No case may run a kernel on wrong data: a probe kernel counts its calls in a fil
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import l3c
+from _proc import children
 
 
 @l3c.kernel
@@ -146,16 +145,9 @@ def test_a_shape_whose_arena_cannot_be_mapped_is_an_error_before_running():
     """A broadcast view claims 800 GB without owning it: tracing is fine, the arena cannot exist."""
     huge = np.broadcast_to(np.zeros(1), (10 ** 6, 10 ** 5))
     check(twice_and_bump, np.arange(4.0))
-    children_before = sorted(_children())
+    children_before = children()
     with pytest.raises(l3c.L3CError, match="arena"):
         only_reads(huge)
-    assert sorted(_children()) == children_before  # refused before the running pool was stopped
+    assert children() == children_before  # refused before the running pool was stopped
     check(twice_and_bump, np.arange(4.0))
 
-
-def _children() -> list[str]:
-    out = []
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            out += f.read().split()
-    return out

@@ -18,16 +18,7 @@ PRELUDE = textwrap.dedent(f"""
     from l3c import registry
     from l3c.runtime.plan import Plan, Step, View
     from l3c.runtime.pool import get_pool, shutdown
-
-    def children():
-        out = []
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{{task}}/children") as f:
-                out += f.read().split()
-        return sorted(out)
-
-    def fds():
-        return sorted(os.listdir("/proc/self/fd"))
+    from _proc import children, fds
 
     def key(fn):
         return registry.register(fn, "_runtime_kernels:" + fn.__name__)
@@ -77,7 +68,7 @@ def test_shutdown_leaves_no_child_fd_or_shm():
         assert children() == []
         values, pids = run(add)
         assert values.tolist() == [3.0] * 4, values
-        assert sorted(str(p) for p in pids) == children() and len(pids) == 3
+        assert sorted(pids) == children() and len(pids) == 3
         assert len(fds()) > len(fd0)                # the pool holds its pipes while it runs
         shutdown(); shutdown()
         assert children() == [], children()

@@ -124,7 +124,7 @@ def test_worker_killed_while_idle_is_replaced_before_the_next_run(sig):
 # ------------------------------------------------------------------------------ parent signals
 PRELUDE = textwrap.dedent(f"""
     import os, signal, sys, threading, time
-    sys.path.insert(0, {ROOT!r})
+    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {HERE!r})
     import numpy as np
     import l3c
 
@@ -154,12 +154,7 @@ PRELUDE = textwrap.dedent(f"""
         add.on(1)(x, y)
         return y
 
-    def children():
-        out = []
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{{task}}/children") as f:
-                out += f.read().split()
-        return sorted(int(p) for p in out)
+    from _proc import children
 
     def healthy():
         y = step(np.zeros(4), np.ones(4), seconds=0.0)

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(HERE)
 # stops the pool under that run.
 PRELUDE = textwrap.dedent(f"""
     import os, sys, threading, time
-    sys.path.insert(0, {ROOT!r})
+    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {HERE!r})
     import numpy as np
     import l3c
     import l3c.runtime.pool
@@ -39,12 +39,7 @@ PRELUDE = textwrap.dedent(f"""
     def quick(x):
         add_one(x)
 
-    def children():
-        out = []
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{{task}}/children") as f:
-                out += f.read().split()
-        return sorted(out)
+    from _proc import children
 """)
 
 
