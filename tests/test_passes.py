@@ -383,6 +383,9 @@ def test_random_programs_on_several_hosts_keep_invariants(seed):
     run_passes(prog, options=EVERYTHING)
     for u, v in prog.reports["memory_edges"]:
         assert prog.host_of(prog.task(u)) == prog.host_of(prog.task(v))
+    m = prog.memory
+    assert m.lower_bound_bytes <= m.arena_bytes == max(prog.reports["host_arena_bytes"])
+    assert m.arena_bytes <= m.naive_bytes
 
 
 def test_memory_plan_on_many_workers_reuses_per_chain():

@@ -28,7 +28,8 @@ Several hosts: each host has its own arena, so two tensors that no host shares (
 accessing tasks; a returned tensor is on every host, which all receive the results) never
 conflict, whatever their lifetimes: a host's arena holds only its own tensors, and
 `reports["host_arena_bytes"]` gives each host's size (lowering sizes each host's pool by it).
-`arena_bytes` is the largest of them.
+`arena_bytes` is the largest of them, and `lower_bound_bytes` the largest host's bound (the
+total of its tensors live at one point).
 
 Writes `TensorInfo.arena_offset`, `program.memory` (`arena_bytes`, `lower_bound_bytes` = largest
 total of intermediates live at one point of program order, `naive_bytes` = sum of all
@@ -131,6 +132,11 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
             for h in hosts[tid]:
                 ends[h] = max(ends[h], program.tensors[tid].arena_offset + program.tensors[tid].nbytes)
         program.reports["host_arena_bytes"] = ends
+        report.arena_bytes = max(ends)
+        # each host's arena holds its own live tensors: the bound is the largest host's
+        report.lower_bound_bytes = max(
+            lower_bound({t: iv for t, iv in intervals.items() if h in hosts[t]}, exact)
+            for h in range(program.config.hosts))
     return program
 
 

@@ -139,6 +139,8 @@ def _check_memory(program: Program) -> None:
     align = report.alignment          # 0: packed, each at a multiple of its own item size
     if report.arena_bytes > report.naive_bytes:
         _fail(f"arena {report.arena_bytes} B exceeds the naive plan {report.naive_bytes} B")
+    if report.lower_bound_bytes > report.arena_bytes:
+        _fail(f"arena {report.arena_bytes} B is below its lower bound {report.lower_bound_bytes} B")
     returned = result_tensors(program)
     tasks_of: dict[int, list[int]] = {}
     for task in program.tasks:
