@@ -33,7 +33,9 @@
 2. Planning, without processes: a model program (3 data-parallel layers: 512 matmuls over row
    blocks in groups of 8 + 512 ReLUs, then 64 sub-worker reductions and a final one) traced for
    64 hosts x 8 chips; times the schedule pass and the whole pipeline, and compares the estimated
-   makespan with one host of 8 chips.
+   makespan with one host of 8 chips. Then, also without processes: 8 hosts each working on its own
+   temporaries at once, and the arena each host then needs (each host's arena holds only its own
+   tensors).
 """
 from __future__ import annotations
 
@@ -360,6 +362,39 @@ def plan(hosts: int, chips: int = 8) -> dict:
             "cross_host_edges": program.reports.get("cross_host_edges", 0), "program": program}
 
 
+@l3c.kernel
+def plus_one(x: l3c.In, y: l3c.Out):
+    y[...] = x + 1
+
+
+def own_temporaries(x, hosts=8, chips=2):
+    """Every host works on its own 512 KiB of temporaries, all hosts at once."""
+    rows = x.shape[0] // hosts
+    out = l3c.empty((hosts, 4), x.dtype)
+    for h in range(hosts):
+        with l3c.scope():
+            a = l3c.empty((rows, x.shape[1]), x.dtype)
+            b = l3c.empty((rows, x.shape[1]), x.dtype)
+            plus_one.on(h * chips)(x[h * rows:(h + 1) * rows], a)
+            plus_one.on(h * chips + 1)(a, b)
+            plus_one.on(h * chips)(b[0, :4], out[h])
+    return out
+
+
+def part_arenas() -> None:
+    """Each host's arena holds only its own tensors (passes only, no processes)."""
+    from l3c.ir import Config
+    from l3c.passes import run_passes
+    from l3c.trace import bind_arguments, trace
+    x = np.zeros((8 * 256, 256), np.float32)
+    program = run_passes(trace(own_temporaries, config=Config(chips=2, sub_workers=0, hosts=8),
+                               bound=bind_arguments(own_temporaries, (x,), {}, ())))
+    ends = program.reports["host_arena_bytes"]
+    print(f"own temporaries on 8 hosts (2 x 256 KiB each, all at once): arena per host "
+          f"{max(ends) / 1024:.0f} KiB; all hosts' intermediates together (what one arena "
+          f"for every host would hold) {program.memory.naive_bytes / 1024:.0f} KiB", flush=True)
+
+
 def part_planning() -> None:
     many = plan(64)
     one = plan(1)
@@ -380,6 +415,7 @@ def part_planning() -> None:
 def main() -> None:
     if "--plan" in sys.argv:
         part_planning()
+        part_arenas()
         return
     if "--transfers" in sys.argv:
         part_transfers()
@@ -389,6 +425,7 @@ def main() -> None:
                     "--idle", "--long", "--uneven"],
                    check=True, timeout=600, env=env)
     part_planning()
+    part_arenas()
 
 
 if __name__ == "__main__":
