@@ -302,7 +302,7 @@ def native_send(watch, cells) -> None:
     again = watch.wait(bell, 50), watch.take_posted()   # posted once: due again, not re-sent
     req = MPI.Request.fromhandle(posted[1][0]) if posted else MPI.REQUEST_NULL
     done = req != MPI.REQUEST_NULL and req.Wait() and req == MPI.REQUEST_NULL
-    stamps = watch.sends.noticed, watch.sends.sent
+    stamps = watch.mpi.noticed, watch.mpi.sent
     report("native_send", before == (poll.POLL_IDLE, None) and due == poll.POLL_SEND
            and posted is not None and posted[0] == 0 and len(posted[1]) == 1 and done
            and posted[2] is None and again == (poll.POLL_SEND, None) and 0 < stamps[0] <= stamps[1],

@@ -79,15 +79,15 @@ def _module_ir() -> str:
     status_t = ir.FunctionType(i32, [i32, p32, p8])        # MPI_Request_get_status(req, &flag, st)
     isend_t = ir.FunctionType(i32, [p8, i32, i32, i32, i32, i32, p32])   # MPI_Isend
     iprobe_t = ir.FunctionType(i32, [i32, i32, i32, p32, p8])           # MPI_Iprobe
-    sends_t = ir.LiteralStructType([isend_t.as_pointer(), i64, i64, p32, p32, p64, p32, p32, p32,
+    mpi_t = ir.LiteralStructType([isend_t.as_pointer(), i64, i64, p32, p32, p64, p32, p32, p32,
                                     p32, i64, i64, i64, i64, i64,
                                     iprobe_t.as_pointer(), i64, i64, i64, i64])   # = _Mpi
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, p32, i32, p32, i32, status_t.as_pointer(), p8,
                                                 i64, i32, i64, p64, i64, i32, i32,
-                                                sends_t.as_pointer(), i64]),
+                                                mpi_t.as_pointer(), i64]),
                      name="l3c_dist_poll")
     (words, targets, n_words, reqs, n_reqs, get_status, status, landing, value, waiters, stamp,
-     doorbell, bell, rounds, sends, nap_ns) = fn.args
+     doorbell, bell, rounds, mpi, nap_ns) = fn.args
     entry = fn.append_basic_block("entry")
     round_bb = fn.append_basic_block("round")
     words_bb = fn.append_basic_block("words")
@@ -115,9 +115,9 @@ def _module_ir() -> str:
         return b.add(b.mul(b.load(tsp), i64(1_000_000_000)), b.load(b.gep(tsp, [i32(1)])))
 
     def field(k: int) -> ir.Value:
-        return b.gep(sends, [i32(0), i32(k)])
+        return b.gep(mpi, [i32(0), i32(k)])
 
-    # one round: due sends, then the landing's requests, then the doorbell
+    # one round: due sends, then the landing's requests, the control channel, the doorbell
     b.position_at_end(round_bb)
     r = b.phi(i32, name="r")
     r.add_incoming(i32(0), entry)
@@ -320,7 +320,7 @@ class _Poll:
 
 class _Mpi(ctypes.Structure):
     """What the poll does with MPI besides testing requests: the sends it may post itself, by
-    watched word, and the control communicator it probes (the IR's `sends_t`; every field is 8
+    watched word, and the control communicator it probes (the IR's `mpi_t`; every field is 8
     bytes, so both agree on the layout without padding rules)."""
     _fields_ = [("isend", ctypes.c_void_p),     # MPI_Isend
                 ("comm", ctypes.c_int64),       # communicator and datatype handles (MPI.BYTE)
@@ -363,9 +363,9 @@ class Watch:
         self.publish_word, self.publish_value = 0, 0
         self.stamp = ctypes.c_int64(0) if stamp else None
         self.stamp_ref = ctypes.byref(self.stamp) if stamp else None
-        self.sends = _Mpi(isend=poller.isend, fired=-1, stamps=int(stamp))
-        self.sends_ref = ctypes.byref(self.sends)
-        self._arrays: list = []                 # keeps the arrays `sends` points into alive
+        self.mpi = _Mpi(isend=poller.isend, fired=-1, stamps=int(stamp))
+        self.mpi_ref = ctypes.byref(self.mpi)
+        self._arrays: list = []                 # keeps the arrays `mpi` points into alive
         self._pieces: dict[int, tuple[int, int]] = {}   # word k -> (first piece, count)
 
     def set_words(self, pairs: list[tuple[int, int]],
@@ -381,9 +381,9 @@ class Watch:
         for k, (word, count) in enumerate(pairs):
             self.words[k], self.targets[k] = word, count
         self.n_words = len(pairs)
-        self.sends.fired = -1
+        self.mpi.fired = -1
         if not sends or not any(sends):
-            self.sends.first = None                 # nothing for the poll to post
+            self.mpi.first = None                 # nothing for the poll to post
             return
         first = (ctypes.c_int32 * len(pairs))(*([-1] * len(pairs)))
         count = (ctypes.c_int32 * len(pairs))()
@@ -402,7 +402,7 @@ class Watch:
                 buf[at], nbytes[at], dest[at], tag[at] = address, size, to, t
                 at += 1
         self._arrays = [first, count, buf, nbytes, dest, tag, req]
-        s = self.sends
+        s = self.mpi
         s.comm, s.dtype = comm, dtype
         s.first, s.count, s.buf, s.nbytes, s.dest, s.tag, s.req = (
             ctypes.addressof(a) for a in self._arrays)
@@ -411,7 +411,7 @@ class Watch:
         """Also return POLL_CONTROL when a message with `tag` waits on communicator handle `comm`
         (`MPI_Iprobe` each round): a peer's "done" or failure is then seen within a round, not
         after a nap span. `comm` None: stop probing."""
-        s = self.sends
+        s = self.mpi
         s.iprobe = None if comm is None else self.poller.iprobe
         s.ctl_comm, s.ctl_tag, s.any_source = comm or 0, tag, any_source
 
@@ -419,7 +419,7 @@ class Watch:
         """After POLL_SEND: `(k, request handles, error)` if the poll posted word k's sends, else
         None. `error` is the MPI error of an `MPI_Isend` that failed (the handles are then those
         of the pieces posted before it, still in flight), else None."""
-        s = self.sends
+        s = self.mpi
         k = s.fired
         if k < 0:
             return None
@@ -459,4 +459,4 @@ class Watch:
         return p.fn(self.words, self.targets, self.n_words, self.requests, self.n_requests,
                     p.get_status, p.status, self.publish_word, self.publish_value,
                     self.landing_waiters, self.stamp_ref, self.doorbell, bell, rounds,
-                    self.sends_ref, nap_ns)
+                    self.mpi_ref, nap_ns)

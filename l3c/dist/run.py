@@ -414,8 +414,8 @@ class _Run:
                                 reqs, posted, head[3] = posted, None, None
                                 if probe is not None:
                                     probe.append(("native", tr.id))
-                                    probe.append(("seen", watch.sends.noticed))
-                                    probe.append(("sent", watch.sends.sent))
+                                    probe.append(("seen", watch.mpi.noticed))
+                                    probe.append(("sent", watch.mpi.sent))
                             else:
                                 if probe is not None:
                                     probe.append(("seen", time.monotonic_ns()))
