@@ -241,6 +241,7 @@ class _Run:
         self.done_peers: set[int] = set()
         self.ctl_reqs: list = []
         self._aimed: list = []          # the heads the native poll watches, by word index
+        self._send_handles = (MPI._handleof(self.comm), MPI._handleof(MPI.BYTE))  # for the poll
         self.buffers = _Buffers(pool)
         ctrl = pool.control_address
         self.ctrl = ctrl
@@ -580,8 +581,7 @@ class _Run:
                 word = self.done_word(slot)
                 if sync.load_u32(word) < count:
                     pairs.append((word, count))
-        handleof = self.MPI._handleof
-        watch.set_words(pairs, sends, handleof(self.comm), handleof(self.MPI.BYTE))
+        watch.set_words(pairs, sends, *self._send_handles)
         if landed < len(seq):
             kind, tr, reqs, scatters = seq[landed]
             if kind == "sent":
