@@ -13,6 +13,8 @@ from .runtime.context import chip_id, group_rank, group_size, host_id  # noqa: F
 from .jit import Jitted, jit  # noqa: F401
 from .compiled import Compiled  # noqa: F401
 from .aot import load  # noqa: F401
+from .inflight import Run  # noqa: F401
+from .shared import shared  # noqa: F401
 from .runtime.pool import shutdown  # noqa: F401
 
 __version__ = "0.1.0"

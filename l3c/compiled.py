@@ -9,6 +9,8 @@ from typing import Any
 
 import networkx as nx
 
+from . import inflight
+from .inflight import Limiter
 from .ir import MemoryReport, Program
 
 
@@ -16,12 +18,13 @@ class Compiled:
     """A compiled schedule. `compiled(*args)` runs it; `.graph/.groups/.memory/.dump()` inspect it."""
 
     def __init__(self, program: Program, timeout: float | None = None,
-                 defaults: dict[str, Any] | None = None) -> None:
+                 defaults: dict[str, Any] | None = None, max_inflight: int = 4) -> None:
         self.program = program
         self.timeout = timeout          # the jit's `timeout=`; `l3c.execute.run` uses it by default
         # The jitted function's parameter defaults, so that `step.lower(x)(x)` binds as `step(x)`
         # does; a loaded schedule has none (no Python function): pass it every argument.
         self.defaults = defaults or {}
+        self.limiter = Limiter(max_inflight)     # runs of this schedule in flight at once
         # Filled lazily by later stages (e.g. the lowered plan, the native dispatcher), keyed by name.
         self.artifacts: dict[str, Any] = {}
 
@@ -46,11 +49,30 @@ class Compiled:
         return dump(self.program, format)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run with the arguments `step.lower` got (keywords and defaults bound as there)."""
-        from . import execute
+        """Run with the arguments `step.lower` got (keywords and defaults bound as there).
+        While submitted runs are in flight, the call queues behind them (it sees their effects)."""
+        if inflight.busy():
+            return self.submit(*args, **kwargs).result()
+        return self._run_now(self._bind(args, kwargs))
+
+    def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
+        """Start a run and return its `l3c.Run` at once (see `l3c.inflight`)."""
+        try:
+            values = self._bind(args, kwargs)
+        except Exception as exc:                 # noqa: BLE001 - raised by the run's result()
+            return inflight.failed(exc, self.program.name)
+        return inflight.submit(self, values, self.limiter)
+
+    def _bind(self, args: tuple, kwargs: dict) -> list[Any]:
         if kwargs or len(args) != len(self.program.params):
+            from . import execute
             args = execute.bind_args(self.program, args, kwargs, self.defaults)
-        return execute.run(self, *args)
+        return list(args)
+
+    def _run_now(self, values: list[Any]) -> Any:
+        """One run in the calling thread, with the arguments bound in parameter order."""
+        from . import execute
+        return execute.run(self, *values)
 
     def profile(self, *args: Any, **kwargs: Any) -> Any:
         from . import execute

@@ -18,7 +18,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from . import inflight
 from .compiled import Compiled
+from .inflight import Limiter
 from .errors import ConfigError, L3CError, TraceError
 from .ir import Config, Program
 from .trace import BoundArg, bind_arguments, bound_aliases, trace
@@ -100,7 +102,7 @@ class Jitted:
 
     def __init__(self, fn: Callable, *, chips: int | None = None, sub_workers: int = 0,
                  hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, max_inflight: int = 4) -> None:
         if isinstance(static_argnames, str):
             static_argnames = (static_argnames,)
         self.fn = fn
@@ -110,6 +112,8 @@ class Jitted:
         self.static_argnames = tuple(static_argnames)
         self.fuse_groups = bool(fuse_groups)
         self.timeout = _timeout(timeout)
+        self.max_inflight = _setting("max_inflight", max_inflight, 1)
+        self.limiter = Limiter(self.max_inflight)   # runs in flight of every signature together
         self.config = Config(chips=self.chips, sub_workers=self.sub_workers, hosts=self.hosts,
                              fuse_groups=self.fuse_groups)
         self.traces = 0                 # how many times the function was traced (tests, logs)
@@ -183,7 +187,7 @@ class Jitted:
                 defaults = {p.name: p.default for p in inspect.signature(self.fn).parameters.values()
                             if p.default is not inspect.Parameter.empty}
                 entry.compiled = Compiled(self._run_passes(entry.program), timeout=self.timeout,
-                                          defaults=defaults)
+                                          defaults=defaults, max_inflight=self.max_inflight)
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
@@ -194,8 +198,20 @@ class Jitted:
         return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if inflight.busy():             # queue behind the runs in flight: see their effects
+            return self.submit(*args, **kwargs).result()
         compiled = self.lower(*args, **kwargs)
-        return compiled(*[b.value for b in self._bind(args, kwargs)])
+        return compiled._run_now([b.value for b in self._bind(args, kwargs)])
+
+    def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
+        """Start a run and return its `l3c.Run` at once; `step(*args)` is
+        `step.submit(*args).result()`. Tracing errors are raised by the run's `result()`."""
+        try:
+            compiled = self.lower(*args, **kwargs)
+            values = [b.value for b in self._bind(args, kwargs)]
+        except Exception as exc:        # noqa: BLE001 - raised by the run's result()
+            return inflight.failed(exc, self.fn.__name__)
+        return inflight.submit(compiled, values, self.limiter)
 
     def eager(self, *args: Any, **kwargs: Any) -> Any:
         """Run the traced calls one by one through the dynamic runtime (the reference semantics).
@@ -215,10 +231,11 @@ class Jitted:
 
 def jit(fn: Callable | None = None, *, chips: int | None = None, sub_workers: int = 0,
         hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
-        timeout: float | None = None) -> Any:
+        timeout: float | None = None, max_inflight: int = 4) -> Any:
     """`@l3c.jit` or `@l3c.jit(chips=..., ...)`: make a `Jitted` orchestration function."""
     options = dict(chips=chips, sub_workers=sub_workers, hosts=hosts,
-                   static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout)
+                   static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout,
+                   max_inflight=max_inflight)
     if fn is None:
         return lambda f: Jitted(f, **options)
     return Jitted(fn, **options)

@@ -1,0 +1,182 @@
+"""Runs in flight: `step.submit(*args)` returns an `l3c.Run` at once; `run.result()` waits.
+
+Semantics (what callers rely on):
+
+- A submitted run captures its ordinary array arguments when `submit` returns (they are copied),
+  so the caller may change them at once; arguments the run writes are copied back into the
+  caller's arrays before its `result()` returns.
+- `l3c.shared` arrays are not captured: a run uses them as they are when it starts, so runs that
+  touch one shared array take effect in submission order and each sees what earlier runs wrote.
+- An error is raised by the failing run's own `result()`; later runs still run.
+- At most `max_inflight` runs of one function are in flight: `submit` waits for a slot.
+
+How: one daemon thread per process takes submitted runs from a queue, in submission order, and
+runs each through the same path as a direct call. The pool runs one schedule at a time, so this
+order costs no overlap the pool could give today, and it is what makes the shared-array order hold
+across functions and threads. A direct call made while runs are queued goes through the queue too
+(`step(*args)` is `step.submit(*args).result()`), so it sees their effects. Several-host functions
+run at `submit` in the calling thread: every rank must make the same calls in the same order, and
+a thread per rank could interleave them differently.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import Timeout
+from .shared import is_shared
+
+
+class Run:
+    """A submitted run: `done()` says whether it finished, `result(timeout)` waits for it and
+    returns what the call returns, or raises the run's error."""
+
+    def __init__(self, description: str = "") -> None:
+        self._finished = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._description = description
+
+    def done(self) -> bool:
+        """True once the run has finished, successfully or not."""
+        return self._finished.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The run's results (as the direct call returns them); raises the run's error. With
+        `timeout` seconds, raises `l3c.Timeout` if the run has not finished by then (the run goes
+        on; call `result` again)."""
+        if not self._finished.wait(timeout):
+            raise Timeout(f"run {self._description} did not finish within {timeout} s (it is "
+                          "still in flight; call result() again to wait longer)")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._value, self._error = value, error
+        self._finished.set()
+
+    def __repr__(self) -> str:
+        state = ("failed" if self._error is not None else "done") if self.done() else "in flight"
+        return f"<l3c.Run {self._description} {state}>"
+
+
+class Limiter:
+    """`max_inflight` slots of one function; `submit` takes one, the run's end gives it back."""
+
+    def __init__(self, max_inflight: int) -> None:
+        self.max_inflight = max_inflight
+        self._slots = threading.BoundedSemaphore(max_inflight)
+
+    def acquire(self) -> None:
+        self._slots.acquire()
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+class _Submitter:
+    """The thread that runs submitted runs in submission order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0               # queued or running
+        self._thread: threading.Thread | None = None
+
+    def pending(self) -> int:
+        return self._pending
+
+    def put(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="l3c-submitted-runs",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put(work)
+
+    def _loop(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                work()
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+
+_SUBMITTER = _Submitter()
+
+
+def busy() -> bool:
+    """Are submitted runs queued or running? (Then a direct call must queue behind them.)"""
+    return _SUBMITTER.pending() > 0
+
+
+def written_params(compiled: Any) -> tuple[int, ...]:
+    """Indices of the parameters some kernel of `compiled` writes (cached on it)."""
+    found = compiled.artifacts.get("written_params")
+    if found is None:
+        program = compiled.program
+        written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+        found = compiled.artifacts["written_params"] = tuple(
+            i for i, p in enumerate(program.params) if p.tensor is not None and p.tensor in written)
+    return found
+
+
+def _capture(values: list[Any]) -> list[Any]:
+    """Copies of the ordinary arrays among `values` (one copy per distinct array, so an array
+    passed twice stays one array); shared arrays and statics as they are."""
+    copies: dict[int, np.ndarray] = {}
+    captured = []
+    for v in values:
+        if isinstance(v, np.ndarray) and not is_shared(v):
+            if id(v) not in copies:
+                copies[id(v)] = np.array(v, copy=True)
+            v = copies[id(v)]
+        captured.append(v)
+    return captured
+
+
+def submit(compiled: Any, values: list[Any], limiter: Limiter) -> Run:
+    """Queue one run of `compiled` with `values` (bound, in parameter order)."""
+    run = Run(compiled.program.name)
+    if compiled.program.config.hosts > 1:
+        _run_now(run, compiled, values)
+        return run
+    written = written_params(compiled)
+    captured = _capture(values)
+    limiter.acquire()
+
+    def work() -> None:
+        try:
+            value = compiled._run_now(captured)
+            for i in written:
+                if captured[i] is not values[i]:
+                    np.copyto(values[i], captured[i])
+            run._finish(value)
+        except BaseException as exc:   # noqa: BLE001 - the run's own error, raised by result()
+            run._finish(error=exc)
+        finally:
+            limiter.release()
+
+    _SUBMITTER.put(work)
+    return run
+
+
+def _run_now(run: Run, compiled: Any, values: list[Any]) -> None:
+    try:
+        run._finish(compiled._run_now(values))
+    except Exception as exc:           # noqa: BLE001 - raised by result(), as for queued runs
+        run._finish(error=exc)
+
+
+def failed(error: BaseException, description: str = "") -> Run:
+    """A run that failed before it could be queued (binding, tracing): `result()` raises it."""
+    run = Run(description)
+    run._finish(error=error)
+    return run
