@@ -51,9 +51,10 @@ class Compiled:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run with the arguments `step.lower` got (keywords and defaults bound as there).
         While submitted runs are in flight, the call queues behind them (it sees their effects)."""
+        values = self._bind(args, kwargs)
         if inflight.busy():
-            return self.submit(*args, **kwargs).result()
-        return self._run_now(self._bind(args, kwargs))
+            return inflight.call_queued(self, values, self.limiter)
+        return self._run_now(values)
 
     def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
         """Start a run and return its `l3c.Run` at once (see `l3c.inflight`)."""
@@ -69,10 +70,11 @@ class Compiled:
             args = execute.bind_args(self.program, args, kwargs, self.defaults)
         return list(args)
 
-    def _run_now(self, values: list[Any]) -> Any:
-        """One run in the calling thread, with the arguments bound in parameter order."""
+    def _run_now(self, values: list[Any], timeout: float | None = None) -> Any:
+        """One run in the calling thread, with the arguments bound in parameter order; `timeout`
+        defaults to the jit's."""
         from . import execute
-        return execute.run(self, *values)
+        return execute.run(self, *values, timeout=timeout)
 
     def profile(self, *args: Any, **kwargs: Any) -> Any:
         from . import execute

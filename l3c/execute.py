@@ -16,15 +16,16 @@ the parent only sleeps on the doorbell.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from .codegen.dispatcher import Dispatcher, build
 from .codegen.lower import LoweredProgram, lower
-from .errors import ScheduleError
+from .errors import ScheduleError, Timeout
 from .ir import Program
 from .trace import input_aliases
 from .runtime import layout
@@ -177,6 +178,22 @@ def _arena_arrays(lowered: LoweredProgram, pool: Any, plan: Any) -> tuple[list, 
     return arrays
 
 
+def _busy(name: str, timeout: float | None) -> Timeout:
+    return Timeout(f"{name}: the workers were busy with another thread's run for the whole "
+                   f"timeout ({timeout} s); this run did not start")
+
+
+@contextlib.contextmanager
+def _turn(pool: Any, name: str, timeout: float | None) -> Iterator[None]:
+    """The pool's lock (one run at a time), waited for at most `timeout` seconds."""
+    if not pool.lock.acquire(timeout=-1 if timeout is None else timeout):
+        raise _busy(name, timeout)
+    try:
+        yield
+    finally:
+        pool.lock.release()
+
+
 def run(compiled: Any, *args: Any, timeout: float | None = None,
         _stamps: dict | None = None) -> Any:
     """Run a compiled schedule once with `args` (one per parameter of the jitted function).
@@ -198,8 +215,12 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
             raise readonly_error(program, i)
     if timeout is None:
         timeout = getattr(compiled, "timeout", None)
+    # The deadline covers the whole call: waiting for a pool busy with another thread's run too.
+    deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
     pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
-    with pool.lock:
+    with _turn(pool, program.name, timeout):
+        if deadline and time.monotonic_ns() >= deadline:
+            raise _busy(program.name, timeout)
         plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
         slot_map = pool.slot_map(plan)
         staging, results = _arena_arrays(lowered, pool, plan)
@@ -208,7 +229,6 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
                 staged[...] = array
         ctrl, pids = pool.control_address, pool.pids_address
         out_slot = ctypes.c_int32(-1)
-        deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         if _stamps is not None:               # workers record every step: see layout.RUN_PROFILE
             _clear_stamps(pool, plan)
             _stamps["t0"] = time.monotonic_ns()

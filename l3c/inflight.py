@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +40,9 @@ class Run:
         self._value: Any = None
         self._error: BaseException | None = None
         self._description = description
+        self._lock = threading.Lock()
+        self._started = False           # taken by the submitter thread
+        self._cancelled = False         # given up before it started: it never runs
 
     def done(self) -> bool:
         """True once the run has finished, successfully or not."""
@@ -54,6 +58,21 @@ class Run:
         if self._error is not None:
             raise self._error
         return self._value
+
+    def _start(self) -> bool:
+        """The submitter takes the run; False if it was cancelled first."""
+        with self._lock:
+            self._started = not self._cancelled
+            return self._started
+
+    def _cancel(self, error: BaseException) -> bool:
+        """Give the run up if it has not started (it finishes with `error`); False if it has."""
+        with self._lock:
+            if self._started:
+                return False
+            self._cancelled = True
+        self._finish(error=error)
+        return True
 
     def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
         self._value, self._error = value, error
@@ -142,8 +161,10 @@ def _capture(values: list[Any]) -> list[Any]:
     return captured
 
 
-def submit(compiled: Any, values: list[Any], limiter: Limiter) -> Run:
-    """Queue one run of `compiled` with `values` (bound, in parameter order)."""
+def submit(compiled: Any, values: list[Any], limiter: Limiter,
+           deadline: float | None = None) -> Run:
+    """Queue one run of `compiled` with `values` (bound, in parameter order). With `deadline`
+    (time.monotonic()), the run gets what is left of it as its timeout when it starts."""
     run = Run(compiled.program.name)
     if compiled.program.config.hosts > 1:
         _run_now(run, compiled, values)
@@ -154,7 +175,15 @@ def submit(compiled: Any, values: list[Any], limiter: Limiter) -> Run:
 
     def work() -> None:
         try:
-            value = compiled._run_now(captured)
+            if not run._start():
+                return
+            timeout = compiled.timeout
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise Timeout(f"{compiled.program.name}: the timeout ran out while waiting "
+                                  "for the runs in flight ahead of it; this run did not start")
+            value = compiled._run_now(captured, timeout=timeout)
             for i in written:
                 if captured[i] is not values[i]:
                     np.copyto(values[i], captured[i])
@@ -168,7 +197,21 @@ def submit(compiled: Any, values: list[Any], limiter: Limiter) -> Run:
     return run
 
 
+def call_queued(compiled: Any, values: list[Any], limiter: Limiter) -> Any:
+    """A direct call made while runs are in flight: queued behind them (so it sees their effects
+    on shared arrays), its `timeout` covering the wait in the queue as well as the run."""
+    timeout = compiled.timeout
+    if timeout is None:
+        return submit(compiled, values, limiter).result()
+    run = submit(compiled, values, limiter, deadline=time.monotonic() + timeout)
+    if not run._finished.wait(timeout):
+        run._cancel(Timeout(f"{compiled.program.name}: waited for the runs in flight ahead of it "
+                            f"for the whole timeout ({timeout} s); this run did not start"))
+    return run.result()
+
+
 def _run_now(run: Run, compiled: Any, values: list[Any]) -> None:
+    """A several-host run, made in the calling thread before `submit` returns."""
     try:
         run._finish(compiled._run_now(values))
     except Exception as exc:           # noqa: BLE001 - raised by result(), as for queued runs

@@ -198,10 +198,11 @@ class Jitted:
         return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if inflight.busy():             # queue behind the runs in flight: see their effects
-            return self.submit(*args, **kwargs).result()
         compiled = self.lower(*args, **kwargs)
-        return compiled._run_now([b.value for b in self._bind(args, kwargs)])
+        values = [b.value for b in self._bind(args, kwargs)]
+        if inflight.busy():             # queue behind the runs in flight: see their effects
+            return inflight.call_queued(compiled, values, self.limiter)
+        return compiled._run_now(values)
 
     def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
         """Start a run and return its `l3c.Run` at once; `step(*args)` is

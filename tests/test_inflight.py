@@ -254,3 +254,39 @@ def test_nothing_is_left_behind_when_the_parent_is_killed(tmp_path):
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == -9 and "ready" in proc.stdout, proc.stderr
     assert set(os.listdir("/dev/shm")) - shm_before == set()
+
+
+@l3c.jit(chips=1, timeout=0.5)
+def impatient(x):
+    y = l3c.empty_like(x)
+    slow_add(0.0, x, y)
+    return y
+
+
+def test_a_call_timeout_covers_waiting_for_workers_busy_with_another_thread():
+    """The other thread's long run is not disturbed (no worker is replaced), and the impatient
+    call raises Timeout within about its timeout."""
+    x = np.zeros(2)
+    impatient(x)
+    slow = threading.Thread(target=one_at_a_time, args=(x, 2.0))
+    slow.start()
+    time.sleep(0.3)                               # the slow run holds the workers now
+    t0 = time.monotonic()
+    with pytest.raises(l3c.Timeout, match="busy with another thread's run"):
+        impatient(x)
+    assert time.monotonic() - t0 < 1.5
+    slow.join(30)
+    np.testing.assert_array_equal(one_at_a_time(x), np.ones(2))
+    np.testing.assert_array_equal(impatient(x), np.ones(2))
+
+
+def test_a_call_queued_behind_runs_in_flight_times_out_without_running():
+    s = l3c.shared(np.zeros(2))
+    impatient_bump = l3c.jit(chips=2, timeout=0.3)(bump_it.fn)
+    impatient_bump(s)                             # compiled; s is 1 now
+    ahead = bump_it.submit(s, 1.5)
+    with pytest.raises(l3c.Timeout, match="runs in flight ahead of it"):
+        impatient_bump(s)
+    ahead.result(timeout=30)
+    time.sleep(0.3)                               # a cancelled run would have run by now
+    np.testing.assert_array_equal(s, [2.0, 2.0])  # the timed-out call never ran

@@ -168,15 +168,21 @@ class Pool:
         return self._ctl is not None
 
     def ensure(self, chips: int, sub_workers: int, arena_bytes: int) -> None:
-        """Start the pool, or restart it bigger, so that the request fits."""
+        """Start the pool, or restart it bigger, so that the request fits. A request that fits
+        takes no lock: another thread's run holds it, and this call's timeout starts now."""
+        if self._fits(chips, sub_workers, arena_bytes):
+            return
         with self.lock:
-            if (self.started and chips <= self.chips and sub_workers <= self.sub_workers
-                    and arena_bytes <= self.arena_capacity):
+            if self._fits(chips, sub_workers, arena_bytes):
                 return
             capacity = max(MIN_ARENA, arena_bytes, self.arena_capacity)
             if self.started and arena_bytes > self.arena_capacity:
                 capacity = max(capacity, 2 * self.arena_capacity)
             self._restart(max(chips, self.chips), max(sub_workers, self.sub_workers), capacity)
+
+    def _fits(self, chips: int, sub_workers: int, arena_bytes: int) -> bool:
+        return (self.started and chips <= self.chips and sub_workers <= self.sub_workers
+                and arena_bytes <= self.arena_capacity)
 
     def _restart(self, chips: int, sub_workers: int, capacity: int) -> None:
         self._check_request(chips, sub_workers, capacity)   # refuse before stopping a good pool
