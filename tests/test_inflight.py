@@ -253,7 +253,9 @@ def test_nothing_is_left_behind_when_the_parent_is_killed(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == -9 and "ready" in proc.stdout, proc.stderr
-    assert set(os.listdir("/dev/shm")) - shm_before == set()
+    new = {name for name in set(os.listdir("/dev/shm")) - shm_before
+           if not name.startswith("mpich_shm_")}     # other processes' MPI jobs, not this one
+    assert new == set()
 
 
 @l3c.jit(chips=1, timeout=0.5)
