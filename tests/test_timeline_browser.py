@@ -4,6 +4,7 @@ worker's kernels in it. Skipped where no Chromium is installed (`.ci/run` instal
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -110,10 +111,43 @@ def test_the_screenshot_shows_each_workers_kernels_in_its_lane(page, tmp_path):
     for lane_index, (y0, y1) in enumerate(lanes):
         strip = image[y0:y1, LAYOUT["left"]:, :].astype(int)
         main_kernel = max((b for b in model.bars if b.lane == lane_index), key=lambda b: b.dur).kernel
-        rgb = [int(colours[main_kernel][i:i + 2], 16) for i in (1, 3, 5)]
-        hits = (abs(strip - rgb).max(axis=2) <= 3).sum()
+        hits = solid_pixels(strip, colours[main_kernel])
         assert hits >= 20, f"lane {lane_index}: {hits} pixels of {main_kernel}'s colour"
         others = [k for k in colours if all(b.kernel != k for b in model.bars if b.lane == lane_index)]
         for kernel in others:                               # no other lane's kernel drawn here
-            rgb = [int(colours[kernel][i:i + 2], 16) for i in (1, 3, 5)]
-            assert (abs(strip - rgb).max(axis=2) <= 3).sum() < 5, f"{kernel} in lane {lane_index}"
+            assert solid_pixels(strip, colours[kernel]) == 0, f"{kernel} in lane {lane_index}"
+
+
+def solid_pixels(strip, colour: str) -> int:
+    """Pixels of `colour` whose 2x2 block is all that colour: a filled bar, not the odd
+    anti-aliased pixel of a line that happens to blend to the same shade."""
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    match = abs(strip - rgb).max(axis=2) <= 3
+    return int((match[:-1, :-1] & match[1:, :-1] & match[:-1, 1:] & match[1:, 1:]).sum())
+
+
+def test_a_task_link_pins_its_details_and_highlights_its_group(page, tmp_path):
+    program, trace, path = page
+    task = next(t for t in program.tasks if t.group is not None)
+    members = program.groups[task.group]
+    dom = parse_html(browse(path, "--dump-dom", fragment=f"#task={task.id}", tmp=tmp_path).stdout)
+    tooltip = dom.by_id("tooltip")
+    assert "hidden" not in tooltip.attrs, "the details were not shown"
+    rows = {div.find_all("b")[0].text.strip(): div.text.split(" ", 1)[1] if " " in div.text else ""
+            for div in tooltip.find_all("div")}
+    slice_ = next(e for e in trace["traceEvents"] if e["ph"] == "X" and e["args"]["task"] == task.id)
+    assert rows["task"].endswith(f"#{task.id}") and rows["kernel"].endswith(task.kernel)
+    assert rows["called at"].endswith(task.loc)
+    assert rows["worker"].endswith(f"chip {task.chip}")
+    assert rows["group"].endswith(f"{task.group}, member {task.group_rank} of {len(members)}")
+    for key, value in (("start", slice_["ts"]), ("duration", slice_["dur"])):
+        assert re.search(r"[\d.]+ (ns|µs|ms|s)$", rows[key]), rows[key]
+        assert float(rows[key].split()[-2]) == pytest.approx(
+            _in_unit(value, rows[key].split()[-1]), rel=0.01, abs=0.5)
+    data = embedded_data(dom)
+    hot = {data["bars"][int(r.attrs["data-i"])][4] for r in dom.find_all("rect", "hot")}
+    assert hot == set(members)
+
+
+def _in_unit(us: float, unit: str) -> float:
+    return us * {"ns": 1e3, "µs": 1.0, "ms": 1e-3, "s": 1e-6}[unit]

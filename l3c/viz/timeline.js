@@ -239,9 +239,25 @@
   }
   window.addEventListener("resize", fit);
 
-  var match = /^#t=([0-9.eE+-]+),([0-9.eE+-]+)$/.exec(window.location.hash);
+  /* FILE.html#t=START,END opens on that window (microseconds); #task=ID (also after &) opens
+     with that task's details pinned, as a click would. */
+  var params = {};
+  window.location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+    var eq = part.indexOf("=");
+    if (eq > 0) params[part.slice(0, eq)] = part.slice(eq + 1);
+  });
   width = Math.max(600, Math.floor(chart.clientWidth || L.width));
-  if (match) setView(Number(match[1]), Number(match[2]));
+  var asked = /^([0-9.eE+-]+),([0-9.eE+-]+)$/.exec(params.t || "");
+  if (asked) setView(Number(asked[1]), Number(asked[2]));
   else render();
+  if (params.task !== undefined) {
+    var wanted = data.bars.findIndex(function (b) { return String(b[4]) === params.task; });
+    if (wanted >= 0) {
+      var box = rects[wanted].getBoundingClientRect();
+      pinned = wanted;
+      showTooltip(wanted, box.left + box.width / 2, box.top + box.height / 2);
+      highlight(wanted);
+    }
+  }
   document.documentElement.setAttribute("data-rendered", String(rects.length));
 })();

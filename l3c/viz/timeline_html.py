@@ -4,7 +4,8 @@ The page needs nothing outside itself: no network, no external script, styleshee
 script and style are inlined, the text uses the browser's own fonts). The SVG is drawn here, in
 full, so the picture is there even where scripts do not run; the inlined script (`timeline.js`)
 adds zoom and pan on the time axis (wheel, drag, buttons, keys, or `#t=START,END` in microseconds
-after the file name), hover and click details, and highlighting of a task's group and arrows. It
+after the file name), hover and click details (`#task=ID` opens with a task's details pinned), and
+highlighting of a task's group and arrows. It
 redraws from the JSON model embedded in the page, with the same geometry as `LAYOUT` below.
 """
 from __future__ import annotations
@@ -152,15 +153,16 @@ def _svg(model: Timeline, data: dict[str, Any]) -> str:
     for i, b in enumerate(model.bars):
         fill = data["kernels"][data["bars"][i][3]]["colour"]
         x0, x1 = scale.x(b.start), scale.x(b.end)
-        out.append(f'<rect class="task{" crit" if i in on_path else ""}" data-i="{i}" x="{x0:.2f}" y="{lane_y[b.lane] + pad}" '
+        classes = "task crit" if i in on_path else "task"
+        out.append(f'<rect class="{classes}" data-i="{i}" x="{x0:.2f}" y="{lane_y[b.lane] + pad}" '
                    f'width="{max(x1 - x0, 1.0):.2f}" height="{LAYOUT["bar"]}" fill="{fill}"/>')
     out.append('</g><g id="labels">')
     for i, b in enumerate(model.bars):
         x0, x1 = scale.x(b.start), scale.x(b.end)
-        if x1 - x0 >= 7 * len(b.name) + 6:
+        if x1 - x0 >= 7 * len(b.label) + 6:
             fill = data["kernels"][data["bars"][i][3]]["colour"]
             out.append(f'<text x="{x0 + 3:.1f}" y="{mid(b.lane) + 4:.1f}" fill="{text_on(fill)}">'
-                       f'{esc(b.name)}</text>')
+                       f'{esc(b.label)}</text>')
     out.append('</g><g id="groups">')
     for members in data["groups"]:
         out.append(f'<path class="group" d="{_group_path(model, members, scale, mid)}"/>')
@@ -173,9 +175,9 @@ def _svg(model: Timeline, data: dict[str, Any]) -> str:
     out.append('</g><g id="arrows">')
     for j, (a, row) in enumerate(zip(model.arrows, data["arrows"])):
         kind = row[4]
+        path = _flow_path(scale.x(a.src_t), mid(a.src_lane), scale.x(a.dst_t), mid(a.dst_lane))
         out.append(f'<path class="flow" data-i="{j}" stroke="{data["kinds"][kind]["colour"]}" '
-                   f'marker-end="url(#arrowhead-{kind})" '
-                   f'd="{_flow_path(scale.x(a.src_t), mid(a.src_lane), scale.x(a.dst_t), mid(a.dst_lane))}"/>')
+                   f'marker-end="url(#arrowhead-{kind})" d="{path}"/>')
     out.append("</g></g></svg>")
     return "".join(out)
 

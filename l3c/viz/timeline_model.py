@@ -51,6 +51,11 @@ class Bar:
     def end(self) -> float:
         return self.start + self.dur
 
+    @property
+    def label(self) -> str:
+        """What the bar says when it is wide enough: `kernel #id`, and the loop trip if any."""
+        return self.name if self.iteration is None else f"{self.name} i{self.iteration}"
+
 
 @dataclass
 class Arrow:
