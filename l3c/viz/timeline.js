@@ -49,7 +49,9 @@
   }
 
   function flowPath(x1, y1, x2, y2) {
-    y2 = y2 > y1 ? y2 - L.bar / 2 : y2 + L.bar / 2;
+    var towards = y2 > y1 ? 1 : -1;
+    y1 += towards * L.bar / 2;
+    y2 -= towards * L.bar / 2;
     var bend = (y2 - y1) / 2;
     return "M" + x1.toFixed(1) + "," + y1.toFixed(1) + " C" + x1.toFixed(1) + "," +
       (y1 + bend).toFixed(1) + " " + x2.toFixed(1) + "," + (y2 - bend).toFixed(1) + " " +
@@ -91,10 +93,13 @@
       path.setAttribute("d", flowPath(x(a[1]), mid(a[0]), x(a[3]), mid(a[2])));
     });
     groupPaths.forEach(function (path, g) {
-      path.setAttribute("d", "M" + data.groups[g].map(function (i) {
-        var b = data.bars[i];
-        return x(b[1] + b[2] / 2).toFixed(1) + "," + mid(b[0]).toFixed(1);
-      }).join(" L"));
+      var members = data.groups[g], d = [];
+      for (var k = 0; k + 1 < members.length; k++) {
+        var a = data.bars[members[k]], b = data.bars[members[k + 1]];
+        d.push("M" + x(a[1] + a[2] / 2).toFixed(1) + "," + (mid(a[0]) + L.bar / 2).toFixed(1) +
+               " L" + x(b[1] + b[2] / 2).toFixed(1) + "," + (mid(b[0]) - L.bar / 2).toFixed(1));
+      }
+      path.setAttribute("d", d.join(" "));
     });
     critPaths.forEach(function (path, k) {
       var u = data.bars[data.critical[k]], v = data.bars[data.critical[k + 1]];
@@ -253,6 +258,9 @@
   if (params.task !== undefined) {
     var wanted = data.bars.findIndex(function (b) { return String(b[4]) === params.task; });
     if (wanted >= 0) {
+      var bar = data.bars[wanted], span = view.t1 - view.t0;
+      if (bar[1] + bar[2] < view.t0 || bar[1] > view.t1)   /* bring it into view */
+        setView(bar[1] + bar[2] / 2 - span / 2, bar[1] + bar[2] / 2 + span / 2);
       var box = rects[wanted].getBoundingClientRect();
       pinned = wanted;
       showTooltip(wanted, box.left + box.width / 2, box.top + box.height / 2);

@@ -183,15 +183,20 @@ def _svg(model: Timeline, data: dict[str, Any]) -> str:
 
 
 def _group_path(model: Timeline, members: list[int], scale: _Scale, mid: Any) -> str:
-    """A line through the members' bars, top lane to bottom lane, at each member's middle."""
+    """Lines joining the members' bars, lane by lane downwards, from the bottom edge of one bar to
+    the top edge of the next (so they cross no bar's label)."""
+    half = LAYOUT["bar"] / 2
     points = [(scale.x(model.bars[i].start + model.bars[i].dur / 2), mid(model.bars[i].lane))
               for i in members]
-    return "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    return " ".join(f"M{xa:.1f},{ya + half:.1f} L{xb:.1f},{yb - half:.1f}"
+                    for (xa, ya), (xb, yb) in zip(points, points[1:]))
 
 
 def _flow_path(x1: float, y1: float, x2: float, y2: float) -> str:
-    """A curve from the producer's bar to the start of the consumer's, ending on its lane's edge."""
-    y2 = y2 - LAYOUT["bar"] / 2 if y2 > y1 else y2 + LAYOUT["bar"] / 2
+    """A curve from the producer's bar to the start of the consumer's, leaving and entering the
+    bars at their edges facing each other."""
+    towards = 1 if y2 > y1 else -1
+    y1, y2 = y1 + towards * LAYOUT["bar"] / 2, y2 - towards * LAYOUT["bar"] / 2
     bend = (y2 - y1) / 2
     return f"M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + bend:.1f} {x2:.1f},{y2 - bend:.1f} {x2:.1f},{y2:.1f}"
 
