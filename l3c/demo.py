@@ -151,6 +151,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError(f"--{name} must be between {low} and {high}, got {value}")
     if opts.rows % TILES:
         raise ValueError(f"--rows must be a multiple of {TILES} (the MLP's row tiles), got {opts.rows}")
+    if not opts.timeline.lower().endswith((".html", ".htm")):
+        raise ValueError(f"--timeline must name an .html file, got {opts.timeline!r}")
     return opts
 
 
@@ -163,7 +165,7 @@ def _write_timeline(trace: Any, path: str) -> str:
     try:
         trace.save(path)
     except l3c.L3CError:
-        path = os.path.join(tempfile.gettempdir(), os.path.basename(path))
+        path = os.path.join(tempfile.gettempdir(), os.path.basename(path) or TIMELINE)
         trace.save(path)
     return os.path.abspath(path)
 

@@ -84,6 +84,7 @@ def test_readme_example_runs_verbatim(tmp_path):
     (["--repeats", "0"], "--repeats must be between 1 and"),
     (["--repeats", "-1"], "--repeats must be between 1 and"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--timeline", "run.json"], "--timeline must name an .html file"),
 ])
 def test_demo_refuses_bad_options_in_one_line(argv, why, capsys):
     assert l3c.cli.main(["demo", *argv]) == 1
