@@ -3,7 +3,7 @@
     l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot|svg|png] [--after PASS] [-o FILE]
     l3c compile TARGET [--arg SPEC]... -o FILE
     l3c run FILE --input IN.npz [--output OUT.npz]
-    l3c profile TARGET [--arg SPEC]... -o TRACE.json
+    l3c profile TARGET [--arg SPEC]... -o TIMELINE.html|TRACE.json
     l3c demo
 
 TARGET is `path/to/file.py:function` or `package.module:function` naming an `l3c.jit` function.
@@ -181,6 +181,10 @@ def cmd_dump_ir(ns: argparse.Namespace) -> int:
         program = jitted.lower(*args).program
     else:
         program = jitted._run_passes(jitted.trace(*args), until=ns.after)
+    if ns.format == "svg":                # drawn in Python: no Graphviz needed
+        from .viz.graph_svg import to_svg
+        _write(to_svg(program), ns.output)
+        return 0
     if ns.format in RENDER_FORMATS:
         data = render(program, ns.format)
         if ns.output is None or ns.output == "-":
@@ -272,8 +276,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_profile(ns: argparse.Namespace) -> int:
-    from . import profile_cli
-    return int(profile_cli.main(ns.rest) or 0)
+    from .profile import report
+    jitted, args = _target_args(ns)
+    _, trace = jitted.lower(*args).profile(*args)      # binds defaults as `jitted(*args)` would
+    sys.stdout.write(report(trace, ns.output, trace.save(ns.output)))
+    return 0
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
@@ -282,7 +289,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 
 # Commands whose modules parse their own arguments: everything after the command name is theirs.
-_FORWARDED = {"profile": cmd_profile, "demo": cmd_demo}
+_FORWARDED = {"demo": cmd_demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = target_command("dump-ir", "print the IR of a jitted function")
     p.add_argument("--format", choices=("text", "json", "dot", "svg", "png"), default="text",
-                   help="svg/png render the DOT view with Graphviz's dot program")
+                   help="svg: the task graph drawn by l3c (no Graphviz needed); png renders the "
+                        "DOT view with Graphviz's dot program")
     p.add_argument("--after", choices=PASS_ORDER, default=None, metavar="PASS",
                    help=f"stop after this pass ({', '.join(PASS_ORDER)}); default: all")
     p.add_argument("-o", "--output", default=None, metavar="FILE")
@@ -317,8 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="OUT.npz")
     p.set_defaults(func=cmd_run)
 
-    sub.add_parser("profile", help="run once and write a Chrome trace / Perfetto timeline: "
-                   "TARGET [--arg SPEC]... -o TRACE.json", add_help=False)
+    p = target_command("profile", "run once with every task timed; write a self-contained HTML "
+                       "timeline (-o NAME.html) or a Chrome trace / Perfetto JSON (-o NAME.json)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html|FILE.json")
+    p.set_defaults(func=cmd_profile)
+
     sub.add_parser("demo", help="run the bundled example end to end", add_help=False)
     return parser
 

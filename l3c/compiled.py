@@ -77,6 +77,9 @@ class Compiled:
         return execute.run(self, *values, timeout=timeout)
 
     def profile(self, *args: Any, **kwargs: Any) -> Any:
+        """Run once with every task timed in the workers: `(results, trace)`. `trace` is the Chrome
+        trace dict (`json.dump` it for Perfetto) with `to_html()` (the self-contained timeline),
+        `save(path)` (HTML or JSON by suffix) and `_repr_html_` (shown inline in a notebook)."""
         from . import execute
         return execute.profile(self, *execute.bind_args(self.program, args, kwargs, self.defaults))
 

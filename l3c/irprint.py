@@ -362,11 +362,13 @@ def to_dot(program: Program) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDER_FORMATS = ("svg", "png")
+# Rendered by Graphviz's `dot`. SVG is drawn without Graphviz by `l3c.viz.graph_svg` (`dump-ir
+# --format svg`), which a printer of the IR does not import.
+RENDER_FORMATS = ("png",)
 
 
 def render(program: Program, format: str, timeout: float = 120.0) -> bytes:  # noqa: A002
-    """The DOT view rendered by Graphviz's `dot` program ("svg" or "png" bytes).
+    """The DOT view rendered by Graphviz's `dot` program ("png" bytes).
 
     Raises `L3CError` with a one-line hint when `dot` is not installed or fails."""
     import shutil
@@ -377,7 +379,8 @@ def render(program: Program, format: str, timeout: float = 120.0) -> bytes:  # n
     exe = shutil.which("dot")
     if exe is None:
         raise L3CError(f"--format {format} needs Graphviz's 'dot' program, which is not installed: "
-                       "install graphviz (e.g. apt-get install graphviz) or use --format dot")
+                       "install graphviz (e.g. apt-get install graphviz), or use --format svg "
+                       "(drawn without Graphviz) or --format dot")
     try:
         proc = subprocess.run([exe, f"-T{format}"], input=to_dot(program).encode(),
                               capture_output=True, timeout=timeout)

@@ -18,20 +18,69 @@ that clock, so the stamps of different workers line up without any correction. `
 * top-level `metadata`: program name, the schedule's estimates (`makespan`, `critical_path` length
   in cost units and the tasks on it), the measured wall time of the run, counts.
 
+The trace is returned as a `Trace`, a dict that also draws itself: `to_html()` is the
+self-contained HTML timeline of the run (`l3c/viz/timeline_html.py`), which notebooks show inline,
+and `save(path)` writes the JSON or the HTML by the file's suffix (what `l3c profile -o` does).
+
 Why here and not in `runtime`: the runtime knows only plan steps; names, groups, source lines and
 edges come from the IR, so the trace is built on the user-layer side from both.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import L3CError
 from .ir import Program
 from .passes.schedule import task_cost
 from .runtime.plan import Plan
 
 PID = 1
+HTML_SUFFIXES = (".html", ".htm")
+
+
+class Trace(dict):
+    """The Chrome trace event dict of one profiled run (`json.dump` writes what Perfetto opens),
+    with its picture: `to_html()` returns the self-contained timeline page, `_repr_html_` shows it
+    in a notebook, `save(path)` writes HTML for a `.html`/`.htm` path and the JSON otherwise."""
+
+    def to_html(self) -> str:
+        """The self-contained HTML timeline (no network, no external script, style or font)."""
+        from .viz import timeline_html
+        return timeline_html(self)
+
+    def _repr_html_(self) -> str:
+        # an iframe keeps the page's ids, styles and script apart from the notebook's own
+        import html
+        return (f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" '
+                'style="width:100%;height:520px;border:1px solid #ccc" '
+                'sandbox="allow-scripts"></iframe>')
+
+    def save(self, path: str) -> str:
+        """Write the trace to `path`: HTML when it ends in .html/.htm, else JSON. Returns the
+        format written ("html" or "json"); an unwritable path raises `L3CError` saying why."""
+        fmt = "html" if path.lower().endswith(HTML_SUFFIXES) else "json"
+        text = self.to_html() if fmt == "html" else json.dumps(self, separators=(",", ":")) + "\n"
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise L3CError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return fmt
+
+
+def report(trace: dict[str, Any], path: str, fmt: str) -> str:
+    """What `l3c profile` prints after writing `path` in format `fmt`."""
+    meta = trace["metadata"]
+    how = ("open it in any web browser (self-contained, works offline)" if fmt == "html" else
+           "open it at https://ui.perfetto.dev (or chrome://tracing), or write -o NAME.html "
+           "for a self-contained timeline")
+    return (f"{meta['program']}: {meta['tasks']} tasks on {len(meta['workers'])} workers, "
+            f"{meta['cross_worker_edges']} cross-worker edges, run {meta['measured_wall_us']:.0f} us "
+            f"(estimated makespan {meta['estimated_makespan']} cost units)\n"
+            f"wrote {path}: {how}\n")
 
 
 def slot_name(plan: Plan, slot: int) -> str:
@@ -63,7 +112,7 @@ def critical_path(program: Program) -> list[int]:
 
 
 def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: int, t1: int
-                ) -> dict[str, Any]:
+                ) -> Trace:
     """The Chrome trace of one run: `steps[s][k] = (start_ns, end_ns)` of step k on plan slot s,
     `t0`/`t1` the parent's monotonic ns just before posting the run and after it ended."""
     events: list[dict[str, Any]] = [
@@ -128,4 +177,4 @@ def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: i
                              for s in range(plan.slots)},
         "clock": "CLOCK_MONOTONIC, microseconds since the run was posted",
     }
-    return {"traceEvents": events, "displayTimeUnit": "ns", "metadata": metadata}
+    return Trace(traceEvents=events, displayTimeUnit="ns", metadata=metadata)

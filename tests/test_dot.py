@@ -1,5 +1,6 @@
-"""`dump-ir --format dot`: scopes as nested clusters, groups as clusters inside them; svg/png via
-Graphviz when it is installed, a one-line error when it is not."""
+"""`dump-ir --format dot`: scopes as nested clusters, groups as clusters inside them; png via
+Graphviz when it is installed, a one-line error when it is not; svg drawn by l3c itself (layers by
+dependency depth, a colour per chip, groups boxed), with or without Graphviz."""
 from __future__ import annotations
 
 import os
@@ -159,7 +160,7 @@ def test_cli_dot_nests_clusters(tmp_path):
 def test_render_without_graphviz_is_one_line_error(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = _cli("dump-ir", "examples/tiled_matmul.py:tiled_matmul", *ARGS, "--format", "svg",
+    result = _cli("dump-ir", "examples/tiled_matmul.py:tiled_matmul", *ARGS, "--format", "png",
                   path=str(empty))
     err = result.stderr.decode()
     assert result.returncode == 1 and len(err.strip().splitlines()) == 1, err
@@ -167,7 +168,7 @@ def test_render_without_graphviz_is_one_line_error(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed")
-@pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("png", b"\x89PNG")])
+@pytest.mark.parametrize("fmt, magic", [("png", b"\x89PNG")])
 def test_render_with_graphviz(tmp_path, fmt, magic):
     out = tmp_path / f"g.{fmt}"
     result = _cli("dump-ir", "examples/tiled_matmul.py:tiled_matmul", *ARGS, "--format", fmt,
@@ -177,3 +178,89 @@ def test_render_with_graphviz(tmp_path, fmt, magic):
     assert magic in data[:400]
     if fmt == "svg":
         assert b"cluster_s" in data and b"matmul_tile" in data
+
+
+# ---- svg, drawn by l3c ------------------------------------------------------------------------------
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def parse_svg(text: str) -> dict:
+    """Boxes of the task nodes and of the group frames, their fills, and the edges, from our SVG."""
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(text.encode())
+    assert root.tag == SVG + "svg"
+    nodes, groups = {}, {}
+    for g in root.iter(SVG + "g"):
+        rect = g.find(SVG + "rect")
+        if g.get("class") == "node":
+            nodes[int(g.get("data-task"))] = {k: (float(rect.get(k)) if k != "fill" else rect.get(k))
+                                              for k in ("x", "y", "width", "height", "fill")}
+        elif g.get("class") == "group-box":
+            groups[int(g.get("data-group"))] = {k: float(rect.get(k)) for k in ("x", "y", "width", "height")}
+    edges = [p for p in root.iter(SVG + "path") if p.get("class") == "edge"]
+    refs = [(e.tag, k, v) for e in root.iter() for k, v in e.attrib.items()
+            if k.endswith("href") or k in ("src",) or (v.startswith("url(") and not v.startswith("url(#"))]
+    return {"nodes": nodes, "groups": groups, "edges": edges, "refs": refs}
+
+
+def check_svg(program, svg: dict) -> None:
+    nodes = svg["nodes"]
+    assert sorted(nodes) == [t.id for t in program.tasks]
+    assert len(svg["edges"]) == program.graph.number_of_edges()
+    for u, v in program.graph.edges:                      # layered by dependency depth: downwards
+        assert nodes[v]["y"] > nodes[u]["y"], f"edge %{u} -> %{v} does not point down"
+    placed = [t for t in program.tasks if t.chip is not None]
+    fill_of = {}
+    for task in placed:
+        key = (task.worker, task.chip)
+        fill_of.setdefault(key, nodes[task.id]["fill"])
+        assert nodes[task.id]["fill"] == fill_of[key], f"task {task.id}: one colour per chip"
+    assert len(set(fill_of.values())) == len(fill_of), "different chips, different colours"
+    assert sorted(svg["groups"]) == [g for g, m in enumerate(program.groups) if len(m) > 1]
+    for g, box in svg["groups"].items():
+        for m in program.groups[g]:
+            n = nodes[m]
+            assert box["x"] <= n["x"] and n["x"] + n["width"] <= box["x"] + box["width"]
+            assert box["y"] <= n["y"] and n["y"] + n["height"] <= box["y"] + box["height"]
+    for task in program.tasks:                            # no box overlaps another
+        for other in program.tasks[task.id + 1:]:
+            a, b = nodes[task.id], nodes[other.id]
+            assert (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                    or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"]), (task.id, other.id)
+    assert svg["refs"] == [], "the SVG refers to something outside itself"
+
+
+def test_svg_without_graphviz(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    out = tmp_path / "g.svg"
+    result = _cli("dump-ir", "examples/tiled_matmul.py:tiled_matmul", *ARGS, "--format", "svg",
+                  "-o", str(out), path=str(empty))
+    assert result.returncode == 0, result.stderr
+    from examples.tiled_matmul import tiled_matmul
+    program = tiled_matmul.lower(np.zeros((64, 32), np.float32), np.zeros((32, 64), np.float32)).program
+    check_svg(program, parse_svg(out.read_text()))
+
+
+def test_svg_of_programs_at_every_stage():
+    from l3c.demo import _inputs, mlp_block
+    from l3c.viz.graph_svg import to_svg
+    x = np.ones(8, np.float32)
+    check_svg(_nested.lower(x).program, parse_svg(to_svg(_nested.lower(x).program)))
+    args = _inputs(64, 16)
+    check_svg(mlp_block.lower(*args).program, parse_svg(to_svg(mlp_block.lower(*args).program)))
+    traced = mlp_block._run_passes(mlp_block.trace(*args), until="trace")   # unplaced, no edges
+    svg = parse_svg(to_svg(traced))
+    check_svg(traced, svg)
+    assert {n["fill"] for n in svg["nodes"].values()} == {"#c8c8c8"}
+
+
+def test_check_svg_catches_an_edge_pointing_up():
+    from l3c.viz.graph_svg import to_svg
+    x = np.ones(8, np.float32)
+    program = _nested.lower(x).program
+    svg = parse_svg(to_svg(program))
+    u, v = next(iter(program.graph.edges))
+    svg["nodes"][v]["y"], svg["nodes"][u]["y"] = svg["nodes"][u]["y"], svg["nodes"][v]["y"]
+    with pytest.raises(AssertionError):
+        check_svg(program, svg)
