@@ -194,6 +194,7 @@ def test_crash_storm_from_three_threads_loading_schedules(tmp_path):
               results["other"][:3], flush=True)
     """, timeout=CHAOS_SECONDS + 120, env=env)
     assert r.returncode == 0 and "CHAOS" in r.stdout, r.stdout + r.stderr
+    print(r.stdout.strip().splitlines()[-1])           # calls, WorkerCrashed, slowest call (s): -s shows it
     calls, crashed, slowest = r.stdout.split("CHAOS", 1)[1].split()[:3]
     assert int(calls) >= 3 and int(crashed) == int(calls), r.stdout
     assert float(slowest) < 10.0, r.stdout

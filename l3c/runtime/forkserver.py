@@ -114,7 +114,7 @@ def fork_clean() -> int:
             if not lock.acquire(timeout=LOCK_WAIT):
                 break                      # forked anyway: the child replaces the lock (_renew_locks)
             taken.append(lock)
-        pid = _fork_with(_Fork if _Fork is not None else os.fork)
+        pid = _fork_with(_Fork) if _Fork is not None else os.fork()   # glibc < 2.34: the old hazards
     finally:
         for lock in reversed(taken):       # parent and child alike: the forking thread holds them
             lock.release()
@@ -138,15 +138,16 @@ def _tid_address() -> int:
     x86-64 keeps it; else 0 (the child then keeps the server's tid there, which glibc >= 2.34 uses
     only for other threads)."""
     where = _libc.pthread_self() + PTHREAD_TID_OFFSET
-    return where if ctypes.c_int.from_address(where).value == _libc.syscall(SYS_GETTID) else 0
+    tid = _libc.syscall(ctypes.c_long(SYS_GETTID))
+    return where if ctypes.c_int.from_address(where).value == tid else 0
 
 
 def fork_sibling() -> int:
     """In the single-threaded server: fork a process whose parent is the server's parent."""
     tid = _tid_address()
     flags = CLONE_PARENT | ((CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID) if tid else 0)
-    return _fork_with(lambda: _libc.syscall(SYS_CLONE, ctypes.c_ulong(flags), None, None,
-                                            ctypes.c_void_p(tid), None))
+    return _fork_with(lambda: _libc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(flags), None,
+                                            None, ctypes.c_void_p(tid), None))
 
 
 class _LastingThread:

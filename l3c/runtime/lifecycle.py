@@ -111,6 +111,7 @@ class Lifecycle:
         self._check_request(chips, sub_workers, capacity)
         sync.ensure()                          # compile before forking: the server inherits the code
         steploop.ensure()
+        import threadpoolctl  # noqa: F401 - imported once here, not by every server (see worker.py)
         try:
             ctl = SharedMapping(layout.control_bytes(chips + sub_workers))
             arena_map = SharedMapping(capacity)
