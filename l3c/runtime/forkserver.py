@@ -65,33 +65,91 @@ SERVER_START = 10.0                 # bound on the server's own start (it import
 REPLY_WAIT = 5.0                    # bound on one fork request
 STOP_GRACE = 1.0                    # how long the server gets to exit on EOF before SIGKILL
 
-# PyDLL: the GIL stays held across the call. A fork with the GIL released would copy a process
-# where another thread may hold it, and the child could never take it back.
 _api = ctypes.pythonapi
 _libc = ctypes.PyDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.pthread_self.restype = ctypes.c_void_p
-_Fork = getattr(_libc, "_Fork", None)          # glibc >= 2.34
-if _Fork is not None:
-    _Fork.restype = ctypes.c_int
+_engine = None
+_fork_clean_native = _clone_native = None          # set by ensure()
 
 
 class ServerLost(L3CError):
     """The fork server died or stopped answering; the pool starts a new one."""
 
 
-def _fork_with(call: Callable[[], int]) -> int:
-    """Python's own fork work around `call` (which forks): what os.fork does, minus its pthread_atfork
-    handlers (glibc runs those only inside fork(3))."""
-    _api.PyOS_BeforeFork()
-    pid = call()
-    if pid == 0:
-        _api.PyOS_AfterFork_Child()
-        return 0
-    err = ctypes.get_errno()
-    _api.PyOS_AfterFork_Parent()
+def _module_ir(with_fork: bool) -> str:
+    """Two native functions: what os.fork does (PyOS_BeforeFork, fork, PyOS_AfterFork_Child or
+    _Parent), around glibc's _Fork or a raw clone.
+
+    Native, not ctypes calls from Python: between the fork and PyOS_AfterFork_Child not one bytecode
+    may run in the child. A thread of the parent waiting for the GIL may have asked for it
+    (gil_drop_request); the child would honour that at its next bytecode and wait forever for a
+    thread that was not copied. PyOS_AfterFork_Child re-creates the GIL and clears the request."""
+    from llvmlite import ir
+
+    i32, i64, void = ir.IntType(32), ir.IntType(64), ir.VoidType()
+    mod = ir.Module(name="l3c_fork")
+    before = ir.Function(mod, ir.FunctionType(void, []), name="PyOS_BeforeFork")
+    child = ir.Function(mod, ir.FunctionType(void, []), name="PyOS_AfterFork_Child")
+    parent = ir.Function(mod, ir.FunctionType(void, []), name="PyOS_AfterFork_Parent")
+    errno_at = ir.Function(mod, ir.FunctionType(i32.as_pointer(), []), name="__errno_location")
+    syscall = ir.Function(mod, ir.FunctionType(i64, [i64], var_arg=True), name="syscall")
+
+    def define(name: str, params: list, do_fork: Callable) -> None:
+        fn = ir.Function(mod, ir.FunctionType(i64, params), name=name)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.call(before, [])
+        pid = do_fork(b, fn.args)
+        in_child = fn.append_basic_block("child")
+        in_parent = fn.append_basic_block("parent")
+        failed = fn.append_basic_block("failed")
+        forked = fn.append_basic_block("forked")
+        b.cbranch(b.icmp_signed("==", pid, i64(0)), in_child, in_parent)
+        b.position_at_end(in_child)
+        b.call(child, [])
+        b.ret(i64(0))
+        b.position_at_end(in_parent)
+        b.cbranch(b.icmp_signed("<", pid, i64(0)), failed, forked)
+        b.position_at_end(failed)
+        err = b.load(b.call(errno_at, []))          # before PyOS_AfterFork_Parent may change it
+        b.call(parent, [])
+        b.ret(b.neg(b.sext(err, i64)))
+        b.position_at_end(forked)
+        b.call(parent, [])
+        b.ret(pid)
+
+    if with_fork:
+        fork = ir.Function(mod, ir.FunctionType(i32, []), name="_Fork")
+        define("l3c_fork_clean", [], lambda b, args: b.sext(b.call(fork, []), i64))
+    define("l3c_clone_sibling", [i64, i64], lambda b, args: b.call(
+        syscall, [i64(SYS_CLONE), args[0], i64(0), i64(0), args[1], i64(0)]))
+    return str(mod)
+
+
+def ensure() -> None:
+    """Build the fork functions once per process, before the first fork (the server inherits them).
+    Without glibc's _Fork (glibc < 2.34) the server is forked with os.fork, with the hazards named
+    above."""
+    global _engine, _fork_clean_native, _clone_native
+    if _engine is not None:
+        return
+    with_fork = hasattr(_libc, "_Fork")
+    symbols = {name: native.address(getattr(_api, name))
+               for name in ("PyOS_BeforeFork", "PyOS_AfterFork_Child", "PyOS_AfterFork_Parent")}
+    symbols.update(native.libc("syscall", "__errno_location", *(["_Fork"] if with_fork else [])))
+    engine = native.compile_module(_module_ir(with_fork), symbols)
+    # PYFUNCTYPE: the GIL stays held across the call, as os.fork holds it
+    if with_fork:
+        _fork_clean_native = ctypes.PYFUNCTYPE(ctypes.c_int64)(
+            engine.get_function_address("l3c_fork_clean"))
+    _clone_native = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(
+        engine.get_function_address("l3c_clone_sibling"))
+    _engine = engine
+
+
+def _checked(pid: int) -> int:
     if pid < 0:
-        raise OSError(err, os.strerror(err))
+        raise OSError(-pid, os.strerror(-pid))
     return pid
 
 
@@ -114,7 +172,7 @@ def fork_clean() -> int:
             if not lock.acquire(timeout=LOCK_WAIT):
                 break                      # forked anyway: the child replaces the lock (_renew_locks)
             taken.append(lock)
-        pid = _fork_with(_Fork) if _Fork is not None else os.fork()   # glibc < 2.34: the old hazards
+        pid = _checked(_fork_clean_native()) if _fork_clean_native is not None else os.fork()
     finally:
         for lock in reversed(taken):       # parent and child alike: the forking thread holds them
             lock.release()
@@ -146,8 +204,7 @@ def fork_sibling() -> int:
     """In the single-threaded server: fork a process whose parent is the server's parent."""
     tid = _tid_address()
     flags = CLONE_PARENT | ((CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID) if tid else 0)
-    return _fork_with(lambda: _libc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(flags), None,
-                                            None, ctypes.c_void_p(tid), None))
+    return _checked(_clone_native(flags, tid))
 
 
 class _LastingThread:

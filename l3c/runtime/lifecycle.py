@@ -32,7 +32,8 @@ from .. import registry
 from ..errors import L3CError
 from . import context, layout, steploop, sync
 from .arena import SharedMapping
-from .forkserver import ForkServer, ServerLost
+from . import forkserver
+from .forkserver import ServerLost
 
 MIN_ARENA = 64 << 20             # sparse: untouched pages cost nothing
 EXIT_GRACE = 1.0                 # how long workers get to exit on CMD_EXIT before SIGKILL
@@ -126,6 +127,7 @@ class Lifecycle:
         self._check_request(chips, sub_workers, capacity)
         sync.ensure()                          # compile before forking: the server inherits the code
         steploop.ensure()
+        forkserver.ensure()
         _warm_threadpoolctl()
         try:
             ctl = SharedMapping(layout.control_bytes(chips + sub_workers))
