@@ -16,8 +16,9 @@ Who forks whom:
 
 `fork_clean` is the one fork of a multithreaded process. It uses glibc's `_Fork`, which runs no
 pthread_atfork handler (OpenBLAS's cannot wait), does Python's own fork work around it
-(`PyOS_BeforeFork` / `PyOS_AfterFork_*`: the import lock, the GIL, `os.register_at_fork` hooks) and
-holds l3c's and llvmlite's locks across it, so the server inherits them free. In the server,
+(`PyOS_BeforeFork` / `PyOS_AfterFork_*`: the import lock, the GIL, `os.register_at_fork` hooks) in
+native code, as os.fork does in C (see `_module_ir`), and holds l3c's and llvmlite's locks across
+it, so the server inherits them free. In the server,
 OpenBLAS's record of helper threads that did not come along is cleared, native thread pools are
 limited once for every worker (`worker.limit_native_threads`), and every inherited object is frozen
 out of the cyclic garbage collector (`gc.freeze`), so no inherited finalizer runs there or in a worker.
@@ -60,8 +61,8 @@ CLONE_PARENT = 0x00008000
 CLONE_CHILD_SETTID = 0x01000000
 CLONE_CHILD_CLEARTID = 0x00200000
 PTHREAD_TID_OFFSET = 0x2D0          # glibc x86-64 `struct pthread.tid`: checked before use
-LOCK_WAIT = 10.0                    # how long a fork waits for another thread to leave llvmlite
-SERVER_START = 10.0                 # bound on the server's own start (it imports threadpoolctl)
+LOCK_WAIT = 10.0                    # how long fork_clean waits for each lock another thread holds
+SERVER_START = 10.0                 # bound on the server's start (fork, thread limits, gc.freeze)
 REPLY_WAIT = 5.0                    # bound on one fork request
 STOP_GRACE = 1.0                    # how long the server gets to exit on EOF before SIGKILL
 
