@@ -130,6 +130,38 @@ def test_every_fork_path_beside_multithreaded_blas():
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
 
 
+def test_pool_restarts_beside_a_thread_compiling_with_llvmlite():
+    """The fork server is forked while another thread keeps compiling native code (llvmlite's
+    global lock taken and released all the time): the server must never inherit it held."""
+    r = python("""
+        from l3c.runtime import native
+        IR = 'define i64 @f(i64 %x) {\\n  %y = add i64 %x, 1\\n  ret i64 %y\\n}\\n'
+        compiled = [0]
+
+        def compile_loop():
+            while not stop.is_set():
+                native.compile_module(IR)
+                compiled[0] += 1
+
+        threading.Thread(target=compile_loop, daemon=True).start()
+        while compiled[0] < 3:
+            time.sleep(0.001)
+        for _ in range(10):
+            x = np.zeros(4)
+            bump(x)
+            assert x.tolist() == [2.0] * 4
+            try:
+                crash(x)                   # a replacement too
+            except l3c.WorkerCrashed:
+                pass
+            l3c.shutdown()
+        stop.set()
+        print("OK", compiled[0])
+    """, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    assert int(r.stdout.split()[1]) > 10
+
+
 def test_crash_storm_from_three_threads_loading_schedules(tmp_path):
     """Three threads each load a schedule file (a native dispatcher built with llvmlite, outside the
     pool lock) and call it; its kernel kills its worker. Every call is a WorkerCrashed within

@@ -263,6 +263,7 @@ def _serve(sock: socket.socket, parent: int, ctl_address: int, words: memoryview
     """The server's whole life (never returns): fork a worker per request on `sock`."""
     code = 0
     try:
+        gc.freeze()                                # first: no inherited finalizer may ever run here
         worker.prepare_process(parent)
         for fd in close_fds:
             try:
@@ -270,7 +271,7 @@ def _serve(sock: socket.socket, parent: int, ctl_address: int, words: memoryview
             except OSError:
                 pass
         worker.limit_native_threads()
-        gc.freeze()
+        gc.freeze()                                # and what the server made, for its workers
         sock.send(b"R")
         while True:
             try:
