@@ -332,9 +332,11 @@ class ForkServer:
 
         try:
             self.pid = lasting(fork_server)
-        except BaseException:
+        except BaseException as exc:
             ours.close()
             theirs.close()
+            if isinstance(exc, OSError):
+                raise L3CError(f"cannot fork the l3c fork server: {exc}") from None
             raise
         theirs.close()
         self._sock = ours
