@@ -27,7 +27,8 @@ every futex word sits alone in its 64-byte line.
                           sets it to 0 before posting a run; the worker stores k+1 after step k.
       S_DONE_WAITERS u32  number of processes sleeping on S_DONE (a publisher wakes only if nonzero).
       S_FAILED_TASK  u32  task id of the step that raised (valid in ST_FAILED).
-      S_PID          u32  the worker's pid.
+      S_PID          u32  the worker's pid, stored by the worker once it is ready for commands (the
+                          parent zeroes it before each fork and waits for it: `lifecycle.py`).
       S_EXPECTED     u32  steps the worker must complete in the current run.
       S_ERROR_LEN    u32  bytes of UTF-8 text in the slot's error area (traceback of a failure).
     error area of slot w at ERROR_BASE(slots) + w * ERROR_BYTES: traceback text, truncated to fit.

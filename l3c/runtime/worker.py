@@ -1,4 +1,4 @@
-"""The loop a forked worker process runs: sleep on its mailbox, act on a command, report, repeat.
+"""The loop a worker process runs: sleep on its mailbox, act on a command, report, repeat.
 
 A worker never returns into the parent's code: `main` ends with `os._exit`. Mailbox protocol and the
 state machine are in `layout.py` and `docs/runtime.md`. Install messages and eager tasks (pickled plain
@@ -204,8 +204,9 @@ class Worker:
                 self.fail(0xFFFFFFFF, f"unknown command {command}")
 
 
-def prepare_child(parent: int, close_fds: list[int]) -> None:
-    """First thing after fork: die with the parent, own signal dispositions, drop others' fds."""
+def prepare_process(parent: int) -> None:
+    """First thing in the fork server and in a worker: die with the user process (`parent`), and own
+    signal dispositions (Ctrl-C is the user process's business)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -213,48 +214,53 @@ def prepare_child(parent: int, close_fds: list[int]) -> None:
         pass
     if os.getppid() != parent:               # the parent died before prctl took effect
         os._exit(3)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C belongs to the parent's logic
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
                 signal.SIGALRM, signal.SIGCHLD):
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    for fd in close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    limit_native_threads()
 
 
 def limit_native_threads() -> None:
-    """Each worker stands for one chip: run its BLAS/OpenMP calls on one thread (or
-    $L3C_WORKER_THREADS). Left alone, every worker's OpenBLAS starts a thread per core and they
-    spin against each other: the bundled demo ran 20-100x slower on 2 cores with 3 workers.
+    """Run once in the fork server; every worker inherits the result.
 
-    Setting OpenBLAS to one thread starts its thread server anyway (the fork shut it down), and
-    that helper thread busy-waits ~80 ms for work before it sleeps: with a few workers starting at
-    once, the first runs of a fresh pool ran 10x slower. With one thread wanted, stop the server
-    again (OpenBLAS's own fork handler calls the same function); one-thread calls never restart it."""
+    Each worker stands for one chip: its BLAS/OpenMP calls run on one thread (or
+    $L3C_WORKER_THREADS). Left alone, every worker's OpenBLAS starts a thread per core and they spin
+    against each other: the bundled demo ran 20-100x slower on 2 cores with 3 workers.
+
+    The server was forked without OpenBLAS's fork handler (`forkserver.fork_clean`), so OpenBLAS
+    still believes in helper threads that were not copied: mark its thread server down first, as
+    that handler would have. Setting a thread count starts the server again, and the fork server
+    must stay single-threaded, so stop it (the function OpenBLAS's fork handler calls). One-thread
+    calls never restart it; with L3C_WORKER_THREADS > 1 a worker's first call does."""
     from threadpoolctl import ThreadpoolController
     threads = int(os.environ.get("L3C_WORKER_THREADS", "1"))
     controller = ThreadpoolController()
+    openblas = [lib.dynlib for lib in controller.lib_controllers if lib.internal_api == "openblas"]
+    for dynlib in openblas:
+        try:
+            ctypes.c_int.in_dll(dynlib, "blas_server_avail").value = 0
+        except ValueError:                     # a build without the symbol
+            pass
     controller.limit(limits=threads)
-    if threads == 1:
-        for lib in controller.lib_controllers:
-            shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None) \
-                if lib.internal_api == "openblas" else None
-            if shutdown is not None:
-                shutdown()
+    for dynlib in openblas:
+        shutdown = getattr(dynlib, "blas_thread_shutdown_", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def main(slot: int, slots: int, chip: int, ctl_address: int, words: memoryview, arena_u8,
-         pipe_fd: int, parent: int, seq: int, close_fds: list[int]) -> None:
-    """Entry point in the forked child; never returns."""
+         pipe_fd: int, parent: int, seq: int) -> None:
+    """Entry point in a worker forked by the fork server (`forkserver.py`); never returns.
+    Reports ready by storing its pid in S_PID and ringing the doorbell: the pool waits for that."""
     code = 0
     try:
-        prepare_child(parent, close_fds)
+        prepare_process(parent)
+        base = layout.slot_offset(slot)
+        sync.store_u32(ctl_address + base + layout.S_PID, os.getpid())
+        sync.ring(ctl_address + layout.H_DOORBELL, ctl_address + layout.H_DOORBELL_WAITERS)
         Worker(slot, slots, chip, ctl_address, words, arena_u8, pipe_fd, parent, seq).loop()
     except BaseException:  # noqa: BLE001
         code = 70
