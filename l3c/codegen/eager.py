@@ -13,7 +13,6 @@ returns the same results and writes the same values back into its written inputs
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -173,21 +172,22 @@ def _whole_pool(hosts: int, chips: int, subs: int, arena_bytes: int) -> Iterator
 
 def _from_rank_0(program: Program, arrays: dict[int, np.ndarray],
                  timeout: float | None) -> dict[int, np.ndarray]:
-    """Rank 0's input arrays on every rank (tensor id -> array), after checking that every rank
-    traced the same program. One broadcast per array, completed with a deadline (`HostLost`)."""
-    from ..dist import launcher
+    """Rank 0's input arrays on every rank (tensor id -> array). The call takes part in the ranks'
+    agreement on each call (`l3c.dist.calls`), which carries the inputs: every rank must make this
+    same call (the same traced program) at this point, else every rank raises."""
+    from ..dist import calls
     from ..irprint import dump
-    MPI = launcher.mpi()
-    comm, _ = launcher.comms()
-    launcher.agree(comm, dump(program, "text"), "the traced program", timeout)
-    root = comm.Get_rank() == 0
-    out, requests = {}, []
-    for tid, value in arrays.items():
-        info = program.tensors[tid]
-        buf = (np.ascontiguousarray(value, dtype=info.dtype) if root
-               else np.empty(info.shape, dtype=info.dtype))
-        requests.append(comm.Ibcast([buf.reshape(-1).view(np.uint8), MPI.BYTE], root=0))
-        out[tid] = buf
-    limit = launcher.REMOTE_SILENCE if timeout is None else timeout
-    launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
+    root = _rank() == 0
+    out = {tid: (np.ascontiguousarray(value, dtype=program.tensors[tid].dtype) if root
+                 else np.empty(program.tensors[tid].shape, dtype=program.tensors[tid].dtype))
+           for tid, value in arrays.items()}
+    text = dump(program, "text")
+    description = f"{program.name}.eager(...)"
+    calls.exchange(calls.CallSide(calls.call_digest(text, description), description,
+                                  list(out.values()), program_text=lambda: text), timeout)
     return out
+
+
+def _rank() -> int:
+    from ..dist import launcher
+    return launcher.comms()[0].Get_rank()

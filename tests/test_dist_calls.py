@@ -1,0 +1,134 @@
+"""Several hosts over many calls: agreement on every call, failures on one rank, and how ranks end.
+
+Real `mpiexec -n 2` / `-n 3` jobs (tests/_dist_calls_driver.py); each takes a few seconds. Skipped
+when mpi4py or mpiexec is missing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_dist import HAVE_MPI, ROOT, _alive, results
+
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_dist_calls_driver.py")
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs mpi4py and mpiexec (pip install .[dist])")
+
+
+def job(n: int, *args: str, timeout: float = 90, env: dict | None = None) -> str:
+    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full_env.update(env or {})
+    proc = subprocess.run(["mpiexec", "-n", str(n), sys.executable, DRIVER, *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env)
+    return proc.stdout + proc.stderr[-3000:]
+
+
+def assert_all_ok(out: str, n: int, names: list[str]) -> None:
+    found = results(out)
+    for r in range(n):
+        for name in names:
+            ok, detail = found.get((r, name), (False, "missing: " + out[-3000:]))
+            assert ok, f"rank {r} {name}: {detail}"
+        assert f"DONE {r}" in out, out[-3000:]
+
+
+@needs_mpi
+def test_two_thousand_calls_in_one_run_all_correct():
+    """The data tags of each call's transfers wrap around within the communicator's tag limit
+    (MPICH: 511 calls), so call 512 and every later one works."""
+    assert_all_ok(job(2, "many", "2000"), 2, ["many"])
+
+
+@needs_mpi
+def test_calls_that_differ_after_caching_raise_on_every_rank_and_the_next_call_works():
+    out = job(2, "diverge")
+    assert_all_ok(out, 2, ["cache_a2", "cache_a3", "static", "after_static", "cache_22", "shape",
+                           "after_shape", "one_cached", "after_one_cached", "function",
+                           "after_function"])
+    found = results(out)
+    assert "alpha=2.0) but host 1 called" in found[0, "static"][1]
+    assert "float64[2, 2]" in found[1, "shape"][1]
+
+
+@needs_mpi
+def test_a_failure_before_the_call_on_one_rank_raises_everywhere_and_later_calls_work():
+    out = job(2, "localfail")
+    assert_all_ok(out, 2, ["trace_error_rank1", "good0", "good1", "good2", "bad_argument_rank0",
+                           "good_after"])
+    found = results(out)
+    assert found[1, "trace_error_rank1"][1].startswith("TraceError")
+    assert "HostFailed" in found[0, "trace_error_rank1"][1] and "host 1" in found[0, "trace_error_rank1"][1]
+    assert "host 0's call failed before it started (ScheduleError" in found[1, "bad_argument_rank0"][1]
+
+
+@needs_mpi
+def test_calls_that_differ_on_one_of_three_ranks():
+    out = job(3, "diverge")
+    assert_all_ok(out, 3, ["static", "after_static", "shape", "after_shape", "one_cached",
+                           "after_one_cached"])
+
+
+@needs_mpi
+def test_a_rank_that_exits_early_is_reported_as_exited_at_once():
+    """Rank 1 makes one call fewer and exits normally: rank 0's extra call raises HostFailed
+    "exited" within seconds (not after the silence window), and the job ends."""
+    t0 = time.monotonic()
+    out = job(2, "exited", env={"L3C_REMOTE_SILENCE": "30"})
+    assert time.monotonic() - t0 < 25, out
+    found = results(out)
+    for name in ("exited", "later"):
+        ok, detail = found.get((0, name), (False, out))
+        assert ok and "exited" in detail, detail
+    assert "DONE 0" in out and "DONE 1" in out
+
+
+@needs_mpi
+def test_errors_name_global_chips_and_the_host_on_every_rank():
+    assert_all_ok(job(2, "chips"), 2, ["chips"])
+
+
+@needs_mpi
+def test_after_a_timeout_only_the_hung_host_is_blamed_and_replaces_workers():
+    out = job(3, "hang", "3", timeout=120)
+    assert_all_ok(out, 3, ["before", "hang", "replaced", "after"])
+
+
+@needs_mpi
+def test_survivors_of_a_killed_rank_exit_by_themselves_with_the_recommended_launcher(tmp_path):
+    """docs/distributed.md's launcher command; host 1's rank is SIGKILLed mid-run. The survivor
+    raises HostLost, a later call fails at once, and the job ends by itself (MPI_Finalize does not
+    wait for the dead rank) well within the timeout, leaving no MPICH segment behind."""
+    marker, pidfile = tmp_path / "running", tmp_path / "pid"
+    env = dict(os.environ, PYTHONPATH=ROOT, L3C_TEST_MARKER=str(marker),
+               L3C_TEST_PIDFILE=str(pidfile), L3C_REMOTE_SILENCE="2")
+    job_ = subprocess.Popen(["mpiexec", "-disable-auto-cleanup", "-n", "2", "sh", "-c",
+                             'trap : USR1; "$0" "$@"; exit $?', sys.executable, DRIVER, "lost"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and job_.poll() is None, "host 1 never ran"
+            time.sleep(0.02)
+        pids = [int((tmp_path / f"pid{r}").read_text()) for r in range(2)]
+        os.kill(pids[1], signal.SIGKILL)
+        out, err = job_.communicate(timeout=20)        # ends by itself, or the test fails here
+    finally:
+        if job_.poll() is None:
+            job_.kill()
+            job_.communicate()
+    assert not _alive(pids[0])
+    found = results(out)
+    for name in ("lost", "later"):
+        ok, detail = found.get((0, name), (False, out + err[-2000:]))
+        assert ok, detail
+    assert "DONE 0" in out
+    mapped = [line.split()[2:] for line in out.splitlines() if line.startswith("SHM 0")]
+    assert mapped and mapped[0], out                 # MPICH's segments the survivor had mapped
+    left = [path for path in mapped[0] if os.path.exists(path)]
+    left += [n for n in os.listdir("/dev/shm") if n.startswith(f"mpich_shm_{pids[1]:x}_")]
+    assert not left, left                            # nor the dead rank's own files
