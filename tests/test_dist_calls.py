@@ -132,3 +132,67 @@ def test_survivors_of_a_killed_rank_exit_by_themselves_with_the_recommended_laun
     left = [path for path in mapped[0] if os.path.exists(path)]
     left += [n for n in os.listdir("/dev/shm") if n.startswith(f"mpich_shm_{pids[1]:x}_")]
     assert not left, left                            # nor the dead rank's own files
+
+
+# ------------------------------------------------------------------ without a launcher
+TWO_HOSTS = (
+    "import numpy as np, l3c\n"
+    "@l3c.kernel\ndef mm(a: l3c.In, b: l3c.In, c: l3c.Out):\n    c[...] = a @ b\n"
+    "@l3c.kernel\ndef relu(a: l3c.In, b: l3c.Out):\n    b[...] = np.maximum(a, 0)\n"
+    "@l3c.jit(hosts=2, chips=1)\ndef step(x, w):\n"
+    "    h = l3c.empty(x.shape, x.dtype)\n"
+    "    l3c.group(mm, [(x[i::2], w, h[i::2]) for i in range(2)])\n"
+    "    t = l3c.empty_like(h)\n    relu(h, t)\n    return t\n")
+NO_LAUNCHER = {k: v for k, v in os.environ.items()
+               if k not in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                            "HYDRA_CONTROL_FD", "PMI_RANK")}
+
+
+def test_lower_of_a_two_host_function_needs_no_launcher(tmp_path):
+    """Nothing runs in `lower`, so it plans for both hosts without MPI (a call still needs it)."""
+    (tmp_path / "two_hosts.py").write_text(TWO_HOSTS)
+    code = ("import numpy as np, two_hosts, sys\n"
+            "c = two_hosts.step.lower(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))\n"
+            "print(sorted({c.graph.nodes[n]['host'] for n in c.graph.nodes}))\n"
+            "print('mpi4py.MPI' in sys.modules)\n"
+            "try:\n    c(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=dict(NO_LAUNCHER, PYTHONPATH=ROOT))
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["[0, 1]", "False"], proc.stdout + proc.stderr
+    assert lines[2].startswith("L3CError") and "mpiexec -n 2" in lines[2], lines
+
+
+def test_dot_dump_of_a_two_host_function_shows_hosts_and_transfers(tmp_path):
+    (tmp_path / "two_hosts.py").write_text(TWO_HOSTS)
+    proc = subprocess.run([sys.executable, "-m", "l3c", "dump-ir", "two_hosts.py:step", "--arg",
+                           "f32[4,4]", "--arg", "f32[4,4]", "--format", "dot"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path, env=dict(NO_LAUNCHER, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    assert "chip 1 host 1" in proc.stdout and "chip 0 host 0" in proc.stdout
+    assert 't0 -> t2 [label="x0 host 0 -> host 1, 32 B"' in proc.stdout
+
+
+def test_run_of_a_two_host_file_without_a_launcher_says_the_command_to_use(tmp_path):
+    (tmp_path / "two_hosts.py").write_text(TWO_HOSTS)
+    env = dict(NO_LAUNCHER, PYTHONPATH=ROOT)
+    subprocess.run([sys.executable, "-m", "l3c", "compile", "two_hosts.py:step", "--arg", "f32[4,4]",
+                    "--arg", "f32[4,4]", "-o", "s.l3c"], check=True, timeout=120, cwd=tmp_path,
+                   env=env)
+    import numpy as np
+    np.savez(tmp_path / "in.npz", arg0=np.ones((4, 4), np.float32), arg1=np.ones((4, 4), np.float32))
+    proc = subprocess.run([sys.executable, "-m", "l3c", "run", "s.l3c", "--input", "in.npz"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert proc.returncode == 1 and "mpiexec -n 2 l3c run s.l3c --input in.npz" in proc.stderr, \
+        proc.stderr
+
+
+@needs_mpi
+def test_one_rank_for_two_hosts_says_1_rank():
+    code = ("import numpy as np, l3c\n"
+            "f = l3c.jit(hosts=2, chips=1)(lambda x: x)\n"
+            "try:\n    f(np.ones(2))\nexcept l3c.L3CError as e:\n    print('ERR', e)\n")
+    proc = subprocess.run(["mpiexec", "-n", "1", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "started 1 rank;" in proc.stdout, proc.stdout + proc.stderr
