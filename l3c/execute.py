@@ -281,6 +281,9 @@ def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[An
     (`{"traceEvents": [...], "metadata": {...}}`, see `l3c.profile.build_trace`) that
     `json.dump` writes to a file Perfetto (ui.perfetto.dev) or chrome://tracing opens.
     """
+    if compiled.program.config.hosts > 1:     # one timeline of every host: l3c/dist/profiling.py
+        from .dist.profiling import profile as profile_on_hosts
+        return profile_on_hosts(compiled, *args, timeout=timeout)
     from .profile import build_trace
     stamps: dict = {}
     results = run(compiled, *args, timeout=timeout, _stamps=stamps)

@@ -16,6 +16,7 @@ Modes:
                 and host 1 on every rank, `e.host == 1` on the raising rank too.
   hang H        timeout=2 and a kernel on host 1 that sleeps 8 s: host 1 raises Timeout, every
                 other host HostFailed(host=1); only host 1 replaces a worker; the next call works.
+  profile       `compiled.profile()` of a two-host function: one timeline with every host.
   lost          host 1's rank is killed mid-run by the test (pid in $L3C_TEST_PIDFILE<rank>,
                 marker $L3C_TEST_MARKER): survivors raise HostLost(host=1), a later call fails at
                 once, and they exit normally (the job ends by itself).
@@ -243,6 +244,27 @@ def mode_lost() -> None:
     print(f"\nDONE {RANK}", flush=True)          # then a normal exit: MPI_Finalize must not wait
 
 
+def mode_profile() -> None:
+    """`compiled.profile()` of a two-host function: the results, and one timeline with a process
+    per host, every task once, and the transfer as a flow from host 1's producer to host 0."""
+    f = l3c.jit(hosts=2, chips=1, timeout=20)(across)
+    x = np.arange(4.0)
+    c = f.lower(x, alpha=2.0)
+    got, trace = c.profile(x, alpha=2.0)
+    events = trace["traceEvents"]
+    slices = sorted(e["args"]["task"] for e in events if e["ph"] == "X")
+    pids = {e["pid"] for e in events if e["ph"] == "X"}
+    names = {e["pid"]: e["args"]["name"] for e in events if e.get("name") == "process_name"}
+    flows = [e for e in events if e.get("cat") == "transfer"]
+    ok = (np.array_equal(got, x * 2 + 1) and slices == [0, 1] and pids == {1, 2}
+          and names == {1: "l3c __main__:across host 0", 2: "l3c __main__:across host 1"}
+          and [(e["ph"], e["pid"]) for e in flows] == [("s", 2), ("f", 1)]
+          and trace["metadata"]["hosts"] == 2 and trace["metadata"]["transfers"] == 1)
+    report("profile", ok, f"slices {slices} pids {pids} names {names} flows {flows}")
+    again = f(x, alpha=2.0)                       # an ordinary call afterwards
+    report("after_profile", np.array_equal(again, x * 2 + 1), str(again))
+
+
 def main() -> None:
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "many":
@@ -258,6 +280,8 @@ def main() -> None:
         mode_chips()
     elif mode == "hang":
         mode_hang(int(rest[0]))
+    elif mode == "profile":
+        mode_profile()
     elif mode == "lost":
         mode_lost()
         return

@@ -134,6 +134,26 @@ def test_survivors_of_a_killed_rank_exit_by_themselves_with_the_recommended_laun
     assert not left, left                            # nor the dead rank's own files
 
 
+@needs_mpi
+def test_profile_of_a_two_host_function_is_one_timeline_with_every_host():
+    assert_all_ok(job(2, "profile"), 2, ["profile", "after_profile"])
+
+
+@needs_mpi
+def test_l3c_profile_under_mpiexec_writes_one_trace_of_every_host(tmp_path):
+    (tmp_path / "two_hosts.py").write_text(TWO_HOSTS)
+    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "l3c", "profile",
+                           "two_hosts.py:step", "--arg", "f32[4,4]", "--arg", "f32[4,4]", "-o",
+                           "trace.json"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("wrote trace.json") == 1              # rank 0 writes it
+    import json
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert {e["pid"] for e in trace["traceEvents"] if e["ph"] == "X"} == {1, 2}
+    assert any(e.get("cat") == "transfer" for e in trace["traceEvents"])
+
+
 # ------------------------------------------------------------------ without a launcher
 TWO_HOSTS = (
     "import numpy as np, l3c\n"

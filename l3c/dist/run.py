@@ -122,6 +122,7 @@ class _Run:
             raise L3CError(f"{len(dist.transfers)} transfers between hosts: this MPI's tags allow "
                            f"at most {space - 1}")
         self.recv_reqs: list = []       # every Irecv posted, cancelled if the run fails
+        self.stamps: dict | None = None  # profiling: receives t0, t1 and the steps' stamps
         now = time.monotonic()
         self.deadline = None if timeout is None else now + timeout
         self.timeout = timeout
@@ -322,7 +323,13 @@ class _Run:
         if watch is not None:
             watch.set_control(MPI._handleof(self.ctl), CTL_TAG, MPI.ANY_SOURCE)
         watch_stale = True
-        disp.start(ctrl, self.plan_id, slot_map)
+        flags = 0
+        if self.stamps is not None:          # workers record every step: see layout.RUN_PROFILE
+            from ..execute import _clear_stamps
+            _clear_stamps(pool, plan)
+            flags = layout.RUN_PROFILE
+            self.stamps["t0"] = time.monotonic_ns()
+        disp.start(ctrl, self.plan_id | flags, slot_map)
         while True:
             progressed = False
             if n_sends_left:
@@ -545,11 +552,13 @@ class _Run:
             self.buffers.scatter(buf, how)
 
 
-def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
+def run(compiled: Any, *args: Any, timeout: float | None = None,
+        _stamps: dict | None = None) -> Any:
     """Run a multi-host compiled schedule on this rank (every rank calls it with its arguments;
     rank 0's inputs are used; every rank returns the same results). Whatever goes wrong here before
     the run starts (arguments that do not match, a pool that cannot start) still takes part in the
-    call's agreement (`calls.exchange`), so every rank raises and the next call works."""
+    call's agreement (`calls.exchange`), so every rank raises and the next call works.
+    `_stamps` (`profiling.profile`): a dict that receives this host's step timestamps."""
     from ..execute import _arena_arrays, _copy_arrays, check_args
     program = compiled.program
     host = launcher.check_hosts(program.config.hosts)
@@ -587,6 +596,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
             side.failure = exc
         epoch = calls.exchange(side, timeout)
         state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout, epoch, side)
+        state.stamps = _stamps
         try:
             if calls.failed_before():
                 state.purge_stale_messages()
@@ -597,6 +607,10 @@ def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
                 with launcher.forking():
                     pool.recover(grace=0.2)
                 raise
+            if _stamps is not None:
+                from ..execute import _read_stamps
+                _stamps.update(t1=time.monotonic_ns(), steps=_read_stamps(pool, plan),
+                               epoch=epoch)
             state.final_sync()
         except BaseException as exc:
             calls.note_failure()
