@@ -13,7 +13,8 @@ Modes:
   exited        rank 1 makes one call fewer and exits: rank 0's extra call raises HostFailed
                 (kind "exited") quickly, later calls fail at once, and rank 0 exits normally.
   chips         a kernel pinned to global chip 3 (2 chips a host) raises: the error names chip 3
-                and host 1 on every rank, `e.host == 1` on the raising rank too.
+                and host 1 on every rank, `e.host == 1` on the raising rank too; a worker of
+                global chip 1 (host 1's first) dies: "chip 1 on host 1 died", worker 1.
   hang H        timeout=2 and a kernel on host 1 that sleeps 8 s: host 1 raises Timeout, every
                 other host HostFailed(host=1); only host 1 replaces a worker; the next call works.
   profile       `compiled.profile()` of a two-host function: one timeline with every host.
@@ -143,6 +144,12 @@ def boom(x: l3c.InOut):
     raise ValueError("boom on global chip 3")
 
 
+@l3c.kernel
+def die_on_host_1(x: l3c.InOut):
+    if l3c.host_id() == 1:
+        os.kill(os.getpid(), 9)
+
+
 def mode_chips() -> None:
     @l3c.jit(hosts=2, chips=2, timeout=20)
     def pinned(x):
@@ -154,6 +161,23 @@ def mode_chips() -> None:
     except l3c.KernelError as exc:
         report("chips", "chip 3" in str(exc) and getattr(exc, "host", None) == 1
                and "chip 1 " not in str(exc), f"host={getattr(exc, 'host', None)}: {exc}")
+
+    @l3c.jit(hosts=2, chips=1, timeout=20)
+    def crash(x):
+        die_on_host_1.on(1)(x)
+        return x
+    try:
+        crash(np.zeros(4))
+        report("crash", False, "no error")
+    except l3c.L3CError as exc:
+        if RANK == 1:
+            ok = (isinstance(exc, l3c.WorkerCrashed) and exc.worker == 1 and exc.host == 1
+                  and "chip 1 on host 1 died" in str(exc))
+        else:
+            ok = isinstance(exc, l3c.dist.HostFailed) and exc.host == 1 and "chip 1 on host 1" in str(exc)
+        report("crash", ok, f"{type(exc).__name__} host={getattr(exc, 'host', None)}: {exc}")
+    expect_good("crash_after", lambda: l3c.jit(hosts=2, chips=1, timeout=20)(across)(
+        np.arange(4.0), alpha=2.0), np.arange(4.0) * 2 + 1)
 
 
 @l3c.kernel

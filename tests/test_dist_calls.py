@@ -88,7 +88,7 @@ def test_a_rank_that_exits_early_is_reported_as_exited_at_once():
 
 @needs_mpi
 def test_errors_name_global_chips_and_the_host_on_every_rank():
-    assert_all_ok(job(2, "chips"), 2, ["chips"])
+    assert_all_ok(job(2, "chips"), 2, ["chips", "crash", "crash_after"])
 
 
 @needs_mpi
