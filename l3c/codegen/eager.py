@@ -105,26 +105,16 @@ def readonly_error(program: Program, param_index: int) -> ScheduleError:
 
 
 def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = None) -> Any:
-    """Run `program` (straight from the tracer) with `args` (one value per `program.params`)."""
-    if len(args) != len(program.params):
-        raise L3CError(f"{program.name} takes {len(program.params)} arguments, got {len(args)}")
-    arrays: dict[int, np.ndarray] = {}
-    for param, value in zip(program.params, args):
-        if param.tensor is None:
-            continue
-        info = program.tensors[param.tensor]
-        value = np.asarray(value) if not isinstance(value, np.ndarray) else value
-        if (tuple(value.shape) != tuple(info.shape)
-                or value.dtype.newbyteorder("=") != np.dtype(info.dtype)):
-            raise L3CError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "
-                           f"got {value.dtype}{list(value.shape)}")
-        arrays[param.tensor] = value
-    offsets, arena_bytes = layout_tensors(program)
-    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
-    for i, param in enumerate(program.params):
-        if param.tensor in written and not arrays[param.tensor].flags.writeable:
-            raise readonly_error(program, i)
-    calls = to_calls(program, offsets)
+    """Run `program` (straight from the tracer) with `args` (one value per `program.params`).
+    For several hosts a bad argument on one rank still takes part in the call's agreement between
+    ranks (`l3c.dist.calls`), so that every rank raises."""
+    try:
+        arrays, offsets, arena_bytes, written, calls = _prepare(program, args)
+    except Exception as exc:
+        if program.config.hosts > 1:
+            from ..dist.calls import local_failure
+            local_failure(exc, f"{program.name}.eager(...)", timeout)
+        raise
     cfg = program.config
     staged = arrays
     if cfg.hosts > 1:
@@ -144,6 +134,29 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
             view = region_view(offsets[ref.tensor], ref.region, program.tensors[ref.tensor].dtype)
             return np.array(pool.array(view), dtype=ref.dtype, copy=True)
         return _result(program.results, read)
+
+
+def _prepare(program: Program, args: Sequence[Any]) -> tuple:
+    """The checked argument arrays, the tensors' layout, the written tensors and the calls."""
+    if len(args) != len(program.params):
+        raise L3CError(f"{program.name} takes {len(program.params)} arguments, got {len(args)}")
+    arrays: dict[int, np.ndarray] = {}
+    for param, value in zip(program.params, args):
+        if param.tensor is None:
+            continue
+        info = program.tensors[param.tensor]
+        value = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        if (tuple(value.shape) != tuple(info.shape)
+                or value.dtype.newbyteorder("=") != np.dtype(info.dtype)):
+            raise L3CError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "
+                           f"got {value.dtype}{list(value.shape)}")
+        arrays[param.tensor] = value
+    offsets, arena_bytes = layout_tensors(program)
+    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+    for i, param in enumerate(program.params):
+        if param.tensor in written and not arrays[param.tensor].flags.writeable:
+            raise readonly_error(program, i)
+    return arrays, offsets, arena_bytes, written, to_calls(program, offsets)
 
 
 @contextlib.contextmanager

@@ -44,6 +44,19 @@ def mpi() -> Any:
     return MPI
 
 
+def libmpi_paths() -> list[str]:
+    """Paths of the MPI libraries mapped into this process (the one mpi4py loaded), for the native
+    code that calls MPI directly (`poll.py`, `peers.py`)."""
+    import re
+    paths: list[str] = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            m = re.search(r"(/\S*/libmpi[^/\s]*\.so[^/\s]*)$", line.strip())
+            if m and m.group(1) not in paths:
+                paths.append(m.group(1))
+    return paths
+
+
 def check_hosts(hosts: int) -> int:
     """Before tracing a `hosts > 1` function: an MPI launcher with `hosts` ranks. Returns this rank
     and makes it the `l3c.host_id()` of the kernels this process's workers run."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
-import re
 import time
 from typing import Any
 
@@ -75,8 +74,8 @@ def exited(host: int, here: int, call: int) -> HostFailed:
 def mark_gone(host: int, exc: HostFailed) -> HostFailed:
     """Remember that `host` is lost (dead or stalled); returns `exc` for raising. From now on this
     process's MPI_Finalize does not wait for the other ranks."""
-    if host >= 0 and host not in _gone:
-        _gone[host] = exc
+    if host not in _gone:
+        _gone[host] = exc               # (host -1: some peer, not known which)
         _finalize_without_waiting()
     return exc
 
@@ -88,12 +87,9 @@ def check_none_gone(here: int) -> None:
     host, why = next(iter(_gone.items()))
     cls = HostLost if isinstance(why, HostLost) else HostFailed
     what = "exited" if why.kind == "exited" else "was lost (it died or stalled)"
-    raise cls(f"host {host} {what} during an earlier call, so host {here} cannot run calls of "
+    who = f"host {host}" if host >= 0 else "another host"
+    raise cls(f"{who} {what} during an earlier call, so host {here} cannot run calls of "
               f"several hosts any more: {str(why).splitlines()[0]}", host=host, kind=why.kind)
-
-
-def gone() -> dict[int, HostFailed]:
-    return dict(_gone)
 
 
 def register_exit(ctl: Any, peers: list[int], pids: list[int]) -> None:
@@ -113,7 +109,7 @@ def register_exit(ctl: Any, peers: list[int], pids: list[int]) -> None:
             pass
         lost = [h for h, exc in _gone.items() if isinstance(exc, HostLost)]
         if lost:
-            remove_mpich_files([pids[h] for h in lost if h < len(pids)])
+            remove_mpich_files([pids[h] for h in lost if 0 <= h < len(pids)])
     atexit.register(bye)
 
 
@@ -168,10 +164,8 @@ def _finalize_without_waiting() -> None:
 
 def _libmpi() -> Any:
     """The MPI library mpi4py loaded (ctypes), if it has the MPICH control-variable interface."""
-    with open("/proc/self/maps") as maps:
-        paths = {m.group(1) for line in maps
-                 if (m := re.search(r"(/\S*/libmpi[^/\s]*\.so[^/\s]*)$", line.strip()))}
-    for path in sorted(paths):
+    from .launcher import libmpi_paths
+    for path in libmpi_paths():
         try:
             lib = ctypes.CDLL(path)
             lib.MPI_T_cvar_get_index        # noqa: B018 - present?

@@ -547,7 +547,10 @@ class _Run:
         limit = launcher.REMOTE_SILENCE
         if self.deadline is not None:
             limit = max(0.5, min(limit, self.deadline - time.monotonic()))
-        launcher.wait_all(requests, time.monotonic() + limit, "the results from the other hosts")
+        try:
+            launcher.wait_all(requests, time.monotonic() + limit, "the results from the other hosts")
+        except HostLost as exc:
+            raise peers.mark_gone(exc.host, exc) from None
         for buf, how in scatters:
             self.buffers.scatter(buf, how)
 
