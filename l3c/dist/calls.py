@@ -240,6 +240,7 @@ def _await_text(ctl: Any, MPI: Any, epoch: int, here: int) -> str | None:
         for src, message in peers.receive(ctl, MPI, epoch):
             if src == 0 and message[1] == "program_text":
                 return message[2]
+            peers.keep([(src, message)])
         time.sleep(0.001)
     return None
 
@@ -281,11 +282,14 @@ def wait(requests: list, deadline: float, what: str, ctl: Any, MPI: Any, call: i
             continue
         if now >= next_control:
             next_control = now + 0.001
+            later = []
             for src, message in peers.receive(ctl, MPI, call):
                 if message[1] == "failed":
                     raise failure_of(message[2], here, side, ctl, call)
                 if message[1] == "bye" and bye is None:
                     bye = (src, now)
+                later.append((src, message))    # for the run loop: a peer already in the run
+            peers.keep(later)                   # sent its "done", a "bye" may follow it...
         if bye is not None and now >= bye[1] + BYE_GRACE_S:
             raise peers.exited(bye[0], here, call)
         if now >= deadline:

@@ -28,6 +28,7 @@ BYE_DRAIN_S = 0.5            # how long a rank at exit lets its "bye" messages l
 
 _gone: dict[int, HostFailed] = {}   # host -> the error that made it gone
 _pending: list = []                 # control sends not known complete yet
+_kept: list = []                    # messages read early, for the next `receive`
 _registered: list = []              # pid the exit handler was registered in
 
 
@@ -53,7 +54,8 @@ def receive(ctl: Any, MPI: Any, epoch: int) -> list[tuple[int, tuple]]:
     Whether a "bye" ends the caller's wait is the caller's call: a peer may exit right after
     finishing the very call this rank is still completing."""
     status = MPI.Status()
-    out = []
+    out = [(src, m) for src, m in _kept if m[0] in (epoch, BYE_EPOCH)]
+    _kept.clear()
     while ctl.iprobe(source=MPI.ANY_SOURCE, tag=CTL_TAG, status=status):
         src = status.Get_source()
         message = ctl.recv(source=src, tag=CTL_TAG)
@@ -63,6 +65,12 @@ def receive(ctl: Any, MPI: Any, epoch: int) -> list[tuple[int, tuple]]:
         elif message[0] == epoch:
             out.append((src, message))
     return out
+
+
+def keep(messages: list[tuple[int, tuple]]) -> None:
+    """Give back messages a wait read but does not act on (a peer's "done" read while this rank
+    still waits for its call's header): the next `receive` returns them first."""
+    _kept.extend(messages)
 
 
 def exited(host: int, here: int, call: int) -> HostFailed:

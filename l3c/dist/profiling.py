@@ -34,6 +34,8 @@ def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[An
         for src, message in peers.receive(ctl, launcher.mpi(), mine["epoch"]):
             if message[1] == "profile":
                 everyone[message[2]] = message[3]
+            elif message[1] == "bye" and src not in everyone:
+                raise peers.exited(src, here, mine["epoch"])
         if len(everyone) < size:
             if time.monotonic() >= deadline:
                 missing = sorted(set(range(size)) - set(everyone))
