@@ -41,7 +41,9 @@
    L3C_BENCH_CALLS calls (default 2,000) after 50 warm-up calls: `across` (host 1 scales 4 floats,
    host 0 adds one: one transfer) and `apart` (each host one task, no transfer). Every call carries
    the ranks' agreement (l3c/dist/calls.py). Run it with PYTHONPATH pointing at another tree to
-   compare (the benchmark imports l3c from PYTHONPATH when it is set).
+   compare (the benchmark imports l3c from PYTHONPATH when it is set). Then, interleaved and
+   barrier-separated, a call's first message alone on the receiving rank: the input's `Ibcast` (what
+   every call sent before the agreement) against the call header carrying the same input.
 
 mpiexec is the one beside this interpreter (the `mpich` wheel installs it there), else on PATH.
 """
@@ -466,6 +468,32 @@ def part_calls() -> None:
             med, p90 = stats(times)
             print(f"one call of `{name}` on 2 hosts ({l3c.__file__}): median {med:.0f} us, "
                   f"p90 {p90:.0f} us over {n} calls", flush=True)
+    try:
+        from l3c.dist import calls
+    except ImportError:                   # a tree without per-call agreement
+        return
+    # The agreement alone, interleaved with what a call sent before it (one Ibcast of the input)
+    from l3c.dist import launcher
+    data, _ = launcher.comms()
+    buf = np.arange(4.0)
+    side = calls.CallSide(calls.call_digest("bench", "bench(x: float64[4])"), "bench(x: float64[4])",
+                          [buf])
+    old, new = [], []
+    for _ in range(n):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        launcher.wait_all([data.Ibcast([buf.view(np.uint8), MPI.BYTE], root=0)],
+                          time.monotonic() + 10, "bench")
+        old.append((time.perf_counter() - t0) * 1e6)
+        comm.Barrier()
+        t0 = time.perf_counter()
+        calls.exchange(side, None)
+        new.append((time.perf_counter() - t0) * 1e6)
+    if comm.Get_rank() == 1:              # the receiving side, which waits for the message
+        print(f"a call's first message on the receiving rank (median / p90 us over {n}, "
+              f"interleaved): the input's Ibcast alone {stats(old)[0]:.1f} / {stats(old)[1]:.1f}, "
+              f"the call header with the input inline {stats(new)[0]:.1f} / {stats(new)[1]:.1f}",
+              flush=True)
 
 
 def mpiexec() -> str:

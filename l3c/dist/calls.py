@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -40,11 +41,13 @@ DESCRIPTION_BYTES = 448
 INLINE_BYTES = 1536
 BLOCK = HEAD_WORDS * 8 + DESCRIPTION_BYTES + INLINE_BYTES     # 2 KiB
 MAGIC = 0x6C33635F63616C6C
+HEAD = "<5q16s"              # magic, call number, failed, follow-up bytes, description bytes, digest
 BYE_GRACE_S = 0.2           # a peer's "bye" ends a wait unless what it sent before arrives by then
 REPLY_S = 2.0                # how long a rank that found the programs differ waits for rank 0's text
 
 _calls = [0]                 # this process's call number (every rank counts the same calls)
 _failed_once = [False]       # a call failed here: purge stale data messages before runs
+_buffer: list = []           # the header block, made once
 
 
 @dataclass
@@ -70,6 +73,15 @@ def local_failure(exc: Exception, description: str, timeout: float | None) -> No
     raises too."""
     exchange(CallSide(b"", description, failure=exc), timeout)
     raise exc
+
+
+def _block() -> tuple[np.ndarray, np.ndarray]:
+    """This process's header buffer and its inline-input part (calls on several hosts are one at a
+    time: their collectives must be in the same order on every rank)."""
+    if not _buffer:
+        block = np.empty(BLOCK, dtype=np.uint8)
+        _buffer.extend([block, block[HEAD_WORDS * 8 + DESCRIPTION_BYTES:]])
+    return _buffer[0], _buffer[1]
 
 
 def failed_before() -> bool:
@@ -112,9 +124,7 @@ def exchange(side: CallSide, timeout: float | None) -> int:
     call = _calls[0]
     limit = launcher.REMOTE_SILENCE if timeout is None else timeout
     deadline = time.monotonic() + limit
-    block = np.zeros(BLOCK, dtype=np.uint8)
-    head = block[:HEAD_WORDS * 8].view(np.int64)
-    inline = block[HEAD_WORDS * 8 + DESCRIPTION_BYTES:]
+    block, inline = _block()            # (every field read is written first: no zeroing)
     total = sum(a.nbytes for a in side.inputs)
     if here == 0:
         text = (side.description if side.failure is None
@@ -129,8 +139,8 @@ def exchange(side: CallSide, timeout: float | None) -> int:
                     at += a.nbytes
             else:
                 follow = total
-        head[:] = [MAGIC, call, int(side.failure is not None), follow, len(text),
-                   *np.frombuffer(side.digest, np.int64), 0]
+        struct.pack_into(HEAD, block, 0, MAGIC, call, int(side.failure is not None), follow,
+                         len(text), side.digest or bytes(16))
     requests = [comm.Ibcast([block, MPI.BYTE], root=0)]
     if here == 0:
         if side.failure is not None:
@@ -141,9 +151,9 @@ def exchange(side: CallSide, timeout: float | None) -> int:
         wait(requests, deadline, "the inputs' broadcast", ctl, MPI, call, here, side=side)
         return call
     wait(requests, deadline, "host 0's call", ctl, MPI, call, here, host=0)
-    if head[0] != MAGIC:
+    magic, root_call, root_failed, follow, text_len, root_digest = struct.unpack_from(HEAD, block)
+    if magic != MAGIC:
         raise L3CError(f"host {here} got a corrupt call header from host 0 (not an l3c call?)")
-    root_call, root_failed, follow, text_len = (int(v) for v in head[1:5])
     root_text = bytes(block[HEAD_WORDS * 8:HEAD_WORDS * 8 + text_len]).decode("utf-8", "replace")
     if root_failed:
         _calls[0] = root_call
@@ -153,7 +163,7 @@ def exchange(side: CallSide, timeout: float | None) -> int:
                          f"stopped its call {side.description} too", host=0,
                          kind=root_text.split(":")[0])
     same = (side.failure is None and root_call == call
-            and bytes(head[5:7].view(np.uint8)) == side.digest and follow == (
+            and root_digest == side.digest and follow == (
                 total if total > INLINE_BYTES else 0))
     if same:
         if follow:
