@@ -216,3 +216,11 @@ def test_one_rank_for_two_hosts_says_1_rank():
     proc = subprocess.run(["mpiexec", "-n", "1", sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     assert "started 1 rank;" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_multihost_benchmark_help_prints_help_without_starting_mpiexec():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "multihost.py"),
+                           "--help"], capture_output=True, text=True, timeout=60,
+                          env=dict(NO_LAUNCHER, PYTHONPATH=ROOT, PATH="/usr/bin:/bin"))
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: multihost.py"), proc.stderr
+    assert "--calls" in proc.stdout and "mpiexec" not in proc.stderr
