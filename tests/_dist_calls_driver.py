@@ -121,6 +121,8 @@ def mode_localfail() -> None:
     c = f.lower(x, alpha=2.0)
     expect_error("bad_argument_rank0", lambda: c(np.arange(5.0) if RANK == 0 else x, 2.0))
     expect_good("good_after", lambda: c(x, 2.0), x * 2 + 1)
+    expect_error("bad_keyword_rank1", lambda: c(x, alpha=2.0) if RANK == 0 else c(x, beta=2.0))
+    expect_good("good_last", lambda: c(x, alpha=2.0), x * 2 + 1)
 
 
 def mode_exited() -> None:

@@ -58,7 +58,7 @@ def test_calls_that_differ_after_caching_raise_on_every_rank_and_the_next_call_w
 def test_a_failure_before_the_call_on_one_rank_raises_everywhere_and_later_calls_work():
     out = job(2, "localfail")
     assert_all_ok(out, 2, ["trace_error_rank1", "good0", "good1", "good2", "bad_argument_rank0",
-                           "good_after"])
+                           "good_after", "bad_keyword_rank1", "good_last"])
     found = results(out)
     assert found[1, "trace_error_rank1"][1].startswith("TraceError")
     assert "HostFailed" in found[0, "trace_error_rank1"][1] and "host 1" in found[0, "trace_error_rank1"][1]

@@ -70,8 +70,9 @@ class CallSide:
 def local_failure(exc: Exception, description: str, timeout: float | None) -> None:
     """A call that failed on this rank before it could start (tracing, binding its arguments)
     takes part in the call's agreement all the same, then raises `exc` here; every other rank
-    raises too."""
-    exchange(CallSide(b"", description, failure=exc), timeout)
+    raises too. (Without an MPI launcher there is nobody to tell: `exc` is raised at once.)"""
+    if launcher.under_launcher():
+        exchange(CallSide(b"", description, failure=exc), timeout)
     raise exc
 
 
