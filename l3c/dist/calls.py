@@ -94,21 +94,6 @@ def note_failure() -> None:
     _failed_once[0] = True
 
 
-def describe_call(program: Any) -> str:
-    """The call as the agreement shows it: `step(x: float32[4], alpha=2.0)`."""
-    from ..execute import describe_signature
-    return program.name + describe_signature(program)
-
-
-def program_text(compiled: Any) -> str:
-    """The program's canonical text dump, made once per Compiled (what the ranks compare)."""
-    text = compiled.artifacts.get("dist_text")
-    if text is None:
-        from ..irprint import dump
-        text = compiled.artifacts["dist_text"] = dump(compiled.program, "text")
-    return text
-
-
 def call_digest(program_text: str, description: str) -> bytes:
     return hashlib.blake2b((program_text + "\0" + description).encode(), digest_size=16).digest()
 
@@ -120,6 +105,7 @@ def exchange(side: CallSide, timeout: float | None) -> int:
     MPI = launcher.mpi()
     comm, ctl = launcher.comms()
     here, size = comm.Get_rank(), comm.Get_size()
+    peers.register_exit(ctl, [h for h in range(size) if h != here], launcher.pids())
     peers.check_none_gone(here)
     _calls[0] += 1
     call = _calls[0]

@@ -169,12 +169,14 @@ def comms() -> tuple[Any, Any]:
         pids = np.zeros(world.Get_size(), dtype=np.int64)
         wait_all([ctl.Iallgather(np.array([os.getpid()], dtype=np.int64), pids)], deadline,
                  "the other ranks' process ids")
-        _state.update(pid=os.getpid(), data=data, ctl=ctl)
-        from . import peers
-        rank = world.Get_rank()
-        peers.register_exit(ctl, [h for h in range(world.Get_size()) if h != rank],
-                            [int(p) for p in pids])
+        _state.update(pid=os.getpid(), data=data, ctl=ctl, pids=[int(p) for p in pids])
     return _state["data"], _state["ctl"]
+
+
+def pids() -> list[int]:
+    """Every rank's process id (swapped when the communicators were made)."""
+    comms()
+    return _state["pids"]
 
 
 def cached(name: str) -> Any:

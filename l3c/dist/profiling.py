@@ -1,9 +1,10 @@
 """Profiling a several-host run: every host records its steps, then they swap their stamps.
 
-`profile(compiled, *args)` runs once like `run.run`, with every step timed in each host's workers
-(`layout.RUN_PROFILE`); then each rank sends its stamps to every other on the control channel (the
-run's epoch keys them) and waits for theirs, bounded like any wait on another rank, so that every
-rank returns the same one-timeline trace (`l3c.profile.build_hosts_trace`).
+`l3c.execute.profile` runs a several-host schedule once (`run.run` with `_stamps`: every step timed
+in each host's workers, `layout.RUN_PROFILE`); then `hosts_trace` sends this rank's stamps to every
+other on the control channel (the run's epoch keys them) and waits for theirs, bounded like any
+wait on another rank, so that every rank returns the same one-timeline trace
+(`l3c.profile.build_hosts_trace`).
 """
 from __future__ import annotations
 
@@ -16,12 +17,10 @@ from . import launcher, peers
 from .errors import HostLost
 
 
-def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[Any, dict]:
+def hosts_trace(compiled: Any, mine: dict) -> dict:
+    """The trace of every host's run, given this host's stamps (`run.run(..., _stamps=mine)`)."""
     from ..profile import build_hosts_trace
-    from .run import prepare, run
-    mine: dict = {}
-    results = run(compiled, *args, timeout=timeout, _stamps=mine)
-    dist, _ = prepare(compiled)
+    dist = mine["dist"]
     comm, ctl = launcher.comms()
     here, size = comm.Get_rank(), comm.Get_size()
     boot = _boot_id()
@@ -45,8 +44,8 @@ def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[An
     peers.drain(0.5)
     stamps = [dict(everyone[h], same_clock=everyone[h]["boot"] == everyone[0]["boot"])
               for h in range(size)]
-    return results, build_hosts_trace(compiled.program, [p.lowered.plan for p in dist.parts],
-                                      dist.transfers, stamps)
+    return build_hosts_trace(compiled.program, [p.lowered.plan for p in dist.parts],
+                             dist.transfers, stamps)
 
 
 def _boot_id() -> str:

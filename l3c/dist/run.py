@@ -561,17 +561,17 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     rank 0's inputs are used; every rank returns the same results). Whatever goes wrong here before
     the run starts (arguments that do not match, a pool that cannot start) still takes part in the
     call's agreement (`calls.exchange`), so every rank raises and the next call works.
-    `_stamps` (`profiling.profile`): a dict that receives this host's step timestamps."""
+    `_stamps` (`execute.profile`): a dict that receives this host's step timestamps."""
     from ..execute import _arena_arrays, _copy_arrays, check_args
     program = compiled.program
     host = launcher.check_hosts(program.config.hosts)
     launcher.comms()
     if timeout is None:
         timeout = getattr(compiled, "timeout", None)
-    side = calls.CallSide(b"", calls.describe_call(program),
-                          program_text=lambda: calls.program_text(compiled))
+    side = calls.CallSide(b"", describe_call(program),
+                          program_text=lambda: program_text(compiled))
     try:
-        side.digest = calls.call_digest(calls.program_text(compiled), side.description)
+        side.digest = calls.call_digest(program_text(compiled), side.description)
         arrays = check_args(program, args)
         dist, disp = prepare(compiled, host)
         lowered, plan = dist.parts[host].lowered, dist.parts[host].lowered.plan
@@ -613,7 +613,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
             if _stamps is not None:
                 from ..execute import _read_stamps
                 _stamps.update(t1=time.monotonic_ns(), steps=_read_stamps(pool, plan),
-                               epoch=epoch)
+                               epoch=epoch, dist=dist)
             state.final_sync()
         except BaseException as exc:
             calls.note_failure()
@@ -628,6 +628,21 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         for i in lowered.written_inputs:
             arrays[i][...] = staging[i]
         return _copy_arrays(results)
+
+
+def describe_call(program: Any) -> str:
+    """The call as the agreement shows it: `step(x: float32[4], alpha=2.0)`."""
+    from ..execute import describe_signature
+    return program.name + describe_signature(program)
+
+
+def program_text(compiled: Any) -> str:
+    """The program's canonical text dump, made once per Compiled (what the ranks compare)."""
+    text = compiled.artifacts.get("dist_text")
+    if text is None:
+        from ..irprint import dump
+        text = compiled.artifacts["dist_text"] = dump(compiled.program, "text")
+    return text
 
 
 def tag_window(comm: Any) -> tuple[int, int]:
