@@ -3,6 +3,7 @@
     python benchmarks/multihost.py            # starts `mpiexec -n 2` for part 1 (with --idle,
                                               # --long and --uneven), then runs part 2
     python benchmarks/multihost.py --plan     # part 2 only (no MPI needed)
+    python benchmarks/multihost.py --calls    # part 3 only: what one call costs (mpiexec -n 2)
     L3C_BENCH_REPS=400 python benchmarks/multihost.py   # repetitions per size (default 300 / 100)
     L3C_BENCH_PAUSE_MS=50 ...     # the producer's pause (default 5 ms; past the run loop's 10 ms
                                   # of polling, the sender naps until the producer rings)
@@ -36,6 +37,15 @@
    makespan with one host of 8 chips. Then, also without processes: 8 hosts each working on its own
    temporaries at once, and the arena each host then needs (each host's arena holds only its own
    tensors).
+3. Calls (`--calls`, two ranks): the wall time of one call of a tiny two-host function, median over
+   L3C_BENCH_CALLS calls (default 2,000) after 50 warm-up calls: `across` (host 1 scales 4 floats,
+   host 0 adds one: one transfer) and `apart` (each host one task, no transfer). Every call carries
+   the ranks' agreement (l3c/dist/calls.py). Run it with PYTHONPATH pointing at another tree to
+   compare (the benchmark imports l3c from PYTHONPATH when it is set). Then, interleaved and
+   barrier-separated, a call's first message alone on the receiving rank: the input's `Ibcast` (what
+   every call sent before the agreement) against the call header carrying the same input.
+
+mpiexec is the one beside this interpreter (the `mpich` wheel installs it there), else on PATH.
 """
 from __future__ import annotations
 
@@ -48,7 +58,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, ROOT)
 
 import l3c  # noqa: E402
 
@@ -412,16 +423,123 @@ def part_planning() -> None:
           f"transfers ({d.stats['tokens']} tokens), {d.stats['transfer_bytes']} bytes", flush=True)
 
 
+@l3c.kernel
+def scale(x: l3c.In, y: l3c.Out):
+    y[...] = x * 2
+
+
+@l3c.kernel
+def add_one(y: l3c.In, z: l3c.Out):
+    z[...] = y + 1
+
+
+def across(x):
+    y = l3c.empty(x.shape, x.dtype)
+    scale.on(1)(x, y)
+    z = l3c.empty(x.shape, x.dtype)
+    add_one.on(0)(y, z)
+    return z
+
+
+def apart(x):
+    y = l3c.empty(x.shape, x.dtype)
+    z = l3c.empty(x.shape, x.dtype)
+    scale.on(0)(x, y)
+    scale.on(1)(x, z)
+    return y, z
+
+
+def part_calls() -> None:
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    n = int(os.environ.get("L3C_BENCH_CALLS", "2000"))
+    x = np.arange(4.0)
+    for name, fn in (("across", across), ("apart", apart)):
+        step = l3c.jit(hosts=2, chips=1, timeout=60)(fn)
+        for _ in range(50):
+            step(x)
+        comm.Barrier()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step(x)
+            times.append((time.perf_counter() - t0) * 1e6)
+        if comm.Get_rank() == 0:
+            med, p90 = stats(times)
+            print(f"one call of `{name}` on 2 hosts ({l3c.__file__}): median {med:.0f} us, "
+                  f"p90 {p90:.0f} us over {n} calls", flush=True)
+    try:
+        from l3c.dist import calls
+    except ImportError:                   # a tree without per-call agreement
+        return
+    # The agreement alone, interleaved with what a call sent before it (one Ibcast of the input)
+    from l3c.dist import launcher
+    data, _ = launcher.comms()
+    buf = np.arange(4.0)
+    side = calls.CallSide(calls.call_digest("bench", "bench(x: float64[4])"), "bench(x: float64[4])",
+                          [buf])
+    old, new = [], []
+    for _ in range(n):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        launcher.wait_all([data.Ibcast([buf.view(np.uint8), MPI.BYTE], root=0)],
+                          time.monotonic() + 10, "bench")
+        old.append((time.perf_counter() - t0) * 1e6)
+        comm.Barrier()
+        t0 = time.perf_counter()
+        calls.exchange(side, None)
+        new.append((time.perf_counter() - t0) * 1e6)
+    if comm.Get_rank() == 1:              # the receiving side, which waits for the message
+        print(f"a call's first message on the receiving rank (median / p90 us over {n}, "
+              f"interleaved): the input's Ibcast alone {stats(old)[0]:.1f} / {stats(old)[1]:.1f}, "
+              f"the call header with the input inline {stats(new)[0]:.1f} / {stats(new)[1]:.1f}",
+              flush=True)
+
+
+def mpiexec() -> str:
+    """The mpiexec beside this interpreter (the mpich wheel puts it there), else the one on PATH."""
+    import shutil
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+    if found is None:
+        sys.exit("benchmarks/multihost.py: no mpiexec beside this Python nor on PATH; install "
+                 "the several-host extra: pip install -e '.[dist]' (or run --plan, which needs none)")
+    return found
+
+
 def main() -> None:
-    if "--plan" in sys.argv:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "Without a part, starts `mpiexec -n 2` for part 1 (transfers with --idle, --long and "
+        "--uneven), then runs part 2 (planning). Environment: L3C_BENCH_REPS, L3C_BENCH_PAUSE_MS, "
+        "L3C_BENCH_CALLS."), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan", action="store_true", help="part 2 only: planning, no MPI")
+    parser.add_argument("--calls", action="store_true",
+                        help="part 3 only: what one call costs (starts mpiexec -n 2)")
+    parser.add_argument("--transfers", action="store_true",
+                        help="part 1 inside an MPI job (run it under mpiexec -n 2)")
+    for flag, what in (("--stages", "where a transfer's time goes"), ("--idle", "idle-wait CPU"),
+                       ("--long", "a transfer after a 30 ms kernel"),
+                       ("--uneven", "a run's end with one host idle")):
+        parser.add_argument(flag, action="store_true", help=f"with --transfers: also {what}")
+    ns = parser.parse_args()
+    under_mpi = any(v in os.environ for v in ("PMI_RANK", "PMI_SIZE", "HYDRA_CONTROL_FD"))
+    if ns.plan:
         part_planning()
         part_arenas()
         return
-    if "--transfers" in sys.argv:
+    if ns.transfers:
         part_transfers()
         return
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.abspath(__file__), "--transfers",
+    env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or ROOT)
+    if ns.calls:
+        if under_mpi:
+            part_calls()
+        else:
+            subprocess.run([mpiexec(), "-n", "2", sys.executable, os.path.abspath(__file__),
+                            "--calls"], check=True, timeout=600, env=env)
+        return
+    subprocess.run([mpiexec(), "-n", "2", sys.executable, os.path.abspath(__file__), "--transfers",
                     "--idle", "--long", "--uneven"],
                    check=True, timeout=600, env=env)
     part_planning()

@@ -279,6 +279,10 @@ def cmd_profile(ns: argparse.Namespace) -> int:
     from .profile import report
     jitted, args = _target_args(ns)
     _, trace = jitted.lower(*args).profile(*args)      # binds defaults as `jitted(*args)` would
+    if jitted.hosts > 1:                     # under mpiexec every rank has the trace: rank 0
+        from .runtime.context import host_id  # writes it
+        if host_id() != 0:
+            return 0
     sys.stdout.write(report(trace, ns.output, trace.save(ns.output)))
     return 0
 

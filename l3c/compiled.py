@@ -67,7 +67,13 @@ class Compiled:
     def _bind(self, args: tuple, kwargs: dict) -> list[Any]:
         if kwargs or len(args) != len(self.program.params):
             from . import execute
-            args = execute.bind_args(self.program, args, kwargs, self.defaults)
+            try:
+                args = execute.bind_args(self.program, args, kwargs, self.defaults)
+            except Exception as exc:
+                if self.program.config.hosts > 1:    # every rank must hear of it: l3c.dist.calls
+                    from .dist.calls import local_failure
+                    local_failure(exc, f"{self.program.name}(...)", self.timeout)
+                raise
         return list(args)
 
     def _run_now(self, values: list[Any], timeout: float | None = None) -> Any:
@@ -81,7 +87,7 @@ class Compiled:
         trace dict (`json.dump` it for Perfetto) with `to_html()` (the self-contained timeline),
         `save(path)` (HTML or JSON by suffix) and `_repr_html_` (shown inline in a notebook)."""
         from . import execute
-        return execute.profile(self, *execute.bind_args(self.program, args, kwargs, self.defaults))
+        return execute.profile(self, *self._bind(args, kwargs))
 
     def save(self, path: str) -> None:
         from . import aot

@@ -281,6 +281,12 @@ def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[An
     (`{"traceEvents": [...], "metadata": {...}}`, see `l3c.profile.build_trace`) that
     `json.dump` writes to a file Perfetto (ui.perfetto.dev) or chrome://tracing opens.
     """
+    if compiled.program.config.hosts > 1:     # one timeline of every host: l3c/dist/profiling.py
+        from .dist.profiling import hosts_trace
+        from .dist.run import run as run_on_hosts
+        mine: dict = {}
+        results = run_on_hosts(compiled, *args, timeout=timeout, _stamps=mine)
+        return results, hosts_trace(compiled, mine)
     from .profile import build_trace
     stamps: dict = {}
     results = run(compiled, *args, timeout=timeout, _stamps=stamps)

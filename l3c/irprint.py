@@ -300,18 +300,29 @@ def _common_prefix(paths: list[tuple[int, ...]]) -> tuple[int, ...]:
     return first[:n]
 
 
+HOST_COLOURS = ("#e8f0fe", "#fde8e8", "#e6f4ea", "#fef7e0", "#f3e8fd", "#e0f7fa")
+
+
 def to_dot(program: Program) -> str:
     """Graphviz: a box per task, an edge per dependency labelled with kinds and tensors (dashed if
     the memory plan added it). `with l3c.scope()` blocks are nested solid clusters (`cluster_sN`,
     labelled with the scope path and the temporaries that die with it); each group task is a dashed
-    cluster (`cluster_gN`) inside the innermost scope that holds all its members."""
+    cluster (`cluster_gN`) inside the innermost scope that holds all its members. Several hosts:
+    each box names its host and is filled with the host's colour, and each transfer between hosts
+    is a bold blue edge from its producer to each consumer, labelled `xN host a -> host b, bytes`."""
     lines = [f"digraph {_quote(program.name)} {{", "  rankdir=TB;",
              '  node [shape=box, fontname="monospace"];']
 
+    hosts = program.config.hosts
+
     def node(task: Task) -> str:
         where = "?" if task.chip is None else task.chip
-        label = f"%{task.id} {task.short_kernel}\n{task.worker} {where}\n{task.loc}"
-        return f"t{task.id} [label={_quote(label)}];"
+        host = program.host_of(task) if hosts > 1 and task.chip is not None else None
+        on_host = "" if host is None else f" host {host}"
+        label = f"%{task.id} {task.short_kernel}\n{task.worker} {where}{on_host}\n{task.loc}"
+        fill = ("" if host is None else
+                f", style=filled, fillcolor={_quote(HOST_COLOURS[host % len(HOST_COLOURS)])}")
+        return f"t{task.id} [label={_quote(label)}{fill}];"
 
     # what goes directly inside each scope: loose tasks and group clusters
     loose: dict[tuple[int, ...], list[Task]] = {}
@@ -358,6 +369,11 @@ def to_dot(program: Program) -> str:
         tensors = ",".join(sorted(_tensor_name(program, t) for t in data.get("tensors", ())))
         style = ", style=dashed" if data.get("added_by", "deps") != "deps" else ""
         lines.append(f"  t{u} -> t{v} [label={_quote(f'{label} {tensors}'.strip())}{style}];")
+    for t in transfers(program):
+        what = f"x{t.id} host {t.src} -> host {t.dst}, {t.nbytes} B"
+        for c in t.consumers:
+            lines.append(f"  t{t.producer} -> t{c} [label={_quote(what)}, color=blue, "
+                         f"fontcolor=blue, style=bold, constraint=false];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,7 @@ a `TraceError`. The cache is guarded by a lock, so a jitted function may be call
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -14,14 +15,14 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import inflight
 from .compiled import Compiled
 from .inflight import Limiter
-from .errors import ConfigError, L3CError, TraceError
+from .errors import ConfigError, TraceError
 from .ir import Config, Program
 from .trace import BoundArg, bind_arguments, bound_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
@@ -55,23 +56,22 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip() not in ("", "0", "false", "False")
 
 
-def check_hosts(hosts: int) -> None:
-    """Before tracing a `hosts > 1` function: there must be an MPI launcher with `hosts` ranks."""
-    if hosts == 1:
+@contextlib.contextmanager
+def _on_every_host(jitted: "Jitted") -> Iterator[None]:
+    """Around what a call does before it runs, for `hosts > 1`: first an MPI launcher with `hosts`
+    ranks (else `L3CError`, before tracing); then a failure in the block (a `TraceError`, a bad
+    argument) still takes part in the call's agreement between ranks, so that every rank raises
+    and the next call works on all of them (`l3c.dist.calls`)."""
+    if jitted.hosts == 1:
+        yield
         return
-    launcher_vars = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
-                     "HYDRA_CONTROL_FD", "PMI_RANK")
-    if not any(v in os.environ for v in launcher_vars):
-        raise L3CError(f"l3c.jit(hosts={hosts}) needs an MPI launcher with {hosts} ranks, and this "
-                       f"process was not started by one; run `mpiexec -n {hosts} python app.py`")
+    from .dist.launcher import check_hosts
+    check_hosts(jitted.hosts)
     try:
-        from mpi4py import MPI
-    except ImportError:
-        raise L3CError(f"l3c.jit(hosts={hosts}) needs mpi4py (pip install 'l3c[dist]')") from None
-    size = MPI.COMM_WORLD.Get_size()
-    if size != hosts:
-        raise L3CError(f"l3c.jit(hosts={hosts}) but the MPI launcher started {size} ranks; run "
-                       f"`mpiexec -n {hosts} ...`")
+        yield
+    except Exception as exc:
+        from .dist.calls import local_failure
+        local_failure(exc, f"{jitted.fn.__name__}(...)", jitted.timeout)     # raises
 
 
 def _setting(name: str, value: Any, low: int) -> int:
@@ -149,7 +149,6 @@ class Jitted:
         return "retrace: " + ("; ".join(changes) if changes else "new signature")
 
     def _entry(self, args: tuple, kwargs: dict) -> tuple[_Entry, list[BoundArg]]:
-        check_hosts(self.hosts)
         bound = self._bind(args, kwargs)
         key = self._key(bound)
         with self._lock:
@@ -198,8 +197,9 @@ class Jitted:
         return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        compiled = self.lower(*args, **kwargs)
-        values = [b.value for b in self._bind(args, kwargs)]
+        with _on_every_host(self):
+            compiled = self.lower(*args, **kwargs)
+            values = [b.value for b in self._bind(args, kwargs)]
         if inflight.busy():             # queue behind the runs in flight: see their effects
             return inflight.call_queued(compiled, values, self.limiter)
         return compiled._run_now(values)
@@ -208,8 +208,9 @@ class Jitted:
         """Start a run and return its `l3c.Run` at once; `step(*args)` is
         `step.submit(*args).result()`. Tracing errors are raised by the run's `result()`."""
         try:
-            compiled = self.lower(*args, **kwargs)
-            values = [b.value for b in self._bind(args, kwargs)]
+            with _on_every_host(self):
+                compiled = self.lower(*args, **kwargs)
+                values = [b.value for b in self._bind(args, kwargs)]
         except Exception as exc:        # noqa: BLE001 - raised by the run's result()
             return inflight.failed(exc, self.fn.__name__)
         return inflight.submit(compiled, values, self.limiter)
@@ -221,7 +222,8 @@ class Jitted:
         reference: every rank runs all the calls on its own pool of H*C chips and H*S sub workers,
         so global chip pins and groups across hosts are valid as they are, with rank 0's arguments
         (broadcast); every rank returns the same results and written inputs get the same values."""
-        entry, bound = self._entry(args, kwargs)
+        with _on_every_host(self):
+            entry, bound = self._entry(args, kwargs)
         from .codegen.eager import run_eager
         return run_eager(entry.program, [b.value for b in bound], timeout=self.timeout)
 

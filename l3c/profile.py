@@ -178,3 +178,79 @@ def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: i
         "clock": "CLOCK_MONOTONIC, microseconds since the run was posted",
     }
     return Trace(traceEvents=events, displayTimeUnit="ns", metadata=metadata)
+
+
+# ---- several hosts -------------------------------------------------------------------------------
+def build_hosts_trace(program: Program, plans: Sequence[Plan], transfers: Sequence[Any],
+                      stamps: Sequence[dict[str, Any]]) -> Trace:
+    """The Chrome trace of one run of a several-host program, as one timeline: a process per host
+    (pid host + 1, `l3c step host h`), a thread per worker slot named by its global id (`chip 5`,
+    `sub 1`), a slice per task; flows for the dependencies between two workers of one host (as
+    `build_trace`) and, in the `transfer` category, one flow per transfer between hosts from its
+    producer's slice to each consumer's. `stamps[h]`: host h's `steps` (as for `build_trace`),
+    `t0`/`t1` and whether its clock is the one host 0's stamps use (`same_clock`: the same
+    machine; otherwise its times count from its own t0, which the call's agreement makes nearly
+    simultaneous with the others')."""
+    base = stamps[0]["t0"]
+    chips, subs = program.config.chips, program.config.sub_workers
+    events: list[dict[str, Any]] = []
+    where: dict[int, tuple[int, int, float, float]] = {}   # task -> (host, slot, start, end) us
+    for h, (plan, st) in enumerate(zip(plans, stamps)):
+        pid, zero = h + 1, base if st["same_clock"] else st["t0"]
+        events.append({"ph": "M", "pid": pid, "name": "process_name",
+                       "args": {"name": f"l3c {program.name} host {h}"}})
+        events.append({"ph": "M", "pid": pid, "name": "process_sort_index", "args": {"sort_index": h}})
+        for s, queue in enumerate(plan.queues):
+            if not queue:
+                continue
+            name = f"chip {h * chips + s}" if s < chips else f"sub {h * subs + s - chips}"
+            events.append({"ph": "M", "pid": pid, "tid": s, "name": "thread_name",
+                           "args": {"name": name}})
+            times = np.asarray(st["steps"][s]).tolist()
+            for k, step in enumerate(queue):
+                start_ns, end_ns = times[k]
+                if start_ns == 0 and k:
+                    start_ns = times[k - 1][1]
+                start, end = (start_ns - zero) / 1e3, (end_ns - zero) / 1e3
+                where[step.task] = (h, s, start, end)
+                task = program.task(step.task)
+                events.append({"ph": "X", "pid": pid, "tid": s, "ts": start, "dur": end - start,
+                               "name": f"{task.short_kernel} #{task.id}", "cat": task.worker,
+                               "args": {"task": task.id, "kernel": task.kernel, "host": h,
+                                        "group": task.group, "loc": task.loc}})
+    flows = 0
+
+    def flow(u: int, v: int, name: str, cat: str) -> None:
+        nonlocal flows
+        hu, su, start_u, end_u = where[u]
+        hv, sv, start_v, _ = where[v]
+        flows += 1
+        common = {"cat": cat, "name": name, "id": flows, "args": {"from": u, "to": v}}
+        events.append({**common, "ph": "s", "pid": hu + 1, "tid": su, "ts": (start_u + end_u) / 2})
+        events.append({**common, "ph": "f", "bp": "e", "pid": hv + 1, "tid": sv, "ts": start_v})
+    for u, v in sorted(program.graph.edges):
+        if u in where and v in where and where[u][0] == where[v][0] and where[u][1] != where[v][1]:
+            flow(u, v, "+".join(sorted(program.graph.edges[u, v].get("kinds", ()))) or "order",
+                 "dependency")
+    for tr in transfers:
+        for c in tr.consumers:
+            if tr.producer in where and c in where:
+                flow(tr.producer, c, f"x{tr.id} host {tr.src} -> host {tr.dst} ({tr.nbytes} B)",
+                     "transfer")
+    metadata = {
+        "program": program.name,
+        "loc": program.loc,
+        "hosts": len(plans),
+        "tasks": len(where),
+        "workers": [e["args"]["name"] for e in events if e.get("name") == "thread_name"],
+        "cross_worker_edges": flows,
+        "transfers": len(transfers),
+        "estimated_makespan": program.reports.get("makespan"),
+        "critical_path_tasks": critical_path(program),
+        "measured_wall_us": max((st["t1"] - st["t0"]) / 1e3 for st in stamps),
+        "measured_wall_us_per_host": [(st["t1"] - st["t0"]) / 1e3 for st in stamps],
+        "clock": "CLOCK_MONOTONIC, microseconds since host 0 posted the run"
+                 + ("" if all(st["same_clock"] for st in stamps) else
+                    " (hosts on other machines: since their own run started)"),
+    }
+    return Trace(traceEvents=events, displayTimeUnit="ns", metadata=metadata)

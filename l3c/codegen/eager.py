@@ -13,7 +13,6 @@ returns the same results and writes the same values back into its written inputs
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -106,26 +105,16 @@ def readonly_error(program: Program, param_index: int) -> ScheduleError:
 
 
 def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = None) -> Any:
-    """Run `program` (straight from the tracer) with `args` (one value per `program.params`)."""
-    if len(args) != len(program.params):
-        raise L3CError(f"{program.name} takes {len(program.params)} arguments, got {len(args)}")
-    arrays: dict[int, np.ndarray] = {}
-    for param, value in zip(program.params, args):
-        if param.tensor is None:
-            continue
-        info = program.tensors[param.tensor]
-        value = np.asarray(value) if not isinstance(value, np.ndarray) else value
-        if (tuple(value.shape) != tuple(info.shape)
-                or value.dtype.newbyteorder("=") != np.dtype(info.dtype)):
-            raise L3CError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "
-                           f"got {value.dtype}{list(value.shape)}")
-        arrays[param.tensor] = value
-    offsets, arena_bytes = layout_tensors(program)
-    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
-    for i, param in enumerate(program.params):
-        if param.tensor in written and not arrays[param.tensor].flags.writeable:
-            raise readonly_error(program, i)
-    calls = to_calls(program, offsets)
+    """Run `program` (straight from the tracer) with `args` (one value per `program.params`).
+    For several hosts a bad argument on one rank still takes part in the call's agreement between
+    ranks (`l3c.dist.calls`), so that every rank raises."""
+    try:
+        arrays, offsets, arena_bytes, written, calls = _prepare(program, args)
+    except Exception as exc:
+        if program.config.hosts > 1:
+            from ..dist.calls import local_failure
+            local_failure(exc, f"{program.name}.eager(...)", timeout)
+        raise
     cfg = program.config
     staged = arrays
     if cfg.hosts > 1:
@@ -145,6 +134,29 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
             view = region_view(offsets[ref.tensor], ref.region, program.tensors[ref.tensor].dtype)
             return np.array(pool.array(view), dtype=ref.dtype, copy=True)
         return _result(program.results, read)
+
+
+def _prepare(program: Program, args: Sequence[Any]) -> tuple:
+    """The checked argument arrays, the tensors' layout, the written tensors and the calls."""
+    if len(args) != len(program.params):
+        raise L3CError(f"{program.name} takes {len(program.params)} arguments, got {len(args)}")
+    arrays: dict[int, np.ndarray] = {}
+    for param, value in zip(program.params, args):
+        if param.tensor is None:
+            continue
+        info = program.tensors[param.tensor]
+        value = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        if (tuple(value.shape) != tuple(info.shape)
+                or value.dtype.newbyteorder("=") != np.dtype(info.dtype)):
+            raise L3CError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "
+                           f"got {value.dtype}{list(value.shape)}")
+        arrays[param.tensor] = value
+    offsets, arena_bytes = layout_tensors(program)
+    written = {a.tensor for t in program.tasks for a in t.accesses if a.writes}
+    for i, param in enumerate(program.params):
+        if param.tensor in written and not arrays[param.tensor].flags.writeable:
+            raise readonly_error(program, i)
+    return arrays, offsets, arena_bytes, written, to_calls(program, offsets)
 
 
 @contextlib.contextmanager
@@ -173,21 +185,22 @@ def _whole_pool(hosts: int, chips: int, subs: int, arena_bytes: int) -> Iterator
 
 def _from_rank_0(program: Program, arrays: dict[int, np.ndarray],
                  timeout: float | None) -> dict[int, np.ndarray]:
-    """Rank 0's input arrays on every rank (tensor id -> array), after checking that every rank
-    traced the same program. One broadcast per array, completed with a deadline (`HostLost`)."""
-    from ..dist import launcher
+    """Rank 0's input arrays on every rank (tensor id -> array). The call takes part in the ranks'
+    agreement on each call (`l3c.dist.calls`), which carries the inputs: every rank must make this
+    same call (the same traced program) at this point, else every rank raises."""
+    from ..dist import calls
     from ..irprint import dump
-    MPI = launcher.mpi()
-    comm, _ = launcher.comms()
-    launcher.agree(comm, dump(program, "text"), "the traced program", timeout)
-    root = comm.Get_rank() == 0
-    out, requests = {}, []
-    for tid, value in arrays.items():
-        info = program.tensors[tid]
-        buf = (np.ascontiguousarray(value, dtype=info.dtype) if root
-               else np.empty(info.shape, dtype=info.dtype))
-        requests.append(comm.Ibcast([buf.reshape(-1).view(np.uint8), MPI.BYTE], root=0))
-        out[tid] = buf
-    limit = launcher.REMOTE_SILENCE if timeout is None else timeout
-    launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
+    root = _rank() == 0
+    out = {tid: (np.ascontiguousarray(value, dtype=program.tensors[tid].dtype) if root
+                 else np.empty(program.tensors[tid].shape, dtype=program.tensors[tid].dtype))
+           for tid, value in arrays.items()}
+    text = dump(program, "text")
+    description = f"{program.name}.eager(...)"
+    calls.exchange(calls.CallSide(calls.call_digest(text, description), description,
+                                  list(out.values()), program_text=lambda: text), timeout)
     return out
+
+
+def _rank() -> int:
+    from ..dist import launcher
+    return launcher.comms()[0].Get_rank()

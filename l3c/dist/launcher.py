@@ -1,21 +1,18 @@
-"""MPI detection, rank checks and agreement between hosts.
+"""MPI detection, rank checks and the private communicators.
 
 One MPI rank is one host. `check_hosts(H)` runs before anything is traced: it needs an MPI launcher
 (`mpiexec -n H ...`) and mpi4py, and exactly H ranks. mpi4py is imported here only, and only for
-`hosts > 1`, so single-host l3c never loads MPI.
+`hosts > 1`, so single-host l3c never loads MPI. Agreement on each call is `calls.py`.
 
-Every wait on another rank is bounded: collectives are the non-blocking kind (`Iallgather`,
-`Ibcast`, `Idup`) completed by `wait_all`, a `Test` loop with a deadline that raises `HostLost`.
+Every wait on another rank is bounded: collectives are the non-blocking kind (`Ibcast`, `Idup`)
+completed by `wait_all`, a `Test` loop with a deadline that raises `HostLost`.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from typing import Any, Iterator
-
-import numpy as np
 
 from ..errors import L3CError
 from .errors import HostLost
@@ -23,12 +20,11 @@ from .errors import HostLost
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
                  "HYDRA_CONTROL_FD", "PMI_RANK")
 # How long a rank may stay silent (no heartbeat, no message) while another waits on it, and the bound
-# of waits outside a run (agreement, communicator set-up) when the run has no timeout.
+# of waits outside a run (a call's agreement, communicator set-up) when the call has no timeout.
 REMOTE_SILENCE = float(os.environ.get("L3C_REMOTE_SILENCE", "10"))
 # ... and once the launcher said that a process of the job ended (SIGUSR1 from hydra): a rank alive
 # sends a heartbeat every 0.25 s during a run, so this much silence then means it is gone
 TERMINATED_SILENCE = 1.0
-SETUP_TIMEOUT = float(os.environ.get("L3C_REMOTE_SETUP_TIMEOUT", "60"))
 WAIT_SPIN_S = 0.002          # wait_all: test with a yield this long before sleeping between tests
 
 _state: dict[str, Any] = {}
@@ -48,6 +44,19 @@ def mpi() -> Any:
     return MPI
 
 
+def libmpi_paths() -> list[str]:
+    """Paths of the MPI libraries mapped into this process (the one mpi4py loaded), for the native
+    code that calls MPI directly (`poll.py`, `peers.py`)."""
+    import re
+    paths: list[str] = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            m = re.search(r"(/\S*/libmpi[^/\s]*\.so[^/\s]*)$", line.strip())
+            if m and m.group(1) not in paths:
+                paths.append(m.group(1))
+    return paths
+
+
 def check_hosts(hosts: int) -> int:
     """Before tracing a `hosts > 1` function: an MPI launcher with `hosts` ranks. Returns this rank
     and makes it the `l3c.host_id()` of the kernels this process's workers run."""
@@ -55,17 +64,33 @@ def check_hosts(hosts: int) -> int:
         return 0
     if not under_launcher():
         raise L3CError(f"l3c.jit(hosts={hosts}) needs an MPI launcher with {hosts} ranks, and this "
-                       f"process was not started by one; run `mpiexec -n {hosts} python app.py`")
+                       f"process was not started by one; run `mpiexec -n {hosts} {_this_command()}`")
     MPI = mpi()
     size = MPI.COMM_WORLD.Get_size()
     if size != hosts:
-        raise L3CError(f"l3c.jit(hosts={hosts}) but the MPI launcher started {size} ranks; run "
-                       f"`mpiexec -n {hosts} ...`")
+        raise L3CError(f"l3c.jit(hosts={hosts}) but the MPI launcher started {size} "
+                       f"rank{'' if size == 1 else 's'}; run `mpiexec -n {hosts} ...`")
     rank = MPI.COMM_WORLD.Get_rank()
     from ..runtime import context
     context.set_host(rank)
     _listen_for_terminations()
     return rank
+
+
+def _this_command() -> str:
+    """How this process was started, as the launcher hint shows it: `l3c run s.l3c`, `python
+    app.py` (`python app.py` when it cannot tell, e.g. `python -c`)."""
+    import shlex
+    import sys
+    argv = list(sys.argv)
+    if not argv or not argv[0] or argv[0] == "-c":
+        return "python app.py"
+    name = os.path.basename(argv[0])
+    if name == "l3c":
+        return shlex.join(["l3c", *argv[1:]])
+    if argv[0].endswith(os.path.join("l3c", "__main__.py")):
+        return shlex.join(["l3c", *argv[1:]])
+    return shlex.join(["python", *argv])
 
 
 def _listen_for_terminations() -> None:
@@ -135,41 +160,30 @@ def comms() -> tuple[Any, Any]:
     if _state.get("pid") != os.getpid():
         MPI = mpi()
         world = MPI.COMM_WORLD
-        deadline = time.monotonic() + SETUP_TIMEOUT
+        deadline = time.monotonic() + REMOTE_SILENCE
         data, data_req = world.Idup()
         wait_all([data_req], deadline, "MPI communicator set-up")
         ctl, ctl_req = world.Idup()
         wait_all([ctl_req], deadline, "MPI communicator set-up")
-        _state.update(pid=os.getpid(), data=data, ctl=ctl)
+        import numpy as np
+        pids = np.zeros(world.Get_size(), dtype=np.int64)
+        wait_all([ctl.Iallgather(np.array([os.getpid()], dtype=np.int64), pids)], deadline,
+                 "the other ranks' process ids")
+        _state.update(pid=os.getpid(), data=data, ctl=ctl, pids=[int(p) for p in pids])
     return _state["data"], _state["ctl"]
 
 
-def agree(comm: Any, text: str, what: str, timeout: float | None = None) -> None:
-    """Check that every rank holds the same `text` (e.g. the canonical IR dump); else raise an
-    `L3CError` naming the first differing line. Costs one 32-byte allgather when they agree."""
-    MPI = mpi()
-    size, rank = comm.Get_size(), comm.Get_rank()
-    deadline = time.monotonic() + (timeout if timeout is not None else SETUP_TIMEOUT)
-    data = text.encode("utf-8")
-    digest = np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8).copy()
-    digests = np.zeros((size, 32), dtype=np.uint8)
-    wait_all([comm.Iallgather(digest, digests)], deadline, f"the other hosts' {what}")
-    if (digests == digests[0]).all():
-        return
-    lengths = np.zeros(size, dtype=np.int64)
-    wait_all([comm.Iallgather(np.array([len(data)], dtype=np.int64), lengths)], deadline,
-             f"the other hosts' {what}")
-    displs = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    everything = np.zeros(int(lengths.sum()), dtype=np.uint8)
-    wait_all([comm.Iallgatherv([np.frombuffer(data, dtype=np.uint8), MPI.BYTE],
-                               [everything, (lengths, displs), MPI.BYTE])],
-             deadline, f"the other hosts' {what}")
-    texts = [everything[d:d + n].tobytes().decode("utf-8", "replace")
-             for d, n in zip(displs, lengths)]
-    other = next(r for r in range(size) if texts[r] != texts[0])
-    a, b = texts[0].splitlines(), texts[other].splitlines()
-    line = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
-    show = lambda lines: lines[line] if line < len(lines) else "<end>"  # noqa: E731
-    raise L3CError(f"the hosts disagree on {what} (every rank must trace the same program; this is "
-                   f"host {rank}): host 0 and host {other} first differ at line {line + 1}:\n"
-                   f"  {'host 0:':<9}{show(a)}\n  {f'host {other}:':<9}{show(b)}")
+def pids() -> list[int]:
+    """Every rank's process id (swapped when the communicators were made)."""
+    comms()
+    return _state["pids"]
+
+
+def cached(name: str) -> Any:
+    """A value computed once per process from the communicators (e.g. their tag window)."""
+    return _state.get(name) if _state.get("pid") == os.getpid() else None
+
+
+def cache(name: str, value: Any) -> Any:
+    _state[name] = value
+    return value

@@ -44,7 +44,6 @@ installs); elsewhere `native()` is None and the loop yields in Python instead.
 from __future__ import annotations
 
 import ctypes
-import re
 import threading
 from typing import Any
 
@@ -270,13 +269,7 @@ def _mpi_entries() -> tuple[int, int, int] | None:
     MPI = launcher.mpi()
     if any(MPI._sizeof(kind) != 4 for kind in (MPI.Request, MPI.Comm, MPI.Datatype)):
         return None
-    paths = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            m = re.search(r"(/\S*/libmpi[^/\s]*\.so[^/\s]*)$", line.strip())
-            if m and m.group(1) not in paths:
-                paths.append(m.group(1))
-    for path in paths:
+    for path in launcher.libmpi_paths():
         try:
             lib = ctypes.CDLL(path)
             return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value

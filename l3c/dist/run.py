@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import KernelError, L3CError, Timeout
+from ..errors import L3CError, Timeout
 from ..runtime import context, layout, sync
 from ..runtime.pool import get_pool
-from . import launcher, poll
-from .errors import HostFailed, HostLost
-from .split import DistPlan, Piece, Transfer, split
+from . import calls, launcher, peers, poll
+from .errors import HostLost, error_info, on_host, slot_name
+from .buffers import Buffers, HostBuffers, bytes_spec
+from .split import DistPlan, Transfer, split
 
 HEARTBEAT = 0.25            # s between "alive" messages to every other rank while a run waits
 SPIN_S = float(os.environ.get("L3C_DIST_SPIN", "0.01"))
@@ -61,10 +62,10 @@ PYTHON_NAP_NS = 2_000_000   # the longest nap without the native poll (another M
 LOCAL_NAP_NS = 2_000_000    # ... and when only the local run is left (crashes and the deadline
                             # are seen after it)
 _EMPTY = np.empty(0, dtype=np.uint8)
-TAG_SPACE = 1 << 20         # data tags per run epoch; epochs wrap modulo TAG_UB // TAG_SPACE
-CTL_TAG = 7
-
-_epoch = [0]
+TAG_SPACE = 1 << 20         # data tags per run epoch (at most half the tag range); epochs wrap
+TIMEOUT_GRACE = 2.0         # after the run's timeout, how long a host that hangs nothing itself
+                            # waits for the hung host's report before blaming whom it waits for
+CTL_TAG = peers.CTL_TAG
 # benchmarks/multihost.py --stages sets a list here: (stage, CLOCK_MONOTONIC ns) of each transfer,
 # and ("native", transfer id) when the native poll posted its sends
 PROBE: list | None = None
@@ -92,92 +93,6 @@ def prepare(compiled: Any, host: int | None = None) -> tuple[DistPlan, Any]:
     return dist, art[key]
 
 
-def _bytes(a: np.ndarray) -> Any:
-    """An MPI buffer spec of a C-contiguous array, as raw bytes (any dtype)."""
-    MPI = launcher.mpi()
-    return [a.reshape(-1).view(np.uint8), MPI.BYTE]
-
-
-class _Buffers:
-    """Where each piece is read from / written to on this host: the arena itself when the piece is a
-    C-contiguous view, else a per-piece buffer, gathered before send and scattered after receive."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-
-    def target(self, piece: Piece) -> tuple[np.ndarray, Any]:
-        """(array to hand to MPI, how to move it into/out of the arena: None, a view, or an index)."""
-        pool = self.pool
-        if piece.view is not None:
-            arr = pool.array(piece.view)
-            if arr.flags.c_contiguous:
-                return arr, None
-            return np.empty(arr.shape, dtype=arr.dtype), arr
-        flat = pool.array(_flat_view(piece))
-        return np.empty(piece.count, dtype=flat.dtype), (flat, np.asarray(piece.index, dtype=np.int64))
-
-    @staticmethod
-    def gather(buf: np.ndarray, how: Any) -> None:
-        if how is None:
-            return
-        if isinstance(how, tuple):
-            flat, idx = how
-            np.take(flat, idx, out=buf)
-        else:
-            np.copyto(buf, how)
-
-    @staticmethod
-    def scatter(buf: np.ndarray, how: Any) -> None:
-        if how is None:
-            return
-        if isinstance(how, tuple):
-            flat, idx = how
-            flat[idx] = buf
-        else:
-            np.copyto(how, buf)
-
-
-class _HostBuffers:
-    """This host's MPI buffer specs for every piece it sends or receives, built once per pool
-    generation (arena views, pack buffers of strided pieces), so the run loop does no set-up work
-    between a producer completing and its `Isend`."""
-
-    def __init__(self, run: "_Run") -> None:
-        pool, MPI = run.pool, run.MPI
-        self.generation = (pool.generation, run.ctrl)      # a pool restart replaces the arena
-
-        def specs(tr: Transfer) -> list:
-            out = []
-            for piece in tr.pieces:
-                buf, how = run.buffers.target(piece)
-                out.append(([buf.reshape(-1).view(np.uint8), MPI.BYTE], buf, how))
-            return out
-
-        def native(specs: list) -> list[tuple[int, int]] | None:
-            """(address, nbytes) of each piece, when the native poll can send them all as they
-            lie in the arena (contiguous, under 2 GiB: MPI_Isend takes an int count)."""
-            if not specs or any(how is not None or buf.nbytes >= 1 << 31 for _, buf, how in specs):
-                return None
-            return [(buf.ctypes.data, buf.nbytes) for _, buf, _ in specs]
-        self.inbound = {tr.id: specs(tr) for tr in run.part.recvs}
-        # the final broadcasts: (MPI buffer, how to move it into/out of the arena, root)
-        self.final = [(*run.buffers.target(fp.piece), fp.root) for fp in run.dist.final]
-        outbound: dict[int, list] = {}
-        for tr in run.part.sends:
-            out = specs(tr)
-            outbound.setdefault(run.done_word(tr.src_slot), []).append(
-                (tr.src_count, tr, out, native(out)))
-        for items in outbound.values():
-            items.sort(key=lambda e: (e[0], e[1].id))
-        self.outbound = outbound
-
-
-def _flat_view(piece: Piece) -> Any:
-    from ..runtime.plan import View
-    n = (max(piece.index) + 1) if piece.index else 0
-    return View(piece.base, (n,), (piece.itemsize,), piece.dtype)
-
-
 def _describe(compiled: Any, task: int) -> str:
     if task < 0:
         return "?"
@@ -185,41 +100,12 @@ def _describe(compiled: Any, task: int) -> str:
     return f"task {task} {t.short_kernel} ({t.loc})"
 
 
-def _error_info(exc: BaseException, host: int) -> dict:
-    info = {"host": host, "kind": type(exc).__name__, "message": str(exc).split("\n\n")[0],
-            "task": -1, "kernel": "", "loc": "", "traceback": ""}
-    if isinstance(exc, KernelError):
-        info.update(task=exc.task, kernel=exc.kernel, loc=exc.loc, traceback=exc.remote_traceback)
-    elif isinstance(exc, HostFailed):
-        info.update(task=exc.task, kernel=exc.kernel, loc=exc.loc)
-    return info
-
-
-def _remote_error(info: dict, here: int) -> L3CError:
-    """The exception a rank raises when another rank reports `info` about its failure."""
-    host = info["host"]
-    if info["kind"] in ("HostFailed", "HostLost") and info.get("origin") is not None:
-        host = info["origin"]
-    if info["kind"] == "KernelError":
-        exc = KernelError(f"on host {host}: {info['message']}\n\nRemote traceback (host {host}):\n"
-                          f"{info['traceback']}", kernel=info["kernel"], task=info["task"],
-                          loc=info["loc"], remote_traceback=info["traceback"])
-        exc.host = host
-        exc._l3c_told = True             # the origin told every rank already
-        return exc
-    cls = HostLost if info["kind"] == "HostLost" else HostFailed
-    exc = cls(f"host {host} failed ({info['kind']}): {info['message']}; host {here} stopped its "
-              f"run too", host=host, task=info["task"], kernel=info["kernel"], loc=info["loc"],
-              kind=info["kind"])
-    exc._l3c_told = True
-    return exc
-
-
 class _Run:
     """State of one run on this host (one epoch)."""
 
     def __init__(self, compiled: Any, dist: DistPlan, disp: Any, host: int, pool: Any,
-                 plan_id: int, slot_map: Any, timeout: float | None) -> None:
+                 plan_id: int, slot_map: Any, timeout: float | None, epoch: int,
+                 side: calls.CallSide) -> None:
         MPI = launcher.mpi()
         self.MPI = MPI
         self.compiled, self.dist, self.disp, self.host, self.pool = compiled, dist, disp, host, pool
@@ -229,20 +115,22 @@ class _Run:
         self.comm, self.ctl = launcher.comms()
         self.hosts = dist.hosts
         self.peers = [h for h in range(self.hosts) if h != host]
-        _epoch[0] += 1
-        self.epoch = _epoch[0]
-        self.tag_base = (self.epoch % max(1, MPI.TAG_UB // TAG_SPACE)) * TAG_SPACE
-        if len(dist.transfers) >= TAG_SPACE:
-            raise L3CError(f"{len(dist.transfers)} transfers between hosts: at most {TAG_SPACE - 1}")
+        self.epoch, self.side = epoch, side
+        space, epochs = tag_window(self.comm)
+        self.tag_base = (epoch % epochs) * space
+        if len(dist.transfers) >= space:
+            raise L3CError(f"{len(dist.transfers)} transfers between hosts: this MPI's tags allow "
+                           f"at most {space - 1}")
+        self.recv_reqs: list = []       # every Irecv posted, cancelled if the run fails
+        self.stamps: dict | None = None  # profiling: receives t0, t1 and the steps' stamps
         now = time.monotonic()
         self.deadline = None if timeout is None else now + timeout
         self.timeout = timeout
         self.heard = {h: now for h in self.peers}
         self.done_peers: set[int] = set()
-        self.ctl_reqs: list = []
         self._aimed: list = []          # the heads the native poll watches, by word index
         self._send_handles = (MPI._handleof(self.comm), MPI._handleof(MPI.BYTE))  # for the poll
-        self.buffers = _Buffers(pool)
+        self.buffers = Buffers(pool)
         ctrl = pool.control_address
         self.ctrl = ctrl
 
@@ -255,31 +143,25 @@ class _Run:
         key = f"dist_buffers_{host}"
         cached = compiled.artifacts.get(key)
         if cached is None or cached.generation != (pool.generation, ctrl):
-            cached = compiled.artifacts[key] = _HostBuffers(self)
+            cached = compiled.artifacts[key] = HostBuffers(self)
         self.bufs = cached
 
     # ---------------------------------------------------------------------------- control channel
-    def tell(self, peers: list[int], message: tuple) -> None:
-        for h in peers:
-            self.ctl_reqs.append(self.ctl.isend((self.epoch,) + message, dest=h, tag=CTL_TAG))
-        self.ctl_reqs = [r for r in self.ctl_reqs if not r.Test()]
+    def tell(self, to: list[int], message: tuple) -> None:
+        peers.tell(self.ctl, to, self.epoch, *message)
 
     def poll_control(self) -> None:
-        """Read every control message that arrived; raise on a peer's failure."""
-        status = self.MPI.Status()
-        while self.ctl.iprobe(source=self.MPI.ANY_SOURCE, tag=CTL_TAG, status=status):
-            src = status.Get_source()
-            message = self.ctl.recv(source=src, tag=CTL_TAG)
-            epoch, kind = message[0], message[1]
-            if epoch != self.epoch:
-                continue                       # left over from an earlier (failed) run
+        """Read every control message that arrived; raise on a peer's failure or exit."""
+        for src, message in peers.receive(self.ctl, self.MPI, self.epoch):
             self.heard[src] = time.monotonic()
-            if kind == "done":
+            if message[1] == "bye" and src not in self.done_peers:
+                raise peers.exited(src, self.host, self.epoch)
+            if message[1] == "done":
                 self.done_peers.add(src)
-            elif kind == "failed":
+            elif message[1] == "failed":
                 info = message[2]
                 info.setdefault("origin", info["host"])
-                raise _remote_error(info, self.host)
+                raise calls.failure_of(info, self.host, self.side, self.ctl, self.epoch)
 
     def check_remote(self, waiting_for: dict[int, int]) -> None:
         """Raise HostLost for a peer we wait on that stayed silent too long (or past the timeout).
@@ -289,11 +171,14 @@ class _Run:
         limit = launcher.REMOTE_SILENCE
         if launcher.terminated_hint() is not None:      # the launcher said a process ended
             limit = min(limit, launcher.TERMINATED_SILENCE)
+        # Past the timeout, the host whose task hangs reports it (`timed_out`): wait a grace for
+        # that report before blaming the host this one waits for, which may only wait in turn.
+        late = self.deadline is not None and now >= self.deadline + TIMEOUT_GRACE
         for h, task in waiting_for.items():
             silent = now - self.heard[h]
-            if silent >= limit or (self.deadline is not None and now >= self.deadline):
-                why = (f"the run's timeout of {self.timeout} s passed" if self.deadline is not None
-                       and now >= self.deadline else f"it sent nothing for {silent:.1f} s")
+            if silent >= limit or late:
+                why = (f"the run's timeout of {self.timeout} s passed" if late
+                       else f"it sent nothing for {silent:.1f} s")
                 if task >= 0:
                     what = f"the transfer of {_describe(self.compiled, task)}"
                 else:                   # its "done": name the task its part ends with
@@ -302,22 +187,33 @@ class _Run:
                     what = "it to finish its part of the run" + (
                         f" (which ends with {_describe(self.compiled, task)})" if task >= 0 else "")
                 t = self.compiled.program.task(task) if task >= 0 else None
-                raise HostLost(f"host {h} stopped answering ({why}) while host {self.host} waited "
+                exc = HostLost(f"host {h} stopped answering ({why}) while host {self.host} waited "
                                f"for {what}; it died or stalled", host=h, task=task,
                                kernel=t.kernel if t else "", loc=t.loc if t else "")
+                raise exc if late else peers.mark_gone(h, exc)
+
+    def hung_steps(self) -> list[tuple[int, Any]]:
+        """The local slots whose next step has every wait met, so it runs (past the timeout: hangs)
+        a kernel; slots waiting for a landing or for one of these are not among them."""
+        load = sync.load_u32
+        hung = []
+        for s, queue in enumerate(self.plan.queues):
+            done = load(self.done_word(s))
+            if done < len(queue) and all(load(self.done_word(w)) >= c for w, c in queue[done].waits):
+                hung.append((s, queue[done]))
+        return hung
+
+    def timed_out(self, hung: list[tuple[int, Any]]) -> Timeout:
+        """This host's own Timeout: its steps that hang, by global chip id."""
+        cfg = self.compiled.program.config
+        names = "; ".join(f"{slot_name(s, self.host, cfg.chips, cfg.sub_workers)} ran "
+                          f"{_describe(self.compiled, st.task)}" for s, st in hung)
+        exc = Timeout(f"host {self.host}: the run exceeded its timeout of {self.timeout} s: {names} "
+                      f"(hung workers are replaced)")
+        exc.host = self.host
+        return exc
 
     # ---------------------------------------------------------------------------- phases
-    def broadcast_inputs(self, staging: list, arrays: list) -> None:
-        requests = []
-        for staged, array in zip(staging, arrays):
-            if staged is None:
-                continue
-            if self.host == 0:
-                staged[...] = array
-            requests.append(self.comm.Ibcast(_bytes(staged), root=0))
-        limit = launcher.REMOTE_SILENCE if self.timeout is None else self.timeout
-        launcher.wait_all(requests, time.monotonic() + limit, "the inputs from host 0", host=0)
-
     def post_receive(self, tr: Transfer) -> list:
         """The `Irecv`s of one inbound transfer (straight into the arena when a piece is contiguous)."""
         irecv, tag = self.comm.Irecv, self.tag_base + tr.id
@@ -325,7 +221,32 @@ class _Run:
         reqs = [irecv(spec, source=tr.src, tag=tag) for spec, _, _ in specs]
         if not specs:
             reqs.append(irecv([_EMPTY, self.MPI.BYTE], source=tr.src, tag=tag))
+        self.recv_reqs.extend(reqs)
         return reqs
+
+    def purge_stale_messages(self) -> None:
+        """After a failed call: receive and drop data messages of earlier runs (a send whose
+        receiver gave up), so that none is taken for this run's once the tags wrap around."""
+        MPI, status = self.MPI, self.MPI.Status()
+        space = tag_window(self.comm)[0]
+        while self.comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+            tag = status.Get_tag()
+            if self.tag_base <= tag < self.tag_base + space:
+                break                   # this run's: a peer that started first
+            junk = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+            self.comm.Recv([junk, MPI.BYTE], source=status.Get_source(), tag=tag)
+
+    def cancel_receives(self) -> None:
+        """After a failed run: cancel the receives still posted, so that none of them takes a
+        message of a later run once the tags wrap around."""
+        for r in self.recv_reqs:
+            try:
+                if not r.Test():
+                    r.Cancel()
+                    r.Wait()
+            except Exception:  # noqa: BLE001 - best effort: the tag window also moves on
+                pass
+        self.recv_reqs = []
 
     def post_sends(self, tr: Transfer, specs: list) -> list:
         tag = self.tag_base + tr.id
@@ -380,8 +301,9 @@ class _Run:
         doorbell_waiters, abort_word = ctrl + layout.H_DOORBELL_WAITERS, ctrl + layout.H_ABORT
         out_slot = ctypes.c_int32(-1)
         out_ref = ctypes.byref(out_slot)
-        deadline_ns = 0 if self.deadline is None else int(self.deadline * 1e9)
-        # time.monotonic() and CLOCK_MONOTONIC agree on Linux, so the native deadline matches ours
+        # The native wait gets no deadline: past the timeout, this loop decides whether this host
+        # hangs (a step of its own runs) or only waits for another host, which is then blamed.
+        deadline_ns = 0
         # pending sends per producer slot, by completion count: only each slot's head is polled;
         # [word, items, next item, its requests when the native poll already posted it]
         heads: list[list] = []
@@ -401,7 +323,13 @@ class _Run:
         if watch is not None:
             watch.set_control(MPI._handleof(self.ctl), CTL_TAG, MPI.ANY_SOURCE)
         watch_stale = True
-        disp.start(ctrl, self.plan_id, slot_map)
+        flags = 0
+        if self.stamps is not None:          # workers record every step: see layout.RUN_PROFILE
+            from ..execute import _clear_stamps
+            _clear_stamps(pool, plan)
+            flags = layout.RUN_PROFILE
+            self.stamps["t0"] = time.monotonic_ns()
+        disp.start(ctrl, self.plan_id | flags, slot_map)
         while True:
             progressed = False
             if n_sends_left:
@@ -501,9 +429,13 @@ class _Run:
                             waiting.setdefault(h, -1)
                 if waiting:
                     self.check_remote(waiting)
-                if self.deadline is not None and now >= self.deadline and local_done:
-                    raise Timeout(f"host {self.host}: the run exceeded its timeout of "
-                                  f"{self.timeout} s while exchanging transfers")
+                if self.deadline is not None and now >= self.deadline:
+                    hung = [] if local_done else self.hung_steps()
+                    if hung:
+                        raise self.timed_out(hung)
+                    if now >= self.deadline + TIMEOUT_GRACE:
+                        raise Timeout(f"host {self.host}: the run exceeded its timeout of "
+                                      f"{self.timeout} s while exchanging transfers")
             if progressed:
                 # Hand the core to whoever this progress unblocked before doing anything else: the
                 # consumer a landing just woke (the futex puts it on this core as often as not), or
@@ -596,8 +528,12 @@ class _Run:
         if status == layout.RUN_OK:
             self._local_done = True
         elif status != layout.RUN_PENDING:
-            with launcher.forking():
-                self.pool.finish_run(status, out_slot.value, self.plan, self.timeout)  # raises
+            cfg = self.compiled.program.config
+            try:
+                with launcher.forking():
+                    self.pool.finish_run(status, out_slot.value, self.plan, self.timeout)
+            except Exception as exc:     # the pool numbers its workers from 0: say global ids
+                raise on_host(exc, self.host, cfg.chips, cfg.sub_workers, out_slot.value) from None
 
     def final_sync(self) -> None:
         """The owners broadcast the results and written inputs (every rank takes part, in order)."""
@@ -607,72 +543,125 @@ class _Run:
                 self.buffers.gather(buf, how)
             else:
                 scatters.append((buf, how))
-            requests.append(self.comm.Ibcast(_bytes(buf), root=root))
+            requests.append(self.comm.Ibcast(bytes_spec(buf), root=root))
         limit = launcher.REMOTE_SILENCE
         if self.deadline is not None:
             limit = max(0.5, min(limit, self.deadline - time.monotonic()))
-        launcher.wait_all(requests, time.monotonic() + limit, "the results from the other hosts")
+        try:
+            launcher.wait_all(requests, time.monotonic() + limit, "the results from the other hosts")
+        except HostLost as exc:
+            raise peers.mark_gone(exc.host, exc) from None
         for buf, how in scatters:
             self.buffers.scatter(buf, how)
 
-    def drain(self, limit: float = 0.5) -> None:
-        """Let our last control messages leave (bounded)."""
-        end = time.monotonic() + limit
-        while self.ctl_reqs and time.monotonic() < end:
-            self.ctl_reqs = [r for r in self.ctl_reqs if not r.Test()]
-            time.sleep(0.0005)
 
-
-def run(compiled: Any, *args: Any, timeout: float | None = None) -> Any:
+def run(compiled: Any, *args: Any, timeout: float | None = None,
+        _stamps: dict | None = None) -> Any:
     """Run a multi-host compiled schedule on this rank (every rank calls it with its arguments;
-    rank 0's inputs are used; every rank returns the same results)."""
+    rank 0's inputs are used; every rank returns the same results). Whatever goes wrong here before
+    the run starts (arguments that do not match, a pool that cannot start) still takes part in the
+    call's agreement (`calls.exchange`), so every rank raises and the next call works.
+    `_stamps` (`execute.profile`): a dict that receives this host's step timestamps."""
     from ..execute import _arena_arrays, _copy_arrays, check_args
     program = compiled.program
     host = launcher.check_hosts(program.config.hosts)
-    comm, _ = launcher.comms()
+    launcher.comms()
     if timeout is None:
         timeout = getattr(compiled, "timeout", None)
-    dist, disp = prepare(compiled, host)
-    if not compiled.artifacts.get("dist_agreed"):
-        from ..irprint import dump
-        launcher.agree(comm, dump(program, "text"), "the compiled program", timeout)
-        compiled.artifacts["dist_agreed"] = True
-    arrays = check_args(program, args)
-    part = dist.parts[host]
-    lowered, plan = part.lowered, part.lowered.plan
-    with launcher.forking():
-        pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
-    with pool.lock:
+    side = calls.CallSide(b"", describe_call(program),
+                          program_text=lambda: program_text(compiled))
+    try:
+        side.digest = calls.call_digest(program_text(compiled), side.description)
+        arrays = check_args(program, args)
+        dist, disp = prepare(compiled, host)
+        lowered, plan = dist.parts[host].lowered, dist.parts[host].lowered.plan
         with launcher.forking():
-            # workers forked before this process knew its host (or without SIGUSR1 blocked)
-            config = compiled.program.config
-            context.set_host(host, config.chips, config.sub_workers)
-            pool.fork_for(("host", host, config.chips, config.sub_workers))
-            plan_id = pool.install(plan)
-        slot_map = pool.slot_map(plan)
-        state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout)
+            pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
+    except Exception as exc:  # noqa: BLE001 - every rank must hear of it (raised by exchange)
+        side.failure = exc
+        calls.exchange(side, timeout)
+    with pool.lock:
         try:
+            with launcher.forking():
+                # workers forked before this process knew its host (or without SIGUSR1 blocked)
+                config = compiled.program.config
+                context.set_host(host, config.chips, config.sub_workers)
+                pool.fork_for(("host", host, config.chips, config.sub_workers))
+                plan_id = pool.install(plan)
+            slot_map = pool.slot_map(plan)
             staging, results = _arena_arrays(lowered, pool, plan)
-            state.broadcast_inputs(staging, arrays)
+            side.inputs = _unique(staging)
+            if host == 0:
+                for staged, array in zip(staging, arrays):
+                    if staged is not None:
+                        staged[...] = array
+        except Exception as exc:  # noqa: BLE001 - as above
+            side.failure = exc
+        epoch = calls.exchange(side, timeout)
+        state = _Run(compiled, dist, disp, host, pool, plan_id, slot_map, timeout, epoch, side)
+        state.stamps = _stamps
+        try:
+            if calls.failed_before():
+                state.purge_stale_messages()
             try:
                 state.loop()
             except BaseException:
+                state.cancel_receives()
                 with launcher.forking():
                     pool.recover(grace=0.2)
                 raise
+            if _stamps is not None:
+                from ..execute import _read_stamps
+                _stamps.update(t1=time.monotonic_ns(), steps=_read_stamps(pool, plan),
+                               epoch=epoch, dist=dist)
             state.final_sync()
         except BaseException as exc:
+            calls.note_failure()
             if not getattr(exc, "_l3c_told", False):
-                info = _error_info(exc, host)
-                if isinstance(exc, HostFailed) and exc.host >= 0:
-                    info["origin"] = exc.host
                 try:
-                    state.tell(state.peers, ("failed", info))
-                    state.drain()
+                    state.tell(state.peers, ("failed", error_info(exc, host)))
+                    peers.drain(0.5)
                 except Exception:  # noqa: BLE001 - the other ranks find out by silence then
                     pass
             raise
-        state.drain()
+        peers.drain(0.0)
         for i in lowered.written_inputs:
             arrays[i][...] = staging[i]
         return _copy_arrays(results)
+
+
+def describe_call(program: Any) -> str:
+    """The call as the agreement shows it: `step(x: float32[4], alpha=2.0)`."""
+    from ..execute import describe_signature
+    return program.name + describe_signature(program)
+
+
+def program_text(compiled: Any) -> str:
+    """The program's canonical text dump, made once per Compiled (what the ranks compare)."""
+    text = compiled.artifacts.get("dist_text")
+    if text is None:
+        from ..irprint import dump
+        text = compiled.artifacts["dist_text"] = dump(compiled.program, "text")
+    return text
+
+
+def tag_window(comm: Any) -> tuple[int, int]:
+    """(tags per run epoch, epochs before the tags wrap around) for this communicator: its tag
+    limit is the `MPI.TAG_UB` attribute's value (at least 32767 by the standard)."""
+    cached = launcher.cached("tag_window")
+    if cached is None:
+        MPI = launcher.mpi()
+        tag_ub = comm.Get_attr(MPI.TAG_UB)
+        space = min(TAG_SPACE, (tag_ub + 1) // 2)
+        cached = launcher.cache("tag_window", (space, (tag_ub + 1) // space))
+    return cached
+
+
+def _unique(staging: list) -> list[np.ndarray]:
+    """The staging arrays to broadcast, each once (arguments that are one array share one)."""
+    seen, out = set(), []
+    for a in staging:
+        if a is not None and (a.ctypes.data, a.nbytes) not in seen:
+            seen.add((a.ctypes.data, a.nbytes))
+            out.append(a)
+    return out
