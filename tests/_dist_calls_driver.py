@@ -5,6 +5,7 @@ how ranks end. Every rank prints `RESULT <rank> <name> ok|FAIL <detail>` per che
 Modes:
   many N        N calls of a two-task function with one transfer from host 1 to host 0 (past the
                 511 calls after which the data tags wrap around), every result checked.
+  mixed N       N calls, a kernel error on host 1 every third one (past the tags' wrap).
   diverge       (H ranks) calls that differ on rank 1 after caching: a static (alpha 2.0 / 3.0), a shape ((4,) /
                 (2, 2)), and a signature only one rank has compiled; every rank raises an L3CError
                 at once (no silence window) and the next matching call works.
@@ -71,6 +72,41 @@ def mode_many(n: int) -> None:
             bad.append(i)
     took = time.monotonic() - t0
     report("many", not bad, f"{n} calls in {took:.2f} s; wrong results at calls {bad[:10]}")
+
+
+@l3c.kernel
+def scale_or_raise(x: l3c.In, y: l3c.Out, fail: bool):
+    if fail:
+        raise ValueError("asked to fail")
+    y[...] = x * 2
+
+
+def flaky(x, fail=False):
+    y = l3c.empty(x.shape, x.dtype)
+    add_one.on(0)(x, y)                  # host 0 -> host 1
+    z = l3c.empty(x.shape, x.dtype)
+    scale_or_raise.on(1)(y, z, fail)     # host 1, raising on some calls ...
+    w = l3c.empty(x.shape, x.dtype)
+    add_one.on(0)(z, w)                  # ... -> host 0
+    return w
+
+
+def mode_mixed(n: int) -> None:
+    """Kernel errors on host 1 every third call, mixed with good calls, past the tags' wrap: every
+    good call correct, every failing one a KernelError on both ranks."""
+    f = l3c.jit(hosts=2, chips=1, timeout=30)(flaky)
+    x = np.arange(4.0)
+    wrong = []
+    for i in range(n):
+        fail = i % 3 == 2
+        try:
+            got = f(x, fail=fail)
+            if fail or not np.array_equal(got, (x + 1) * 2 + 1):
+                wrong.append((i, "result"))
+        except l3c.KernelError as exc:
+            if not fail or "asked to fail" not in str(exc):
+                wrong.append((i, str(exc)[:100]))
+    report("mixed", not wrong, f"{n} calls; wrong: {wrong[:5]}")
 
 
 def expect_error(name: str, call, within: float = 5.0) -> None:
@@ -295,6 +331,8 @@ def main() -> None:
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "many":
         mode_many(int(rest[0]))
+    elif mode == "mixed":
+        mode_mixed(int(rest[0]))
     elif mode == "diverge":
         mode_diverge()
     elif mode == "localfail":

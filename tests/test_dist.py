@@ -162,6 +162,7 @@ def _fault_job(tmp_path, hosts: int, how: int, guarded: bool = False):
     job = subprocess.Popen(["mpiexec", "-disable-auto-cleanup", "-n", str(hosts), *command],
                            stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    out = err = ""
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -180,7 +181,14 @@ def _fault_job(tmp_path, hosts: int, how: int, guarded: bool = False):
     finally:
         if job.poll() is None:
             job.kill()
-            job.communicate()
+            out, err = job.communicate()
+        # MPICH's segments: a survivor's exit removes them, but hydra SIGKILLs every rank of a job
+        # started directly by mpiexec, and then only we can
+        for line in out.splitlines():
+            if line.startswith("SHM "):
+                for path in line.split()[2:]:
+                    if path.startswith("/dev/shm/mpich_shm_") and os.path.exists(path):
+                        os.unlink(path)
     return out + err[-2000:], took
 
 

@@ -44,6 +44,13 @@ def test_two_thousand_calls_in_one_run_all_correct():
 
 
 @needs_mpi
+def test_kernel_errors_mixed_with_good_calls_past_the_tags_wrap():
+    """A failed call leaves receives posted and sends unmatched: they are cancelled and purged, so
+    no later run (the tags come round again after 511 calls) takes a stale message."""
+    assert_all_ok(job(2, "mixed", "1200"), 2, ["mixed"])
+
+
+@needs_mpi
 def test_calls_that_differ_after_caching_raise_on_every_rank_and_the_next_call_works():
     out = job(2, "diverge")
     assert_all_ok(out, 2, ["cache_a2", "cache_a3", "static", "after_static", "cache_22", "shape",
