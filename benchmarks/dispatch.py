@@ -1,6 +1,7 @@
 """Dispatch cost per task: l3c compiled vs l3c eager vs ProcessPoolExecutor vs Dask vs Ray tasks vs
 Ray Compiled Graphs (each optional peer skipped when not installed), on the workloads of issue 6,
-with 2 and 4 workers.
+with 2 and 4 workers; and l3c with native kernels (numba cfuncs) vs the same C calls in a serial
+numba loop.
 
     python benchmarks/dispatch.py [--workers 2 4] [--repeats 5] [--workloads abcde] [--json PATH]
 
@@ -8,7 +9,8 @@ Workloads (tasks per run):
     a  2,000 independent no-op tasks                  (each writes its own row of one tensor)
     b  a chain of 1,000 dependent no-op tasks         (each updates the same row)
     c  8 x (1 -> 256 -> 1) fan-out / fan-in           (8 * 258 tasks)
-    d  200 2-member group tasks, each group reading what the previous group wrote (cost per group)
+    d  200 2-member group tasks, each group reading what the previous group wrote (cost per group);
+       the members write the two contiguous halves of the destination
     e  a chain of 100 in-place `x += 1` on a 4 MiB float64 array (vs the same numpy loop)
 
 How each peer expresses them (same dependency structure as the l3c programs):
@@ -40,8 +42,13 @@ measurement. Two floors, both in one process with views built once:
     floor          the same kernel calls one after another in a plain Python loop
     floor_counter  the same loop also storing the step count into a word of a shared mapping
                    (FACTS.md's floor: about 0.3 us a task on this machine)
+Native columns (numba installed): `l3c_native` is a compiled run whose kernels are the same no-ops
+(and `x += 1` for e) as numba cfuncs behind `@l3c.kernel(native=...)`: the workers' step loop calls
+C directly; `native_floor` makes the same C calls one after another in a numba-compiled loop in one
+process.
 Prints microseconds per task (per group for d), each peer's ratio to l3c compiled, and l3c
-compiled's ratio to both floors; writes everything, with versions, errors and skips, as JSON.
+compiled's ratio to both floors (and l3c_native's to native_floor); writes everything, with
+versions, errors and skips, as JSON.
 """
 from __future__ import annotations
 
@@ -55,6 +62,7 @@ import os
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -94,49 +102,83 @@ def inc(x: l3c.InOut):
     x += 1.0
 
 
-def wl_a(t):
-    for i in range(N_A):
-        touch(t[i])
-    return t
+PYTHON = SimpleNamespace(touch=touch, fan=fan, gather=gather, member=member, inc=inc)
 
 
-def wl_b(t):
-    for _ in range(N_B):
-        touch(t[0])
-    return t
+def native_kernels() -> SimpleNamespace | None:
+    """The same kernels as numba cfuncs (`@l3c.kernel(native=...)`), or None without numba."""
+    try:
+        from numba import cfunc, types
+    except ImportError:
+        return None
+    f64p, i64, i32 = types.CPointer(types.float64), types.int64, types.int32
+
+    @cfunc(i32(f64p, i64))
+    def c_touch(x, n):
+        return 0
+
+    @cfunc(i32(f64p, i64, f64p, i64))
+    def c_pair(a, na, b, nb):
+        return 0
+
+    @cfunc(i32(f64p, i64))
+    def c_inc(x, n):
+        for k in range(n):
+            x[k] += 1.0
+        return 0
+
+    def native(c_fn, fn):
+        return l3c.kernel(native=c_fn)(fn)
+
+    return SimpleNamespace(touch=native(c_touch, touch.fn), fan=native(c_pair, fan.fn),
+                           gather=native(c_pair, gather.fn), member=native(c_pair, member.fn),
+                           inc=native(c_inc, inc.fn), c_touch=c_touch, c_pair=c_pair, c_inc=c_inc)
 
 
-def wl_c(a, b):
-    for _ in range(ROUNDS):
-        touch(a)
-        for i in range(FAN):
-            fan(a, b[i])
-        gather(b, a)
-    return a
+def workload(name: str, k: SimpleNamespace) -> Callable:
+    """The orchestration function of workload `name` calling the kernels of `k`."""
+    def wl_a(t):
+        for i in range(N_A):
+            k.touch(t[i])
+        return t
 
+    def wl_b(t):
+        for _ in range(N_B):
+            k.touch(t[0])
+        return t
 
-def wl_d(a, b):
-    for k in range(N_D):
-        src, dst = (a, b) if k % 2 == 0 else (b, a)
-        l3c.group(member, [(src, dst[i::2]) for i in range(2)])
-    return a
+    def wl_c(a, b):
+        for _ in range(ROUNDS):
+            k.touch(a)
+            for i in range(FAN):
+                k.fan(a, b[i])
+            k.gather(b, a)
+        return a
 
+    def wl_d(a, b):                 # contiguous halves: native kernels take contiguous tensors
+        for j in range(N_D):
+            src, dst = (a, b) if j % 2 == 0 else (b, a)
+            l3c.group(k.member, [(src, dst[i * 4:(i + 1) * 4]) for i in range(2)])
+        return a
 
-def wl_e(x):
-    for _ in range(N_E):
-        inc(x)
-    return x
+    def wl_e(x):
+        for _ in range(N_E):
+            k.inc(x)
+        return x
+
+    return {"a": wl_a, "b": wl_b, "c": wl_c, "d": wl_d, "e": wl_e}[name]
 
 
 WORKLOADS = {
-    "a": (wl_a, lambda: (np.zeros((N_A, 1)),), N_A, "2,000 independent no-ops"),
-    "b": (wl_b, lambda: (np.zeros((1, 1)),), N_B, "chain of 1,000"),
-    "c": (wl_c, lambda: (np.zeros(4), np.zeros((FAN, 4))), ROUNDS * (FAN + 2), "8 x (1 -> 256 -> 1)"),
-    "d": (wl_d, lambda: (np.zeros(8), np.zeros(8)), N_D, "2-member groups (per group)"),
-    "e": (wl_e, lambda: (np.zeros(BIG),), N_E, "100 updates of 4 MiB"),
+    "a": (lambda: (np.zeros((N_A, 1)),), N_A, "2,000 independent no-ops"),
+    "b": (lambda: (np.zeros((1, 1)),), N_B, "chain of 1,000"),
+    "c": (lambda: (np.zeros(4), np.zeros((FAN, 4))), ROUNDS * (FAN + 2), "8 x (1 -> 256 -> 1)"),
+    "d": (lambda: (np.zeros(8), np.zeros(8)), N_D, "2-member groups (per group)"),
+    "e": (lambda: (np.zeros(BIG),), N_E, "100 updates of 4 MiB"),
 }
 PEERS = ("l3c_compiled", "l3c_eager", "process_pool", "dask", "ray", "ray_cg", "ray_cg_1actor")
 FLOORS = ("floor", "floor_counter")
+NATIVE = ("l3c_native", "native_floor")      # columns of native kernels (numba installed)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -157,7 +199,7 @@ def floors(name: str, repeats: int) -> dict[str, float]:
     done."""
     from l3c.registry import resolve
     t_, f_, g_, m_, i_ = (resolve(k.name) for k in (touch, fan, gather, member, inc))
-    args = WORKLOADS[name][1]()
+    args = WORKLOADS[name][0]()
     if name == "a":
         calls = [(t_, (args[0][i],)) for i in range(N_A)]
     elif name == "b":
@@ -168,7 +210,7 @@ def floors(name: str, repeats: int) -> dict[str, float]:
         calls = one * ROUNDS
     elif name == "d":
         a, b = args
-        calls = [(m_, (a, b[0::2])), (m_, (a, b[1::2]))] * N_D
+        calls = [(m_, (a, b[:4])), (m_, (a, b[4:]))] * N_D
     else:
         calls = [(i_, args)] * N_E
 
@@ -418,8 +460,8 @@ def ray_compiled_graph(name: str, workers: int, repeats: int, spread: bool = Tru
 
 # ----------------------------------------------------------------------------- l3c
 def l3c_modes(name: str, workers: int, repeats: int) -> tuple[float, float]:
-    fn, make, _, _ = WORKLOADS[name]
-    jitted = l3c.jit(chips=workers, timeout=120)(fn)
+    make, _, _ = WORKLOADS[name]
+    jitted = l3c.jit(chips=workers, timeout=120)(workload(name, PYTHON))
     args = make()
     compiled = jitted.lower(*args)
     t_compiled = timed(lambda: compiled(*args), repeats)
@@ -427,11 +469,66 @@ def l3c_modes(name: str, workers: int, repeats: int) -> tuple[float, float]:
     return t_compiled, t_eager
 
 
+def l3c_native(name: str, workers: int, repeats: int, k: SimpleNamespace) -> float:
+    """A compiled run of the workload with native kernels: the step loop calls C, no Python."""
+    make, _, _ = WORKLOADS[name]
+    args = make()
+    compiled = l3c.jit(chips=workers, timeout=120)(workload(name, k)).lower(*args)
+    if name == "e":
+        x = np.zeros(BIG)
+        compiled(x)
+        assert x[0] == N_E, x[0]          # the C kernel ran, on the caller's array
+    return timed(lambda: compiled(*args), repeats)
+
+
+def native_floor(name: str, repeats: int, k: SimpleNamespace) -> float:
+    """The same C calls one after another in a numba-compiled loop in one process: what a task
+    costs with no scheduling at all."""
+    from numba import njit
+    c_touch, c_pair, c_inc = k.c_touch, k.c_pair, k.c_inc
+
+    @njit
+    def loop_a(t):
+        for i in range(t.shape[0]):
+            c_touch(t[i].ctypes, 1)
+
+    @njit
+    def loop_b(t):
+        for _ in range(N_B):
+            c_touch(t[0].ctypes, 1)
+
+    @njit
+    def loop_c(a, b):
+        for _ in range(ROUNDS):
+            c_touch(a.ctypes, 4)
+            for i in range(FAN):
+                c_pair(a.ctypes, 4, b[i].ctypes, 4)
+            c_pair(b.ctypes, FAN * 4, a.ctypes, 4)
+
+    @njit
+    def loop_d(a, b):
+        for j in range(N_D):
+            src, dst = (a, b) if j % 2 == 0 else (b, a)
+            c_pair(src.ctypes, 8, dst[:4].ctypes, 4)
+            c_pair(src.ctypes, 8, dst[4:].ctypes, 4)
+
+    @njit
+    def loop_e(x):
+        for _ in range(N_E):
+            c_inc(x.ctypes, x.size)
+
+    loop = {"a": loop_a, "b": loop_b, "c": loop_c, "d": loop_d, "e": loop_e}[name]
+    args = WORKLOADS[name][0]()
+    return timed(lambda: loop(*args), repeats)
+
+
 # ----------------------------------------------------------------------------- report
 def print_table(rows: list[dict]) -> None:
     """Two tables for one worker count: microseconds per task, then ratios."""
-    us_cols = [c for c in PEERS + FLOORS if any(c in r["us_per_task"] for r in rows)]
+    us_cols = [c for c in PEERS + FLOORS + NATIVE if any(c in r["us_per_task"] for r in rows)]
     ratio_cols = [c for c in PEERS[1:] if c in us_cols] + ["/floor", "/floor_counter"]
+    if "l3c_native" in us_cols:
+        ratio_cols += ["native/native_floor"]
     head = f"{'W':>2} {'':3} {'workload':28}"
     print(f"\nus per task (d: per group), median of runs; W = workers\n{head}"
           + "".join(f"{c:>15}" for c in us_cols))
@@ -439,11 +536,13 @@ def print_table(rows: list[dict]) -> None:
         cells = "".join(f"{r['us_per_task'][c]:15.2f}" if c in r["us_per_task"] else f"{'-':>15}"
                         for c in us_cols)
         print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
-    print(f"\npeer / l3c compiled; /floor* = l3c compiled / floor\n{head}"
+    print(f"\npeer / l3c compiled; /floor* = l3c compiled / floor; native/native_floor = "
+          f"l3c_native / native_floor\n{head}"
           + "".join(f"{c:>15}" for c in ratio_cols))
     for r in rows:
         ratios = {**r["ratio_to_compiled"],
-                  **{f"/{k}": v for k, v in r["compiled_over_floor"].items()}}
+                  **{f"/{k}": v for k, v in r["compiled_over_floor"].items()},
+                  **r.get("native_over_floor", {})}
         cells = "".join(f"{ratios[c]:14.1f}x" if c in ratios else f"{'-':>15}" for c in ratio_cols)
         print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
     sys.stdout.flush()
@@ -459,6 +558,10 @@ def main() -> None:
     names = opts.workloads
 
     installed = {m: importlib.util.find_spec(m) is not None for m in ("distributed", "ray")}
+    natives = native_kernels()
+    if natives is None:
+        print("skipping l3c_native and native_floor: numba not installed (pip install -e .[native])",
+              file=sys.stderr)
     needs = {"dask": "distributed", "ray": "ray", "ray_cg": "ray", "ray_cg_1actor": "ray"}
     skipped = {peer: f"{mod} not installed" for peer, mod in needs.items() if not installed[mod]}
     for peer, why in skipped.items():
@@ -469,11 +572,14 @@ def main() -> None:
     for workers in opts.workers:
         rows = {}
         for name in names:                       # phase 1: l3c, the process pool, the floors
-            _, _, tasks, label = WORKLOADS[name]
+            _, tasks, label = WORKLOADS[name]
             comp, eager = l3c_modes(name, workers, opts.repeats)
             seconds = {"l3c_compiled": comp, "l3c_eager": eager,
                        "process_pool": ppe(name, workers, opts.repeats),
                        **floors(name, opts.repeats)}
+            if natives is not None:
+                seconds["l3c_native"] = l3c_native(name, workers, opts.repeats, natives)
+                seconds["native_floor"] = native_floor(name, opts.repeats, natives)
             rows[name] = {"workload": name, "label": label, "workers": workers, "tasks": tasks,
                           "seconds": seconds}
         l3c.shutdown()                           # no idle chips during the peers' phases
@@ -497,15 +603,20 @@ def main() -> None:
                 rows[name]["seconds"][peer] = t
         for r in rows.values():
             us = {k: r["seconds"][k] / r["tasks"] * 1e6
-                  for k in PEERS + FLOORS if k in r["seconds"]}
+                  for k in PEERS + FLOORS + NATIVE if k in r["seconds"]}
             r["us_per_task"] = us
             r["ratio_to_compiled"] = {k: us[k] / us["l3c_compiled"] for k in PEERS[1:] if k in us}
             r["compiled_over_floor"] = {k: us["l3c_compiled"] / us[k] for k in FLOORS}
+            if "l3c_native" in us:
+                r["native_over_floor"] = {"native/native_floor":
+                                          us["l3c_native"] / us["native_floor"]}
             del r["seconds"]
         print_table(list(rows.values()))
         all_rows.extend(rows.values())
 
     versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    if natives is not None:
+        versions["numba"] = __import__("numba").__version__
     for mod in ("distributed", "ray"):
         if installed[mod]:
             versions[mod] = __import__(mod).__version__
