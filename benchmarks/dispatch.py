@@ -4,6 +4,7 @@ with 2 and 4 workers; and l3c with native kernels (numba cfuncs) vs the same C c
 numba loop.
 
     python benchmarks/dispatch.py [--workers 2 4] [--repeats 5] [--workloads abcde] [--json PATH]
+                                  [--no-peers]
 
 Workloads (tasks per run):
     a  2,000 independent no-op tasks                  (each writes its own row of one tensor)
@@ -44,7 +45,9 @@ measurement. Two floors, both in one process with views built once:
                    (FACTS.md's floor: about 0.3 us a task on this machine)
 Native columns (numba installed): `l3c_native` is a compiled run whose kernels are the same no-ops
 (and `x += 1` for e) as numba cfuncs behind `@l3c.kernel(native=...)`: the workers' step loop calls
-C directly; `native_floor` makes the same C calls one after another in a numba-compiled loop in one
+C directly; `native_marginal` is the same minus the median cost of a compiled run of one native
+no-op task (the run's fixed cost: staging, posting, waking, copying out), i.e. what each further
+task adds; `native_floor` makes the same C calls one after another in a numba-compiled loop in one
 process.
 Prints microseconds per task (per group for d), each peer's ratio to l3c compiled, and l3c
 compiled's ratio to both floors (and l3c_native's to native_floor); writes everything, with
@@ -178,7 +181,7 @@ WORKLOADS = {
 }
 PEERS = ("l3c_compiled", "l3c_eager", "process_pool", "dask", "ray", "ray_cg", "ray_cg_1actor")
 FLOORS = ("floor", "floor_counter")
-NATIVE = ("l3c_native", "native_floor")      # columns of native kernels (numba installed)
+NATIVE = ("l3c_native", "native_marginal", "native_floor")   # native kernels (numba installed)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -481,6 +484,18 @@ def l3c_native(name: str, workers: int, repeats: int, k: SimpleNamespace) -> flo
     return timed(lambda: compiled(*args), repeats)
 
 
+def native_run_cost(workers: int, repeats: int, k: SimpleNamespace) -> float:
+    """Seconds of a compiled run of one native no-op task: the run's fixed cost (staging, posting,
+    waking the workers and the parent, copying out), which `native_marginal` subtracts."""
+    def one(t):
+        k.touch(t[0])
+        return t
+
+    args = (np.zeros((1, 1)),)
+    compiled = l3c.jit(chips=workers, timeout=120)(one).lower(*args)
+    return timed(lambda: compiled(*args), 4 * repeats)
+
+
 def native_floor(name: str, repeats: int, k: SimpleNamespace) -> float:
     """The same C calls one after another in a numba-compiled loop in one process: what a task
     costs with no scheduling at all."""
@@ -529,21 +544,22 @@ def print_table(rows: list[dict]) -> None:
     ratio_cols = [c for c in PEERS[1:] if c in us_cols] + ["/floor", "/floor_counter"]
     if "l3c_native" in us_cols:
         ratio_cols += ["native/native_floor"]
+    width = {c: max(15, len(c) + 2) for c in us_cols + ratio_cols}
     head = f"{'W':>2} {'':3} {'workload':28}"
     print(f"\nus per task (d: per group), median of runs; W = workers\n{head}"
-          + "".join(f"{c:>15}" for c in us_cols))
+          + "".join(f"{c:>{width[c]}}" for c in us_cols))
     for r in rows:
-        cells = "".join(f"{r['us_per_task'][c]:15.2f}" if c in r["us_per_task"] else f"{'-':>15}"
-                        for c in us_cols)
+        cells = "".join(f"{r['us_per_task'][c]:{width[c]}.2f}" if c in r["us_per_task"]
+                        else f"{'-':>{width[c]}}" for c in us_cols)
         print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
     print(f"\npeer / l3c compiled; /floor* = l3c compiled / floor; native/native_floor = "
-          f"l3c_native / native_floor\n{head}"
-          + "".join(f"{c:>15}" for c in ratio_cols))
+          f"l3c_native / native_floor\n{head}" + "".join(f"{c:>{width[c]}}" for c in ratio_cols))
     for r in rows:
         ratios = {**r["ratio_to_compiled"],
                   **{f"/{k}": v for k, v in r["compiled_over_floor"].items()},
                   **r.get("native_over_floor", {})}
-        cells = "".join(f"{ratios[c]:14.1f}x" if c in ratios else f"{'-':>15}" for c in ratio_cols)
+        cells = "".join(f"{ratios[c]:{width[c] - 1}.1f}x" if c in ratios else f"{'-':>{width[c]}}"
+                        for c in ratio_cols)
         print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
     sys.stdout.flush()
 
@@ -554,23 +570,29 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workloads", default="abcde")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "dispatch.json"))
+    ap.add_argument("--no-peers", action="store_true", help="skip Dask and Ray (l3c, the process "
+                    "pool and the floors only)")
     opts = ap.parse_args()
     names = opts.workloads
 
-    installed = {m: importlib.util.find_spec(m) is not None for m in ("distributed", "ray")}
+    installed = {m: not opts.no_peers and importlib.util.find_spec(m) is not None
+                 for m in ("distributed", "ray")}
     natives = native_kernels()
     if natives is None:
         print("skipping l3c_native and native_floor: numba not installed (pip install -e .[native])",
               file=sys.stderr)
     needs = {"dask": "distributed", "ray": "ray", "ray_cg": "ray", "ray_cg_1actor": "ray"}
-    skipped = {peer: f"{mod} not installed" for peer, mod in needs.items() if not installed[mod]}
+    skipped = {peer: "--no-peers" if opts.no_peers else f"{mod} not installed"
+               for peer, mod in needs.items() if not installed[mod]}
     for peer, why in skipped.items():
         print(f"skipping {peer}: {why} (pip install -e .[bench])", file=sys.stderr)
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
-    all_rows, errors = [], {}
+    all_rows, errors, run_costs = [], {}, {}
     for workers in opts.workers:
         rows = {}
+        run_cost = native_run_cost(workers, opts.repeats, natives) if natives is not None else 0.0
+        run_costs[workers] = run_cost
         for name in names:                       # phase 1: l3c, the process pool, the floors
             _, tasks, label = WORKLOADS[name]
             comp, eager = l3c_modes(name, workers, opts.repeats)
@@ -579,6 +601,7 @@ def main() -> None:
                        **floors(name, opts.repeats)}
             if natives is not None:
                 seconds["l3c_native"] = l3c_native(name, workers, opts.repeats, natives)
+                seconds["native_marginal"] = max(0.0, seconds["l3c_native"] - run_cost)
                 seconds["native_floor"] = native_floor(name, opts.repeats, natives)
             rows[name] = {"workload": name, "label": label, "workers": workers, "tasks": tasks,
                           "seconds": seconds}
@@ -623,6 +646,7 @@ def main() -> None:
     with open(opts.json, "w") as f:
         json.dump({"rows": all_rows, "cpus": os.cpu_count(), "repeats": opts.repeats,
                    "versions": versions, "skipped": skipped, "errors": errors,
+                   "native_run_cost_us": {w: c * 1e6 for w, c in run_costs.items()},
                    "ray_cg_subgraph": {"independent": CG_INDEPENDENT, "chain": CG_CHAIN,
                                        "groups": CG_GROUPS, "in_flight": CG_IN_FLIGHT}},
                   f, indent=1)
