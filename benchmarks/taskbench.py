@@ -2,7 +2,8 @@
 same C calls in a serial numba loop, and of Dask (when installed).
 
     python benchmarks/taskbench.py [--pattern stencil_1d] [--runners l3c serial_numba dask]
-                                   [--width 32] [--steps 100] [--repeats 5] [--json PATH]
+                                   [--width 32] [--steps 100] [--repeats 5] [--stat median|min]
+                                   [--json PATH]
 
 What is measured (written from the paper's definitions):
   * A task graph is `steps` timesteps of `width` points; point (t, x) depends on a set of points of
@@ -18,7 +19,7 @@ What is measured (written from the paper's definitions):
     core-second) / peak rate (the best rate any runner reached, normally the serial loop with long
     tasks). METG(50%) = the smallest granularity at which efficiency >= 50%, interpolated (log
     scale) between the sweep's two bracketing points. Each runner sweeps `iterations` downward by
-    factors of sqrt(2) from its start until its efficiency falls below 25%.
+    factors of sqrt(2) from its start until two points in a row fall below a quarter of its best.
 
 Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)` and `run(iterations)`
 returning the (steps, width, 4) records):
@@ -291,11 +292,14 @@ GRAPH_STEPS = {"dask": 10}                      # smaller graphs where a task co
 
 
 # -------------------------------------------------------------------------------------------- METG
-def sweep(runner: Any, graph: Graph, repeats: int) -> list[dict]:
-    """(iterations, seconds) from `start_iterations` down by sqrt(2) until the rate falls below a
-    quarter of the best so far; every run's records are verified."""
-    points, best, iterations = [], 0.0, float(runner.start_iterations)
-    while iterations >= 1:
+def sweep(runner: Any, graph: Graph, repeats: int, stat: Callable = statistics.median
+          ) -> list[dict]:
+    """(iterations, seconds) from `start_iterations` down by sqrt(2) until two points in a row
+    run below a quarter of the best rate so far; every run's records are verified. One untimed
+    run first (Dask's workers import this module and compile its kernels then)."""
+    graph.verify(runner.run(1), runner.name)
+    points, best, below, iterations = [], 0.0, 0, float(runner.start_iterations)
+    while iterations >= 1 and below < 2:
         it = int(round(iterations))
         samples = []
         for _ in range(repeats):
@@ -303,15 +307,14 @@ def sweep(runner: Any, graph: Graph, repeats: int) -> list[dict]:
             records = runner.run(it)
             samples.append(time.perf_counter() - t0)
             graph.verify(records, runner.name)
-        wall = statistics.median(samples)
+        wall = stat(samples)
         rate = graph.tasks * it / (wall * runner.cores)
         best = max(best, rate)
+        below = below + 1 if rate < 0.25 * best else 0
         points.append({"iterations": it, "seconds": wall,
                        "granularity_us": wall * runner.cores / graph.tasks * 1e6, "rate": rate})
         print(f"  {runner.name:13} iterations {it:8d}  {wall * 1e3:9.3f} ms  granularity "
               f"{points[-1]['granularity_us']:10.3f} us  rate {rate:.3g}/core-s", flush=True)
-        if rate < 0.25 * best:
-            break
         iterations /= math.sqrt(2)
     return points
 
@@ -338,6 +341,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="statistic of the repeats of one point (min: on a machine shared with "
+                    "other jobs)")
     ap.add_argument("--json", default=os.path.join(HERE, "taskbench.json"))
     opts = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -355,7 +361,8 @@ def main() -> None:
             sweeps[name] = {"width": graph.width, "steps": graph.steps, "cores": runner.cores,
                             "points": sweep(runner, graph,
                                             max(1, opts.repeats // 2) if name == "dask"
-                                            else opts.repeats)}
+                                            else opts.repeats,
+                                            min if opts.stat == "min" else statistics.median)}
         finally:
             runner.close()
     peak = max(p["rate"] for s in sweeps.values() for p in s["points"])
@@ -374,7 +381,8 @@ def main() -> None:
     with open(opts.json, "w") as f:
         json.dump({"pattern": opts.pattern, "kernel": "compute_bound", "peak_rate": peak,
                    "runners": sweeps, "ratios": ratios, "skipped": skipped,
-                   "cpus": os.cpu_count(), "repeats": opts.repeats}, f, indent=1)
+                   "cpus": os.cpu_count(), "repeats": opts.repeats, "stat": opts.stat},
+                  f, indent=1)
     print(f"wrote {opts.json}")
 
 
