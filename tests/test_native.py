@@ -59,6 +59,26 @@ def test_int_and_float_scalars_reach_c_as_int64_and_double():
     assert prog(np.zeros(6)).tolist() == expected
     assert prog.eager(np.zeros(6)).tolist() == expected
 
+    @l3c.jit(chips=1)
+    def flags(x):
+        nk.fill(x[:2], True, 1.0)                    # a bool is an int64 (1)
+        nk.fill(x[2:], np.int16(3), np.float32(0.5))  # numpy scalars: their Python values
+        return x
+
+    assert flags(np.zeros(4)).tolist() == [1.0, 2.0, 3.0, 3.5]
+
+
+def test_a_native_kernel_on_a_sub_worker():
+    fill_sub = l3c.kernel(worker="sub", native=nk.c_fill)(nk.fill.fn)
+
+    @l3c.jit(chips=1, sub_workers=1)
+    def prog(x):
+        fill_sub(x, 4, 2.0)
+        nk.add_into(x, x)
+        return x
+
+    assert prog(np.zeros(3)).tolist() == [8.0, 12.0, 16.0]
+
 
 def test_native_and_python_kernels_mix_in_groups_and_scopes():
     x, y = np.arange(8.0).reshape(2, 4), np.ones((2, 4))
