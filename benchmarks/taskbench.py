@@ -21,12 +21,14 @@ What is measured (written from the paper's definitions):
     scale) between the sweep's two bracketing points. Each runner sweeps `iterations` downward by
     factors of sqrt(2) from its start until two points in a row fall below a quarter of its best.
 
-Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)` and `run(iterations)`
-returning the (steps, width, 4) records):
+Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `run(iterations)`
+returning the (steps, width, 4) records, and optionally `reset()`, untimed before each run, which
+fills the records with -1 so that a task reading before its producer wrote fails the checks):
   l3c           one `l3c.jit(chips=2)` program, traced once: one native task per point, pinned in
-                blocks of width/chips points per chip (Task Bench's block distribution), records in
-                an arena tensor returned by the run; `iterations` is a one-element tensor the kernels
-                read, so every granularity runs the same compiled schedule.
+                blocks of width/chips points per chip (Task Bench's block distribution), the points
+                another chip reads next first in each timestep; the records
+                and `iterations` (a one-element tensor the kernels read, so every granularity runs
+                the same compiled schedule) are `l3c.shared` arrays, used in place.
   serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
   dask          one `client.submit` per point on a LocalCluster of 2 single-threaded processes,
                 futures of the dependencies as arguments; each task calls the same C function
@@ -182,21 +184,32 @@ class L3C:
     def prepare(self, graph: Graph) -> None:
         chips, per_chip = self.cores, math.ceil(graph.width / self.cores)
 
-        def program(iters):
-            records = l3c.empty((graph.steps, graph.width, RECORD), np.float64)
-            for t in range(graph.steps):
-                for x in range(graph.width):
-                    deps = graph.deps[t][x]
-                    L3C_POINTS[len(deps)].on(x // per_chip)(
-                        t, x, iters, records[t, x], *[records[t - 1, d] for d in deps])
-            return records
+        owner = [x // per_chip for x in range(graph.width)]
+        # Within a timestep, a chip first runs the points another chip reads next: their outputs
+        # are published early, so the other chip rarely waits for them.
+        exported = [{d for x, deps in enumerate(graph.deps[t + 1]) for d in deps
+                     if owner[d] != owner[x]} if t + 1 < graph.steps else set()
+                    for t in range(graph.steps)]
 
-        self.iters = np.ones(1, np.int64)
-        self.compiled = l3c.jit(chips=chips, timeout=600)(program).lower(self.iters)
+        def program(iters, records):
+            for t in range(graph.steps):
+                for x in sorted(range(graph.width), key=lambda x: (x not in exported[t], x)):
+                    deps = graph.deps[t][x]
+                    L3C_POINTS[len(deps)].on(owner[x])(
+                        t, x, iters, records[t, x], *[records[t - 1, d] for d in deps])
+            return ()
+
+        self.iters = l3c.shared(np.ones(1, np.int64))
+        self.records = l3c.shared((graph.steps, graph.width, RECORD), np.float64)
+        self.compiled = l3c.jit(chips=chips, timeout=600)(program).lower(self.iters, self.records)
+
+    def reset(self) -> None:
+        self.records[...] = -1.0
 
     def run(self, iterations: int) -> np.ndarray:
         self.iters[0] = iterations
-        return self.compiled(self.iters)
+        self.compiled(self.iters, self.records)
+        return self.records
 
     def close(self) -> None:
         l3c.shutdown()
@@ -235,9 +248,11 @@ class SerialNumba:
         self.iters = np.ones(1, np.int64)
         self.loop(self.records, self.iters, self.deps, self.counts)      # compile
 
+    def reset(self) -> None:
+        self.records[...] = -1.0
+
     def run(self, iterations: int) -> np.ndarray:
         self.iters[0] = iterations
-        self.records[...] = -1.0
         failed = self.loop(self.records, self.iters, self.deps, self.counts)
         if failed:
             raise AssertionError(f"serial loop: task {failed - 1} saw an input of another timestep")
@@ -303,6 +318,8 @@ def sweep(runner: Any, graph: Graph, repeats: int, stat: Callable = statistics.m
         it = int(round(iterations))
         samples = []
         for _ in range(repeats):
+            if hasattr(runner, "reset"):           # stale records must not pass the checks
+                runner.reset()
             t0 = time.perf_counter()
             records = runner.run(it)
             samples.append(time.perf_counter() - t0)
