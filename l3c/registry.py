@@ -14,6 +14,7 @@ blocks with it, and `NativeFunction.__call__` (a worker's eager task) calls thro
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import struct
 import threading
@@ -88,13 +89,20 @@ class NativeFunction:
     def __call__(self, *args: Any) -> None:
         """Call the C function through ctypes (an eager task; compiled runs use the step loop)."""
         arguments = c_arguments(args)
-        types = [ctypes.c_int64 if kind == "i" else ctypes.c_double for kind, _ in arguments]
-        status = ctypes.CFUNCTYPE(ctypes.c_int32, *types)(self.address)(*[v for _, v in arguments])
+        prototype = _prototype("".join(kind for kind, _ in arguments))
+        status = prototype(self.address)(*[v for _, v in arguments])
         if status != 0:
             raise NativeStatusError(status_message(self.name, status))
 
     def __repr__(self) -> str:
         return f"<native kernel {self.name} at {self.address:#x}>"
+
+
+@functools.lru_cache(maxsize=None)
+def _prototype(kinds: str) -> Any:
+    """The ctypes function type of a C signature ("i" int64, "d" double per parameter)."""
+    return ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_int64 if kind == "i" else ctypes.c_double
+                                              for kind in kinds])
 
 
 def status_message(name: str, status: int) -> str:
