@@ -11,10 +11,11 @@ What is measured (written from the paper's definitions):
     inside 0..width-1).
   * Every task runs the *compute_bound* kernel: a loop of `iterations` rounds of 8 independent
     multiply-adds. The kernel is one C function (a numba cfunc) per number of inputs: it checks that
-    each input is a record of timestep t-1, writes its own record (t, x, a checksum of the records
-    it received, the loop's result) and returns a nonzero status if an input is from the wrong
-    timestep. After every run the runner's records are compared with the checksums the pattern
-    implies: every task must have received exactly its dependencies' outputs.
+    each input is a record of timestep t-1 written in this run (each run has its own epoch number),
+    writes its own record (t, x, a checksum of the records it received, the loop's result, the
+    epoch) and returns a nonzero status (a failed run) otherwise. After the last run of each point
+    the runner's records are compared with the checksums the pattern implies: every task must have
+    received exactly its dependencies' outputs.
   * Task granularity = wall time x cores / tasks. Efficiency = achieved rate (kernel iterations per
     core-second) / peak rate (the best rate any runner reached, normally the serial loop with long
     tasks; printed too against each runner's own best rate, for machines shared with other jobs
@@ -23,14 +24,13 @@ What is measured (written from the paper's definitions):
     factors of sqrt(2) from its start until two points in a row fall below a quarter of its best;
     at each point the runners take turns, repeat after repeat (Dask runs after the others).
 
-Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `run(iterations)`
-returning the (steps, width, 4) records, and optionally `reset()`, untimed before each run, which
-fills the records with -1 so that a task reading before its producer wrote fails the checks):
+Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `close()` and
+`run(iterations, epoch)` returning the (steps, width, 5) records):
   l3c           one `l3c.jit(chips=2)` program, traced once: one native task per point, pinned in
                 blocks of width/chips points per chip (Task Bench's block distribution), the points
-                another chip reads next first in each timestep; the records
-                and `iterations` (a one-element tensor the kernels read, so every granularity runs
-                the same compiled schedule) are `l3c.shared` arrays, used in place.
+                another chip reads next first in each timestep; the records and (iterations, epoch)
+                (a tensor the kernels read, so every granularity runs the same compiled schedule)
+                are `l3c.shared` arrays, used in place.
   l3c_1chip     the same on one chip (not run by default): the per-task cost without cross-chip
                 waits.
   serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
@@ -68,7 +68,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.path.dirname(HERE),
 import l3c  # noqa: E402
 from numba import cfunc, njit, types  # noqa: E402
 
-RECORD = 4                                    # t, x, checksum of inputs, compute result
+RECORD = 5                                    # t, x, checksum of inputs, compute result, epoch
 MAX_INPUTS = 3
 LANES = 8                                     # independent multiply-add chains per iteration
 
@@ -107,11 +107,12 @@ class Graph:
                 out[t, x] = sum(checksum_of(t - 1, d) for d in deps)
         return out
 
-    def verify(self, records: np.ndarray, who: str) -> None:
-        """Every task ran once, in its place, and received exactly its dependencies' records."""
+    def verify(self, records: np.ndarray, epoch: int, who: str) -> None:
+        """Every task of run `epoch` ran once, in its place, and received exactly its
+        dependencies' records."""
         steps, points = np.meshgrid(np.arange(self.steps), np.arange(self.width), indexing="ij")
         bad = ((records[..., 0] != steps) | (records[..., 1] != points)
-               | (records[..., 2] != self.expected_checksums()))
+               | (records[..., 2] != self.expected_checksums()) | (records[..., 4] != epoch))
         if bad.any():
             t, x = map(int, np.argwhere(bad)[0])
             raise AssertionError(f"{who}: task ({t}, {x}) has record {records[t, x].tolist()}, "
@@ -124,17 +125,19 @@ def checksum_of(t: int, x: int) -> float:
 
 # ----------------------------------------------------------------------------------------- kernels
 def _kernel_source(n: int) -> str:
-    """The compute_bound C function with n inputs: (t, x, iterations*, 1, out*, 4, in0*, 4, ...)."""
-    params = ["t", "x", "iters", "n_iters", "out", "n_out"] + [f"in{j}, n{j}" for j in range(n)]
-    lines = [f"def point_{n}({', '.join(params)}):", "    check = 0.0"]
+    """The compute_bound C function with n inputs: (t, x, run*, 2, out*, 5, in0*, 5, ...), where
+    run = (iterations, epoch): an input must be a record of timestep t-1 written in this run."""
+    params = ["t", "x", "run", "n_run", "out", "n_out"] + [f"in{j}, n{j}" for j in range(n)]
+    lines = [f"def point_{n}({', '.join(params)}):", "    check = 0.0", "    epoch = run[1]"]
     for j in range(n):
-        lines += [f"    if in{j}[0] != t - 1:", "        return 1",
+        lines += [f"    if in{j}[0] != t - 1 or in{j}[4] != epoch:", "        return 1",
                   f"    check += in{j}[0] * 65536.0 + in{j}[1] + 1.0"]
     lines += [f"    a{k} = 1.0 + {k} * 0.125" for k in range(LANES)]
-    lines += ["    for _ in range(iters[0]):"]
+    lines += ["    for _ in range(run[0]):"]
     lines += [f"        a{k} = a{k} * 0.5 + 0.25" for k in range(LANES)]
     lines += ["    out[0] = t", "    out[1] = x", "    out[2] = check",
-              f"    out[3] = {' + '.join(f'a{k}' for k in range(LANES))}", "    return 0"]
+              f"    out[3] = {' + '.join(f'a{k}' for k in range(LANES))}", "    out[4] = epoch",
+              "    return 0"]
     return "\n".join(lines)
 
 
@@ -156,23 +159,23 @@ def _compile_kernels() -> list[Any]:
 C_POINTS = _compile_kernels()
 
 
-def python_point(t: int, x: int, iters: np.ndarray, out: np.ndarray, *inputs: np.ndarray) -> None:
+def python_point(t: int, x: int, run: np.ndarray, out: np.ndarray, *inputs: np.ndarray) -> None:
     """The kernel's Python body (runs only outside a trace)."""
     check = 0.0
     for rec in inputs:
-        assert rec[0] == t - 1
+        assert rec[0] == t - 1 and rec[4] == run[1]
         check += checksum_of(int(rec[0]), int(rec[1]))
     a = 1.0 + 0.125 * np.arange(LANES)
-    for _ in range(int(iters[0])):
+    for _ in range(int(run[0])):
         a = a * 0.5 + 0.25
-    out[:] = (t, x, check, a.sum())
+    out[:] = (t, x, check, a.sum(), run[1])
 
 
 def _l3c_kernel(n: int) -> Any:
     ins = [f"in{j}" for j in range(n)]
-    src = (f"def point_{n}(t, x, iters: l3c.In, out: l3c.Out"
+    src = (f"def point_{n}(t, x, run: l3c.In, out: l3c.Out"
            + "".join(f", {i}: l3c.In" for i in ins) + f"):\n"
-           f"    python_point(t, x, iters, out{''.join(', ' + i for i in ins)})\n")
+           f"    python_point(t, x, run, out{''.join(', ' + i for i in ins)})\n")
     scope = {"l3c": l3c, "python_point": python_point, "__name__": __name__}
     exec(src, scope)                                        # noqa: S102 - generated above
     return l3c.kernel(native=C_POINTS[n])(scope[f"point_{n}"])
@@ -195,24 +198,21 @@ class L3C:
                      if owner[d] != owner[x]} if t + 1 < graph.steps else set()
                     for t in range(graph.steps)]
 
-        def program(iters, records):
+        def program(run, records):
             for t in range(graph.steps):
                 for x in sorted(range(graph.width), key=lambda x: (x not in exported[t], x)):
                     deps = graph.deps[t][x]
                     L3C_POINTS[len(deps)].on(owner[x])(
-                        t, x, iters, records[t, x], *[records[t - 1, d] for d in deps])
+                        t, x, run, records[t, x], *[records[t - 1, d] for d in deps])
             return ()
 
-        self.iters = l3c.shared(np.ones(1, np.int64))
+        self.params = l3c.shared(np.zeros(2, np.int64))
         self.records = l3c.shared((graph.steps, graph.width, RECORD), np.float64)
-        self.compiled = l3c.jit(chips=chips, timeout=600)(program).lower(self.iters, self.records)
+        self.compiled = l3c.jit(chips=chips, timeout=600)(program).lower(self.params, self.records)
 
-    def reset(self) -> None:
-        self.records[...] = -1.0
-
-    def run(self, iterations: int) -> np.ndarray:
-        self.iters[0] = iterations
-        self.compiled(self.iters, self.records)
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        self.params[:] = iterations, epoch
+        self.compiled(self.params, self.records)
         return self.records
 
     def close(self) -> None:
@@ -225,7 +225,7 @@ class L3COneChip(L3C):
 
 
 def _serial_source() -> str:
-    lines = ["def serial(records, iters, deps, counts):",
+    lines = ["def serial(records, run, deps, counts):",
              "    for t in range(records.shape[0]):",
              "        for x in range(records.shape[1]):",
              "            n = counts[t, x]",
@@ -233,7 +233,7 @@ def _serial_source() -> str:
     for n in range(MAX_INPUTS + 1):
         args = "".join(f", records[t - 1, deps[t, x, {j}]].ctypes, {RECORD}" for j in range(n))
         lines += [f"            {'if' if n == 0 else 'elif'} n == {n}:",
-                  f"                status = C{n}(t, x, iters.ctypes, 1, records[t, x].ctypes, "
+                  f"                status = C{n}(t, x, run.ctypes, 2, records[t, x].ctypes, "
                   f"{RECORD}{args})"]
     lines += ["            if status != 0:", "                return t * records.shape[1] + x + 1",
               "    return 0"]
@@ -254,15 +254,12 @@ class SerialNumba:
                 self.counts[t, x] = len(deps)
                 self.deps[t, x, :len(deps)] = deps
         self.records = np.zeros((graph.steps, graph.width, RECORD))
-        self.iters = np.ones(1, np.int64)
-        self.loop(self.records, self.iters, self.deps, self.counts)      # compile
+        self.params = np.zeros(2, np.int64)
+        self.loop(self.records, self.params, self.deps, self.counts)      # compile
 
-    def reset(self) -> None:
-        self.records[...] = -1.0
-
-    def run(self, iterations: int) -> np.ndarray:
-        self.iters[0] = iterations
-        failed = self.loop(self.records, self.iters, self.deps, self.counts)
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        self.params[:] = iterations, epoch
+        failed = self.loop(self.records, self.params, self.deps, self.counts)
         if failed:
             raise AssertionError(f"serial loop: task {failed - 1} saw an input of another timestep")
         return self.records
@@ -271,14 +268,14 @@ class SerialNumba:
         pass
 
 
-def dask_point(t: int, x: int, iterations: int, *inputs: np.ndarray) -> np.ndarray:
+def dask_point(t: int, x: int, iterations: int, epoch: int, *inputs: np.ndarray) -> np.ndarray:
     """One Dask task: the same C function, called through ctypes in the Dask worker."""
     import ctypes
     out = np.zeros(RECORD)
-    iters = np.array([iterations], np.int64)
+    run = np.array([iterations, epoch], np.int64)
     fn = C_POINTS[len(inputs)].ctypes
     ptr = lambda a, ct: a.ctypes.data_as(ctypes.POINTER(ct))          # noqa: E731
-    args = [t, x, ptr(iters, ctypes.c_int64), 1, ptr(out, ctypes.c_double), RECORD]
+    args = [t, x, ptr(run, ctypes.c_int64), 2, ptr(out, ctypes.c_double), RECORD]
     for rec in inputs:
         args += [ptr(rec, ctypes.c_double), RECORD]
     if fn(*args) != 0:
@@ -298,10 +295,10 @@ class Dask:
         import taskbench                                     # by reference: workers import it
         self.point = taskbench.dask_point
 
-    def run(self, iterations: int) -> np.ndarray:
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
         g, futures = self.graph, []
         for t in range(g.steps):
-            futures.append([self.client.submit(self.point, t, x, iterations,
+            futures.append([self.client.submit(self.point, t, x, iterations, epoch,
                                                *[futures[t - 1][d] for d in g.deps[t][x]],
                                                pure=False) for x in range(g.width)])
         return np.array(self.client.gather(futures))
@@ -324,8 +321,9 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
     best rate so far. At each iteration count the runners take turns, repeat after repeat, so that a
     change in the machine's load hits them alike. Every run's records are verified, and each runner
     runs once untimed first (Dask's workers import this module and compile its kernels then)."""
+    epoch = 1
     for r in runners:
-        graph_of[r.name].verify(r.run(1), r.name)
+        graph_of[r.name].verify(r.run(1, epoch), epoch, r.name)
     points: dict[str, list[dict]] = {r.name: [] for r in runners}
     best = {r.name: 0.0 for r in runners}
     below = {r.name: 0 for r in runners}
@@ -336,14 +334,15 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
         if not active and all(below[r.name] >= 2 for r in runners):
             break
         samples: dict[str, list[float]] = {r.name: [] for r in active}
+        last: dict[str, np.ndarray] = {}
         for _ in range(repeats):
+            epoch += 1
             for r in active:
-                if hasattr(r, "reset"):           # stale records must not pass the checks
-                    r.reset()
                 t0 = time.perf_counter()
-                records = r.run(it)
+                last[r.name] = r.run(it, epoch)
                 samples[r.name].append(time.perf_counter() - t0)
-                graph_of[r.name].verify(records, r.name)
+        for r in active:          # every run checked its inputs in C; the last one's checksums too
+            graph_of[r.name].verify(last[r.name], epoch, r.name)
         for r in active:
             graph = graph_of[r.name]
             wall = stat(samples[r.name])
