@@ -33,6 +33,9 @@ Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `clo
                 are `l3c.shared` arrays, used in place.
   l3c_1chip     the same on one chip (not run by default): the per-task cost without cross-chip
                 waits.
+  steploop      l3c's native step loop (`l3c.runtime.steploop`) walking a table of the same calls
+                in this process (not run by default): the schedule's dispatch cost alone, without
+                workers and without a run's start and end.
   serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
   dask          one `client.submit` per point on a LocalCluster of 2 single-threaded processes,
                 futures of the dependencies as arguments; each task calls the same C function
@@ -224,6 +227,40 @@ class L3COneChip(L3C):
     name, cores = "l3c_1chip", 1
 
 
+class StepLoop:
+    """l3c's native step loop in this process, on a table of the same native calls in the l3c
+    runner's order: what dispatching the schedule costs per task, without the pool (no workers, no
+    run start or end)."""
+    name, cores, start_iterations = "steploop", 1, 4096
+
+    def prepare(self, graph: Graph) -> None:
+        import ctypes
+
+        from l3c.registry import NativeFunction
+        from l3c.runtime import steploop
+        natives = [NativeFunction(c.address, f"point_{n}", c) for n, c in enumerate(C_POINTS)]
+        self.params = np.zeros(2, np.int64)
+        self.records = np.zeros((graph.steps, graph.width, RECORD))
+        self.table = steploop.StepTable([
+            (natives[len(deps)], (t, x, self.params, self.records[t, x],
+                                  *[self.records[t - 1, d] for d in deps]), (), False, 0, 1, 0)
+            for t, row in enumerate(graph.deps) for x, deps in enumerate(row)])
+        self.words = (ctypes.c_uint32 * 32)()     # S_DONE, its waiters, the abort word
+        self.context = (ctypes.c_int64 * 2)()
+        self.out_k = ctypes.c_int64(0)
+
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        import ctypes
+        self.params[:] = iterations, epoch
+        base = ctypes.addressof(self.words)
+        self.table.run(0, base + 8, base, base + 4, ctypes.addressof(self.context), 0, 100,
+                       10**9, self.out_k)
+        return self.records
+
+    def close(self) -> None:
+        pass
+
+
 def _serial_source() -> str:
     lines = ["def serial(records, run, deps, counts):",
              "    for t in range(records.shape[0]):",
@@ -308,8 +345,8 @@ class Dask:
         self.cluster.close()
 
 
-RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_1chip": L3COneChip, "serial_numba": SerialNumba,
-                           "dask": Dask}
+RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_1chip": L3COneChip, "steploop": StepLoop,
+                           "serial_numba": SerialNumba, "dask": Dask}
 GRAPH_STEPS = {"dask": 10}                      # smaller graphs where a task costs milliseconds
 
 
@@ -427,7 +464,7 @@ def main() -> None:
         print(f"{name:14}{s['width']:>8} x {s['steps']:<5}{s['cores']:>7}{s['best_rate']:12.3g}{shown}")
     ratios = {}
     for field in ("metg_us", "metg_own_us"):
-        for mine in ("l3c", "l3c_1chip"):
+        for mine in ("l3c", "l3c_1chip", "steploop"):
             for other in ("serial_numba", "dask"):
                 a, b = sweeps.get(mine, {}).get(field), sweeps.get(other, {}).get(field)
                 if a and b:
