@@ -46,8 +46,8 @@ measurement. Two floors, both in one process with views built once:
 Native columns (numba installed): `l3c_native` is a compiled run whose kernels are the same no-ops
 (and `x += 1` for e) as numba cfuncs behind `@l3c.kernel(native=...)`: the workers' step loop calls
 C directly; `native_marginal` is the same minus the median cost of a compiled run of one native
-no-op task (the run's fixed cost: staging, posting, waking, copying out), i.e. what each further
-task adds; `native_floor` makes the same C calls one after another in a numba-compiled loop in one
+no-op task (the run's fixed cost: staging, posting, waking, copying out; measured turn about with
+the workload's runs), i.e. what each further task adds; `native_floor` makes the same C calls one after another in a numba-compiled loop in one
 process.
 Prints microseconds per task (per group for d), each peer's ratio to l3c compiled, and l3c
 compiled's ratio to both floors (and l3c_native's to native_floor); writes everything, with
@@ -472,8 +472,11 @@ def l3c_modes(name: str, workers: int, repeats: int) -> tuple[float, float]:
     return t_compiled, t_eager
 
 
-def l3c_native(name: str, workers: int, repeats: int, k: SimpleNamespace) -> float:
-    """A compiled run of the workload with native kernels: the step loop calls C, no Python."""
+def l3c_native(name: str, workers: int, repeats: int, k: SimpleNamespace) -> tuple[float, float]:
+    """Seconds of a compiled run of the workload with native kernels (the step loop calls C, no
+    Python), and of a compiled run of one native no-op task (the run's fixed cost: staging,
+    posting, waking the workers and the parent, copying out), measured turn about so that the
+    machine's load hits both alike."""
     make, _, _ = WORKLOADS[name]
     args = make()
     compiled = l3c.jit(chips=workers, timeout=120)(workload(name, k)).lower(*args)
@@ -481,19 +484,24 @@ def l3c_native(name: str, workers: int, repeats: int, k: SimpleNamespace) -> flo
         x = np.zeros(BIG)
         compiled(x)
         assert x[0] == N_E, x[0]          # the C kernel ran, on the caller's array
-    return timed(lambda: compiled(*args), repeats)
 
-
-def native_run_cost(workers: int, repeats: int, k: SimpleNamespace) -> float:
-    """Seconds of a compiled run of one native no-op task: the run's fixed cost (staging, posting,
-    waking the workers and the parent, copying out), which `native_marginal` subtracts."""
     def one(t):
         k.touch(t[0])
         return t
 
-    args = (np.zeros((1, 1)),)
-    compiled = l3c.jit(chips=workers, timeout=120)(one).lower(*args)
-    return timed(lambda: compiled(*args), 4 * repeats)
+    one_args = (np.zeros((1, 1)),)
+    one_task = l3c.jit(chips=workers, timeout=120)(one).lower(*one_args)
+    compiled(*args), one_task(*one_args)
+    runs, fixed = [], []
+    for _ in range(max(repeats, 9)):
+        t0 = time.perf_counter()
+        compiled(*args)
+        t1 = time.perf_counter()
+        one_task(*one_args)
+        t2 = time.perf_counter()
+        runs.append(t1 - t0)
+        fixed.append(t2 - t1)
+    return statistics.median(runs), statistics.median(fixed)
 
 
 def native_floor(name: str, repeats: int, k: SimpleNamespace) -> float:
@@ -591,8 +599,6 @@ def main() -> None:
     all_rows, errors, run_costs = [], {}, {}
     for workers in opts.workers:
         rows = {}
-        run_cost = native_run_cost(workers, opts.repeats, natives) if natives is not None else 0.0
-        run_costs[workers] = run_cost
         for name in names:                       # phase 1: l3c, the process pool, the floors
             _, tasks, label = WORKLOADS[name]
             comp, eager = l3c_modes(name, workers, opts.repeats)
@@ -600,8 +606,9 @@ def main() -> None:
                        "process_pool": ppe(name, workers, opts.repeats),
                        **floors(name, opts.repeats)}
             if natives is not None:
-                seconds["l3c_native"] = l3c_native(name, workers, opts.repeats, natives)
+                seconds["l3c_native"], run_cost = l3c_native(name, workers, opts.repeats, natives)
                 seconds["native_marginal"] = max(0.0, seconds["l3c_native"] - run_cost)
+                run_costs[f"{workers}/{name}"] = run_cost
                 seconds["native_floor"] = native_floor(name, opts.repeats, natives)
             rows[name] = {"workload": name, "label": label, "workers": workers, "tasks": tasks,
                           "seconds": seconds}
@@ -646,7 +653,7 @@ def main() -> None:
     with open(opts.json, "w") as f:
         json.dump({"rows": all_rows, "cpus": os.cpu_count(), "repeats": opts.repeats,
                    "versions": versions, "skipped": skipped, "errors": errors,
-                   "native_run_cost_us": {w: c * 1e6 for w, c in run_costs.items()},
+                   "native_one_task_run_us": {w: c * 1e6 for w, c in run_costs.items()},
                    "ray_cg_subgraph": {"independent": CG_INDEPENDENT, "chain": CG_CHAIN,
                                        "groups": CG_GROUPS, "in_flight": CG_IN_FLIGHT}},
                   f, indent=1)
