@@ -351,3 +351,52 @@ def test_native_kernels_across_two_hosts():
 
 def test_tests_kernels_module_is_importable_by_path():
     assert textwrap.dedent(nk.__doc__).startswith("Native kernels")
+
+
+def test_a_schedule_whose_kernel_became_native_fails_at_install_not_in_c(tmp_path):
+    """A file saved while `half` was a Python kernel on a strided view; the module now declares it
+    native: the worker refuses the non-contiguous view at install, with an l3c error."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT,
+                                                       os.environ.get("PYTHONPATH", "")]))
+    python_version = textwrap.dedent('''
+        import l3c
+
+        @l3c.kernel
+        def half(x: l3c.InOut):
+            x *= 0.5
+
+        @l3c.jit(chips=1)
+        def prog(x):
+            half(x[::2])
+            return x
+    ''')
+    native_version = textwrap.dedent('''
+        import l3c
+        from numba import cfunc, types
+
+        @cfunc(types.int32(types.CPointer(types.float64), types.int64))
+        def c_half(x, n):
+            for k in range(n):
+                x[k] *= 0.5
+            return 0
+
+        @l3c.kernel(native=c_half)
+        def half(x: l3c.InOut):
+            x *= 0.5
+
+        @l3c.jit(chips=1)
+        def prog(x):
+            half(x)
+            return x
+    ''')
+    (tmp_path / "became_native.py").write_text(python_version)
+    cli = [sys.executable, "-m", "l3c"]
+    subprocess.run(cli + ["compile", "became_native:prog", "--arg", "f64[8]", "-o",
+                          str(tmp_path / "s.l3c")], check=True, timeout=120, env=env, cwd=tmp_path,
+                   capture_output=True)
+    (tmp_path / "became_native.py").write_text(native_version)
+    np.savez(tmp_path / "in.npz", arg0=np.ones(8))
+    proc = subprocess.run(cli + ["run", str(tmp_path / "s.l3c"), "--input", str(tmp_path / "in.npz")],
+                          timeout=120, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "non-contiguous" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -291,7 +291,10 @@ class StepTable:
         j = 0
         for k, (fn, args, waits, publish, rank, size, doorbell) in enumerate(steps):
             if isinstance(fn, NativeFunction):
-                call = NativeCall(fn, args)
+                try:
+                    call = NativeCall(fn, args)
+                except TypeError as exc:
+                    raise TypeError(f"{fn.name} (step {k} of this worker's queue): {exc}") from None
                 self.keep.append(call)
                 head = [STEP_NATIVE, fn.address, call.block_address, call.invoke]
             else:
