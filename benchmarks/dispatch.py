@@ -1,14 +1,17 @@
 """Dispatch cost per task: l3c compiled vs l3c eager vs ProcessPoolExecutor vs Dask vs Ray tasks vs
 Ray Compiled Graphs (each optional peer skipped when not installed), on the workloads of issue 6,
-with 2 and 4 workers.
+with 2 and 4 workers; and l3c with native kernels (numba cfuncs) vs the same C calls in a serial
+numba loop.
 
     python benchmarks/dispatch.py [--workers 2 4] [--repeats 5] [--workloads abcde] [--json PATH]
+                                  [--no-peers]
 
 Workloads (tasks per run):
     a  2,000 independent no-op tasks                  (each writes its own row of one tensor)
     b  a chain of 1,000 dependent no-op tasks         (each updates the same row)
     c  8 x (1 -> 256 -> 1) fan-out / fan-in           (8 * 258 tasks)
-    d  200 2-member group tasks, each group reading what the previous group wrote (cost per group)
+    d  200 2-member group tasks, each group reading what the previous group wrote (cost per group);
+       the members write the two contiguous halves of the destination
     e  a chain of 100 in-place `x += 1` on a 4 MiB float64 array (vs the same numpy loop)
 
 How each peer expresses them (same dependency structure as the l3c programs):
@@ -40,8 +43,15 @@ measurement. Two floors, both in one process with views built once:
     floor          the same kernel calls one after another in a plain Python loop
     floor_counter  the same loop also storing the step count into a word of a shared mapping
                    (FACTS.md's floor: about 0.3 us a task on this machine)
+Native columns (numba installed): `l3c_native` is a compiled run whose kernels are the same no-ops
+(and `x += 1` for e) as numba cfuncs behind `@l3c.kernel(native=...)`: the workers' step loop calls
+C directly; `native_marginal` is the same minus the median cost of a compiled run of one native
+no-op task (the run's fixed cost: staging, posting, waking, copying out; measured turn about with
+the workload's runs), i.e. what each further task adds; `native_floor` makes the same C calls one after another in a numba-compiled loop in one
+process.
 Prints microseconds per task (per group for d), each peer's ratio to l3c compiled, and l3c
-compiled's ratio to both floors; writes everything, with versions, errors and skips, as JSON.
+compiled's ratio to both floors (and l3c_native's to native_floor); writes everything, with
+versions, errors and skips, as JSON.
 """
 from __future__ import annotations
 
@@ -55,6 +65,7 @@ import os
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -94,49 +105,83 @@ def inc(x: l3c.InOut):
     x += 1.0
 
 
-def wl_a(t):
-    for i in range(N_A):
-        touch(t[i])
-    return t
+PYTHON = SimpleNamespace(touch=touch, fan=fan, gather=gather, member=member, inc=inc)
 
 
-def wl_b(t):
-    for _ in range(N_B):
-        touch(t[0])
-    return t
+def native_kernels() -> SimpleNamespace | None:
+    """The same kernels as numba cfuncs (`@l3c.kernel(native=...)`), or None without numba."""
+    try:
+        from numba import cfunc, types
+    except ImportError:
+        return None
+    f64p, i64, i32 = types.CPointer(types.float64), types.int64, types.int32
+
+    @cfunc(i32(f64p, i64))
+    def c_touch(x, n):
+        return 0
+
+    @cfunc(i32(f64p, i64, f64p, i64))
+    def c_pair(a, na, b, nb):
+        return 0
+
+    @cfunc(i32(f64p, i64))
+    def c_inc(x, n):
+        for k in range(n):
+            x[k] += 1.0
+        return 0
+
+    def native(c_fn, fn):
+        return l3c.kernel(native=c_fn)(fn)
+
+    return SimpleNamespace(touch=native(c_touch, touch.fn), fan=native(c_pair, fan.fn),
+                           gather=native(c_pair, gather.fn), member=native(c_pair, member.fn),
+                           inc=native(c_inc, inc.fn), c_touch=c_touch, c_pair=c_pair, c_inc=c_inc)
 
 
-def wl_c(a, b):
-    for _ in range(ROUNDS):
-        touch(a)
-        for i in range(FAN):
-            fan(a, b[i])
-        gather(b, a)
-    return a
+def workload(name: str, k: SimpleNamespace) -> Callable:
+    """The orchestration function of workload `name` calling the kernels of `k`."""
+    def wl_a(t):
+        for i in range(N_A):
+            k.touch(t[i])
+        return t
 
+    def wl_b(t):
+        for _ in range(N_B):
+            k.touch(t[0])
+        return t
 
-def wl_d(a, b):
-    for k in range(N_D):
-        src, dst = (a, b) if k % 2 == 0 else (b, a)
-        l3c.group(member, [(src, dst[i::2]) for i in range(2)])
-    return a
+    def wl_c(a, b):
+        for _ in range(ROUNDS):
+            k.touch(a)
+            for i in range(FAN):
+                k.fan(a, b[i])
+            k.gather(b, a)
+        return a
 
+    def wl_d(a, b):                 # contiguous halves: native kernels take contiguous tensors
+        for j in range(N_D):
+            src, dst = (a, b) if j % 2 == 0 else (b, a)
+            l3c.group(k.member, [(src, dst[i * 4:(i + 1) * 4]) for i in range(2)])
+        return a
 
-def wl_e(x):
-    for _ in range(N_E):
-        inc(x)
-    return x
+    def wl_e(x):
+        for _ in range(N_E):
+            k.inc(x)
+        return x
+
+    return {"a": wl_a, "b": wl_b, "c": wl_c, "d": wl_d, "e": wl_e}[name]
 
 
 WORKLOADS = {
-    "a": (wl_a, lambda: (np.zeros((N_A, 1)),), N_A, "2,000 independent no-ops"),
-    "b": (wl_b, lambda: (np.zeros((1, 1)),), N_B, "chain of 1,000"),
-    "c": (wl_c, lambda: (np.zeros(4), np.zeros((FAN, 4))), ROUNDS * (FAN + 2), "8 x (1 -> 256 -> 1)"),
-    "d": (wl_d, lambda: (np.zeros(8), np.zeros(8)), N_D, "2-member groups (per group)"),
-    "e": (wl_e, lambda: (np.zeros(BIG),), N_E, "100 updates of 4 MiB"),
+    "a": (lambda: (np.zeros((N_A, 1)),), N_A, "2,000 independent no-ops"),
+    "b": (lambda: (np.zeros((1, 1)),), N_B, "chain of 1,000"),
+    "c": (lambda: (np.zeros(4), np.zeros((FAN, 4))), ROUNDS * (FAN + 2), "8 x (1 -> 256 -> 1)"),
+    "d": (lambda: (np.zeros(8), np.zeros(8)), N_D, "2-member groups (per group)"),
+    "e": (lambda: (np.zeros(BIG),), N_E, "100 updates of 4 MiB"),
 }
 PEERS = ("l3c_compiled", "l3c_eager", "process_pool", "dask", "ray", "ray_cg", "ray_cg_1actor")
 FLOORS = ("floor", "floor_counter")
+NATIVE = ("l3c_native", "native_marginal", "native_floor")   # native kernels (numba installed)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -157,7 +202,7 @@ def floors(name: str, repeats: int) -> dict[str, float]:
     done."""
     from l3c.registry import resolve
     t_, f_, g_, m_, i_ = (resolve(k.name) for k in (touch, fan, gather, member, inc))
-    args = WORKLOADS[name][1]()
+    args = WORKLOADS[name][0]()
     if name == "a":
         calls = [(t_, (args[0][i],)) for i in range(N_A)]
     elif name == "b":
@@ -168,7 +213,7 @@ def floors(name: str, repeats: int) -> dict[str, float]:
         calls = one * ROUNDS
     elif name == "d":
         a, b = args
-        calls = [(m_, (a, b[0::2])), (m_, (a, b[1::2]))] * N_D
+        calls = [(m_, (a, b[:4])), (m_, (a, b[4:]))] * N_D
     else:
         calls = [(i_, args)] * N_E
 
@@ -418,8 +463,8 @@ def ray_compiled_graph(name: str, workers: int, repeats: int, spread: bool = Tru
 
 # ----------------------------------------------------------------------------- l3c
 def l3c_modes(name: str, workers: int, repeats: int) -> tuple[float, float]:
-    fn, make, _, _ = WORKLOADS[name]
-    jitted = l3c.jit(chips=workers, timeout=120)(fn)
+    make, _, _ = WORKLOADS[name]
+    jitted = l3c.jit(chips=workers, timeout=120)(workload(name, PYTHON))
     args = make()
     compiled = jitted.lower(*args)
     t_compiled = timed(lambda: compiled(*args), repeats)
@@ -427,24 +472,102 @@ def l3c_modes(name: str, workers: int, repeats: int) -> tuple[float, float]:
     return t_compiled, t_eager
 
 
+def l3c_native(name: str, workers: int, repeats: int, k: SimpleNamespace) -> tuple[float, float]:
+    """Seconds of a compiled run of the workload with native kernels (the step loop calls C, no
+    Python), and of a compiled run of one native no-op task (the run's fixed cost: staging,
+    posting, waking the workers and the parent, copying out), measured turn about so that the
+    machine's load hits both alike."""
+    make, _, _ = WORKLOADS[name]
+    args = make()
+    compiled = l3c.jit(chips=workers, timeout=120)(workload(name, k)).lower(*args)
+    if name == "e":
+        x = np.zeros(BIG)
+        compiled(x)
+        assert x[0] == N_E, x[0]          # the C kernel ran, on the caller's array
+
+    def one(t):
+        k.touch(t[0])
+        return t
+
+    one_args = (np.zeros((1, 1)),)
+    one_task = l3c.jit(chips=workers, timeout=120)(one).lower(*one_args)
+    compiled(*args), one_task(*one_args)
+    runs, fixed = [], []
+    for _ in range(max(repeats, 9)):
+        t0 = time.perf_counter()
+        compiled(*args)
+        t1 = time.perf_counter()
+        one_task(*one_args)
+        t2 = time.perf_counter()
+        runs.append(t1 - t0)
+        fixed.append(t2 - t1)
+    return statistics.median(runs), statistics.median(fixed)
+
+
+def native_floor(name: str, repeats: int, k: SimpleNamespace) -> float:
+    """The same C calls one after another in a numba-compiled loop in one process: what a task
+    costs with no scheduling at all."""
+    from numba import njit
+    c_touch, c_pair, c_inc = k.c_touch, k.c_pair, k.c_inc
+
+    @njit
+    def loop_a(t):
+        for i in range(t.shape[0]):
+            c_touch(t[i].ctypes, 1)
+
+    @njit
+    def loop_b(t):
+        for _ in range(N_B):
+            c_touch(t[0].ctypes, 1)
+
+    @njit
+    def loop_c(a, b):
+        for _ in range(ROUNDS):
+            c_touch(a.ctypes, 4)
+            for i in range(FAN):
+                c_pair(a.ctypes, 4, b[i].ctypes, 4)
+            c_pair(b.ctypes, FAN * 4, a.ctypes, 4)
+
+    @njit
+    def loop_d(a, b):
+        for j in range(N_D):
+            src, dst = (a, b) if j % 2 == 0 else (b, a)
+            c_pair(src.ctypes, 8, dst[:4].ctypes, 4)
+            c_pair(src.ctypes, 8, dst[4:].ctypes, 4)
+
+    @njit
+    def loop_e(x):
+        for _ in range(N_E):
+            c_inc(x.ctypes, x.size)
+
+    loop = {"a": loop_a, "b": loop_b, "c": loop_c, "d": loop_d, "e": loop_e}[name]
+    args = WORKLOADS[name][0]()
+    return timed(lambda: loop(*args), repeats)
+
+
 # ----------------------------------------------------------------------------- report
 def print_table(rows: list[dict]) -> None:
     """Two tables for one worker count: microseconds per task, then ratios."""
-    us_cols = [c for c in PEERS + FLOORS if any(c in r["us_per_task"] for r in rows)]
+    us_cols = [c for c in PEERS + FLOORS + NATIVE if any(c in r["us_per_task"] for r in rows)]
     ratio_cols = [c for c in PEERS[1:] if c in us_cols] + ["/floor", "/floor_counter"]
+    if "l3c_native" in us_cols:
+        ratio_cols += ["native/native_floor"]
+    width = {c: max(15, len(c) + 2) for c in us_cols + ratio_cols}
     head = f"{'W':>2} {'':3} {'workload':28}"
     print(f"\nus per task (d: per group), median of runs; W = workers\n{head}"
-          + "".join(f"{c:>15}" for c in us_cols))
+          + "".join(f"{c:>{width[c]}}" for c in us_cols))
     for r in rows:
-        cells = "".join(f"{r['us_per_task'][c]:15.2f}" if c in r["us_per_task"] else f"{'-':>15}"
-                        for c in us_cols)
+        cells = "".join(f"{r['us_per_task'][c]:{width[c]}.2f}" if c in r["us_per_task"]
+                        else f"{'-':>{width[c]}}" for c in us_cols)
         print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
-    print(f"\npeer / l3c compiled; /floor* = l3c compiled / floor\n{head}"
-          + "".join(f"{c:>15}" for c in ratio_cols))
+    print(f"\npeer / l3c compiled; /floor* = l3c compiled / floor; native/native_floor = "
+          f"l3c_native / native_floor\n{head}" + "".join(f"{c:>{width[c]}}" for c in ratio_cols))
     for r in rows:
         ratios = {**r["ratio_to_compiled"],
-                  **{f"/{k}": v for k, v in r["compiled_over_floor"].items()}}
-        cells = "".join(f"{ratios[c]:14.1f}x" if c in ratios else f"{'-':>15}" for c in ratio_cols)
+                  **{f"/{k}": v for k, v in r["compiled_over_floor"].items()},
+                  **r.get("native_over_floor", {})}
+        cells = "".join(f"{ratios[c]:{width[c] - 1}.1f}x" if c in ratios else f"{'-':>{width[c]}}"
+                        for c in ratio_cols)
         print(f"{r['workers']:>2} ({r['workload']}) {r['label']:28}{cells}")
     sys.stdout.flush()
 
@@ -455,25 +578,38 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workloads", default="abcde")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "dispatch.json"))
+    ap.add_argument("--no-peers", action="store_true", help="skip Dask and Ray (l3c, the process "
+                    "pool and the floors only)")
     opts = ap.parse_args()
     names = opts.workloads
 
-    installed = {m: importlib.util.find_spec(m) is not None for m in ("distributed", "ray")}
+    installed = {m: not opts.no_peers and importlib.util.find_spec(m) is not None
+                 for m in ("distributed", "ray")}
+    natives = native_kernels()
+    if natives is None:
+        print("skipping l3c_native and native_floor: numba not installed (pip install -e .[native])",
+              file=sys.stderr)
     needs = {"dask": "distributed", "ray": "ray", "ray_cg": "ray", "ray_cg_1actor": "ray"}
-    skipped = {peer: f"{mod} not installed" for peer, mod in needs.items() if not installed[mod]}
+    skipped = {peer: "--no-peers" if opts.no_peers else f"{mod} not installed"
+               for peer, mod in needs.items() if not installed[mod]}
     for peer, why in skipped.items():
         print(f"skipping {peer}: {why} (pip install -e .[bench])", file=sys.stderr)
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
-    all_rows, errors = [], {}
+    all_rows, errors, run_costs = [], {}, {}
     for workers in opts.workers:
         rows = {}
         for name in names:                       # phase 1: l3c, the process pool, the floors
-            _, _, tasks, label = WORKLOADS[name]
+            _, tasks, label = WORKLOADS[name]
             comp, eager = l3c_modes(name, workers, opts.repeats)
             seconds = {"l3c_compiled": comp, "l3c_eager": eager,
                        "process_pool": ppe(name, workers, opts.repeats),
                        **floors(name, opts.repeats)}
+            if natives is not None:
+                seconds["l3c_native"], run_cost = l3c_native(name, workers, opts.repeats, natives)
+                seconds["native_marginal"] = max(0.0, seconds["l3c_native"] - run_cost)
+                run_costs[f"{workers}/{name}"] = run_cost
+                seconds["native_floor"] = native_floor(name, opts.repeats, natives)
             rows[name] = {"workload": name, "label": label, "workers": workers, "tasks": tasks,
                           "seconds": seconds}
         l3c.shutdown()                           # no idle chips during the peers' phases
@@ -497,21 +633,27 @@ def main() -> None:
                 rows[name]["seconds"][peer] = t
         for r in rows.values():
             us = {k: r["seconds"][k] / r["tasks"] * 1e6
-                  for k in PEERS + FLOORS if k in r["seconds"]}
+                  for k in PEERS + FLOORS + NATIVE if k in r["seconds"]}
             r["us_per_task"] = us
             r["ratio_to_compiled"] = {k: us[k] / us["l3c_compiled"] for k in PEERS[1:] if k in us}
             r["compiled_over_floor"] = {k: us["l3c_compiled"] / us[k] for k in FLOORS}
+            if "l3c_native" in us:
+                r["native_over_floor"] = {"native/native_floor":
+                                          us["l3c_native"] / us["native_floor"]}
             del r["seconds"]
         print_table(list(rows.values()))
         all_rows.extend(rows.values())
 
     versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    if natives is not None:
+        versions["numba"] = __import__("numba").__version__
     for mod in ("distributed", "ray"):
         if installed[mod]:
             versions[mod] = __import__(mod).__version__
     with open(opts.json, "w") as f:
         json.dump({"rows": all_rows, "cpus": os.cpu_count(), "repeats": opts.repeats,
                    "versions": versions, "skipped": skipped, "errors": errors,
+                   "native_one_task_run_us": {w: c * 1e6 for w, c in run_costs.items()},
                    "ray_cg_subgraph": {"independent": CG_INDEPENDENT, "chain": CG_CHAIN,
                                        "groups": CG_GROUPS, "in_flight": CG_IN_FLIGHT}},
                   f, indent=1)

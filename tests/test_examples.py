@@ -21,8 +21,15 @@ def test_there_are_at_least_three_examples():
     assert len(EXAMPLES) >= 3, EXAMPLES
 
 
+def _needs_numba(name: str) -> bool:
+    with open(os.path.join(ROOT, "examples", name)) as f:
+        return "from numba import" in f.read()
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs_and_matches_numpy(name, tmp_path):
+    if _needs_numba(name):
+        pytest.importorskip("numba")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
@@ -38,11 +45,15 @@ PROFILED = [
      lambda: (np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))),
     ("examples/jacobi.py:jacobi", ["f64[34,16]", "6"], "examples.jacobi",
      lambda: (np.zeros((34, 16)), 6)),
+    ("examples/native_matmul.py:matmul", ["f64[64,48]", "f64[48,32]"], "examples.native_matmul",
+     lambda: (np.zeros((64, 48)), np.zeros((48, 32)))),
 ]
 
 
 @pytest.mark.parametrize("target, specs, module, make", PROFILED, ids=[p[2] for p in PROFILED])
 def test_example_profiles(target, specs, module, make, tmp_path):
+    if _needs_numba(target.split(":")[0].split("/")[-1]):
+        pytest.importorskip("numba")
     out = tmp_path / "trace.json"
     argv = [a for s in specs for a in ("--arg", s)]
     result = l3c_cli("profile", target, *argv, "-o", str(out))

@@ -116,3 +116,39 @@ def test_steps_another_host_waits_for_ring_the_doorbell_once_each():
                        ctypes.c_int64(0))
     assert status == steploop.STEPS_DONE and calls == [0, 1, 2, 3] and ctl[0] == 4
     assert seen_bells == [5, 5, 6, 6] and ctl[16] == 7
+
+
+def test_native_steps_call_c_between_python_steps_and_report_a_status():
+    """A table mixing kinds: Python steps see what native steps wrote before them, and a nonzero
+    status stops the loop at that step with its code, leaving the later steps unrun."""
+    import ctypes
+
+    import pytest
+    numba = pytest.importorskip("numba")
+    from l3c.registry import NativeFunction, NativeStatusError
+    from l3c.runtime import steploop
+
+    @numba.cfunc(numba.types.int32(numba.types.CPointer(numba.types.float64), numba.types.int64,
+                                   numba.types.int64))
+    def c_add(x, n, value):
+        for k in range(n):
+            x[k] += value
+        return 0 if value >= 0 else -value
+
+    x = np.zeros(3)
+    seen = []
+    add = NativeFunction(c_add.address, "tests:c_add", c_add)
+    table = steploop.StepTable([(add, (x, 2), (), False, 0, 1, 0),
+                                (lambda: seen.append(x.tolist()), (), (), False, 0, 1, 0),
+                                (add, (x[1:], 5), (), False, 0, 1, 0),
+                                (add, (x, -9), (), False, 0, 1, 0),
+                                (lambda: seen.append("never"), (), (), False, 0, 1, 0)])
+    ctl = (ctypes.c_uint32 * 32)()
+    base, ctx = ctypes.addressof(ctl), (ctypes.c_int64 * 2)()
+    out_k = ctypes.c_int64(0)
+    with pytest.raises(NativeStatusError, match="tests:c_add returned status 9"):
+        table.run(0, base + 8, base, base + 4, ctypes.addressof(ctx), 0, 100, 10**6, out_k)
+    assert out_k.value == 3 and ctl[0] == 3          # steps 0..2 completed, step 3 failed
+    assert seen == [[2.0, 2.0, 2.0]] and x.tolist() == [-7.0, -2.0, -2.0]   # C wrote before failing
+    with pytest.raises(TypeError, match="non-contiguous"):
+        steploop.StepTable([(add, (x[::2], 1), (), False, 0, 1, 0)])

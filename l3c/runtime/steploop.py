@@ -3,28 +3,40 @@
 A worker runs its installed queue once per run. In Python each step cost ~0.5 us of loop overhead
 (tuple unpacking, the context setter, the counter store) around a kernel call that costs ~0.06 us,
 so a chain of small kernels ran at ~10x the in-process floor. Here one llvmlite-compiled function
-walks a table of steps and calls each kernel with `PyObject_Call` (the worker holds the GIL; it is
-its only Python thread), so the per-step cost is the call itself plus a few loads and stores.
+walks a table of steps. A Python kernel is called with `PyObject_Call` (the worker holds the GIL; it
+is its only Python thread); a native kernel (`@l3c.kernel(native=...)`) is a C call through its
+signature's trampoline (`nativecall.py`) with a prebuilt argument block, so a step costs a few loads,
+two indirect calls and a store.
+
+The GIL: the loop is entered holding it. Before a native step it releases it if held
+(`PyEval_SaveThread`), before a Python step it takes it back if released, and it holds it again on
+every return. A run of native steps pays one release and one take, and C code never runs under the
+GIL (a Python thread a kernel started, or a signal handler, runs meanwhile).
 
 Tables (built once per installed plan by `StepTable`; i64 words):
-    step k:  fn, args, wait_begin, wait_end, publish, rank, size, ring
-             fn/args are the addresses of the kernel function and its prebuilt argument tuple (kept
-             alive by the table); waits[wait_begin:wait_end] must hold before the call; publish != 0
-             wakes sleepers on S_DONE after the step (a step on another worker waits for it);
-             ring != 0 is the doorbell to ring after that (H_DOORBELL; its waiters word follows):
-             another host waits for the step, and the parent that sends its output may be napping.
+    step k:  kind, target, args, invoke, wait_begin, wait_end, publish, rank, size, ring
+             kind STEP_PYTHON: target/args are the addresses of the kernel function and its prebuilt
+             argument tuple (kept alive by the table), invoke is 0; kind STEP_NATIVE: target is the
+             C function, args its argument block, invoke its trampoline. Other kinds (loop
+             bounds, predicates) can take their own words and branch of the loop's switch.
+             waits[wait_begin:wait_end] must hold before the call; publish != 0 wakes sleepers on
+             S_DONE after the step (a step on another worker waits for it); ring != 0 is the
+             doorbell to ring after that (H_DOORBELL; its waiters word follows): another host waits
+             for the step, and the parent that sends its output may be napping.
     wait j:  word, waiters, count   wait until the u32 at `word` >= count (`waiters` for the futex)
 
     i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
-                      spin, slice_ns, out_k)
+                      spin, slice_ns, out_k, out_status)
         Runs steps first..n-1 and returns STEPS_DONE; STEPS_ABORTED when H_ABORT is seen;
         STEPS_AGAIN with *out_k = k when a wait's futex slice elapsed at step k (the caller checks its
         parent is alive and calls again from k); STEPS_RAISED with *out_k = k when kernel k raised:
         its exception is left set, so the ctypes call raises it in the worker with the kernel's
-        frames in the traceback. Before each call it stores the step's group rank and size into
-        task_ctx[0..1] (what `l3c.group_rank()` reads); after it stores k+1 into S_DONE (release),
-        or publishes it with a wake; after the last step it yields its core once. With `stamps` nonzero (a profiled run) it records
-        CLOCK_MONOTONIC before the call (step 0 and steps with waits only, see layout.py) and after.
+        frames in the traceback; STEPS_STATUS with *out_k = k and *out_status = its return value
+        when native kernel k returned nonzero. Before each call it stores the step's group rank and
+        size into task_ctx[0..1] (what `l3c.group_rank()` reads); after it stores k+1 into S_DONE
+        (release), or publishes it with a wake; after the last step it yields its core once. With
+        `stamps` nonzero (a profiled run) it records CLOCK_MONOTONIC before the call (step 0 and
+        steps with waits only, see layout.py) and after.
 
 Every wait is `sync.wait_ge`: the same bounded spin-then-futex as everywhere else.
 """
@@ -34,14 +46,22 @@ import ctypes
 import threading
 from typing import Any, Sequence
 
+from ..registry import NativeFunction, NativeStatusError, status_message
 from . import layout, native, sync
+from .nativecall import NativeCall
 
 STEPS_DONE = 0
 STEPS_ABORTED = 1
 STEPS_AGAIN = 2
 STEPS_RAISED = 3
+STEPS_STATUS = 4
 
-STEP_WORDS = 8
+STEP_PYTHON = 0
+STEP_NATIVE = 1
+
+STEP_WORDS = 10
+(W_KIND, W_TARGET, W_ARGS, W_INVOKE, W_WAIT_BEGIN, W_WAIT_END, W_PUBLISH, W_RANK, W_SIZE,
+ W_RING) = range(STEP_WORDS)
 WAIT_WORDS = 3
 CLOCK_MONOTONIC = 1
 DOORBELL_WAITERS = layout.H_DOORBELL_WAITERS - layout.H_DOORBELL
@@ -59,19 +79,23 @@ def _module_ir() -> str:
     mod = ir.Module(name="l3c_steploop")
     call_obj = ir.Function(mod, ir.FunctionType(p8, [p8, p8, p8]), "PyObject_Call")
     decref = ir.Function(mod, ir.FunctionType(void, [p8]), "Py_DecRef")
+    save_thread = ir.Function(mod, ir.FunctionType(p8, []), "PyEval_SaveThread")
+    restore_thread = ir.Function(mod, ir.FunctionType(void, [p8]), "PyEval_RestoreThread")
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
     wait_ge = ir.Function(mod, ir.FunctionType(i32, [i64, i32, i64, i64, i32, i64]), "l3c_wait_ge")
     publish = ir.Function(mod, ir.FunctionType(void, [i64, i32, i64]), "l3c_publish")
     ring = ir.Function(mod, ir.FunctionType(void, [i64, i64]), "l3c_ring")
     sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
+    invoke_type = ir.FunctionType(i32, [i64, p64])        # nativecall's trampolines
 
+    names = ("steps", "n", "first", "waits", "abort", "done", "done_waiters", "task_ctx", "stamps",
+             "spin", "slice_ns", "out_k", "out_status")
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i32,
-                                                i64, p64]), "l3c_run_steps")
-    (steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps, spin, slice_ns,
-     out_k) = fn.args
-    for arg, name in zip(fn.args, ("steps", "n", "first", "waits", "abort", "done", "done_waiters",
-                                   "task_ctx", "stamps", "spin", "slice_ns", "out_k")):
+                                                i64, p64, p64]), "l3c_run_steps")
+    for arg, name in zip(fn.args, names):
         arg.name = name
+    (steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps, spin, slice_ns,
+     out_k, out_status) = fn.args
     entry = fn.append_basic_block("entry")
     head = fn.append_basic_block("step")
     wait_head = fn.append_basic_block("wait")
@@ -79,13 +103,19 @@ def _module_ir() -> str:
     wait_slow = fn.append_basic_block("wait.slow")
     wait_next = fn.append_basic_block("wait.next")
     call_bb = fn.append_basic_block("call")
+    python_bb = fn.append_basic_block("call.python")
+    native_bb = fn.append_basic_block("call.native")
+    stepped = fn.append_basic_block("stepped")
     finished = fn.append_basic_block("finished")
     aborted = fn.append_basic_block("aborted")
     again = fn.append_basic_block("again")
     raised = fn.append_basic_block("raised")
+    failed = fn.append_basic_block("failed")
 
     b = ir.IRBuilder(entry)
     ts = b.alloca(ir.ArrayType(i64, 2), name="ts")
+    released = b.alloca(p8, name="released")      # the thread state while the GIL is released
+    b.store(ir.Constant(p8, None), released)
     has_stamps = b.icmp_unsigned("!=", b.ptrtoint(stamps, i64), i64(0))
     abort_ptr = b.inttoptr(abort, i32.as_pointer())
     done_ptr = b.inttoptr(done, i32.as_pointer())
@@ -99,12 +129,22 @@ def _module_ir() -> str:
         b.call(clock, [i32(CLOCK_MONOTONIC), tsp])
         return b.add(b.mul(b.load(tsp), i64(1_000_000_000)), b.load(b.gep(tsp, [i64(1)])))
 
+    def take_gil(b: ir.IRBuilder) -> None:
+        state = b.load(released)
+        with b.if_then(b.icmp_unsigned("!=", b.ptrtoint(state, i64), i64(0))):
+            b.call(restore_thread, [state])
+            b.store(ir.Constant(p8, None), released)
+
+    def release_gil(b: ir.IRBuilder) -> None:
+        with b.if_then(b.icmp_unsigned("==", b.ptrtoint(b.load(released), i64), i64(0))):
+            b.store(b.call(save_thread, []), released)
+
     # ---- step k: its waits -----------------------------------------------------------------
     b.position_at_end(head)
     k = b.phi(i64, "k")
     k.add_incoming(first, entry)
-    w_begin = field(b, steps, k, STEP_WORDS, 2)
-    w_end = field(b, steps, k, STEP_WORDS, 3)
+    w_begin = field(b, steps, k, STEP_WORDS, W_WAIT_BEGIN)
+    w_end = field(b, steps, k, STEP_WORDS, W_WAIT_END)
     b.branch(wait_head)
 
     b.position_at_end(wait_head)
@@ -138,29 +178,43 @@ def _module_ir() -> str:
     go = fn.append_basic_block("go")
     b.cbranch(b.icmp_unsigned("!=", stop, i32(0)), aborted, go)
     b.position_at_end(go)
-    b.store(field(b, steps, k, STEP_WORDS, 5), task_ctx)
-    b.store(field(b, steps, k, STEP_WORDS, 6), b.gep(task_ctx, [i64(1)]))
+    b.store(field(b, steps, k, STEP_WORDS, W_RANK), task_ctx)
+    b.store(field(b, steps, k, STEP_WORDS, W_SIZE), b.gep(task_ctx, [i64(1)]))
     stamp_start = b.and_(has_stamps, b.or_(b.icmp_signed("<", w_begin, w_end),
                                            b.icmp_signed("==", k, first)))
     with b.if_then(stamp_start, likely=False):
         b.store(now(b), b.gep(stamps, [b.mul(k, i64(2))]))
-    callee = b.inttoptr(field(b, steps, k, STEP_WORDS, 0), p8)
-    args = b.inttoptr(field(b, steps, k, STEP_WORDS, 1), p8)
-    result = b.call(call_obj, [callee, args, ir.Constant(p8, None)])
+    target = field(b, steps, k, STEP_WORDS, W_TARGET)
+    args = field(b, steps, k, STEP_WORDS, W_ARGS)
+    dispatch = b.switch(field(b, steps, k, STEP_WORDS, W_KIND), python_bb)
+    dispatch.add_case(i64(STEP_NATIVE), native_bb)
+
+    b.position_at_end(python_bb)
+    take_gil(b)
+    result = b.call(call_obj, [b.inttoptr(target, p8), b.inttoptr(args, p8), ir.Constant(p8, None)])
     ok_bb = fn.append_basic_block("returned")
     b.cbranch(b.icmp_unsigned("==", b.ptrtoint(result, i64), i64(0)), raised, ok_bb)
     b.position_at_end(ok_bb)
     b.call(decref, [result])
+    b.branch(stepped)
+
+    b.position_at_end(native_bb)
+    release_gil(b)
+    invoke = b.inttoptr(field(b, steps, k, STEP_WORDS, W_INVOKE), invoke_type.as_pointer())
+    status = b.call(invoke, [target, b.inttoptr(args, p64)])
+    b.cbranch(b.icmp_signed("==", status, i32(0)), stepped, failed)
+
+    b.position_at_end(stepped)
     with b.if_then(has_stamps, likely=False):
         b.store(now(b), b.gep(stamps, [b.add(b.mul(k, i64(2)), i64(1))]))
     k_next = b.add(k, i64(1))
     value = b.trunc(k_next, i32)
-    wake = b.or_(b.icmp_unsigned("!=", field(b, steps, k, STEP_WORDS, 4), i64(0)),
+    wake = b.or_(b.icmp_unsigned("!=", field(b, steps, k, STEP_WORDS, W_PUBLISH), i64(0)),
                  b.icmp_signed("==", k_next, n))
     with b.if_else(wake) as (then, otherwise):
         with then:
             b.call(publish, [done, value, done_waiters])
-            doorbell = field(b, steps, k, STEP_WORDS, 7)
+            doorbell = field(b, steps, k, STEP_WORDS, W_RING)
             with b.if_then(b.icmp_unsigned("!=", doorbell, i64(0)), likely=False):
                 b.call(ring, [doorbell, b.add(doorbell, i64(DOORBELL_WAITERS))])
             # The queue is done: let a process waiting for it on this core (the parent, or a host's
@@ -172,15 +226,18 @@ def _module_ir() -> str:
     k.add_incoming(k_next, b.block)
     b.cbranch(b.icmp_signed("<", k_next, n), head, finished)
 
-    b.position_at_end(raised)
+    b.position_at_end(raised)                  # only Python steps raise: the GIL is held
     b.store(k, out_k)
     b.ret(i32(STEPS_RAISED))
-    b.position_at_end(finished)
-    b.ret(i32(STEPS_DONE))
-    b.position_at_end(aborted)
-    b.ret(i32(STEPS_ABORTED))
-    b.position_at_end(again)
-    b.ret(i32(STEPS_AGAIN))
+    b.position_at_end(failed)
+    b.store(k, out_k)
+    b.store(b.sext(status, i64), out_status)
+    take_gil(b)
+    b.ret(i32(STEPS_STATUS))
+    for block, code in ((finished, STEPS_DONE), (aborted, STEPS_ABORTED), (again, STEPS_AGAIN)):
+        b.position_at_end(block)
+        take_gil(b)
+        b.ret(i32(code))
     return str(mod)
 
 
@@ -190,15 +247,17 @@ def _build() -> None:
     addresses = sync.function_addresses()
     symbols = {"PyObject_Call": native.address(ctypes.pythonapi.PyObject_Call),
                "Py_DecRef": native.address(ctypes.pythonapi.Py_DecRef),
+               "PyEval_SaveThread": native.address(ctypes.pythonapi.PyEval_SaveThread),
+               "PyEval_RestoreThread": native.address(ctypes.pythonapi.PyEval_RestoreThread),
                "l3c_wait_ge": addresses["wait_ge"], "l3c_publish": addresses["publish"],
                "l3c_ring": addresses["ring"],
                **native.libc("clock_gettime", "sched_yield")}
     engine = native.compile_module(_module_ir(), symbols)
-    # PYFUNCTYPE: the GIL stays held (the loop calls Python) and an exception the loop leaves set
-    # is raised by the call.
+    # PYFUNCTYPE: the GIL is held on entry and exit (the loop calls Python, and releases it only
+    # around native steps) and an exception the loop leaves set is raised by the call.
     u64, p = ctypes.c_uint64, ctypes.c_void_p
     _run_steps = ctypes.PYFUNCTYPE(ctypes.c_int32, p, ctypes.c_int64, ctypes.c_int64, p, u64, u64,
-                                   u64, p, p, ctypes.c_int32, ctypes.c_int64, p)(
+                                   u64, p, p, ctypes.c_int32, ctypes.c_int64, p, p)(
         engine.get_function_address("l3c_run_steps"))
     _compiled = engine
 
@@ -215,28 +274,48 @@ class StepTable:
     """One installed plan's queue as the native loop reads it; owns the objects the table points to.
 
     `steps` is a sequence of (fn, args, waits, publish, rank, size, doorbell) with waits a
-    sequence of (word address, waiters address, count) and doorbell 0 or H_DOORBELL's address."""
+    sequence of (word address, waiters address, count) and doorbell 0 or H_DOORBELL's address;
+    fn is a Python callable, or a `registry.NativeFunction` whose C arguments are built from `args`
+    here (TypeError if they do not fit the convention)."""
 
     def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int]], bool, int,
                                              int, int]]) -> None:
         ensure()
-        self.keep = [(fn, args) for fn, args, *_ in steps]   # the table holds borrowed addresses
+        self.keep: list[Any] = []           # the table holds borrowed addresses of these
         n_waits = sum(len(s[2]) for s in steps)
         self.n = len(steps)
         self.steps = (ctypes.c_int64 * max(1, STEP_WORDS * self.n))()
         self.waits = (ctypes.c_int64 * max(1, WAIT_WORDS * n_waits))()
+        self.names: list[str] = []          # native kernel names, for status messages
+        self.status = ctypes.c_int64(0)
         j = 0
         for k, (fn, args, waits, publish, rank, size, doorbell) in enumerate(steps):
+            if isinstance(fn, NativeFunction):
+                try:
+                    call = NativeCall(fn, args)
+                except TypeError as exc:
+                    raise TypeError(f"{fn.name} (step {k} of this worker's queue): {exc}") from None
+                self.keep.append(call)
+                head = [STEP_NATIVE, fn.address, call.block_address, call.invoke]
+            else:
+                self.keep.append((fn, args))
+                head = [STEP_PYTHON, id(fn), id(args), 0]
+            self.names.append(getattr(fn, "name", ""))
             base = STEP_WORDS * k
-            self.steps[base:base + STEP_WORDS] = [id(fn), id(args), j, j + len(waits),
-                                                  int(bool(publish or doorbell)), rank, size,
-                                                  doorbell]
+            self.steps[base:base + STEP_WORDS] = head + [j, j + len(waits),
+                                                         int(bool(publish or doorbell)), rank,
+                                                         size, doorbell]
             for word, waiters, count in waits:
                 self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count]
                 j += 1
 
     def run(self, first: int, abort: int, done: int, done_waiters: int, task_ctx: int, stamps: int,
             spin: int, slice_ns: int, out_k: ctypes.c_int64) -> int:
-        """Run steps first..n-1 (see the module docstring); raises what a kernel raised."""
-        return _run_steps(self.steps, self.n, first, self.waits, abort, done, done_waiters, task_ctx,
-                          stamps or None, spin, slice_ns, ctypes.byref(out_k))
+        """Run steps first..n-1 (see the module docstring); raises what a Python kernel raised, and
+        NativeStatusError (out_k = the step) for a native kernel's nonzero status."""
+        status = _run_steps(self.steps, self.n, first, self.waits, abort, done, done_waiters,
+                            task_ctx, stamps or None, spin, slice_ns, ctypes.byref(out_k),
+                            ctypes.byref(self.status))
+        if status == STEPS_STATUS:
+            raise NativeStatusError(status_message(self.names[out_k.value], self.status.value))
+        return status

@@ -22,6 +22,7 @@ from . import context, layout, steploop, sync
 from .arena import array_in
 from .plan import View
 from .steploop import StepTable
+from .. import registry
 from ..registry import resolve
 
 SLICE_NS = 100_000_000          # futex sleep slice: how quickly an idle worker notices its parent died
@@ -52,12 +53,12 @@ def kernel_traceback(exc: BaseException) -> str:
     """The traceback of a kernel's exception from the kernel's own frame down: the worker's frames
     above it say nothing to the user."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-_OWN_FILES = (__file__, steploop.__file__)
+_OWN_FILES = (__file__, steploop.__file__, registry.__file__)   # registry: native eager calls
 
 
 class Worker:
@@ -140,7 +141,12 @@ class Worker:
                           for s, count in step.waits)
             prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
                              step.group_size, self.doorbell if step.ring else 0))
-        self.plans[plan_id] = (StepTable(prepared), [step.task for step in steps])
+        try:
+            table = StepTable(prepared)
+        except TypeError as exc:       # a native kernel's arguments off its convention (a file)
+            self.fail(steps[0].task if steps else 0, f"cannot install plan {plan_id}: {exc}")
+            return
+        self.plans[plan_id] = (table, [step.task for step in steps])
         self.finish(layout.ST_FINISHED)
 
     def run_plan(self, plan_id: int) -> None:

@@ -5,6 +5,9 @@ other parameter takes a static scalar. Inside a trace (`l3c.jit`) a call records
 runs the plain function here. At decoration the function is registered in `l3c.registry` and the key
 it returns (its import path "module:qualname", made unique) becomes `kernel.name`, the IR's
 `Task.kernel`, which is how forked workers and schedule files find the function again.
+
+With `native=` (a numba cfunc, a ctypes function or an address; `native.py`) workers call that C
+function instead of the Python body, which still runs outside a trace.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any, Callable
 
 from .. import registry
 from ..errors import ConfigError
+from .native import NativeSpec, check_call, native_spec
 from .source import user_location
 
 
@@ -66,7 +70,7 @@ def _mode_of(annotation: Any, fn: Callable) -> str | None:
 class Kernel:
     """A decorated kernel. Call it like the function; `kernel.on(chip)` pins its task to a chip."""
 
-    def __init__(self, fn: Callable, worker: str = "chip") -> None:
+    def __init__(self, fn: Callable, worker: str = "chip", native: Any = None) -> None:
         if worker not in ("chip", "sub"):
             file, line = user_location()
             raise ConfigError(f"{file}:{line}: @l3c.kernel(worker={worker!r}): worker must be "
@@ -85,7 +89,19 @@ class Kernel:
                                 f"{p.kind.description}; kernels take plain positional parameters")
             self.modes[p.name] = _mode_of(p.annotation, fn)
         functools.update_wrapper(self, fn)
-        self.name = registry.register(fn, f"{fn.__module__}:{fn.__qualname__}")
+        self.native: NativeSpec | None = None
+        key = f"{fn.__module__}:{fn.__qualname__}"
+        runs = None
+        if native is not None:
+            self.native = native_spec(native, fn, self.modes)
+            runs = registry.NativeFunction(self.native.address, key, self.native.keep)
+        self.name = registry.register(fn, key, runs)
+
+    def check_native_call(self, arguments: dict[str, Any]) -> None:
+        """Raise TraceError at the user's line if a native kernel cannot take these arguments
+        (tensor proxies and scalars by parameter name); nothing for a Python kernel."""
+        if self.native is not None:
+            check_call(self.native, self.fn.__qualname__, self.modes, arguments)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from .context import current_tracer
@@ -125,8 +141,9 @@ class PinnedKernel:
         return f"<l3c.kernel {self.kernel.name} on {self.kernel.worker} {self.chip}>"
 
 
-def kernel(fn: Callable | None = None, *, worker: str = "chip") -> Any:
-    """Decorate a kernel: `@l3c.kernel` or `@l3c.kernel(worker="sub")`."""
+def kernel(fn: Callable | None = None, *, worker: str = "chip", native: Any = None) -> Any:
+    """Decorate a kernel: `@l3c.kernel`, `@l3c.kernel(worker="sub")`, or
+    `@l3c.kernel(native=c_function)` for a kernel whose workers call C code (see `native.py`)."""
     if fn is None:
-        return lambda f: Kernel(f, worker)
-    return Kernel(fn, worker)
+        return lambda f: Kernel(f, worker, native)
+    return Kernel(fn, worker, native)

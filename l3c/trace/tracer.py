@@ -286,6 +286,7 @@ class Tracer:
                 raise trace_error(f"parameter {name!r} of {what} got a {type(value).__name__}",
                                   "kernels take tensors and Python scalars (int, float, bool, str, "
                                   "None)")
+        kernel.check_native_call(arguments)
         task = Task(id=self.program.graph.number_of_nodes(), kernel=kernel.name,
                     worker=kernel.worker, args=tuple(call_args), loc=user_loc(),
                     scope=tuple(self.scope_stack), pin=pin, group=group, group_rank=rank)

@@ -1,0 +1,483 @@
+"""Task Bench (Slaughter et al., SC20) on this machine: METG(50%) of l3c with a native kernel, of the
+same C calls in a serial numba loop, and of Dask (when installed).
+
+    python benchmarks/taskbench.py [--pattern stencil_1d] [--runners l3c serial_numba dask]
+                                   [--width 32] [--steps 100] [--repeats 5] [--stat median|min]
+                                   [--json PATH]
+
+What is measured (written from the paper's definitions):
+  * A task graph is `steps` timesteps of `width` points; point (t, x) depends on a set of points of
+    timestep t-1 given by the dependency *pattern* (`PATTERNS`). stencil_1d: x-1, x, x+1 (those
+    inside 0..width-1).
+  * Every task runs the *compute_bound* kernel: a loop of `iterations` rounds of 8 independent
+    multiply-adds. The kernel is one C function (a numba cfunc) per number of inputs: it checks that
+    each input is a record of timestep t-1 written in this run (each run has its own epoch number),
+    writes its own record (t, x, a checksum of the records it received, the loop's result, the
+    epoch) and returns a nonzero status (a failed run) otherwise. After the last run of each point
+    the runner's records are compared with the checksums the pattern implies: every task must have
+    received exactly its dependencies' outputs.
+  * Task granularity = wall time x cores / tasks. Efficiency = achieved rate (kernel iterations per
+    core-second) / peak rate (the best rate any runner reached, normally the serial loop with long
+    tasks; printed too against each runner's own best rate, for machines shared with other jobs
+    where a runner may not get all its cores). METG(50%) = the smallest granularity at which efficiency >= 50%, interpolated (log
+    scale) between the sweep's two bracketing points. Each runner sweeps `iterations` downward by
+    factors of sqrt(2) from its start until two points in a row fall below a quarter of its best;
+    at each point the runners take turns, repeat after repeat (Dask runs after the others).
+
+Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `close()` and
+`run(iterations, epoch)` returning the (steps, width, 5) records):
+  l3c           one `l3c.jit(chips=2)` program, traced once: one native task per point, pinned in
+                blocks of width/chips points per chip (Task Bench's block distribution), the points
+                another chip reads next first in each timestep; the records and (iterations, epoch)
+                (a tensor the kernels read, so every granularity runs the same compiled schedule)
+                are `l3c.shared` arrays, used in place.
+  l3c_1chip     the same on one chip (not run by default): the per-task cost without cross-chip
+                waits.
+  steploop      l3c's native step loop (`l3c.runtime.steploop`) walking a table of the same calls
+                in this process (not run by default): the schedule's dispatch cost alone, without
+                workers and without a run's start and end.
+  serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
+  dask          one `client.submit` per point on a LocalCluster of 2 single-threaded processes,
+                futures of the dependencies as arguments; each task calls the same C function
+                through ctypes. Smaller graphs (width x 10 steps): a Dask task costs ~1 ms here.
+
+Adding a pattern: a function (t, x, width) -> tuple of dependency points, in `PATTERNS` (kernels
+for up to `MAX_INPUTS` inputs are generated). Adding a runner: a class like `SerialNumba` in
+`RUNNERS`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+if HERE not in sys.path:                      # Dask's workers import this file as `taskbench`
+    sys.path.insert(0, HERE)
+os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.path.dirname(HERE),
+                                            os.environ.get("PYTHONPATH", "")])
+
+import l3c  # noqa: E402
+from numba import cfunc, njit, types  # noqa: E402
+
+RECORD = 5                                    # t, x, checksum of inputs, compute result, epoch
+MAX_INPUTS = 3
+LANES = 8                                     # independent multiply-add chains per iteration
+
+
+# ---------------------------------------------------------------------------------------- patterns
+def stencil_1d(t: int, x: int, width: int) -> tuple[int, ...]:
+    return tuple(d for d in (x - 1, x, x + 1) if 0 <= d < width) if t > 0 else ()
+
+
+PATTERNS: dict[str, Callable[[int, int, int], tuple[int, ...]]] = {"stencil_1d": stencil_1d}
+
+
+@dataclass(frozen=True)
+class Graph:
+    pattern: str
+    width: int
+    steps: int
+    deps: tuple[tuple[tuple[int, ...], ...], ...]      # deps[t][x]
+
+    @staticmethod
+    def make(pattern: str, width: int, steps: int) -> "Graph":
+        fn = PATTERNS[pattern]
+        deps = tuple(tuple(fn(t, x, width) for x in range(width)) for t in range(steps))
+        if max(len(d) for row in deps for d in row) > MAX_INPUTS:
+            raise ValueError(f"{pattern}: more than {MAX_INPUTS} inputs; raise MAX_INPUTS")
+        return Graph(pattern, width, steps, deps)
+
+    @property
+    def tasks(self) -> int:
+        return self.width * self.steps
+
+    def expected_checksums(self) -> np.ndarray:
+        out = np.zeros((self.steps, self.width))
+        for t, row in enumerate(self.deps):
+            for x, deps in enumerate(row):
+                out[t, x] = sum(checksum_of(t - 1, d) for d in deps)
+        return out
+
+    def verify(self, records: np.ndarray, epoch: int, who: str) -> None:
+        """Every task of run `epoch` ran once, in its place, and received exactly its
+        dependencies' records."""
+        steps, points = np.meshgrid(np.arange(self.steps), np.arange(self.width), indexing="ij")
+        bad = ((records[..., 0] != steps) | (records[..., 1] != points)
+               | (records[..., 2] != self.expected_checksums()) | (records[..., 4] != epoch))
+        if bad.any():
+            t, x = map(int, np.argwhere(bad)[0])
+            raise AssertionError(f"{who}: task ({t}, {x}) has record {records[t, x].tolist()}, "
+                                 f"expected checksum {self.expected_checksums()[t, x]}")
+
+
+def checksum_of(t: int, x: int) -> float:
+    return t * 65536.0 + x + 1.0
+
+
+# ----------------------------------------------------------------------------------------- kernels
+def _kernel_source(n: int) -> str:
+    """The compute_bound C function with n inputs: (t, x, run*, 2, out*, 5, in0*, 5, ...), where
+    run = (iterations, epoch): an input must be a record of timestep t-1 written in this run."""
+    params = ["t", "x", "run", "n_run", "out", "n_out"] + [f"in{j}, n{j}" for j in range(n)]
+    lines = [f"def point_{n}({', '.join(params)}):", "    check = 0.0", "    epoch = run[1]"]
+    for j in range(n):
+        lines += [f"    if in{j}[0] != t - 1 or in{j}[4] != epoch:", "        return 1",
+                  f"    check += in{j}[0] * 65536.0 + in{j}[1] + 1.0"]
+    lines += [f"    a{k} = 1.0 + {k} * 0.125" for k in range(LANES)]
+    lines += ["    for _ in range(run[0]):"]
+    lines += [f"        a{k} = a{k} * 0.5 + 0.25" for k in range(LANES)]
+    lines += ["    out[0] = t", "    out[1] = x", "    out[2] = check",
+              f"    out[3] = {' + '.join(f'a{k}' for k in range(LANES))}", "    out[4] = epoch",
+              "    return 0"]
+    return "\n".join(lines)
+
+
+def _signature(n: int) -> Any:
+    f64p, i64 = types.CPointer(types.float64), types.int64
+    return types.int32(i64, i64, types.CPointer(types.int64), i64, f64p, i64,
+                       *[a for _ in range(n) for a in (f64p, i64)])
+
+
+def _compile_kernels() -> list[Any]:
+    out = []
+    for n in range(MAX_INPUTS + 1):
+        scope: dict[str, Any] = {}
+        exec(_kernel_source(n), scope)                      # noqa: S102 - generated above
+        out.append(cfunc(_signature(n))(scope[f"point_{n}"]))
+    return out
+
+
+C_POINTS = _compile_kernels()
+
+
+def python_point(t: int, x: int, run: np.ndarray, out: np.ndarray, *inputs: np.ndarray) -> None:
+    """The kernel's Python body (runs only outside a trace)."""
+    check = 0.0
+    for rec in inputs:
+        assert rec[0] == t - 1 and rec[4] == run[1]
+        check += checksum_of(int(rec[0]), int(rec[1]))
+    a = 1.0 + 0.125 * np.arange(LANES)
+    for _ in range(int(run[0])):
+        a = a * 0.5 + 0.25
+    out[:] = (t, x, check, a.sum(), run[1])
+
+
+def _l3c_kernel(n: int) -> Any:
+    ins = [f"in{j}" for j in range(n)]
+    src = (f"def point_{n}(t, x, run: l3c.In, out: l3c.Out"
+           + "".join(f", {i}: l3c.In" for i in ins) + f"):\n"
+           f"    python_point(t, x, run, out{''.join(', ' + i for i in ins)})\n")
+    scope = {"l3c": l3c, "python_point": python_point, "__name__": __name__}
+    exec(src, scope)                                        # noqa: S102 - generated above
+    return l3c.kernel(native=C_POINTS[n])(scope[f"point_{n}"])
+
+
+L3C_POINTS = [_l3c_kernel(n) for n in range(MAX_INPUTS + 1)]
+
+
+# ----------------------------------------------------------------------------------------- runners
+class L3C:
+    name, cores, start_iterations = "l3c", 2, 4096
+
+    def prepare(self, graph: Graph) -> None:
+        chips, per_chip = self.cores, math.ceil(graph.width / self.cores)
+
+        owner = [x // per_chip for x in range(graph.width)]
+        # Within a timestep, a chip first runs the points another chip reads next: their outputs
+        # are published early, so the other chip rarely waits for them.
+        exported = [{d for x, deps in enumerate(graph.deps[t + 1]) for d in deps
+                     if owner[d] != owner[x]} if t + 1 < graph.steps else set()
+                    for t in range(graph.steps)]
+
+        def program(run, records):
+            for t in range(graph.steps):
+                for x in sorted(range(graph.width), key=lambda x: (x not in exported[t], x)):
+                    deps = graph.deps[t][x]
+                    L3C_POINTS[len(deps)].on(owner[x])(
+                        t, x, run, records[t, x], *[records[t - 1, d] for d in deps])
+            return ()
+
+        self.params = l3c.shared(np.zeros(2, np.int64))
+        self.records = l3c.shared((graph.steps, graph.width, RECORD), np.float64)
+        self.compiled = l3c.jit(chips=chips, timeout=600)(program).lower(self.params, self.records)
+
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        self.params[:] = iterations, epoch
+        self.compiled(self.params, self.records)
+        return self.records
+
+    def close(self) -> None:
+        l3c.shutdown()
+
+
+class L3COneChip(L3C):
+    """The same on one chip: the step loop's and the run's own cost, with no cross-chip waits."""
+    name, cores = "l3c_1chip", 1
+
+
+class StepLoop:
+    """l3c's native step loop in this process, on a table of the same native calls in the l3c
+    runner's order: what dispatching the schedule costs per task, without the pool (no workers, no
+    run start or end)."""
+    name, cores, start_iterations = "steploop", 1, 4096
+
+    def prepare(self, graph: Graph) -> None:
+        import ctypes
+
+        from l3c.registry import NativeFunction
+        from l3c.runtime import steploop
+        natives = [NativeFunction(c.address, f"point_{n}", c) for n, c in enumerate(C_POINTS)]
+        self.params = np.zeros(2, np.int64)
+        self.records = np.zeros((graph.steps, graph.width, RECORD))
+        self.table = steploop.StepTable([
+            (natives[len(deps)], (t, x, self.params, self.records[t, x],
+                                  *[self.records[t - 1, d] for d in deps]), (), False, 0, 1, 0)
+            for t, row in enumerate(graph.deps) for x, deps in enumerate(row)])
+        self.words = (ctypes.c_uint32 * 32)()     # S_DONE, its waiters, the abort word
+        self.context = (ctypes.c_int64 * 2)()
+        self.out_k = ctypes.c_int64(0)
+
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        import ctypes
+        self.params[:] = iterations, epoch
+        base = ctypes.addressof(self.words)
+        self.table.run(0, base + 8, base, base + 4, ctypes.addressof(self.context), 0, 100,
+                       10**9, self.out_k)
+        return self.records
+
+    def close(self) -> None:
+        pass
+
+
+def _serial_source() -> str:
+    lines = ["def serial(records, run, deps, counts):",
+             "    for t in range(records.shape[0]):",
+             "        for x in range(records.shape[1]):",
+             "            n = counts[t, x]",
+             "            status = 0"]
+    for n in range(MAX_INPUTS + 1):
+        args = "".join(f", records[t - 1, deps[t, x, {j}]].ctypes, {RECORD}" for j in range(n))
+        lines += [f"            {'if' if n == 0 else 'elif'} n == {n}:",
+                  f"                status = C{n}(t, x, run.ctypes, 2, records[t, x].ctypes, "
+                  f"{RECORD}{args})"]
+    lines += ["            if status != 0:", "                return t * records.shape[1] + x + 1",
+              "    return 0"]
+    return "\n".join(lines)
+
+
+class SerialNumba:
+    name, cores, start_iterations = "serial_numba", 1, 4096
+
+    def prepare(self, graph: Graph) -> None:
+        scope = {f"C{n}": C_POINTS[n] for n in range(MAX_INPUTS + 1)}
+        exec(_serial_source(), scope)                       # noqa: S102 - generated above
+        self.loop = njit(scope["serial"])
+        self.deps = np.zeros((graph.steps, graph.width, MAX_INPUTS), np.int64)
+        self.counts = np.zeros((graph.steps, graph.width), np.int64)
+        for t, row in enumerate(graph.deps):
+            for x, deps in enumerate(row):
+                self.counts[t, x] = len(deps)
+                self.deps[t, x, :len(deps)] = deps
+        self.records = np.zeros((graph.steps, graph.width, RECORD))
+        self.params = np.zeros(2, np.int64)
+        self.loop(self.records, self.params, self.deps, self.counts)      # compile
+
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        self.params[:] = iterations, epoch
+        failed = self.loop(self.records, self.params, self.deps, self.counts)
+        if failed:
+            raise AssertionError(f"serial loop: task {failed - 1} saw an input of another timestep")
+        return self.records
+
+    def close(self) -> None:
+        pass
+
+
+def dask_point(t: int, x: int, iterations: int, epoch: int, *inputs: np.ndarray) -> np.ndarray:
+    """One Dask task: the same C function, called through ctypes in the Dask worker."""
+    import ctypes
+    out = np.zeros(RECORD)
+    run = np.array([iterations, epoch], np.int64)
+    fn = C_POINTS[len(inputs)].ctypes
+    ptr = lambda a, ct: a.ctypes.data_as(ctypes.POINTER(ct))          # noqa: E731
+    args = [t, x, ptr(run, ctypes.c_int64), 2, ptr(out, ctypes.c_double), RECORD]
+    for rec in inputs:
+        args += [ptr(rec, ctypes.c_double), RECORD]
+    if fn(*args) != 0:
+        raise AssertionError(f"dask: task ({t}, {x}) saw an input of another timestep")
+    return out
+
+
+class Dask:
+    name, cores, start_iterations = "dask", 2, 1 << 22
+
+    def prepare(self, graph: Graph) -> None:
+        from distributed import Client, LocalCluster
+        self.graph = graph
+        self.cluster = LocalCluster(n_workers=self.cores, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, silence_logs=logging.CRITICAL)
+        self.client = Client(self.cluster)
+        import taskbench                                     # by reference: workers import it
+        self.point = taskbench.dask_point
+
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        g, futures = self.graph, []
+        for t in range(g.steps):
+            futures.append([self.client.submit(self.point, t, x, iterations, epoch,
+                                               *[futures[t - 1][d] for d in g.deps[t][x]],
+                                               pure=False) for x in range(g.width)])
+        return np.array(self.client.gather(futures))
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_1chip": L3COneChip, "steploop": StepLoop,
+                           "serial_numba": SerialNumba, "dask": Dask}
+GRAPH_STEPS = {"dask": 10}                      # smaller graphs where a task costs milliseconds
+
+
+# -------------------------------------------------------------------------------------------- METG
+def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
+          stat: Callable = statistics.median) -> dict[str, list[dict]]:
+    """Each runner's points (iterations, seconds, granularity, rate), iterations going down by
+    sqrt(2) from its `start_iterations` until two of its points in a row run below a quarter of its
+    best rate so far. At each iteration count the runners take turns, repeat after repeat, so that a
+    change in the machine's load hits them alike. Every run's records are verified, and each runner
+    runs once untimed first (Dask's workers import this module and compile its kernels then)."""
+    epoch = 1
+    for r in runners:
+        graph_of[r.name].verify(r.run(1, epoch), epoch, r.name)
+    points: dict[str, list[dict]] = {r.name: [] for r in runners}
+    best = {r.name: 0.0 for r in runners}
+    below = {r.name: 0 for r in runners}
+    iterations = float(max(r.start_iterations for r in runners))
+    while iterations >= 1:
+        it = int(round(iterations))
+        active = [r for r in runners if r.start_iterations >= it and below[r.name] < 2]
+        if not active and all(below[r.name] >= 2 for r in runners):
+            break
+        samples: dict[str, list[float]] = {r.name: [] for r in active}
+        last: dict[str, np.ndarray] = {}
+        for _ in range(repeats):
+            epoch += 1
+            for r in active:
+                t0 = time.perf_counter()
+                last[r.name] = r.run(it, epoch)
+                samples[r.name].append(time.perf_counter() - t0)
+        for r in active:          # every run checked its inputs in C; the last one's checksums too
+            graph_of[r.name].verify(last[r.name], epoch, r.name)
+        for r in active:
+            graph = graph_of[r.name]
+            wall = stat(samples[r.name])
+            rate = graph.tasks * it / (wall * r.cores)
+            best[r.name] = max(best[r.name], rate)
+            below[r.name] = below[r.name] + 1 if rate < 0.25 * best[r.name] else 0
+            points[r.name].append({"iterations": it, "seconds": wall, "rate": rate,
+                                   "granularity_us": wall * r.cores / graph.tasks * 1e6})
+            print(f"  {r.name:13} iterations {it:8d}  {wall * 1e3:9.3f} ms  granularity "
+                  f"{points[r.name][-1]['granularity_us']:10.3f} us  rate {rate:.3g}/core-s",
+                  flush=True)
+        iterations /= math.sqrt(2)
+    return points
+
+
+def metg(points: list[dict], peak: float, threshold: float = 0.5) -> float | None:
+    """Smallest granularity with efficiency >= threshold, log-interpolated to the crossing."""
+    pts = sorted(points, key=lambda p: p["granularity_us"])
+    eff = [p["rate"] / peak for p in pts]
+    for i, (p, e) in enumerate(zip(pts, eff)):
+        if e >= threshold:
+            if i == 0:
+                return p["granularity_us"]
+            q, f = pts[i - 1], eff[i - 1]              # the next smaller point, below threshold
+            w = (threshold - f) / (e - f)
+            return math.exp(math.log(q["granularity_us"])
+                            + w * (math.log(p["granularity_us"]) - math.log(q["granularity_us"])))
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--pattern", default="stencil_1d", choices=sorted(PATTERNS))
+    ap.add_argument("--runners", nargs="+", default=["l3c", "serial_numba", "dask"],
+                    choices=list(RUNNERS))
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="statistic of the repeats of one point (min: on a machine shared with "
+                    "other jobs)")
+    ap.add_argument("--json", default=os.path.join(HERE, "taskbench.json"))
+    opts = ap.parse_args()
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+    sweeps, skipped = {}, {}
+    stat = min if opts.stat == "min" else statistics.median
+    names = list(opts.runners)
+    if "dask" in names and importlib.util.find_spec("distributed") is None:
+        skipped["dask"] = "distributed not installed (pip install 'dask[distributed]')"
+        print(f"skipping dask: {skipped['dask']}", file=sys.stderr)
+        names.remove("dask")
+    # Dask alone, after the others: its idle processes would share the cores with their runs.
+    for phase in ([n for n in names if n != "dask"], [n for n in names if n == "dask"]):
+        if not phase:
+            continue
+        runners = [RUNNERS[name]() for name in phase]
+        graph_of = {r.name: Graph.make(opts.pattern, opts.width,
+                                       GRAPH_STEPS.get(r.name, opts.steps)) for r in runners}
+        try:
+            for r in runners:
+                r.prepare(graph_of[r.name])
+            repeats = max(1, opts.repeats // 2) if phase == ["dask"] else opts.repeats
+            for name, points in sweep(runners, graph_of, repeats, stat).items():
+                sweeps[name] = {"width": graph_of[name].width, "steps": graph_of[name].steps,
+                                "cores": RUNNERS[name].cores, "points": points}
+        finally:
+            for r in runners:
+                r.close()
+    peak = max(p["rate"] for s in sweeps.values() for p in s["points"])
+    print(f"\n{opts.pattern}, compute_bound; peak {peak:.3g} kernel iterations per core-second\n"
+          "METG(50%) against that peak (Task Bench's definition), and against each runner's own best "
+          "rate (on a machine shared with other jobs a runner may not get all its cores)")
+    print(f"{'runner':14}{'width x steps':>15}{'cores':>7}{'best rate':>12}{'METG us':>12}"
+          f"{'METG own us':>14}")
+    for name, s in sweeps.items():
+        s["best_rate"] = max(p["rate"] for p in s["points"])
+        s["metg_us"] = metg(s["points"], peak)
+        s["metg_own_us"] = metg(s["points"], s["best_rate"])
+        shown = "".join(f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
+                        for v, w in ((s["metg_us"], 12), (s["metg_own_us"], 14)))
+        print(f"{name:14}{s['width']:>8} x {s['steps']:<5}{s['cores']:>7}{s['best_rate']:12.3g}{shown}")
+    ratios = {}
+    for field in ("metg_us", "metg_own_us"):
+        for mine in ("l3c", "l3c_1chip", "steploop"):
+            for other in ("serial_numba", "dask"):
+                a, b = sweeps.get(mine, {}).get(field), sweeps.get(other, {}).get(field)
+                if a and b:
+                    key = f"{field}: {mine}/{other}"
+                    ratios[key] = a / b
+                    print(f"{key} = {ratios[key]:.3g}")
+    with open(opts.json, "w") as f:
+        json.dump({"pattern": opts.pattern, "kernel": "compute_bound", "peak_rate": peak,
+                   "runners": sweeps, "ratios": ratios, "skipped": skipped,
+                   "cpus": os.cpu_count(), "repeats": opts.repeats, "stat": opts.stat},
+                  f, indent=1)
+    print(f"wrote {opts.json}")
+
+
+if __name__ == "__main__":
+    main()
