@@ -233,7 +233,7 @@ def _flatten(result: Any) -> list[Any]:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from .aot import load
+    from .compiled import load
     _cwd_on_path()
     if not os.path.isfile(ns.file):
         raise CLIError(f"no such file: {ns.file}")

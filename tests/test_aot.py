@@ -278,7 +278,7 @@ def test_wrong_inputs_show_expected_and_given(saved):
     x, w = inputs()
     cases = [((np.zeros(9), w, 1), "float64[9]"),
              ((x.astype(np.float32), w, 1), "float32[10]"),
-             ((x, w), "takes 3 arguments, 2 given"),
+             ((x,), "takes 3 arguments, 1 given"),
              ((x, w, 2), "static argument 'n' was 1"),
              ((x, [0.0] * 4, 1), "must be a numpy array")]
     for args, needle in cases:

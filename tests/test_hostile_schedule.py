@@ -155,7 +155,7 @@ def _consistent_rename(path, old: str, new: str, tmp_path) -> str:
     that passes every consistency check."""
     text = path.read_bytes()[aot.HEADER.size:].decode()
     payload = json.loads(text.replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]))
-    payload["kernels"] = sorted(set(payload["kernels"]))
+    payload["kernels"] = sorted(payload["kernels"], key=lambda record: record["name"])
     return seal(json.dumps(payload).encode(), tmp_path / "renamed")
 
 
