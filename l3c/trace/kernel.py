@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from typing import Any, Callable
 
 from .. import registry
@@ -111,7 +112,7 @@ class Kernel:
     def on(self, chip: int) -> "PinnedKernel":
         """A callable that records this kernel's task pinned to `chip` (a sub worker index for
         `worker="sub"` kernels)."""
-        if isinstance(chip, bool) or not isinstance(chip, int) or chip < 0:
+        if isinstance(chip, bool) or not isinstance(chip, numbers.Integral) or chip < 0:
             raise trace_error(f"{self.fn.__qualname__}.on({chip!r}): a pin must be an int >= 0",
                               f"pin to a {self.worker} index 0, 1, ...")
         return PinnedKernel(self, int(chip))
