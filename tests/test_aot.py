@@ -305,9 +305,10 @@ def test_cli_compile_then_run(modules, tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = np.load(out)
     expected = flat(reference(x, w.copy(), 1))
-    assert len(got.files) == len(expected)
-    for i, arr in enumerate(expected):
-        np.testing.assert_array_equal(got[f"out{i}"], arr)
+    names = ["out0", "out1.out", "out1.pair.0", "out1.pair.1"]     # dict results keep their keys
+    assert got.files == names
+    for name, arr in zip(names, expected):
+        np.testing.assert_array_equal(got[name], arr)
     # a corrupt file: exit status 1 and one clear line
     sched.write_bytes(sched.read_bytes()[:40])
     proc = subprocess.run([sys.executable, "-m", "l3c", "run", str(sched), "--input", str(inp)],
