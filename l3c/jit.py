@@ -282,7 +282,8 @@ class BoundJitted:
 
 def jit(fn: Callable | None = None, *, chips: int | None = None, sub_workers: int = 0,
         hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
-        timeout: float | None = None, max_inflight: int = 4) -> Any:
+        timeout: float | None = None,
+        max_inflight: int = 4) -> Jitted | Callable[[Callable], Jitted]:
     """`@l3c.jit` or `@l3c.jit(chips=..., ...)`: make a `Jitted` orchestration function."""
     options = dict(chips=chips, sub_workers=sub_workers, hosts=hosts,
                    static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout,
