@@ -324,7 +324,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if check_hosts(compiled.program.config.hosts) != 0:
             return 0                            # rank 0 writes and prints them
     if ns.output:
-        np.savez(ns.output, **named)
+        try:
+            np.savez(ns.output, **named)
+        except OSError as exc:
+            raise CLIError(f"cannot write {ns.output}: {exc.strerror or exc}") from None
     for name, value in named.items():
         dims = ",".join(map(str, value.shape))
         print(f"{name}: {value.dtype}[{dims}]")
