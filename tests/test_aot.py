@@ -239,12 +239,20 @@ def _edits():
         "kernel not a path": tasks0(lambda t: set_(t, "kernel", "nocolon")),
         "task wrong type": tasks0(lambda t: set_(t, "chip", "zero")),
         "object dtype": lambda p: set_(p["program"]["tensors"][0], "dtype", "object"),
-        "region out of bounds": tasks0(lambda t: t["args"][1]["access"][2].__setitem__(0, 10**6)),
-        "edge backwards": lambda p: p["program"]["edges"].append([3, 1, ["RAW"], [0], "deps"]),
+        "region out of bounds": tasks0(lambda t: t["args"][1]["region"].__setitem__("offset", 10**6)),
+        "edge backwards": lambda p: (p["program"]["tasks"][1]["waits"].append(
+            {"task": 3, "kinds": ["RAW"], "tensors": ["arg0"], "added_by": "deps"}),
+            p["program"]["tasks"][1]["deps"].append(3)),
+        "deps and waits disagree": lambda p: p["program"]["tasks"][2]["deps"].append(0),
+        "edge names an unknown tensor": lambda p: next(
+            t for t in p["program"]["tasks"] if t["waits"])["waits"][0].__setitem__("tensors",
+                                                                                   ["nope"]),
         "placed off the pool": tasks0(lambda t: set_(t, "chip", 99)),
         "signature mismatch": lambda p: set_(p["signature"][0], "shape", [11]),
         "kernels list": lambda p: set_(p, "kernels", ["x:y"]),
         "bad static tag": lambda p: set_(p["program"]["params"][2], "static", {"set": [1]}),
+        "two tensors with one name": lambda p: set_(p["program"]["tensors"][1], "name",
+                                                    p["program"]["tensors"][0]["name"]),
         "arena too small": lambda p: set_(p["program"]["memory"], "arena_bytes", 1),
     }
 

@@ -173,10 +173,12 @@ def test_unchanged_kernels_load_without_warning(project, tmp_path):
 
 
 # ---- 3. re-checked dependencies ---------------------------------------------------------------
-def _happens_before(program: dict) -> nx.DiGraph:
+def _happens_before(program: dict, dropped: tuple[int, int] | None = None) -> nx.DiGraph:
+    """The stored edges (each task's `waits`) and each worker's queue order."""
     g = nx.DiGraph()
     g.add_nodes_from(t["id"] for t in program["tasks"])
-    g.add_edges_from((u, v) for u, v, *_ in program["edges"])
+    g.add_edges_from((w["task"], t["id"]) for t in program["tasks"] for w in t["waits"]
+                     if (w["task"], t["id"]) != dropped)
     last = {}
     for t in program["tasks"]:
         key = (t["worker"], t["chip"])
@@ -193,15 +195,14 @@ def test_removing_a_raw_edge_is_refused_even_with_the_checksum_recomputed(projec
     mod.step.lower(a, b).save(path)
     payload = payload_of(path)
     prog = payload["program"]
-    victims = []
-    for edge in prog["edges"]:
-        if "RAW" in edge[2]:
-            rest = dict(prog, edges=[e for e in prog["edges"] if e is not edge])
-            if not nx.has_path(_happens_before(rest), edge[0], edge[1]):
-                victims.append(edge)
+    victims = [(w["task"], t["id"]) for t in prog["tasks"] for w in t["waits"]
+               if "RAW" in w["kinds"]
+               and not nx.has_path(_happens_before(prog, (w["task"], t["id"])), w["task"], t["id"])]
     assert victims, "the program has no RAW edge that nothing else orders"
-    u, v = victims[0][:2]
-    prog["edges"] = [e for e in prog["edges"] if e is not victims[0]]
+    u, v = victims[0]
+    task = prog["tasks"][v]
+    task["waits"] = [w for w in task["waits"] if w["task"] != u]
+    task["deps"] = [w["task"] for w in task["waits"]]
     with pytest.raises(l3c.ScheduleError, match=f"unsafe schedule: tasks {u} and {v} both access"):
         l3c.load(reseal(path, payload))
 

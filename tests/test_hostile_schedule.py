@@ -181,7 +181,7 @@ def test_a_consistent_file_asking_for_absurd_resources_is_refused(small_file, tm
     payload = json.loads(path.read_bytes()[aot.HEADER.size:])
     for field, value in (("chips", 100_000), ("sub_workers", 100_000)):
         edited = json.loads(json.dumps(payload))
-        edited["program"]["config"][field] = value
+        edited["program"]["program"]["config"][field] = value
         edited["plan"][field] = value
         compiled = load_or_schedule_error(seal(json.dumps(edited).encode(), tmp_path / "big"))
         if compiled is not None:

@@ -405,36 +405,6 @@ class Tensor:
                               "itemsize, nbytes, strides, slicing, .T and .reshape")
         raise AttributeError(name)
 
-    def __eq__(self, other: Any) -> Any:
-        return self._no_values("'=='")
-
-    def __ne__(self, other: Any) -> Any:
-        return self._no_values("'!='")
-
-    def __lt__(self, other: Any) -> Any:
-        return self._no_values("'<'")
-
-    def __le__(self, other: Any) -> Any:
-        return self._no_values("'<='")
-
-    def __gt__(self, other: Any) -> Any:
-        return self._no_values("'>'")
-
-    def __ge__(self, other: Any) -> Any:
-        return self._no_values("'>='")
-
-    def __neg__(self) -> Any:
-        return self._no_values("unary '-'")
-
-    def __pos__(self) -> Any:
-        return self._no_values("unary '+'")
-
-    def __abs__(self) -> Any:
-        return self._no_values("abs()")
-
-    def __invert__(self) -> Any:
-        return self._no_values("'~'")
-
     def __round__(self, ndigits: Any = None) -> Any:
         return self._no_values("round()")
 
@@ -446,8 +416,19 @@ def _make_operator(name: str) -> Any:
     return op
 
 
+def _make_unary(label: str) -> Any:
+    def op(self: Tensor, *unused: Any) -> Any:
+        return self._no_values(label)
+    return op
+
+
 for _name in _OPERATORS:
     for _form in ("__{}__", "__r{}__", "__i{}__"):
         if _form == "__i{}__" and _name == "divmod":
             continue
         setattr(Tensor, _form.format(_name), _make_operator(_form.format(_name)))
+# Comparisons and unary operators need values too (`__eq__` also keeps proxies out of `==` tests).
+for _name, _label in (("eq", "'=='"), ("ne", "'!='"), ("lt", "'<'"), ("le", "'<='"), ("gt", "'>'"),
+                      ("ge", "'>='"), ("neg", "unary '-'"), ("pos", "unary '+'"),
+                      ("abs", "abs()"), ("invert", "'~'")):
+    setattr(Tensor, f"__{_name}__", _make_unary(_label))
