@@ -264,6 +264,9 @@ class BoundJitted:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.jitted(self.instance, *args, **kwargs)
 
+    def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
+        return self.jitted.submit(self.instance, *args, **kwargs)
+
     def lower(self, *args: Any, **kwargs: Any) -> Compiled:
         return self.jitted.lower(self.instance, *args, **kwargs)
 

@@ -115,6 +115,7 @@ def test_jit_on_a_method_binds_self_as_a_static():
     np.testing.assert_array_equal(a.step(x), [1.0] * 3)
     np.testing.assert_array_equal(b.step(x), [2.0] * 3)
     np.testing.assert_array_equal(a.step.eager(x), [1.0] * 3)
+    np.testing.assert_array_equal(b.step.submit(x).result(timeout=60), [2.0] * 3)
     np.testing.assert_array_equal(b.step.lower(x)(b, x), [2.0] * 3)
     assert isinstance(Model.step, l3c.Jitted)
     with pytest.raises(l3c.ScheduleError, match="cannot store static value"):
