@@ -217,11 +217,13 @@ def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int, until: str | None
 
     from .compiled import Compiled
     from .passes import PassOptions, run_passes
+    from .passes.deps import check_groups
     from .trace import bind_arguments, trace
     config = dataclasses.replace(jitted.config, hosts=hosts)
     bound = bind_arguments(jitted.fn, tuple(args), {}, jitted.static_argnames)
-    program = run_passes(trace(jitted.fn, config=config, bound=bound), until=until,
-                         options=PassOptions(fuse_groups=jitted.fuse_groups))
+    traced = trace(jitted.fn, config=config, bound=bound)
+    check_groups(traced)
+    program = run_passes(traced, until=until, options=PassOptions(fuse_groups=jitted.fuse_groups))
     return Compiled(program, timeout=jitted.timeout)
 
 

@@ -239,7 +239,9 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
 
 def check_groups(program: Program) -> None:
     """Members of a group task run at the same time, so two members that conflict (one writes an
-    element the other touches) would race: a TraceError at the group's line."""
+    element the other touches) would race: a TraceError at the group's line. The user layer runs
+    it on every traced program (`l3c.jit`, `l3c compile --hosts`); passes on hand-built programs
+    leave such members ordered by their edges."""
     for members in program.groups:
         accesses = [(program.task(m), a) for m in members for a in program.task(m).accesses]
         for i, (t, a) in enumerate(accesses):
@@ -345,7 +347,6 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     The conflicts are collected and reduced in plain dicts, and only the kept edges enter the
     networkx graph (adding and then removing them there costs more than finding them)."""
     graph = program.graph
-    check_groups(program)
     found = _conflicts(program)
     if graph.number_of_edges() or not reduce_edges:
         _add_edges(program, found)
