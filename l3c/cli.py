@@ -2,14 +2,15 @@
 
     l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot|svg|png] [--after PASS] [-o FILE]
     l3c compile TARGET [--arg SPEC]... -o FILE
-    l3c run FILE --input IN.npz [--output OUT.npz]
+    l3c run FILE --input IN.npz [--output OUT.npz] [--timeout SECONDS]
     l3c profile TARGET [--arg SPEC]... -o TIMELINE.html|TRACE.json
     l3c demo
+    l3c --version
 
 TARGET is `path/to/file.py:function` or `package.module:function` naming an `l3c.jit` function.
 SPEC is `dtype[dims]` (`f32[128,64]`, `i64[10]`, `f64[]`; an array of zeros of that shape) or a
 Python literal (a static argument). Every error exits with status 1 and one line on stderr,
-`l3c: error: ...`, without a traceback.
+`l3c: error: ...`, without a traceback; an interrupted command (Ctrl-C) exits with 130.
 """
 from __future__ import annotations
 
@@ -216,59 +217,119 @@ def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int, until: str | None
 
     from .compiled import Compiled
     from .passes import PassOptions, run_passes
+    from .passes.deps import check_groups
     from .trace import bind_arguments, trace
     config = dataclasses.replace(jitted.config, hosts=hosts)
     bound = bind_arguments(jitted.fn, tuple(args), {}, jitted.static_argnames)
-    program = run_passes(trace(jitted.fn, config=config, bound=bound), until=until,
-                         options=PassOptions(fuse_groups=jitted.fuse_groups))
+    traced = trace(jitted.fn, config=config, bound=bound)
+    check_groups(traced)
+    program = run_passes(traced, until=until, options=PassOptions(fuse_groups=jitted.fuse_groups))
     return Compiled(program, timeout=jitted.timeout)
 
 
-def _flatten(result: Any) -> list[Any]:
-    if isinstance(result, dict):
-        return [x for v in result.values() for x in _flatten(v)]
-    if isinstance(result, (tuple, list)):
-        return [x for v in result for x in _flatten(v)]
-    return [] if result is None else [result]
+def result_names(result: Any) -> dict[str, np.ndarray]:
+    """The results of a run by the names `l3c run` writes: `out0, out1, ...` in order for a tensor
+    or a tuple/list of them; inside a dict its keys, joined by "." to the path above
+    (`(h, {"s": a, "p": (b, c)})` -> out0, out1.s, out1.p.0, out1.p.1; a dict at the top: its keys)."""
+    named: dict[str, np.ndarray] = {}
+
+    def walk(value: Any, path: list[str], keyed: bool) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, path + [str(k)], True)
+        elif isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                walk(v, path + [f"out{i}" if not path else str(i)], keyed)
+        elif value is not None:
+            name = ".".join(path) if keyed else f"out{len(named)}"
+            if name in named:
+                raise CLIError(f"two results would both be written as {name!r}; give the "
+                               "function's dict results distinct keys")
+            named[name] = np.asarray(value)
+
+    walk(result, [], False)
+    return named
+
+
+def read_inputs(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; a CLIError saying what the file is when it is not one."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError:
+        raise CLIError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    if magic.startswith(b"\x93NUMPY"):
+        raise CLIError(f"{path} is a .npy file (one array); --input needs an .npz holding one array "
+                       "per parameter: np.savez('in.npz', arg0=x, arg1=w)")
+    if not magic.startswith(b"PK"):
+        raise CLIError(f"{path} is not an .npz file (np.savez writes one: np.savez('in.npz', "
+                       "arg0=x, arg1=w))")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise CLIError(f"{path} holds an object array, which l3c never unpickles; save "
+                           "numeric arrays") from None
+        raise CLIError(f"{path} is a damaged .npz file: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile/zlib errors of a damaged archive
+        raise CLIError(f"{path} is a damaged .npz file: {type(exc).__name__}: {exc}") from None
+
+
+def _input_names(compiled: Any, inputs: dict[str, np.ndarray], path: str) -> dict[int, str]:
+    """Which .npz entry feeds each array parameter (by position): `arg<i>` by the parameter's
+    position (the documented names), the parameters' own names, or `arg<k>` counting array
+    parameters only (with statics first, `h(k, x)`, both readings of "arg0" exist). Exactly one
+    scheme must name every array in different entries: two that would read different entries
+    are ambiguous, refused rather than guessed."""
+    params = compiled.program.params
+    arrays = [(i, p) for i, p in enumerate(params) if p.tensor is not None]
+    schemes = {"by position (arg0 is the first parameter)": [f"arg{i}" for i, _ in arrays],
+               "by parameter name": [p.name for _, p in arrays],
+               "counting array parameters only": [f"arg{k}" for k in range(len(arrays))]}
+    fits: dict[tuple[str, ...], str] = {}
+    for how, names in schemes.items():
+        if all(n in inputs for n in names):
+            fits.setdefault(tuple(names), how)
+    if not fits:
+        i, param = next((i, p) for i, p in arrays if f"arg{i}" not in inputs)
+        given = ", ".join(sorted(inputs)) or "nothing"
+        raise CLIError(f"{path} has no array 'arg{i}' for parameter {param.name!r} "
+                       f"(it has {given})")
+    if len(fits) > 1:
+        readings = "; ".join(f"{how}: {', '.join(names)}" for names, how in fits.items())
+        raise CLIError(f"{path} fits more than one naming of the inputs ({readings}), which would "
+                       "read different arrays; keep only the entries of one naming")
+    names = next(iter(fits))
+    return dict(zip((i for i, _ in arrays), names))
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from .aot import load
+    from .compiled import load
     _cwd_on_path()
     if not os.path.isfile(ns.file):
         raise CLIError(f"no such file: {ns.file}")
+    if ns.timeout is not None and not ns.timeout > 0:
+        raise CLIError(f"--timeout must be a number of seconds > 0, got {ns.timeout}")
     compiled = load(ns.file)
-    try:
-        with np.load(ns.input) as data:
-            inputs = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise CLIError(f"no such file: {ns.input}") from None
-    except Exception as exc:  # noqa: BLE001 - an unreadable .npz
-        raise CLIError(f"cannot read {ns.input}: {type(exc).__name__}: {exc}") from None
-    params = compiled.program.params
-    arrays = [(i, p) for i, p in enumerate(params) if p.tensor is not None]
-    # `arg<i>` by the parameter's position (the SPEC's names); also accepted, when every array is
-    # found that way: the parameters' own names, or `arg<k>` counting array parameters only (with
-    # statics first, `h(k, x)`, both readings of "arg0" exist)
-    schemes = ([f"arg{i}" for i, _ in arrays], [p.name for _, p in arrays],
-               [f"arg{k}" for k in range(len(arrays))])
-    names = next((s for s in schemes if all(n in inputs for n in s)), None)
-    if names is None:
-        i, param = next((i, p) for i, p in arrays if f"arg{i}" not in inputs)
-        given = ", ".join(sorted(inputs)) or "nothing"
-        raise CLIError(f"{ns.input} has no array 'arg{i}' for parameter {param.name!r} "
-                       f"(it has {given})")
-    by_position = dict(zip((i for i, _ in arrays), names))
+    if ns.timeout is not None:
+        compiled.timeout = ns.timeout
+    inputs = read_inputs(ns.input)
+    by_position = _input_names(compiled, inputs, ns.input)
     args = [inputs[by_position[i]] if p.tensor is not None else p.static   # statics: fixed
-            for i, p in enumerate(params)]
-    outputs = _flatten(compiled(*args))
-    named = {f"out{i}": np.asarray(v) for i, v in enumerate(outputs)}
+            for i, p in enumerate(compiled.program.params)]
+    named = result_names(compiled(*args))
     if compiled.program.config.hosts > 1:       # under mpiexec: every rank has the results
         from .dist.launcher import check_hosts
         if check_hosts(compiled.program.config.hosts) != 0:
             return 0                            # rank 0 writes and prints them
     if ns.output:
-        np.savez(ns.output, **named)
+        try:
+            np.savez(ns.output, **named)
+        except OSError as exc:
+            raise CLIError(f"cannot write {ns.output}: {exc.strerror or exc}") from None
     for name, value in named.items():
         dims = ",".join(map(str, value.shape))
         print(f"{name}: {value.dtype}[{dims}]")
@@ -297,7 +358,9 @@ _FORWARDED = {"demo": cmd_demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = _Parser(prog="l3c", description="Compile multi-chip orchestration code from Python.")
+    parser.add_argument("--version", action="version", version=f"l3c {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     def target_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -327,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--input", required=True, metavar="IN.npz")
     p.add_argument("--output", default=None, metavar="OUT.npz")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="fail with l3c.Timeout after this many seconds (default: the schedule's)")
     p.set_defaults(func=cmd_run)
 
     p = target_command("profile", "run once with every task timed; write a self-contained HTML "
@@ -350,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code in (0, None) else 1
     except KeyboardInterrupt:
         print("l3c: error: interrupted", file=sys.stderr)
-        return 1
+        return 130                       # 128 + SIGINT, as shells report it
     except BaseException as exc:  # noqa: BLE001 - every error is one line, never a traceback
         message = str(exc) if isinstance(exc, CLIError) else _describe(exc)
         print("l3c: error: " + " ".join(message.split()), file=sys.stderr)

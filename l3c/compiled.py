@@ -1,10 +1,12 @@
-"""`l3c.Compiled`: one traced and compiled signature of a jitted function, ready to run or inspect.
+"""`l3c.Compiled`: one traced and compiled signature of a jitted function, ready to run or inspect,
+and `l3c.load`, which makes one from a schedule file.
 
 It holds the placed, memory-planned `Program`. Running, saving and profiling belong to later stages
 (`l3c.execute`, `l3c.aot`), imported lazily so that inspecting a program needs none of them.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import networkx as nx
@@ -21,9 +23,11 @@ class Compiled:
                  defaults: dict[str, Any] | None = None, max_inflight: int = 4) -> None:
         self.program = program
         self.timeout = timeout          # the jit's `timeout=`; `l3c.execute.run` uses it by default
-        # The jitted function's parameter defaults, so that `step.lower(x)(x)` binds as `step(x)`
-        # does; a loaded schedule has none (no Python function): pass it every argument.
-        self.defaults = defaults or {}
+        # How arguments left out are filled, so that `step.lower(x)(x)` binds as `step(x)` does:
+        # the jitted function's own defaults first, then the statics it was compiled with (the
+        # only values they can take), which is all a loaded schedule has.
+        statics = {p.name: p.static for p in program.params if p.tensor is None}
+        self.defaults = {**statics, **(defaults or {})}
         self.limiter = Limiter(max_inflight)     # runs of this schedule in flight at once
         # Filled lazily by later stages (e.g. the lowered plan, the native dispatcher), keyed by name.
         self.artifacts: dict[str, Any] = {}
@@ -82,17 +86,33 @@ class Compiled:
         from . import execute
         return execute.run(self, *values, timeout=timeout)
 
-    def profile(self, *args: Any, **kwargs: Any) -> Any:
+    def profile(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
         """Run once with every task timed in the workers: `(results, trace)`. `trace` is the Chrome
         trace dict (`json.dump` it for Perfetto) with `to_html()` (the self-contained timeline),
         `save(path)` (HTML or JSON by suffix) and `_repr_html_` (shown inline in a notebook)."""
         from . import execute
         return execute.profile(self, *self._bind(args, kwargs))
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the schedule file `l3c.load(path)` reads back (docs/aot.md)."""
         from . import aot
         aot.save(self, path)
 
     def __repr__(self) -> str:
         return (f"<l3c.Compiled {self.program.name}: {self.program.graph.number_of_nodes()} tasks, "
                 f"{len(self.program.groups)} groups, {self.program.memory}>")
+
+
+def load(path: str | os.PathLike) -> Compiled:
+    """A schedule file as an `l3c.Compiled`: checked completely (`l3c.aot.read`), nothing traced,
+    kernels resolved by import path. It binds arguments like the jitted function, with the statics
+    it was compiled with as defaults."""
+    from . import aot
+    schedule = aot.read(path)
+    compiled = Compiled(schedule.program, timeout=schedule.timeout)
+    if schedule.dist is not None:
+        compiled.artifacts["dist"] = schedule.dist
+    else:
+        compiled.artifacts["lowered"] = schedule.lowered
+    compiled.artifacts["loaded_from"] = os.fspath(path)
+    return compiled

@@ -43,5 +43,11 @@ class Timeout(L3CError):
 
 
 class ScheduleError(L3CError):
-    """A schedule file is corrupt, truncated, foreign or of another version, or called with
-    inputs that do not match its signature."""
+    """A schedule file is corrupt, truncated, foreign or of another version, names a kernel whose
+    parameters or access modes changed, does not order a conflict of its accesses, or is called
+    with inputs that do not match its signature."""
+
+
+class ScheduleWarning(UserWarning):
+    """A schedule file that works but may surprise: saved with a kernel defined in `__main__`
+    (other programs cannot import it), or loaded with a kernel whose body changed since."""

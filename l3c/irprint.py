@@ -94,6 +94,29 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def tagged_value(value: Any, strict: bool = True) -> Any:
+    """A static or scalar value as JSON that keeps its Python type (`l3c/ircodec.py` reads it
+    back): tuples, lists, dicts and complex numbers are tagged (`{"tuple": [...]}`, `{"list": ...}`,
+    `{"dict": [[k, v], ...]}`, `{"complex": [re, im]}`). Any other object raises TypeError, or with
+    `strict=False` (a dump for people) is shown as its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, complex):
+        return {"complex": [value.real, value.imag]}
+    if isinstance(value, tuple):
+        return {"tuple": [tagged_value(x, strict) for x in value]}
+    if isinstance(value, list):
+        return {"list": [tagged_value(x, strict) for x in value]}
+    if isinstance(value, dict):
+        return {"dict": [[tagged_value(k, strict), tagged_value(x, strict)]
+                         for k, x in value.items()]}
+    if not strict:
+        return {"repr": repr(value)}
+    raise TypeError(f"cannot store static value {value!r} of type {type(value).__name__} in a "
+                    "schedule file (allowed: None, bool, int, float, complex, str and "
+                    "tuples/lists/dicts of them)")
+
+
 def _results_text(program: Program, tree: Any) -> str:
     if tree is None:
         return "None"
@@ -210,27 +233,29 @@ def region_json(region: Region) -> dict[str, Any]:
             "box": None if region.box is None else [list(b) for b in region.box]}
 
 
-def _arg_json(arg: Access | ScalarArg) -> dict[str, Any]:
+def _arg_json(arg: Access | ScalarArg, strict: bool) -> dict[str, Any]:
     if isinstance(arg, Access):
         return {"param": arg.param, "tensor": arg.tensor, "mode": arg.mode,
                 "region": region_json(arg.region)}
-    return {"param": arg.param, "value": _jsonable(arg.value)}
+    return {"param": arg.param, "value": tagged_value(arg.value, strict)}
 
 
-def _results_json(tree: Any) -> Any:
+def _results_json(tree: Any, strict: bool) -> Any:
     if tree is None:
         return None
     if isinstance(tree, ResultRef):
         return {"tensor": tree.tensor, "dtype": tree.dtype, "region": region_json(tree.region)}
     kind, items = tree
     if kind == "dict":
-        return {"dict": [[_jsonable(k), _results_json(v)] for k, v in items]}
-    return {kind: [_results_json(v) for v in items]}
+        return {"dict": [[tagged_value(k, strict), _results_json(v, strict)] for k, v in items]}
+    return {kind: [_results_json(v, strict) for v in items]}
 
 
-def to_dict(program: Program) -> dict[str, Any]:
-    """The JSON view as plain data. Top-level keys: program, params, tasks, tensors, groups,
-    memory, results, reports."""
+def to_dict(program: Program, *, strict: bool = False, with_transfers: bool = True) -> dict[str, Any]:
+    """The JSON form of a program, the one both `dump-ir --format json` and schedule files use
+    (`l3c/ircodec.py` decodes it). Top-level keys: program, params, tasks, tensors, groups, memory,
+    results, reports, and (`with_transfers`, several hosts) transfers. `strict`: a static value
+    JSON cannot hold raises TypeError instead of being shown as its repr."""
     tasks = []
     for task in program.tasks:
         waits = _waits(program, task.id)
@@ -240,7 +265,8 @@ def to_dict(program: Program) -> dict[str, Any]:
             "queue_pos": task.queue_pos, "deps": [u for u, *_ in waits],
             "waits": [{"task": u, "kinds": kinds, "tensors": tensors, "added_by": by}
                       for u, kinds, tensors, by in waits],
-            "args": [_arg_json(a) for a in task.args], "scope": list(task.scope), "loc": task.loc,
+            "args": [_arg_json(a, strict) for a in task.args], "scope": list(task.scope),
+            "loc": task.loc,
         })
     tensors = [{"id": t.id, "name": t.name, "kind": t.kind, "shape": list(t.shape),
                 "dtype": t.dtype, "nbytes": t.nbytes, "loc": t.loc, "scope": list(t.scope),
@@ -255,7 +281,7 @@ def to_dict(program: Program) -> dict[str, Any]:
                                "fuse_groups": c.fuse_groups},
                     "scopes": {str(k): list(v) for k, v in sorted(program.scopes.items())}},
         "params": [{"name": p.name, "tensor": p.tensor,
-                    "static": None if p.tensor is not None else _jsonable(p.static)}
+                    "static": None if p.tensor is not None else tagged_value(p.static, strict)}
                    for p in program.params],
         "tasks": tasks,
         "tensors": tensors,
@@ -263,13 +289,12 @@ def to_dict(program: Program) -> dict[str, Any]:
         "memory": {"arena_bytes": m.arena_bytes, "lower_bound_bytes": m.lower_bound_bytes,
                    "naive_bytes": m.naive_bytes, "staging_bytes": m.staging_bytes,
                    "added_edges": m.added_edges, "alignment": m.alignment},
-        "results": _results_json(program.results),
+        "results": _results_json(program.results, strict),
         "reports": _jsonable(program.reports),
-        "transfers": [{"id": t.id, "producer": t.producer, "src": t.src, "dst": t.dst,
-                       "landing": t.order, "consumers": list(t.consumers), "bytes": t.nbytes,
-                       "pieces": [{"tensor": p.tensor, "elements": p.count} for p in t.pieces]}
-                      for t in transfers(program)],
-    }
+    } | ({"transfers": [{"id": t.id, "producer": t.producer, "src": t.src, "dst": t.dst,
+                         "landing": t.order, "consumers": list(t.consumers), "bytes": t.nbytes,
+                         "pieces": [{"tensor": p.tensor, "elements": p.count} for p in t.pieces]}
+                        for t in transfers(program)]} if with_transfers else {})
 
 
 def to_json(program: Program) -> str:

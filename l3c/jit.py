@@ -24,6 +24,7 @@ from .compiled import Compiled
 from .inflight import Limiter
 from .errors import ConfigError, TraceError
 from .ir import Config, Program
+from .passes.deps import check_groups
 from .trace import BoundArg, bind_arguments, bound_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
 
@@ -74,6 +75,14 @@ def _on_every_host(jitted: "Jitted") -> Iterator[None]:
         local_failure(exc, f"{jitted.fn.__name__}(...)", jitted.timeout)     # raises
 
 
+def default_chips() -> int:
+    """One chip per CPU this process may run on (its affinity mask, as `taskset` sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _setting(name: str, value: Any, low: int) -> int:
     """An integer setting of `l3c.jit` (bool is not one), at least `low`; else ConfigError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -106,7 +115,7 @@ class Jitted:
         if isinstance(static_argnames, str):
             static_argnames = (static_argnames,)
         self.fn = fn
-        self.chips = _setting("chips", chips, 1) if chips is not None else (os.cpu_count() or 1)
+        self.chips = _setting("chips", chips, 1) if chips is not None else default_chips()
         self.sub_workers = _setting("sub_workers", sub_workers, 0)
         self.hosts = _setting("hosts", hosts, 1)
         self.static_argnames = tuple(static_argnames)
@@ -163,6 +172,7 @@ class Jitted:
                 if _env_flag("L3C_LOG_COMPILES"):
                     print(f"l3c: tracing {key} ({reason})", file=sys.stderr, flush=True)
                 program = trace(self.fn, config=self.config, bound=bound)
+                check_groups(program)        # before `.eager` too, which runs no pass
                 self.traces += 1
                 entry = self._cache[key] = _Entry(program)
             self._last_key = key
@@ -190,7 +200,9 @@ class Jitted:
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
-        program = copy.deepcopy(traced)     # the traced program stays pristine for eager/dumps
+        # The traced program stays pristine for eager/dumps; static values are shared, not copied
+        # (a copied `self` of a jitted method would no longer equal the caller's).
+        program = copy.deepcopy(traced, {id(p.static): p.static for p in traced.params})
         if until == "trace":
             return program
         from .passes import PassOptions, run_passes
@@ -227,14 +239,54 @@ class Jitted:
         from .codegen.eager import run_eager
         return run_eager(entry.program, [b.value for b in bound], timeout=self.timeout)
 
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """`@l3c.jit` on a method: `obj.step(x)` passes `obj` as `self`, a static argument (part of
+        the cache key by its hash and equality, so each instance hashing apart traces apart)."""
+        if instance is None:
+            return self
+        first = next(iter(inspect.signature(self.fn).parameters), None)
+        if first is not None and first not in self.static_argnames:
+            self.static_argnames += (first,)
+        return BoundJitted(self, instance)
+
     def __repr__(self) -> str:
         return (f"<l3c.jit {self.fn.__module__}:{self.fn.__qualname__} chips={self.chips} "
                 f"sub_workers={self.sub_workers} hosts={self.hosts}>")
 
 
+class BoundJitted:
+    """A jitted method bound to an instance: every entry point of `Jitted`, with `self` first."""
+
+    def __init__(self, jitted: Jitted, instance: Any) -> None:
+        self.jitted = jitted
+        self.instance = instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(self.instance, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
+        return self.jitted.submit(self.instance, *args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Compiled:
+        return self.jitted.lower(self.instance, *args, **kwargs)
+
+    def eager(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted.eager(self.instance, *args, **kwargs)
+
+    def trace(self, *args: Any, **kwargs: Any) -> Program:
+        return self.jitted.trace(self.instance, *args, **kwargs)
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> CacheKey:
+        return self.jitted.cache_key(self.instance, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bound {self.jitted!r} of {type(self.instance).__name__}>"
+
+
 def jit(fn: Callable | None = None, *, chips: int | None = None, sub_workers: int = 0,
         hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
-        timeout: float | None = None, max_inflight: int = 4) -> Any:
+        timeout: float | None = None,
+        max_inflight: int = 4) -> Jitted | Callable[[Callable], Jitted]:
     """`@l3c.jit` or `@l3c.jit(chips=..., ...)`: make a `Jitted` orchestration function."""
     options = dict(chips=chips, sub_workers=sub_workers, hosts=hosts,
                    static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout,

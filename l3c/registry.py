@@ -138,9 +138,20 @@ def resolve(key: str) -> Callable:
     An imported object must be a registered kernel (importing its module ran `@l3c.kernel`): a
     schedule file naming `os:system` must not make a worker call it. Raises LookupError (with the
     reason) when none of this works."""
+    fn, native = _lookup(key)
+    return native or fn
+
+
+def resolve_function(key: str) -> Callable:
+    """The Python function of kernel `key` (its parameters and annotations), native or not;
+    found as `resolve` finds it."""
+    return _lookup(key)[0]
+
+
+def _lookup(key: str) -> tuple[Callable, NativeFunction | None]:
     fn = _by_key.get(key)
     if fn is not None:
-        return _native_by_key.get(key) or _unwrap(fn)
+        return _unwrap(fn), _native_by_key.get(key)
     path = key.split("#", 1)[0]
     module_name, sep, qualname = path.partition(":")
     if not sep or not module_name or not qualname:
@@ -163,7 +174,7 @@ def resolve(key: str) -> Callable:
         raise LookupError(f"kernel {key!r} resolves to {type(obj).__name__} "
                           f"{getattr(obj, '__qualname__', '?')}, which is not an l3c kernel "
                           "(only functions decorated with @l3c.kernel run in workers)")
-    return native or fn
+    return fn, native
 
 
 def generation() -> int:

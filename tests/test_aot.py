@@ -239,12 +239,20 @@ def _edits():
         "kernel not a path": tasks0(lambda t: set_(t, "kernel", "nocolon")),
         "task wrong type": tasks0(lambda t: set_(t, "chip", "zero")),
         "object dtype": lambda p: set_(p["program"]["tensors"][0], "dtype", "object"),
-        "region out of bounds": tasks0(lambda t: t["args"][1]["access"][2].__setitem__(0, 10**6)),
-        "edge backwards": lambda p: p["program"]["edges"].append([3, 1, ["RAW"], [0], "deps"]),
+        "region out of bounds": tasks0(lambda t: t["args"][1]["region"].__setitem__("offset", 10**6)),
+        "edge backwards": lambda p: (p["program"]["tasks"][1]["waits"].append(
+            {"task": 3, "kinds": ["RAW"], "tensors": ["arg0"], "added_by": "deps"}),
+            p["program"]["tasks"][1]["deps"].append(3)),
+        "deps and waits disagree": lambda p: p["program"]["tasks"][2]["deps"].append(0),
+        "edge names an unknown tensor": lambda p: next(
+            t for t in p["program"]["tasks"] if t["waits"])["waits"][0].__setitem__("tensors",
+                                                                                   ["nope"]),
         "placed off the pool": tasks0(lambda t: set_(t, "chip", 99)),
         "signature mismatch": lambda p: set_(p["signature"][0], "shape", [11]),
         "kernels list": lambda p: set_(p, "kernels", ["x:y"]),
         "bad static tag": lambda p: set_(p["program"]["params"][2], "static", {"set": [1]}),
+        "two tensors with one name": lambda p: set_(p["program"]["tensors"][1], "name",
+                                                    p["program"]["tensors"][0]["name"]),
         "arena too small": lambda p: set_(p["program"]["memory"], "arena_bytes", 1),
     }
 
@@ -278,7 +286,7 @@ def test_wrong_inputs_show_expected_and_given(saved):
     x, w = inputs()
     cases = [((np.zeros(9), w, 1), "float64[9]"),
              ((x.astype(np.float32), w, 1), "float32[10]"),
-             ((x, w), "takes 3 arguments, 2 given"),
+             ((x,), "takes 3 arguments, 1 given"),
              ((x, w, 2), "static argument 'n' was 1"),
              ((x, [0.0] * 4, 1), "must be a numpy array")]
     for args, needle in cases:
@@ -305,9 +313,10 @@ def test_cli_compile_then_run(modules, tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = np.load(out)
     expected = flat(reference(x, w.copy(), 1))
-    assert len(got.files) == len(expected)
-    for i, arr in enumerate(expected):
-        np.testing.assert_array_equal(got[f"out{i}"], arr)
+    names = ["out0", "out1.out", "out1.pair.0", "out1.pair.1"]     # dict results keep their keys
+    assert got.files == names
+    for name, arr in zip(names, expected):
+        np.testing.assert_array_equal(got[name], arr)
     # a corrupt file: exit status 1 and one clear line
     sched.write_bytes(sched.read_bytes()[:40])
     proc = subprocess.run([sys.executable, "-m", "l3c", "run", str(sched), "--input", str(inp)],

@@ -155,7 +155,7 @@ def _consistent_rename(path, old: str, new: str, tmp_path) -> str:
     that passes every consistency check."""
     text = path.read_bytes()[aot.HEADER.size:].decode()
     payload = json.loads(text.replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]))
-    payload["kernels"] = sorted(set(payload["kernels"]))
+    payload["kernels"] = sorted(payload["kernels"], key=lambda record: record["name"])
     return seal(json.dumps(payload).encode(), tmp_path / "renamed")
 
 
@@ -181,7 +181,7 @@ def test_a_consistent_file_asking_for_absurd_resources_is_refused(small_file, tm
     payload = json.loads(path.read_bytes()[aot.HEADER.size:])
     for field, value in (("chips", 100_000), ("sub_workers", 100_000)):
         edited = json.loads(json.dumps(payload))
-        edited["program"]["config"][field] = value
+        edited["program"]["program"]["config"][field] = value
         edited["plan"][field] = value
         compiled = load_or_schedule_error(seal(json.dumps(edited).encode(), tmp_path / "big"))
         if compiled is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 
+from ..errors import TraceError
 from ..ir import Access, Program, Region
 from . import regions
 
@@ -234,6 +235,26 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
         for e in fresh:
             (writes if e.writes else reads)[e.tensor].add(e)
     return found
+
+
+def check_groups(program: Program) -> None:
+    """Members of a group task run at the same time, so two members that conflict (one writes an
+    element the other touches) would race: a TraceError at the group's line. The user layer runs
+    it on every traced program (`l3c.jit`, `l3c compile --hosts`); passes on hand-built programs
+    leave such members ordered by their edges."""
+    for members in program.groups:
+        accesses = [(program.task(m), a) for m in members for a in program.task(m).accesses]
+        for i, (t, a) in enumerate(accesses):
+            for u, b in accesses[:i]:
+                if (u.id != t.id and a.tensor == b.tensor and (a.writes or b.writes)
+                        and regions.overlap(a.region, b.region)):
+                    name = program.tensors[a.tensor].name
+                    raise TraceError(
+                        f"{t.loc}: l3c.group() of {t.short_kernel}: members {u.group_rank} and "
+                        f"{t.group_rank} both access {name} (parameters {b.param!r} l3c.{b.mode} "
+                        f"and {a.param!r} l3c.{a.mode}, overlapping) and one writes it, but members "
+                        "run at the same time; give each member its own part of the tensor (e.g. "
+                        "rows x[i::n]), or make separate calls")
 
 
 def add_data_edges(program: Program) -> None:

@@ -23,6 +23,8 @@ import numpy as np
 from ..errors import L3CError
 from ..ir import Program, Task
 from . import regions
+from .deps import _conflicts
+from .graphs import predecessor_lists
 from .scopes import result_tensors
 
 
@@ -199,3 +201,113 @@ def verify(program: Program) -> None:
         _check_placement(program)
     if "memory" in ran:
         _check_memory(program)
+
+
+# ---- what a loaded schedule must satisfy, whatever its file says --------------------------------
+class _Clocks:
+    """Happens-before in the placed schedule (graph edges and each worker's queue order) as vector
+    clocks, one counter per worker: `before(u, v)` costs O(1) once the clocks are built (O(tasks x
+    workers)), where `ancestors` bitsets grow with the square of the task count."""
+
+    def __init__(self, program: Program) -> None:
+        slot_of_worker: dict[tuple, int] = {}
+        n = program.graph.number_of_nodes()
+        sources = predecessor_lists(program.graph, n)
+        self.slot = [0] * n
+        self.pos = [0] * n
+        last_on: dict[int, int] = {}
+        for t in program.tasks:
+            s = slot_of_worker.setdefault((t.worker, t.chip), len(slot_of_worker))
+            self.slot[t.id], self.pos[t.id] = s, t.queue_pos
+            if s in last_on:
+                sources[t.id].append(last_on[s])
+            last_on[s] = t.id
+        width = max(1, len(slot_of_worker))
+        self.clock = np.full((n, width), -1, dtype=np.int64)
+        for t in range(n):
+            for p in sources[t]:
+                np.maximum(self.clock[t], self.clock[p], out=self.clock[t])
+            self.clock[t, self.slot[t]] = self.pos[t]
+
+    def before(self, u: int, v: int) -> bool:
+        """Does task u complete before task v starts in every run?"""
+        if u >= v:
+            return False
+        if self.slot[u] == self.slot[v]:
+            return True                 # one queue, in program order (checked by placement)
+        return int(self.clock[v, self.slot[u]]) >= self.pos[u]
+
+
+def _check_arena(program: Program, clocks: _Clocks) -> None:
+    """Intermediates that share arena bytes (on one host) have disjoint lifetimes: every access of
+    the earlier happens before every access of the later, and no returned tensor is reused.
+
+    Sweeping the arena's elementary byte segments, it is enough to check the tensors of each segment
+    in order of first use, each against the next: happens-before is transitive."""
+    returned = result_tensors(program)
+    firsts: dict[int, dict[int, int]] = {}          # tensor -> slot -> first accessing task
+    lasts: dict[int, dict[int, int]] = {}           # tensor -> slot -> last accessing task
+    for task in program.tasks:
+        for a in task.accesses:
+            s = clocks.slot[task.id]
+            firsts.setdefault(a.tensor, {}).setdefault(s, task.id)
+            lasts.setdefault(a.tensor, {})[s] = task.id
+    if program.config.hosts > 1:
+        from .memory import tensor_hosts
+        hosts = tensor_hosts(program, {t: sorted(set(f.values()) | set(lasts[t].values()))
+                                       for t, f in firsts.items()}, returned)
+    per_host: dict[int, list[tuple[int, int, int]]] = {}
+    for info in program.tensors:
+        if info.kind != "intermediate" or not info.nbytes or info.arena_offset is None:
+            continue
+        if info.id not in firsts and info.id not in returned:
+            continue
+        for h in (hosts[info.id] if program.config.hosts > 1 else (0,)):
+            per_host.setdefault(h, []).append((info.arena_offset, info.arena_offset + info.nbytes,
+                                               info.id))
+    end = program.graph.number_of_nodes()
+
+    def first_use(tid: int) -> int:
+        return min(firsts[tid].values()) if tid in firsts else end
+
+    pairs: set[tuple[int, int]] = set()
+    for items in per_host.values():
+        points = sorted({p for lo, hi, _ in items for p in (lo, hi)})
+        starts = sorted(items)
+        active: list[tuple[int, int]] = []          # (end, tensor)
+        k = 0
+        for point in points[:-1]:
+            active = [(hi, t) for hi, t in active if hi > point]
+            while k < len(starts) and starts[k][0] == point:
+                active.append((starts[k][1], starts[k][2]))
+                k += 1
+            order = sorted((first_use(t), t) for _, t in active)
+            pairs.update((order[i][1], order[i + 1][1]) for i in range(len(order) - 1))
+    names = program.tensors
+    for x, y in sorted(pairs):
+        if x in returned:
+            _fail(f"intermediate {names[y].name} shares arena bytes with the returned "
+                  f"{names[x].name}")
+        for u in lasts.get(x, {}).values():
+            for v in firsts.get(y, {}).values():
+                if not clocks.before(u, v):
+                    _fail(f"intermediates {names[x].name} and {names[y].name} share arena bytes "
+                          f"but task {u} may still use the first while task {v} uses the second",
+                          program.task(v))
+
+
+def check_schedule(program: Program) -> None:
+    """Raise `InvariantError` unless the placed, memory-planned `program` is safe to run: its
+    structure and placement are sound, every conflicting pair of its accesses (found by the deps
+    pass's own search) is ordered by its edges or a worker's queue, and intermediates sharing arena
+    bytes never live at once. Unlike `verify`, its cost stays near linear in the program's size,
+    so the loader of a schedule file runs it on every load."""
+    _check_structure(program)
+    _check_placement(program)
+    clocks = _Clocks(program)
+    for (u, v), (_, tensors) in sorted(_conflicts(program).items()):
+        if not clocks.before(u, v):
+            names = ", ".join(sorted(program.tensors[t].name for t in tensors))
+            _fail(f"tasks {u} and {v} both access {names} (one writes) but nothing orders "
+                  f"them", program.task(v))
+    _check_arena(program, clocks)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from typing import Any, Callable
 
 from .. import registry
 from ..errors import ConfigError
 from .native import NativeSpec, check_call, native_spec
-from .source import user_location
+from .source import trace_error, user_location
 
 
 class _Mode:
@@ -67,6 +68,24 @@ def _mode_of(annotation: Any, fn: Callable) -> str | None:
     return None
 
 
+def access_modes(fn: Callable) -> dict[str, str | None]:
+    """Each parameter of kernel function `fn`, in order, with its access mode ("In", "Out",
+    "InOut") or None for a scalar parameter. Schedule files record this and compare it at load.
+
+    Raises ConfigError at the user's line for a parameter that is not plain positional: workers
+    call kernels positionally in parameter order, where *args, keyword-only and **kw parameters
+    have no place."""
+    modes: dict[str, str | None] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            file, line = user_location()
+            raise ConfigError(f"{file}:{line}: @l3c.kernel {fn.__qualname__}: parameter "
+                              f"{p.name!r} is {p.kind.description}; kernels take plain positional "
+                              f"parameters (write `def {fn.__name__}(a: l3c.In, b: l3c.Out, n)`)")
+        modes[p.name] = _mode_of(p.annotation, fn)
+    return modes
+
+
 class Kernel:
     """A decorated kernel. Call it like the function; `kernel.on(chip)` pins its task to a chip."""
 
@@ -76,18 +95,13 @@ class Kernel:
             raise ConfigError(f"{file}:{line}: @l3c.kernel(worker={worker!r}): worker must be "
                               "'chip' or 'sub'")
         if not callable(fn):
-            raise TypeError(f"@l3c.kernel needs a function, got {type(fn).__name__}")
+            file, line = user_location()
+            raise ConfigError(f"{file}:{line}: @l3c.kernel needs a function, got "
+                              f"{type(fn).__name__}")
         self.fn = fn
         self.worker = worker
         self.signature = inspect.signature(fn)
-        self.modes: dict[str, str | None] = {}
-        for p in self.signature.parameters.values():
-            if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-                # Workers call kernels positionally in parameter order; *args/**kw/keyword-only
-                # parameters have no place in that order.
-                raise TypeError(f"@l3c.kernel {fn.__qualname__}: parameter {p.name!r} is "
-                                f"{p.kind.description}; kernels take plain positional parameters")
-            self.modes[p.name] = _mode_of(p.annotation, fn)
+        self.modes: dict[str, str | None] = access_modes(fn)
         functools.update_wrapper(self, fn)
         self.native: NativeSpec | None = None
         key = f"{fn.__module__}:{fn.__qualname__}"
@@ -114,8 +128,9 @@ class Kernel:
     def on(self, chip: int) -> "PinnedKernel":
         """A callable that records this kernel's task pinned to `chip` (a sub worker index for
         `worker="sub"` kernels)."""
-        if isinstance(chip, bool) or not isinstance(chip, int) or chip < 0:
-            raise TypeError(f"{self.fn.__qualname__}.on({chip!r}): chip must be an int >= 0")
+        if isinstance(chip, bool) or not isinstance(chip, numbers.Integral) or chip < 0:
+            raise trace_error(f"{self.fn.__qualname__}.on({chip!r}): a pin must be an int >= 0",
+                              f"pin to a {self.worker} index 0, 1, ...")
         return PinnedKernel(self, int(chip))
 
     def __repr__(self) -> str:

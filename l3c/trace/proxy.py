@@ -3,7 +3,7 @@
 A `Tensor` proxy is a view of one base tensor (an input or an intermediate). It knows its shape and
 dtype and the `Region` of the base it names, but no values: reading values raises `TraceError` at the
 user's line. Basic slicing (ints, slices with negative indices and steps, `...`, `None`), `.T`,
-`.transpose` and `.reshape` of a contiguous view make new views.
+`.transpose` and `.reshape` (where numpy's reshape is a view) make new views.
 
 How the region is kept: `offset/shape/strides` (elements of the C-contiguous base) map view indices to
 base elements, exactly as numpy's view does. Alongside, while every view axis still corresponds to one
@@ -89,6 +89,36 @@ def box_from_elements(offset: int, shape: tuple[int, ...], strides: tuple[int, .
     return tuple(box) if total == len(flat) else None
 
 
+def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
+                     new_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The strides of `new_shape` over the same elements when they exist (numpy's rule for a
+    reshape without copying, C order), else None. Runs of old axes that merge into new ones must
+    be contiguous relative to each other; size-1 axes take any stride."""
+    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    new_strides = [0] * len(new_shape)
+    oi, oj, ni, nj = 0, 1, 0, 1
+    while ni < len(new_shape) and oi < len(old):
+        np_, op = new_shape[ni], old[oi][0]
+        while np_ != op:
+            if np_ < op:
+                np_ *= new_shape[nj]
+                nj += 1
+            else:
+                op *= old[oj][0]
+                oj += 1
+        for k in range(oi, oj - 1):
+            if old[k][1] != old[k + 1][0] * old[k + 1][1]:
+                return None
+        new_strides[nj - 1] = old[oj - 1][1]
+        for k in range(nj - 1, ni, -1):
+            new_strides[k - 1] = new_strides[k] * new_shape[k]
+        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
+    last = new_strides[ni - 1] if ni >= 1 else 1
+    for k in range(ni, len(new_shape)):
+        new_strides[k] = last
+    return tuple(new_strides)
+
+
 _OPERATORS = [
     "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
     "lshift", "rshift", "divmod",
@@ -100,7 +130,6 @@ class Tensor:
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
                  "_axes", "_lines", "_box")
-    __array_ufunc__ = None          # numpy defers to our operators, which raise TraceError
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
@@ -145,6 +174,11 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Bytes to step along each axis, as numpy's view of the C-contiguous base would have."""
+        return tuple(s * self.dtype.itemsize for s in self._strides)
 
     @property
     def region(self) -> Region:
@@ -282,7 +316,8 @@ class Tensor:
         return True
 
     def reshape(self, *shape: Any) -> "Tensor":
-        """A view with a new shape; only for contiguous views (the element set is unchanged)."""
+        """A view with a new shape, exactly when numpy's reshape of this view is a view (its
+        elements unchanged); a TraceError when numpy would have to copy."""
         self._check_alive()
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
@@ -308,12 +343,14 @@ class Tensor:
                               f"the new shape must hold {self.size} elements")
         if shape == self.shape:
             return self
-        if not self.is_contiguous():
-            raise trace_error(f"reshape of a non-contiguous {self._desc()} (strides "
-                              f"{list(self._strides)} elements) into {shape}",
+        strides = _c_strides(shape) if self.size == 0 else _reshape_strides(self.shape,
+                                                                             self._strides, shape)
+        if strides is None:
+            raise trace_error(f"reshape of a {self._desc()} with strides {list(self.strides)} bytes "
+                              f"into {shape} is not a view (numpy would copy it)",
                               "reshape the contiguous tensor before slicing it, or copy the view "
                               "into an l3c.empty tensor with a kernel first")
-        return self._view(self._offset, shape, _c_strides(shape), None, None, self._box)
+        return self._view(self._offset, shape, strides, None, None, self._box)
 
     # ---- everything that would need values -------------------------------------------------------
     def _desc(self) -> str:
@@ -348,6 +385,13 @@ class Tensor:
             raise trace_error("iteration over a 0-d tensor", "index it with [...] instead")
         return (self[i] for i in range(self.shape[0]))
 
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
+        return self._no_values(f"np.{name}()")
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        return self._no_values(f"np.{func.__name__}()")
+
     def __setitem__(self, key: Any, value: Any) -> None:
         raise trace_error(f"assigning into a {self._desc()} in the orchestration function",
                           "write tensors inside an @l3c.kernel (an l3c.Out parameter), or use "
@@ -358,38 +402,8 @@ class Tensor:
             raise trace_error(f".{name} of a {self._desc()} needs its values, which do not exist "
                               "while tracing",
                               "do it inside an @l3c.kernel; proxies have shape, dtype, ndim, size, "
-                              "slicing, .T and .reshape")
+                              "itemsize, nbytes, strides, slicing, .T and .reshape")
         raise AttributeError(name)
-
-    def __eq__(self, other: Any) -> Any:
-        return self._no_values("'=='")
-
-    def __ne__(self, other: Any) -> Any:
-        return self._no_values("'!='")
-
-    def __lt__(self, other: Any) -> Any:
-        return self._no_values("'<'")
-
-    def __le__(self, other: Any) -> Any:
-        return self._no_values("'<='")
-
-    def __gt__(self, other: Any) -> Any:
-        return self._no_values("'>'")
-
-    def __ge__(self, other: Any) -> Any:
-        return self._no_values("'>='")
-
-    def __neg__(self) -> Any:
-        return self._no_values("unary '-'")
-
-    def __pos__(self) -> Any:
-        return self._no_values("unary '+'")
-
-    def __abs__(self) -> Any:
-        return self._no_values("abs()")
-
-    def __invert__(self) -> Any:
-        return self._no_values("'~'")
 
     def __round__(self, ndigits: Any = None) -> Any:
         return self._no_values("round()")
@@ -402,8 +416,19 @@ def _make_operator(name: str) -> Any:
     return op
 
 
+def _make_unary(label: str) -> Any:
+    def op(self: Tensor, *unused: Any) -> Any:
+        return self._no_values(label)
+    return op
+
+
 for _name in _OPERATORS:
     for _form in ("__{}__", "__r{}__", "__i{}__"):
         if _form == "__i{}__" and _name == "divmod":
             continue
         setattr(Tensor, _form.format(_name), _make_operator(_form.format(_name)))
+# Comparisons and unary operators need values too (`__eq__` also keeps proxies out of `==` tests).
+for _name, _label in (("eq", "'=='"), ("ne", "'!='"), ("lt", "'<'"), ("le", "'<='"), ("gt", "'>'"),
+                      ("ge", "'>='"), ("neg", "unary '-'"), ("pos", "unary '+'"),
+                      ("abs", "abs()"), ("invert", "'~'")):
+    setattr(Tensor, f"__{_name}__", _make_unary(_label))

@@ -1,0 +1,258 @@
+"""The JSON codec of the IR: `enc_program` is the JSON view `dump-ir --format json` prints
+(`l3c.irprint.to_dict`), and `dec_program` rebuilds a `Program` from it, checking every field's type
+and range on the way in (a schedule file, `l3c/aot.py`, is untrusted input). One form, so what a
+user reads in a dump is what a schedule file holds.
+
+Static and scalar values keep their Python type through tagged JSON (`{"tuple": [...]}`,
+`{"list": ...}`, `{"dict": [[k, v]]}`, `{"complex": [re, im]}`). Edges are each task's `waits`
+(predecessor, kinds, tensor names, `added_by`). Decoding raises ValueError, TypeError, KeyError (or
+IndexError) describing what is malformed; the caller names the file.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .ir import (Access, Config, MemoryReport, Param, Program, Region, ResultRef, ScalarArg, Task,
+                 TensorInfo)
+from .irprint import tagged_value, to_dict
+
+__all__ = ["enc_program", "dec_program", "enc_value", "dec_value"]
+
+
+def enc_program(program: Program) -> dict:
+    """The program as JSON data; TypeError if a static value cannot be stored."""
+    return to_dict(program, strict=True, with_transfers=False)
+
+
+def enc_value(value: Any) -> Any:
+    """A static value as tagged JSON; TypeError if it cannot be stored."""
+    return tagged_value(value, strict=True)
+
+
+# ------------------------------------------------------------------------------------ values
+def dec_value(j: Any) -> Any:
+    """The value `enc_value` tagged."""
+    if j is None or isinstance(j, (bool, int, float, str)):
+        return j
+    if isinstance(j, dict) and len(j) == 1:
+        (tag, items), = j.items()
+        if tag == "tuple":
+            return tuple(dec_value(x) for x in _list(items))
+        if tag == "list":
+            return [dec_value(x) for x in _list(items)]
+        if tag == "dict":
+            return {dec_value(k): dec_value(x) for k, x in (_pair(p) for p in _list(items))}
+        if tag == "complex":
+            re, im = _pair(items)
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (re, im)):
+                return complex(re, im)
+    raise ValueError(f"not a stored value: {j!r:.80}")
+
+
+def _list(j: Any) -> list:
+    if not isinstance(j, list):
+        raise ValueError(f"expected a list, got {type(j).__name__}")
+    return j
+
+
+def _pair(j: Any) -> tuple:
+    j = _list(j)
+    if len(j) != 2:
+        raise ValueError("expected a pair")
+    return j[0], j[1]
+
+
+def _int(j: Any, low: int = 0) -> int:
+    if not isinstance(j, int) or isinstance(j, bool) or j < low:
+        raise ValueError(f"expected an integer >= {low}, got {j!r:.40}")
+    return j
+
+
+def _opt_int(j: Any) -> int | None:
+    return None if j is None else _int(j)
+
+
+def _str(j: Any) -> str:
+    if not isinstance(j, str):
+        raise ValueError(f"expected a string, got {type(j).__name__}")
+    return j
+
+
+def _ints(j: Any, low: int | None = 0) -> tuple[int, ...]:
+    return tuple(_int(x, low) if low is not None else _int(x, -(1 << 62)) for x in _list(j))
+
+
+def _dtype(j: Any) -> str:
+    name = _str(j)
+    dt = np.dtype(name)
+    if dt.kind not in "biufc" or dt.name != name:      # plain numeric data only, never objects
+        raise ValueError(f"unsupported dtype {name!r}")
+    return name
+
+
+def _scalar(j: Any) -> Any:
+    value = dec_value(j)
+    if value is None or isinstance(value, (bool, int, float, complex, str)):
+        return value
+    raise ValueError(f"expected a scalar, got {type(value).__name__}")
+
+
+def _dict(j: Any) -> dict:
+    if not isinstance(j, dict):
+        raise ValueError(f"expected an object, got {type(j).__name__}")
+    return j
+
+
+def dec_region(j: Any) -> Region:
+    j = _dict(j)
+    shape, strides = _ints(j["shape"]), _ints(j["strides"], None)
+    if len(shape) != len(strides):
+        raise ValueError("region shape and strides differ in length")
+    box = j["box"]
+    if box is not None:
+        box = tuple((_int(s), _int(c), _int(st, 1)) for s, c, st in (_list(b) for b in _list(box)))
+    return Region(_int(j["offset"]), shape, strides, box)
+
+
+def _check_region(region: Region, info: TensorInfo, where: str) -> None:
+    """A region must stay inside its tensor, so no view can reach outside its bytes."""
+    size = int(np.prod(info.shape, dtype=np.int64))
+    if region.size == 0:
+        return
+    lo = region.offset + sum(s * (d - 1) for s, d in zip(region.strides, region.shape) if s < 0)
+    hi = region.offset + sum(s * (d - 1) for s, d in zip(region.strides, region.shape) if s > 0)
+    if lo < 0 or hi >= size:
+        raise ValueError(f"{where}: region {region} reaches outside tensor {info.name} "
+                         f"{info.dtype}{list(info.shape)}")
+
+
+def dec_tree(j: Any, tensors: list[TensorInfo]) -> Any:
+    if j is None:
+        return None
+    j = _dict(j)
+    if "tensor" in j:
+        t = _int(j["tensor"])
+        if t >= len(tensors):
+            raise ValueError(f"a result names tensor {t}, which does not exist")
+        ref = ResultRef(t, dec_region(j["region"]), _dtype(j["dtype"]))
+        _check_region(ref.region, tensors[t], "result")
+        return ref
+    if len(j) != 1:
+        raise ValueError("malformed result structure")
+    (tag, body), = j.items()
+    if tag == "dict":
+        return ("dict", [(dec_value(k), dec_tree(sub, tensors)) for k, sub in map(_pair, _list(body))])
+    if tag in ("tuple", "list"):
+        return (tag, [dec_tree(sub, tensors) for sub in _list(body)])
+    raise ValueError(f"unknown result kind {tag!r}")
+
+
+def _dec_tensors(prog: Program, j: Any) -> dict[str, int]:
+    names: dict[str, int] = {}
+    for i, t in enumerate(_list(j)):
+        if _int(t["id"]) != i or t["kind"] not in ("input", "intermediate"):
+            raise ValueError(f"tensor {i} is malformed")
+        info = TensorInfo(
+            id=i, name=_str(t["name"]), kind=t["kind"], shape=_ints(t["shape"]),
+            dtype=_dtype(t["dtype"]), loc=_str(t["loc"]), scope=_ints(t["scope"]),
+            zero_init=bool(t["zero_init"]), first_use=_opt_int(t["first_use"]),
+            last_use=_opt_int(t["last_use"]), dead_after=_opt_int(t["dead_after"]),
+            arena_offset=_opt_int(t["arena_offset"]))
+        if info.name in names:
+            raise ValueError(f"two tensors are named {info.name!r}")
+        names[info.name] = i
+        prog.tensors.append(info)
+    return names
+
+
+def _dec_task(prog: Program, i: int, t: Any) -> Task:
+    if _int(t["id"]) != i or t["worker"] not in ("chip", "sub"):
+        raise ValueError(f"task {i} is malformed")
+    args: list[Access | ScalarArg] = []
+    for a in _list(t["args"]):
+        a = _dict(a)
+        if "tensor" in a:
+            tensor, mode = _int(a["tensor"]), a["mode"]
+            if tensor >= len(prog.tensors) or mode not in ("In", "Out", "InOut"):
+                raise ValueError(f"task {i}: bad access")
+            access = Access(_str(a["param"]), tensor, dec_region(a["region"]), mode)
+            _check_region(access.region, prog.tensors[tensor], f"task {i}")
+            args.append(access)
+        else:
+            args.append(ScalarArg(_str(a["param"]), _scalar(a["value"])))
+    kernel = _str(t["kernel"])
+    if ":" not in kernel:
+        raise ValueError(f"task {i}: kernel {kernel!r} is not an import path 'module:qualname'")
+    return Task(id=i, kernel=kernel, worker=t["worker"], args=tuple(args), loc=_str(t["loc"]),
+                scope=_ints(t["scope"]), pin=_opt_int(t["pin"]), group=_opt_int(t["group"]),
+                group_rank=_int(t["group_rank"]), chip=_opt_int(t["chip"]),
+                queue_pos=_opt_int(t["queue_pos"]))
+
+
+def _dec_edges(prog: Program, tasks: list, names: dict[str, int]) -> None:
+    """The edges, from each task's `waits` (which `deps` must agree with)."""
+    for v, t in enumerate(tasks):
+        waits = _list(t["waits"])
+        if [w.get("task") if isinstance(w, dict) else None for w in waits] != t["deps"]:
+            raise ValueError(f"task {v}: deps and waits disagree")
+        for w in waits:
+            u = _int(w["task"])
+            if not u < v:
+                raise ValueError(f"edge {u} -> {v} is out of order or range")
+            unknown = [n for n in _list(w["tensors"]) if n not in names]
+            if unknown:
+                raise ValueError(f"edge {u} -> {v} names unknown tensors {unknown!r:.60}")
+            prog.graph.add_edge(u, v, kinds=set(map(_str, _list(w["kinds"]))),
+                                tensors={names[n] for n in w["tensors"]},
+                                added_by=_str(w["added_by"]))
+
+
+def dec_program(j: Any, max_workers: int) -> Program:
+    """The Program `enc_program` wrote, checked field by field; at most `max_workers` workers
+    (checked first: lowering is quadratic in workers)."""
+    head = _dict(_dict(j)["program"])
+    c = head["config"]
+    config = Config(chips=_int(c["chips"], 1), sub_workers=_int(c["sub_workers"]),
+                    hosts=_int(c["hosts"], 1), fuse_groups=bool(c["fuse_groups"]))
+    if config.chips + config.sub_workers > max_workers:
+        raise ValueError(f"{config.chips} chips + {config.sub_workers} sub workers exceed the "
+                         f"limit of {max_workers} workers")
+    prog = Program(name=_str(head["name"]), loc=_str(head["loc"]), config=config)
+    names = _dec_tensors(prog, j["tensors"])
+    tasks = _list(j["tasks"])
+    for i, t in enumerate(tasks):
+        prog.add_task(_dec_task(prog, i, t))
+    _dec_edges(prog, tasks, names)
+    n_tensors, n_tasks = len(prog.tensors), len(prog.graph)
+    for q in _list(j["params"]):
+        tensor = _opt_int(q["tensor"])
+        if tensor is not None and (tensor >= n_tensors or prog.tensors[tensor].kind != "input"):
+            raise ValueError(f"parameter {q['name']!r} names a tensor that is not an input")
+        static = dec_value(q["static"]) if tensor is None else None
+        prog.params.append(Param(_str(q["name"]), tensor=tensor, static=static))
+    prog.results = dec_tree(j["results"], prog.tensors)
+    prog.groups = [list(_ints(g)) for g in _list(j["groups"])]
+    for members in prog.groups:
+        if any(m >= n_tasks for m in members):
+            raise ValueError("a group names a task that does not exist")
+    for t in prog.tasks:
+        if t.group is not None and t.group >= len(prog.groups):
+            raise ValueError(f"task {t.id} names group {t.group}, which does not exist")
+        if t.chip is not None:
+            limit = (config.chips if t.worker == "chip" else config.sub_workers) * config.hosts
+            if t.chip >= limit:
+                raise ValueError(f"task {t.id} is placed on {t.worker} {t.chip} of {limit}")
+    prog.scopes = {_int(int(k) if isinstance(k, str) and k.isdigit() else k): _ints(v)
+                   for k, v in _dict(head["scopes"]).items()}
+    m = _dict(j["memory"])
+    prog.memory = MemoryReport(**{k: _int(m[k]) for k in (
+        "arena_bytes", "lower_bound_bytes", "naive_bytes", "staging_bytes", "added_edges",
+        "alignment")})
+    for t in prog.tensors:
+        if t.arena_offset is not None and t.arena_offset + t.nbytes > prog.memory.arena_bytes:
+            raise ValueError(f"tensor {t.name} lies outside the planned arena")
+    prog.passes_run = [_str(x) for x in _list(head["passes_run"])]
+    prog.reports = _dict(j["reports"])
+    return prog
