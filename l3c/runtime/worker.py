@@ -11,6 +11,7 @@ run, that the run was not aborted (H_ABORT).
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import pickle
 import signal
@@ -221,6 +222,10 @@ def prepare_process(parent: int) -> None:
     if os.getppid() != parent:               # the parent died before prctl took effect
         os._exit(3)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A crash reaches the caller as WorkerCrashed with its signal. An inherited faulthandler (pytest
+    # and `python -X faulthandler` enable one) would also print a stack whose outer frames are the
+    # user process's at the time the fork server was forked: noise that points at the wrong code.
+    faulthandler.disable()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
                 signal.SIGALRM, signal.SIGCHLD):
         try:
