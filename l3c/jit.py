@@ -8,7 +8,6 @@ a `TraceError`. The cache is guarded by a lock, so a jitted function may be call
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
 import os
@@ -200,12 +199,12 @@ class Jitted:
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
-        # The traced program stays pristine for eager/dumps; static values are shared, not copied
-        # (a copied `self` of a jitted method would no longer equal the caller's).
-        program = copy.deepcopy(traced, {id(p.static): p.static for p in traced.params})
+        from .passes import PassOptions, copy_program, run_passes
+        # the traced program stays pristine for eager/dumps; static values are shared, not copied
+        # (a copied `self` of a jitted method would no longer equal the caller's)
+        program = copy_program(traced)
         if until == "trace":
             return program
-        from .passes import PassOptions, run_passes
         return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -7,7 +7,6 @@ every optimisation has a switch in `PassOptions` so a wrong result can be bisect
 """
 from __future__ import annotations
 
-import gc
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -15,6 +14,8 @@ from typing import Callable
 from ..errors import L3CError
 from ..ir import PASS_ORDER, Program, Task
 from . import deps, fuse, memory, schedule, scopes
+from .copying import copy_program
+from .graphs import gc_paused
 from .verify import verify
 
 
@@ -84,12 +85,7 @@ def run_passes(program: Program, *, until: str | None = None,
         raise L3CError(f"unknown pass {until!r}; choose one of {', '.join(PASS_ORDER)}")
     if until == "trace":
         return program
-    # The passes allocate many small containers and free none of them as cycles: pausing the
-    # cyclic garbage collector for the whole pipeline saves ~20% of their time on large programs
-    # (re-enabling it between passes let a full collection over the program run at each boundary).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for name, function in PASSES.items():
             try:
                 program = function(program, options)
@@ -106,10 +102,7 @@ def run_passes(program: Program, *, until: str | None = None,
                 verify(program)
             if name == until:
                 break
-    finally:
-        if collecting:
-            gc.enable()
     return program
 
 
-__all__ = ["PASSES", "PassOptions", "run_passes", "verify"]
+__all__ = ["PASSES", "PassOptions", "copy_program", "run_passes", "verify"]

@@ -27,7 +27,8 @@ BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this ma
 MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
 MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
 _EMPTY = (0, -1, False, None)  # geometry of an empty region
-REDUCTION_BUDGET = 4096       # predecessor-search steps per task before reduction gives up (keeps edges)
+REDUCTION_BUDGET = 4096       # search steps for a far predecessor before reduction gives up (keeps it)
+ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
 
 
 class _Pending:
@@ -280,54 +281,70 @@ def reduce_preds(preds: dict[int, list[int]], nodes) -> dict[int, list[int]]:
     """Transitive reduction of a DAG given as `v -> predecessors` (every u < v) over `nodes`
     (ascending ids: a topological order); returns `v -> kept predecessors` (latest first).
 
-    For each v, its predecessors are tried from the latest down; u is redundant when a backward
-    search from the predecessors kept so far reaches it. The search only walks nodes not below v's
-    lowest predecessor whose lowest ancestor (`min_anc`) is not above the current target, and gives
-    up after `REDUCTION_BUDGET` steps (keeping the edge: reachability stays exact, the graph is
-    just not fully reduced in such pathological cases).
+    For each v, its predecessors are tried from the latest down: u is redundant when one of the
+    predecessors kept so far has it as an ancestor (lower ones cannot reach it). Ancestors within
+    `ANCESTOR_WINDOW` tasks are bit sets (a Python int per task, bit i = task v-1-i, dropped after
+    the task's last successor): the test is one shift, so dense conflict graphs cost O(edges).
+    A predecessor further back is looked for by `_far_reachable`'s bounded search.
     """
+    last_successor: dict[int, int] = {}
+    for v in nodes:
+        for u in preds.get(v, ()):
+            last_successor[u] = v
+    mask = (1 << ANCESTOR_WINDOW) - 1
+    ancestors: dict[int, int] = {}
     min_anc: dict[int, int] = {}
     kept_preds: dict[int, list[int]] = {}
-    heappush, heappop = heapq.heappush, heapq.heappop
     for v in nodes:
         mine = preds.get(v)
         if not mine:
             kept_preds[v] = []
-            min_anc[v] = v
-            continue
-        if len(mine) == 1:
-            kept_preds[v] = mine
-            min_anc[v] = min(v, min_anc[mine[0]])
-            continue
-        order = sorted(mine, reverse=True)
-        kept: list[int] = []
-        visited: set[int] = set()
-        heap: list[int] = []
-        lowest = None
-        floor = order[-1]
-        budget = REDUCTION_BUDGET
-        for u in order:
-            if u not in visited and kept and lowest <= u and budget > 0:
-                while heap and -heap[0] > u and budget > 0:
-                    x = -heappop(heap)
-                    budget -= 1
-                    for y in kept_preds[x]:
-                        if y >= floor and y not in visited and min_anc[y] <= u:
-                            visited.add(y)
-                            heappush(heap, -y)
-                    if u in visited:
-                        break
-            if u in visited:
-                continue
-            kept.append(u)
-            visited.add(u)
-            heappush(heap, -u)
-            m = min_anc[u]
-            if lowest is None or m < lowest:
-                lowest = m
-        kept_preds[v] = kept
-        min_anc[v] = min(v, lowest)
+            reach, lowest = 0, v
+        else:
+            kept: list[int] = []
+            reach = 0
+            lowest = v
+            for u in sorted(set(mine), reverse=True):
+                d = v - u
+                if d <= ANCESTOR_WINDOW:
+                    if (reach >> (d - 1)) & 1:
+                        continue
+                elif kept and _far_reachable(u, kept, kept_preds, min_anc):
+                    continue
+                kept.append(u)
+                reach |= (ancestors[u] << d) | (1 << (d - 1))
+                if min_anc[u] < lowest:
+                    lowest = min_anc[u]
+            kept_preds[v] = kept
+            reach &= mask
+            for u in mine:
+                if last_successor[u] == v:
+                    ancestors.pop(u, None)
+        min_anc[v] = lowest
+        if v in last_successor:
+            ancestors[v] = reach
     return kept_preds
+
+
+def _far_reachable(u: int, kept: list[int], kept_preds: dict[int, list[int]],
+                   min_anc: dict[int, int]) -> bool:
+    """Is u an ancestor of one of `kept`? A backward search from them, latest first, over nodes
+    above u whose lowest ancestor is not above u, given up (answer False: the edge is kept,
+    reachability stays exact) after `REDUCTION_BUDGET` steps."""
+    heap = [-k for k in kept]
+    heapq.heapify(heap)
+    visited = set(kept)
+    budget = REDUCTION_BUDGET
+    while heap and budget > 0:
+        x = -heapq.heappop(heap)
+        budget -= 1
+        for y in kept_preds[x]:
+            if y == u:
+                return True
+            if y > u and y not in visited and min_anc[y] <= u:
+                visited.add(y)
+                heapq.heappush(heap, -y)
+    return False
 
 
 def transitive_reduction(program: Program) -> int:
