@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .. import registry
 from ..errors import ConfigError
+from .context import current_tracer
 from .native import NativeSpec, check_call, native_spec
 from .source import trace_error, user_location
 
@@ -118,7 +119,6 @@ class Kernel:
             check_call(self.native, self.fn.__qualname__, self.modes, arguments)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .context import current_tracer
         tracer = current_tracer()
         if tracer is None:
             return self.fn(*args, **kwargs)
@@ -145,7 +145,6 @@ class PinnedKernel:
         self.chip = chip
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .context import current_tracer
         tracer = current_tracer()
         if tracer is None:
             return self.kernel.fn(*args, **kwargs)
