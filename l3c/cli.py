@@ -8,7 +8,8 @@
     l3c --version
 
 TARGET is `path/to/file.py:function` or `package.module:function` naming an `l3c.jit` function.
-SPEC is `dtype[dims]` (`f32[128,64]`, `i64[10]`, `f64[]`; an array of zeros of that shape) or a
+SPEC is `dtype[dims]` (`f32[128,64]`, `i64[10]`, `f64[]`: an `l3c.ArraySpec` for `dump-ir` and
+`compile`, which allocate nothing of that shape; zeros of it for `profile`, which runs) or a
 Python literal (a static argument). Every error exits with status 1 and one line on stderr,
 `l3c: error: ...`, without a traceback; an interrupted command (Ctrl-C) exits with 130.
 """
@@ -27,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .ir import PASS_ORDER
+from .trace.arrayspec import ArraySpec
 
 DTYPE_ALIASES = {
     "f16": "float16", "f32": "float32", "f64": "float64",
@@ -63,6 +65,15 @@ def parse_dtype(name: str) -> np.dtype:
 
 def parse_spec(spec: str) -> Any:
     """`dtype[dims]` -> zeros of that shape and dtype; anything else -> a Python literal."""
+    value = parse_arg_spec(spec)
+    if isinstance(value, ArraySpec):
+        return np.zeros(value.shape, value.dtype)
+    return value
+
+
+def parse_arg_spec(spec: str) -> Any:
+    """`dtype[dims]` -> an `l3c.ArraySpec` (nothing allocated: what `dump-ir` and `compile`
+    lower with); anything else -> a Python literal."""
     match = _ARRAY_SPEC.match(spec)
     if match:
         dtype = parse_dtype(match.group(1))
@@ -75,7 +86,7 @@ def parse_spec(spec: str) -> Any:
                     raise CLIError(f"malformed dims in --arg {spec!r}: {part!r} is not a "
                                    "non-negative integer (write e.g. f32[128,64])")
                 dims.append(int(part))
-        return np.zeros(tuple(dims), dtype)
+        return ArraySpec(tuple(dims), dtype)
     try:
         return ast.literal_eval(spec)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -157,8 +168,10 @@ def _import_file(path: str) -> Any:
 
 
 def _target_args(ns: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """The jitted function and its arguments, arrays as `ArraySpec`s: lowering allocates nothing
+    of their shapes."""
     jitted = load_target(ns.target)
-    args = [parse_spec(s) for s in ns.arg]
+    args = [parse_arg_spec(s) for s in ns.arg]
     return jitted, args
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..ir import Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo
+from .arrayspec import ArraySpec
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
 from .proxy import Tensor
@@ -97,7 +98,9 @@ def bound_aliases(bound: Sequence[BoundArg], where: tuple[str, int]) -> tuple[in
         a, b = (bound[k].name for k in overlap)
         raise trace_error(f"arguments {a!r} and {b!r} overlap in memory without being the same array",
                           "pass the same array for both, or a copy for one of them", where)
-    return aliases
+    # an ArraySpec has no memory: it is its own tensor
+    return tuple(i if b.is_array and a == -1 else a
+                 for i, (a, b) in enumerate(zip(aliases, bound)))
 
 
 def definition_location(fn: Callable) -> tuple[str, int]:
@@ -128,7 +131,7 @@ def bind_arguments(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any] | N
     result = []
     for p in signature.parameters.values():
         value = bound.arguments[p.name]
-        is_array = isinstance(value, np.ndarray) and p.name not in static
+        is_array = isinstance(value, (np.ndarray, ArraySpec)) and p.name not in static
         if is_array and value.dtype.kind not in "biufc":
             raise trace_error(f"argument {p.name!r} is an array of dtype {value.dtype}",
                               "pass numeric or bool arrays", where)
@@ -188,7 +191,7 @@ class Tracer:
         self.created_in: dict[int, list[int]] = {}   # scope id -> tensors created while it was open
 
     # -- tensors
-    def new_input(self, name: str, array: np.ndarray, loc: str) -> Tensor:
+    def new_input(self, name: str, array: np.ndarray | ArraySpec, loc: str) -> Tensor:
         info = TensorInfo(id=len(self.program.tensors), name=name, kind="input",
                           shape=tuple(array.shape), dtype=array.dtype.name, loc=loc)
         self.program.tensors.append(info)
