@@ -1,9 +1,10 @@
 """The `l3c` command line (also `python -m l3c`).
 
-    l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot|svg|png] [--after PASS] [-o FILE]
-    l3c compile TARGET [--arg SPEC]... -o FILE
+    l3c dump-ir TARGET [--arg SPEC]... [--costs FILE] [--format text|json|dot|svg|png] [--after PASS]
+                [-o FILE]
+    l3c compile TARGET [--arg SPEC]... [--costs FILE] -o FILE
     l3c run FILE --input IN.npz [--output OUT.npz] [--timeout SECONDS]
-    l3c profile TARGET [--arg SPEC]... -o TIMELINE.html|TRACE.json
+    l3c profile TARGET [--arg SPEC]... [--costs FILE] -o TIMELINE.html|TRACE.json [--save-costs FILE]
     l3c demo
     l3c --version
 
@@ -172,6 +173,8 @@ def _target_args(ns: argparse.Namespace) -> tuple[Any, list[Any]]:
     of their shapes."""
     jitted = load_target(ns.target)
     args = [parse_arg_spec(s) for s in ns.arg]
+    if getattr(ns, "costs", None):
+        jitted.use_costs(ns.costs)
     return jitted, args
 
 
@@ -229,14 +232,14 @@ def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int, until: str | None
     import dataclasses
 
     from .compiled import Compiled
-    from .passes import PassOptions, run_passes
+    from .passes import run_passes
     from .passes.deps import check_groups
     from .trace import bind_arguments, trace
     config = dataclasses.replace(jitted.config, hosts=hosts)
     bound = bind_arguments(jitted.fn, tuple(args), {}, jitted.static_argnames)
     traced = trace(jitted.fn, config=config, bound=bound)
     check_groups(traced)
-    program = run_passes(traced, until=until, options=PassOptions(fuse_groups=jitted.fuse_groups))
+    program = run_passes(traced, until=until, options=jitted.pass_options())
     return Compiled(program, timeout=jitted.timeout)
 
 
@@ -351,13 +354,23 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_profile(ns: argparse.Namespace) -> int:
     from .profile import report
-    jitted, args = _target_args(ns)
+    jitted, specs = _target_args(ns)
+    args = [np.zeros(a.shape, a.dtype) if isinstance(a, ArraySpec) else a for a in specs]
     _, trace = jitted.lower(*args).profile(*args)      # binds defaults as `jitted(*args)` would
     if jitted.hosts > 1:                     # under mpiexec every rank has the trace: rank 0
         from .runtime.context import host_id  # writes it
         if host_id() != 0:
             return 0
     sys.stdout.write(report(trace, ns.output, trace.save(ns.output)))
+    if ns.save_costs:
+        from .costs import measured_costs, save_costs
+        costs = measured_costs(trace)
+        try:
+            save_costs(ns.save_costs, costs, program=trace["metadata"]["program"])
+        except OSError as exc:
+            raise CLIError(f"cannot write {ns.save_costs}: {exc.strerror or exc}") from None
+        sys.stdout.write(f"wrote {ns.save_costs}: median time of {len(costs)} kernels (us); "
+                         f"compile with --costs {ns.save_costs} to place by them\n")
     return 0
 
 
@@ -381,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("target", metavar="TARGET", help="path/to/file.py:function or pkg.mod:function")
         p.add_argument("--arg", action="append", default=[], metavar="SPEC",
                        help="dtype[dims] (f32[128,64]) for an array, or a Python literal for a static")
+        p.add_argument("--costs", default=None, metavar="FILE",
+                       help="kernel costs measured by `l3c profile --save-costs FILE` (placement)")
         return p
 
     p = target_command("dump-ir", "print the IR of a jitted function")
@@ -410,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = target_command("profile", "run once with every task timed; write a self-contained HTML "
                        "timeline (-o NAME.html) or a Chrome trace / Perfetto JSON (-o NAME.json)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html|FILE.json")
+    p.add_argument("--save-costs", default=None, metavar="FILE",
+                   help="also write each kernel's measured median time (us), for later compiles "
+                        "(l3c.jit(costs=FILE), l3c dump-ir/compile --costs FILE)")
     p.set_defaults(func=cmd_profile)
 
     sub.add_parser("demo", help="run the bundled example end to end", add_help=False)

@@ -118,7 +118,7 @@ class Jitted:
     def __init__(self, fn: Callable, *, chips: int | None = None, sub_workers: int = 0,
                  hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
                  timeout: float | None = None, max_inflight: int = 4,
-                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+                 cache_size: int = DEFAULT_CACHE_SIZE, costs: Any = None) -> None:
         if isinstance(static_argnames, str):
             static_argnames = (static_argnames,)
         self.fn = fn
@@ -131,6 +131,7 @@ class Jitted:
         self.max_inflight = _setting("max_inflight", max_inflight, 1)
         self.limiter = Limiter(self.max_inflight)   # runs in flight of every signature together
         self.cache_size = _setting("cache_size", cache_size, 1)
+        self.costs = costs              # kernel costs for placement: see `use_costs`
         self.config = Config(chips=self.chips, sub_workers=self.sub_workers, hosts=self.hosts,
                              fuse_groups=self.fuse_groups)
         self.traces = 0                 # how many times the function was traced (tests, logs)
@@ -201,6 +202,21 @@ class Jitted:
             self._last_key = key
             return entry
 
+    def use_costs(self, costs: Any) -> None:
+        """Place with these kernel costs from now on (a costs file from `l3c profile
+        --save-costs`, or a dict kernel -> cost; None: the kernels' `cost=` hints only); the
+        signatures compiled with other costs are evicted."""
+        from .costs import resolve
+        resolve(costs)                  # a bad file or dict fails here, not at the next call
+        self.costs = costs
+        self.cache_clear()
+
+    def pass_options(self) -> Any:
+        """The `PassOptions` this function's programs are compiled with."""
+        from .costs import resolve
+        from .passes import PassOptions
+        return PassOptions(fuse_groups=self.fuse_groups, **resolve(self.costs))
+
     def cache_clear(self) -> None:
         """Evict every compiled signature (their native code is freed once nothing holds them)."""
         with self._lock:
@@ -233,13 +249,13 @@ class Jitted:
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
-        from .passes import PassOptions, copy_program, run_passes
+        from .passes import copy_program, run_passes
         # the traced program stays pristine for eager/dumps; static values are shared, not copied
         # (a copied `self` of a jitted method would no longer equal the caller's)
         program = copy_program(traced)
         if until == "trace":
             return program
-        return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
+        return run_passes(program, until=until, options=self.pass_options())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with _on_every_host(self):
@@ -319,11 +335,12 @@ class BoundJitted:
 def jit(fn: Callable | None = None, *, chips: int | None = None, sub_workers: int = 0,
         hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
         timeout: float | None = None, max_inflight: int = 4,
-        cache_size: int = DEFAULT_CACHE_SIZE) -> Jitted | Callable[[Callable], Jitted]:
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        costs: Any = None) -> Jitted | Callable[[Callable], Jitted]:
     """`@l3c.jit` or `@l3c.jit(chips=..., ...)`: make a `Jitted` orchestration function."""
     options = dict(chips=chips, sub_workers=sub_workers, hosts=hosts,
                    static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout,
-                   max_inflight=max_inflight, cache_size=cache_size)
+                   max_inflight=max_inflight, cache_size=cache_size, costs=costs)
     if fn is None:
         return lambda f: Jitted(f, **options)
     return Jitted(fn, **options)

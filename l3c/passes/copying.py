@@ -15,7 +15,7 @@ import dataclasses
 
 import networkx as nx
 
-from ..ir import MemoryReport, Program, Task, TensorInfo
+from ..ir import CostModel, MemoryReport, Program, Task, TensorInfo
 from .graphs import gc_paused
 
 
@@ -70,4 +70,7 @@ def _copy(program: Program) -> Program:
         groups=[list(g) for g in program.groups],
         memory=_copy_record(memory, MemoryReport) if isinstance(memory, MemoryReport) else memory,
         reports={k: _copy_report(v) for k, v in program.reports.items()})
+    if isinstance(program.costs, CostModel):
+        fields["costs"] = dataclasses.replace(program.costs,
+                                              kernel_costs=dict(program.costs.kernel_costs))
     return Program(**fields)

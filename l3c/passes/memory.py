@@ -227,7 +227,7 @@ class _Planner:
         self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
         self.times = None                        # schedule estimates (start, finish), when needed
-        self.handoff = float(program.reports.get("handoff_cost", 0.0))
+        self.handoff = float(program.costs.handoff_cost)
 
     def _ensure(self, upto: int) -> None:
         if upto < self.valid_upto:

@@ -271,6 +271,8 @@ class Tracer:
                 raise trace_error(f"kernel {kernel.fn.__qualname__}.on({pin}) but there are only "
                                   f"{limit} {'chips' if kernel.worker == 'chip' else 'sub workers'}",
                                   f"pin to 0..{limit - 1} or raise the jit's worker count")
+        if kernel.cost is not None:
+            self.program.costs.kernel_costs[kernel.name] = kernel.cost
         modes = kernel.modes
         if not kwargs and len(args) == len(modes):
             values = args                      # the common call: skip Signature.bind (~10 us)
