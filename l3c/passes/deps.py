@@ -23,7 +23,8 @@ from ..errors import TraceError
 from ..ir import Access, Program, Region
 from . import regions
 
-BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks
+BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
+MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
 MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
 MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
 _EMPTY = (0, -1, False, None)  # geometry of an empty region
@@ -140,7 +141,11 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
     tensors = program.tensors
     sizes = [_numel(t.shape) for t in tensors]
-    chunks_of = [max(1, -(-n // BUCKETS_PER_TENSOR)) for n in sizes]   # chunk size per tensor
+    # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole ones
+    # are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that access is
+    # smaller, so that many small disjoint accesses (rows of a long accumulator) do not crowd
+    # into shared buckets and meet each other.
+    chunks_of: list[int | None] = [None] * len(tensors)
     writes: dict[int, _Index] = {}
     reads: dict[int, _Index] = {}
     found: dict[tuple[int, int], list] = {}
@@ -160,7 +165,7 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it may
     # touch. Programs repeat views (whole tensors, the same rows every iteration), so computing
     # them once per distinct view saves most of the per-access arithmetic.
-    geometry: dict[tuple[int, Region], tuple] = {}
+    geometry: dict[tuple[int, int], tuple] = {}
 
     def _geometry(tid: int, region: Region) -> tuple:
         shape = region.shape
@@ -180,11 +185,14 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
         whole = (lo == 0 and hi == n - 1 and size == n
                  and (region.strides == dense_strides(tid) and shape == tensors[tid].shape
                       or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
-        chunk = chunks_of[tid]
-        first, last = lo // chunk, hi // chunk
         if whole:
-            chunks = None
-        elif last - first < MAX_BUCKET_SPAN:
+            return (lo, hi, True, None)
+        chunk = chunks_of[tid]
+        if chunk is None:
+            coarse = max(1, -(-n // BUCKETS_PER_TENSOR))
+            chunk = chunks_of[tid] = max(-(-n // MAX_BUCKETS_PER_TENSOR), min(coarse, hi - lo + 1))
+        first, last = lo // chunk, hi // chunk
+        if last - first < MAX_BUCKET_SPAN:
             chunks = range(first, last + 1)
         else:
             chunks = _chunks_of(region, lo, hi, chunk, dense_strides(tid))
@@ -200,7 +208,7 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
                 continue
             region = access.region
             tid = access.tensor
-            key = (tid, region)
+            key = (tid, id(region))           # regions live as long as their tasks
             known = geometry.get(key)
             if known is None:
                 known = geometry[key] = _geometry(tid, region)
