@@ -111,3 +111,34 @@ def test_many_new_signatures_keep_memory_bounded():
     growth = float(result.stdout.strip().splitlines()[-1])
     # one engine per signature kept forever grew ~1.4 MB each: ~90 MB for these 64
     assert growth < 30, growth
+
+
+def test_forgetting_a_plan_never_waits_for_a_busy_pool():
+    import threading
+    import time
+
+    from l3c.runtime.pool import current_pool
+    f = _counting(1)
+    compiled = f.lower(np.zeros(7, np.float32))
+    f(np.zeros(7, np.float32))
+    pool = current_pool()
+    plan = compiled.artifacts["lowered"].plan
+    assert id(plan) in pool._plans
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with pool.lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    t0 = time.monotonic()
+    f.cache_clear()                                             # evicts while the pool is busy
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    holder.join(10)
+    f(np.zeros(9, np.float32))                                  # the next install drops it
+    assert id(plan) not in pool._plans or pool._plans[id(plan)].plan is not plan
+    np.testing.assert_array_equal(compiled(np.zeros(7, np.float32)), np.ones(7, np.float32))
