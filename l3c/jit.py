@@ -213,8 +213,10 @@ class Jitted:
 
     def pass_options(self) -> Any:
         """The `PassOptions` this function's programs are compiled with."""
-        from .costs import resolve
         from .passes import PassOptions
+        if self.costs is None:
+            return PassOptions(fuse_groups=self.fuse_groups)
+        from .costs import resolve
         return PassOptions(fuse_groups=self.fuse_groups, **resolve(self.costs))
 
     def cache_clear(self) -> None:
