@@ -9,6 +9,10 @@ suffices that no edge joins two members. Runs longer than `config.chips` are cut
 most `chips` members; a run of one stays a plain task. Zero-fill tasks between calls end a run
 (fusing across them would be safe only if they touch nothing the run touches; we keep it simple).
 
+With kernel costs (`program.costs`), a group also stops growing where the distinct-chip rule would
+make the next member finish later than it could alone (after a heavy call, say): the pass runs
+the schedule pass's list scheduling ahead to see that (`_Estimate`), and discards its placements.
+
 Writes `Task.group`, `Task.group_rank` and appends to `program.groups`; node ids are unchanged.
 The graph keeps each member's own edges; code generation makes a consumer wait on the group once
 (see docs/passes.md). Switch: `PassOptions.fuse_groups` / `Config.fuse_groups`.
@@ -45,7 +49,6 @@ def run(program: Program) -> Program:
     run_members: list[Task] = []
     run_ids: set[int] = set()
     run_sig = None
-    group_chips: set[int] = set()       # chips the estimate gave the current group's members
 
     def close_run() -> None:
         start = 0
@@ -90,9 +93,9 @@ class _Estimate:
     run of calls costs: group members must take distinct chips, so a member whose chip is busy
     (a heavy call placed just before) waits although another chip could run it at once. A group
     stops growing where the next member would finish later under the constraint than without it
-    (more than `costs.placement_slack` later). Only used when the program has kernel costs: with
-    equal costs, calls of one kernel in a run are interchangeable and grouping them as they come
-    is what the schedule would do anyway."""
+    (more than `costs.placement_slack` later). Only used when the program has kernel costs (hints
+    or measured): without them every call is assumed equal and runs are grouped as they come,
+    which costs nothing to decide."""
 
     def __init__(self, program: Program) -> None:
         from .schedule import _Placer, _candidates, _group_taken
