@@ -79,8 +79,8 @@ def report(trace: dict[str, Any], path: str, fmt: str) -> str:
            "for a self-contained timeline")
     return (f"{meta['program']}: {meta['tasks']} tasks on {len(meta['workers'])} workers, "
             f"{meta['cross_worker_edges']} cross-worker edges, run {meta['measured_wall_us']:.0f} us "
-            f"(estimated makespan {meta['estimated_makespan']}, critical path "
-            f"{meta['estimated_critical_path']} cost units)\n"
+            f"(estimated makespan {meta.get('estimated_makespan')}, critical path "
+            f"{meta.get('estimated_critical_path')} cost units)\n"
             f"wrote {path}: {how}\n")
 
 
