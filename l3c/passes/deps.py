@@ -372,6 +372,12 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
         for u, v in found:
             preds.setdefault(v, []).append(u)
         kept = reduce_preds(preds, sorted(graph.nodes))
-        _add_edges(program, {(u, v): found[u, v] for v in sorted(kept) for u in sorted(kept[v])})
+        succ, pred = graph._succ, graph._pred
+        for v, us in kept.items():                   # ascending v; each `us` latest first
+            for u in reversed(us):
+                bits, tensors = found[u, v]
+                succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
+                                           "added_by": "deps"}
+        nx._clear_cache(graph)
     program.reports["edges_after_reduction"] = graph.number_of_edges()
     return program
