@@ -159,11 +159,9 @@ def _dtype_and_name(dtype: Any) -> tuple[np.dtype, str]:
     """`np.dtype(dtype)` and its name, checked numeric; remembered per hashable spelling, since
     `np.dtype(...)` and `.name` cost several microseconds per new tensor."""
     try:
-        known = _DTYPES.get(dtype)
-    except TypeError:                          # an unhashable spelling
-        known = None
-    if known is not None:
-        return known
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):              # new, or an unhashable spelling
+        pass
     try:
         dt = np.dtype(dtype)
     except TypeError:
