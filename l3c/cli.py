@@ -64,14 +64,6 @@ def parse_dtype(name: str) -> np.dtype:
     return dtype
 
 
-def parse_spec(spec: str) -> Any:
-    """`dtype[dims]` -> zeros of that shape and dtype; anything else -> a Python literal."""
-    value = parse_arg_spec(spec)
-    if isinstance(value, ArraySpec):
-        return np.zeros(value.shape, value.dtype)
-    return value
-
-
 def parse_arg_spec(spec: str) -> Any:
     """`dtype[dims]` -> an `l3c.ArraySpec` (nothing allocated: what `dump-ir` and `compile`
     lower with); anything else -> a Python literal."""
@@ -363,14 +355,8 @@ def cmd_profile(ns: argparse.Namespace) -> int:
             return 0
     sys.stdout.write(report(trace, ns.output, trace.save(ns.output)))
     if ns.save_costs:
-        from .costs import measured_costs, save_costs
-        costs = measured_costs(trace)
-        try:
-            save_costs(ns.save_costs, costs, program=trace["metadata"]["program"])
-        except OSError as exc:
-            raise CLIError(f"cannot write {ns.save_costs}: {exc.strerror or exc}") from None
-        sys.stdout.write(f"wrote {ns.save_costs}: median time of {len(costs)} kernels (us); "
-                         f"compile with --costs {ns.save_costs} to place by them\n")
+        from .costs import save_measured
+        sys.stdout.write(save_measured(trace, ns.save_costs))
     return 0
 
 

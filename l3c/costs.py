@@ -42,6 +42,17 @@ def save_costs(path: str | os.PathLike, costs: dict[str, float], program: str = 
         f.write("\n")
 
 
+def save_measured(trace: dict[str, Any], path: str) -> str:
+    """`l3c profile --save-costs PATH`: write the trace's measured costs; returns what to print."""
+    costs = measured_costs(trace)
+    try:
+        save_costs(path, costs, program=trace.get("metadata", {}).get("program", ""))
+    except OSError as exc:
+        raise L3CError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return (f"wrote {path}: median time of {len(costs)} kernels (us); compile with --costs "
+            f"{path} to place by them\n")
+
+
 def load_costs(path: str | os.PathLike) -> dict[str, Any]:
     """`{"kernel_costs": {...}, "default_cost": float}` from a costs file; L3CError if it is not
     one."""

@@ -23,15 +23,11 @@ from typing import Any, TYPE_CHECKING
 import numpy as np
 
 from ..ir import Region
+from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
 from .source import trace_error
 
 if TYPE_CHECKING:
     from .tracer import Tracer
-
-# Views without axis correspondence recover their box by enumeration up to this many elements.
-BOX_ENUMERATION_LIMIT = 1 << 18
-
-Line = tuple[int, int, int]   # (start, count, step) along one base axis; step may be negative
 
 
 def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -40,53 +36,6 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(acc)
         acc *= d
     return tuple(reversed(strides))
-
-
-def normalise_box(lines: tuple[Line, ...]) -> tuple[Line, ...]:
-    """Directed progressions -> the `Region.box` form (lowest start, count, step >= 1)."""
-    box = []
-    for start, count, step in lines:
-        if count == 0:
-            box.append((0, 0, 1))
-        elif count == 1:
-            box.append((start, 1, 1))
-        elif step < 0:
-            box.append((start + (count - 1) * step, count, -step))
-        else:
-            box.append((start, count, step))
-    return tuple(box)
-
-
-def box_from_elements(offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
-                      base_shape: tuple[int, ...]) -> tuple[Line, ...] | None:
-    """The box of the elements a strided view touches, if they form one (None if not, or if the
-    view is too large to enumerate)."""
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if size == 0:
-        return tuple((0, 0, 1) for _ in base_shape)
-    if size > BOX_ENUMERATION_LIMIT:
-        return None
-    flat = np.full((1,) * len(shape), offset, dtype=np.int64)
-    for axis, (n, s) in enumerate(zip(shape, strides)):
-        idx_shape = [1] * len(shape)
-        idx_shape[axis] = n
-        flat = flat + (np.arange(n, dtype=np.int64) * s).reshape(idx_shape)
-    flat = np.unique(flat.ravel())
-    if not base_shape:
-        return ()
-    coords = np.unravel_index(flat, base_shape)
-    box, total = [], 1
-    for values in coords:
-        values = np.unique(values)
-        if len(values) == 1:
-            box.append((int(values[0]), 1, 1))
-        else:
-            steps = np.diff(values)
-            if not np.all(steps == steps[0]):
-                return None
-            box.append((int(values[0]), len(values), int(steps[0])))
-        total *= len(values)
-    return tuple(box) if total == len(flat) else None
 
 
 def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
