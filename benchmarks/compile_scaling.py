@@ -1,6 +1,17 @@
 """How the passes scale with program size, and how close the memory plan gets to its lower bound.
 
     python benchmarks/compile_scaling.py [--sizes 1000 10000 100000] [--chips 2] [--sub-workers 1]
+    python benchmarks/compile_scaling.py --lower dense block [--lower-sizes 10000 100000 1000000]
+    python benchmarks/compile_scaling.py --signatures 300
+
+`--lower`: `Jitted.lower()` (trace + passes) of a dense-conflict program (`dense`: N `add` calls
+over N/10 tensors picked at random, so each tensor is touched about 30 times all through the
+program) and of `traced_blocks` (`block`), in CPU seconds, with the process's peak RSS and, where
+the installed l3c takes kernel cost hints, the placement's makespan over its lower bound (the
+larger of the critical path and work / workers): unit costs for `dense`, the costs of
+`BLOCK_COSTS` for `block` (as `l3c.jit(costs=...)`).
+`--signatures N`: RSS growth over N new signatures of a small jitted function (shapes differ, and
+every 20th has its own schedule), at the default cache size.
 
 Builds programs of a transformer-like block structure directly through the IR API (the same calls
 the tracer makes: tensors, tasks with sliced accesses, scopes, a returned result), then times
@@ -19,11 +30,15 @@ and wall-clock figures swing by +-50% with other jobs.
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
+import resource
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if "PYTHONPATH" not in os.environ:     # else the l3c the caller chose (a "before" tree, say)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
@@ -164,12 +179,117 @@ def time_trace(n_tasks: int, chips: int, sub_workers: int) -> tuple[float, int]:
     return time.process_time() - t0, len(prog.graph)
 
 
+# Costs of the block program's kernels for `--lower`: arithmetic per call in units of 4,096
+# operations (a 32x64 by 64x64 matmul member: 262,144 multiply-adds x2; relu, rowsum, report:
+# one pass over 4,096 elements; axpy: two; gather: eight sums).
+BLOCK_COSTS = {"mm": 64.0, "relu": 1.0, "axpy": 2.0, "rowsum": 1.0, "report": 1.0,
+               "gather": 0.002}
+
+
+@l3c.kernel
+def add(a: l3c.In, b: l3c.In, out: l3c.InOut):
+    out += a + b
+
+
+def dense_program(n_calls: int):
+    """`n_calls` add calls over n_calls / 10 zero-filled tensors chosen at random (seeded)."""
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, max(1, n_calls // 10), size=(n_calls, 3)).tolist()
+
+    def dense(x):
+        tensors = [l3c.zeros((16,), x.dtype) for _ in range(max(1, n_calls // 10))]
+        for a, b, c in picks:
+            add(tensors[a], tensors[b], tensors[c])
+        return tensors[0]
+    return dense
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_lower(kind: str, n: int, chips: int, sub_workers: int) -> dict:
+    """Trace and lower one program of about `n` tasks; CPU seconds, tasks, makespan / bound."""
+    x = np.zeros((ROWS, COLS), np.float32)
+    w = np.zeros((COLS, COLS), np.float32)
+    with_costs = "costs" in inspect.signature(l3c.jit).parameters
+    if kind == "dense":
+        jitted = l3c.jit(dense_program(n), chips=chips)
+        args, kwargs = (x,), {}
+    else:
+        options = dict(costs=BLOCK_COSTS) if with_costs else {}
+        jitted = l3c.jit(traced_blocks, chips=chips, sub_workers=max(1, sub_workers),
+                         static_argnames=("blocks", "chips"), **options)
+        args, kwargs = (x, w), {"blocks": max(1, n // (chips + 5)), "chips": chips}
+    t0 = time.process_time()
+    traced = jitted.trace(*args, **kwargs)
+    t1 = time.process_time()
+    program = jitted.lower(*args, **kwargs).program
+    t2 = time.process_time()
+    reports = program.reports
+    bound = reports.get("makespan_lower_bound")
+    return {"tasks": len(traced.graph), "trace": t1 - t0, "passes": t2 - t1, "total": t2 - t0,
+            "ratio": reports["makespan"] / bound if bound else None}
+
+
+def lower_table(kinds: list[str], sizes: list[int], chips: int, sub_workers: int) -> None:
+    print(f"{'program':>8} {'tasks':>8} {'trace s':>8} {'passes s':>9} {'lower s':>8} "
+          f"{'peak RSS MB':>12} {'makespan/LB':>12}")
+    for kind in kinds:
+        for n in sizes:
+            got = time_lower(kind, n, chips, sub_workers)
+            ratio = f"{got['ratio']:.3f}" if got["ratio"] is not None else "-"
+            print(f"{kind:>8} {got['tasks']:>8} {got['trace']:>8.2f} {got['passes']:>9.2f} "
+                  f"{got['total']:>8.2f} {peak_rss_mb():>12.0f} {ratio:>12}", flush=True)
+
+
+@l3c.kernel
+def bump(x: l3c.InOut):
+    x += 1
+
+
+def signature_growth(count: int) -> None:
+    """RSS growth over `count` new signatures (after 20 to warm the pool up)."""
+    def rss_mb() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def halves(x, n):
+        for _ in range(n % 20 + 1):
+            bump(x[: x.shape[0] // 2])
+            bump(x[x.shape[0] // 2:])
+        return x
+
+    jitted = l3c.jit(halves, chips=2, static_argnames=("n",))
+    for k in range(20):
+        jitted(np.zeros(k + 2, np.float32), n=k)
+    before = rss_mb()
+    t0 = time.time()
+    for k in range(count):
+        jitted(np.zeros(100 + k, np.float32), n=k)
+    print(f"{count} new signatures: RSS {before:.0f} -> {rss_mb():.0f} MB "
+          f"(+{rss_mb() - before:.1f} MB), {time.time() - t0:.1f} s wall")
+    l3c.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--chips", type=int, default=2)
     parser.add_argument("--sub-workers", type=int, default=1)
+    parser.add_argument("--lower", nargs="+", choices=("dense", "block"), default=None)
+    parser.add_argument("--lower-sizes", type=int, nargs="+", default=[10000, 100000])
+    parser.add_argument("--signatures", type=int, default=None)
     args = parser.parse_args()
+    if args.lower:
+        lower_table(args.lower, args.lower_sizes, args.chips, args.sub_workers)
+        return
+    if args.signatures:
+        signature_growth(args.signatures)
+        return
     print(f"{'tasks':>8} {'tensors':>8} {'build s':>8} {'passes s':>9} {'edges':>8} "
           f"{'groups':>7} {'arena/LB':>9} {'arena/naive':>12} {'mem edges':>9} {'makespan':>9} "
           f"{'trace s':>8} {'us/call':>8}")

@@ -357,7 +357,7 @@ def plan(hosts: int, chips: int = 8) -> dict:
     bound = bind_arguments(model, (x, w), {"blocks": 512, "hosts": hosts}, ("blocks", "hosts"))
     program = trace(model, config=cfg, bound=bound)
     traced = time.perf_counter() - t0
-    program.reports["kernel_costs"] = {"matmul": 20.0, "relu": 2.0, "reduce_rows": 5.0}
+    program.costs.kernel_costs = {"matmul": 20.0, "relu": 2.0, "reduce_rows": 5.0}
     run_passes(program, until="fuse")
     t1 = time.perf_counter()
     schedule.run(program)

@@ -8,6 +8,7 @@ chip and sub-worker processes. See docs/layout.md.
 from .errors import (ConfigError, KernelError, L3CError, ScheduleError, ScheduleWarning,  # noqa: F401
                      Timeout, TraceError, WorkerCrashed)
 from .trace.kernel import In, InOut, Kernel, Out, kernel  # noqa: F401
+from .trace.arrayspec import ArraySpec  # noqa: F401
 from .trace.context import empty, empty_like, group, scope, zeros  # noqa: F401
 from .runtime.context import chip_id, group_rank, group_size, host_id  # noqa: F401
 from .jit import Jitted, jit  # noqa: F401

@@ -1,14 +1,16 @@
 """The `l3c` command line (also `python -m l3c`).
 
-    l3c dump-ir TARGET [--arg SPEC]... [--format text|json|dot|svg|png] [--after PASS] [-o FILE]
-    l3c compile TARGET [--arg SPEC]... -o FILE
+    l3c dump-ir TARGET [--arg SPEC]... [--costs FILE] [--format text|json|dot|svg|png] [--after PASS]
+                [-o FILE]
+    l3c compile TARGET [--arg SPEC]... [--costs FILE] -o FILE
     l3c run FILE --input IN.npz [--output OUT.npz] [--timeout SECONDS]
-    l3c profile TARGET [--arg SPEC]... -o TIMELINE.html|TRACE.json
+    l3c profile TARGET [--arg SPEC]... [--costs FILE] -o TIMELINE.html|TRACE.json [--save-costs FILE]
     l3c demo
     l3c --version
 
 TARGET is `path/to/file.py:function` or `package.module:function` naming an `l3c.jit` function.
-SPEC is `dtype[dims]` (`f32[128,64]`, `i64[10]`, `f64[]`; an array of zeros of that shape) or a
+SPEC is `dtype[dims]` (`f32[128,64]`, `i64[10]`, `f64[]`: an `l3c.ArraySpec` for `dump-ir` and
+`compile`, which allocate nothing of that shape; zeros of it for `profile`, which runs) or a
 Python literal (a static argument). Every error exits with status 1 and one line on stderr,
 `l3c: error: ...`, without a traceback; an interrupted command (Ctrl-C) exits with 130.
 """
@@ -27,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .ir import PASS_ORDER
+from .trace.arrayspec import ArraySpec
 
 DTYPE_ALIASES = {
     "f16": "float16", "f32": "float32", "f64": "float64",
@@ -61,8 +64,9 @@ def parse_dtype(name: str) -> np.dtype:
     return dtype
 
 
-def parse_spec(spec: str) -> Any:
-    """`dtype[dims]` -> zeros of that shape and dtype; anything else -> a Python literal."""
+def parse_arg_spec(spec: str) -> Any:
+    """`dtype[dims]` -> an `l3c.ArraySpec` (nothing allocated: what `dump-ir` and `compile`
+    lower with); anything else -> a Python literal."""
     match = _ARRAY_SPEC.match(spec)
     if match:
         dtype = parse_dtype(match.group(1))
@@ -75,7 +79,7 @@ def parse_spec(spec: str) -> Any:
                     raise CLIError(f"malformed dims in --arg {spec!r}: {part!r} is not a "
                                    "non-negative integer (write e.g. f32[128,64])")
                 dims.append(int(part))
-        return np.zeros(tuple(dims), dtype)
+        return ArraySpec(tuple(dims), dtype)
     try:
         return ast.literal_eval(spec)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -157,8 +161,12 @@ def _import_file(path: str) -> Any:
 
 
 def _target_args(ns: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """The jitted function and its arguments, arrays as `ArraySpec`s: lowering allocates nothing
+    of their shapes."""
     jitted = load_target(ns.target)
-    args = [parse_spec(s) for s in ns.arg]
+    args = [parse_arg_spec(s) for s in ns.arg]
+    if getattr(ns, "costs", None):
+        jitted.use_costs(ns.costs)
     return jitted, args
 
 
@@ -216,14 +224,14 @@ def _lower_for_hosts(jitted: Any, args: list[Any], hosts: int, until: str | None
     import dataclasses
 
     from .compiled import Compiled
-    from .passes import PassOptions, run_passes
+    from .passes import run_passes
     from .passes.deps import check_groups
     from .trace import bind_arguments, trace
     config = dataclasses.replace(jitted.config, hosts=hosts)
     bound = bind_arguments(jitted.fn, tuple(args), {}, jitted.static_argnames)
     traced = trace(jitted.fn, config=config, bound=bound)
     check_groups(traced)
-    program = run_passes(traced, until=until, options=PassOptions(fuse_groups=jitted.fuse_groups))
+    program = run_passes(traced, until=until, options=jitted.pass_options())
     return Compiled(program, timeout=jitted.timeout)
 
 
@@ -338,13 +346,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_profile(ns: argparse.Namespace) -> int:
     from .profile import report
-    jitted, args = _target_args(ns)
+    jitted, specs = _target_args(ns)
+    args = [np.zeros(a.shape, a.dtype) if isinstance(a, ArraySpec) else a for a in specs]
     _, trace = jitted.lower(*args).profile(*args)      # binds defaults as `jitted(*args)` would
     if jitted.hosts > 1:                     # under mpiexec every rank has the trace: rank 0
         from .runtime.context import host_id  # writes it
         if host_id() != 0:
             return 0
     sys.stdout.write(report(trace, ns.output, trace.save(ns.output)))
+    if ns.save_costs:
+        from .costs import save_measured
+        sys.stdout.write(save_measured(trace, ns.save_costs))
     return 0
 
 
@@ -368,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("target", metavar="TARGET", help="path/to/file.py:function or pkg.mod:function")
         p.add_argument("--arg", action="append", default=[], metavar="SPEC",
                        help="dtype[dims] (f32[128,64]) for an array, or a Python literal for a static")
+        p.add_argument("--costs", default=None, metavar="FILE",
+                       help="kernel costs measured by `l3c profile --save-costs FILE` (placement)")
         return p
 
     p = target_command("dump-ir", "print the IR of a jitted function")
@@ -397,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = target_command("profile", "run once with every task timed; write a self-contained HTML "
                        "timeline (-o NAME.html) or a Chrome trace / Perfetto JSON (-o NAME.json)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html|FILE.json")
+    p.add_argument("--save-costs", default=None, metavar="FILE",
+                   help="also write each kernel's measured median time (us), for later compiles "
+                        "(l3c.jit(costs=FILE), l3c dump-ir/compile --costs FILE)")
     p.set_defaults(func=cmd_profile)
 
     sub.add_parser("demo", help="run the bundled example end to end", add_help=False)

@@ -29,7 +29,7 @@ from .errors import ScheduleError, Timeout
 from .ir import Program
 from .trace import input_aliases
 from .runtime import layout
-from .runtime.pool import get_pool
+from .runtime.pool import current_pool, get_pool
 
 SLICE_NS = 50_000_000      # the native wait returns to Python this often (Ctrl-C, bounded waits)
 
@@ -44,6 +44,15 @@ def prepare(compiled: Any) -> tuple[LoweredProgram, Dispatcher]:
     if disp is None:
         disp = art["dispatcher"] = build(lowered.plan)
     return lowered, disp
+
+
+def release(compiled: Any) -> None:
+    """`compiled` was evicted from a jit cache: the pool forgets its plan, and dropping the
+    cached artifacts lets its native dispatcher go with the last reference to it."""
+    lowered = compiled.artifacts.get("lowered")
+    pool = current_pool()
+    if lowered is not None and pool is not None:
+        pool.forget(lowered.plan)
 
 
 def describe_signature(program: Program) -> str:

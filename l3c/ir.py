@@ -210,6 +210,31 @@ class MemoryReport:
 
 
 @dataclass
+class CostModel:
+    """What the schedule estimates run time with, in one unit (docs/passes.md, "Costs").
+
+    `kernel_costs` maps a kernel's registry key ("module:qualname") or short name to the cost of one
+    call: the tracer records `@l3c.kernel(cost=...)` hints, and `PassOptions.kernel_costs` (from
+    `l3c.jit(costs=...)`, a saved `l3c profile`) overrides them. Other kernels cost `default_cost`.
+    """
+
+    kernel_costs: dict[str, float] = field(default_factory=dict)
+    default_cost: float = 1.0
+    handoff_cost: float = 0.0          # added to an edge between two workers
+    placement_slack: float = 0.0       # a task may finish this much later on a worker holding its data
+    host_latency: float = 2.0          # one message between hosts
+    host_byte_cost: float = 1.0 / (1 << 20)   # per byte moved between hosts
+
+    def cost(self, kernel: str) -> float:
+        """The cost of one call of `kernel` (registry key)."""
+        costs = self.kernel_costs
+        found = costs.get(kernel)
+        if found is None and costs:
+            found = costs.get(kernel.rsplit(":", 1)[-1])
+        return float(self.default_cost if found is None else found)
+
+
+@dataclass
 class Config:
     """The jit options a program was traced under."""
 
@@ -234,6 +259,7 @@ class Program:
     scopes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # scope id -> its path
     memory: MemoryReport = field(default_factory=MemoryReport)
     passes_run: list[str] = field(default_factory=list)
+    costs: CostModel = field(default_factory=CostModel)    # the schedule's cost model (trace, passes)
     # Pass reports for the dump: e.g. "edges_before_reduction", "critical_path", "makespan",
     # "warnings" (list[str]). Each pass documents the keys it writes.
     reports: dict[str, Any] = field(default_factory=dict)

@@ -117,6 +117,21 @@ def tagged_value(value: Any, strict: bool = True) -> Any:
                     "tuples/lists/dicts of them)")
 
 
+def _schedule_lines(program: Program) -> list[str]:
+    """The schedule's estimate beside its bounds, and the kernel costs it used (when any)."""
+    reports = program.reports
+    if "makespan" not in reports:
+        return []
+    lines = [f"schedule: estimated makespan {reports['makespan']:g}, critical path "
+             f"{reports['critical_path']:g}, lower bound {reports.get('makespan_lower_bound', 0):g} "
+             "(cost units)"]
+    costs = program.costs.kernel_costs
+    if costs:
+        lines.append("costs: " + " ".join(f"{k.rsplit(':', 1)[-1]}={v:g}"
+                                          for k, v in sorted(costs.items())))
+    return lines
+
+
 def _results_text(program: Program, tree: Any) -> str:
     if tree is None:
         return "None"
@@ -215,6 +230,7 @@ def to_text(program: Program) -> str:
         lines.append(f"  g{g}: " + " ".join(f"%{m}" for m in members))
     m = program.memory
     lines.append(f"memory: {m} staging {m.staging_bytes} B added_edges {m.added_edges}")
+    lines.extend(_schedule_lines(program))
     reports = {k: v for k, v in program.reports.items() if k != "warnings"}
     if reports:
         lines.append("reports:")

@@ -1,19 +1,22 @@
 """`@l3c.jit`: trace on the first call per signature, run the passes, cache, and run.
 
 The cache key of a call is the shapes and dtypes of its array arguments and the types and values of
-its static ones (`Jitted.cache_key(*args)` prints it). Set `L3C_LOG_COMPILES=1` to log every trace
+its static ones (`Jitted.cache_key(*args)` prints it). The cache holds the `cache_size` most
+recently used signatures (`DEFAULT_CACHE_SIZE` unless `l3c.jit(cache_size=...)` says otherwise);
+the least recently used one is evicted when a new one comes, and its compiled program, plan and
+native dispatcher are freed once nothing else holds them (`step.cache_clear()` evicts them all). Set `L3C_LOG_COMPILES=1` to log every trace
 with the reason (first call, or which argument changed); `L3C_STRICT_RETRACE=1` turns a retrace into
 a `TraceError`. The cache is guarded by a lock, so a jitted function may be called from threads.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
 import os
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -27,6 +30,9 @@ from .ir import Config, Program
 from .passes.deps import check_groups
 from .trace import BoundArg, bind_arguments, bound_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
+
+
+DEFAULT_CACHE_SIZE = 16       # signatures a jitted function keeps compiled
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,8 @@ class Jitted:
 
     def __init__(self, fn: Callable, *, chips: int | None = None, sub_workers: int = 0,
                  hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
-                 timeout: float | None = None, max_inflight: int = 4) -> None:
+                 timeout: float | None = None, max_inflight: int = 4,
+                 cache_size: int = DEFAULT_CACHE_SIZE, costs: Any = None) -> None:
         if isinstance(static_argnames, str):
             static_argnames = (static_argnames,)
         self.fn = fn
@@ -123,10 +130,12 @@ class Jitted:
         self.timeout = _timeout(timeout)
         self.max_inflight = _setting("max_inflight", max_inflight, 1)
         self.limiter = Limiter(self.max_inflight)   # runs in flight of every signature together
+        self.cache_size = _setting("cache_size", cache_size, 1)
+        self.costs = costs              # kernel costs for placement: see `use_costs`
         self.config = Config(chips=self.chips, sub_workers=self.sub_workers, hosts=self.hosts,
                              fuse_groups=self.fuse_groups)
         self.traces = 0                 # how many times the function was traced (tests, logs)
-        self._cache: dict[CacheKey, _Entry] = {}
+        self._cache: OrderedDict[CacheKey, _Entry] = OrderedDict()   # least recently used first
         self._last_key: CacheKey | None = None
         self._lock = threading.RLock()
         functools.update_wrapper(self, fn)
@@ -160,6 +169,17 @@ class Jitted:
     def _entry(self, args: tuple, kwargs: dict) -> tuple[_Entry, list[BoundArg]]:
         bound = self._bind(args, kwargs)
         key = self._key(bound)
+        evicted: list[_Entry] = []
+        try:
+            return self._lookup(key, bound, evicted), bound
+        finally:
+            # outside the cache lock: forgetting a plan waits for the pool, which may be running
+            for old in evicted:
+                if old.compiled is not None:
+                    from .execute import release
+                    release(old.compiled)
+
+    def _lookup(self, key: CacheKey, bound: list[BoundArg], evicted: list[_Entry]) -> _Entry:
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
@@ -175,8 +195,39 @@ class Jitted:
                 check_groups(program)        # before `.eager` too, which runs no pass
                 self.traces += 1
                 entry = self._cache[key] = _Entry(program)
+                while len(self._cache) > self.cache_size:
+                    evicted.append(self._cache.popitem(last=False)[1])
+            else:
+                self._cache.move_to_end(key)
             self._last_key = key
-            return entry, bound
+            return entry
+
+    def use_costs(self, costs: Any) -> None:
+        """Place with these kernel costs from now on (a costs file from `l3c profile
+        --save-costs`, or a dict kernel -> cost; None: the kernels' `cost=` hints only); the
+        signatures compiled with other costs are evicted."""
+        from .costs import resolve
+        resolve(costs)                  # a bad file or dict fails here, not at the next call
+        self.costs = costs
+        self.cache_clear()
+
+    def pass_options(self) -> Any:
+        """The `PassOptions` this function's programs are compiled with."""
+        from .passes import PassOptions
+        if self.costs is None:
+            return PassOptions(fuse_groups=self.fuse_groups)
+        from .costs import resolve
+        return PassOptions(fuse_groups=self.fuse_groups, **resolve(self.costs))
+
+    def cache_clear(self) -> None:
+        """Evict every compiled signature (their native code is freed once nothing holds them)."""
+        with self._lock:
+            evicted = list(self._cache.values())
+            self._cache.clear()
+        from .execute import release
+        for old in evicted:
+            if old.compiled is not None:
+                release(old.compiled)
 
     def trace(self, *args: Any, **kwargs: Any) -> Program:
         """The traced program (before any pass) for these arguments; cached."""
@@ -200,13 +251,13 @@ class Jitted:
             return entry.compiled
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
-        # The traced program stays pristine for eager/dumps; static values are shared, not copied
-        # (a copied `self` of a jitted method would no longer equal the caller's).
-        program = copy.deepcopy(traced, {id(p.static): p.static for p in traced.params})
+        from .passes import copy_program, run_passes
+        # the traced program stays pristine for eager/dumps; static values are shared, not copied
+        # (a copied `self` of a jitted method would no longer equal the caller's)
+        program = copy_program(traced)
         if until == "trace":
             return program
-        from .passes import PassOptions, run_passes
-        return run_passes(program, until=until, options=PassOptions(fuse_groups=self.fuse_groups))
+        return run_passes(program, until=until, options=self.pass_options())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with _on_every_host(self):
@@ -285,12 +336,13 @@ class BoundJitted:
 
 def jit(fn: Callable | None = None, *, chips: int | None = None, sub_workers: int = 0,
         hosts: int = 1, static_argnames: Iterable[str] = (), fuse_groups: bool = True,
-        timeout: float | None = None,
-        max_inflight: int = 4) -> Jitted | Callable[[Callable], Jitted]:
+        timeout: float | None = None, max_inflight: int = 4,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        costs: Any = None) -> Jitted | Callable[[Callable], Jitted]:
     """`@l3c.jit` or `@l3c.jit(chips=..., ...)`: make a `Jitted` orchestration function."""
     options = dict(chips=chips, sub_workers=sub_workers, hosts=hosts,
                    static_argnames=static_argnames, fuse_groups=fuse_groups, timeout=timeout,
-                   max_inflight=max_inflight)
+                   max_inflight=max_inflight, cache_size=cache_size, costs=costs)
     if fn is None:
         return lambda f: Jitted(f, **options)
     return Jitted(fn, **options)

@@ -79,7 +79,8 @@ def report(trace: dict[str, Any], path: str, fmt: str) -> str:
            "for a self-contained timeline")
     return (f"{meta['program']}: {meta['tasks']} tasks on {len(meta['workers'])} workers, "
             f"{meta['cross_worker_edges']} cross-worker edges, run {meta['measured_wall_us']:.0f} us "
-            f"(estimated makespan {meta['estimated_makespan']} cost units)\n"
+            f"(estimated makespan {meta.get('estimated_makespan')}, critical path "
+            f"{meta.get('estimated_critical_path')} cost units)\n"
             f"wrote {path}: {how}\n")
 
 
@@ -91,7 +92,7 @@ def slot_name(plan: Plan, slot: int) -> str:
 def critical_path(program: Program) -> list[int]:
     """Task ids of a longest path of data dependencies under the schedule pass's cost model (what
     `reports["critical_path"]` measures: the ordering edges the memory plan adds later are left out)."""
-    costs = program.reports.get("kernel_costs") or {}
+    costs = program.costs
     graph = program.graph
     best: dict[int, float] = {}
     prev: dict[int, int | None] = {}

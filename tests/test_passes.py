@@ -77,9 +77,9 @@ def test_random_programs_keep_invariants_after_every_pass(seed):
     options = PassOptions(verify=True, fuse_groups=rng.random() < 0.8,
                           reduce_edges=rng.random() < 0.8, reuse_memory=rng.random() < 0.9)
     if rng.random() < 0.3:
-        prog.reports["kernel_costs"] = {"tests.k:f": 3.0, "g": 0.5}
+        prog.costs.kernel_costs = {"tests.k:f": 3.0, "g": 0.5}
     if rng.random() < 0.3:
-        prog.reports["handoff_cost"] = 0.25
+        prog.costs.handoff_cost = 0.25
     run_passes(prog, options=options)        # verify() after each pass raises on any violation
     assert prog.passes_run == list(PASSES)
     m = prog.memory
@@ -236,7 +236,7 @@ def test_schedule_uses_kernel_costs():
                    [call("long", ("x0", (), "Out"))] + [call("short", (f"x{i}", (), "Out"))
                                                           for i in range(1, 4)],
                    chips=2, fuse_groups=False)
-    prog.reports["kernel_costs"] = {"tests.k:long": 3.0, "short": 1.0}
+    prog.costs.kernel_costs = {"tests.k:long": 3.0, "short": 1.0}
     run_passes(prog, options=EVERYTHING)
     assert {prog.task(i).chip for i in (1, 2, 3)} == {1 - prog.task(0).chip}
     assert prog.reports["makespan"] == 3.0

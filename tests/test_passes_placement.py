@@ -103,6 +103,6 @@ def test_placement_slack_trades_a_little_time_for_locality(slack, expect_same):
         call("busy", ("z", (), "Out"), pin=0),
         call("c", ("x", (), "In"), ("y", (), "Out")),
     ], chips=2, fuse_groups=False)
-    prog.reports["placement_slack"] = slack
+    prog.costs.placement_slack = slack
     run_passes(prog, options=PassOptions(verify=True))
     assert (prog.task(2).chip == 0) is expect_same

@@ -26,6 +26,9 @@ step counts. Layout constants come from `l3c.runtime.layout` only.
 from __future__ import annotations
 
 import ctypes
+import functools
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import llvmlite.ir as ir
@@ -129,8 +132,14 @@ def _for_each_active(b: ir.IRBuilder, fn: ir.Function, count: int, body) -> None
 
 def generate_ir(plan: Plan) -> str:
     """The LLVM IR text of the dispatcher for `plan` (deterministic: a function of the plan only)."""
-    active = [s for s, q in enumerate(plan.queues) if q]
-    expected = [len(plan.queues[s]) for s in active]
+    active = tuple(s for s, q in enumerate(plan.queues) if q)
+    return _generate_ir(active, tuple(len(plan.queues[s]) for s in active))
+
+
+@functools.lru_cache(maxsize=64)
+def _generate_ir(active: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """The dispatcher IR depends on the plan only through its active slots and their step counts
+    (building the text with llvmlite's IR builder costs tens of milliseconds, so it is memoised)."""
     module = ir.Module(name="l3c_dispatch")
     module.triple = "x86_64-unknown-linux-gnu"
     g = _Gen(module)
@@ -314,7 +323,7 @@ def generate_ir(plan: Plan) -> str:
     return str(module)
 
 
-@dataclass
+@dataclass(eq=False)
 class Dispatcher:
     """A JIT-compiled dispatcher for one plan. Keep it alive while its functions are in use."""
 
@@ -324,15 +333,30 @@ class Dispatcher:
     _engine: object            # the MCJIT engine owning the machine code
 
 
+# Dispatchers alive in this process, by IR text. The IR depends only on which worker slots have
+# steps and how many, so signatures of one function that differ in shapes alone get the same text
+# and share one engine (each MCJIT engine holds ~1.4 MB). Weak values: an engine is freed with the
+# last compiled program that uses it (the jit's bounded cache evicts old ones).
+_alive: "weakref.WeakValueDictionary[str, Dispatcher]" = weakref.WeakValueDictionary()
+_alive_lock = threading.Lock()
+
+
 def compile_ir(ir_text: str) -> Dispatcher:
-    """JIT-compile dispatcher IR (from `generate_ir`) and return its ctypes entry points.
+    """JIT-compile dispatcher IR (from `generate_ir`) and return its ctypes entry points (the
+    dispatcher already compiled from the same text, while one is alive).
 
     ctypes calls through CFUNCTYPE release the GIL, so other Python threads run while `wait` blocks.
     """
-    engine = native.compile_module(ir_text, native.libc("syscall", "clock_gettime", "waitid"))
-    start = START_TYPE(engine.get_function_address("l3c_start"))
-    wait = WAIT_TYPE(engine.get_function_address("l3c_wait"))
-    return Dispatcher(ir_text=ir_text, start=start, wait=wait, _engine=engine)
+    with _alive_lock:
+        known = _alive.get(ir_text)
+        if known is not None:
+            return known
+        engine = native.compile_module(ir_text, native.libc("syscall", "clock_gettime", "waitid"))
+        start = START_TYPE(engine.get_function_address("l3c_start"))
+        wait = WAIT_TYPE(engine.get_function_address("l3c_wait"))
+        dispatcher = Dispatcher(ir_text=ir_text, start=start, wait=wait, _engine=engine)
+        _alive[ir_text] = dispatcher
+        return dispatcher
 
 
 def build(plan: Plan) -> Dispatcher:

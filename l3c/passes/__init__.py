@@ -7,7 +7,6 @@ every optimisation has a switch in `PassOptions` so a wrong result can be bisect
 """
 from __future__ import annotations
 
-import gc
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -15,6 +14,8 @@ from typing import Callable
 from ..errors import L3CError
 from ..ir import PASS_ORDER, Program, Task
 from . import deps, fuse, memory, schedule, scopes
+from .copying import copy_program
+from .graphs import gc_paused
 from .verify import verify
 
 
@@ -26,6 +27,26 @@ class PassOptions:
     reduce_edges: bool = True      # transitive reduction of the dependency graph
     reuse_memory: bool = True      # let intermediates share arena space
     verify: bool = False           # check the IR invariants after every pass
+    # Cost-model inputs (see `l3c.ir.CostModel`); the manager writes them into `program.costs`,
+    # where the schedule, fuse and memory passes and the dumps read them. None: leave as traced.
+    kernel_costs: dict[str, float] | None = None   # override the kernels' `cost=` hints
+    default_cost: float | None = None
+    handoff_cost: float | None = None
+    placement_slack: float | None = None
+    host_latency: float | None = None
+    host_byte_cost: float | None = None
+
+
+def apply_costs(program: Program, options: PassOptions) -> None:
+    """Write the options' cost-model inputs into `program.costs` (measured costs win over hints)."""
+    costs = program.costs
+    if options.kernel_costs:
+        costs.kernel_costs.update({k: float(v) for k, v in options.kernel_costs.items()})
+    for name in ("default_cost", "handoff_cost", "placement_slack", "host_latency",
+                 "host_byte_cost"):
+        value = getattr(options, name)
+        if value is not None:
+            setattr(costs, name, float(value))
 
 
 def _deps(program: Program, options: PassOptions) -> Program:
@@ -84,12 +105,8 @@ def run_passes(program: Program, *, until: str | None = None,
         raise L3CError(f"unknown pass {until!r}; choose one of {', '.join(PASS_ORDER)}")
     if until == "trace":
         return program
-    # The passes allocate many small containers and free none of them as cycles: pausing the
-    # cyclic garbage collector for the whole pipeline saves ~20% of their time on large programs
-    # (re-enabling it between passes let a full collection over the program run at each boundary).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    apply_costs(program, options)
+    with gc_paused():
         for name, function in PASSES.items():
             try:
                 program = function(program, options)
@@ -106,10 +123,7 @@ def run_passes(program: Program, *, until: str | None = None,
                 verify(program)
             if name == until:
                 break
-    finally:
-        if collecting:
-            gc.enable()
     return program
 
 
-__all__ = ["PASSES", "PassOptions", "run_passes", "verify"]
+__all__ = ["PASSES", "PassOptions", "copy_program", "run_passes", "verify"]

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import heapq
 
+import networkx as nx
+
 from ..errors import TraceError
 from ..ir import Access, Program, Region
 from . import regions
 
-BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks
+BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
+MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
 MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
 MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
 _EMPTY = (0, -1, False, None)  # geometry of an empty region
-REDUCTION_BUDGET = 4096       # predecessor-search steps per task before reduction gives up (keeps edges)
+ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
 
 
 class _Pending:
@@ -139,7 +142,11 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
     tensors = program.tensors
     sizes = [_numel(t.shape) for t in tensors]
-    chunks_of = [max(1, -(-n // BUCKETS_PER_TENSOR)) for n in sizes]   # chunk size per tensor
+    # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole ones
+    # are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that access is
+    # smaller, so that many small disjoint accesses (rows of a long accumulator) do not crowd
+    # into shared buckets and meet each other.
+    chunks_of: list[int | None] = [None] * len(tensors)
     writes: dict[int, _Index] = {}
     reads: dict[int, _Index] = {}
     found: dict[tuple[int, int], list] = {}
@@ -159,7 +166,7 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it may
     # touch. Programs repeat views (whole tensors, the same rows every iteration), so computing
     # them once per distinct view saves most of the per-access arithmetic.
-    geometry: dict[tuple[int, Region], tuple] = {}
+    geometry: dict[tuple[int, int], tuple] = {}
 
     def _geometry(tid: int, region: Region) -> tuple:
         shape = region.shape
@@ -179,11 +186,14 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
         whole = (lo == 0 and hi == n - 1 and size == n
                  and (region.strides == dense_strides(tid) and shape == tensors[tid].shape
                       or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
-        chunk = chunks_of[tid]
-        first, last = lo // chunk, hi // chunk
         if whole:
-            chunks = None
-        elif last - first < MAX_BUCKET_SPAN:
+            return (lo, hi, True, None)
+        chunk = chunks_of[tid]
+        if chunk is None:
+            coarse = max(1, -(-n // BUCKETS_PER_TENSOR))
+            chunk = chunks_of[tid] = max(-(-n // MAX_BUCKETS_PER_TENSOR), min(coarse, hi - lo + 1))
+        first, last = lo // chunk, hi // chunk
+        if last - first < MAX_BUCKET_SPAN:
             chunks = range(first, last + 1)
         else:
             chunks = _chunks_of(region, lo, hi, chunk, dense_strides(tid))
@@ -199,7 +209,7 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
                 continue
             region = access.region
             tid = access.tensor
-            key = (tid, region)
+            key = (tid, id(region))           # regions live as long as their tasks
             known = geometry.get(key)
             if known is None:
                 known = geometry[key] = _geometry(tid, region)
@@ -263,71 +273,74 @@ def add_data_edges(program: Program) -> None:
 
 
 def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
+    """Add the edges of `found` (or merge into existing ones). Both ends are nodes already, so the
+    graph's adjacency dicts are written directly (networkx's `add_edges_from` checks and copies
+    per edge: a third of this function's time)."""
     graph = program.graph
-    fresh = []
+    succ, pred = graph._succ, graph._pred
     for (u, v), (bits, tensors) in found.items():
-        if graph.has_edge(u, v):
-            data = graph.edges[u, v]
+        data = succ[u].get(v)
+        if data is not None:
             data["kinds"].update(_KIND_NAMES[bits])
             data["tensors"].update(tensors)
         else:
-            fresh.append((u, v, {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
-                                 "added_by": "deps"}))
-    graph.add_edges_from(fresh)
+            succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
+                                       "added_by": "deps"}
+    nx._clear_cache(graph)
 
 
 def reduce_preds(preds: dict[int, list[int]], nodes) -> dict[int, list[int]]:
     """Transitive reduction of a DAG given as `v -> predecessors` (every u < v) over `nodes`
     (ascending ids: a topological order); returns `v -> kept predecessors` (latest first).
 
-    For each v, its predecessors are tried from the latest down; u is redundant when a backward
-    search from the predecessors kept so far reaches it. The search only walks nodes not below v's
-    lowest predecessor whose lowest ancestor (`min_anc`) is not above the current target, and gives
-    up after `REDUCTION_BUDGET` steps (keeping the edge: reachability stays exact, the graph is
-    just not fully reduced in such pathological cases).
+    For each v, its predecessors are tried from the latest down: u is redundant when one of the
+    predecessors kept so far has it as an ancestor (lower ones cannot reach it). Ancestors within
+    `ANCESTOR_WINDOW` tasks are bit sets (a Python int per task, bit i = task v-1-i, dropped after
+    the task's last successor): the test is one shift, so dense conflict graphs cost O(edges).
+    A predecessor further back is dropped only when `_far_reachable` sees it at once.
     """
-    min_anc: dict[int, int] = {}
+    last_successor: dict[int, int] = {}
+    for v in nodes:
+        for u in preds.get(v, ()):
+            last_successor[u] = v
+    mask = (1 << ANCESTOR_WINDOW) - 1
+    ancestors: dict[int, int] = {}
     kept_preds: dict[int, list[int]] = {}
-    heappush, heappop = heapq.heappush, heapq.heappop
     for v in nodes:
         mine = preds.get(v)
         if not mine:
             kept_preds[v] = []
-            min_anc[v] = v
-            continue
-        if len(mine) == 1:
-            kept_preds[v] = mine
-            min_anc[v] = min(v, min_anc[mine[0]])
-            continue
-        order = sorted(mine, reverse=True)
-        kept: list[int] = []
-        visited: set[int] = set()
-        heap: list[int] = []
-        lowest = None
-        floor = order[-1]
-        budget = REDUCTION_BUDGET
-        for u in order:
-            if u not in visited and kept and lowest <= u and budget > 0:
-                while heap and -heap[0] > u and budget > 0:
-                    x = -heappop(heap)
-                    budget -= 1
-                    for y in kept_preds[x]:
-                        if y >= floor and y not in visited and min_anc[y] <= u:
-                            visited.add(y)
-                            heappush(heap, -y)
-                    if u in visited:
-                        break
-            if u in visited:
-                continue
-            kept.append(u)
-            visited.add(u)
-            heappush(heap, -u)
-            m = min_anc[u]
-            if lowest is None or m < lowest:
-                lowest = m
-        kept_preds[v] = kept
-        min_anc[v] = min(v, lowest)
+            reach = 0
+        else:
+            kept: list[int] = []
+            reach = 0
+            for u in sorted(set(mine), reverse=True):
+                d = v - u
+                if d <= ANCESTOR_WINDOW:
+                    if (reach >> (d - 1)) & 1:
+                        continue
+                elif kept and _far_reachable(u, kept, kept_preds):
+                    continue
+                kept.append(u)
+                reach |= (ancestors[u] << d) | (1 << (d - 1))
+            kept_preds[v] = kept
+            reach &= mask
+            for u in mine:
+                if last_successor[u] == v:
+                    ancestors.pop(u, None)
+        if v in last_successor:
+            ancestors[v] = reach
     return kept_preds
+
+
+def _far_reachable(u: int, kept: list[int], kept_preds: dict[int, list[int]]) -> bool:
+    """Is u, further back than the ancestor window, an ancestor of one of `kept`? Only the
+    commonest case is looked for, u a kept predecessor of one of them (a write read by a task
+    this one also waits for). Otherwise the edge is kept: reachability stays exact, the graph is
+    just not fully reduced. (A search that far costs more than the edge it could save: in a
+    program whose tensors are each touched every few thousand calls, a bounded backward search
+    per far predecessor took ~20 s of a 100k-call lowering.)"""
+    return any(u in kept_preds[k] for k in kept)
 
 
 def transitive_reduction(program: Program) -> int:
@@ -359,6 +372,12 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
         for u, v in found:
             preds.setdefault(v, []).append(u)
         kept = reduce_preds(preds, sorted(graph.nodes))
-        _add_edges(program, {(u, v): found[u, v] for v in sorted(kept) for u in sorted(kept[v])})
+        succ, pred = graph._succ, graph._pred
+        for v, us in kept.items():                   # ascending v; each `us` latest first
+            for u in reversed(us):
+                bits, tensors = found[u, v]
+                succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
+                                           "added_by": "deps"}
+        nx._clear_cache(graph)
     program.reports["edges_after_reduction"] = graph.number_of_edges()
     return program

@@ -40,11 +40,13 @@ Switch: `reuse_memory=False` places every intermediate at its own offset (arena 
 from __future__ import annotations
 
 import bisect
+import heapq
 
 import numpy as np
 
 from ..errors import L3CError
 from ..ir import Program
+from .arena_space import OpenSpace
 from .graphs import predecessor_lists, task_list
 from .schedule import estimate_times
 from .scopes import result_tensors
@@ -225,7 +227,7 @@ class _Planner:
         self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
         self.times = None                        # schedule estimates (start, finish), when needed
-        self.handoff = float(program.reports.get("handoff_cost", 0.0))
+        self.handoff = float(program.costs.handoff_cost)
 
     def _ensure(self, upto: int) -> None:
         if upto < self.valid_upto:
@@ -304,6 +306,63 @@ class _Planner:
         return needed
 
     def place(self, order: list[int]) -> None:
+        if self.program.config.hosts > 1:
+            self._place_on_hosts(order)
+            return
+        program = self.program
+        tensors = program.tensors
+        size, lasts, intervals = self.size, self.lasts, self.intervals
+        space = OpenSpace()
+        open_until: list[tuple[int, int]] = []     # heap of (last use, tensor) of open tensors
+        closed: list[int] = []                     # placed, last use passed, not yet retired
+        retire_at = RETIRE_CHECK
+        top = 0
+        for b in order:
+            first_b = intervals[b][0]
+            while open_until and open_until[0][0] < first_b:
+                _, a = heapq.heappop(open_until)
+                lo = tensors[a].arena_offset
+                space.remove(lo, lo + size[a])
+                closed.append(a)
+            if len(closed) > retire_at:
+                seen = self._seen_by_future(first_b)
+                if seen is not None:
+                    closed = [a for a in closed if any(seen[s] < p for s, p, _ in lasts[a])]
+                retire_at = max(RETIRE_CHECK, 2 * len(closed))
+            # Open tensors are live at b's first use: they conflict, and no edge can fix that
+            # (it would point backwards). Closed ones conflict unless all their accesses happen
+            # before all of b's; an ordering edge may fix that when few are needed.
+            min_b = self._min_before(b) if closed else None
+            busy: dict[int, tuple[int, int]] = {}
+            fixable: list[int] = []
+            for a in closed:
+                unordered = sum(1 for s, p, _ in lasts[a] if min_b[s] < p)
+                if unordered:
+                    lo = tensors[a].arena_offset
+                    busy[a] = (lo, lo + size[a])
+                    if unordered <= MAX_EDGES_PER_REUSE:
+                        fixable.append(a)
+            nbytes = size[b]
+            offset = space.best_fit(nbytes, list(busy.values()))
+            if offset + nbytes > top and fixable:
+                edges = {a: self._edges_needed(a, b) for a in fixable}
+                relaxed = space.best_fit(nbytes, [r for a, r in busy.items()
+                                                  if edges.get(a) is None])
+                if relaxed < offset:
+                    offset = relaxed
+                    for a in fixable:
+                        lo, hi = busy[a]
+                        if edges[a] is not None and lo < offset + nbytes and offset < hi:
+                            self._add_edges(a, b, edges[a])
+            tensors[b].arena_offset = offset
+            top = max(top, offset + nbytes)
+            space.insert(offset, offset + nbytes)
+            heapq.heappush(open_until, (intervals[b][1], b))
+        program.memory.arena_bytes = top
+
+    def _place_on_hosts(self, order: list[int]) -> None:
+        """Several hosts: tensors no host shares never conflict, so open tensors may overlap
+        and every active tensor is checked (hosts have small arenas of their own)."""
         program = self.program
         tensors = program.tensors
         returned, size, lasts = self.returned, self.size, self.lasts

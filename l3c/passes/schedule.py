@@ -7,14 +7,15 @@ each goes to the worker where it would finish earliest under a cost model, and a
 workers to the one that ran its latest-finishing predecessor, then to any predecessor's worker, so
 dependency chains stay on one worker and most edges need no cross-process hand-off.
 
-Cost model: every task costs 1.0 unless `program.reports["kernel_costs"]` maps its kernel (full
-"module:qualname" or short name) to a measured cost; `program.reports["handoff_cost"]` (default 0)
-is added to an edge between two workers.
+Cost model: `program.costs` (`l3c.ir.CostModel`): a call costs its kernel's entry in
+`kernel_costs` (full "module:qualname" or short name: `@l3c.kernel(cost=...)` hints, measured
+times from `l3c profile --save-costs`) or `default_cost`; `handoff_cost` is added to an edge
+between two workers.
 
 Several hosts (`config.hosts > 1`): chips are numbered globally `0..hosts*chips-1` (host = chip //
 chips), sub workers likewise. An edge between two hosts costs `host_latency` plus `host_byte_cost`
-per byte it moves (the RAW regions the consumer reads), both from `program.reports` (defaults
-`HOST_LATENCY`, `HOST_BYTE_COST`), on top of `handoff_cost`. The same list scheduling then keeps a
+per byte it moves (the RAW regions the consumer reads), both from `program.costs`, on top of
+`handoff_cost`. The same list scheduling then keeps a
 dependency chain on its host unless another host finishes it earlier (that is, unless staying would
 lose parallelism). Only the hosts of a task's predecessors and the host with the earliest free
 worker are candidates, so placement costs O(predecessors + workers) per task, not O(hosts * chips).
@@ -24,7 +25,9 @@ Each worker's queue is in program order (`Task.queue_pos`): a worker then only e
 earlier in program order, so the static schedule cannot deadlock.
 
 Writes `Task.chip`, `Task.queue_pos`, node attributes, and `program.reports["critical_path"]`,
-`["makespan"]` (estimates in cost units) and `["cross_worker_edges"]`. No switch: placement is
+`["makespan"]` (estimates in cost units), `["makespan_lower_bound"]` (the larger of the critical
+path and each worker kind's work / its workers: no placement finishes sooner) and
+`["cross_worker_edges"]`. No switch: placement is
 required.
 """
 from __future__ import annotations
@@ -32,22 +35,20 @@ from __future__ import annotations
 import heapq
 
 from ..errors import L3CError
-from ..ir import Access, Program, Task
+from ..ir import Access, CostModel, Program, Task
 from . import regions
 from .graphs import predecessor_lists, task_list
 
 Worker = tuple[str, int]       # ("chip", i) or ("sub", i)
 
-HOST_LATENCY = 2.0             # cost units of one message between hosts (a task costs 1.0)
-HOST_BYTE_COST = 1.0 / (1 << 20)   # cost units per byte moved between hosts (1 MiB ~ one task)
 
 
 def worker_of(task: Task) -> Worker:
     return (task.worker, task.chip)
 
 
-def task_cost(task: Task, costs: dict) -> float:
-    return float(costs.get(task.kernel, costs.get(task.short_kernel, 1.0)))
+def task_cost(task: Task, costs: CostModel) -> float:
+    return costs.cost(task.kernel)
 
 
 def _check_placeable(program: Program, task: Task) -> None:
@@ -71,9 +72,9 @@ class _Placer:
     def __init__(self, program: Program, tasks: list[Task]) -> None:
         self.program = program
         self.graph = program.graph
-        self.costs = program.reports.get("kernel_costs") or {}
-        self.handoff = float(program.reports.get("handoff_cost", 0.0))
-        self.slack = float(program.reports.get("placement_slack", 0.0))
+        self.costs = program.costs
+        self.handoff = float(self.costs.handoff_cost)
+        self.slack = float(self.costs.placement_slack)
         self.tasks = tasks
         self._access_cache: dict[int, list] = {}
         self._itemsizes: dict[int, int] = {}
@@ -97,8 +98,8 @@ class _Placer:
         n = len(tasks)
         self.finish: list[float] = [0.0] * n
         self.where: list[Worker | None] = [None] * n
-        self.latency = float(program.reports.get("host_latency", HOST_LATENCY))
-        self.byte_cost = float(program.reports.get("host_byte_cost", HOST_BYTE_COST))
+        self.latency = float(self.costs.host_latency)
+        self.byte_cost = float(self.costs.host_byte_cost)
         self._edge_cost: dict[tuple[int, int], float] = {}
 
     def host(self, worker: Worker) -> int:
@@ -356,8 +357,13 @@ def run(program: Program) -> Program:
                 if cfg.hosts > 1 and placer.host(where[p]) != placer.host(here):
                     cross_host += 1
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
-    program.reports["critical_path"] = max(longest, default=0.0)
+    program.reports["critical_path"] = critical = max(longest, default=0.0)
     program.reports["makespan"] = max(placer.finish, default=0.0)
+    work = {"chip": 0.0, "sub": 0.0}
+    for task in tasks:
+        work[task.worker] += placer.cost[task.id]
+    program.reports["makespan_lower_bound"] = max(
+        [critical] + [work[kind] / placer.count[kind] for kind in work if placer.count[kind]])
     program.reports["cross_worker_edges"] = cross
     if cfg.hosts > 1:
         program.reports["cross_host_edges"] = cross_host

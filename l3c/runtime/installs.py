@@ -73,10 +73,29 @@ class Installs:
             if any((registry.generation_of(k) or 0) > self._fork_generation for k in kernels):
                 self._refork()
 
+    def forget(self, plan: Plan) -> None:
+        """Drop the parent's installation record of `plan` (its compiled program was evicted from
+        a jit cache); a later run of it installs it again. Never waits: while another thread
+        runs, the record is dropped by the next install."""
+        self._forgotten.append(plan)
+        if self.lock.acquire(blocking=False):
+            try:
+                self._drop_forgotten()
+            finally:
+                self.lock.release()
+
+    def _drop_forgotten(self) -> None:
+        while self._forgotten:
+            plan = self._forgotten.pop()
+            entry = self._plans.get(id(plan))
+            if entry is not None and entry.plan is plan:
+                del self._plans[id(plan)]
+
     def install(self, plan: Plan) -> int:
         """Install `plan` in every worker that has steps (views and kernels prepared once there).
         Cached per plan object per pool generation; re-installs lazily in replaced workers."""
         with self.lock:
+            self._drop_forgotten()
             self.ensure(plan.chips, plan.sub_workers, plan.arena_bytes)
             entry = self._plans.get(id(plan))
             if entry is None or entry.plan is not plan:

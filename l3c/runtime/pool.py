@@ -29,6 +29,7 @@ from .forkserver import ForkServer
 from .installs import Installs, PlanEntry
 from .lifecycle import MAX_WORKERS, Lifecycle, WorkerProc  # noqa: F401 - MAX_WORKERS: aot's bound
 from .mailbox import Mailbox
+from .plan import Plan
 from .reference import Reference
 
 CLOSE_WAIT = 10.0                # how long shutdown() waits for another thread's run before killing it
@@ -56,6 +57,7 @@ class Pool(Lifecycle, Mailbox, Installs, Failures, Reference):
         self._pids: np.ndarray | None = None
         self._workers: list[WorkerProc] = []
         self._plans: dict[int, PlanEntry] = {}
+        self._forgotten: list[Plan] = []   # plans to drop from _plans: see Installs.forget
         self._next_plan_id = 1
         self._fork_generation = -1         # registry generation when the fork server was forked
         self._fork_key: object = None      # what `fork_for` last forked the workers for
@@ -137,6 +139,12 @@ def get_pool(chips: int, sub_workers: int, arena_bytes: int) -> Pool:
         pool = _pool
     pool.ensure(chips, sub_workers, arena_bytes)
     return pool
+
+
+def current_pool() -> Pool | None:
+    """The process-wide pool if this process has started one, else None (nothing is started)."""
+    with _pool_lock:
+        return _pool if _pool is not None and _pool._owner == os.getpid() else None
 
 
 def shutdown() -> None:

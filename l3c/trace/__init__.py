@@ -2,6 +2,8 @@
 
 `kernel` (decorator, access annotations), `proxy` (Tensor views and their regions), `context`
 (empty/zeros/scope/group and the per-thread current tracer), `tracer` (the `trace` entry point),
-`source` (finding the user's line for locations and errors).
+`source` (finding the user's line for locations and errors), `arrayspec` (shape-and-dtype array
+arguments for lowering without data).
 """
+from .arrayspec import ArraySpec  # noqa: F401
 from .tracer import BoundArg, Tracer, bind_arguments, bound_aliases, input_aliases, trace  # noqa: F401

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .. import registry
 from ..errors import ConfigError
+from .context import current_tracer
 from .native import NativeSpec, check_call, native_spec
 from .source import trace_error, user_location
 
@@ -89,11 +90,19 @@ def access_modes(fn: Callable) -> dict[str, str | None]:
 class Kernel:
     """A decorated kernel. Call it like the function; `kernel.on(chip)` pins its task to a chip."""
 
-    def __init__(self, fn: Callable, worker: str = "chip", native: Any = None) -> None:
+    def __init__(self, fn: Callable, worker: str = "chip", native: Any = None,
+                 cost: float | None = None) -> None:
         if worker not in ("chip", "sub"):
             file, line = user_location()
             raise ConfigError(f"{file}:{line}: @l3c.kernel(worker={worker!r}): worker must be "
                               "'chip' or 'sub'")
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
+                                 or not 0 < cost < float("inf")):
+            file, line = user_location()
+            raise ConfigError(f"{file}:{line}: @l3c.kernel(cost={cost!r}): cost must be a number "
+                              "> 0 (the time of one call, in the unit of the program's other "
+                              "costs; kernels without one cost 1.0)")
+        self.cost = None if cost is None else float(cost)   # a hint for the schedule's cost model
         if not callable(fn):
             file, line = user_location()
             raise ConfigError(f"{file}:{line}: @l3c.kernel needs a function, got "
@@ -118,7 +127,6 @@ class Kernel:
             check_call(self.native, self.fn.__qualname__, self.modes, arguments)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .context import current_tracer
         tracer = current_tracer()
         if tracer is None:
             return self.fn(*args, **kwargs)
@@ -145,7 +153,6 @@ class PinnedKernel:
         self.chip = chip
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .context import current_tracer
         tracer = current_tracer()
         if tracer is None:
             return self.kernel.fn(*args, **kwargs)
@@ -156,9 +163,12 @@ class PinnedKernel:
         return f"<l3c.kernel {self.kernel.name} on {self.kernel.worker} {self.chip}>"
 
 
-def kernel(fn: Callable | None = None, *, worker: str = "chip", native: Any = None) -> Any:
-    """Decorate a kernel: `@l3c.kernel`, `@l3c.kernel(worker="sub")`, or
-    `@l3c.kernel(native=c_function)` for a kernel whose workers call C code (see `native.py`)."""
+def kernel(fn: Callable | None = None, *, worker: str = "chip", native: Any = None,
+           cost: float | None = None) -> Any:
+    """Decorate a kernel: `@l3c.kernel`, `@l3c.kernel(worker="sub")`,
+    `@l3c.kernel(native=c_function)` for a kernel whose workers call C code (see `native.py`), or
+    `@l3c.kernel(cost=4.0)` (how long one call takes relative to others, for placement;
+    docs/passes.md)."""
     if fn is None:
-        return lambda f: Kernel(f, worker, native)
-    return Kernel(fn, worker, native)
+        return lambda f: Kernel(f, worker, native, cost)
+    return Kernel(fn, worker, native, cost)

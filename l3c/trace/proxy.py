@@ -23,15 +23,11 @@ from typing import Any, TYPE_CHECKING
 import numpy as np
 
 from ..ir import Region
+from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
 from .source import trace_error
 
 if TYPE_CHECKING:
     from .tracer import Tracer
-
-# Views without axis correspondence recover their box by enumeration up to this many elements.
-BOX_ENUMERATION_LIMIT = 1 << 18
-
-Line = tuple[int, int, int]   # (start, count, step) along one base axis; step may be negative
 
 
 def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -40,53 +36,6 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(acc)
         acc *= d
     return tuple(reversed(strides))
-
-
-def normalise_box(lines: tuple[Line, ...]) -> tuple[Line, ...]:
-    """Directed progressions -> the `Region.box` form (lowest start, count, step >= 1)."""
-    box = []
-    for start, count, step in lines:
-        if count == 0:
-            box.append((0, 0, 1))
-        elif count == 1:
-            box.append((start, 1, 1))
-        elif step < 0:
-            box.append((start + (count - 1) * step, count, -step))
-        else:
-            box.append((start, count, step))
-    return tuple(box)
-
-
-def box_from_elements(offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
-                      base_shape: tuple[int, ...]) -> tuple[Line, ...] | None:
-    """The box of the elements a strided view touches, if they form one (None if not, or if the
-    view is too large to enumerate)."""
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if size == 0:
-        return tuple((0, 0, 1) for _ in base_shape)
-    if size > BOX_ENUMERATION_LIMIT:
-        return None
-    flat = np.full((1,) * len(shape), offset, dtype=np.int64)
-    for axis, (n, s) in enumerate(zip(shape, strides)):
-        idx_shape = [1] * len(shape)
-        idx_shape[axis] = n
-        flat = flat + (np.arange(n, dtype=np.int64) * s).reshape(idx_shape)
-    flat = np.unique(flat.ravel())
-    if not base_shape:
-        return ()
-    coords = np.unravel_index(flat, base_shape)
-    box, total = [], 1
-    for values in coords:
-        values = np.unique(values)
-        if len(values) == 1:
-            box.append((int(values[0]), 1, 1))
-        else:
-            steps = np.diff(values)
-            if not np.all(steps == steps[0]):
-                return None
-            box.append((int(values[0]), len(values), int(steps[0])))
-        total *= len(values)
-    return tuple(box) if total == len(flat) else None
 
 
 def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
@@ -129,7 +78,7 @@ class Tensor:
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
-                 "_axes", "_lines", "_box")
+                 "_axes", "_lines", "_box", "_region")
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
@@ -157,6 +106,7 @@ class Tensor:
         if 0 in self.shape:             # e.g. a new axis sliced empty: no base axis says so
             box = tuple((0, 0, 1) for _ in self._base_shape)
         self._box = box
+        self._region: Region | None = None
 
     # ---- static facts --------------------------------------------------------------------------
     @property
@@ -182,8 +132,12 @@ class Tensor:
 
     @property
     def region(self) -> Region:
-        """The elements of the base tensor this view names (see `l3c.ir.Region`)."""
-        return Region(self._offset, self.shape, self._strides, self._box)
+        """The elements of the base tensor this view names (see `l3c.ir.Region`); made once per
+        view (a view passed to many calls shares one record)."""
+        region = self._region
+        if region is None:
+            region = self._region = Region(self._offset, self.shape, self._strides, self._box)
+        return region
 
     @property
     def tensor_id(self) -> int:
@@ -204,18 +158,32 @@ class Tensor:
     def _view(self, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
               axes: tuple[int | None, ...] | None, lines: tuple[Line, ...] | None,
               box: tuple[Line, ...] | None = None) -> "Tensor":
-        return Tensor(self._tracer, self._tensor, self._base_shape, self.dtype, offset, shape,
-                      strides, axes, lines, box)
+        if lines is None or 0 in shape:
+            return Tensor(self._tracer, self._tensor, self._base_shape, self.dtype, offset, shape,
+                          strides, axes, lines, box)
+        # What __init__ does for a view that keeps its axes, without re-checking what this
+        # view's own construction established (slicing is the tracer's most frequent call).
+        view = Tensor.__new__(Tensor)
+        view._tracer, view._tensor, view._base_shape, view.dtype = (
+            self._tracer, self._tensor, self._base_shape, self.dtype)
+        view._offset, view.shape, view._strides, view._axes, view._lines = (
+            offset, shape, strides, axes, lines)
+        view._box = normalise_box(lines)
+        view._region = None
+        return view
 
     def _check_alive(self) -> None:
         self._tracer.check_usable(self)
 
     def __getitem__(self, key: Any) -> "Tensor":
         self._check_alive()
-        key = key if isinstance(key, tuple) else (key,)
+        key = key if type(key) is tuple else (key,)
+        if len(key) <= len(self.shape) and all(type(k) is int or type(k) is slice for k in key):
+            # the common case (ints and slices only) needs none of the checks below
+            return self._index(key + (slice(None),) * (len(self.shape) - len(key)))
         for k in key:
             if type(k) is int or type(k) is slice:
-                continue                # the common case, without the slow ABC check below
+                continue
             if not (k is None or k is Ellipsis or isinstance(k, slice)
                     or (isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_)))):
                 raise trace_error(
@@ -234,7 +202,10 @@ class Tensor:
             key = key[:at] + (slice(None),) * (self.ndim - consuming) + key[at + 1:]
         else:
             key = key + (slice(None),) * (self.ndim - consuming)
+        return self._index(key)
 
+    def _index(self, key: tuple) -> "Tensor":
+        """The view for a normalised key: one int, slice or None per axis (None adds one)."""
         offset, shape, strides, axes = self._offset, [], [], []
         lines = list(self._lines) if self._lines is not None else None
         axis = 0                        # the view axis the next consuming entry applies to
@@ -246,8 +217,11 @@ class Tensor:
                 continue
             n, stride, base_axis = self.shape[axis], self._strides[axis], self._axes_at(axis)
             if isinstance(k, slice):
-                self._check_slice(k, n, axis)
-                start, stop, step = k.indices(n)
+                try:
+                    start, stop, step = k.indices(n)
+                except Exception:
+                    self._check_slice(k, n, axis)       # says which bound is wrong
+                    raise
                 count = len(range(start, stop, step))
                 if count:
                     offset += start * stride

@@ -54,7 +54,12 @@ def user_location() -> tuple[str, int]:
 
 def short_loc(filename: str, line: int) -> str:
     """The IR's location form: "basename.py:LINE"."""
-    return f"{os.path.basename(filename)}:{line}"
+    return f"{_basename(filename)}:{line}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _basename(filename: str) -> str:
+    return os.path.basename(filename)
 
 
 def user_loc() -> str:

@@ -8,6 +8,7 @@ user's line.
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import numbers
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..ir import Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo
+from .arrayspec import ArraySpec
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
 from .proxy import Tensor
@@ -96,7 +98,9 @@ def bound_aliases(bound: Sequence[BoundArg], where: tuple[str, int]) -> tuple[in
         a, b = (bound[k].name for k in overlap)
         raise trace_error(f"arguments {a!r} and {b!r} overlap in memory without being the same array",
                           "pass the same array for both, or a copy for one of them", where)
-    return aliases
+    # an ArraySpec has no memory: it is its own tensor
+    return tuple(i if b.is_array and a == -1 else a
+                 for i, (a, b) in enumerate(zip(aliases, bound)))
 
 
 def definition_location(fn: Callable) -> tuple[str, int]:
@@ -127,7 +131,7 @@ def bind_arguments(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any] | N
     result = []
     for p in signature.parameters.values():
         value = bound.arguments[p.name]
-        is_array = isinstance(value, np.ndarray) and p.name not in static
+        is_array = isinstance(value, (np.ndarray, ArraySpec)) and p.name not in static
         if is_array and value.dtype.kind not in "biufc":
             raise trace_error(f"argument {p.name!r} is an array of dtype {value.dtype}",
                               "pass numeric or bool arrays", where)
@@ -148,6 +152,31 @@ def bind_arguments(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any] | N
 
 
 # ---- the tracer ---------------------------------------------------------------------------------
+_DTYPES: dict[Any, tuple[np.dtype, str]] = {}
+
+
+def _dtype_and_name(dtype: Any) -> tuple[np.dtype, str]:
+    """`np.dtype(dtype)` and its name, checked numeric; remembered per hashable spelling, since
+    `np.dtype(...)` and `.name` cost several microseconds per new tensor."""
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):              # new, or an unhashable spelling
+        pass
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise trace_error(f"dtype {dtype!r} is not a numpy dtype",
+                          "pass e.g. np.float32 or x.dtype") from None
+    if dt.kind not in "biufc":
+        raise trace_error(f"dtype {dt} is not numeric", "use a numeric or bool dtype")
+    known = (dt, dt.name)
+    try:
+        _DTYPES[dtype] = known
+    except TypeError:
+        pass
+    return known
+
+
 class Tracer:
     """Records one trace into `program`. Lives on one thread while the function runs."""
 
@@ -160,7 +189,7 @@ class Tracer:
         self.created_in: dict[int, list[int]] = {}   # scope id -> tensors created while it was open
 
     # -- tensors
-    def new_input(self, name: str, array: np.ndarray, loc: str) -> Tensor:
+    def new_input(self, name: str, array: np.ndarray | ArraySpec, loc: str) -> Tensor:
         info = TensorInfo(id=len(self.program.tensors), name=name, kind="input",
                           shape=tuple(array.shape), dtype=array.dtype.name, loc=loc)
         self.program.tensors.append(info)
@@ -178,17 +207,11 @@ class Tracer:
             raise trace_error(f"shape {shape!r} for a new tensor is not a tuple of ints >= 0",
                               "pass a shape like (128, 64) or x.shape")
         shape = tuple(int(d) for d in shape)
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise trace_error(f"dtype {dtype!r} is not a numpy dtype",
-                              "pass e.g. np.float32 or x.dtype") from None
-        if dt.kind not in "biufc":
-            raise trace_error(f"dtype {dt} is not numeric", "use a numeric or bool dtype")
+        dt, dtype_name = _dtype_and_name(dtype)
         n = self.intermediates                    # (counting them per call was quadratic)
         self.intermediates += 1
         info = TensorInfo(id=len(self.program.tensors), name=f"t{n}", kind="intermediate",
-                          shape=shape, dtype=dt.name, loc=user_loc(), scope=tuple(self.scope_stack),
+                          shape=shape, dtype=dtype_name, loc=user_loc(), scope=tuple(self.scope_stack),
                           zero_init=zero_init)
         self.program.tensors.append(info)
         for sid in self.scope_stack:
@@ -237,61 +260,89 @@ class Tracer:
     def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any], *,
                     pin: int | None = None, group: int | None = None, rank: int = 0) -> int:
         config = self.program.config
-        what = f"kernel {kernel.fn.__qualname__}"
         if kernel.worker == "sub" and config.sub_workers == 0:
-            raise trace_error(f"{what} runs on a sub worker but the jit has sub_workers=0",
-                              "pass sub_workers=1 (or more) to l3c.jit")
+            raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
+                              "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
         if pin is not None:
             limit = (config.chips if kernel.worker == "chip" else config.sub_workers) * config.hosts
             if pin >= limit:
-                raise trace_error(f"{what}.on({pin}) but there are only {limit} "
-                                  f"{'chips' if kernel.worker == 'chip' else 'sub workers'}",
+                raise trace_error(f"kernel {kernel.fn.__qualname__}.on({pin}) but there are only "
+                                  f"{limit} {'chips' if kernel.worker == 'chip' else 'sub workers'}",
                                   f"pin to 0..{limit - 1} or raise the jit's worker count")
-        params = list(kernel.modes)           # the parameter names, in order
-        if not kwargs and len(args) == len(params):
-            arguments = dict(zip(params, args))  # the common call: skip Signature.bind (~10 us)
+        if kernel.cost is not None:
+            self.program.costs.kernel_costs[kernel.name] = kernel.cost
+        modes = kernel.modes
+        if not kwargs and len(args) == len(modes):
+            values = args                      # the common call: skip Signature.bind (~10 us)
         else:
-            try:
-                bound = kernel.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise trace_error(f"{what}({', '.join(params)}) takes {len(params)} arguments, "
-                                  f"called with {len(args) + len(kwargs)}: {exc}",
-                                  "pass one argument per kernel parameter") from None
-            bound.apply_defaults()
-            arguments = bound.arguments
+            values = self._bind_call(kernel, args, kwargs)
         call_args: list[Any] = []
-        for name in params:
-            value, mode = arguments[name], kernel.modes[name]
-            if isinstance(value, Tensor):
-                value._check_alive()
+        dead = self.dead
+        for (name, mode), value in zip(modes.items(), values):
+            if type(value) is Tensor and value._tracer is self and value._tensor not in dead:
                 if mode is None:
-                    raise trace_error(f"a {value._desc()} is passed to parameter {name!r} of {what}, "
-                                      "which has no access annotation",
-                                      f"annotate it `{name}: l3c.In`, `l3c.Out` or `l3c.InOut`")
+                    self._unannotated(kernel, name, value)
                 call_args.append(Access(name, value._tensor, value.region, mode))
-            elif isinstance(value, np.ndarray):
-                raise trace_error(f"a numpy array {value.dtype}{list(value.shape)} is passed to "
-                                  f"parameter {name!r} of {what} inside a trace",
-                                  "pass arrays as arguments of the l3c.jit function, or create "
-                                  "intermediates with l3c.empty/l3c.zeros")
-            elif isinstance(value, _SCALARS + (np.generic,)):
-                if isinstance(value, np.generic):
-                    value = value.item()
-                if mode is not None and value is not None:
-                    raise trace_error(f"parameter {name!r} of {what} is annotated l3c.{mode} but "
-                                      f"got {type(value).__name__} {value!r}",
-                                      "pass a tensor, or drop the annotation for a scalar")
-                call_args.append(ScalarArg(name, value))
             else:
-                raise trace_error(f"parameter {name!r} of {what} got a {type(value).__name__}",
-                                  "kernels take tensors and Python scalars (int, float, bool, str, "
-                                  "None)")
-        kernel.check_native_call(arguments)
-        task = Task(id=self.program.graph.number_of_nodes(), kernel=kernel.name,
+                call_args.append(self._other_argument(kernel, name, mode, value))
+        if kernel.native is not None:
+            kernel.check_native_call(dict(zip(modes, values)))
+        task = Task(id=len(self.program.graph._node), kernel=kernel.name,
                     worker=kernel.worker, args=tuple(call_args), loc=user_loc(),
                     scope=tuple(self.scope_stack), pin=pin, group=group, group_rank=rank)
-        self.program.add_task(task)
+        self._add_task(task)
         return task.id
+
+    def _add_task(self, task: Task) -> None:
+        """`Program.add_task` without networkx's per-call bookkeeping: the trace's graph is new
+        and has no edges, so a node is its attribute dict (what `sync_node_attrs` writes) and
+        two empty adjacency dicts."""
+        graph = self.program.graph
+        graph._node[task.id] = {"task": task, "kernel": task.kernel, "worker": task.worker,
+                                "chip": None, "group": task.group, "loc": task.loc, "host": 0}
+        graph._succ[task.id] = {}
+        graph._pred[task.id] = {}
+
+    def _bind_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any]) -> list:
+        params = list(kernel.modes)
+        try:
+            bound = kernel.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise trace_error(f"kernel {kernel.fn.__qualname__}({', '.join(params)}) takes "
+                              f"{len(params)} arguments, called with {len(args) + len(kwargs)}: "
+                              f"{exc}", "pass one argument per kernel parameter") from None
+        bound.apply_defaults()
+        return [bound.arguments[name] for name in params]
+
+    def _unannotated(self, kernel: Kernel, name: str, value: Tensor) -> None:
+        raise trace_error(f"a {value._desc()} is passed to parameter {name!r} of kernel "
+                          f"{kernel.fn.__qualname__}, which has no access annotation",
+                          f"annotate it `{name}: l3c.In`, `l3c.Out` or `l3c.InOut`")
+
+    def _other_argument(self, kernel: Kernel, name: str, mode: str | None, value: Any) -> Any:
+        """The task argument for anything but a live tensor of this trace (or the TraceError)."""
+        what = f"kernel {kernel.fn.__qualname__}"
+        if isinstance(value, Tensor):
+            value._check_alive()                  # raises: another trace's, or after its scope
+            if mode is None:
+                self._unannotated(kernel, name, value)
+            return Access(name, value._tensor, value.region, mode)
+        if isinstance(value, np.ndarray):
+            raise trace_error(f"a numpy array {value.dtype}{list(value.shape)} is passed to "
+                              f"parameter {name!r} of {what} inside a trace",
+                              "pass arrays as arguments of the l3c.jit function, or create "
+                              "intermediates with l3c.empty/l3c.zeros")
+        if isinstance(value, _SCALARS + (np.generic,)):
+            if isinstance(value, np.generic):
+                value = value.item()
+            if mode is not None and value is not None:
+                raise trace_error(f"parameter {name!r} of {what} is annotated l3c.{mode} but "
+                                  f"got {type(value).__name__} {value!r}",
+                                  "pass a tensor, or drop the annotation for a scalar")
+            return ScalarArg(name, value)
+        raise trace_error(f"parameter {name!r} of {what} got a {type(value).__name__}",
+                          "kernels take tensors and Python scalars (int, float, bool, str, "
+                          "None)")
 
     def record_group(self, kernel: Any, entries: list[Any]) -> None:
         chips = self.program.config.chips * self.program.config.hosts
@@ -375,6 +426,11 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
             positional.append(value)
 
     previous = _set_tracer(tracer)
+    # A trace allocates records that live as long as the program and make no cycles; the cyclic
+    # collector's passes over them (each longer as the program grows) cost a third of the time of
+    # a large trace, so it is paused while the function runs.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         out = fn(*positional, **keywords)
         if out is not None:
@@ -386,6 +442,8 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
                     raise
                 program.results = tracer.result_tree(out, where)   # raises again, at the return
     finally:
+        if collecting:
+            gc.enable()
         tracer.active = False
         _set_tracer(previous)
     return program

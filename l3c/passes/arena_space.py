@@ -1,0 +1,109 @@
+"""Free space of the arena for the memory pass: the byte ranges of the *open* tensors and the gaps
+between them, kept so that a best fit costs O(log n) instead of a scan of every live tensor.
+
+A tensor is open while program order has not passed its last use. Two open tensors are both live
+at one program point, so they conflict and their byte ranges never overlap: the free space among
+them is a set of gaps, kept by start (to find the gaps a range touches) and by length (to find the
+best fit). Tensors whose last use has passed are the memory pass's business: it hands the ranges
+of those that still conflict with the tensor being placed (few, since it retires the others) to
+`best_fit`, which carves them out of the gaps they touch.
+"""
+from __future__ import annotations
+
+import bisect
+
+
+class OpenSpace:
+    """Disjoint [lo, hi) ranges of open tensors and the bounded gaps between them."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []          # open ranges, sorted (disjoint, so ends are sorted too)
+        self.ends: list[int] = []
+        self.gap_starts: list[int] = []      # bounded free gaps below `top`, sorted by start
+        self.gap_end: dict[int, int] = {}    # gap start -> gap end
+        self.by_length: list[tuple[int, int]] = []   # (length, start) of every gap, sorted
+        self.top = 0                         # end of the highest open range
+
+    # ---- gaps ------------------------------------------------------------------------------------
+    def _add_gap(self, lo: int, hi: int) -> None:
+        if hi > lo:
+            bisect.insort(self.gap_starts, lo)
+            self.gap_end[lo] = hi
+            bisect.insort(self.by_length, (hi - lo, lo))
+
+    def _drop_gap(self, lo: int) -> None:
+        hi = self.gap_end.pop(lo)
+        del self.gap_starts[bisect.bisect_left(self.gap_starts, lo)]
+        del self.by_length[bisect.bisect_left(self.by_length, (hi - lo, lo))]
+
+    # ---- open ranges -----------------------------------------------------------------------------
+    def insert(self, lo: int, hi: int) -> None:
+        """An open tensor at [lo, hi): inside a gap, or at or above `top`."""
+        if lo >= self.top:
+            self._add_gap(self.top, lo)
+            self.top = hi
+        else:
+            i = bisect.bisect_right(self.gap_starts, lo) - 1
+            start = self.gap_starts[i]
+            end = self.gap_end[start]
+            self._drop_gap(start)
+            self._add_gap(start, lo)
+            self._add_gap(hi, end)
+        i = bisect.bisect_left(self.starts, lo)
+        self.starts.insert(i, lo)
+        self.ends.insert(i, hi)
+
+    def remove(self, lo: int, hi: int) -> None:
+        """The open tensor at [lo, hi) closed: its bytes join the gaps around it."""
+        i = bisect.bisect_left(self.starts, lo)
+        del self.starts[i]
+        del self.ends[i]
+        left = self.ends[i - 1] if i > 0 else 0
+        if left < lo:
+            self._drop_gap(left)
+        if i == len(self.starts):                  # it was the highest: the free tail grows
+            self.top = left
+            return
+        right = self.starts[i]
+        if hi < right:
+            self._drop_gap(hi)
+        self._add_gap(left, right)
+
+    # ---- placement -------------------------------------------------------------------------------
+    def best_fit(self, size: int, busy: list[tuple[int, int]]) -> int:
+        """Lowest-waste offset for `size` bytes outside the open ranges and the extra `busy`
+        ranges (lowest offset among equal waste); above everything when no gap fits."""
+        lengths = self.by_length
+        i = bisect.bisect_left(lengths, (size, -1))
+        if not busy:
+            return lengths[i][1] if i < len(lengths) else self.top
+        busy = sorted(busy)
+        touched: set[int] = set()
+        gap_starts, gap_end = self.gap_starts, self.gap_end
+        for lo, hi in busy:
+            j = max(0, bisect.bisect_right(gap_starts, lo) - 1)
+            while j < len(gap_starts) and gap_starts[j] < hi:
+                if gap_end[gap_starts[j]] > lo:
+                    touched.add(gap_starts[j])
+                j += 1
+        best: tuple[int, int] | None = None        # (waste, offset)
+        while i < len(lengths):
+            length, start = lengths[i]
+            if start not in touched:
+                best = (length - size, start)
+                break
+            i += 1
+        pieces = [(start, gap_end[start]) for start in touched] + [(self.top, None)]
+        for start, end in pieces:
+            cursor = start
+            for lo, hi in busy:
+                if hi <= cursor or (end is not None and lo >= end):
+                    continue
+                if lo - cursor >= size and (best is None or (lo - cursor - size, cursor) < best):
+                    best = (lo - cursor - size, cursor)
+                cursor = max(cursor, hi)
+            if end is None:
+                tail = cursor                       # everything above is free
+            elif end - cursor >= size and (best is None or (end - cursor - size, cursor) < best):
+                best = (end - cursor - size, cursor)
+        return best[1] if best is not None else tail

@@ -1,0 +1,76 @@
+"""A cheap structural copy of a traced Program for the passes to annotate.
+
+`Jitted` keeps the program as traced (`.eager` and `dump-ir --after trace` read it) and runs the
+passes on a copy. The passes change only some parts: the `Task` and `TensorInfo` records (placement,
+groups, lifetimes, offsets), the graph (edges and node attributes), `groups`, `scopes`, `memory`,
+`passes_run` and `reports`. So the copy has its own records, graph dicts and containers, and shares
+everything immutable: the tasks' argument tuples (frozen `Access`/`Region`/`ScalarArg` records),
+shapes, locations, params and the result tree. Fields not named here get a shallow copy of their
+container. `copy.deepcopy` copied all of it through the generic
+memo machinery, about 10 times slower.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import networkx as nx
+
+from ..ir import CostModel, MemoryReport, Program, Task, TensorInfo
+from .graphs import gc_paused
+
+
+def _copy_record(record: object, cls: type) -> object:
+    fresh = object.__new__(cls)
+    fresh.__dict__.update(record.__dict__)
+    return fresh
+
+
+def _copy_report(value: object) -> object:
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, set):
+        return set(value)
+    return value
+
+
+def copy_program(program: Program) -> Program:
+    """A copy of `program` that the passes may annotate without touching the original."""
+    with gc_paused():
+        return _copy(program)
+
+
+def _copy(program: Program) -> Program:
+    old = program.graph
+    graph = nx.DiGraph()
+    graph.graph.update(old.graph)
+    nodes = graph._node
+    for v, attrs in old._node.items():
+        fresh = dict(attrs)
+        task = attrs.get("task")
+        if isinstance(task, Task):
+            fresh["task"] = _copy_record(task, Task)
+        nodes[v] = fresh
+    succ: dict = {v: {} for v in nodes}
+    pred: dict = {v: {} for v in nodes}
+    for u, targets in old._succ.items():
+        for v, data in targets.items():
+            fresh = dict(data)
+            for key in ("kinds", "tensors"):
+                if isinstance(fresh.get(key), set):
+                    fresh[key] = set(fresh[key])
+            succ[u][v] = pred[v][u] = fresh
+    graph._adj = graph._succ = succ
+    graph._pred = pred
+    fields = {f.name: _copy_report(getattr(program, f.name)) for f in dataclasses.fields(program)}
+    memory = program.memory
+    fields.update(
+        graph=graph, tensors=[_copy_record(t, TensorInfo) for t in program.tensors],
+        groups=[list(g) for g in program.groups],
+        memory=_copy_record(memory, MemoryReport) if isinstance(memory, MemoryReport) else memory,
+        reports={k: _copy_report(v) for k, v in program.reports.items()})
+    if isinstance(program.costs, CostModel):
+        fields["costs"] = dataclasses.replace(program.costs,
+                                              kernel_costs=dict(program.costs.kernel_costs))
+    return Program(**fields)
