@@ -88,3 +88,42 @@ def test_compiled_call_checks_still_refuse_what_does_not_match():
         c(big[:4], big[2:], 2.0)
     swapped = np.ones(4, dtype=">f8")             # another byte order: staged with conversion
     np.testing.assert_array_equal(c(swapped, np.zeros(4), 2.0), [2] * 4)
+
+
+@l3c.kernel
+def mark(log: l3c.InOut, tag: l3c.In):
+    log[int(np.argmax(log == 0))] = tag[0]
+
+
+def append_tag(log, tag):
+    mark(log, tag)
+
+
+def test_waiting_threads_run_queued_runs_in_submission_order():
+    import threading
+    f = l3c.jit(chips=2, max_inflight=64)(append_tag)
+    log = l3c.shared(200, np.float64)
+    tag = np.zeros(1)
+    runs = []
+    for i in range(1, 41):
+        tag[0] = i                                 # captured at submit
+        runs.append(f.submit(log, tag))
+    for run in reversed(runs):                     # the last first: this thread runs the queue
+        assert run.result() is None
+    np.testing.assert_array_equal(log[:40], np.arange(1, 41))
+
+    def submitter(base: int) -> None:
+        mine = [f.submit(log, np.array([base + i], np.float64)) for i in range(20)]
+        mine[-1].result()
+        for run in mine:
+            run.result()
+
+    threads = [threading.Thread(target=submitter, args=(b,)) for b in (1000, 2000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    got = log[40:80]
+    for base in (1000, 2000):
+        np.testing.assert_array_equal(got[(got >= base) & (got < base + 1000)],
+                                      base + np.arange(20))
