@@ -1,14 +1,15 @@
 """Task Bench (Slaughter et al., SC20) on this machine: METG(50%) of l3c with a native kernel, of the
-same C calls in a serial numba loop, and of Dask (when installed).
+same C calls in a serial numba loop, and of Dask, Ray tasks and Ray Compiled Graphs (when installed),
+on the paper's dependency patterns.
 
-    python benchmarks/taskbench.py [--pattern stencil_1d] [--runners l3c serial_numba dask]
-                                   [--width 32] [--steps 100] [--repeats 5] [--stat median|min]
-                                   [--json PATH]
+    python benchmarks/taskbench.py [--patterns stencil_1d ...|all] [--runners l3c ...]
+                                   [--width 32] [--steps 100] [--radix 3] [--repeats 5]
+                                   [--quick] [--stat median|min] [--json PATH]
 
 What is measured (written from the paper's definitions):
   * A task graph is `steps` timesteps of `width` points; point (t, x) depends on a set of points of
-    timestep t-1 given by the dependency *pattern* (`PATTERNS`). stencil_1d: x-1, x, x+1 (those
-    inside 0..width-1).
+    timestep t-1 given by the dependency *pattern* (`taskbench_patterns.py`: trivial, no_comm,
+    stencil_1d, stencil_1d_periodic, dom, tree, fft, all_to_all, nearest, spread, random_nearest).
   * Every task runs the *compute_bound* kernel: a loop of `iterations` rounds of 8 independent
     multiply-adds. The kernel is one C function (a numba cfunc) per number of inputs: it checks that
     each input is a record of timestep t-1 written in this run (each run has its own epoch number),
@@ -17,33 +18,35 @@ What is measured (written from the paper's definitions):
     the runner's records are compared with the checksums the pattern implies: every task must have
     received exactly its dependencies' outputs.
   * Task granularity = wall time x cores / tasks. Efficiency = achieved rate (kernel iterations per
-    core-second) / peak rate (the best rate any runner reached, normally the serial loop with long
-    tasks; printed too against each runner's own best rate, for machines shared with other jobs
-    where a runner may not get all its cores). METG(50%) = the smallest granularity at which efficiency >= 50%, interpolated (log
-    scale) between the sweep's two bracketing points. Each runner sweeps `iterations` downward by
-    factors of sqrt(2) from its start until two points in a row fall below a quarter of its best;
-    at each point the runners take turns, repeat after repeat (Dask runs after the others).
+    core-second) / peak rate (the best rate any runner reached on the pattern, normally the serial
+    loop with long tasks; printed too against each runner's own best rate, for machines shared with
+    other jobs where a runner may not get all its cores). METG(50%) = the smallest granularity at
+    which efficiency >= 50%, interpolated (log scale) between the sweep's two bracketing points.
+    Each runner sweeps `iterations` downward by factors of sqrt(2) from its start until two points
+    in a row fall below a quarter of its best; at each point the runners take turns, repeat after
+    repeat (each peer runs alone, after the others). `--quick`: width 8 x 20 steps, 3 repeats,
+    sweeps from 1024 iterations (peers from 2^16).
 
-Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `close()` and
+Runners (`RUNNERS`; each has `cores`, `start_iterations`, `runs`, `prepare(graph)`, `close()` and
 `run(iterations, epoch)` returning the (steps, width, 5) records):
   l3c           one `l3c.jit(chips=2)` program, traced once: one native task per point, pinned in
                 blocks of width/chips points per chip (Task Bench's block distribution), the points
                 another chip reads next first in each timestep; the records and (iterations, epoch)
                 (a tensor the kernels read, so every granularity runs the same compiled schedule)
                 are `l3c.shared` arrays, used in place.
+  l3c_inflight  the same schedule, 4 runs submitted before waiting (`runs` per timed call).
   l3c_1chip     the same on one chip (not run by default): the per-task cost without cross-chip
                 waits.
   steploop      l3c's native step loop (`l3c.runtime.steploop`) walking a table of the same calls
                 in this process (not run by default): the schedule's dispatch cost alone, without
                 workers and without a run's start and end.
   serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
-  dask          one `client.submit` per point on a LocalCluster of 2 single-threaded processes,
-                futures of the dependencies as arguments; each task calls the same C function
-                through ctypes. Smaller graphs (width x 10 steps): a Dask task costs ~1 ms here.
+  dask, ray, ray_cg  `taskbench_peers.py`: one Dask `client.submit` / Ray task per point, futures
+                of the dependencies as arguments, on 2 single-threaded workers; Ray Compiled Graphs
+                compile the whole graph over 2 actors once. Smaller graphs (`GRAPH_SIZE`).
 
-Adding a pattern: a function (t, x, width) -> tuple of dependency points, in `PATTERNS` (kernels
-for up to `MAX_INPUTS` inputs are generated). Adding a runner: a class like `SerialNumba` in
-`RUNNERS`.
+Adding a pattern: a function (t, x, width, radix) -> tuple of dependency points (or None: not a
+task) in `taskbench_patterns.PATTERNS`. Adding a runner: a class like `SerialNumba` in `RUNNERS`.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,8 @@ class Dask:
 def _ray_init() -> Any:
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     return ray
 
 
