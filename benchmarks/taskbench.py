@@ -25,7 +25,7 @@ What is measured (written from the paper's definitions):
     Each runner sweeps `iterations` downward by factors of sqrt(2) from its start until two points
     in a row fall below a quarter of its best; at each point the runners take turns, repeat after
     repeat (each peer runs alone, after the others). `--quick`: width 8 x 20 steps, 3 repeats,
-    sweeps from 1024 iterations (peers from 2^16).
+    sweeps from 2^14 iterations (peers from 2^21).
 
 Runners (`RUNNERS`; each has `cores`, `start_iterations`, `runs`, `prepare(graph)`, `close()` and
 `run(iterations, epoch)` returning the (steps, width, 5) records):
@@ -470,7 +470,7 @@ def main() -> None:
     ap.add_argument("--radix", type=int, default=3, help="nearest, spread, random_nearest")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="width 8 x 20 steps, 3 repeats, sweeps "
-                    "from 1024 iterations (peers from 2^16): minutes for every pattern")
+                    "from 2^14 iterations (peers from 2^21): minutes a pattern")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="statistic of the repeats of one point (min: on a machine shared with "
                     "other jobs)")
@@ -479,8 +479,7 @@ def main() -> None:
     if opts.quick:
         opts.width, opts.steps, opts.repeats = min(opts.width, 8), min(opts.steps, 20), 3
         for cls in RUNNERS.values():
-            cls.start_iterations = min(cls.start_iterations, 1 << 16 if cls in PEERS.values()
-                                       else 1024)
+            cls.start_iterations = 1 << 21 if cls in PEERS.values() else 1 << 14
     logging.getLogger("distributed").setLevel(logging.ERROR)
     patterns = sorted(PATTERNS) if "all" in opts.patterns else opts.patterns
     skipped = {}
@@ -496,11 +495,13 @@ def main() -> None:
         results[pattern] = measure(pattern, names, opts, min if opts.stat == "min"
                                    else statistics.median)
         summarize(pattern, results[pattern])
-    print("\nMETG(50%) in us (against the pattern's peak)")
-    print(f"{'pattern':22}" + "".join(f"{n:>14}" for n in names))
+    print("\nMETG(50%) in us: against the pattern's peak / against the runner's own best rate")
+    print(f"{'pattern':22}" + "".join(f"{n:>20}" for n in names))
     for pattern, sweeps in results.items():
-        cells = [sweeps.get(n, {}).get("metg_us") for n in names]
-        print(f"{pattern:22}" + "".join(f"{c:14.2f}" if c else f"{'-':>14}" for c in cells))
+        cells = [" / ".join(f"{v:.3g}" if v else "-" for v in
+                            (sweeps.get(n, {}).get("metg_us"), sweeps.get(n, {}).get("metg_own_us")))
+                 for n in names]
+        print(f"{pattern:22}" + "".join(f"{c:>20}" for c in cells))
     with open(opts.json, "w") as f:
         json.dump({"patterns": results, "kernel": "compute_bound", "skipped": skipped,
                    "cpus": os.cpu_count(), "repeats": opts.repeats, "stat": opts.stat,
