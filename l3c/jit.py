@@ -138,8 +138,8 @@ class Jitted:
         self._cache: OrderedDict[CacheKey, _Entry] = OrderedDict()   # least recently used first
         self._last_key: CacheKey | None = None
         # Calls all positional, of plain arrays and plain scalars: (shapes, dtypes, statics, how the
-        # arrays alias) -> (Compiled, CacheKey), so such a call binds nothing (see `_fast_key`).
-        self._fast: dict[tuple, tuple[Compiled, CacheKey]] = {}
+        # arrays alias) -> its CacheKey, so such a call binds nothing (see `_fast_key`).
+        self._fast: dict[tuple, CacheKey] = {}
         self._defaults: dict[str, Any] | None = None
         self._lock = threading.RLock()
         functools.update_wrapper(self, fn)
@@ -248,10 +248,14 @@ class Jitted:
         """`lower`, and the call's arguments bound in parameter order (one bind per call)."""
         fast = self._fast_key(args, kwargs)
         if fast is not None:
-            found = self._fast.get(fast)
-            if found is not None:
-                self._last_key = found[1]
-                return found[0], list(args)
+            key = self._fast.get(fast)
+            if key is not None:
+                with self._lock:        # an evicted signature misses here and is traced again
+                    entry = self._cache.get(key)
+                    if entry is not None and entry.compiled is not None:
+                        self._cache.move_to_end(key)
+                        self._last_key = key
+                        return entry.compiled, list(args)
         try:
             entry, bound = self._entry(args, kwargs)
         except TraceError as exc:
@@ -265,7 +269,9 @@ class Jitted:
                 entry.compiled = Compiled(self._run_passes(entry.program), timeout=self.timeout,
                                           defaults=self._defaults, max_inflight=self.max_inflight)
             if fast is not None and len(bound) == len(args):
-                self._fast[fast] = (entry.compiled, self._last_key)
+                if len(self._fast) >= 4 * self.cache_size:     # keys of evicted signatures
+                    self._fast.clear()
+                self._fast[fast] = self._last_key
             return entry.compiled, [b.value for b in bound]
 
     def _fast_key(self, args: tuple, kwargs: dict) -> tuple | None:

@@ -127,3 +127,15 @@ def test_waiting_threads_run_queued_runs_in_submission_order():
     for base in (1000, 2000):
         np.testing.assert_array_equal(got[(got >= base) & (got < base + 1000)],
                                       base + np.arange(20))
+
+
+def test_fast_calls_see_evictions_and_cache_clear():
+    f = l3c.jit(chips=1, cache_size=1)(axpy)
+    x4, y4, x5, y5 = np.ones(4), np.zeros(4), np.ones(5), np.zeros(5)
+    f(x4, y4, 1.0)
+    f(x5, y5, 1.0)                                 # evicts the 4-element signature
+    np.testing.assert_array_equal(f(x4, y4, 1.0), [2] * 4)   # traced again, runs correctly
+    assert f.traces == 3
+    f.cache_clear()
+    np.testing.assert_array_equal(f(x4, y4, 1.0), [3] * 4)
+    assert f.traces == 4
