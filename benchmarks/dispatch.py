@@ -4,7 +4,11 @@ with 2 and 4 workers; and l3c with native kernels (numba cfuncs) vs the same C c
 numba loop.
 
     python benchmarks/dispatch.py [--workers 2 4] [--repeats 5] [--workloads abcde] [--json PATH]
-                                  [--no-peers]
+                                  [--no-peers] [--sections tasks call] [--calls 2000]
+
+Sections: "tasks" (the default; below) and "call": what one call of a 1-task program costs, l3c's
+`Compiled` call, jitted call and submitted runs beside ProcessPool and Ray Compiled Graphs, plus the
+64 MiB shared-array call and a two-stage pipeline (`benchmarks/calls.py`, which says how).
 
 Workloads (tasks per run):
     a  2,000 independent no-op tasks                  (each writes its own row of one tensor)
@@ -580,8 +584,19 @@ def main() -> None:
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "dispatch.json"))
     ap.add_argument("--no-peers", action="store_true", help="skip Dask and Ray (l3c, the process "
                     "pool and the floors only)")
+    ap.add_argument("--sections", nargs="+", choices=("tasks", "call"), default=["tasks"])
+    ap.add_argument("--calls", type=int, default=2000, help="timed calls per row of the call "
+                    "section")
     opts = ap.parse_args()
     names = opts.workloads
+    if "call" in opts.sections:
+        from calls import run_section
+        call = run_section(opts.calls, peers=not opts.no_peers)
+        if "tasks" not in opts.sections:
+            with open(opts.json, "w") as f:
+                json.dump({"call": call, "cpus": os.cpu_count()}, f, indent=1)
+            print(f"wrote {opts.json}")
+            return
 
     installed = {m: not opts.no_peers and importlib.util.find_spec(m) is not None
                  for m in ("distributed", "ray")}
@@ -651,7 +666,8 @@ def main() -> None:
         if installed[mod]:
             versions[mod] = __import__(mod).__version__
     with open(opts.json, "w") as f:
-        json.dump({"rows": all_rows, "cpus": os.cpu_count(), "repeats": opts.repeats,
+        json.dump({"rows": all_rows, "call": call if "call" in opts.sections else None,
+                   "cpus": os.cpu_count(), "repeats": opts.repeats,
                    "versions": versions, "skipped": skipped, "errors": errors,
                    "native_one_task_run_us": {w: c * 1e6 for w, c in run_costs.items()},
                    "ray_cg_subgraph": {"independent": CG_INDEPENDENT, "chain": CG_CHAIN,

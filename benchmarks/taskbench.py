@@ -1,14 +1,15 @@
 """Task Bench (Slaughter et al., SC20) on this machine: METG(50%) of l3c with a native kernel, of the
-same C calls in a serial numba loop, and of Dask (when installed).
+same C calls in a serial numba loop, and of Dask, Ray tasks and Ray Compiled Graphs (when installed),
+on the paper's dependency patterns.
 
-    python benchmarks/taskbench.py [--pattern stencil_1d] [--runners l3c serial_numba dask]
-                                   [--width 32] [--steps 100] [--repeats 5] [--stat median|min]
-                                   [--json PATH]
+    python benchmarks/taskbench.py [--patterns stencil_1d ...|all] [--runners l3c ...]
+                                   [--width 32] [--steps 100] [--radix 3] [--repeats 5]
+                                   [--quick] [--stat median|min] [--json PATH]
 
 What is measured (written from the paper's definitions):
   * A task graph is `steps` timesteps of `width` points; point (t, x) depends on a set of points of
-    timestep t-1 given by the dependency *pattern* (`PATTERNS`). stencil_1d: x-1, x, x+1 (those
-    inside 0..width-1).
+    timestep t-1 given by the dependency *pattern* (`taskbench_patterns.py`: trivial, no_comm,
+    stencil_1d, stencil_1d_periodic, dom, tree, fft, all_to_all, nearest, spread, random_nearest).
   * Every task runs the *compute_bound* kernel: a loop of `iterations` rounds of 8 independent
     multiply-adds. The kernel is one C function (a numba cfunc) per number of inputs: it checks that
     each input is a record of timestep t-1 written in this run (each run has its own epoch number),
@@ -17,33 +18,35 @@ What is measured (written from the paper's definitions):
     the runner's records are compared with the checksums the pattern implies: every task must have
     received exactly its dependencies' outputs.
   * Task granularity = wall time x cores / tasks. Efficiency = achieved rate (kernel iterations per
-    core-second) / peak rate (the best rate any runner reached, normally the serial loop with long
-    tasks; printed too against each runner's own best rate, for machines shared with other jobs
-    where a runner may not get all its cores). METG(50%) = the smallest granularity at which efficiency >= 50%, interpolated (log
-    scale) between the sweep's two bracketing points. Each runner sweeps `iterations` downward by
-    factors of sqrt(2) from its start until two points in a row fall below a quarter of its best;
-    at each point the runners take turns, repeat after repeat (Dask runs after the others).
+    core-second) / peak rate (the best rate any runner reached on the pattern, normally the serial
+    loop with long tasks; printed too against each runner's own best rate, for machines shared with
+    other jobs where a runner may not get all its cores). METG(50%) = the smallest granularity at
+    which efficiency >= 50%, interpolated (log scale) between the sweep's two bracketing points.
+    Each runner sweeps `iterations` downward by factors of sqrt(2) from its start until two points
+    in a row fall below a quarter of its best; at each point the runners take turns, repeat after
+    repeat (each peer runs alone, after the others). `--quick`: width 8 x 20 steps, 3 repeats,
+    sweeps from 2^14 iterations (peers from 2^21).
 
-Runners (`RUNNERS`; each has `cores`, `start_iterations`, `prepare(graph)`, `close()` and
+Runners (`RUNNERS`; each has `cores`, `start_iterations`, `runs`, `prepare(graph)`, `close()` and
 `run(iterations, epoch)` returning the (steps, width, 5) records):
   l3c           one `l3c.jit(chips=2)` program, traced once: one native task per point, pinned in
                 blocks of width/chips points per chip (Task Bench's block distribution), the points
                 another chip reads next first in each timestep; the records and (iterations, epoch)
                 (a tensor the kernels read, so every granularity runs the same compiled schedule)
                 are `l3c.shared` arrays, used in place.
+  l3c_inflight  the same schedule, 4 runs submitted before waiting (`runs` per timed call).
   l3c_1chip     the same on one chip (not run by default): the per-task cost without cross-chip
                 waits.
   steploop      l3c's native step loop (`l3c.runtime.steploop`) walking a table of the same calls
                 in this process (not run by default): the schedule's dispatch cost alone, without
                 workers and without a run's start and end.
   serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
-  dask          one `client.submit` per point on a LocalCluster of 2 single-threaded processes,
-                futures of the dependencies as arguments; each task calls the same C function
-                through ctypes. Smaller graphs (width x 10 steps): a Dask task costs ~1 ms here.
+  dask, ray, ray_cg  `taskbench_peers.py`: one Dask `client.submit` / Ray task per point, futures
+                of the dependencies as arguments, on 2 single-threaded workers; Ray Compiled Graphs
+                compile the whole graph over 2 actors once. Smaller graphs (`GRAPH_SIZE`).
 
-Adding a pattern: a function (t, x, width) -> tuple of dependency points, in `PATTERNS` (kernels
-for up to `MAX_INPUTS` inputs are generated). Adding a runner: a class like `SerialNumba` in
-`RUNNERS`.
+Adding a pattern: a function (t, x, width, radix) -> tuple of dependency points (or None: not a
+task) in `taskbench_patterns.PATTERNS`. Adding a runner: a class like `SerialNumba` in `RUNNERS`.
 """
 from __future__ import annotations
 
@@ -71,17 +74,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.path.dirname(HERE),
 import l3c  # noqa: E402
 from numba import cfunc, njit, types  # noqa: E402
 
+from taskbench_patterns import PATTERNS  # noqa: E402
+
 RECORD = 5                                    # t, x, checksum of inputs, compute result, epoch
-MAX_INPUTS = 3
 LANES = 8                                     # independent multiply-add chains per iteration
-
-
-# ---------------------------------------------------------------------------------------- patterns
-def stencil_1d(t: int, x: int, width: int) -> tuple[int, ...]:
-    return tuple(d for d in (x - 1, x, x + 1) if 0 <= d < width) if t > 0 else ()
-
-
-PATTERNS: dict[str, Callable[[int, int, int], tuple[int, ...]]] = {"stencil_1d": stencil_1d}
 
 
 @dataclass(frozen=True)
@@ -89,33 +85,41 @@ class Graph:
     pattern: str
     width: int
     steps: int
-    deps: tuple[tuple[tuple[int, ...], ...], ...]      # deps[t][x]
+    deps: tuple[tuple[Any, ...], ...]      # deps[t][x]: points of t-1, or None (not a task)
 
     @staticmethod
-    def make(pattern: str, width: int, steps: int) -> "Graph":
+    def make(pattern: str, width: int, steps: int, radix: int = 3) -> "Graph":
         fn = PATTERNS[pattern]
-        deps = tuple(tuple(fn(t, x, width) for x in range(width)) for t in range(steps))
-        if max(len(d) for row in deps for d in row) > MAX_INPUTS:
-            raise ValueError(f"{pattern}: more than {MAX_INPUTS} inputs; raise MAX_INPUTS")
+        deps = tuple(tuple(fn(t, x, width, radix) for x in range(width)) for t in range(steps))
         return Graph(pattern, width, steps, deps)
 
     @property
     def tasks(self) -> int:
-        return self.width * self.steps
+        return sum(d is not None for row in self.deps for d in row)
+
+    @property
+    def max_inputs(self) -> int:
+        return max(len(d) for row in self.deps for d in row if d is not None)
+
+    def points(self) -> list[tuple[int, int, tuple[int, ...]]]:
+        """(t, x, deps) of every task, timestep after timestep."""
+        return [(t, x, d) for t, row in enumerate(self.deps) for x, d in enumerate(row)
+                if d is not None]
 
     def expected_checksums(self) -> np.ndarray:
         out = np.zeros((self.steps, self.width))
-        for t, row in enumerate(self.deps):
-            for x, deps in enumerate(row):
-                out[t, x] = sum(checksum_of(t - 1, d) for d in deps)
+        for t, x, deps in self.points():
+            out[t, x] = sum(checksum_of(t - 1, d) for d in deps)
         return out
 
     def verify(self, records: np.ndarray, epoch: int, who: str) -> None:
         """Every task of run `epoch` ran once, in its place, and received exactly its
         dependencies' records."""
         steps, points = np.meshgrid(np.arange(self.steps), np.arange(self.width), indexing="ij")
-        bad = ((records[..., 0] != steps) | (records[..., 1] != points)
-               | (records[..., 2] != self.expected_checksums()) | (records[..., 4] != epoch))
+        active = np.array([[d is not None for d in row] for row in self.deps])
+        bad = active & ((records[..., 0] != steps) | (records[..., 1] != points)
+                        | (records[..., 2] != self.expected_checksums())
+                        | (records[..., 4] != epoch))
         if bad.any():
             t, x = map(int, np.argwhere(bad)[0])
             raise AssertionError(f"{who}: task ({t}, {x}) has record {records[t, x].tolist()}, "
@@ -150,16 +154,16 @@ def _signature(n: int) -> Any:
                        *[a for _ in range(n) for a in (f64p, i64)])
 
 
-def _compile_kernels() -> list[Any]:
-    out = []
-    for n in range(MAX_INPUTS + 1):
+_C_POINTS: dict[int, Any] = {}
+
+
+def c_point(n: int) -> Any:
+    """The compute_bound C function with n inputs (a numba cfunc, compiled on first use)."""
+    if n not in _C_POINTS:
         scope: dict[str, Any] = {}
         exec(_kernel_source(n), scope)                      # noqa: S102 - generated above
-        out.append(cfunc(_signature(n))(scope[f"point_{n}"]))
-    return out
-
-
-C_POINTS = _compile_kernels()
+        _C_POINTS[n] = cfunc(_signature(n))(scope[f"point_{n}"])
+    return _C_POINTS[n]
 
 
 def python_point(t: int, x: int, run: np.ndarray, out: np.ndarray, *inputs: np.ndarray) -> None:
@@ -181,15 +185,21 @@ def _l3c_kernel(n: int) -> Any:
            f"    python_point(t, x, run, out{''.join(', ' + i for i in ins)})\n")
     scope = {"l3c": l3c, "python_point": python_point, "__name__": __name__}
     exec(src, scope)                                        # noqa: S102 - generated above
-    return l3c.kernel(native=C_POINTS[n])(scope[f"point_{n}"])
+    return l3c.kernel(native=c_point(n))(scope[f"point_{n}"])
 
 
-L3C_POINTS = [_l3c_kernel(n) for n in range(MAX_INPUTS + 1)]
+_L3C_POINTS: dict[int, Any] = {}
+
+
+def l3c_point(n: int) -> Any:
+    if n not in _L3C_POINTS:
+        _L3C_POINTS[n] = _l3c_kernel(n)
+    return _L3C_POINTS[n]
 
 
 # ----------------------------------------------------------------------------------------- runners
 class L3C:
-    name, cores, start_iterations = "l3c", 2, 4096
+    name, cores, start_iterations, runs = "l3c", 2, 4096, 1
 
     def prepare(self, graph: Graph) -> None:
         chips, per_chip = self.cores, math.ceil(graph.width / self.cores)
@@ -197,15 +207,19 @@ class L3C:
         owner = [x // per_chip for x in range(graph.width)]
         # Within a timestep, a chip first runs the points another chip reads next: their outputs
         # are published early, so the other chip rarely waits for them.
-        exported = [{d for x, deps in enumerate(graph.deps[t + 1]) for d in deps
+        exported = [{d for x, deps in enumerate(graph.deps[t + 1]) for d in deps or ()
                      if owner[d] != owner[x]} if t + 1 < graph.steps else set()
                     for t in range(graph.steps)]
+
+        kernels = {n: l3c_point(n) for n in {len(d) for _, _, d in graph.points()}}
 
         def program(run, records):
             for t in range(graph.steps):
                 for x in sorted(range(graph.width), key=lambda x: (x not in exported[t], x)):
                     deps = graph.deps[t][x]
-                    L3C_POINTS[len(deps)].on(owner[x])(
+                    if deps is None:
+                        continue
+                    kernels[len(deps)].on(owner[x])(
                         t, x, run, records[t, x], *[records[t - 1, d] for d in deps])
             return ()
 
@@ -227,24 +241,39 @@ class L3COneChip(L3C):
     name, cores = "l3c_1chip", 1
 
 
+class L3CInFlight(L3C):
+    """The same schedule, `runs` runs submitted before waiting for the first: each run's
+    (iterations, epoch) is an ordinary array, captured at submit; the records stay shared, so the
+    runs take effect in submission order and each checks it read its own run's records."""
+    name, runs = "l3c_inflight", 4
+
+    def run(self, iterations: int, epoch: int) -> np.ndarray:
+        handles = [self.compiled.submit(np.array([iterations, e], np.int64), self.records)
+                   for e in range(epoch - self.runs + 1, epoch + 1)]
+        for h in handles:
+            h.result()
+        return self.records
+
+
 class StepLoop:
     """l3c's native step loop in this process, on a table of the same native calls in the l3c
     runner's order: what dispatching the schedule costs per task, without the pool (no workers, no
     run start or end)."""
-    name, cores, start_iterations = "steploop", 1, 4096
+    name, cores, start_iterations, runs = "steploop", 1, 4096, 1
 
     def prepare(self, graph: Graph) -> None:
         import ctypes
 
         from l3c.registry import NativeFunction
         from l3c.runtime import steploop
-        natives = [NativeFunction(c.address, f"point_{n}", c) for n, c in enumerate(C_POINTS)]
+        natives = {n: NativeFunction(c_point(n).address, f"point_{n}", c_point(n))
+                   for n in {len(d) for _, _, d in graph.points()}}
         self.params = np.zeros(2, np.int64)
         self.records = np.zeros((graph.steps, graph.width, RECORD))
         self.table = steploop.StepTable([
             (natives[len(deps)], (t, x, self.params, self.records[t, x],
                                   *[self.records[t - 1, d] for d in deps]), (), False, 0, 1, 0)
-            for t, row in enumerate(graph.deps) for x, deps in enumerate(row)])
+            for t, x, deps in graph.points()])
         self.words = (ctypes.c_uint32 * 32)()     # S_DONE, its waiters, the abort word
         self.context = (ctypes.c_int64 * 2)()
         self.out_k = ctypes.c_int64(0)
@@ -261,13 +290,13 @@ class StepLoop:
         pass
 
 
-def _serial_source() -> str:
+def _serial_source(max_inputs: int) -> str:
     lines = ["def serial(records, run, deps, counts):",
              "    for t in range(records.shape[0]):",
              "        for x in range(records.shape[1]):",
              "            n = counts[t, x]",
              "            status = 0"]
-    for n in range(MAX_INPUTS + 1):
+    for n in range(max_inputs + 1):
         args = "".join(f", records[t - 1, deps[t, x, {j}]].ctypes, {RECORD}" for j in range(n))
         lines += [f"            {'if' if n == 0 else 'elif'} n == {n}:",
                   f"                status = C{n}(t, x, run.ctypes, 2, records[t, x].ctypes, "
@@ -278,18 +307,17 @@ def _serial_source() -> str:
 
 
 class SerialNumba:
-    name, cores, start_iterations = "serial_numba", 1, 4096
+    name, cores, start_iterations, runs = "serial_numba", 1, 4096, 1
 
     def prepare(self, graph: Graph) -> None:
-        scope = {f"C{n}": C_POINTS[n] for n in range(MAX_INPUTS + 1)}
-        exec(_serial_source(), scope)                       # noqa: S102 - generated above
+        scope = {f"C{n}": c_point(n) for n in range(graph.max_inputs + 1)}
+        exec(_serial_source(graph.max_inputs), scope)       # noqa: S102 - generated above
         self.loop = njit(scope["serial"])
-        self.deps = np.zeros((graph.steps, graph.width, MAX_INPUTS), np.int64)
-        self.counts = np.zeros((graph.steps, graph.width), np.int64)
-        for t, row in enumerate(graph.deps):
-            for x, deps in enumerate(row):
-                self.counts[t, x] = len(deps)
-                self.deps[t, x, :len(deps)] = deps
+        self.deps = np.zeros((graph.steps, graph.width, max(1, graph.max_inputs)), np.int64)
+        self.counts = np.full((graph.steps, graph.width), -1, np.int64)   # -1: not a task
+        for t, x, deps in graph.points():
+            self.counts[t, x] = len(deps)
+            self.deps[t, x, :len(deps)] = deps
         self.records = np.zeros((graph.steps, graph.width, RECORD))
         self.params = np.zeros(2, np.int64)
         self.loop(self.records, self.params, self.deps, self.counts)      # compile
@@ -305,49 +333,10 @@ class SerialNumba:
         pass
 
 
-def dask_point(t: int, x: int, iterations: int, epoch: int, *inputs: np.ndarray) -> np.ndarray:
-    """One Dask task: the same C function, called through ctypes in the Dask worker."""
-    import ctypes
-    out = np.zeros(RECORD)
-    run = np.array([iterations, epoch], np.int64)
-    fn = C_POINTS[len(inputs)].ctypes
-    ptr = lambda a, ct: a.ctypes.data_as(ctypes.POINTER(ct))          # noqa: E731
-    args = [t, x, ptr(run, ctypes.c_int64), 2, ptr(out, ctypes.c_double), RECORD]
-    for rec in inputs:
-        args += [ptr(rec, ctypes.c_double), RECORD]
-    if fn(*args) != 0:
-        raise AssertionError(f"dask: task ({t}, {x}) saw an input of another timestep")
-    return out
+from taskbench_peers import GRAPH_SIZE, PEER_MODULES, PEERS  # noqa: E402
 
-
-class Dask:
-    name, cores, start_iterations = "dask", 2, 1 << 22
-
-    def prepare(self, graph: Graph) -> None:
-        from distributed import Client, LocalCluster
-        self.graph = graph
-        self.cluster = LocalCluster(n_workers=self.cores, threads_per_worker=1, processes=True,
-                                    dashboard_address=None, silence_logs=logging.CRITICAL)
-        self.client = Client(self.cluster)
-        import taskbench                                     # by reference: workers import it
-        self.point = taskbench.dask_point
-
-    def run(self, iterations: int, epoch: int) -> np.ndarray:
-        g, futures = self.graph, []
-        for t in range(g.steps):
-            futures.append([self.client.submit(self.point, t, x, iterations, epoch,
-                                               *[futures[t - 1][d] for d in g.deps[t][x]],
-                                               pure=False) for x in range(g.width)])
-        return np.array(self.client.gather(futures))
-
-    def close(self) -> None:
-        self.client.close()
-        self.cluster.close()
-
-
-RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_1chip": L3COneChip, "steploop": StepLoop,
-                           "serial_numba": SerialNumba, "dask": Dask}
-GRAPH_STEPS = {"dask": 10}                      # smaller graphs where a task costs milliseconds
+RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_inflight": L3CInFlight, "l3c_1chip": L3COneChip,
+                           "steploop": StepLoop, "serial_numba": SerialNumba, **PEERS}
 
 
 # -------------------------------------------------------------------------------------------- METG
@@ -358,8 +347,8 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
     best rate so far. At each iteration count the runners take turns, repeat after repeat, so that a
     change in the machine's load hits them alike. Every run's records are verified, and each runner
     runs once untimed first (Dask's workers import this module and compile its kernels then)."""
-    epoch = 1
-    for r in runners:
+    epoch = max(r.runs for r in runners)       # a runner of several runs per call takes epochs
+    for r in runners:                          # epoch - runs + 1 .. epoch
         graph_of[r.name].verify(r.run(1, epoch), epoch, r.name)
     points: dict[str, list[dict]] = {r.name: [] for r in runners}
     best = {r.name: 0.0 for r in runners}
@@ -373,7 +362,7 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
         samples: dict[str, list[float]] = {r.name: [] for r in active}
         last: dict[str, np.ndarray] = {}
         for _ in range(repeats):
-            epoch += 1
+            epoch += max(r.runs for r in active)
             for r in active:
                 t0 = time.perf_counter()
                 last[r.name] = r.run(it, epoch)
@@ -383,11 +372,12 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
         for r in active:
             graph = graph_of[r.name]
             wall = stat(samples[r.name])
-            rate = graph.tasks * it / (wall * r.cores)
+            tasks = graph.tasks * r.runs
+            rate = tasks * it / (wall * r.cores)
             best[r.name] = max(best[r.name], rate)
             below[r.name] = below[r.name] + 1 if rate < 0.25 * best[r.name] else 0
             points[r.name].append({"iterations": it, "seconds": wall, "rate": rate,
-                                   "granularity_us": wall * r.cores / graph.tasks * 1e6})
+                                   "granularity_us": wall * r.cores / tasks * 1e6})
             print(f"  {r.name:13} iterations {it:8d}  {wall * 1e3:9.3f} ms  granularity "
                   f"{points[r.name][-1]['granularity_us']:10.3f} us  rate {rate:.3g}/core-s",
                   flush=True)
@@ -410,72 +400,112 @@ def metg(points: list[dict], peak: float, threshold: float = 0.5) -> float | Non
     return None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    ap.add_argument("--pattern", default="stencil_1d", choices=sorted(PATTERNS))
-    ap.add_argument("--runners", nargs="+", default=["l3c", "serial_numba", "dask"],
-                    choices=list(RUNNERS))
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--stat", choices=("median", "min"), default="median",
-                    help="statistic of the repeats of one point (min: on a machine shared with "
-                    "other jobs)")
-    ap.add_argument("--json", default=os.path.join(HERE, "taskbench.json"))
-    opts = ap.parse_args()
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+def measure(pattern: str, names: list[str], opts: argparse.Namespace,
+            stat: Callable) -> dict[str, dict]:
+    """Every runner's sweep on one pattern (the peers in a phase of their own, after l3c and the
+    serial loop: their idle processes would share the cores with the others' runs)."""
+    sweeps = {}
+    for phase in ([n for n in names if n not in PEERS], [n for n in names if n in PEERS]):
+        for group in ([phase] if phase and phase[0] not in PEERS else [[n] for n in phase]):
+            runners = [RUNNERS[name]() for name in group]
+            graph_of = {}
+            for r in runners:
+                width, steps = GRAPH_SIZE.get(r.name, (None, None))
+                graph_of[r.name] = Graph.make(pattern, min(width or opts.width, opts.width),
+                                              min(steps or opts.steps, opts.steps), opts.radix)
+            try:
+                for r in runners:
+                    r.prepare(graph_of[r.name])
+                repeats = max(1, opts.repeats // 2) if group[0] in PEERS else opts.repeats
+                for name, points in sweep(runners, graph_of, repeats, stat).items():
+                    sweeps[name] = {"width": graph_of[name].width, "steps": graph_of[name].steps,
+                                    "tasks": graph_of[name].tasks, "cores": RUNNERS[name].cores,
+                                    "points": points}
+            except Exception as e:                  # noqa: BLE001 - report, keep measuring
+                if not group[0] in PEERS:
+                    raise
+                print(f"  {group[0]} failed on {pattern}: {type(e).__name__}: {e}", file=sys.stderr)
+                sweeps[group[0]] = {"error": f"{type(e).__name__}: {e}"}
+            finally:
+                for r in runners:
+                    try:
+                        r.close()
+                    except Exception:               # noqa: BLE001 - closing a failed peer
+                        pass
+    return sweeps
 
-    sweeps, skipped = {}, {}
-    stat = min if opts.stat == "min" else statistics.median
-    names = list(opts.runners)
-    if "dask" in names and importlib.util.find_spec("distributed") is None:
-        skipped["dask"] = "distributed not installed (pip install 'dask[distributed]')"
-        print(f"skipping dask: {skipped['dask']}", file=sys.stderr)
-        names.remove("dask")
-    # Dask alone, after the others: its idle processes would share the cores with their runs.
-    for phase in ([n for n in names if n != "dask"], [n for n in names if n == "dask"]):
-        if not phase:
-            continue
-        runners = [RUNNERS[name]() for name in phase]
-        graph_of = {r.name: Graph.make(opts.pattern, opts.width,
-                                       GRAPH_STEPS.get(r.name, opts.steps)) for r in runners}
-        try:
-            for r in runners:
-                r.prepare(graph_of[r.name])
-            repeats = max(1, opts.repeats // 2) if phase == ["dask"] else opts.repeats
-            for name, points in sweep(runners, graph_of, repeats, stat).items():
-                sweeps[name] = {"width": graph_of[name].width, "steps": graph_of[name].steps,
-                                "cores": RUNNERS[name].cores, "points": points}
-        finally:
-            for r in runners:
-                r.close()
-    peak = max(p["rate"] for s in sweeps.values() for p in s["points"])
-    print(f"\n{opts.pattern}, compute_bound; peak {peak:.3g} kernel iterations per core-second\n"
+
+def summarize(pattern: str, sweeps: dict[str, dict]) -> None:
+    ok = {n: s for n, s in sweeps.items() if "points" in s}
+    peak = max(p["rate"] for s in ok.values() for p in s["points"])
+    print(f"\n{pattern}, compute_bound; peak {peak:.3g} kernel iterations per core-second\n"
           "METG(50%) against that peak (Task Bench's definition), and against each runner's own best "
           "rate (on a machine shared with other jobs a runner may not get all its cores)")
     print(f"{'runner':14}{'width x steps':>15}{'cores':>7}{'best rate':>12}{'METG us':>12}"
           f"{'METG own us':>14}")
-    for name, s in sweeps.items():
+    for name, s in ok.items():
         s["best_rate"] = max(p["rate"] for p in s["points"])
         s["metg_us"] = metg(s["points"], peak)
         s["metg_own_us"] = metg(s["points"], s["best_rate"])
         shown = "".join(f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
                         for v, w in ((s["metg_us"], 12), (s["metg_own_us"], 14)))
         print(f"{name:14}{s['width']:>8} x {s['steps']:<5}{s['cores']:>7}{s['best_rate']:12.3g}{shown}")
-    ratios = {}
     for field in ("metg_us", "metg_own_us"):
-        for mine in ("l3c", "l3c_1chip", "steploop"):
-            for other in ("serial_numba", "dask"):
-                a, b = sweeps.get(mine, {}).get(field), sweeps.get(other, {}).get(field)
+        for mine in ("l3c", "l3c_inflight", "l3c_1chip", "steploop"):
+            for other in ("serial_numba", *PEERS):
+                a, b = ok.get(mine, {}).get(field), ok.get(other, {}).get(field)
                 if a and b:
-                    key = f"{field}: {mine}/{other}"
-                    ratios[key] = a / b
-                    print(f"{key} = {ratios[key]:.3g}")
+                    sweeps.setdefault("ratios", {})[f"{field}: {mine}/{other}"] = a / b
+                    print(f"{field}: {mine}/{other} = {a / b:.3g}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--patterns", nargs="+", default=["stencil_1d"],
+                    choices=sorted(PATTERNS) + ["all"])
+    ap.add_argument("--runners", nargs="+", default=["l3c", "l3c_inflight", "serial_numba", "dask",
+                                                      "ray", "ray_cg"], choices=list(RUNNERS))
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--radix", type=int, default=3, help="nearest, spread, random_nearest")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="width 8 x 20 steps, 3 repeats, sweeps "
+                    "from 2^14 iterations (peers from 2^21): minutes a pattern")
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="statistic of the repeats of one point (min: on a machine shared with "
+                    "other jobs)")
+    ap.add_argument("--json", default=os.path.join(HERE, "taskbench.json"))
+    opts = ap.parse_args()
+    if opts.quick:
+        opts.width, opts.steps, opts.repeats = min(opts.width, 8), min(opts.steps, 20), 3
+        for cls in RUNNERS.values():
+            cls.start_iterations = 1 << 21 if cls in PEERS.values() else 1 << 14
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    patterns = sorted(PATTERNS) if "all" in opts.patterns else opts.patterns
+    skipped = {}
+    names = list(opts.runners)
+    for name in [n for n in names if n in PEER_MODULES]:
+        if importlib.util.find_spec(PEER_MODULES[name]) is None:
+            skipped[name] = f"{PEER_MODULES[name]} not installed (pip install -e .[bench])"
+            print(f"skipping {name}: {skipped[name]}", file=sys.stderr)
+            names.remove(name)
+    results = {}
+    for pattern in patterns:
+        print(f"== {pattern}", flush=True)
+        results[pattern] = measure(pattern, names, opts, min if opts.stat == "min"
+                                   else statistics.median)
+        summarize(pattern, results[pattern])
+    print("\nMETG(50%) in us: against the pattern's peak / against the runner's own best rate")
+    print(f"{'pattern':22}" + "".join(f"{n:>20}" for n in names))
+    for pattern, sweeps in results.items():
+        cells = [" / ".join(f"{v:.3g}" if v else "-" for v in
+                            (sweeps.get(n, {}).get("metg_us"), sweeps.get(n, {}).get("metg_own_us")))
+                 for n in names]
+        print(f"{pattern:22}" + "".join(f"{c:>20}" for c in cells))
     with open(opts.json, "w") as f:
-        json.dump({"pattern": opts.pattern, "kernel": "compute_bound", "peak_rate": peak,
-                   "runners": sweeps, "ratios": ratios, "skipped": skipped,
-                   "cpus": os.cpu_count(), "repeats": opts.repeats, "stat": opts.stat},
-                  f, indent=1)
+        json.dump({"patterns": results, "kernel": "compute_bound", "skipped": skipped,
+                   "cpus": os.cpu_count(), "repeats": opts.repeats, "stat": opts.stat,
+                   "quick": opts.quick}, f, indent=1)
     print(f"wrote {opts.json}")
 
 

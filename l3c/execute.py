@@ -170,11 +170,42 @@ def _copy_arrays(tree: Any) -> Any:
     return tuple(out) if kind == "tuple" else out
 
 
+SMALL_STAGE = 1 << 16      # inputs up to this many bytes are copied without checking _is_view_of
+
+
 def _is_view_of(array: np.ndarray, staged: np.ndarray) -> bool:
     """Is `array` exactly the staging view (an input that already lives in the arena)? Then
-    staging it is a copy onto itself, skipped."""
+    staging it is a copy onto itself, skipped (for small inputs the check costs more than the
+    copy, which is harmless onto itself)."""
     return (array.__array_interface__["data"][0] == staged.__array_interface__["data"][0]
             and array.strides == staged.strides and array.dtype == staged.dtype)
+
+
+def _checked(program: Program, args: tuple, art: dict) -> list[np.ndarray | None]:
+    """`check_args`, answered by comparisons only when the call looks like the compiled signature
+    (the statics equal, each array of the right type, shape and dtype, at most one array so that
+    nothing can alias); anything else goes through `check_args` and its messages."""
+    expected = art.get("expected_args")
+    if expected is None:
+        expected = art["expected_args"] = [
+            (None, p.static) if p.tensor is None else
+            (tuple(program.tensors[p.tensor].shape), np.dtype(program.tensors[p.tensor].dtype))
+            for p in program.params]
+        art["one_array"] = sum(p.tensor is not None for p in program.params) <= 1
+    if art["one_array"] and len(args) == len(expected):
+        arrays: list[np.ndarray | None] = []
+        for a, (shape, want) in zip(args, expected):
+            if shape is None:
+                if type(a) is not type(want) or a != want:
+                    break
+                arrays.append(None)
+            elif type(a) is np.ndarray and a.shape == shape and a.dtype == want:
+                arrays.append(a)
+            else:
+                break
+        else:
+            return arrays
+    return check_args(program, args)
 
 
 def _arena_arrays(lowered: LoweredProgram, pool: Any, plan: Any) -> tuple[list, Any]:
@@ -215,7 +246,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     if program.config.hosts > 1:             # one rank per host: l3c/dist/run.py
         from .dist.run import run as run_on_hosts
         return run_on_hosts(compiled, *args, timeout=timeout)
-    arrays = check_args(program, args)
+    arrays = _checked(program, args, compiled.artifacts)
     lowered, disp = prepare(compiled)
     plan = lowered.plan
     for i in lowered.written_inputs:         # before any worker runs, not at write-back
@@ -234,8 +265,9 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         slot_map = pool.slot_map(plan)
         staging, results = _arena_arrays(lowered, pool, plan)
         for staged, array in zip(staging, arrays):
-            if staged is not None and not _is_view_of(array, staged):
-                staged[...] = array
+            if staged is not None and (staged.nbytes <= SMALL_STAGE
+                                       or not _is_view_of(array, staged)):
+                np.copyto(staged, array)
         ctrl, pids = pool.control_address, pool.pids_address
         out_slot = ctypes.c_int32(-1)
         if _stamps is not None:               # workers record every step: see layout.RUN_PROFILE

@@ -11,7 +11,10 @@ Semantics (what callers rely on):
 - At most `max_inflight` runs of one function are in flight: `submit` waits for a slot.
 
 How: one daemon thread per process takes submitted runs from a queue, in submission order, and
-runs each through the same path as a direct call. The pool runs one schedule at a time, so this
+runs each through the same path as a direct call. A thread waiting in `result()` without a timeout
+takes its turn at the queue instead of sleeping: it runs the queued runs itself, in the same order
+(whoever runs takes the next run under one lock), until its own run finished; so a batch of
+submitted runs costs no hand-over between threads per run. The pool runs one schedule at a time, so this
 order costs no overlap the pool could give today, and it is what makes the shared-array order hold
 across functions and threads. A direct call made while runs are queued goes through the queue too
 (`step(*args)` is `step.submit(*args).result()`), so it sees their effects. Several-host functions
@@ -20,7 +23,7 @@ a thread per rank could interleave them differently.
 """
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from typing import Any, Callable
@@ -52,6 +55,8 @@ class Run:
         """The run's results (as the direct call returns them); raises the run's error. With
         `timeout` seconds, raises `l3c.Timeout` if the run has not finished by then (the run goes
         on; call `result` again)."""
+        if timeout is None and not self._finished.is_set():
+            _SUBMITTER.help_until(self._finished)
         if not self._finished.wait(timeout):
             raise Timeout(f"run {self._description} did not finish within {timeout} s (it is "
                           "still in flight; call result() again to wait longer)")
@@ -101,7 +106,9 @@ class _Submitter:
     """The thread that runs submitted runs in submission order."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: collections.deque = collections.deque()
+        self._queued = threading.Semaphore(0)     # released once per put
+        self._turn = threading.Lock()              # held while taking a run and running it
         self._lock = threading.Lock()
         self._pending = 0               # queued or running
         self._thread: threading.Thread | None = None
@@ -116,16 +123,40 @@ class _Submitter:
                 self._thread = threading.Thread(target=self._loop, name="l3c-submitted-runs",
                                                 daemon=True)
                 self._thread.start()
-        self._queue.put(work)
+        self._queue.append(work)
+        self._queued.release()
+
+    def _run_next(self) -> bool:
+        """Run the next queued run in this thread (the caller holds `_turn`); False if none."""
+        try:
+            work = self._queue.popleft()
+        except IndexError:
+            return False
+        try:
+            work()
+        finally:
+            with self._lock:
+                self._pending -= 1
+        return True
 
     def _loop(self) -> None:
         while True:
-            work = self._queue.get()
-            try:
-                work()
-            finally:
-                with self._lock:
-                    self._pending -= 1
+            self._queued.acquire()
+            with self._turn:
+                self._run_next()
+
+    def help_until(self, finished: threading.Event) -> None:
+        """Run queued runs in this thread, in order, until `finished` is set or none is left (the
+        run is then running in another thread). Ctrl-C stops helping: the run in hand ends with
+        KeyboardInterrupt as its error, and it is raised here too."""
+        with self._turn:
+            while not finished.is_set():
+                work = self._queue[0] if self._queue else None
+                if work is None or not self._run_next():
+                    return
+                error = getattr(work, "error", lambda: None)()
+                if isinstance(error, KeyboardInterrupt):
+                    raise error
 
 
 _SUBMITTER = _Submitter()
@@ -193,6 +224,7 @@ def submit(compiled: Any, values: list[Any], limiter: Limiter,
         finally:
             limiter.release()
 
+    work.error = lambda: run._error           # type: ignore[attr-defined]
     _SUBMITTER.put(work)
     return run
 

@@ -28,7 +28,7 @@ from .inflight import Limiter
 from .errors import ConfigError, TraceError
 from .ir import Config, Program
 from .passes.deps import check_groups
-from .trace import BoundArg, bind_arguments, bound_aliases, trace
+from .trace import BoundArg, bind_arguments, bound_aliases, input_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
 
 
@@ -137,6 +137,10 @@ class Jitted:
         self.traces = 0                 # how many times the function was traced (tests, logs)
         self._cache: OrderedDict[CacheKey, _Entry] = OrderedDict()   # least recently used first
         self._last_key: CacheKey | None = None
+        # Calls all positional, of plain arrays and plain scalars: (shapes, dtypes, statics, how the
+        # arrays alias) -> its CacheKey, so such a call binds nothing (see `_fast_key`).
+        self._fast: dict[tuple, CacheKey] = {}
+        self._defaults: dict[str, Any] | None = None
         self._lock = threading.RLock()
         functools.update_wrapper(self, fn)
 
@@ -238,17 +242,62 @@ class Jitted:
 
     def lower(self, *args: Any, **kwargs: Any) -> Compiled:
         """Trace (if needed) and run the passes; nothing is executed."""
+        return self._lower_bound(args, kwargs)[0]
+
+    def _lower_bound(self, args: tuple, kwargs: dict) -> tuple[Compiled, list[Any]]:
+        """`lower`, and the call's arguments bound in parameter order (one bind per call)."""
+        fast = self._fast_key(args, kwargs)
+        if fast is not None:
+            key = self._fast.get(fast)
+            if key is not None:
+                with self._lock:        # an evicted signature misses here and is traced again
+                    entry = self._cache.get(key)
+                    if entry is not None and entry.compiled is not None:
+                        self._cache.move_to_end(key)
+                        self._last_key = key
+                        return entry.compiled, list(args)
         try:
-            entry, _ = self._entry(args, kwargs)
+            entry, bound = self._entry(args, kwargs)
         except TraceError as exc:
             raise exc.with_traceback(user_traceback(exc.__traceback__)) from None
         with self._lock:
             if entry.compiled is None:
-                defaults = {p.name: p.default for p in inspect.signature(self.fn).parameters.values()
-                            if p.default is not inspect.Parameter.empty}
+                if self._defaults is None:
+                    self._defaults = {p.name: p.default
+                                      for p in inspect.signature(self.fn).parameters.values()
+                                      if p.default is not inspect.Parameter.empty}
                 entry.compiled = Compiled(self._run_passes(entry.program), timeout=self.timeout,
-                                          defaults=defaults, max_inflight=self.max_inflight)
-            return entry.compiled
+                                          defaults=self._defaults, max_inflight=self.max_inflight)
+            if fast is not None and len(bound) == len(args):
+                if len(self._fast) >= 4 * self.cache_size:     # keys of evicted signatures
+                    self._fast.clear()
+                self._fast[fast] = self._last_key
+            return entry.compiled, [b.value for b in bound]
+
+    def _fast_key(self, args: tuple, kwargs: dict) -> tuple | None:
+        """A cheap stand-in for the cache key when every argument is given by position and is a
+        plain numpy array of a numeric dtype or a plain Python scalar and no static is named; None
+        otherwise (the call then binds fully). Two calls with the same fast key have the same
+        `CacheKey`: shapes, dtypes, static types and values, and array aliasing are all in it."""
+        if kwargs or self.static_argnames or self.hosts > 1:
+            return None
+        parts: list[Any] = []
+        arrays = 0
+        for a in args:
+            t = type(a)
+            if t is np.ndarray:
+                parts.append((a.shape, a.dtype.str))
+                arrays += 1
+            elif t in (int, float, bool, complex, str) and a == a:     # NaN != NaN: not cached
+                parts.append((t, a))
+            else:
+                return None
+        if arrays > 1:
+            aliases, overlap = input_aliases(args)
+            if overlap is not None:
+                return None
+            parts.append(aliases)
+        return tuple(parts)
 
     def _run_passes(self, traced: Program, until: str | None = None) -> Program:
         from .passes import copy_program, run_passes
@@ -261,8 +310,7 @@ class Jitted:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with _on_every_host(self):
-            compiled = self.lower(*args, **kwargs)
-            values = [b.value for b in self._bind(args, kwargs)]
+            compiled, values = self._lower_bound(args, kwargs)
         if inflight.busy():             # queue behind the runs in flight: see their effects
             return inflight.call_queued(compiled, values, self.limiter)
         return compiled._run_now(values)
@@ -272,8 +320,7 @@ class Jitted:
         `step.submit(*args).result()`. Tracing errors are raised by the run's `result()`."""
         try:
             with _on_every_host(self):
-                compiled = self.lower(*args, **kwargs)
-                values = [b.value for b in self._bind(args, kwargs)]
+                compiled, values = self._lower_bound(args, kwargs)
         except Exception as exc:        # noqa: BLE001 - raised by the run's result()
             return inflight.failed(exc, self.fn.__name__)
         return inflight.submit(compiled, values, self.limiter)
