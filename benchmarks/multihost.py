@@ -416,7 +416,7 @@ def part_planning() -> None:
               f"memory plan {r['memory_s']:.2f} s)  makespan {r['makespan']:.0f}  "
               f"critical path {r['critical_path']:.0f}  cross-host edges {r['cross_host_edges']}")
     print(f"  estimated speed-up of 64 hosts over one host: {one['makespan'] / many['makespan']:.1f}x")
-    from l3c.dist.split import split
+    from l3c.codegen.hosts import split
     t = time.perf_counter()
     d = split(many["program"])
     print(f"  split into 64 host plans: {time.perf_counter() - t:.2f} s, {d.stats['transfers']} "

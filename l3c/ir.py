@@ -209,6 +209,22 @@ class MemoryReport:
                 f"naive {self.naive_bytes} B)")
 
 
+def result_refs(tree: "ResultTree") -> list[ResultRef]:
+    """Every `ResultRef` of a result tree, in order (the one walker of its structure)."""
+    out: list[ResultRef] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if isinstance(node, ResultRef):
+            out.append(node)
+            continue
+        kind, items = node
+        stack.extend(reversed([item[1] for item in items] if kind == "dict" else list(items)))
+    return out
+
+
 @dataclass
 class CostModel:
     """What the schedule estimates run time with, in one unit (docs/passes.md, "Costs").
@@ -291,6 +307,17 @@ class Program:
             return 0
         per_host = self.config.chips if task.worker == "chip" else self.config.sub_workers
         return task.chip // max(1, per_host)
+
+    def slot_of(self, task: Task) -> int:
+        """A placed task's worker slot on its own host: chips 0..C-1, then sub workers C..C+S-1
+        (global chip g is local chip g % C, global sub worker s local slot C + s % S)."""
+        if task.chip is None or task.queue_pos is None:
+            raise ValueError(f"task {task.id} ({task.short_kernel} at {task.loc}) is not placed: "
+                             "run the schedule pass before lowering")
+        cfg = self.config
+        if task.worker == "chip":
+            return task.chip % cfg.chips
+        return cfg.chips + task.chip % max(1, cfg.sub_workers)
 
     def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps") -> None:
         """Record that task v waits for task u because of `kind` on `tensor` (u < v)."""

@@ -255,7 +255,7 @@ def _simulate(compiled, args, late: bool):
     from l3c.runtime import context
     from l3c.runtime.arena import array_in
     from l3c.runtime.plan import View
-    from l3c.dist.split import split
+    from l3c.codegen.hosts import split
 
     d = split(compiled.program)
     low = d.parts[0].lowered
@@ -356,7 +356,7 @@ def test_split_sends_no_messages_for_orderings_without_data():
     hosts), three rounds, then a reduction reads every block. Each host has its own arena, so the WARs
     need no message (the old split sent a token for each); only data moves."""
     import l3c
-    from l3c.dist.split import split
+    from l3c.codegen.hosts import split
     from l3c.ir import Config
     from l3c.passes import run_passes
     from l3c.trace import bind_arguments, trace

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import launcher
-from .split import Piece, Transfer
+from ..runtime.hostplan import Piece, Transfer
 
 
 def bytes_spec(a: np.ndarray) -> Any:

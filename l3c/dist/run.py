@@ -42,7 +42,8 @@ from ..runtime.pool import get_pool
 from . import calls, launcher, peers, poll
 from .errors import HostLost, error_info, on_host, slot_name
 from .buffers import Buffers, HostBuffers, bytes_spec
-from .split import DistPlan, Transfer, split
+from ..codegen.hosts import split
+from ..runtime.hostplan import DistPlan, Transfer
 
 HEARTBEAT = 0.25            # s between "alive" messages to every other rank while a run waits
 SPIN_S = float(os.environ.get("L3C_DIST_SPIN", "0.01"))
