@@ -89,7 +89,7 @@ def _enc_dist(dist: Any) -> dict:
 
 
 def enc_hosts(compiled: Any) -> dict:
-    from .dist.run import prepare
+    from .execute.hosts import prepare
     return _enc_dist(prepare(compiled)[0])
 
 

@@ -5,7 +5,7 @@ results into the clearly named fields below (never into ad-hoc attributes); code
 the placed program. This module imports no other part of l3c. `docs/ir.md` documents the schema.
 
 Graph: `program.graph` is a `networkx.DiGraph` whose nodes are task ids `0..n-1` in program order.
-Each node carries the SPEC's attributes `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
+Each node carries the public attributes (docs/ir.md) `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
 `Task` record by `Program.sync_node_attrs`) and `task`, the `Task` record itself. An edge u -> v means
 v waits for u; its attributes are `kinds` (a set drawn from {"RAW", "WAR", "WAW"}), `tensors` (set of
 tensor ids that caused it) and `added_by` ("deps" for a data dependency, "memory" for an ordering edge
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 import networkx as nx
+import numpy as np
 
 Mode = Literal["In", "Out", "InOut"]
 WorkerKind = Literal["chip", "sub"]
@@ -195,7 +196,7 @@ class Param:
 
 @dataclass
 class MemoryReport:
-    """What the memory plan uses (SPEC: `compiled.memory`). Bytes of intermediates only."""
+    """What the memory plan uses (`compiled.memory`, docs/passes.md). Bytes of intermediates only."""
 
     arena_bytes: int = 0           # bytes the plan's intermediate area spans
     lower_bound_bytes: int = 0     # largest total of intermediates live at one point of program order
@@ -293,7 +294,7 @@ class Program:
         self.sync_node_attrs(task.id)
 
     def sync_node_attrs(self, task_id: int | None = None) -> None:
-        """Mirror the SPEC's node attributes from the Task records (call after changing a Task)."""
+        """Mirror the public node attributes from the Task records (call after changing a Task)."""
         ids = self.graph.nodes if task_id is None else (task_id,)
         for n in ids:
             t: Task = self.graph.nodes[n]["task"]
@@ -327,3 +328,43 @@ class Program:
             data["tensors"].add(tensor)
         else:
             self.graph.add_edge(u, v, kinds={kind}, tensors={tensor}, added_by=added_by)
+
+
+# ---- how a call's arrays map to the program's input tensors (tracing and every run) ----------
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def input_aliases(values: "list[Any] | tuple[Any, ...]") -> tuple[tuple[int, ...], tuple[int, int] | None]:
+    """How array arguments alias each other: for each argument, the index of the first argument that
+    is the same view of the same memory (its own index if none; -1 for non-arrays), and the first pair
+    of arrays that overlap without being the same view (None if there is none).
+
+    The same array passed twice is one tensor of the trace, so kernels that write through one name
+    are seen through the other, as with plain numpy. Partial overlaps cannot be expressed as one
+    tensor and are refused by the callers."""
+    aliases: list[int] = []
+    arrays = [(i, v) for i, v in enumerate(values) if isinstance(v, np.ndarray)]
+    first_of = {}
+    for i, v in enumerate(values):
+        if not isinstance(v, np.ndarray):
+            aliases.append(-1)
+            continue
+        aliases.append(i)
+        for j, w in arrays:
+            if j >= i:
+                break
+            if not np.may_share_memory(v, w):
+                continue
+            if _same_view(v, w):
+                aliases[i] = first_of.get(j, j)
+                break
+            try:
+                overlap = np.shares_memory(v, w, max_work=10_000)
+            except np.exceptions.TooHardError:
+                overlap = True
+            if overlap:
+                return tuple(aliases), (j, i)
+        first_of[i] = aliases[i]
+    return tuple(aliases), None

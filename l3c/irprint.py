@@ -31,7 +31,7 @@ from .ir import Access, Program, Region, ResultRef, ScalarArg, Task
 FORMATS = ("text", "json", "dot")
 
 
-def dump(program: Program, format: str = "text") -> str:  # noqa: A002 - SPEC's name
+def dump(program: Program, format: str = "text") -> str:  # noqa: A002 - the public name (docs/cli.md)
     """The program in `format` ("text", "json" or "dot")."""
     if format == "text":
         return to_text(program)

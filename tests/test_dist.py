@@ -250,7 +250,7 @@ def _simulate(compiled, args, late: bool):
     earliest moment (right after the producer) or its latest (the source is read right before the
     first task that waits for the send or the landing, the destination written right before the
     first task that waits for the landing)."""
-    from l3c.execute import _copy_arrays, _result_arrays
+    from l3c.execute.staging import copy_arrays as _copy_arrays, result_arrays as _result_arrays
     from l3c.registry import resolve
     from l3c.runtime import context
     from l3c.runtime.arena import array_in

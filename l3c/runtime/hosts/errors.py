@@ -1,7 +1,7 @@
 """Errors of multi-host runs. All subclass `l3c.L3CError`; each names the host and the task involved."""
 from __future__ import annotations
 
-from ..errors import L3CError
+from ...errors import L3CError
 
 
 class HostFailed(L3CError):
@@ -22,7 +22,7 @@ class HostLost(HostFailed):
 
 def error_info(exc: BaseException, host: int) -> dict:
     """What a rank tells the others about its failure (a picklable dict)."""
-    from ..errors import KernelError
+    from ...errors import KernelError
     info = {"host": host, "kind": type(exc).__name__, "message": str(exc).split("\n\n")[0],
             "task": -1, "kernel": "", "loc": "", "traceback": ""}
     if isinstance(exc, KernelError):
@@ -38,7 +38,7 @@ def remote_error(info: dict, here: int) -> L3CError:
     """The exception a rank raises when another rank reports `info` about its failure: a
     `KernelError` like the origin's when a kernel raised there, else `HostFailed` (`HostLost` when
     the reporter lost a host) naming the failing host."""
-    from ..errors import KernelError
+    from ...errors import KernelError
     host = info["host"]
     if info["kind"] in ("HostFailed", "HostLost") and info.get("origin") is not None:
         host = info["origin"]
@@ -68,7 +68,7 @@ def on_host(exc: BaseException, host: int, chips: int, sub_workers: int,
             slot: int | None = None) -> BaseException:
     """A local pool's error as this host reports it: chips and sub workers by their global ids
     (the pool numbers its own from 0; `slot`: the pool slot that failed) and `exc.host` set."""
-    from ..errors import KernelError, Timeout, WorkerCrashed
+    from ...errors import KernelError, Timeout, WorkerCrashed
 
     def name(slot: int) -> str:
         return slot_name(slot, host, chips, sub_workers)
