@@ -260,6 +260,25 @@ class Config:
     hosts: int = 1
     fuse_groups: bool = True
 
+    # Chips and sub workers are numbered globally, host by host: global chip g is local chip
+    # g % chips on host g // chips (sub worker s likewise by sub_workers); a host's worker slots are
+    # its chips 0..C-1, then its sub workers C..C+S-1 (`l3c.runtime.context.global_worker` goes back).
+    def units(self, worker: str) -> int:
+        """How many chips (worker "chip") or sub workers there are over all hosts."""
+        return (self.chips if worker == "chip" else self.sub_workers) * self.hosts
+
+    def host_of_unit(self, worker: str, unit: int) -> int:
+        """The host of global chip (worker "chip") or sub worker `unit`."""
+        if self.hosts == 1:
+            return 0
+        return unit // max(1, self.chips if worker == "chip" else self.sub_workers)
+
+    def slot_of_unit(self, worker: str, unit: int) -> int:
+        """The local worker slot of global chip or sub worker `unit` on its host."""
+        if worker == "chip":
+            return unit % self.chips
+        return self.chips + unit % max(1, self.sub_workers)
+
 
 @dataclass
 class Program:
@@ -304,10 +323,9 @@ class Program:
     def host_of(self, task: Task) -> int:
         """The host a placed task runs on: chips and sub workers are numbered globally, host by host
         (chip g is on host g // chips, sub worker s on host s // sub_workers). 0 before placement."""
-        if task.chip is None or self.config.hosts == 1:
+        if task.chip is None:
             return 0
-        per_host = self.config.chips if task.worker == "chip" else self.config.sub_workers
-        return task.chip // max(1, per_host)
+        return self.config.host_of_unit(task.worker, task.chip)
 
     def slot_of(self, task: Task) -> int:
         """A placed task's worker slot on its own host: chips 0..C-1, then sub workers C..C+S-1
@@ -315,10 +333,7 @@ class Program:
         if task.chip is None or task.queue_pos is None:
             raise ValueError(f"task {task.id} ({task.short_kernel} at {task.loc}) is not placed: "
                              "run the schedule pass before lowering")
-        cfg = self.config
-        if task.worker == "chip":
-            return task.chip % cfg.chips
-        return cfg.chips + task.chip % max(1, cfg.sub_workers)
+        return self.config.slot_of_unit(task.worker, task.chip)
 
     def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps") -> None:
         """Record that task v waits for task u because of `kind` on `tensor` (u < v)."""

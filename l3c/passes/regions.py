@@ -45,13 +45,17 @@ def elements(region: Region) -> np.ndarray:
         if idx.size > 1 and not (idx[1:] > idx[:-1]).all():   # reversed, transposed, overlapping
             idx = np.unique(idx)
         idx.flags.writeable = False
-        if len(_ELEMENTS) > 100_000:
+        if len(_ELEMENTS) > 100_000 or _CACHED[0] + idx.size > CACHE_ELEMENTS:
             _ELEMENTS.clear()
+            _CACHED[0] = 0
         found = _ELEMENTS[region] = idx
+        _CACHED[0] += idx.size
     return found
 
 
+CACHE_ELEMENTS = 1 << 24                  # cached indices at most (8 bytes each)
 _ELEMENTS: dict[Region, np.ndarray] = {}
+_CACHED = [0]
 
 
 def byte_span(base: int, itemsize: int, region: Region) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ...errors import L3CError
+from ..context import global_worker
 
 
 class HostFailed(L3CError):
@@ -59,9 +60,8 @@ def remote_error(info: dict, here: int) -> L3CError:
 
 def slot_name(slot: int, host: int, chips: int, sub_workers: int) -> str:
     """A host's pool slot by its global id: "chip 5" (host * chips + slot), "sub worker 1"."""
-    if slot < chips:
-        return f"chip {host * chips + slot}"
-    return f"sub worker {host * sub_workers + slot - chips}"
+    kind, glob = global_worker(slot, host, chips, sub_workers)
+    return f"chip {glob}" if kind == "chip" else f"sub worker {glob}"
 
 
 def on_host(exc: BaseException, host: int, chips: int, sub_workers: int,
@@ -83,7 +83,7 @@ def on_host(exc: BaseException, host: int, chips: int, sub_workers: int,
     elif isinstance(exc, WorkerCrashed):
         how = str(exc).split(" died during a run ", 1)[-1]
         slot = exc.worker
-        glob = host * chips + slot if slot < chips else host * sub_workers + slot - chips
+        glob = global_worker(slot, host, chips, sub_workers)[1]
         new = WorkerCrashed(f"{name(slot)} on host {host} died during a run {how}",
                             worker=glob, signal=exc.signal, exitcode=exc.exitcode)
     elif isinstance(exc, Timeout):
