@@ -210,19 +210,57 @@ class MemoryReport:
                 f"naive {self.naive_bytes} B)")
 
 
-def result_refs(tree: "ResultTree") -> list[ResultRef]:
-    """Every `ResultRef` of a result tree, in order (the one walker of its structure)."""
-    out: list[ResultRef] = []
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if node is None:
-            continue
-        if isinstance(node, ResultRef):
-            out.append(node)
-            continue
-        kind, items = node
-        stack.extend(reversed([item[1] for item in items] if kind == "dict" else list(items)))
+def flat_indices(offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """Sorted distinct flat indices of the base tensor that a strided view (in elements) touches:
+    the one enumeration of a view's elements (`l3c.passes.regions.elements` caches it per region)."""
+    idx = np.array(offset, dtype=np.int64)
+    for n, st in zip(shape, strides):
+        idx = idx[..., None] + np.arange(n, dtype=np.int64) * st
+    idx = idx.ravel()
+    if idx.size > 1 and not (idx[1:] > idx[:-1]).all():   # reversed, transposed, overlapping
+        idx = np.unique(idx)
+    return idx
+
+
+# ---- walking a result tree: None, a leaf, or ("tuple" | "list", [tree]) / ("dict", [(key, tree)]).
+# The leaves are `ResultRef`s in the IR, arena views in a plan, arrays at run time; these three
+# functions are the only code that knows the tree's shape.
+RESULT_KINDS = ("tuple", "list", "dict")
+
+
+def _is_node(tree: Any) -> bool:
+    return isinstance(tree, tuple) and len(tree) == 2 and tree[0] in RESULT_KINDS
+
+
+def map_results(tree: Any, leaf: Any) -> Any:
+    """The same tree with every leaf replaced by `leaf(it)` (None stays None)."""
+    if tree is None:
+        return None
+    if not _is_node(tree):
+        return leaf(tree)
+    kind, items = tree
+    if kind == "dict":
+        return (kind, [(key, map_results(sub, leaf)) for key, sub in items])
+    return (kind, [map_results(sub, leaf) for sub in items])
+
+
+def build_results(tree: Any, leaf: Any) -> Any:
+    """The Python value a tree stands for: tuples, lists and dicts around `leaf(it)` of each leaf."""
+    if tree is None:
+        return None
+    if not _is_node(tree):
+        return leaf(tree)
+    kind, items = tree
+    if kind == "dict":
+        return {key: build_results(sub, leaf) for key, sub in items}
+    out = [build_results(sub, leaf) for sub in items]
+    return tuple(out) if kind == "tuple" else out
+
+
+def result_refs(tree: Any) -> list[Any]:
+    """Every leaf of a result tree (its `ResultRef`s in the IR), in order."""
+    out: list[Any] = []
+    map_results(tree, out.append)
     return out
 
 

@@ -341,6 +341,12 @@ def test_split_plans_equal_numpy_with_early_and_late_landings(hosts, chips, sub)
             for host, out in enumerate(outs):
                 for i, (a, b) in enumerate(zip(out, expected)):
                     assert np.allclose(a, b), f"seed {seed} host {host} result {i} late={late}"
+        # the dump lists, without lowering, exactly the transfers the host plans carry
+        from l3c.irprint import transfers
+        listed = [(m.id, m.producer, m.src, m.dst, m.order, tuple(sorted(m.consumers)), m.nbytes,
+                   [(p.tensor, p.count) for p in m.pieces]) for m in transfers(program)]
+        assert listed == [(t.id, t.producer, t.src, t.dst, t.order, t.consumers, t.nbytes,
+                           [(p.tensor, p.count) for p in t.pieces]) for t in d.transfers]
         moved += d.stats["transfers"]
         sent_items += d.stats["sent_items"]
         gated += d.stats["gated"]

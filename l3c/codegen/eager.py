@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import L3CError
-from ..ir import Access, Program, Region, ResultRef
+from ..ir import Access, Program, Region, build_results
 from ..passes.memory import ALIGNMENT, aligned
 from ..passes.regions import byte_span
 from ..runtime.eager import Call
@@ -56,15 +55,5 @@ def to_calls(program: Program, offsets: dict[int, int]) -> list[Call]:
 
 
 def results(tree: Any, read) -> Any:
-    if tree is None:
-        return None
-    if isinstance(tree, ResultRef):
-        return read(tree)
-    kind, items = tree
-    if kind == "tuple":
-        return tuple(results(x, read) for x in items)
-    if kind == "list":
-        return [results(x, read) for x in items]
-    if kind == "dict":
-        return {k: results(x, read) for k, x in items}
-    raise L3CError(f"unknown result structure {kind!r}")
+    """The results as Python values, each `ResultRef` read by `read`."""
+    return build_results(tree, read)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo
+from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo, map_results
 from ..passes.memory import tensor_bases
 from ..runtime.plan import Plan, Step, View
 
@@ -135,15 +135,9 @@ def _compute_waits(program: Program, slots: int, slot: dict[int, int],
 
 
 def _views_tree(tree: Any, program: Program, bases: dict[int, int]) -> ViewTree:
-    if isinstance(tree, ResultRef):
-        info = program.tensors[tree.tensor]
-        return region_view(bases[tree.tensor], info, tree.region, tree.dtype)
-    if tree is None:
-        return None
-    kind, items = tree
-    if kind == "dict":
-        return ("dict", [(key, _views_tree(sub, program, bases)) for key, sub in items])
-    return (kind, [_views_tree(sub, program, bases) for sub in items])
+    def view(ref: ResultRef) -> View:
+        return region_view(bases[ref.tensor], program.tensors[ref.tensor], ref.region, ref.dtype)
+    return map_results(tree, view)
 
 
 def lower(program: Program, host: int | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

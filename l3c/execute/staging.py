@@ -9,31 +9,21 @@ import numpy as np
 
 from ..codegen.lower import LoweredProgram
 from ..errors import Timeout
+from ..ir import build_results, map_results
 
 
 def result_arrays(tree: Any, pool: Any) -> Any:
     """The results tree with each View replaced by its arena array (built once per installation)."""
-    if tree is None:
-        return None
-    if not isinstance(tree, tuple) or tree[0] not in ("tuple", "list", "dict"):
-        return pool.array(tree)
-    kind, items = tree
-    if kind == "dict":
-        return (kind, [(key, result_arrays(sub, pool)) for key, sub in items])
-    return (kind, [result_arrays(sub, pool) for sub in items])
+    return map_results(tree, pool.array)
+
+
+def _fresh(array: np.ndarray) -> np.ndarray:
+    return np.array(array, copy=True, order="C")
 
 
 def copy_arrays(tree: Any) -> Any:
     """Fresh arrays (and the tuple/list/dict around them) from a `result_arrays` tree."""
-    if tree is None:
-        return None
-    if isinstance(tree, np.ndarray):
-        return np.array(tree, copy=True, order="C")
-    kind, items = tree
-    if kind == "dict":
-        return {key: copy_arrays(sub) for key, sub in items}
-    out = [copy_arrays(sub) for sub in items]
-    return tuple(out) if kind == "tuple" else out
+    return build_results(tree, _fresh)
 
 
 SMALL_STAGE = 1 << 16      # inputs up to this many bytes are copied without checking is_view_of

@@ -13,7 +13,7 @@ from math import gcd
 
 import numpy as np
 
-from ..ir import Region
+from ..ir import Region, flat_indices
 
 # Regions up to this many elements each are compared element by element when they have no box.
 EXACT_ENUMERATION_LIMIT = 1 << 16
@@ -38,12 +38,7 @@ def elements(region: Region) -> np.ndarray:
     recur across tasks; the array is read-only)."""
     found = _ELEMENTS.get(region)
     if found is None:
-        idx = np.array(region.offset, dtype=np.int64)
-        for n, st in zip(region.shape, region.strides):
-            idx = idx[..., None] + np.arange(n, dtype=np.int64) * st
-        idx = idx.ravel()
-        if idx.size > 1 and not (idx[1:] > idx[:-1]).all():   # reversed, transposed, overlapping
-            idx = np.unique(idx)
+        idx = flat_indices(region.offset, region.shape, region.strides)
         idx.flags.writeable = False
         if len(_ELEMENTS) > 100_000 or _CACHED[0] + idx.size > CACHE_ELEMENTS:
             _ELEMENTS.clear()

@@ -32,11 +32,13 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ...errors import Timeout
 from .. import layout, stamps, sync
 from . import launcher, peers, poll
+from ..hostplan import Transfer
 from .buffers import bytes_spec
 from .errors import HostLost, on_host
 from .state import TIMEOUT_GRACE, RunState
@@ -64,6 +66,29 @@ CTL_TAG = peers.CTL_TAG
 PROBE: list | None = None
 
 
+@dataclass(slots=True)
+class Landing:
+    """One item of the host's landing sequence: an inbound transfer ("recv": its `Irecv`s once
+    posted, and the scatters after it arrived) or a sent item ("sent": counted once its `Isend`s
+    completed)."""
+
+    kind: str
+    tr: Transfer
+    reqs: list | None = None
+    scatters: list | None = None
+
+
+@dataclass(slots=True)
+class SendHead:
+    """The sends one producer slot makes, by completion count: `items[next]` is polled next;
+    `posted` holds its requests when the native poll already posted it."""
+
+    word: int
+    items: list
+    next: int = 0
+    posted: list | None = None
+
+
 class HostRun(RunState):
     """One run on this host: the parent's loop over transfers, then the final broadcasts."""
 
@@ -88,17 +113,18 @@ class HostRun(RunState):
         MPI, disp, pool, plan = self.MPI, self.disp, self.pool, self.plan
         testall, load, yield_ = MPI.Request.Testall, sync.load_u32, os.sched_yield
         monotonic, probe = time.monotonic, PROBE
-        # the landing sequence: [kind, transfer, requests or None, scatters]; an inbound transfer's
-        # Irecvs are posted before the run unless gated (its bytes are still in use here)
-        seq = []
+        # the landing sequence; an inbound transfer's Irecvs are posted before the run unless
+        # gated (its bytes are still in use here)
+        seq: list[Landing] = []
         for kind, tr in self.part.sequence:
-            reqs = scatters = None
+            item = Landing(kind, tr)
             if kind == "recv":
-                scatters = [(buf, how) for _, buf, how in self.bufs.inbound[tr.id] if how is not None]
+                item.scatters = [(buf, how) for _, buf, how in self.bufs.inbound[tr.id]
+                                 if how is not None]
                 if not tr.gate_slots and not tr.gate_order:
-                    reqs = self.post_receive(tr)
-            seq.append([kind, tr, reqs, scatters])
-        gated = [item for item in seq if item[0] == "recv" and item[2] is None]
+                    item.reqs = self.post_receive(tr)
+            seq.append(item)
+        gated = [item for item in seq if item.kind == "recv" and item.reqs is None]
         sent_reqs: dict[int, list] = {}
         n_seq = len(seq)
         sync.store_u32(self.landing_word, 0)
@@ -111,12 +137,9 @@ class HostRun(RunState):
         # The native wait gets no deadline: past the timeout, this loop decides whether this host
         # hangs (a step of its own runs) or only waits for another host, which is then blamed.
         deadline_ns = 0
-        # pending sends per producer slot, by completion count: only each slot's head is polled;
-        # [word, items, next item, its requests when the native poll already posted it]
-        heads: list[list] = []
-        for word, items in self.bufs.outbound.items():
-            heads.append([word, items, 0, None])
-        n_sends_left = sum(len(head[1]) for head in heads)
+        # pending sends per producer slot, by completion count: only each slot's head is polled
+        heads = [SendHead(word, items) for word, items in self.bufs.outbound.items()]
+        n_sends_left = sum(len(head.items) for head in heads)
         inflight: list = []
         landed = 0
         local_done = not any(plan.queues)
@@ -140,13 +163,13 @@ class HostRun(RunState):
             progressed = False
             if n_sends_left:
                 for head in heads:
-                    word, items, i, posted = head
+                    word, items, i, posted = head.word, head.items, head.next, head.posted
                     if i < len(items) and load(word) >= items[i][0]:
                         done = load(word)
                         while i < len(items) and done >= items[i][0]:
                             tr, specs = items[i][1], items[i][2]
                             if posted is not None:      # the native poll sent it already
-                                reqs, posted, head[3] = posted, None, None
+                                reqs, posted, head.posted = posted, None, None
                                 if probe is not None:
                                     probe.append(("native", tr.id))
                                     probe.append(("seen", watch.mpi.noticed))
@@ -163,25 +186,26 @@ class HostRun(RunState):
                                 inflight.extend(reqs)
                             i += 1
                             n_sends_left -= 1
-                        head[2] = i
+                        head.next = i
                         progressed = True
             if gated:
                 still = []
                 for item in gated:
-                    tr = item[1]
+                    tr = item.tr
                     if landed >= tr.gate_order and all(
                             load(self.done_word(sl)) >= c for sl, c in tr.gate_slots):
-                        item[2] = self.post_receive(tr)
+                        item.reqs = self.post_receive(tr)
                         progressed = True       # (not a nap: its message may be on its way)
                     else:
                         still.append(item)
                 gated = still
             while landed < n_seq:
-                kind, tr, reqs, scatters = seq[landed]
+                item = seq[landed]
+                kind, tr, reqs = item.kind, item.tr, item.reqs
                 if kind == "recv":
                     if reqs is None or not testall(reqs):
                         break
-                    for buf, how in scatters:
+                    for buf, how in item.scatters:
                         self.buffers.scatter(buf, how)
                     if probe is not None:
                         early = watch.stamp.value if watch is not None else 0
@@ -225,10 +249,10 @@ class HostRun(RunState):
                     self.tell(self.peers, ("alive",))
                     last_beat = now
                 waiting: dict[int, int] = {}
-                if landed < n_seq and seq[landed][0] == "recv":
-                    waiting[seq[landed][1].src] = seq[landed][1].producer
+                if landed < n_seq and seq[landed].kind == "recv":
+                    waiting[seq[landed].tr.src] = seq[landed].tr.producer
                 elif landed < n_seq:
-                    waiting[seq[landed][1].dst] = seq[landed][1].producer
+                    waiting[seq[landed].tr.dst] = seq[landed].tr.producer
                 if said_done:
                     for h in self.peers:
                         if h not in self.done_peers:
@@ -267,9 +291,9 @@ class HostRun(RunState):
                     posted = watch.take_posted()
                     if posted is not None:
                         k, handles, error = posted
-                        self._aimed[k][3] = [MPI.Request.fromhandle(h) for h in handles]
+                        self._aimed[k].posted = [MPI.Request.fromhandle(h) for h in handles]
                         if error is not None:           # the pieces before it are in flight
-                            inflight.extend(self._aimed[k][3])
+                            inflight.extend(self._aimed[k].posted)
                             raise error
                 elif event == poll.POLL_CONTROL:
                     self.poll_control()         # reads it (or raises a peer's failure)
@@ -299,31 +323,31 @@ class HostRun(RunState):
 
     _local_done = False
 
-    def _aim(self, watch: poll.Watch, heads: list, gated: list, seq: list, landed: int,
-             sent_reqs: dict, inflight: list) -> None:
+    def _aim(self, watch: poll.Watch, heads: list[SendHead], gated: list[Landing],
+             seq: list[Landing], landed: int, sent_reqs: dict, inflight: list) -> None:
         """Point the native poll at the sends due next (which it posts itself when their pieces lie
         contiguous in the arena: the Isend leaves without a round of this loop), the unmet gates
         of gated receives, and the next landing's requests (it may publish that landing itself
         when nothing needs scattering), else at the sends in flight."""
         pairs, sends, self._aimed = [], [], []
         for head in heads:
-            word, items, i, posted = head
-            if i < len(items):
-                count, tr, _, native = items[i]
-                pairs.append((word, count))
-                sends.append(None if native is None or posted is not None else
+            if head.next < len(head.items):
+                count, tr, _, native = head.items[head.next]
+                pairs.append((head.word, count))
+                sends.append(None if native is None or head.posted is not None else
                              [(address, n, tr.dst, self.tag_base + tr.id) for address, n in native])
                 self._aimed.append(head)
         for item in gated:
-            for slot, count in item[1].gate_slots:
+            for slot, count in item.tr.gate_slots:
                 word = self.done_word(slot)
                 if sync.load_u32(word) < count:
                     pairs.append((word, count))
         watch.set_words(pairs, sends, *self._send_handles)
         if landed < len(seq):
-            kind, tr, reqs, scatters = seq[landed]
-            if kind == "sent":
-                reqs, scatters = sent_reqs.get(tr.id), None
+            item = seq[landed]
+            reqs, scatters = item.reqs, item.scatters
+            if item.kind == "sent":
+                reqs, scatters = sent_reqs.get(item.tr.id), None
             if reqs:
                 watch.set_requests(reqs, None if scatters else landed + 1)
                 return
