@@ -61,6 +61,11 @@ class Part:
     hints: list[Region]
     itemsize: int
     first: np.ndarray
+    span: tuple[int, int] = (0, 0)        # [first byte, end byte) of the part's hull
+
+    def __post_init__(self) -> None:
+        if self.first.size:
+            self.span = (int(self.first[0]), int(self.first[-1]) + self.itemsize)
 
     @property
     def count(self) -> int:
@@ -69,13 +74,6 @@ class Part:
     @property
     def nbytes(self) -> int:
         return self.count * self.itemsize
-
-    @property
-    def span(self) -> tuple[int, int]:
-        """[first byte, end byte) of the part's hull."""
-        if not self.first.size:
-            return 0, 0
-        return int(self.first[0]), int(self.first[-1]) + self.itemsize
 
 
 @dataclass
