@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Access, Program, Region, build_results
-from ..passes.memory import ALIGNMENT, aligned
+from ..passes.arena_layout import ALIGNMENT, aligned
 from ..passes.regions import byte_span
 from ..runtime.eager import Call
 from ..runtime.plan import View

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo, map_results
-from ..passes.memory import tensor_bases
+from ..passes.arena_layout import tensor_bases
 from ..runtime.plan import Plan, Step, View
 
 

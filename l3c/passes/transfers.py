@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Program, Region, result_refs
-from .memory import tensor_bases
+from .arena_layout import tensor_bases
 from .regions import byte_span, elements
 
 
