@@ -154,7 +154,7 @@ def long_transfer(x):
 
 def part_long(comm) -> None:
     """Producer end -> consumer start of a 4 KiB transfer after a 30 ms kernel (median, p90)."""
-    from l3c.dist import run as dist_run
+    from l3c.runtime.hosts import loop as dist_run
     step = l3c.jit(hosts=2, chips=1, timeout=60)(long_transfer)
     x = np.ones(4)
     lat, seen = [], []
@@ -231,7 +231,7 @@ def part_idle(comm) -> None:
 def part_transfers() -> None:
     from mpi4py import MPI
 
-    from l3c.dist import run as dist_run
+    from l3c.runtime.hosts import loop as dist_run
     from l3c.runtime.pool import get_pool
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
@@ -416,7 +416,7 @@ def part_planning() -> None:
               f"memory plan {r['memory_s']:.2f} s)  makespan {r['makespan']:.0f}  "
               f"critical path {r['critical_path']:.0f}  cross-host edges {r['cross_host_edges']}")
     print(f"  estimated speed-up of 64 hosts over one host: {one['makespan'] / many['makespan']:.1f}x")
-    from l3c.dist.split import split
+    from l3c.codegen.hosts import split
     t = time.perf_counter()
     d = split(many["program"])
     print(f"  split into 64 host plans: {time.perf_counter() - t:.2f} s, {d.stats['transfers']} "
@@ -469,11 +469,11 @@ def part_calls() -> None:
             print(f"one call of `{name}` on 2 hosts ({l3c.__file__}): median {med:.0f} us, "
                   f"p90 {p90:.0f} us over {n} calls", flush=True)
     try:
-        from l3c.dist import calls
+        from l3c.runtime.hosts import calls
     except ImportError:                   # a tree without per-call agreement
         return
     # The agreement alone, interleaved with what a call sent before it (one Ibcast of the input)
-    from l3c.dist import launcher
+    from l3c.runtime.hosts import launcher
     data, _ = launcher.comms()
     buf = np.arange(4.0)
     side = calls.CallSide(calls.call_digest("bench", "bench(x: float64[4])"), "bench(x: float64[4])",

@@ -2,8 +2,10 @@
 
 Pipeline (folders in processing order): `l3c.trace` records kernel calls into the IR (`l3c.ir`),
 `l3c.passes` infer dependencies, lifetimes, groups, placement and a memory plan, `l3c.codegen` lowers
-the placed IR to a plain-data plan and an llvmlite dispatcher, and `l3c.runtime` runs it on forked
-chip and sub-worker processes. See docs/layout.md.
+the placed IR to a plain-data plan (one per host) and an llvmlite dispatcher, `l3c.execute` runs a
+call (arguments, staging, results; one host, several, or eager), and `l3c.runtime` runs plans on
+forked chip and sub-worker processes (and, over several hosts, exchanges transfers over MPI).
+See docs/layout.md.
 """
 from .errors import (ConfigError, KernelError, L3CError, ScheduleError, ScheduleWarning,  # noqa: F401
                      Timeout, TraceError, WorkerCrashed)
@@ -16,5 +18,6 @@ from .compiled import Compiled, load  # noqa: F401
 from .inflight import Run  # noqa: F401
 from .shared import shared  # noqa: F401
 from .runtime.pool import shutdown  # noqa: F401
+from . import dist  # noqa: F401  (l3c.dist.HostFailed, l3c.dist.HostLost)
 
 __version__ = "0.1.0"

@@ -73,7 +73,7 @@ def _enc_piece(piece: Any) -> dict:
 
 def _enc_dist(dist: Any) -> dict:
     """Every host's part of a multi-host schedule: its plan, its dispatcher IR, the transfers
-    between hosts and the final broadcasts (`l3c.dist.split`)."""
+    between hosts and the final broadcasts (`l3c.codegen.hosts`)."""
     from .codegen.dispatcher import generate_ir
     return {
         "parts": [{"host": p.host, "plan": enc_plan(p.lowered.plan),
@@ -89,7 +89,7 @@ def _enc_dist(dist: Any) -> dict:
 
 
 def enc_hosts(compiled: Any) -> dict:
-    from .dist.run import prepare
+    from .execute.hosts import prepare
     return _enc_dist(prepare(compiled)[0])
 
 
@@ -296,7 +296,7 @@ def read(path: str | os.PathLike) -> Schedule:
         _check_kernels(payload["kernels"], program)
         check_schedule(program)
         if program.config.hosts > 1:
-            from .dist.split import split
+            from .codegen.hosts import split
             dist = split(program)
             if _canon(_enc_dist(dist)) != _canon(payload["hosts"]):
                 raise ValueError("the stored host parts differ from the split of its program")

@@ -330,7 +330,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             for i, p in enumerate(compiled.program.params)]
     named = result_names(compiled(*args))
     if compiled.program.config.hosts > 1:       # under mpiexec: every rank has the results
-        from .dist.launcher import check_hosts
+        from .runtime.hosts.launcher import check_hosts
         if check_hosts(compiled.program.config.hosts) != 0:
             return 0                            # rank 0 writes and prints them
     if ns.output:

@@ -47,7 +47,7 @@ class Compiled:
     def memory(self) -> MemoryReport:
         return self.program.memory
 
-    def dump(self, format: str = "text") -> str:  # noqa: A002 - SPEC's name
+    def dump(self, format: str = "text") -> str:  # noqa: A002 - the public name (docs/cli.md)
         """The program as "text" (canonical, for people and golden tests), "json" or "dot"."""
         from .irprint import dump
         return dump(self.program, format)
@@ -74,8 +74,8 @@ class Compiled:
             try:
                 args = execute.bind_args(self.program, args, kwargs, self.defaults)
             except Exception as exc:
-                if self.program.config.hosts > 1:    # every rank must hear of it: l3c.dist.calls
-                    from .dist.calls import local_failure
+                if self.program.config.hosts > 1:    # every rank must hear of it: l3c.runtime.hosts.calls
+                    from .runtime.hosts.calls import local_failure
                     local_failure(exc, f"{self.program.name}(...)", self.timeout)
                 raise
         return list(args)

@@ -5,7 +5,7 @@ results into the clearly named fields below (never into ad-hoc attributes); code
 the placed program. This module imports no other part of l3c. `docs/ir.md` documents the schema.
 
 Graph: `program.graph` is a `networkx.DiGraph` whose nodes are task ids `0..n-1` in program order.
-Each node carries the SPEC's attributes `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
+Each node carries the public attributes (docs/ir.md) `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
 `Task` record by `Program.sync_node_attrs`) and `task`, the `Task` record itself. An edge u -> v means
 v waits for u; its attributes are `kinds` (a set drawn from {"RAW", "WAR", "WAW"}), `tensors` (set of
 tensor ids that caused it) and `added_by` ("deps" for a data dependency, "memory" for an ordering edge
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 import networkx as nx
+import numpy as np
 
 Mode = Literal["In", "Out", "InOut"]
 WorkerKind = Literal["chip", "sub"]
@@ -195,7 +196,7 @@ class Param:
 
 @dataclass
 class MemoryReport:
-    """What the memory plan uses (SPEC: `compiled.memory`). Bytes of intermediates only."""
+    """What the memory plan uses (`compiled.memory`, docs/passes.md). Bytes of intermediates only."""
 
     arena_bytes: int = 0           # bytes the plan's intermediate area spans
     lower_bound_bytes: int = 0     # largest total of intermediates live at one point of program order
@@ -207,6 +208,60 @@ class MemoryReport:
     def __str__(self) -> str:
         return (f"arena {self.arena_bytes} B (lower bound {self.lower_bound_bytes} B, "
                 f"naive {self.naive_bytes} B)")
+
+
+def flat_indices(offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """Sorted distinct flat indices of the base tensor that a strided view (in elements) touches:
+    the one enumeration of a view's elements (`l3c.passes.regions.elements` caches it per region)."""
+    idx = np.array(offset, dtype=np.int64)
+    for n, st in zip(shape, strides):
+        idx = idx[..., None] + np.arange(n, dtype=np.int64) * st
+    idx = idx.ravel()
+    if idx.size > 1 and not (idx[1:] > idx[:-1]).all():   # reversed, transposed, overlapping
+        idx = np.unique(idx)
+    return idx
+
+
+# ---- walking a result tree: None, a leaf, or ("tuple" | "list", [tree]) / ("dict", [(key, tree)]).
+# The leaves are `ResultRef`s in the IR, arena views in a plan, arrays at run time; these three
+# functions are the only code that knows the tree's shape.
+RESULT_KINDS = ("tuple", "list", "dict")
+
+
+def _is_node(tree: Any) -> bool:
+    return isinstance(tree, tuple) and len(tree) == 2 and tree[0] in RESULT_KINDS
+
+
+def map_results(tree: Any, leaf: Any) -> Any:
+    """The same tree with every leaf replaced by `leaf(it)` (None stays None)."""
+    if tree is None:
+        return None
+    if not _is_node(tree):
+        return leaf(tree)
+    kind, items = tree
+    if kind == "dict":
+        return (kind, [(key, map_results(sub, leaf)) for key, sub in items])
+    return (kind, [map_results(sub, leaf) for sub in items])
+
+
+def build_results(tree: Any, leaf: Any) -> Any:
+    """The Python value a tree stands for: tuples, lists and dicts around `leaf(it)` of each leaf."""
+    if tree is None:
+        return None
+    if not _is_node(tree):
+        return leaf(tree)
+    kind, items = tree
+    if kind == "dict":
+        return {key: build_results(sub, leaf) for key, sub in items}
+    out = [build_results(sub, leaf) for sub in items]
+    return tuple(out) if kind == "tuple" else out
+
+
+def result_refs(tree: Any) -> list[Any]:
+    """Every leaf of a result tree (its `ResultRef`s in the IR), in order."""
+    out: list[Any] = []
+    map_results(tree, out.append)
+    return out
 
 
 @dataclass
@@ -243,6 +298,25 @@ class Config:
     hosts: int = 1
     fuse_groups: bool = True
 
+    # Chips and sub workers are numbered globally, host by host: global chip g is local chip
+    # g % chips on host g // chips (sub worker s likewise by sub_workers); a host's worker slots are
+    # its chips 0..C-1, then its sub workers C..C+S-1 (`l3c.runtime.context.global_worker` goes back).
+    def units(self, worker: str) -> int:
+        """How many chips (worker "chip") or sub workers there are over all hosts."""
+        return (self.chips if worker == "chip" else self.sub_workers) * self.hosts
+
+    def host_of_unit(self, worker: str, unit: int) -> int:
+        """The host of global chip (worker "chip") or sub worker `unit`."""
+        if self.hosts == 1:
+            return 0
+        return unit // max(1, self.chips if worker == "chip" else self.sub_workers)
+
+    def slot_of_unit(self, worker: str, unit: int) -> int:
+        """The local worker slot of global chip or sub worker `unit` on its host."""
+        if worker == "chip":
+            return unit % self.chips
+        return self.chips + unit % max(1, self.sub_workers)
+
 
 @dataclass
 class Program:
@@ -277,7 +351,7 @@ class Program:
         self.sync_node_attrs(task.id)
 
     def sync_node_attrs(self, task_id: int | None = None) -> None:
-        """Mirror the SPEC's node attributes from the Task records (call after changing a Task)."""
+        """Mirror the public node attributes from the Task records (call after changing a Task)."""
         ids = self.graph.nodes if task_id is None else (task_id,)
         for n in ids:
             t: Task = self.graph.nodes[n]["task"]
@@ -287,10 +361,17 @@ class Program:
     def host_of(self, task: Task) -> int:
         """The host a placed task runs on: chips and sub workers are numbered globally, host by host
         (chip g is on host g // chips, sub worker s on host s // sub_workers). 0 before placement."""
-        if task.chip is None or self.config.hosts == 1:
+        if task.chip is None:
             return 0
-        per_host = self.config.chips if task.worker == "chip" else self.config.sub_workers
-        return task.chip // max(1, per_host)
+        return self.config.host_of_unit(task.worker, task.chip)
+
+    def slot_of(self, task: Task) -> int:
+        """A placed task's worker slot on its own host: chips 0..C-1, then sub workers C..C+S-1
+        (global chip g is local chip g % C, global sub worker s local slot C + s % S)."""
+        if task.chip is None or task.queue_pos is None:
+            raise ValueError(f"task {task.id} ({task.short_kernel} at {task.loc}) is not placed: "
+                             "run the schedule pass before lowering")
+        return self.config.slot_of_unit(task.worker, task.chip)
 
     def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps") -> None:
         """Record that task v waits for task u because of `kind` on `tensor` (u < v)."""
@@ -300,3 +381,43 @@ class Program:
             data["tensors"].add(tensor)
         else:
             self.graph.add_edge(u, v, kinds={kind}, tensors={tensor}, added_by=added_by)
+
+
+# ---- how a call's arrays map to the program's input tensors (tracing and every run) ----------
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def input_aliases(values: "list[Any] | tuple[Any, ...]") -> tuple[tuple[int, ...], tuple[int, int] | None]:
+    """How array arguments alias each other: for each argument, the index of the first argument that
+    is the same view of the same memory (its own index if none; -1 for non-arrays), and the first pair
+    of arrays that overlap without being the same view (None if there is none).
+
+    The same array passed twice is one tensor of the trace, so kernels that write through one name
+    are seen through the other, as with plain numpy. Partial overlaps cannot be expressed as one
+    tensor and are refused by the callers."""
+    aliases: list[int] = []
+    arrays = [(i, v) for i, v in enumerate(values) if isinstance(v, np.ndarray)]
+    first_of = {}
+    for i, v in enumerate(values):
+        if not isinstance(v, np.ndarray):
+            aliases.append(-1)
+            continue
+        aliases.append(i)
+        for j, w in arrays:
+            if j >= i:
+                break
+            if not np.may_share_memory(v, w):
+                continue
+            if _same_view(v, w):
+                aliases[i] = first_of.get(j, j)
+                break
+            try:
+                overlap = np.shares_memory(v, w, max_work=10_000)
+            except np.exceptions.TooHardError:
+                overlap = True
+            if overlap:
+                return tuple(aliases), (j, i)
+        first_of[i] = aliases[i]
+    return tuple(aliases), None

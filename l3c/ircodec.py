@@ -17,6 +17,7 @@ import numpy as np
 from .ir import (Access, Config, MemoryReport, Param, Program, Region, ResultRef, ScalarArg, Task,
                  TensorInfo)
 from .irprint import tagged_value, to_dict
+from .passes.regions import inside
 
 __all__ = ["enc_program", "dec_program", "enc_value", "dec_value"]
 
@@ -118,12 +119,7 @@ def dec_region(j: Any) -> Region:
 
 def _check_region(region: Region, info: TensorInfo, where: str) -> None:
     """A region must stay inside its tensor, so no view can reach outside its bytes."""
-    size = int(np.prod(info.shape, dtype=np.int64))
-    if region.size == 0:
-        return
-    lo = region.offset + sum(s * (d - 1) for s, d in zip(region.strides, region.shape) if s < 0)
-    hi = region.offset + sum(s * (d - 1) for s, d in zip(region.strides, region.shape) if s > 0)
-    if lo < 0 or hi >= size:
+    if not inside(region, info.shape):
         raise ValueError(f"{where}: region {region} reaches outside tensor {info.name} "
                          f"{info.dtype}{list(info.shape)}")
 
@@ -241,7 +237,7 @@ def dec_program(j: Any, max_workers: int) -> Program:
         if t.group is not None and t.group >= len(prog.groups):
             raise ValueError(f"task {t.id} names group {t.group}, which does not exist")
         if t.chip is not None:
-            limit = (config.chips if t.worker == "chip" else config.sub_workers) * config.hosts
+            limit = config.units(t.worker)
             if t.chip >= limit:
                 raise ValueError(f"task {t.id} is placed on {t.worker} {t.chip} of {limit}")
     prog.scopes = {_int(int(k) if isinstance(k, str) and k.isdigit() else k): _ints(v)

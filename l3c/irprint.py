@@ -31,7 +31,7 @@ from .ir import Access, Program, Region, ResultRef, ScalarArg, Task
 FORMATS = ("text", "json", "dot")
 
 
-def dump(program: Program, format: str = "text") -> str:  # noqa: A002 - SPEC's name
+def dump(program: Program, format: str = "text") -> str:  # noqa: A002 - the public name (docs/cli.md)
     """The program in `format` ("text", "json" or "dot")."""
     if format == "text":
         return to_text(program)
@@ -148,12 +148,12 @@ def _results_text(program: Program, tree: Any) -> str:
 
 # ---- text ---------------------------------------------------------------------------------------
 def transfers(program: Program) -> list:
-    """Transfers between hosts (`l3c.dist.split`) of a placed, memory-planned multi-host program;
-    [] otherwise."""
+    """Moves between hosts (`l3c.passes.transfers`) of a placed, memory-planned multi-host program,
+    by id; [] otherwise."""
     if program.config.hosts == 1 or "memory" not in program.passes_run:
         return []
-    from .dist.split import split
-    return list(split(program).transfers)
+    from .passes.transfers import analyse
+    return analyse(program).moves
 
 
 def _transfer_lines(program: Program) -> list[str]:

@@ -68,16 +68,16 @@ def _on_every_host(jitted: "Jitted") -> Iterator[None]:
     """Around what a call does before it runs, for `hosts > 1`: first an MPI launcher with `hosts`
     ranks (else `L3CError`, before tracing); then a failure in the block (a `TraceError`, a bad
     argument) still takes part in the call's agreement between ranks, so that every rank raises
-    and the next call works on all of them (`l3c.dist.calls`)."""
+    and the next call works on all of them (`l3c.runtime.hosts.calls`)."""
     if jitted.hosts == 1:
         yield
         return
-    from .dist.launcher import check_hosts
+    from .runtime.hosts.launcher import check_hosts
     check_hosts(jitted.hosts)
     try:
         yield
     except Exception as exc:
-        from .dist.calls import local_failure
+        from .runtime.hosts.calls import local_failure
         local_failure(exc, f"{jitted.fn.__name__}(...)", jitted.timeout)     # raises
 
 
@@ -334,7 +334,7 @@ class Jitted:
         (broadcast); every rank returns the same results and written inputs get the same values."""
         with _on_every_host(self):
             entry, bound = self._entry(args, kwargs)
-        from .codegen.eager import run_eager
+        from .execute.eager import run_eager
         return run_eager(entry.program, [b.value for b in bound], timeout=self.timeout)
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:

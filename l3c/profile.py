@@ -35,6 +35,7 @@ import numpy as np
 from .errors import L3CError
 from .ir import Program
 from .passes.schedule import task_cost
+from .runtime.context import global_worker
 from .runtime.plan import Plan
 
 PID = 1
@@ -204,7 +205,7 @@ def build_hosts_trace(program: Program, plans: Sequence[Plan], transfers: Sequen
         for s, queue in enumerate(plan.queues):
             if not queue:
                 continue
-            name = f"chip {h * chips + s}" if s < chips else f"sub {h * subs + s - chips}"
+            name = "{} {}".format(*global_worker(s, h, chips, subs))
             events.append({"ph": "M", "pid": pid, "tid": s, "name": "thread_name",
                            "args": {"name": name}})
             times = np.asarray(st["steps"][s]).tolist()

@@ -283,7 +283,7 @@ def mode_eager() -> None:
 def native_send(watch, cells) -> None:
     """Rank 0's poll posts a 4 KiB Isend itself once its word is due; rank 1 receives it."""
     import ctypes
-    from l3c.dist import poll
+    from l3c.runtime.hosts import poll
     data = np.zeros(4096, dtype=np.uint8)
     if RANK == 1:
         COMM.Recv([data, MPI.BYTE], source=0, tag=12)
@@ -345,7 +345,7 @@ def crossing(x):
 
 
 def mode_slow() -> None:
-    from l3c.dist import run as dist_run
+    from l3c.runtime.hosts import loop as dist_run
     step = l3c.jit(hosts=2, chips=1, timeout=30)(crossing)
     x = np.arange(64, dtype=np.float64).reshape(8, 8)
     z = (x + 1) * 2
@@ -365,7 +365,7 @@ def nap(watch, cells) -> None:
     """Napping in ticks on the doorbell: with nothing happening, the poll sleeps its rounds out;
     a ring ends the nap at once (with 200 ms ticks: long before the 2 s the rounds would take)."""
     import threading
-    from l3c.dist import poll
+    from l3c.runtime.hosts import poll
     from l3c.runtime import sync
     bell = cells[16]
     t0 = time.monotonic()
@@ -386,7 +386,7 @@ def nap(watch, cells) -> None:
 def control(watch, cells) -> None:
     """A message on the control communicator ends the poll with POLL_CONTROL, spinning or napping
     (it is found right after the tick that pulled it in); nothing pending: POLL_IDLE."""
-    from l3c.dist import poll
+    from l3c.runtime.hosts import poll
     ctl = COMM.Dup()
     watch.set_control(MPI._handleof(ctl), 7, MPI.ANY_SOURCE)
     bell = cells[16]
@@ -454,7 +454,7 @@ def mode_arenas() -> None:
 
 def mode_poll() -> None:
     import ctypes
-    from l3c.dist import poll
+    from l3c.runtime.hosts import poll
     p = poll.native()
     report("native", p is not None, MPI.Get_library_version().split("\n")[0])
     if p is None:

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _runtime_kernels as K  # noqa: E402
 
 from l3c import registry  # noqa: E402
-from l3c.codegen.eager import run_eager  # noqa: E402
+from l3c.execute.eager import run_eager  # noqa: E402
 from l3c.errors import KernelError, L3CError, Timeout, WorkerCrashed  # noqa: E402
 from l3c.ir import Access, Config, Param, Program, Region, ResultRef, ScalarArg, Task, TensorInfo  # noqa: E402
 

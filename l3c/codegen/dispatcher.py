@@ -14,7 +14,7 @@
 for exactly this plan's chips and sub workers), so the generated code depends on the plan alone:
 an AOT file can store its IR text and a loader can regenerate and compare it.
 
-Waiting follows FACTS.md: spin ~20 us on the states (cheap when workers finish quickly), then
+Waiting (docs/dispatcher.md): spin ~20 us on the states (cheap when workers finish quickly), then
 FUTEX_WAIT on H_DOORBELL with the value read *before* the states were checked (a worker that
 finishes after that read has changed the word, so the futex returns at once: no lost wake-up), with
 a timeout of at most FUTEX_SLICE_NS so dead workers (waitid WNOHANG|WNOWAIT, never reaping: the pool
@@ -35,14 +35,11 @@ import llvmlite.ir as ir
 
 from ..runtime import layout as L
 from ..runtime import native
+from ..runtime.native import FUTEX_WAIT, FUTEX_WAKE, SYS_FUTEX, SYS_SCHED_YIELD
 from ..runtime.plan import Plan
 
 SPIN_NS = 20_000
-SYS_SCHED_YIELD = 24
 FUTEX_SLICE_NS = 2_000_000
-SYS_FUTEX = 202            # x86-64
-FUTEX_WAIT = 0             # shared (not FUTEX_PRIVATE): the words live in a cross-process mapping
-FUTEX_WAKE = 1
 CLOCK_MONOTONIC = 1
 P_PID = 1
 WEXITED = 4

@@ -19,7 +19,7 @@ task u on slot t waits until `done[t] >= queue_pos(u) + 1`. Waits already implie
 of the same queue, or by another wait of the same step, are dropped (a vector clock per step knows
 what has certainly completed), so a chain that stays on one worker costs no waiting at all.
 
-Several hosts (`lower(program, host=h, inbound=...)`, called by `l3c.dist.split`): only host h's
+Several hosts (`lower(program, host=h, inbound=...)`, called by `l3c.codegen.hosts.split`): only host h's
 tasks are lowered, into local slots (global chip g is local chip g % chips). The plan gets one extra
 sub-worker slot, `landing_slot(program)`, with an empty queue: its S_DONE word is the *landing
 counter* that the host's parent process raises, in a fixed order, as inbound transfers land in the
@@ -30,10 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo
+from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo, map_results
+from ..passes.arena_layout import tensor_bases
 from ..runtime.plan import Plan, Step, View
 
-ALIGN = 64
 
 # A result structure with Views in place of ResultRefs: View, or ("tuple" | "list", [...]),
 # or ("dict", [(key, ...)]).
@@ -52,21 +52,9 @@ class LoweredProgram:
     arena_bytes: int                       # == plan.arena_bytes
 
 
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
 def slot_of(program: Program, task_id: int) -> int:
-    """Worker slot of a placed task: chips 0..C-1, then sub workers C..C+S-1 (on its own host:
-    with several hosts, global chip g is local chip g % C)."""
-    task = program.task(task_id)
-    if task.chip is None or task.queue_pos is None:
-        raise ValueError(f"task {task_id} ({task.short_kernel} at {task.loc}) is not placed: "
-                         "run the schedule pass before lowering")
-    cfg = program.config
-    if task.worker == "chip":
-        return task.chip % cfg.chips
-    return cfg.chips + task.chip % max(1, cfg.sub_workers)
+    """Worker slot of a placed task on its own host (`Program.slot_of`)."""
+    return program.slot_of(program.task(task_id))
 
 
 def landing_slot(program: Program) -> int:
@@ -76,39 +64,11 @@ def landing_slot(program: Program) -> int:
 
 def _tensor_bases(program: Program, host: int | None = None
                   ) -> tuple[dict[int, int], dict[int, View], int, int]:
-    """Byte base of every tensor, the input staging views, the staging size and the arena size
-    (with `host`, of that host's arena: the memory pass sized each host's by the tensors it
-    holds, `reports["host_arena_bytes"]`; bases of tensors on other hosts lie beyond it)."""
-    bases: dict[int, int] = {}
-    staging_views: dict[int, View] = {}
-    cursor = 0
-    for param in program.params:
-        if param.tensor is None or param.tensor in bases:
-            continue
-        info = program.tensors[param.tensor]
-        bases[info.id] = cursor
-        staging_views[info.id] = _whole_view(cursor, info)
-        cursor = _align(cursor + max(info.nbytes, 1))
-    staging = cursor
-    end = staging + program.memory.arena_bytes
-    beyond = False                          # some tensor lies past the planned arena
-    for info in program.tensors:
-        if info.kind == "input":
-            if info.id not in bases:        # an input no parameter names: give it staging room
-                bases[info.id] = end
-                end = _align(end + max(info.nbytes, 1))
-                beyond = True
-        elif info.arena_offset is not None:
-            bases[info.id] = staging + info.arena_offset
-            end = max(end, staging + info.arena_offset + info.nbytes)
-        else:
-            bases[info.id] = _align(end)
-            end = bases[info.id] + info.nbytes
-            beyond = True
-    host_ends = program.reports.get("host_arena_bytes") if host is not None else None
-    if host_ends and not beyond:            # every host sees the same bases, and its own size
-        end = staging + host_ends[host]
-    return bases, staging_views, staging, _align(end)
+    """`tensor_bases` plus the input staging views."""
+    bases, staging, end = tensor_bases(program, host)
+    staging_views = {p.tensor: _whole_view(bases[p.tensor], program.tensors[p.tensor])
+                     for p in program.params if p.tensor is not None}
+    return bases, staging_views, staging, end
 
 
 def _whole_view(base: int, info: TensorInfo) -> View:
@@ -175,15 +135,9 @@ def _compute_waits(program: Program, slots: int, slot: dict[int, int],
 
 
 def _views_tree(tree: Any, program: Program, bases: dict[int, int]) -> ViewTree:
-    if isinstance(tree, ResultRef):
-        info = program.tensors[tree.tensor]
-        return region_view(bases[tree.tensor], info, tree.region, tree.dtype)
-    if tree is None:
-        return None
-    kind, items = tree
-    if kind == "dict":
-        return ("dict", [(key, _views_tree(sub, program, bases)) for key, sub in items])
-    return (kind, [_views_tree(sub, program, bases) for sub in items])
+    def view(ref: ResultRef) -> View:
+        return region_view(bases[ref.tensor], program.tensors[ref.tensor], ref.region, ref.dtype)
+    return map_results(tree, view)
 
 
 def lower(program: Program, host: int | None = None,
@@ -202,7 +156,7 @@ def lower(program: Program, host: int | None = None,
     config = program.config
     if config.hosts > 1 and host is None:
         raise ValueError(f"{program.name} spans {config.hosts} hosts: lower it per host "
-                         "(l3c.dist.split)")
+                         "(l3c.codegen.hosts.split)")
     slots = config.chips + config.sub_workers + (1 if host is not None else 0)
     nodes = host_tasks if host_tasks is not None else [
         v for v in program.graph.nodes if host is None or program.host_of(program.task(v)) == host]

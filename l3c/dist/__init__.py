@@ -1,7 +1,7 @@
-"""l3c over several hosts: one schedule split per host, run by one MPI rank per host.
+"""The several-host errors under their public names (`l3c.dist.HostFailed`, `l3c.dist.HostLost`).
 
-`launcher` (MPI detection, rank checks, trace agreement) -> `split` (per-host plans and the transfers
-between hosts) -> `run` (each rank's run loop: its own native dispatcher plus non-blocking MPI).
-See docs/distributed.md. mpi4py is imported only when a multi-host function runs.
+The several-host path itself is part of each stage: `l3c.passes.transfers` (what moves between
+hosts), `l3c.codegen.hosts` (per-host plans), `l3c.runtime.hosts` (each rank's MPI loop) and
+`l3c.execute.hosts` (a run on every rank). See docs/distributed.md.
 """
-from .errors import HostFailed, HostLost  # noqa: F401
+from ..runtime.hosts.errors import HostFailed, HostLost  # noqa: F401

@@ -175,13 +175,7 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
             size *= d
         if size == 0:
             return _EMPTY
-        lo = hi = region.offset
-        for d, s in zip(shape, region.strides):
-            span = (d - 1) * s
-            if span < 0:
-                lo += span
-            else:
-                hi += span
+        lo, hi = regions.bounds(region)
         n = sizes[tid]
         whole = (lo == 0 and hi == n - 1 and size == n
                  and (region.strides == dense_strides(tid) and shape == tensors[tid].shape

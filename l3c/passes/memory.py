@@ -19,7 +19,7 @@ price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
 64 bytes (a cache line: two workers writing neighbouring tensors never share one), but the figures
-are exact bytes, as the SPEC defines them. When rounding costs more than reuse saves (a program of
+are exact bytes, as docs/passes.md defines them. When rounding costs more than reuse saves (a program of
 a few tiny tensors), the arena would exceed the naive sum; the pass then packs every intermediate
 back to back instead, largest item size first (each at a multiple of its own item size), so
 `lower_bound <= arena <= naive` always holds.
@@ -47,18 +47,14 @@ import numpy as np
 from ..errors import L3CError
 from ..ir import Program
 from .arena_space import OpenSpace
+from .arena_layout import ALIGNMENT, aligned
 from .graphs import predecessor_lists, task_list
 from .schedule import estimate_times
 from .scopes import result_tensors
 
-ALIGNMENT = 64
 NEVER = 1 << 30                # a queue position no task reaches
 MAX_EDGES_PER_REUSE = 16       # ordering edges one reuse may add (more: grow the arena instead)
 RETIRE_CHECK = 8               # look for retirable tensors once this many (then 2x the rest) are active
-
-
-def aligned(nbytes: int) -> int:
-    return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
 def lower_bound(intervals: dict[int, tuple[int, int]], size: dict[int, int]) -> int:

@@ -13,7 +13,7 @@ from math import gcd
 
 import numpy as np
 
-from ..ir import Region
+from ..ir import Region, flat_indices
 
 # Regions up to this many elements each are compared element by element when they have no box.
 EXACT_ENUMERATION_LIMIT = 1 << 16
@@ -34,15 +34,38 @@ def bounds(region: Region) -> tuple[int, int]:
 
 
 def elements(region: Region) -> np.ndarray:
-    """Sorted unique flat base indices the region touches (brute force; for tests and fallback)."""
-    if region.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    flat = np.full((1,) * len(region.shape), region.offset, dtype=np.int64)
-    for axis, (n, s) in enumerate(zip(region.shape, region.strides)):
-        idx_shape = [1] * len(region.shape)
-        idx_shape[axis] = n
-        flat = flat + (np.arange(n, dtype=np.int64) * s).reshape(idx_shape)
-    return np.unique(flat.ravel())
+    """Sorted distinct flat base indices the region touches (cached per region: the same regions
+    recur across tasks; the array is read-only)."""
+    found = _ELEMENTS.get(region)
+    if found is None:
+        idx = flat_indices(region.offset, region.shape, region.strides)
+        idx.flags.writeable = False
+        if len(_ELEMENTS) > 100_000 or _CACHED[0] + idx.size > CACHE_ELEMENTS:
+            _ELEMENTS.clear()
+            _CACHED[0] = 0
+        found = _ELEMENTS[region] = idx
+        _CACHED[0] += idx.size
+    return found
+
+
+CACHE_ELEMENTS = 1 << 24                  # cached indices at most (8 bytes each)
+_ELEMENTS: dict[Region, np.ndarray] = {}
+_CACHED = [0]
+
+
+def byte_span(base: int, itemsize: int, region: Region) -> tuple[int, int]:
+    """[first byte, end byte) of the hull of a region of a tensor starting at byte `base`
+    (conservative for strided views; `(base, base)` when empty)."""
+    lo, hi = bounds(region)
+    if hi < lo:
+        return base, base
+    return base + lo * itemsize, base + (hi + 1) * itemsize
+
+
+def inside(region: Region, shape: tuple[int, ...]) -> bool:
+    """Does the region stay within a base tensor of this shape (so no view reaches outside it)?"""
+    lo, hi = bounds(region)
+    return hi < lo or (lo >= 0 and hi < int(np.prod(shape, dtype=np.int64)))
 
 
 def _progressions_intersect(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:

@@ -12,30 +12,13 @@ returned). No switch: it only annotates.
 from __future__ import annotations
 
 from ..errors import TraceError
-from ..ir import Program, ResultRef
+from ..ir import Program, result_refs
 from .graphs import task_list
 
 
 def result_tensors(program: Program) -> set[int]:
     """Tensor ids the jitted function returns (they must survive the whole run)."""
-    found: set[int] = set()
-
-    def walk(node) -> None:
-        if isinstance(node, ResultRef):
-            found.add(node.tensor)
-        elif isinstance(node, (tuple, list)):
-            if len(node) == 2 and node[0] in ("tuple", "list", "dict") and isinstance(node[1], list):
-                for child in node[1]:
-                    walk(child[1] if node[0] == "dict" else child)
-            else:
-                for child in node:
-                    walk(child)
-        elif isinstance(node, dict):
-            for child in node.values():
-                walk(child)
-
-    walk(program.results)
-    return found
+    return {ref.tensor for ref in result_refs(program.results)}
 
 
 def run(program: Program) -> Program:

@@ -20,6 +20,15 @@ _chip_base = 0      # global index of this host's chip 0 (host * chips per host)
 _sub_base = 0       # likewise for sub workers
 
 
+def global_worker(slot: int, host: int, chips: int, sub_workers: int) -> tuple[str, int]:
+    """A host's pool slot by its global id: ("chip", host * chips + slot) for a chip slot,
+    ("sub", host * sub_workers + slot - chips) for a sub worker (the numbering the IR places by,
+    `Program.host_of`)."""
+    if slot < chips:
+        return "chip", host * chips + slot
+    return "sub", host * sub_workers + slot - chips
+
+
 def chip_id() -> int:
     """The chip (or sub worker) index the current kernel runs on."""
     return _chip

@@ -15,7 +15,7 @@ last attempt the pool raises L3CError. So no wait for a new worker holds the poo
 Restarts: the pool grows (new mappings, a new server, new workers) when a request does not fit
 (`ensure`). A restart keeps the `Pool` object but replaces the mappings (arena contents are NOT
 carried over), `control_address` and `pids_address`. When workers must see state this process gained
-after the server was forked (a kernel registered later, l3c.dist's host numbering), `_refork`
+after the server was forked (a kernel registered later, a several-host rank's numbering), `_refork`
 starts a new server and new workers on the same mappings: contents and addresses stay, pids change.
 """
 from __future__ import annotations
@@ -297,7 +297,7 @@ class Lifecycle:
 
     def fork_for(self, key: object) -> bool:
         """Fork the workers anew unless this pool generation's workers were forked for `key`: for a
-        caller that changed process state the workers must inherit first (l3c.dist sets the rank's
+        caller that changed process state the workers must inherit first (a several-host run sets the rank's
         host before its workers run). True if it forked."""
         with self.lock:
             if self._fork_key == (key, self.generation):

@@ -2,8 +2,8 @@
 
 One place for what every native piece of l3c does the same way: the runtime's atomics and waits
 (`sync`), the workers' step loop (`steploop`), each plan's dispatcher (`l3c.codegen.dispatcher`)
-and the several-host poll (`l3c.dist.poll`). Each builds its IR, names the C functions it calls,
-and wraps the compiled functions with ctypes; the returned engine owns the machine code and must
+and the several-host poll (`l3c.runtime.hosts.poll`). Each builds its IR, names the C functions it
+calls, and wraps the compiled functions with ctypes; the returned engine owns the machine code and must
 stay referenced while that code can run.
 """
 from __future__ import annotations
@@ -11,6 +11,13 @@ from __future__ import annotations
 import ctypes
 import threading
 from typing import Any
+
+# Linux x86-64 system calls the native pieces make (futex waits and wakes on shared words, and a
+# yield of the core between spin rounds).
+SYS_FUTEX = 202
+SYS_SCHED_YIELD = 24
+FUTEX_WAIT = 0             # shared (not FUTEX_PRIVATE): the words live in a cross-process mapping
+FUTEX_WAKE = 1
 
 _lock = threading.Lock()          # llvmlite's global state (targets, symbols) is not thread-safe
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -6,7 +6,7 @@ is tiny (a handful of functions), JIT-compiled on first use and called through c
 the GIL). Forked children inherit the compiled code at the same addresses.
 
 Futexes are *shared* (not FUTEX_PRIVATE), because the words live in memory shared across processes.
-Lost-wakeup rule (FACTS.md): a waiter reads the word once, decides, and passes that same value to
+Lost-wakeup rule (docs/runtime.md): a waiter reads the word once, decides, and passes that same value to
 FUTEX_WAIT; the kernel re-checks it atomically. Every wait has a timeout, so every wait is bounded.
 
 Functions (addresses are plain ints):
@@ -28,22 +28,19 @@ import ctypes
 import threading
 
 from . import native
+from .native import FUTEX_WAIT, FUTEX_WAKE, SYS_FUTEX, SYS_SCHED_YIELD
 
 WAIT_OK = 0
 WAIT_ABORT = 1
 WAIT_AGAIN = 2
 
-SYS_FUTEX = 202          # x86-64
-SYS_SCHED_YIELD = 24
 YIELD_EVERY = 64         # spin reads between sched_yield calls (a power of two)
-FUTEX_WAIT = 0
-FUTEX_WAKE = 1
 WAKE_ALL = 0x7FFFFFFF
 
 # Spin reads (each a load, an abort check and a `pause`; a sched_yield every YIELD_EVERY) before
-# sleeping. Inside a run a waiter spins about 200 us: longer than a futex wake-up here (23-55 us,
-# FACTS.md), so two workers that hand work back and forth (group tasks) do not fall into a cycle of
-# sleeping on each other; the yields keep that spin cheap when workers outnumber cores. An idle
+# sleeping. Inside a run a waiter spins about 200 us: longer than a futex wake-up (docs/runtime.md),
+# so two workers that hand work back and forth (group tasks) do not fall into a cycle of sleeping
+# on each other; the yields keep that spin cheap when workers outnumber cores. An idle
 # worker waiting for its next command spins only ~15 us.
 RUN_SPIN = 4000
 IDLE_SPIN = 500

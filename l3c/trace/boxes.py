@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import flat_indices
+
 # Views without axis correspondence recover their box by enumeration up to this many elements.
 BOX_ENUMERATION_LIMIT = 1 << 18
 
@@ -39,12 +41,7 @@ def box_from_elements(offset: int, shape: tuple[int, ...], strides: tuple[int, .
         return tuple((0, 0, 1) for _ in base_shape)
     if size > BOX_ENUMERATION_LIMIT:
         return None
-    flat = np.full((1,) * len(shape), offset, dtype=np.int64)
-    for axis, (n, s) in enumerate(zip(shape, strides)):
-        idx_shape = [1] * len(shape)
-        idx_shape[axis] = n
-        flat = flat + (np.arange(n, dtype=np.int64) * s).reshape(idx_shape)
-    flat = np.unique(flat.ravel())
+    flat = flat_indices(offset, shape, strides)
     if not base_shape:
         return ()
     coords = np.unravel_index(flat, base_shape)

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..ir import Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo
+from ..ir import (Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo,
+                  input_aliases)
 from .arrayspec import ArraySpec
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
@@ -50,45 +51,6 @@ class BoundArg:
             dims = ",".join(map(str, self.value.shape))
             return f"{self.name}: {self.value.dtype.name}[{dims}]"
         return f"{self.name}={self.value!r}"
-
-
-def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
-
-
-def input_aliases(values: Sequence[Any]) -> tuple[tuple[int, ...], tuple[int, int] | None]:
-    """How array arguments alias each other: for each argument, the index of the first argument that
-    is the same view of the same memory (its own index if none; -1 for non-arrays), and the first pair
-    of arrays that overlap without being the same view (None if there is none).
-
-    The same array passed twice is one tensor of the trace, so kernels that write through one name
-    are seen through the other, as with plain numpy. Partial overlaps cannot be expressed as one
-    tensor and are refused by the callers."""
-    aliases: list[int] = []
-    arrays = [(i, v) for i, v in enumerate(values) if isinstance(v, np.ndarray)]
-    first_of = {}
-    for i, v in enumerate(values):
-        if not isinstance(v, np.ndarray):
-            aliases.append(-1)
-            continue
-        aliases.append(i)
-        for j, w in arrays:
-            if j >= i:
-                break
-            if not np.may_share_memory(v, w):
-                continue
-            if _same_view(v, w):
-                aliases[i] = first_of.get(j, j)
-                break
-            try:
-                overlap = np.shares_memory(v, w, max_work=10_000)
-            except np.exceptions.TooHardError:
-                overlap = True
-            if overlap:
-                return tuple(aliases), (j, i)
-        first_of[i] = aliases[i]
-    return tuple(aliases), None
 
 
 def bound_aliases(bound: Sequence[BoundArg], where: tuple[str, int]) -> tuple[int, ...]:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import L3CError
+from ...errors import L3CError
 from . import launcher, peers
 from .errors import HostFailed, HostLost, remote_error
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import launcher
-from .split import Piece, Transfer
+from ..hostplan import Piece, Transfer
 
 
 def bytes_spec(a: np.ndarray) -> Any:
@@ -96,6 +96,6 @@ class HostBuffers:
 
 
 def flat_view(piece: Piece) -> Any:
-    from ..runtime.plan import View
+    from ..plan import View
     n = (max(piece.index) + 1) if piece.index else 0
     return View(piece.base, (n,), (piece.itemsize,), piece.dtype)

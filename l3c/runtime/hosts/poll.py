@@ -1,9 +1,9 @@
 """The run loop's hot wait in native code: watch due sends and the next landing without Python.
 
 Why: a transfer costs two hand-offs between processes, and in each the parent's reaction time is
-Python's: a round of the run loop after a yield runs cold (the core ran someone else meanwhile) and
-took 5-10 us on this VM before it even looked at the word that changed, and as long again between
-seeing an inbound message complete and the futex wake of its consumer. This loop, llvmlite-compiled
+Python's: a round of the run loop after a yield runs cold (the core ran someone else meanwhile)
+and takes microseconds before it even looks at the word that changed, and as long again between
+seeing an inbound message complete and the futex wake of its consumer (docs/distributed.md). This loop, llvmlite-compiled
 like `runtime/sync.py`, spins on exactly those events and yields the core every round (a worker that
 shares it gets it at once), for a bounded number of rounds; Python then does the bookkeeping.
 
@@ -47,15 +47,15 @@ import ctypes
 import threading
 from typing import Any
 
-from ..runtime import layout, sync
-from ..runtime.native import compile_module, libc
+from .. import layout, sync
+from ..native import SYS_SCHED_YIELD, compile_module, libc
+from . import launcher
 
 POLL_IDLE = 0
 POLL_SEND = 1
 POLL_LANDED = 2
 POLL_BELL = 3
 POLL_CONTROL = 4
-SYS_SCHED_YIELD = 24
 CLOCK_MONOTONIC = 1
 STATUS_BYTES = 256          # room for an MPI_Status of any layout
 DOORBELL_WAITERS = layout.H_DOORBELL_WAITERS - layout.H_DOORBELL
@@ -262,23 +262,6 @@ def _module_ir() -> str:
     return str(mod)
 
 
-def _mpi_entries() -> tuple[int, int, int] | None:
-    """Addresses of MPI_Request_get_status, MPI_Isend and MPI_Iprobe in the MPI library mpi4py
-    loaded, if its handles are 32-bit integers (MPICH ABI); else None."""
-    from . import launcher
-    MPI = launcher.mpi()
-    if any(MPI._sizeof(kind) != 4 for kind in (MPI.Request, MPI.Comm, MPI.Datatype)):
-        return None
-    for path in launcher.libmpi_paths():
-        try:
-            lib = ctypes.CDLL(path)
-            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                         for name in ("MPI_Request_get_status", "MPI_Isend", "MPI_Iprobe"))
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
 def native() -> Any:
     """The compiled poll function (ctypes), or None where it cannot be used (see the docstring)."""
     if not _built:
@@ -289,7 +272,7 @@ def native() -> Any:
 
 
 def _build() -> tuple:
-    entries = _mpi_entries()
+    entries = launcher.mpi_entries()
     if entries is None:
         return (None, None)
     sync.ensure()
@@ -421,7 +404,6 @@ class Watch:
         req = self._arrays[-1]
         error = None
         if s.rc != 0:
-            from . import launcher
             error = launcher.mpi().Exception(int(s.rc))
             n = s.posted
         # the handle as mpi4py spells it: the int sign-extended, as an unsigned 64-bit value
@@ -430,7 +412,6 @@ class Watch:
     def set_requests(self, requests: list, publish_value: int | None) -> None:
         """Watch these mpi4py requests; publish `publish_value` on the landing word once all
         completed (None: only report it)."""
-        from . import launcher
         handleof = launcher.mpi()._handleof
         if len(requests) > len(self.requests):
             self.requests = (ctypes.c_int32 * len(requests))()

@@ -1,6 +1,6 @@
 """Profiling a several-host run: every host records its steps, then they swap their stamps.
 
-`l3c.execute.profile` runs a several-host schedule once (`run.run` with `_stamps`: every step timed
+`l3c.execute.profile` runs a several-host schedule once (`l3c.execute.hosts.run` with `_stamps`: every step timed
 in each host's workers, `layout.RUN_PROFILE`); then `hosts_trace` sends this rank's stamps to every
 other on the control channel (the run's epoch keys them) and waits for theirs, bounded like any
 wait on another rank, so that every rank returns the same one-timeline trace
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from . import launcher, peers
-from .errors import HostLost
+from ..runtime.hosts import launcher, peers
+from ..runtime.hosts.errors import HostLost
 
 
 def hosts_trace(compiled: Any, mine: dict) -> dict:
-    """The trace of every host's run, given this host's stamps (`run.run(..., _stamps=mine)`)."""
+    """The trace of every host's run, given this host's stamps (`hosts.run(..., _stamps=mine)`)."""
     from ..profile import build_hosts_trace
     dist = mine["dist"]
     comm, ctl = launcher.comms()

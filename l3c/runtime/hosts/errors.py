@@ -1,7 +1,8 @@
 """Errors of multi-host runs. All subclass `l3c.L3CError`; each names the host and the task involved."""
 from __future__ import annotations
 
-from ..errors import L3CError
+from ...errors import L3CError
+from ..context import global_worker
 
 
 class HostFailed(L3CError):
@@ -22,7 +23,7 @@ class HostLost(HostFailed):
 
 def error_info(exc: BaseException, host: int) -> dict:
     """What a rank tells the others about its failure (a picklable dict)."""
-    from ..errors import KernelError
+    from ...errors import KernelError
     info = {"host": host, "kind": type(exc).__name__, "message": str(exc).split("\n\n")[0],
             "task": -1, "kernel": "", "loc": "", "traceback": ""}
     if isinstance(exc, KernelError):
@@ -38,7 +39,7 @@ def remote_error(info: dict, here: int) -> L3CError:
     """The exception a rank raises when another rank reports `info` about its failure: a
     `KernelError` like the origin's when a kernel raised there, else `HostFailed` (`HostLost` when
     the reporter lost a host) naming the failing host."""
-    from ..errors import KernelError
+    from ...errors import KernelError
     host = info["host"]
     if info["kind"] in ("HostFailed", "HostLost") and info.get("origin") is not None:
         host = info["origin"]
@@ -59,16 +60,15 @@ def remote_error(info: dict, here: int) -> L3CError:
 
 def slot_name(slot: int, host: int, chips: int, sub_workers: int) -> str:
     """A host's pool slot by its global id: "chip 5" (host * chips + slot), "sub worker 1"."""
-    if slot < chips:
-        return f"chip {host * chips + slot}"
-    return f"sub worker {host * sub_workers + slot - chips}"
+    kind, glob = global_worker(slot, host, chips, sub_workers)
+    return f"chip {glob}" if kind == "chip" else f"sub worker {glob}"
 
 
 def on_host(exc: BaseException, host: int, chips: int, sub_workers: int,
             slot: int | None = None) -> BaseException:
     """A local pool's error as this host reports it: chips and sub workers by their global ids
     (the pool numbers its own from 0; `slot`: the pool slot that failed) and `exc.host` set."""
-    from ..errors import KernelError, Timeout, WorkerCrashed
+    from ...errors import KernelError, Timeout, WorkerCrashed
 
     def name(slot: int) -> str:
         return slot_name(slot, host, chips, sub_workers)
@@ -83,7 +83,7 @@ def on_host(exc: BaseException, host: int, chips: int, sub_workers: int,
     elif isinstance(exc, WorkerCrashed):
         how = str(exc).split(" died during a run ", 1)[-1]
         slot = exc.worker
-        glob = host * chips + slot if slot < chips else host * sub_workers + slot - chips
+        glob = global_worker(slot, host, chips, sub_workers)[1]
         new = WorkerCrashed(f"{name(slot)} on host {host} died during a run {how}",
                             worker=glob, signal=exc.signal, exitcode=exc.exitcode)
     elif isinstance(exc, Timeout):

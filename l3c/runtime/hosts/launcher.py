@@ -10,11 +10,12 @@ completed by `wait_all`, a `Test` loop with a deadline that raises `HostLost`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import time
 from typing import Any, Iterator
 
-from ..errors import L3CError
+from ...errors import L3CError
 from .errors import HostLost
 
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
@@ -71,7 +72,7 @@ def check_hosts(hosts: int) -> int:
         raise L3CError(f"l3c.jit(hosts={hosts}) but the MPI launcher started {size} "
                        f"rank{'' if size == 1 else 's'}; run `mpiexec -n {hosts} ...`")
     rank = MPI.COMM_WORLD.Get_rank()
-    from ..runtime import context
+    from .. import context
     context.set_host(rank)
     _listen_for_terminations()
     return rank
@@ -187,3 +188,19 @@ def cached(name: str) -> Any:
 def cache(name: str, value: Any) -> Any:
     _state[name] = value
     return value
+
+
+def mpi_entries() -> tuple[int, int, int] | None:
+    """Addresses of MPI_Request_get_status, MPI_Isend and MPI_Iprobe in the MPI library mpi4py
+    loaded, if its handles are 32-bit integers (MPICH ABI); else None."""
+    MPI = mpi()
+    if any(MPI._sizeof(kind) != 4 for kind in (MPI.Request, MPI.Comm, MPI.Datatype)):
+        return None
+    for path in libmpi_paths():
+        try:
+            lib = ctypes.CDLL(path)
+            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                         for name in ("MPI_Request_get_status", "MPI_Isend", "MPI_Iprobe"))
+        except (OSError, AttributeError):
+            continue
+    return None
