@@ -142,7 +142,7 @@ def test_views_staging_intermediates_and_results():
     low = lower(prog)
     x_view, none, y_view = low.input_views
     assert none is None and x_view.offset == 0 and y_view.offset == 128   # 120 B aligned up to 128
-    assert low.staging_bytes == 192 == prog.memory.staging_bytes
+    assert low.staging_bytes == 192
     assert low.arena_bytes == low.plan.arena_bytes >= 192 + 128 + 96
     assert low.written_inputs == (2,)
     arena = np.zeros(low.arena_bytes, np.uint8)

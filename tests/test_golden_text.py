@@ -59,3 +59,19 @@ def test_text_form_matches_golden_file(name):
 def test_text_form_is_deterministic_across_lowerings(name):
     """Two fresh lowerings of the same signature print identically (no set or dict order leaks)."""
     assert _text(name) == _text(name)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_running_a_program_does_not_change_its_dump(name):
+    """Lowering and running read the placed program; they never write into it."""
+    target, make_args = CASES[name]
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        jitted = load_target(target)
+    finally:
+        os.chdir(cwd)
+    compiled = jitted.lower(*make_args())
+    before = compiled.dump("text")
+    compiled(*make_args())
+    assert compiled.dump("text") == before

@@ -204,7 +204,6 @@ def lower(program: Program, host: int | None = None,
                         for p in program.params)
     written_inputs = tuple(i for i, p in enumerate(program.params)
                            if p.tensor is not None and p.tensor in written)
-    program.memory.staging_bytes = staging
     return LoweredProgram(plan=plan, input_views=input_views, written_inputs=written_inputs,
                           results=_views_tree(program.results, program, bases),
                           staging_bytes=staging, arena_bytes=arena_bytes)

@@ -47,7 +47,7 @@ import numpy as np
 from ..errors import L3CError
 from ..ir import Program
 from .arena_space import OpenSpace
-from .arena_layout import ALIGNMENT, aligned
+from .arena_layout import ALIGNMENT, aligned, tensor_bases
 from .graphs import predecessor_lists, task_list
 from .schedule import estimate_times
 from .scopes import result_tensors
@@ -135,6 +135,9 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
         report.lower_bound_bytes = max(
             lower_bound({t: iv for t, iv in intervals.items() if h in hosts[t]}, exact)
             for h in range(program.config.hosts))
+    # The inputs' staging area, in front of the intermediates: known here, so that the dumps of a
+    # program read the same before and after it is lowered or run.
+    report.staging_bytes = tensor_bases(program)[1]
     return program
 
 
