@@ -49,7 +49,6 @@ import struct
 import sys
 import threading
 import time
-import traceback
 from typing import Callable
 
 from ..errors import L3CError
@@ -261,8 +260,7 @@ REPLY = struct.Struct("<i")                # pid, or -errno
 def _serve(sock: socket.socket, parent: int, ctl_address: int, words: memoryview, arena,
            close_fds: list[int]) -> None:
     """The server's whole life (never returns): fork a worker per request on `sock`."""
-    code = 0
-    try:
+    def life() -> None:
         gc.freeze()                                # first: no inherited finalizer may ever run here
         worker.prepare_process(parent)
         for fd in close_fds:
@@ -290,19 +288,8 @@ def _serve(sock: socket.socket, parent: int, ctl_address: int, words: memoryview
                 worker.main(slot, slots, chip, ctl_address, words, arena, fds[0], parent, seq)
             os.close(fds[0])
             sock.send(REPLY.pack(pid))
-    except BaseException:  # noqa: BLE001
-        code = 70
-        try:
-            traceback.print_exc()
-        except Exception:  # noqa: BLE001
-            pass
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001
-            pass
-        os._exit(code)
+
+    worker.live_then_exit(life)
 
 
 class ForkServer:

@@ -18,6 +18,7 @@ import signal
 import struct
 import sys
 import traceback
+from typing import Callable, NoReturn
 
 from . import context, layout, steploop, sync
 from .arena import array_in
@@ -263,16 +264,25 @@ def limit_native_threads() -> None:
 
 
 def main(slot: int, slots: int, chip: int, ctl_address: int, words: memoryview, arena_u8,
-         pipe_fd: int, parent: int, seq: int) -> None:
+         pipe_fd: int, parent: int, seq: int) -> NoReturn:
     """Entry point in a worker forked by the fork server (`forkserver.py`); never returns.
     Reports ready by storing its pid in S_PID and ringing the doorbell: the pool waits for that."""
-    code = 0
-    try:
+    def live() -> None:
         prepare_process(parent)
         base = layout.slot_offset(slot)
         sync.store_u32(ctl_address + base + layout.S_PID, os.getpid())
         sync.ring(ctl_address + layout.H_DOORBELL, ctl_address + layout.H_DOORBELL_WAITERS)
         Worker(slot, slots, chip, ctl_address, words, arena_u8, pipe_fd, parent, seq).loop()
+
+    live_then_exit(live)
+
+
+def live_then_exit(life: Callable[[], None]) -> NoReturn:
+    """Run a forked process's whole `life`, then leave with `os._exit`: never return into the
+    stack it was forked from. Status 0, or 70 after printing the traceback of what ended it."""
+    code = 0
+    try:
+        life()
     except BaseException:  # noqa: BLE001
         code = 70
         try:
