@@ -311,6 +311,11 @@ class Config:
             return 0
         return unit // max(1, self.chips if worker == "chip" else self.sub_workers)
 
+    def units_of_host(self, worker: str, host: int) -> range:
+        """The global chips (worker "chip") or sub workers of `host`."""
+        per = self.chips if worker == "chip" else self.sub_workers
+        return range(host * per, (host + 1) * per)
+
     def slot_of_unit(self, worker: str, unit: int) -> int:
         """The local worker slot of global chip or sub worker `unit` on its host."""
         if worker == "chip":

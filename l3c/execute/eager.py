@@ -40,7 +40,7 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
     staged = arrays
     if cfg.hosts > 1:
         staged = _from_rank_0(program, arrays, timeout)
-    chips, subs = cfg.chips * cfg.hosts, cfg.sub_workers * cfg.hosts
+    chips, subs = cfg.units("chip"), cfg.units("sub")
     with _whole_pool(cfg.hosts, chips, subs, arena_bytes) as pool:
         whole = {t.id: pool.array(region_view(offsets[t.id], Region.whole(t.shape), t.dtype))
                  for t in program.tensors}

@@ -107,7 +107,7 @@ class _Estimate:
 
     def _placeable(self, task: Task) -> bool:
         cfg = self.program.config
-        count = (cfg.chips if task.worker == "chip" else cfg.sub_workers) * cfg.hosts
+        count = cfg.units(task.worker)
         return count > 0 and (task.pin is None or 0 <= task.pin < count)
 
     def place(self, task: Task, taken: set[int] = frozenset()) -> None:

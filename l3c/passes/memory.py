@@ -190,10 +190,9 @@ class _Planner:
         self.program = program
         self.returned, self.intervals, self.size = returned, intervals, size
         cfg = program.config
-        self.workers = ([("chip", i) for i in range(cfg.chips * cfg.hosts)]
-                        + [("sub", i) for i in range(cfg.sub_workers * cfg.hosts)])
-        per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
-        self.host_of_slot = [i // per_host[kind] for kind, i in self.workers]
+        self.workers = ([("chip", i) for i in range(cfg.units("chip"))]
+                        + [("sub", i) for i in range(cfg.units("sub"))])
+        self.host_of_slot = [cfg.host_of_unit(kind, i) for kind, i in self.workers]
         slot = {w: i for i, w in enumerate(self.workers)}
         tasks = self.tasks = task_list(program)
         n, width = len(tasks), len(self.workers)

@@ -53,7 +53,7 @@ def task_cost(task: Task, costs: CostModel) -> float:
 
 def _check_placeable(program: Program, task: Task) -> None:
     cfg = program.config
-    count = (cfg.chips if task.worker == "chip" else cfg.sub_workers) * cfg.hosts
+    count = cfg.units(task.worker)
     if task.worker == "sub" and cfg.sub_workers < 1:
         raise L3CError(f"{task.loc}: {task.short_kernel} is a sub-worker kernel but the pool has no "
                        f"sub workers; pass sub_workers=1 (or more) to l3c.jit")
@@ -78,10 +78,8 @@ class _Placer:
         self.tasks = tasks
         self._access_cache: dict[int, list] = {}
         self._itemsizes: dict[int, int] = {}
-        cfg = program.config
-        self.hosts = cfg.hosts
-        self.per_host = {"chip": max(1, cfg.chips), "sub": max(1, cfg.sub_workers)}
-        self.count = {"chip": cfg.chips * cfg.hosts, "sub": cfg.sub_workers * cfg.hosts}
+        self.config = cfg = program.config
+        self.count = {"chip": cfg.units("chip"), "sub": cfg.units("sub")}
         self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(self.count["chip"])}
         self.free_at.update({("sub", i): 0.0 for i in range(self.count["sub"])})
         self.all_workers = {kind: [(kind, i) for i in range(n)] for kind, n in self.count.items()}
@@ -103,7 +101,7 @@ class _Placer:
         self._edge_cost: dict[tuple[int, int], float] = {}
 
     def host(self, worker: Worker) -> int:
-        return worker[1] // self.per_host[worker[0]] if self.hosts > 1 else 0
+        return self.config.host_of_unit(*worker)
 
     def edge_cost(self, u: int, v: int) -> float:
         """What moving u's results to v's host costs: a latency plus the bytes v reads from them."""
@@ -123,7 +121,7 @@ class _Placer:
         """When all of v's inputs can be on `worker` (hand-off and host transfer costs included)."""
         finish, where = self.finish, self.where
         ready = 0.0
-        if self.hosts == 1:
+        if self.config.hosts == 1:
             handoff = self.handoff
             for p in self.preds[v]:
                 arrive = finish[p] if where[p] == worker else finish[p] + handoff
@@ -169,7 +167,7 @@ class _Placer:
         else:
             pred_workers = ()
         common = None
-        if self.hosts == 1 and (self.handoff == 0.0 or not preds):
+        if self.config.hosts == 1 and (self.handoff == 0.0 or not preds):
             common = max((finish[p] for p in preds), default=0.0)
         ends = []
         for worker in candidates:
@@ -240,12 +238,12 @@ class _Placer:
         self.where[task.id] = worker
         self.finish[task.id] = finish
         self.free_at[worker] = finish
-        if self.hosts > 1:                  # only several hosts look for the earliest free worker
+        if self.config.hosts > 1:           # only several hosts look for the earliest free worker
             heapq.heappush(self.free_heap[worker[0]], (finish, worker[1]))
 
 
 def _check_group(program: Program, members: list[Task]) -> None:
-    chips = program.config.chips * program.config.hosts
+    chips = program.config.units("chip")
     if len(members) > chips:
         raise L3CError(f"{members[0].loc}: group of {len(members)} {members[0].short_kernel} calls "
                        f"needs {len(members)} distinct chips, but the pool has {chips}")
@@ -276,7 +274,7 @@ def _candidates(placer: _Placer, task: Task, taken: set[int]) -> list[Worker]:
     (and of other group members), plus those on the host of the earliest free worker, can finish
     it earliest, so list scheduling needs to look at no other host."""
     kind = task.worker
-    if placer.hosts == 1:
+    if placer.config.hosts == 1:
         if not taken:
             return placer.all_workers[kind]
         return [(kind, i) for i in range(placer.count[kind]) if i not in taken]
@@ -290,8 +288,7 @@ def _candidates(placer: _Placer, task: Task, taken: set[int]) -> list[Worker]:
         hosts.add(placer.host(placer.earliest_free(kind, set(allowed))))
     else:
         hosts.add(placer.host(placer.earliest_free(kind)))
-    per = placer.per_host[kind]
-    return [(kind, i) for h in sorted(hosts) for i in range(h * per, (h + 1) * per)
+    return [(kind, i) for h in sorted(hosts) for i in placer.config.units_of_host(kind, h)
             if i not in taken]
 
 

@@ -120,7 +120,7 @@ def _check_placement(program: Program) -> None:
     cfg = program.config
     queues: dict[tuple, list[Task]] = {}
     for t in program.tasks:
-        count = (cfg.chips if t.worker == "chip" else cfg.sub_workers) * cfg.hosts
+        count = cfg.units(t.worker)
         if t.chip is None or not 0 <= t.chip < count:
             _fail(f"task placed on {t.worker} {t.chip}, valid 0..{count - 1}", t)
         if t.pin is not None and t.chip != t.pin:

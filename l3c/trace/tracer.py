@@ -226,7 +226,7 @@ class Tracer:
             raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
                               "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
         if pin is not None:
-            limit = (config.chips if kernel.worker == "chip" else config.sub_workers) * config.hosts
+            limit = config.units(kernel.worker)
             if pin >= limit:
                 raise trace_error(f"kernel {kernel.fn.__qualname__}.on({pin}) but there are only "
                                   f"{limit} {'chips' if kernel.worker == 'chip' else 'sub workers'}",
@@ -307,7 +307,7 @@ class Tracer:
                           "None)")
 
     def record_group(self, kernel: Any, entries: list[Any]) -> None:
-        chips = self.program.config.chips * self.program.config.hosts
+        chips = self.program.config.units("chip")
         if isinstance(kernel, PinnedKernel):
             raise trace_error("l3c.group() got a pinned kernel (kernel.on(chip))",
                               "pass the kernel itself; a group puts each member on its own chip")
