@@ -14,9 +14,9 @@ How: one daemon thread per process takes submitted runs from a queue, in submiss
 runs each through the same path as a direct call. A thread waiting in `result()` without a timeout
 takes its turn at the queue instead of sleeping: it runs the queued runs itself, in the same order
 (whoever runs takes the next run under one lock), until its own run finished; so a batch of
-submitted runs costs no hand-over between threads per run. The pool runs one schedule at a time, so this
-order costs no overlap the pool could give today, and it is what makes the shared-array order hold
-across functions and threads. A direct call made while runs are queued goes through the queue too
+submitted runs costs no hand-over between threads per run. The pool runs one schedule at a time,
+so this order costs no overlap the pool could give today, and it is what makes the shared-array
+order hold across functions and threads. A direct call made while runs are queued goes through the queue too
 (`step(*args)` is `step.submit(*args).result()`), so it sees their effects. Several-host functions
 run at `submit` in the calling thread: every rank must make the same calls in the same order, and
 a thread per rank could interleave them differently.
