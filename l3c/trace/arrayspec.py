@@ -17,7 +17,32 @@ import numpy as np
 from ..errors import TraceError
 
 
-class ArraySpec:
+class ArrayFacts:
+    """What an array's shape and dtype alone say: shared by `ArraySpec` and the tracer's tensor
+    proxies, which have `shape` and `dtype` and no values."""
+
+    __slots__ = ()
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+class ArraySpec(ArrayFacts):
     """The shape and dtype of an array argument, with no data (see the module docstring)."""
 
     __slots__ = ("shape", "dtype")
@@ -40,18 +65,6 @@ class ArraySpec:
                              "np.float32 or 'float32'") from None
         self.shape: tuple[int, ...] = tuple(int(d) for d in dims)
         self.dtype: np.dtype = dt
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ArraySpec) and self.shape == other.shape

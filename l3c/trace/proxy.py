@@ -16,13 +16,13 @@ an integer index outside the axis raises, as numpy's IndexError does.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
 from ..ir import Region
+from .arrayspec import ArrayFacts
 from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
 from .source import trace_error
 
@@ -74,7 +74,7 @@ _OPERATORS = [
 ]
 
 
-class Tensor:
+class Tensor(ArrayFacts):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
@@ -108,23 +108,7 @@ class Tensor:
         self._box = box
         self._region: Region | None = None
 
-    # ---- static facts --------------------------------------------------------------------------
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        return self.dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
+    # ---- static facts (ndim, size, itemsize, nbytes: ArrayFacts) --------------------------------
     @property
     def strides(self) -> tuple[int, ...]:
         """Bytes to step along each axis, as numpy's view of the C-contiguous base would have."""
