@@ -1,5 +1,5 @@
 """`passes.arena_space.OpenSpace`: the gap index the memory pass places with gives exactly the
-offsets a best fit over every busy range gives (the brute-force oracle below)."""
+offsets a best fit over every busy range gives (`memory.best_fit_scan`, the brute-force oracle)."""
 from __future__ import annotations
 
 import random
@@ -7,17 +7,7 @@ import random
 import pytest
 
 from l3c.passes.arena_space import OpenSpace
-
-
-def brute_best_fit(busy: list[tuple[int, int]], size: int) -> int:
-    """Lowest-waste gap (lowest offset on ties) among the busy ranges, else above them all."""
-    best = None
-    cursor = 0
-    for start, end in sorted(busy):
-        if start - cursor >= size and (best is None or start - cursor < best[0]):
-            best = (start - cursor, cursor)
-        cursor = max(cursor, end)
-    return best[1] if best is not None else cursor
+from l3c.passes.memory import best_fit_scan as brute_best_fit
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -70,8 +70,10 @@ def lower_bound(intervals: dict[int, tuple[int, int]], size: dict[int, int]) -> 
     return best
 
 
-def _best_fit(busy: list[tuple[int, int]], size: int) -> int:
-    """Lowest-waste offset for `size` bytes outside the busy [start, end) ranges."""
+def best_fit_scan(busy: list[tuple[int, int]], size: int) -> int:
+    """Lowest-waste offset for `size` bytes outside the busy [start, end) ranges (lowest offset on
+    ties), by a scan of every range: what several-host plans use, and the reference the gap index
+    of `arena_space.OpenSpace` must match."""
     best = None
     cursor = 0
     for start, end in sorted(busy):
@@ -409,10 +411,10 @@ class _Planner:
                     if unordered > MAX_EDGES_PER_REUSE:
                         fixed.add(a)
             nbytes = size[b]
-            offset = _best_fit(list(busy.values()), nbytes)
+            offset = best_fit_scan(list(busy.values()), nbytes)
             if offset + nbytes > top and len(fixed) < len(busy):
                 edges = {a: None if a in fixed else self._edges_needed(a, b) for a in busy}
-                relaxed = _best_fit([r for a, r in busy.items() if edges[a] is None], nbytes)
+                relaxed = best_fit_scan([r for a, r in busy.items() if edges[a] is None], nbytes)
                 if relaxed < offset:
                     offset = relaxed
                     for a, (lo, hi) in busy.items():
