@@ -27,7 +27,7 @@ from ..codegen.lower import LoweredProgram, lower
 from ..runtime import layout, stamps
 from ..runtime.pool import current_pool, get_pool
 from .args import checked_args
-from .staging import SMALL_STAGE, arena_arrays, busy, copy_arrays, is_view_of, turn
+from .staging import SMALL_STAGE, arena_arrays, copy_arrays, is_view_of, turn
 
 SLICE_NS = 50_000_000      # the native wait returns to Python this often (Ctrl-C, bounded waits)
 
@@ -77,9 +77,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     # The deadline covers the whole call: waiting for a pool busy with another thread's run too.
     deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
     pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
-    with turn(pool, program.name, timeout):
-        if deadline and time.monotonic_ns() >= deadline:
-            raise busy(program.name, timeout)
+    with turn(pool, program.name, timeout, deadline):
         plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
         slot_map = pool.slot_map(plan)
         staging, results = arena_arrays(lowered, pool, plan)

@@ -3,6 +3,7 @@ installed plan), fresh copies of the results, and the pool's turn (one run at a 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -47,17 +48,21 @@ def arena_arrays(lowered: LoweredProgram, pool: Any, plan: Any) -> tuple[list, A
     return arrays
 
 
-def busy(name: str, timeout: float | None) -> Timeout:
-    return Timeout(f"{name}: the workers were busy with another thread's run for the whole "
-                   f"timeout ({timeout} s); this run did not start")
-
-
 @contextlib.contextmanager
-def turn(pool: Any, name: str, timeout: float | None) -> Iterator[None]:
-    """The pool's lock (one run at a time), waited for at most `timeout` seconds."""
-    if not pool.lock.acquire(timeout=-1 if timeout is None else timeout):
-        raise busy(name, timeout)
+def turn(pool: Any, name: str, timeout: float | None, deadline: int) -> Iterator[None]:
+    """The pool's lock (one run at a time), waited for until `deadline` (time.monotonic_ns; 0:
+    none), the deadline of the whole call: a run never starts with its `timeout` already spent."""
+    wait = -1 if not deadline else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+    if not pool.lock.acquire(timeout=wait):
+        raise _busy(name, timeout)
     try:
+        if deadline and time.monotonic_ns() >= deadline:
+            raise _busy(name, timeout)
         yield
     finally:
         pool.lock.release()
+
+
+def _busy(name: str, timeout: float | None) -> Timeout:
+    return Timeout(f"{name}: the workers were busy with another thread's run for the whole "
+                   f"timeout ({timeout} s); this run did not start")
