@@ -8,8 +8,11 @@ Graph: `program.graph` is a `networkx.DiGraph` whose nodes are task ids `0..n-1`
 Each node carries the public attributes (docs/ir.md) `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
 `Task` record by `Program.sync_node_attrs`) and `task`, the `Task` record itself. An edge u -> v means
 v waits for u; its attributes are `kinds` (a set drawn from {"RAW", "WAR", "WAW"}), `tensors` (set of
-tensor ids that caused it) and `added_by` ("deps" for a data dependency, "memory" for an ordering edge
-the memory plan added so two tensors may share arena space).
+tensor ids that caused it), `added_by` ("deps" for a data dependency, "memory" for an ordering edge
+the memory plan added so two tensors may share arena space) and `carried`. A carried edge (only in
+programs with loops; it may point backwards in program order or be a self-loop) says that an instance
+of v waits for the latest earlier instance of u in sequential order, an earlier iteration's; other
+edges hold within one iteration, and only they form the DAG passes walk (`Program.iteration_graph`).
 """
 from __future__ import annotations
 
@@ -48,6 +51,12 @@ class Region:
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     box: tuple[tuple[int, int, int], ...] | None
+    # Inside `l3c.range`/`while_loop` bodies a view may move with loop variables (`x[i]`,
+    # `x[4 * i : 4 * i + 4]`): one `Shift` per loop variable it depends on, sorted by loop id.
+    # `offset` and `box` are then the view when every loop variable is 0 (possibly outside the
+    # base tensor); the view at values `v` is offset + sum(v[l] * shift.offset), each box start
+    # + sum(v[l] * shift.box[axis]). Shape and strides never depend on loop variables.
+    shifts: tuple["Shift", ...] = ()
 
     @property
     def size(self) -> int:
@@ -81,6 +90,30 @@ class Region:
         return "[" + ",".join(parts) + "]"
 
 
+@dataclass(frozen=True)
+class Shift:
+    """How far a `Region` moves per unit of one loop variable (in elements of the base tensor)."""
+
+    loop: int                      # the loop id (`Program.loops`) whose variable moves the view
+    offset: int                    # change of `Region.offset`
+    box: tuple[int, ...]           # change of each base axis's box start (0 for unmoved axes)
+
+
+@dataclass(frozen=True)
+class Affine:
+    """An integer affine expression of loop variables, `const + sum(coef * var(loop))`: the value
+    of a loop variable passed to a kernel as a scalar (`ScalarArg.value`), and of loop bounds."""
+
+    const: int = 0
+    terms: tuple[tuple[int, int], ...] = ()     # (loop id, coefficient), by loop id, coef != 0
+
+    def __str__(self) -> str:
+        parts = [(f"L{loop}" if c == 1 else f"{c}*L{loop}") for loop, c in self.terms]
+        if self.const or not parts:
+            parts.append(str(self.const))
+        return " + ".join(parts).replace("+ -", "- ")
+
+
 @dataclass
 class TensorInfo:
     """A tensor the program touches: a jitted function's array argument or an intermediate.
@@ -95,6 +128,7 @@ class TensorInfo:
     dtype: str                     # numpy dtype name, e.g. "float32"
     loc: str                       # file.py:LINE where it was created (the jit call site for inputs)
     scope: tuple[int, ...] = ()    # path of scope ids it was created in; () = function level
+    loops: tuple[int, ...] = ()    # loops/conds it was created in (lives one iteration or block)
     zero_init: bool = False        # created by l3c.zeros (its fill is also recorded as a task)
     # --- written by the scopes pass ---
     first_use: int | None = None   # first task (program order) that accesses it
@@ -139,7 +173,7 @@ class ScalarArg:
     """A static Python scalar argument, passed by value."""
 
     param: str
-    value: Scalar
+    value: Scalar | Affine         # Affine: a loop variable expression, a Python int per iteration
 
 
 Arg = Union[Access, ScalarArg]
@@ -155,6 +189,7 @@ class Task:
     args: tuple[Arg, ...]          # in the kernel's parameter order
     loc: str                       # user's file.py:LINE of the call
     scope: tuple[int, ...] = ()    # path of open scope ids at the call
+    loops: tuple[int, ...] = ()    # enclosing loop/cond ids, outermost first (`Program.loops`)
     pin: int | None = None         # kernel.on(chip): required chip (or sub worker) index
     # --- groups: set by l3c.group at trace time, or by the fuse pass ---
     group: int | None = None       # index into Program.groups
@@ -183,6 +218,43 @@ class ResultRef:
 
 # A result structure: ResultRef, or ("tuple" | "list", [structures]), or ("dict", [(key, structure)]).
 ResultTree = Any
+
+
+LoopKind = Literal["range", "while", "cond"]
+
+
+@dataclass
+class Loop:
+    """A loop (`l3c.range`, `l3c.while_loop`) or conditional block (`l3c.cond`) of the schedule.
+
+    Its body is traced once: the tasks `first_task .. end_task - 1` (program order; nested loops'
+    bodies are sub-ranges). A bound or flag is a static int or an `Access` (mode "In") of one
+    element of a tensor, read when the loop starts (range bounds), before every iteration (a while
+    flag) or when the block is reached (a cond flag), after every earlier writer of it.
+    """
+
+    id: int
+    kind: LoopKind
+    loc: str                                   # "file.py:LINE" of the `for` / `with` statement
+    parent: int | None                         # enclosing loop/cond id
+    first_task: int
+    end_task: int
+    start: "int | Access" = 0                  # range: the loop variable's first value
+    stop: "int | Access" = 0                   # range: exclusive bound
+    step: "int | Access" = 1                   # range: nonzero
+    flag: "Access | None" = None               # while / cond
+    max_iterations: int | None = None          # while
+    invert: bool = False                       # cond: run the block when the flag is zero
+    # --- written by the deps pass: the bound/flag reads' dependencies, as (task, carried) with
+    # `carried` as on edges (on the latest earlier instance of the task in sequential order) ---
+    reads_after: tuple[tuple[int, bool], ...] = ()    # writers the read waits for
+    reads_before: tuple[tuple[int, bool], ...] = ()   # later writers that wait for the read
+
+    @property
+    def accesses(self) -> tuple[Access, ...]:
+        """The bound and flag elements this loop reads."""
+        return tuple(a for a in (self.start, self.stop, self.step, self.flag)
+                     if isinstance(a, Access))
 
 
 @dataclass
@@ -336,6 +408,7 @@ class Program:
     results: ResultTree = None
     groups: list[list[int]] = field(default_factory=list)   # task ids of each group, in rank order
     scopes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # scope id -> its path
+    loops: dict[int, Loop] = field(default_factory=dict)     # loop/cond id -> its record
     memory: MemoryReport = field(default_factory=MemoryReport)
     passes_run: list[str] = field(default_factory=list)
     costs: CostModel = field(default_factory=CostModel)    # the schedule's cost model (trace, passes)
@@ -361,7 +434,8 @@ class Program:
         for n in ids:
             t: Task = self.graph.nodes[n]["task"]
             self.graph.nodes[n].update(kernel=t.kernel, worker=t.worker, chip=t.chip,
-                                       group=t.group, loc=t.loc, host=self.host_of(t))
+                                       group=t.group, loc=t.loc, host=self.host_of(t),
+                                       loops=t.loops)
 
     def host_of(self, task: Task) -> int:
         """The host a placed task runs on: chips and sub workers are numbered globally, host by host
@@ -378,14 +452,33 @@ class Program:
                              "run the schedule pass before lowering")
         return self.config.slot_of_unit(task.worker, task.chip)
 
-    def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps") -> None:
-        """Record that task v waits for task u because of `kind` on `tensor` (u < v)."""
+    def add_dependency(self, u: int, v: int, kind: str, tensor: int, added_by: str = "deps",
+                       carried: bool = False) -> None:
+        """Record that task v waits for task u because of `kind` on `tensor` (u < v), or, with
+        `carried`, for u's latest instance in an earlier iteration (any u, v). A dependency within
+        one iteration implies the carried one, so a pair keeps `carried=False` once it has one."""
         if self.graph.has_edge(u, v):
             data = self.graph.edges[u, v]
             data["kinds"].add(kind)
             data["tensors"].add(tensor)
+            if not carried:
+                data["carried"] = False
         else:
-            self.graph.add_edge(u, v, kinds={kind}, tensors={tensor}, added_by=added_by)
+            self.graph.add_edge(u, v, kinds={kind}, tensors={tensor}, added_by=added_by,
+                                carried=carried)
+
+    @property
+    def has_carried(self) -> bool:
+        """Whether any edge is carried (only programs with loops have such edges)."""
+        return bool(self.loops) and any(d.get("carried") for _, _, d in self.graph.edges(data=True))
+
+    def iteration_graph(self) -> nx.DiGraph:
+        """The graph without carried edges: a DAG in program order (the graph itself, or a view of
+        it, when the program has carried edges)."""
+        if not self.has_carried:
+            return self.graph
+        graph = self.graph
+        return nx.subgraph_view(graph, filter_edge=lambda u, v: not graph.edges[u, v].get("carried"))
 
 
 # ---- how a call's arrays map to the program's input tensors (tracing and every run) ----------

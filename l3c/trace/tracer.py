@@ -261,7 +261,8 @@ class Tracer:
         two empty adjacency dicts."""
         graph = self.program.graph
         graph._node[task.id] = {"task": task, "kernel": task.kernel, "worker": task.worker,
-                                "chip": None, "group": task.group, "loc": task.loc, "host": 0}
+                                "chip": None, "group": task.group, "loc": task.loc, "host": 0,
+                                "loops": task.loops}
         graph._succ[task.id] = {}
         graph._pred[task.id] = {}
 
