@@ -466,3 +466,29 @@ def test_while_whose_body_never_writes_its_flag(line_of):
         for k in l3c.while_loop(n[0:1], max_iterations=3):
             add(x[k], 1.0)
     trace(g, x48(), np.array([1]))
+
+
+def test_return_break_or_continue_inside_a_cond_block(line_of):
+    def f(x, n):
+        with l3c.cond(n[0:1]):
+            add(x, 1.0)
+            return x  # ERR
+    expect_error(f, line_of, "leaves the l3c.cond block", args=(x48(), np.array([1])))
+
+    def g(x, n):
+        for i in l3c.range(3):
+            with l3c.cond(n[0:1]):
+                if x.shape[0] > 1:
+                    continue  # ERR
+            add(x[i], 1.0)
+    expect_error(g, line_of, "leaves the l3c.cond block", args=(x48(), np.array([1])))
+
+    def h(x, n):                          # a loop inside the block may break out of itself
+        with l3c.cond(n[0:1]):
+            for r in range(4):
+                add(x[r], 1.0)
+                if r == 1:
+                    break
+        return x
+    p = trace(h, x48(), np.array([1]))
+    assert len(p.tasks) == 2 and all(t.loops == (0,) for t in p.tasks)

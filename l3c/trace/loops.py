@@ -19,8 +19,12 @@ on numpy arrays (`with l3c.cond` can only run its block there, not skip it).
 """
 from __future__ import annotations
 
+import ast
 import builtins
+import functools
+import inspect
 import numbers
+import textwrap
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,7 +32,7 @@ import numpy as np
 from ..errors import L3CError
 from ..ir import Access, Affine, Loop
 from .context import current_tracer
-from .source import short_loc, trace_error, user_location
+from .source import short_loc, trace_error, user_frame, user_location
 
 
 # ---- the loop variable ------------------------------------------------------------------------
@@ -325,9 +329,64 @@ class cond:  # noqa: N801 - used as `with l3c.cond(flag):`
         self.loop = _open(tracer, "cond", self.where, flag=flag, invert=self.invert)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self._tracer is not None and self.loop is not None:
             _close(self._tracer, self.loop, left_early=False)
+            if exc_type is None:
+                _refuse_jumps_out(self.where)
+
+
+def _refuse_jumps_out(where: tuple[str, int]) -> None:
+    """TraceError if the `with l3c.cond(...)` block at `where` holds a `return`, or a `break` /
+    `continue` of a loop around the block: what follows it was traced as if it always ran, but
+    at run time it would depend on the flag. Found in the source (a guarded one counts too)."""
+    frame = user_frame()
+    if frame is None or frame.f_code.co_filename != where[0]:
+        return
+    line = _jump_in_block(frame.f_code, where[1])
+    if line is not None:
+        raise trace_error(f"line {line} leaves the l3c.cond block at line {where[1]} (return, "
+                          "break or continue); the code after it was traced as if it always ran",
+                          "move it out of the block: a cond block only decides whether its own "
+                          "calls run", (where[0], line))
+
+
+@functools.lru_cache(maxsize=256)
+def _jump_in_block(code: Any, with_line: int) -> int | None:
+    """The line of the first return/break/continue leaving the `with` block at `with_line`."""
+    try:
+        lines, start = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    offset = max(start - 1, 0)            # a module's code starts at line 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and node.lineno + offset == with_line:
+            found = _jumps(node.body, in_loop=False)
+            return None if found is None else found + offset
+    return None
+
+
+def _jumps(body: list[Any], in_loop: bool) -> int | None:
+    for stmt in body:
+        for node in _walk_statement(stmt, in_loop):
+            return node
+    return None
+
+
+def _walk_statement(node: Any, in_loop: bool) -> Iterator[int]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+        return
+    if isinstance(node, ast.Return) or (isinstance(node, (ast.Break, ast.Continue))
+                                        and not in_loop):
+        yield node.lineno
+        return
+    inner = in_loop or isinstance(node, (ast.For, ast.While, ast.AsyncFor))
+    for child in ast.iter_child_nodes(node):
+        if isinstance(node, (ast.For, ast.While, ast.AsyncFor)) and child in node.orelse:
+            yield from _walk_statement(child, in_loop)     # a loop's else runs outside it
+        else:
+            yield from _walk_statement(child, inner)
 
 
 def _body(tracer: Any, loop: Loop) -> Iterator[Any]:
