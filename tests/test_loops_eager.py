@@ -275,3 +275,34 @@ def test_compiled_runs_of_looped_programs_say_so():
     assert compiled.graph.nodes[0]["loops"] == (0,) and compiled.loops[0]["kind"] == "range"
     with pytest.raises(l3c.L3CError, match="loops"):
         jitted(np.zeros((2, 2)))
+
+
+def test_native_kernels_get_the_loop_variable_as_int64():
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _native_kernels as nk
+
+    def f(x):
+        for i in l3c.range(1, 4):
+            nk.fill(x[i], 2 * i - 1, 0.5)       # C: x[k] = start + k * step
+    x = np.zeros((4, 3))
+    l3c.jit(f, chips=2).eager(x)
+    assert x.tolist() == [[0, 0, 0], [1, 1.5, 2], [3, 3.5, 4], [5, 5.5, 6]]
+
+
+def test_eager_loops_on_two_hosts_under_mpiexec():
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("mpiexec") is None:
+        pytest.skip("needs mpiexec")
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable,
+                           os.path.join(here, "_loops_eager_hosts.py")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+    assert [line.split()[:3] for line in lines] == [["RESULT", "0", "ok"], ["RESULT", "1", "ok"]], \
+        proc.stdout + proc.stderr
