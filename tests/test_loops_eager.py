@@ -306,3 +306,12 @@ def test_eager_loops_on_two_hosts_under_mpiexec():
     lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
     assert [line.split()[:3] for line in lines] == [["RESULT", "0", "ok"], ["RESULT", "1", "ok"]], \
         proc.stdout + proc.stderr
+
+
+def test_inner_trip_counts_read_from_an_element_moved_by_the_outer_variable():
+    def f(x, counts):
+        for i in l3c.range(3):
+            for j in l3c.range(counts[i:i + 1]):      # a ragged loop nest
+                add(x[i, j:j + 1], j + 1)
+    (x, _), _ = check(f, np.zeros((3, 4)), np.array([2, 0, 4], np.int64))
+    assert x.tolist() == [[1, 2, 0, 0], [0, 0, 0, 0], [1, 2, 3, 4]]
