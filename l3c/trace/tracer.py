@@ -1,10 +1,10 @@
 """The tracer: run an orchestration function on proxies and record its kernel calls as an IR Program.
 
-`trace(fn, args)` is the entry point. It classifies the arguments (arrays become input tensors,
-scalars and `static_argnames` stay static values), runs `fn` with `Tensor` proxies while a `Tracer` is
-the current one on this thread, and returns a `Program` whose graph has one node per kernel call in
-program order and no edges yet (the `deps` pass adds them). Every misuse raises `TraceError` at the
-user's line.
+`trace(fn, args)` is the entry point. It classifies the arguments (`arguments.py`: arrays become
+input tensors, scalars and `static_argnames` stay static values), runs `fn` with `Tensor` proxies
+while a `Tracer` is the current one on this thread, and returns a `Program` whose graph has one
+node per kernel call in program order (a loop body's calls once, `loops.py`) and no edges yet (the
+`deps` pass adds them). Every misuse raises `TraceError` at the user's line.
 """
 from __future__ import annotations
 
