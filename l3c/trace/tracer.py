@@ -24,6 +24,7 @@ from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
 from .loops import LoopIndex
 from .proxy import Tensor
+from .shifted import check_group_members
 from ..errors import TraceError
 from .source import return_location, short_loc, trace_error, user_loc, user_location
 
@@ -297,6 +298,8 @@ class Tracer:
                                 e if isinstance(e, dict) else {}, group=g, rank=r)
                for r, e in enumerate(entries)]
         self.program.groups.append(ids)
+        if self.loop_stack:
+            check_group_members(self.program, ids)
 
     # -- results
     def result_tree(self, value: Any, where: tuple[str, int]) -> Any:
