@@ -5,7 +5,8 @@
 1. check the arguments against the compiled signature (shapes, dtypes, static values);
 2. lower the program and JIT its dispatcher, once per `Compiled` (cached in `compiled.artifacts`);
 3. under the pool's lock (one run at a time per pool; other threads wait their turn): install the
-   plan (cached by the pool), copy the inputs into their staging views, call the native
+   plan (cached by the pool; for `l3c.shared` arguments, its variant whose views point into their
+   memory: `inplace.py`), copy the other inputs into their staging views, call the native
    `l3c_start`, then the native `l3c_wait` in slices until it returns something other than
    RUN_PENDING. Both are ctypes calls, which release the GIL; between slices Python notices Ctrl-C;
 4. turn a failure status into its exception (`Pool.finish_run` recovers the pool first), write the
@@ -27,6 +28,8 @@ from ..codegen.lower import LoweredProgram, lower
 from ..runtime import layout, stamps
 from ..runtime.pool import current_pool, get_pool
 from .args import checked_args
+from .inplace import in_place
+from .inplace import results as inplace_results
 from .staging import SMALL_STAGE, arena_arrays, copy_arrays, is_view_of, turn
 
 SLICE_NS = 50_000_000      # the native wait returns to Python this often (Ctrl-C, bounded waits)
@@ -68,6 +71,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     arrays = checked_args(program, args, compiled.artifacts)
     lowered, disp = prepare(compiled)
     plan = lowered.plan
+    bound = in_place(compiled, lowered, arrays)      # l3c.shared arguments: not staged
     for i in lowered.written_inputs:         # before any worker runs, not at write-back
         if not arrays[i].flags.writeable:
             from .eager import readonly_error
@@ -79,11 +83,15 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
     with turn(pool, program.name, timeout, deadline):
         plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
+        if bound is not None:
+            plan_id = pool.install_bound(plan, plan_id, bound.layout_key, bound.rebinding,
+                                         bound.memories)
         slot_map = pool.slot_map(plan)
         staging, results = arena_arrays(lowered, pool, plan)
-        for staged, array in zip(staging, arrays):
-            if staged is not None and (staged.nbytes <= SMALL_STAGE
-                                       or not is_view_of(array, staged)):
+        skip = bound.params if bound is not None else ()
+        for i, (staged, array) in enumerate(zip(staging, arrays)):
+            if staged is not None and i not in skip and (staged.nbytes <= SMALL_STAGE
+                                                         or not is_view_of(array, staged)):
                 np.copyto(staged, array)
         ctrl, pids = pool.control_address, pool.pids_address
         out_slot = ctypes.c_int32(-1)
@@ -106,7 +114,10 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         if _stamps is not None:
             _stamps["steps"] = stamps.read(pool, plan)
         for i in lowered.written_inputs:
-            arrays[i][...] = staging[i]
+            if i not in skip:
+                arrays[i][...] = staging[i]
+        if bound is not None and bound.result_refs:
+            results = inplace_results(bound, program, lowered, results, arrays)
         return copy_arrays(results)
 
 

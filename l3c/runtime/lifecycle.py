@@ -46,9 +46,10 @@ MAX_WORKERS = 1024               # chips + sub workers of one pool (a bound for 
 class WorkerProc:
     pid: int                      # 0 once reaped
     pipe: int                     # write end of the worker's message pipe (-1 once closed)
-    installed: set                # plan ids installed in this process
+    installed: set                # plan ids installed in this process (bound variants too)
     exit_status: int | None = None
     stat_fd: int = -1             # /proc/<pid>/stat, open while the process is ours (see _alive)
+    mapped: set = dataclasses.field(default_factory=set)   # shared memory keys it has mapped
 
 
 def memory_limit() -> int:

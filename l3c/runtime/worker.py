@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Callable, NoReturn
 
-from . import context, layout, steploop, sync
+from . import context, layout, sharedmem, steploop, sync
 from .arena import array_in
 from .plan import View
 from .steploop import StepTable
@@ -81,7 +81,10 @@ class Worker:
         self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
         self.never_addr = ctypes.addressof(self._never)
         self.plans: dict[int, tuple[StepTable, list[int]]] = {}   # plan id -> (table, task ids)
+        self.prepared: dict[int, list[tuple]] = {}    # plan id -> the entries its table was built from
         self.kernels: dict[str, object] = {}
+        # shared memory key -> [mapping, its bytes, ids of the bound variants with views into it]
+        self.maps: dict[int, list] = {}
 
     # --- waiting ------------------------------------------------------------------------------------
     def next_command(self, spin: int) -> tuple[int, int]:
@@ -149,6 +152,48 @@ class Worker:
             self.fail(steps[0].task if steps else 0, f"cannot install plan {plan_id}: {exc}")
             return
         self.plans[plan_id] = (table, [step.task for step in steps])
+        self.prepared[plan_id] = prepared
+        self.finish(layout.ST_FINISHED)
+
+    def bind(self) -> None:
+        """Install a bound variant of an installed plan: map the shared memories not mapped yet,
+        and build a step table whose patched arguments are views into them (`runtime.bindings`)."""
+        vid, plan_id, parent, maps, patches = read_message(self.pipe_fd, self.parent)
+        try:
+            for key, fd, nbytes in maps:
+                if key not in self.maps:
+                    self.maps[key] = [*sharedmem.map_in_worker(parent, fd, nbytes), set()]
+            table, tasks = self.plans[plan_id]
+            if patches:
+                prepared = list(self.prepared[plan_id])
+                for k, j, key, view in patches:
+                    entry = list(prepared[k])
+                    args = list(entry[1])
+                    args[j] = array_in(self.maps[key][1], view)
+                    entry[1] = tuple(args)
+                    prepared[k] = tuple(entry)
+                table = StepTable(prepared)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, the worker stays
+            self.fail(0xFFFFFFFF, f"cannot bind plan {plan_id} to shared memory: "
+                                  f"{type(exc).__name__}: {exc}")
+            return
+        self.plans[vid] = (table, tasks)
+        for _, _, key, _ in patches:
+            self.maps[key][2].add(vid)
+        self.finish(layout.ST_FINISHED)
+
+    def release(self) -> None:
+        """Drop bound variants and shared memories the parent no longer uses (a memory goes with
+        the last view of it, so with the variants pointing into it)."""
+        vids, keys = read_message(self.pipe_fd, self.parent)
+        for key in keys:
+            entry = self.maps.pop(key, None)
+            if entry is not None:
+                vids = [*vids, *entry[2]]
+        for vid in vids:
+            self.plans.pop(vid, None)
+        for entry in self.maps.values():
+            entry[2].difference_update(vids)
         self.finish(layout.ST_FINISHED)
 
     def run_plan(self, plan_id: int) -> None:
@@ -208,6 +253,10 @@ class Worker:
                 self.run_plan(arg)
             elif command == layout.CMD_RUN_TASK:
                 self.run_task()
+            elif command == layout.CMD_BIND:
+                self.bind()
+            elif command == layout.CMD_RELEASE:
+                self.release()
             else:
                 self.fail(0xFFFFFFFF, f"unknown command {command}")
 
