@@ -164,7 +164,7 @@ _SUBMITTER = _Submitter()
 
 def busy() -> bool:
     """Are submitted runs queued or running? (Then a direct call must queue behind them.)"""
-    return _SUBMITTER.pending() > 0
+    return _SUBMITTER._pending > 0
 
 
 def written_params(compiled: Any) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import l3c
+from l3c.runtime import sharedmem
 from l3c.runtime.pool import current_pool
 
 
@@ -131,12 +132,19 @@ def test_many_layouts_of_one_signature_and_two_shared_arguments():
         np.testing.assert_array_equal(s, ref)
 
 
-def _mapped_in(pids: list[int]) -> int:
+def _mapped_in(pids: list[int], inode: int | None = None) -> int:
+    """How many mappings of l3c.shared memory (of the file `inode`, if given) `pids` have."""
     n = 0
     for pid in pids:
         with open(f"/proc/{pid}/maps") as f:
-            n += sum("l3c-shared" in line for line in f)
+            n += sum("l3c-shared" in line and (inode is None or int(line.split()[4]) == inode)
+                     for line in f)
     return n
+
+
+def _inode(array: np.ndarray) -> int:
+    mem = sharedmem.owner(array)
+    return os.fstat(mem.fd).st_ino
 
 
 def _dead(pid: int) -> bool:
@@ -158,18 +166,19 @@ def _eventually(predicate, within: float = 5.0) -> bool:
 
 def test_workers_unmap_shared_memory_when_the_last_reference_goes():
     s = l3c.shared(np.zeros((5, 6)))
+    inode = _inode(s)
     bump_index(s[:, 2])
     pool = current_pool()
     pids = [w.pid for w in pool._workers if w.pid]
-    assert _mapped_in(pids) == 1               # one worker ran the kernel
+    assert _mapped_in(pids, inode) == 1        # one worker ran the kernel
     view = s[1]
     del s
     gc.collect()
     time.sleep(0.05)
-    assert _mapped_in(pids) == 1               # a view still holds it
+    assert _mapped_in(pids, inode) == 1        # a view still holds it
     del view
     gc.collect()
-    assert _eventually(lambda: _mapped_in(pids) == 0)
+    assert _eventually(lambda: _mapped_in(pids, inode) == 0)
     assert np.array_equal(where(np.zeros(3)), [0])   # the pool goes on
 
 
@@ -190,6 +199,6 @@ def test_the_fork_server_holds_no_shared_memory_made_before_it():
     s = l3c.shared(np.zeros(1 << 16))
     bump_index(s[:4])
     server = current_pool().server_pid
-    assert _mapped_in([server]) == 0
+    assert _mapped_in([server], _inode(s)) == 0
     fds = [os.readlink(f"/proc/{server}/fd/{n}") for n in os.listdir(f"/proc/{server}/fd")]
     assert not any("l3c-shared" in f for f in fds)

@@ -110,6 +110,7 @@ class Bindings:
         """Tell the workers holding any of `keys` or `vids` to drop them (the lock is held)."""
         for vid in vids:
             self._variant_keys.pop(vid, None)
+        self.epoch += 1                        # runs that cached a dropped variant install again
         if not self.started:
             return
         slots = [s for s, w in enumerate(self._workers)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import L3CError
-from . import context, layout, steploop, sync
+from . import context, layout, serve, steploop, sync
 from .arena import SharedMapping
 from . import forkserver
 from .forkserver import ServerLost
@@ -128,6 +128,7 @@ class Lifecycle:
         self._check_request(chips, sub_workers, capacity)
         sync.ensure()                          # compile before forking: the server inherits the code
         steploop.ensure()
+        serve.ensure()
         forkserver.ensure()
         _warm_threadpoolctl()
         try:
@@ -209,6 +210,7 @@ class Lifecycle:
             stat_fd = -1                       # already gone: _alive reports it dead
         self._workers[slot] = WorkerProc(pid, write_fd, set(), stat_fd=stat_fd)
         self._pids[slot] = pid
+        self.epoch += 1
 
     def _wait_ready(self, slots: list[int], deadline: float) -> list[int]:
         """Wait until every worker of `slots` stored its pid in S_PID, or is dead, or `deadline`

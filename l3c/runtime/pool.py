@@ -47,6 +47,8 @@ class Pool(Lifecycle, Mailbox, Installs, Failures, Reference, Bindings):
         self.sub_workers = 0
         self.slots = 0
         self.generation = 0               # bumped on every (re)start that replaces the mappings
+        self.epoch = 0                    # bumped whenever a worker starts, the pool stops, or a
+                                          # bound variant is dropped: runs re-check installations
         self.arena: np.ndarray | None = None
         self.arena_capacity = 0
         self.control_address = 0
@@ -112,6 +114,7 @@ class Pool(Lifecycle, Mailbox, Installs, Failures, Reference, Bindings):
             self._workers = []
             self._plans.clear()
             self._variant_keys.clear()
+            self.epoch += 1
             self.chips = self.sub_workers = self.slots = 0
             self.arena_capacity = 0
         finally:
