@@ -127,16 +127,26 @@ class _Submitter:
         self._queued.release()
 
     def _run_next(self) -> bool:
-        """Run the next queued run in this thread (the caller holds `_turn`); False if none."""
+        """Run the next queued run in this thread (the caller holds `_turn`), with the runs of the
+        same schedule queued right behind it as one batch; False if none was queued."""
         try:
-            work = self._queue.popleft()
+            job = self._queue.popleft()
         except IndexError:
             return False
+        jobs = [job]
+        if job.batchable:
+            queue = self._queue
+            while (len(jobs) < job.limiter.max_inflight and queue and queue[0].batchable
+                   and queue[0].compiled is job.compiled):
+                jobs.append(queue.popleft())
         try:
-            work()
+            if len(jobs) == 1:
+                job()
+            else:
+                _run_together(jobs)
         finally:
             with self._lock:
-                self._pending -= 1
+                self._pending -= len(jobs)
         return True
 
     def _loop(self) -> None:
@@ -178,18 +188,97 @@ def written_params(compiled: Any) -> tuple[int, ...]:
     return found
 
 
-def _capture(values: list[Any]) -> list[Any]:
+def _capture(values: list[Any]) -> tuple[list[Any], bool]:
     """Copies of the ordinary arrays among `values` (one copy per distinct array, so an array
-    passed twice stays one array); shared arrays and statics as they are."""
+    passed twice stays one array); shared arrays and statics as they are. And whether some
+    argument is a shared array."""
     copies: dict[int, np.ndarray] = {}
     captured = []
+    shares = False
     for v in values:
-        if isinstance(v, np.ndarray) and not is_shared(v):
-            if id(v) not in copies:
-                copies[id(v)] = np.array(v, copy=True)
-            v = copies[id(v)]
+        if isinstance(v, np.ndarray):
+            if is_shared(v):
+                shares = True
+            else:
+                if id(v) not in copies:
+                    copies[id(v)] = np.array(v, copy=True)
+                v = copies[id(v)]
         captured.append(v)
-    return captured
+    return captured, shares
+
+
+class _Job:
+    """One submitted run, queued: runs alone (`__call__`) or with the runs of its schedule queued
+    right behind it (`_run_together`)."""
+
+    __slots__ = ("run", "compiled", "values", "captured", "written", "limiter", "deadline",
+                 "batchable")
+
+    def __init__(self, run: Run, compiled: Any, values: Any, captured: list, limiter: Limiter,
+                 deadline: float | None, batchable: bool) -> None:
+        self.run, self.compiled, self.values, self.captured = run, compiled, values, captured
+        self.written = written_params(compiled)
+        self.limiter, self.deadline, self.batchable = limiter, deadline, batchable
+
+    def error(self) -> BaseException | None:
+        return self.run._error
+
+    def __call__(self) -> None:
+        try:
+            if self.run._start():
+                self.execute()
+        finally:
+            self.limiter.release()
+
+    def execute(self) -> None:
+        """Run it now in this thread (it was started) and finish its `Run`."""
+        run, compiled = self.run, self.compiled
+        try:
+            timeout = compiled.timeout
+            if self.deadline is not None:
+                timeout = self.deadline - time.monotonic()
+                if timeout <= 0:
+                    raise Timeout(f"{compiled.program.name}: the timeout ran out while waiting "
+                                  "for the runs in flight ahead of it; this run did not start")
+            value = compiled._run_now(self.captured, timeout=timeout)
+            self.write_back()
+            run._finish(value)
+        except BaseException as exc:   # noqa: BLE001 - the run's own error, raised by result()
+            run._finish(error=exc)
+
+    def write_back(self) -> None:
+        for i in self.written:
+            if self.captured[i] is not self.values[i]:
+                np.copyto(self.values[i], self.captured[i])
+
+
+def _run_together(jobs: list[_Job]) -> None:
+    """Consecutive queued runs of one schedule as one batch (`l3c.execute.batch`); one by one
+    when they cannot go together."""
+    try:
+        started = [job for job in jobs if job.run._start()]
+        outcomes = None
+        if len(started) > 1:
+            from .execute.batch import run_batch
+            try:
+                outcomes = run_batch(started[0].compiled, [job.captured for job in started])
+            except BaseException as exc:   # noqa: BLE001 - Ctrl-C: every run of the batch ends so
+                for job in started:
+                    job.run._finish(error=exc)
+                return
+        if outcomes is None:
+            for job in started:
+                job.execute()
+            return
+        for job, value in zip(started, outcomes):
+            try:
+                job.write_back()
+                job.run._finish(value)
+            except BaseException as exc:   # noqa: BLE001 - as in execute
+                job.run._finish(error=exc)
+    finally:
+        for job in jobs:
+            job.limiter.release()
 
 
 def submit(compiled: Any, values: list[Any], limiter: Limiter,
@@ -200,32 +289,10 @@ def submit(compiled: Any, values: list[Any], limiter: Limiter,
     if compiled.program.config.hosts > 1:
         _run_now(run, compiled, values)
         return run
-    written = written_params(compiled)
-    captured = _capture(values)
+    captured, shares = _capture(values)
     limiter.acquire()
-
-    def work() -> None:
-        try:
-            if not run._start():
-                return
-            timeout = compiled.timeout
-            if deadline is not None:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    raise Timeout(f"{compiled.program.name}: the timeout ran out while waiting "
-                                  "for the runs in flight ahead of it; this run did not start")
-            value = compiled._run_now(captured, timeout=timeout)
-            for i in written:
-                if captured[i] is not values[i]:
-                    np.copyto(values[i], captured[i])
-            run._finish(value)
-        except BaseException as exc:   # noqa: BLE001 - the run's own error, raised by result()
-            run._finish(error=exc)
-        finally:
-            limiter.release()
-
-    work.error = lambda: run._error           # type: ignore[attr-defined]
-    _SUBMITTER.put(work)
+    batchable = deadline is None and compiled.timeout is None and not shares
+    _SUBMITTER.put(_Job(run, compiled, values, captured, limiter, deadline, batchable))
     return run
 
 

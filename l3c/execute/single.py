@@ -54,6 +54,8 @@ def release(compiled: Any) -> None:
     pool = current_pool()
     if lowered is not None and pool is not None:
         pool.forget(lowered.plan)
+        for batch, _ in compiled.artifacts.get("batches", {}).values():
+            pool.forget(batch.plan)
 
 
 def run(compiled: Any, *args: Any, timeout: float | None = None,
