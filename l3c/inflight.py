@@ -24,6 +24,7 @@ a thread per rank could interleave them differently.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -34,16 +35,49 @@ from .errors import Timeout
 from .shared import is_shared
 
 
+class _Latch:
+    """A one-shot `threading.Event` on one plain lock, held until `set`: a run makes one, so it
+    must cost next to nothing (an Event builds a Condition)."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Called once, by whoever finishes the run."""
+        self._set = True
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            self._lock.release()                 # let every other waiter through too
+            return True
+        return self._set
+
+
+_STATE = threading.Lock()            # a run's start against its cancellation
+HAND_OVER_GRACE = 0.0002             # s the runs thread leaves new runs to the submitting thread
+
+
 class Run:
     """A submitted run: `done()` says whether it finished, `result(timeout)` waits for it and
     returns what the call returns, or raises the run's error."""
 
+    __slots__ = ("_finished", "_value", "_error", "_description", "_started", "_cancelled")
+
     def __init__(self, description: str = "") -> None:
-        self._finished = threading.Event()
+        self._finished = _Latch()
         self._value: Any = None
         self._error: BaseException | None = None
         self._description = description
-        self._lock = threading.Lock()
         self._started = False           # taken by the submitter thread
         self._cancelled = False         # given up before it started: it never runs
 
@@ -66,13 +100,16 @@ class Run:
 
     def _start(self) -> bool:
         """The submitter takes the run; False if it was cancelled first."""
-        with self._lock:
-            self._started = not self._cancelled
-            return self._started
+        with _STATE:
+            return self._start_locked()
+
+    def _start_locked(self) -> bool:
+        self._started = not self._cancelled
+        return self._started
 
     def _cancel(self, error: BaseException) -> bool:
         """Give the run up if it has not started (it finishes with `error`); False if it has."""
-        with self._lock:
+        with _STATE:
             if self._started:
                 return False
             self._cancelled = True
@@ -93,13 +130,28 @@ class Limiter:
 
     def __init__(self, max_inflight: int) -> None:
         self.max_inflight = max_inflight
-        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._free = max_inflight
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
 
     def acquire(self) -> None:
-        self._slots.acquire()
+        with self._lock:
+            while self._free == 0:
+                self._waiting += 1
+                try:
+                    self._freed.wait()
+                finally:
+                    self._waiting -= 1
+            self._free -= 1
 
-    def release(self) -> None:
-        self._slots.release()
+    def release(self, n: int = 1) -> None:
+        with self._lock:
+            if self._free + n > self.max_inflight:
+                raise ValueError("Limiter released too many times")
+            self._free += n
+            if self._waiting:
+                self._freed.notify(n)
 
 
 class _Submitter:
@@ -107,24 +159,39 @@ class _Submitter:
 
     def __init__(self) -> None:
         self._queue: collections.deque = collections.deque()
-        self._queued = threading.Semaphore(0)     # released once per put
+        self._wake_lock = threading.Lock()
+        self._wake = threading.Condition(self._wake_lock)   # the thread sleeps on it when idle
+        self._idle = False
         self._turn = threading.Lock()              # held while taking a run and running it
         self._lock = threading.Lock()
         self._pending = 0               # queued or running
         self._thread: threading.Thread | None = None
+        self._pid = 0                   # the process the thread runs in (none survives a fork)
 
     def pending(self) -> int:
         return self._pending
 
     def put(self, work: Callable[[], None]) -> None:
-        with self._lock:
+        if self._pid != os.getpid():
+            self._start_thread()
+        with self._wake_lock:
             self._pending += 1
-            if self._thread is None or not self._thread.is_alive():
+            self._queue.append(work)
+            if self._idle:                # wake the thread only when it sleeps
+                self._wake.notify()
+
+    def _start_thread(self) -> None:
+        """The thread that runs queued runs nobody waits for (one per process: after a fork the
+        child starts its own)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._wake_lock = threading.Lock()
+                self._wake = threading.Condition(self._wake_lock)
+                self._idle = False
                 self._thread = threading.Thread(target=self._loop, name="l3c-submitted-runs",
                                                 daemon=True)
                 self._thread.start()
-        self._queue.append(work)
-        self._queued.release()
+                self._pid = os.getpid()
 
     def _run_next(self) -> bool:
         """Run the next queued run in this thread (the caller holds `_turn`), with the runs of the
@@ -137,7 +204,7 @@ class _Submitter:
         if job.batchable:
             queue = self._queue
             while (len(jobs) < job.limiter.max_inflight and queue and queue[0].batchable
-                   and queue[0].compiled is job.compiled):
+                   and queue[0].compiled is job.compiled and queue[0].limiter is job.limiter):
                 jobs.append(queue.popleft())
         try:
             if len(jobs) == 1:
@@ -145,13 +212,21 @@ class _Submitter:
             else:
                 _run_together(jobs)
         finally:
-            with self._lock:
+            with self._wake_lock:
                 self._pending -= len(jobs)
         return True
 
     def _loop(self) -> None:
         while True:
-            self._queued.acquire()
+            with self._wake:
+                while not self._queue:
+                    self._idle = True
+                    self._wake.wait()
+                self._idle = False
+            # A thread that submits usually goes on submitting and then waits in result(), which
+            # runs the queue itself: leave it the queue for a moment, so that its runs go as one
+            # batch in its own thread rather than one by one, handed between two threads.
+            time.sleep(HAND_OVER_GRACE)
             with self._turn:
                 self._run_next()
 
@@ -192,18 +267,20 @@ def _capture(values: list[Any]) -> tuple[list[Any], bool]:
     """Copies of the ordinary arrays among `values` (one copy per distinct array, so an array
     passed twice stays one array); shared arrays and statics as they are. And whether some
     argument is a shared array."""
-    copies: dict[int, np.ndarray] = {}
-    captured = []
+    captured = list(values)
+    copies: dict[int, np.ndarray] | None = None
     shares = False
-    for v in values:
+    for n, v in enumerate(captured):
         if isinstance(v, np.ndarray):
-            if is_shared(v):
+            if v.base is not None and is_shared(v):
                 shares = True
-            else:
-                if id(v) not in copies:
-                    copies[id(v)] = np.array(v, copy=True)
-                v = copies[id(v)]
-        captured.append(v)
+                continue
+            if copies is None:
+                copies = {}
+            copy = copies.get(id(v))
+            if copy is None:
+                copy = copies[id(v)] = np.array(v, copy=True)
+            captured[n] = copy
     return captured, shares
 
 
@@ -256,7 +333,8 @@ def _run_together(jobs: list[_Job]) -> None:
     """Consecutive queued runs of one schedule as one batch (`l3c.execute.batch`); one by one
     when they cannot go together."""
     try:
-        started = [job for job in jobs if job.run._start()]
+        with _STATE:
+            started = [job for job in jobs if job.run._start_locked()]
         outcomes = None
         if len(started) > 1:
             from .execute.batch import run_batch
@@ -277,8 +355,7 @@ def _run_together(jobs: list[_Job]) -> None:
             except BaseException as exc:   # noqa: BLE001 - as in execute
                 job.run._finish(error=exc)
     finally:
-        for job in jobs:
-            job.limiter.release()
+        jobs[0].limiter.release(len(jobs))
 
 
 def submit(compiled: Any, values: list[Any], limiter: Limiter,

@@ -21,7 +21,6 @@ from ..ir import map_results
 from ..runtime import layout
 from ..runtime.pool import get_pool
 from .args import checked_args
-from .inplace import in_place
 from .single import SLICE_NS, prepare
 from .staging import Ready, copy_arrays, is_view_of, take_turn
 
@@ -29,7 +28,8 @@ MAX_BATCH_BYTES = 64 << 20       # a repeated plan's arena: never a reason to gr
 
 
 def run_batch(compiled: Any, runs: list[list[Any]]) -> list[Any] | None:
-    """The results of `runs` (argument lists in parameter order) run as one batch, or None."""
+    """The results of `runs` (argument lists in parameter order, no `l3c.shared` array among
+    them: those order runs) run as one batch, or None."""
     program = compiled.program
     if program.config.hosts > 1 or getattr(compiled, "timeout", None) is not None:
         return None
@@ -41,9 +41,7 @@ def run_batch(compiled: Any, runs: list[list[Any]]) -> list[Any] | None:
         arrays = [checked_args(program, tuple(values), art) for values in runs]
     except L3CError:
         return None
-    for a in arrays:
-        if in_place(compiled, lowered, a) is not None:
-            return None
+    for a in arrays:                          # the runs hold no shared array (see inflight)
         if any(not a[i].flags.writeable for i in lowered.written_inputs):
             return None
     k = len(runs)
