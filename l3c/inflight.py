@@ -145,6 +145,13 @@ class Limiter:
                     self._waiting -= 1
             self._free -= 1
 
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self._free:
+                self._free -= 1
+                return True
+            return False
+
     def release(self, n: int = 1) -> None:
         with self._lock:
             if self._free + n > self.max_inflight:
@@ -229,6 +236,21 @@ class _Submitter:
             time.sleep(HAND_OVER_GRACE)
             with self._turn:
                 self._run_next()
+
+    def help_once(self) -> bool:
+        """Run the next queued runs in this thread if no other thread is running runs; False if
+        it could not (then a run is running elsewhere, or none is queued)."""
+        if not self._turn.acquire(blocking=False):
+            return False
+        try:
+            work = self._queue[0] if self._queue else None
+            if work is None or not self._run_next():
+                return False
+        finally:
+            self._turn.release()
+        if isinstance(work.error(), KeyboardInterrupt):     # Ctrl-C while it ran here
+            raise work.error()
+        return True
 
     def help_until(self, finished: threading.Event) -> None:
         """Run queued runs in this thread, in order, until `finished` is set or none is left (the
@@ -367,7 +389,10 @@ def submit(compiled: Any, values: list[Any], limiter: Limiter,
         _run_now(run, compiled, values)
         return run
     captured, shares = _capture(values)
-    limiter.acquire()
+    while not limiter.try_acquire():          # max_inflight in flight: run some here, or wait
+        if not _SUBMITTER.help_once():
+            limiter.acquire()
+            break
     batchable = deadline is None and compiled.timeout is None and not shares
     _SUBMITTER.put(_Job(run, compiled, values, captured, limiter, deadline, batchable))
     return run
