@@ -213,6 +213,10 @@ class _Submitter:
             while (len(jobs) < job.limiter.max_inflight and queue and queue[0].batchable
                    and queue[0].compiled is job.compiled and queue[0].limiter is job.limiter):
                 jobs.append(queue.popleft())
+            # batches of 2, 4, 8, ... runs: each size compiles a dispatcher once
+            keep = 1 << (len(jobs).bit_length() - 1)
+            while len(jobs) > keep:
+                queue.appendleft(jobs.pop())
         try:
             if len(jobs) == 1:
                 job()
