@@ -1,8 +1,8 @@
 """A worker's wait for its next command and the runs it is given, in native code, run after run.
 
-Between two runs the worker used to come back to Python: report the end of the run, go round its
-command loop, read the next command, look the plan up, call the step loop; about 8 us on each side
-of a run. `l3c_serve` does that in native code: it waits for the next command (the usual bounded
+Going back to Python between two runs (report the end of the run, go round the command loop, read
+the next command, look the plan up, call the step loop) costs about 8 us on each side of a run.
+`l3c_serve` does that in native code: it waits for the next command (the usual bounded
 spin, then a futex slice, with the GIL released), and as long as the command is "run plan P" for a
 plan in its table, it runs P's queue through the step loop (`steploop.l3c_run_steps`, by address),
 stores the terminal state, rings the parent's doorbell and waits again. A worker that finished a
