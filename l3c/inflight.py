@@ -343,6 +343,10 @@ class _Job:
                 if timeout <= 0:
                     raise Timeout(f"{compiled.program.name}: the timeout ran out while waiting "
                                   "for the runs in flight ahead of it; this run did not start")
+            for i in self.written:             # before it runs, as a direct call checks it
+                if isinstance(self.values[i], np.ndarray) and not self.values[i].flags.writeable:
+                    from .execute.args import readonly_error
+                    raise readonly_error(compiled.program, i)
             value = compiled._run_now(self.captured, timeout=timeout)
             self.write_back()
             run._finish(value)
@@ -365,7 +369,8 @@ def _run_together(jobs: list[_Job]) -> None:
         if len(started) > 1:
             from .execute.batch import run_batch
             try:
-                outcomes = run_batch(started[0].compiled, [job.captured for job in started])
+                outcomes = run_batch(started[0].compiled, [job.captured for job in started],
+                                     [job.values for job in started])
             except BaseException as exc:   # noqa: BLE001 - Ctrl-C: every run of the batch ends so
                 for job in started:
                     job.run._finish(error=exc)
@@ -374,12 +379,8 @@ def _run_together(jobs: list[_Job]) -> None:
             for job in started:
                 job.execute()
             return
-        for job, value in zip(started, outcomes):
-            try:
-                job.write_back()
-                job.run._finish(value)
-            except BaseException as exc:   # noqa: BLE001 - as in execute
-                job.run._finish(error=exc)
+        for job, value in zip(started, outcomes):    # written arguments are back already
+            job.run._finish(value)
     finally:
         jobs[0].limiter.release(len(jobs))
 

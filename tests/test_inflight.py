@@ -351,3 +351,20 @@ def test_a_failing_run_in_a_batch_fails_alone_and_written_arguments_are_updated(
             assert run.result() is None
             np.testing.assert_array_equal(outs[i], [(1, 2, -1, 4)[i]] * 2)
     assert checked_in_place.lower(inputs[0], outs[0]).artifacts["batches"]
+
+
+def test_a_read_only_written_argument_fails_its_own_run_in_a_batch():
+    x = np.arange(3.0)
+    two_stages(x, 0.0)
+    ahead = one_at_a_time.submit(x, 0.2)
+    outs = [np.zeros(2) for _ in range(4)]
+    outs[1].flags.writeable = False
+    runs = [checked_in_place.submit(np.ones(2), o) for o in outs]
+    ahead.result()
+    for i, run in enumerate(runs):
+        if i == 1:
+            with pytest.raises(l3c.ScheduleError, match="read-only"):
+                run.result()
+        else:
+            run.result()
+            np.testing.assert_array_equal(outs[i], [1.0, 1.0])

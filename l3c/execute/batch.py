@@ -27,9 +27,11 @@ from .staging import Ready, copy_arrays, is_view_of, take_turn
 MAX_BATCH_BYTES = 64 << 20       # a repeated plan's arena: never a reason to grow the pool
 
 
-def run_batch(compiled: Any, runs: list[list[Any]]) -> list[Any] | None:
+def run_batch(compiled: Any, runs: list[list[Any]], into: list[Any] | None = None
+              ) -> list[Any] | None:
     """The results of `runs` (argument lists in parameter order, no `l3c.shared` array among
-    them: those order runs) run as one batch, or None."""
+    them: those order runs) run as one batch, or None. The parameters kernels write are copied
+    back into `runs`, or into `into` (per run, the caller's own arguments) when given."""
     program = compiled.program
     if program.config.hosts > 1 or getattr(compiled, "timeout", None) is not None:
         return None
@@ -41,9 +43,9 @@ def run_batch(compiled: Any, runs: list[list[Any]]) -> list[Any] | None:
         arrays = [checked_args(program, tuple(values), art) for values in runs]
     except L3CError:
         return None
-    for a in arrays:                          # the runs hold no shared array (see inflight)
+    for a in arrays if into is None else into:   # no shared array among them (see inflight)
         if any(not a[i].flags.writeable for i in lowered.written_inputs):
-            return None
+            return None                       # each run's own error, from its own run
     k = len(runs)
     batches = art.setdefault("batches", {})
     found = batches.get(k)
@@ -81,7 +83,7 @@ def run_batch(compiled: Any, runs: list[list[Any]]) -> list[Any] | None:
                 pass                          # each run again on its own: its own error
             return None
         out = []
-        for part, values in zip(parts, arrays):
+        for part, values in zip(parts, into if into is not None else arrays):
             for i, staged in part.write_back:
                 np.copyto(values[i], staged)
             out.append(copy_arrays(part.results) if part.results is not None else None)
