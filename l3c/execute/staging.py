@@ -99,10 +99,20 @@ class Ready:
         the user's that exited and was not reaped yet sends the call the long way, still right)."""
         if self.pool.epoch != self.epoch:
             return False
-        try:
-            return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-        except ChildProcessError:
-            return False
+        _SIGINFO_PID.value = 0
+        if _waitid(P_ALL, 0, _SIGINFO, os.WEXITED | os.WNOHANG | os.WNOWAIT) != 0:
+            return False                       # no child at all: not our pool's workers
+        return _SIGINFO_PID.value == 0
+
+
+# waitid through a PyDLL: the call keeps the GIL (os.waitid lets it go, and another thread that
+# wants it, such as the runs thread, would then make this call wait for it to come back)
+P_ALL = 0
+_SIGINFO = ctypes.create_string_buffer(128)
+_SIGINFO_PID = ctypes.c_int32.from_buffer(_SIGINFO, 16)    # siginfo_t.si_pid on Linux x86-64
+_waitid = ctypes.PyDLL(None, use_errno=True).waitid
+_waitid.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+_waitid.restype = ctypes.c_int
 
 
 def _busy(name: str, timeout: float | None) -> Timeout:
