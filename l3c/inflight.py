@@ -5,18 +5,20 @@ Semantics (what callers rely on):
 - A submitted run captures its ordinary array arguments when `submit` returns (they are copied),
   so the caller may change them at once; arguments the run writes are copied back into the
   caller's arrays before its `result()` returns.
-- `l3c.shared` arrays are not captured: a run uses them as they are when it starts, so runs that
-  touch one shared array take effect in submission order and each sees what earlier runs wrote.
+- `l3c.shared` arrays are not captured: a run uses them in place, so runs that touch one shared
+  array take effect in submission order and each sees what earlier runs wrote.
 - An error is raised by the failing run's own `result()`; later runs still run.
 - At most `max_inflight` runs of one function are in flight: `submit` waits for a slot.
 
 How: one daemon thread per process takes submitted runs from a queue, in submission order, and
-runs each through the same path as a direct call. A thread waiting in `result()` without a timeout
-takes its turn at the queue instead of sleeping: it runs the queued runs itself, in the same order
-(whoever runs takes the next run under one lock), until its own run finished; so a batch of
-submitted runs costs no hand-over between threads per run. The pool runs one schedule at a time,
-so this order costs no overlap the pool could give today, and it is what makes the shared-array
-order hold across functions and threads. A direct call made while runs are queued goes through the queue too
+runs them through the same path as a direct call. A thread waiting in `result()` without a timeout
+(or in `submit` past `max_inflight`) takes its turn at the queue instead of sleeping: it runs the
+queued runs itself, in the same order (whoever runs takes the next runs under one lock), so a burst
+of submitted runs costs no hand-over between threads per run; the daemon thread leaves new runs to
+the submitting thread for HAND_OVER_GRACE first. Consecutive queued runs of one schedule that hold
+no shared array go as one batch (`l3c.execute.batch`): the plan repeated in its own arena parts,
+so they overlap on the workers. One queue is what makes the shared-array order hold across
+functions and threads. A direct call made while runs are queued goes through the queue too
 (`step(*args)` is `step.submit(*args).result()`), so it sees their effects. Several-host functions
 run at `submit` in the calling thread: every rank must make the same calls in the same order, and
 a thread per rank could interleave them differently.
