@@ -23,6 +23,9 @@ It returns to Python for everything else:
                     out[3]). A Python kernel's exception is left set, so the ctypes call raises it
                     (out[0], out[2] say where).
 
+After a run it stores the state, rings the doorbell and yields the core once (the parent may share
+it), then waits again.
+
     i32 l3c_serve(slot_base, seq*, plans*, n_plans, never, abort, doorbell, done, done_waiters,
                   task_ctx*, idle_spin, run_spin, slice_ns, out*)
     plans: n_plans entries of 4 i64 words: plan id, steps table, step count, waits table.
@@ -58,6 +61,7 @@ def _module_ir() -> str:
     wait_ge = ir.Function(mod, ir.FunctionType(i32, [i64, i32, i64, i64, i32, i64]), "l3c_wait_ge")
     ring = ir.Function(mod, ir.FunctionType(ir.VoidType(), [i64, i64]), "l3c_ring")
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
+    sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
     run_steps = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64,
                                                        i32, i64, p64, p64]), "l3c_run_steps")
     names = ("slot_base", "seq", "plans", "n_plans", "never", "abort", "doorbell", "done",
@@ -140,6 +144,7 @@ def _module_ir() -> str:
     state = b.select(ok, i32(layout.ST_FINISHED), i32(layout.ST_ABORTED))
     b.store_atomic(state, word(b, layout.S_STATE), "seq_cst", 4)
     b.call(ring, [doorbell, b.add(doorbell, i64(layout.H_DOORBELL_WAITERS - layout.H_DOORBELL))])
+    b.call(sched_yield, [])
     b.branch(top)
 
     b.position_at_end(other)
@@ -159,7 +164,7 @@ def _build() -> None:
                "PyEval_RestoreThread": native.address(ctypes.pythonapi.PyEval_RestoreThread),
                "l3c_wait_ge": addresses["wait_ge"], "l3c_ring": addresses["ring"],
                "l3c_run_steps": steploop._compiled.get_function_address("l3c_run_steps"),
-               **native.libc("clock_gettime")}
+               **native.libc("clock_gettime", "sched_yield")}
     engine = native.compile_module(_module_ir(), symbols)
     u64, i64, p = ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p
     # PYFUNCTYPE: entered and left holding the GIL (the step loop calls Python kernels); a

@@ -270,6 +270,7 @@ class Worker:
                 k = out_k.value
                 continue
             self.finish(layout.ST_ABORTED if status == steploop.STEPS_ABORTED else layout.ST_FINISHED)
+            os.sched_yield()                   # the process waiting for the run, if on this core
             return
 
     def run_task(self) -> None:
