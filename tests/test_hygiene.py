@@ -61,8 +61,10 @@ def _zombie(pid):
 
 
 def _shm() -> set:
-    """/dev/shm entries, less MPICH's: MPI runs of other processes on the machine come and go."""
-    return {name for name in os.listdir("/dev/shm") if not name.startswith("mpich_shm_")}
+    """/dev/shm entries, less MPICH's and UCX's: MPI runs of other processes on the machine come
+    and go."""
+    return {name for name in os.listdir("/dev/shm")
+            if not name.startswith(("mpich_shm_", "ucx_shm_"))}
 
 
 def test_shutdown_leaves_no_child_fd_or_shm():
