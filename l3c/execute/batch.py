@@ -25,6 +25,8 @@ from .single import SLICE_NS, prepare
 from .staging import Ready, copy_arrays, is_view_of, take_turn
 
 MAX_BATCH_BYTES = 64 << 20       # a repeated plan's arena: never a reason to grow the pool
+MAX_BATCH_STEPS = 4096           # its steps, installed in the workers beside the plan's own: a
+                                 # long plan gains little from batching and would cost memory there
 
 
 def run_batch(compiled: Any, runs: list[list[Any]], into: list[Any] | None = None
@@ -36,7 +38,9 @@ def run_batch(compiled: Any, runs: list[list[Any]], into: list[Any] | None = Non
     if program.config.hosts > 1 or getattr(compiled, "timeout", None) is not None:
         return None
     lowered, disp = prepare(compiled)
-    if not batchable(lowered.plan):
+    k = len(runs)
+    if (not batchable(lowered.plan)
+            or k * sum(len(q) for q in lowered.plan.queues) > MAX_BATCH_STEPS):
         return None
     art = compiled.artifacts
     try:
@@ -46,7 +50,6 @@ def run_batch(compiled: Any, runs: list[list[Any]], into: list[Any] | None = Non
     for a in arrays if into is None else into:   # no shared array among them (see inflight)
         if any(not a[i].flags.writeable for i in lowered.written_inputs):
             return None                       # each run's own error, from its own run
-    k = len(runs)
     batches = art.setdefault("batches", {})
     found = batches.get(k)
     if found is None:
