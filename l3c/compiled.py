@@ -29,6 +29,7 @@ class Compiled:
         statics = {p.name: p.static for p in program.params if p.tensor is None}
         self.defaults = {**statics, **(defaults or {})}
         self.limiter = Limiter(max_inflight)     # runs of this schedule in flight at once
+        self._arity = len(program.params)
         # Filled lazily by later stages (e.g. the lowered plan, the native dispatcher), keyed by name.
         self.artifacts: dict[str, Any] = {}
 
@@ -64,10 +65,10 @@ class Compiled:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run with the arguments `step.lower` got (keywords and defaults bound as there).
         While submitted runs are in flight, the call queues behind them (it sees their effects)."""
-        values = self._bind(args, kwargs)
+        values = self._bind(args, kwargs) if kwargs or len(args) != self._arity else args
         if inflight.busy():
-            return inflight.call_queued(self, values, self.limiter)
-        return self._run_now(values)
+            return inflight.call_queued(self, list(values), self.limiter)
+        return (_run or _runner())(self, *values)
 
     def submit(self, *args: Any, **kwargs: Any) -> inflight.Run:
         """Start a run and return its `l3c.Run` at once (see `l3c.inflight`)."""
@@ -92,8 +93,7 @@ class Compiled:
     def _run_now(self, values: list[Any], timeout: float | None = None) -> Any:
         """One run in the calling thread, with the arguments bound in parameter order; `timeout`
         defaults to the jit's."""
-        from . import execute
-        return execute.run(self, *values, timeout=timeout)
+        return (_run or _runner())(self, *values, timeout=timeout)
 
     def profile(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
         """Run once with every task timed in the workers: `(results, trace)`. `trace` is the Chrome
@@ -110,6 +110,16 @@ class Compiled:
     def __repr__(self) -> str:
         return (f"<l3c.Compiled {self.program.name}: {self.program.graph.number_of_nodes()} tasks, "
                 f"{len(self.program.groups)} groups, {self.program.memory}>")
+
+
+_run: Any = None               # l3c.execute.run, imported on the first run (inspecting needs none)
+
+
+def _runner() -> Any:
+    global _run
+    from .execute import run
+    _run = run
+    return run
 
 
 def load(path: str | os.PathLike) -> Compiled:

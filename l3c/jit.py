@@ -140,6 +140,9 @@ class Jitted:
         # Calls all positional, of plain arrays and plain scalars: (shapes, dtypes, statics, how the
         # arrays alias) -> its CacheKey, so such a call binds nothing (see `_fast_key`).
         self._fast: dict[tuple, CacheKey] = {}
+        # (fast key, Compiled) of the call before when it had a fast key: a call with the same one
+        # needs no lookup at all. Cleared by every other call and by evictions.
+        self._hot: tuple[tuple, Compiled] | None = None
         self._defaults: dict[str, Any] | None = None
         self._lock = threading.RLock()
         functools.update_wrapper(self, fn)
@@ -201,6 +204,7 @@ class Jitted:
                 entry = self._cache[key] = _Entry(program)
                 while len(self._cache) > self.cache_size:
                     evicted.append(self._cache.popitem(last=False)[1])
+                    self._hot = None
             else:
                 self._cache.move_to_end(key)
             self._last_key = key
@@ -228,6 +232,7 @@ class Jitted:
         with self._lock:
             evicted = list(self._cache.values())
             self._cache.clear()
+            self._hot = None
         from .execute import release
         for old in evicted:
             if old.compiled is not None:
@@ -247,6 +252,10 @@ class Jitted:
     def _lower_bound(self, args: tuple, kwargs: dict) -> tuple[Compiled, list[Any]]:
         """`lower`, and the call's arguments bound in parameter order (one bind per call)."""
         fast = self._fast_key(args, kwargs)
+        hot = self._hot
+        if fast is not None and hot is not None and hot[0] == fast:
+            return hot[1], args                 # the same signature as the call before
+        self._hot = None
         if fast is not None:
             key = self._fast.get(fast)
             if key is not None:
@@ -255,7 +264,8 @@ class Jitted:
                     if entry is not None and entry.compiled is not None:
                         self._cache.move_to_end(key)
                         self._last_key = key
-                        return entry.compiled, list(args)
+                        self._hot = (fast, entry.compiled)
+                        return entry.compiled, args
         try:
             entry, bound = self._entry(args, kwargs)
         except TraceError as exc:
@@ -309,8 +319,11 @@ class Jitted:
         return run_passes(program, until=until, options=self.pass_options())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with _on_every_host(self):
+        if self.hosts == 1:
             compiled, values = self._lower_bound(args, kwargs)
+        else:
+            with _on_every_host(self):
+                compiled, values = self._lower_bound(args, kwargs)
         if inflight.busy():             # queue behind the runs in flight: see their effects
             return inflight.call_queued(compiled, values, self.limiter)
         return compiled._run_now(values)

@@ -139,3 +139,67 @@ def test_fast_calls_see_evictions_and_cache_clear():
     f.cache_clear()
     np.testing.assert_array_equal(f(x4, y4, 1.0), [3] * 4)
     assert f.traces == 4
+
+
+@l3c.kernel
+def served_by(x: l3c.InOut):
+    """x[0] = 1 when the worker's native server (l3c/runtime/serve.py) called this kernel, 2 when
+    the worker's Python loop did."""
+    import traceback
+    x[0] = 1 if any(f.filename.endswith("serve.py") for f in traceback.extract_stack()) else 2
+
+
+@l3c.kernel
+def sleep_then_add(seconds, x: l3c.In, y: l3c.Out):
+    import time
+    time.sleep(seconds)
+    y[...] = x + 1
+
+
+def two_chips_waiting(x, seconds):
+    mid = l3c.empty_like(x)
+    out = l3c.empty_like(x)
+    sleep_then_add.on(0)(seconds, x, mid)
+    sleep_then_add.on(1)(0.0, mid, out)          # waits on chip 0 longer than a futex slice
+    return out
+
+
+def test_runs_are_served_by_the_native_loop_and_profiles_by_python():
+    f = l3c.jit(chips=2)(lambda x: served_by(x))
+    x = np.zeros(2)
+    for _ in range(3):
+        f(x)
+        assert x[0] == 1
+    f.lower(x).profile(x)
+    assert x[0] == 2
+
+
+def test_a_wait_longer_than_a_futex_slice_goes_on_through_python():
+    f = l3c.jit(chips=2)(two_chips_waiting)
+    x = np.arange(3.0)
+    for seconds in (0.0, 0.25, 0.0):
+        np.testing.assert_array_equal(f(x, seconds), x + 2)
+
+
+def test_the_cached_path_notices_workers_replaced_or_gone_between_calls():
+    """A call reuses what an earlier call of its signature installed; a worker killed while
+    idle, a pool shut down or restarted bigger in between, is noticed, and the call just works."""
+    import os
+    import signal
+    import time
+    from l3c.runtime.pool import current_pool
+    f = l3c.jit(chips=2)(axpy)
+    x, y = np.ones(4), np.zeros(4)
+    f(x, y, 1.0)
+    pool = current_pool()
+    victim = pool._workers[0].pid
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pool._alive(0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    np.testing.assert_array_equal(f(x, y, 1.0), [2] * 4)       # replaced, not WorkerCrashed
+    assert pool._workers[0].pid != victim
+    l3c.shutdown()
+    np.testing.assert_array_equal(f(x, y, 1.0), [3] * 4)
+    l3c.jit(chips=3)(axpy)(x, np.zeros(4), 1.0)                # the pool grows: a restart
+    np.testing.assert_array_equal(f(x, y, 1.0), [4] * 4)

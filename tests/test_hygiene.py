@@ -61,8 +61,10 @@ def _zombie(pid):
 
 
 def _shm() -> set:
-    """/dev/shm entries, less MPICH's: MPI runs of other processes on the machine come and go."""
-    return {name for name in os.listdir("/dev/shm") if not name.startswith("mpich_shm_")}
+    """/dev/shm entries, less MPICH's and UCX's: MPI runs of other processes on the machine come
+    and go."""
+    return {name for name in os.listdir("/dev/shm")
+            if not name.startswith(("mpich_shm_", "ucx_shm_"))}
 
 
 def test_shutdown_leaves_no_child_fd_or_shm():
@@ -143,3 +145,74 @@ def test_ctrl_c_during_a_run_then_healthy():
         print("OK")
     """)
     assert r.returncode == 0 and "OK" in r.stdout and "eager interrupted" in r.stdout, r.stdout + r.stderr
+
+
+SHARED = textwrap.dedent("""
+    import gc
+    import l3c
+
+    @l3c.kernel
+    def bump(x: l3c.InOut):
+        x += 1
+
+    @l3c.jit(chips=2)
+    def step(x):
+        bump(x)
+
+    def mapped(pids):
+        n = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/maps") as f:
+                n += sum("l3c-shared" in line for line in f)
+        return n
+""")
+
+
+def test_shared_memory_mapped_by_workers_leaves_nothing_after_shutdown_and_release():
+    r = python(SHARED + textwrap.dedent("""
+        from l3c.runtime.pool import current_pool
+        step(np.zeros(64))                          # what stays open once per process
+        l3c.shutdown()
+        fd0 = fds()
+        s = l3c.shared(np.zeros((64, 64)))
+        step(s[3]); step(s[:, 5])
+        pool = current_pool()
+        pids = [w.pid for w in pool._workers] + [pool.server_pid]
+        assert mapped(pids) == 1 and mapped(["self"]) == 1
+        l3c.shutdown()
+        assert children() == []
+        assert len(fds()) == len(fd0) + 1           # the shared array's own descriptor
+        step(s[3])                                  # valid across the restart
+        assert s[3, 0] == 2 and s[0, 5] == 1 and s[3, 5] == 3
+        pids = [w.pid for w in current_pool()._workers]
+        del s
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while mapped(pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert mapped(pids) == 0 and mapped(["self"]) == 0
+        l3c.shutdown()
+        assert children() == [] and fds() == fd0, (fds(), fd0)
+        print("OK", *pids)
+    """))
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+    assert gone([int(p) for p in r.stdout.split()[1:]])
+
+
+def test_exit_and_sigkill_with_shared_memory_mapped_in_workers():
+    shm_before = _shm()
+    for ending in ("", "os.kill(os.getpid(), signal.SIGKILL)"):
+        r = python(SHARED + textwrap.dedent(f"""
+            from l3c.runtime.pool import current_pool
+            s = l3c.shared(np.zeros(1 << 20))
+            t = l3c.shared(np.zeros(8))
+            step(s); step(t)
+            del t                                   # released while the process ends
+            pool = current_pool()
+            print("OK", *[w.pid for w in pool._workers], pool.server_pid, flush=True)
+            {ending}
+        """))
+        assert r.returncode == (-9 if ending else 0), r.stdout + r.stderr
+        assert r.stdout.startswith("OK") and (ending or not r.stderr), r.stdout + r.stderr
+        assert gone([int(p) for p in r.stdout.split()[1:]], within=3.0)
+    assert _shm() == shm_before

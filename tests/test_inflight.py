@@ -292,3 +292,79 @@ def test_a_call_queued_behind_runs_in_flight_times_out_without_running():
     ahead.result(timeout=30)
     time.sleep(0.3)                               # a cancelled run would have run by now
     np.testing.assert_array_equal(s, [2.0, 2.0])  # the timed-out call never ran
+
+
+@l3c.kernel
+def timed_stage(seconds: float, x: l3c.In, y: l3c.Out, when: l3c.Out):
+    when[0] = time.monotonic()
+    time.sleep(seconds)
+    y[...] = x + 1
+    when[1] = time.monotonic()
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def two_stages(x, seconds):
+    mid, out = l3c.empty_like(x), l3c.empty_like(x)
+    first, second = l3c.empty((2,), np.float64), l3c.empty((2,), np.float64)
+    timed_stage.on(0)(seconds, x, mid, first)
+    timed_stage.on(1)(seconds, mid, out, second)
+    return out, first, second
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def checked_in_place(x, y):
+    fail_if_negative(x, y)
+
+
+def test_runs_queued_together_overlap_on_the_workers():
+    """Runs of one schedule queued behind a busy one go as one batch: chip 0 starts the next
+    run's first stage while chip 1 runs the previous run's second stage."""
+    x = np.arange(4.0)
+    two_stages(x, 0.0)
+    ahead = one_at_a_time.submit(x, 0.3)           # the runs below queue behind it
+    runs = [two_stages.submit(x + i, 0.05) for i in range(4)]
+    ahead.result()
+    outs = [r.result() for r in runs]
+    for i, (out, first, second) in enumerate(outs):
+        np.testing.assert_array_equal(out, x + i + 2)
+        assert first[1] <= second[0]               # each run's own order holds
+    overlapped = [outs[i + 1][1][0] < outs[i][2][1] for i in range(3)]
+    assert any(overlapped), [(o[1].tolist(), o[2].tolist()) for o in outs]
+    assert two_stages.lower(x, 0.05).artifacts["batches"]     # they did go as a batch
+
+
+def test_a_failing_run_in_a_batch_fails_alone_and_written_arguments_are_updated():
+    x = np.arange(3.0)
+    two_stages(x, 0.0)
+    ahead = one_at_a_time.submit(x, 0.2)
+    inputs = [np.full(2, float(i)) for i in (1, 2, -1, 4)]
+    outs = [np.zeros(2) for _ in inputs]
+    runs = [checked_in_place.submit(a, o) for a, o in zip(inputs, outs)]
+    for a in inputs:
+        a[...] = 99.0                              # captured at submit
+    ahead.result()
+    for i, run in enumerate(runs):
+        if i == 2:
+            with pytest.raises(l3c.KernelError, match="negative input"):
+                run.result()
+        else:
+            assert run.result() is None
+            np.testing.assert_array_equal(outs[i], [(1, 2, -1, 4)[i]] * 2)
+    assert checked_in_place.lower(inputs[0], outs[0]).artifacts["batches"]
+
+
+def test_a_read_only_written_argument_fails_its_own_run_in_a_batch():
+    x = np.arange(3.0)
+    two_stages(x, 0.0)
+    ahead = one_at_a_time.submit(x, 0.2)
+    outs = [np.zeros(2) for _ in range(4)]
+    outs[1].flags.writeable = False
+    runs = [checked_in_place.submit(np.ones(2), o) for o in outs]
+    ahead.result()
+    for i, run in enumerate(runs):
+        if i == 1:
+            with pytest.raises(l3c.ScheduleError, match="read-only"):
+                run.result()
+        else:
+            run.result()
+            np.testing.assert_array_equal(outs[i], [1.0, 1.0])

@@ -5,7 +5,8 @@
 1. check the arguments against the compiled signature (shapes, dtypes, static values);
 2. lower the program and JIT its dispatcher, once per `Compiled` (cached in `compiled.artifacts`);
 3. under the pool's lock (one run at a time per pool; other threads wait their turn): install the
-   plan (cached by the pool), copy the inputs into their staging views, call the native
+   plan (cached by the pool; for `l3c.shared` arguments, its variant whose views point into their
+   memory: `inplace.py`), copy the other inputs into their staging views, call the native
    `l3c_start`, then the native `l3c_wait` in slices until it returns something other than
    RUN_PENDING. Both are ctypes calls, which release the GIL; between slices Python notices Ctrl-C;
 4. turn a failure status into its exception (`Pool.finish_run` recovers the pool first), write the
@@ -16,7 +17,7 @@ the parent only sleeps on the doorbell.
 """
 from __future__ import annotations
 
-import ctypes
+import os
 import time
 from typing import Any
 
@@ -27,7 +28,9 @@ from ..codegen.lower import LoweredProgram, lower
 from ..runtime import layout, stamps
 from ..runtime.pool import current_pool, get_pool
 from .args import checked_args
-from .staging import SMALL_STAGE, arena_arrays, copy_arrays, is_view_of, turn
+from .inplace import in_place
+from .inplace import results as inplace_results
+from .staging import Ready, arena_arrays, copy_arrays, is_view_of, take_turn
 
 SLICE_NS = 50_000_000      # the native wait returns to Python this often (Ctrl-C, bounded waits)
 
@@ -51,6 +54,8 @@ def release(compiled: Any) -> None:
     pool = current_pool()
     if lowered is not None and pool is not None:
         pool.forget(lowered.plan)
+        for batch, _ in compiled.artifacts.get("batches", {}).values():
+            pool.forget(batch.plan)
 
 
 def run(compiled: Any, *args: Any, timeout: float | None = None,
@@ -65,9 +70,13 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
     if program.config.hosts > 1:             # one rank per host: l3c/execute/hosts.py
         from .hosts import run as run_on_hosts
         return run_on_hosts(compiled, *args, timeout=timeout)
-    arrays = checked_args(program, args, compiled.artifacts)
-    lowered, disp = prepare(compiled)
+    art = compiled.artifacts
+    arrays = checked_args(program, args, art)
+    lowered, disp = art.get("lowered"), art.get("dispatcher")
+    if lowered is None or disp is None:
+        lowered, disp = prepare(compiled)
     plan = lowered.plan
+    bound = in_place(compiled, lowered, arrays)      # l3c.shared arguments: not staged
     for i in lowered.written_inputs:         # before any worker runs, not at write-back
         if not arrays[i].flags.writeable:
             from .eager import readonly_error
@@ -76,38 +85,68 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         timeout = getattr(compiled, "timeout", None)
     # The deadline covers the whole call: waiting for a pool busy with another thread's run too.
     deadline = 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
-    pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
-    with turn(pool, program.name, timeout, deadline):
-        plan_id = pool.install(plan)         # may restart the pool: read addresses afterwards
-        slot_map = pool.slot_map(plan)
-        staging, results = arena_arrays(lowered, pool, plan)
-        for staged, array in zip(staging, arrays):
-            if staged is not None and (staged.nbytes <= SMALL_STAGE
-                                       or not is_view_of(array, staged)):
+    layout_key = None if bound is None else bound.layout_key
+    ready = art.get("ready", {}).get(layout_key)
+    if ready is not None and ready.pool._owner == os.getpid():
+        pool = ready.pool
+    else:
+        pool = get_pool(plan.chips, plan.sub_workers, max(plan.arena_bytes, 1))
+    take_turn(pool, program.name, timeout, deadline)
+    try:
+        if ready is None or ready.pool is not pool or not ready.valid():
+            ready = _make_ready(compiled, pool, lowered, bound)   # may restart the pool
+        for i, staged, small in ready.stage:
+            array = arrays[i]
+            if small or not is_view_of(array, staged):
                 np.copyto(staged, array)
-        ctrl, pids = pool.control_address, pool.pids_address
-        out_slot = ctypes.c_int32(-1)
+        ctrl, pids, out_slot = pool.control_address, pool.pids_address, ready.out_slot
+        plan_id = ready.plan_id
         if _stamps is not None:               # workers record every step: see layout.RUN_PROFILE
             stamps.clear(pool, plan)
             _stamps["t0"] = time.monotonic_ns()
+            plan_id |= layout.RUN_PROFILE
         try:
-            disp.start(ctrl, plan_id | (layout.RUN_PROFILE if _stamps is not None else 0),
-                       ctypes.addressof(slot_map))
+            disp.start(ctrl, plan_id, ready.slot_map_address)
             status = layout.RUN_PENDING
             while status == layout.RUN_PENDING:
-                status = disp.wait(ctrl, pids, ctypes.addressof(slot_map), deadline, SLICE_NS,
-                                   ctypes.byref(out_slot))
+                status = disp.wait(ctrl, pids, ready.slot_map_address, deadline, SLICE_NS,
+                                   ready.out_slot_ref)
         except BaseException:                 # Ctrl-C, or whatever a signal handler raised:
             pool.recover(grace=0.2)           # abort, let workers stop, replace hung ones
             raise
         if _stamps is not None:
             _stamps["t1"] = time.monotonic_ns()
-        pool.finish_run(status, out_slot.value, plan, timeout)
+        if status != layout.RUN_OK:
+            pool.finish_run(status, out_slot.value, plan, timeout)
         if _stamps is not None:
             _stamps["steps"] = stamps.read(pool, plan)
-        for i in lowered.written_inputs:
-            arrays[i][...] = staging[i]
-        return copy_arrays(results)
+        for i, staged in ready.write_back:
+            np.copyto(arrays[i], staged)
+        results = ready.results
+        if bound is not None and bound.result_refs:
+            results = inplace_results(bound, program, lowered, results, arrays)
+        return copy_arrays(results) if results is not None else None
+    finally:
+        pool.lock.release()
+
+
+def _make_ready(compiled: Any, pool: Any, lowered: LoweredProgram, bound: Any) -> Ready:
+    """Install the plan (and its bound variant) and gather what its runs need (the lock is
+    held); cached on `compiled` until the pool's workers change."""
+    plan = lowered.plan
+    plan_id = pool.install(plan)              # may restart the pool: read addresses afterwards
+    if bound is not None:
+        plan_id = pool.install_bound(plan, plan_id, bound.layout_key, bound.rebinding,
+                                     bound.memories)
+    staging, results = arena_arrays(lowered, pool, plan)
+    skip = bound.params if bound is not None else ()
+    ready = Ready(pool, plan_id, pool.slot_map(plan), staging, results, skip,
+                  lowered.written_inputs)
+    cache = compiled.artifacts.setdefault("ready", {})
+    if len(cache) >= 16:
+        cache.clear()
+    cache[None if bound is None else bound.layout_key] = ready
+    return ready
 
 
 def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[Any, dict]:

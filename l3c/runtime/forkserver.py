@@ -52,7 +52,7 @@ import time
 from typing import Callable
 
 from ..errors import L3CError
-from . import native, worker
+from . import native, sharedmem, worker
 
 SYS_CLONE = 56                      # x86-64
 SYS_GETTID = 186
@@ -263,6 +263,7 @@ def _serve(sock: socket.socket, parent: int, ctl_address: int, words: memoryview
     def life() -> None:
         gc.freeze()                                # first: no inherited finalizer may ever run here
         worker.prepare_process(parent)
+        sharedmem.drop_inherited()                 # l3c.shared memory: workers map it on purpose
         for fd in close_fds:
             try:
                 os.close(fd)

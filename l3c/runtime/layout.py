@@ -82,6 +82,8 @@ RUN_PROFILE = 1 << 30 # flag in S_ARG of CMD_RUN_PLAN: record each step's start/
 CMD_INSTALL = 2       # read an install message from the worker's pipe (plan id, queue)
 CMD_RUN_TASK = 3      # eager runtime: read one task from the pipe and run it
 CMD_EXIT = 4          # leave the worker loop and exit(0)
+CMD_BIND = 5          # read a bound variant from the pipe: map shared memory, patch a plan's views
+CMD_RELEASE = 6       # read (variant ids, memory keys) from the pipe: drop them
 
 # states
 ST_IDLE = 0

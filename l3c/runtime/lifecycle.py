@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import L3CError
-from . import context, layout, steploop, sync
+from . import context, layout, serve, steploop, sync
 from .arena import SharedMapping
 from . import forkserver
 from .forkserver import ServerLost
@@ -46,9 +46,10 @@ MAX_WORKERS = 1024               # chips + sub workers of one pool (a bound for 
 class WorkerProc:
     pid: int                      # 0 once reaped
     pipe: int                     # write end of the worker's message pipe (-1 once closed)
-    installed: set                # plan ids installed in this process
+    installed: set                # plan ids installed in this process (bound variants too)
     exit_status: int | None = None
     stat_fd: int = -1             # /proc/<pid>/stat, open while the process is ours (see _alive)
+    mapped: set = dataclasses.field(default_factory=set)   # shared memory keys it has mapped
 
 
 def memory_limit() -> int:
@@ -127,6 +128,7 @@ class Lifecycle:
         self._check_request(chips, sub_workers, capacity)
         sync.ensure()                          # compile before forking: the server inherits the code
         steploop.ensure()
+        serve.ensure()
         forkserver.ensure()
         _warm_threadpoolctl()
         try:
@@ -208,6 +210,7 @@ class Lifecycle:
             stat_fd = -1                       # already gone: _alive reports it dead
         self._workers[slot] = WorkerProc(pid, write_fd, set(), stat_fd=stat_fd)
         self._pids[slot] = pid
+        self.epoch += 1
 
     def _wait_ready(self, slots: list[int], deadline: float) -> list[int]:
         """Wait until every worker of `slots` stored its pid in S_PID, or is dead, or `deadline`

@@ -9,6 +9,7 @@ state `Pool.__init__` lists:
     installs.py    install plans in the workers, slot mapping, per-installation caches
     failures.py    a run's status -> its exception, after recovery
     reference.py   the Python reference dispatcher (tests)
+    bindings.py    plans whose views point into shared memory; unmapping it when freed
 
 Threads: every public method takes `Pool.lock` (re-entrant); a run holds it from staging to reading
 results. Ownership of processes and mappings is described in `lifecycle.py` and `forkserver.py`.
@@ -24,6 +25,7 @@ import threading
 import numpy as np
 
 from .arena import SharedMapping
+from .bindings import Bindings
 from .failures import Failures
 from .forkserver import ForkServer
 from .installs import Installs, PlanEntry
@@ -36,7 +38,7 @@ CLOSE_WAIT = 10.0                # how long shutdown() waits for another thread'
 EXIT_WAIT = 0.2                  # the same at interpreter exit: a daemon thread's run must not delay it
 
 
-class Pool(Lifecycle, Mailbox, Installs, Failures, Reference):
+class Pool(Lifecycle, Mailbox, Installs, Failures, Reference, Bindings):
     """Chip and sub-worker processes, the shared arena and the control block. See module docstring."""
 
     def __init__(self) -> None:
@@ -45,6 +47,8 @@ class Pool(Lifecycle, Mailbox, Installs, Failures, Reference):
         self.sub_workers = 0
         self.slots = 0
         self.generation = 0               # bumped on every (re)start that replaces the mappings
+        self.epoch = 0                    # bumped whenever a worker starts, the pool stops, or a
+                                          # bound variant is dropped: runs re-check installations
         self.arena: np.ndarray | None = None
         self.arena_capacity = 0
         self.control_address = 0
@@ -64,6 +68,8 @@ class Pool(Lifecycle, Mailbox, Installs, Failures, Reference):
         self._stopping = False             # close() killed the workers under another thread's run
         self._zero = ctypes.c_uint32(0)
         self._zero_address = ctypes.addressof(self._zero)
+        self._variant_keys: dict[int, frozenset] = {}   # bound variant id -> shared memories it uses
+        self._release_thread: threading.Thread | None = None
 
     def close(self, wait: float | None = None) -> None:
         """Stop the server and every worker (CMD_EXIT, bounded wait, then SIGKILL), reap them, unmap
@@ -107,6 +113,8 @@ class Pool(Lifecycle, Mailbox, Installs, Failures, Reference):
             self.control_address = self.pids_address = 0
             self._workers = []
             self._plans.clear()
+            self._variant_keys.clear()
+            self.epoch += 1
             self.chips = self.sub_workers = self.slots = 0
             self.arena_capacity = 0
         finally:

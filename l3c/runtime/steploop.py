@@ -34,7 +34,8 @@ Tables (built once per installed plan by `StepTable`; i64 words):
         frames in the traceback; STEPS_STATUS with *out_k = k and *out_status = its return value
         when native kernel k returned nonzero. Before each call it stores the step's group rank and
         size into task_ctx[0..1] (what `l3c.group_rank()` reads); after it stores k+1 into S_DONE
-        (release), or publishes it with a wake; after the last step it yields its core once. With
+        (release), or publishes it with a wake (the caller yields the core once the run's state is
+        stored: `serve.py`, `worker.run_plan`). With
         `stamps` nonzero (a profiled run) it records CLOCK_MONOTONIC before the call (step 0 and
         steps with waits only, see layout.py) and after.
 
@@ -217,10 +218,6 @@ def _module_ir() -> str:
             doorbell = field(b, steps, k, STEP_WORDS, W_RING)
             with b.if_then(b.icmp_unsigned("!=", doorbell, i64(0)), likely=False):
                 b.call(ring, [doorbell, b.add(doorbell, i64(DOORBELL_WAITERS))])
-            # The queue is done: let a process waiting for it on this core (the parent, or a host's
-            # MPI sender) run now rather than after this worker's return into Python.
-            with b.if_then(b.icmp_signed("==", k_next, n)):
-                b.call(sched_yield, [])
         with otherwise:
             b.store_atomic(value, done_ptr, "release", 4)
     k.add_incoming(k_next, b.block)

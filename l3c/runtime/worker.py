@@ -20,14 +20,15 @@ import sys
 import traceback
 from typing import Callable, NoReturn
 
-from . import context, layout, steploop, sync
+from . import context, layout, serve, sharedmem, steploop, sync
 from .arena import array_in
 from .plan import View
 from .steploop import StepTable
 from .. import registry
-from ..registry import resolve
+from ..registry import NativeStatusError, resolve, status_message
 
 SLICE_NS = 100_000_000          # futex sleep slice: how quickly an idle worker notices its parent died
+SERVED_PLANS = 64               # installed plans the native server runs without Python
 PR_SET_PDEATHSIG = 1
 TERMINAL = (layout.ST_FINISHED, layout.ST_FAILED, layout.ST_ABORTED)
 
@@ -60,7 +61,7 @@ def kernel_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-_OWN_FILES = (__file__, steploop.__file__, registry.__file__)   # registry: native eager calls
+_OWN_FILES = (__file__, steploop.__file__, serve.__file__, registry.__file__)  # registry: eager
 
 
 class Worker:
@@ -70,7 +71,7 @@ class Worker:
                  arena_u8, pipe_fd: int, parent: int, seq: int) -> None:
         self.slot, self.slots, self.chip = slot, slots, chip
         self.ctl, self.words, self.arena = ctl_address, words, arena_u8
-        self.pipe_fd, self.parent, self.seq = pipe_fd, parent, seq
+        self.pipe_fd, self.parent = pipe_fd, parent
         base = layout.slot_offset(slot)
         self.base = base
         self.state_idx = (base + layout.S_STATE) // 4
@@ -80,10 +81,49 @@ class Worker:
         self.doorbell = ctl_address + layout.H_DOORBELL
         self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
         self.never_addr = ctypes.addressof(self._never)
+        # waits for commands and runs installed plans in native code (`serve.py`); it keeps the
+        # command sequence number
+        self.server = serve.Server(ctl_address + base, self.never_addr, self.abort_addr,
+                                   self.doorbell, self.done_addr, self.done_waiters_addr,
+                                   context.TASK_ADDRESS, seq)
         self.plans: dict[int, tuple[StepTable, list[int]]] = {}   # plan id -> (table, task ids)
+        self.prepared: dict[int, list[tuple]] = {}    # plan id -> the entries its table was built from
         self.kernels: dict[str, object] = {}
+        # shared memory key -> [mapping, its bytes, ids of the bound variants with views into it]
+        self.maps: dict[int, list] = {}
+
+    @property
+    def seq(self) -> int:
+        return self.server.seq.value
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self.server.seq.value = value
 
     # --- waiting ------------------------------------------------------------------------------------
+    def serve_natively(self) -> tuple[int, int] | None:
+        """Wait for commands and run plans in native code (`serve.py`) until a command needs
+        Python: (command, argument), or None when there is nothing to act on."""
+        server = self.server
+        try:
+            got = server.serve(sync.IDLE_SPIN, sync.RUN_SPIN, SLICE_NS)
+        except BaseException as exc:  # noqa: BLE001 - a Python kernel raised in a run
+            self.fail(self.plans[server.out[2]][1][server.out[0]], kernel_traceback(exc))
+            return None
+        if got == serve.SERVE_COMMAND:
+            return server.out[1], server.out[2]
+        if os.getppid() != self.parent:       # a futex slice elapsed: is the parent alive?
+            os._exit(3)
+        if got == serve.SERVE_RUN:
+            plan_id, k = server.out[2], server.out[0]
+            table, tasks = self.plans[plan_id]
+            if server.out[1] == steploop.STEPS_STATUS:
+                error = NativeStatusError(status_message(table.names[k], server.out[3]))
+                self.fail(tasks[k], kernel_traceback(error))
+            else:                             # STEPS_AGAIN: go on with the run from step k
+                self.run_plan(plan_id, first=k)
+        return None
+
     def next_command(self, spin: int) -> tuple[int, int]:
         """Wait for the parent's next command (waits inside a run are the step loop's): spin up to
         `spin` reads, then futex slices, checking after each that the parent still lives."""
@@ -149,11 +189,62 @@ class Worker:
             self.fail(steps[0].task if steps else 0, f"cannot install plan {plan_id}: {exc}")
             return
         self.plans[plan_id] = (table, [step.task for step in steps])
+        self.prepared[plan_id] = prepared
+        self.plans_changed()
         self.finish(layout.ST_FINISHED)
 
-    def run_plan(self, plan_id: int) -> None:
-        """Run the installed queue natively (`steploop.py`); come back to Python only to check the
-        parent between futex slices and to report a kernel's exception."""
+    def plans_changed(self) -> None:
+        """Give the native server the installed plans (the most recent ones, if there are many:
+        the others run through Python)."""
+        recent = list(self.plans.items())[-SERVED_PLANS:]
+        self.server.set_plans({plan_id: table for plan_id, (table, _) in recent})
+
+    def bind(self) -> None:
+        """Install a bound variant of an installed plan: map the shared memories not mapped yet,
+        and build a step table whose patched arguments are views into them (`runtime.bindings`)."""
+        vid, plan_id, parent, maps, patches = read_message(self.pipe_fd, self.parent)
+        try:
+            for key, fd, nbytes in maps:
+                if key not in self.maps:
+                    self.maps[key] = [*sharedmem.map_in_worker(parent, fd, nbytes), set()]
+            table, tasks = self.plans[plan_id]
+            if patches:
+                prepared = list(self.prepared[plan_id])
+                for k, j, key, view in patches:
+                    entry = list(prepared[k])
+                    args = list(entry[1])
+                    args[j] = array_in(self.maps[key][1], view)
+                    entry[1] = tuple(args)
+                    prepared[k] = tuple(entry)
+                table = StepTable(prepared)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, the worker stays
+            self.fail(0xFFFFFFFF, f"cannot bind plan {plan_id} to shared memory: "
+                                  f"{type(exc).__name__}: {exc}")
+            return
+        self.plans[vid] = (table, tasks)
+        for _, _, key, _ in patches:
+            self.maps[key][2].add(vid)
+        self.plans_changed()
+        self.finish(layout.ST_FINISHED)
+
+    def release(self) -> None:
+        """Drop bound variants and shared memories the parent no longer uses (a memory goes with
+        the last view of it, so with the variants pointing into it)."""
+        vids, keys = read_message(self.pipe_fd, self.parent)
+        for key in keys:
+            entry = self.maps.pop(key, None)
+            if entry is not None:
+                vids = [*vids, *entry[2]]
+        for vid in vids:
+            self.plans.pop(vid, None)
+        for entry in self.maps.values():
+            entry[2].difference_update(vids)
+        self.plans_changed()
+        self.finish(layout.ST_FINISHED)
+
+    def run_plan(self, plan_id: int, first: int = 0) -> None:
+        """Run the installed queue natively (`steploop.py`) from step `first`; come back to Python
+        only to check the parent between futex slices and to report a kernel's exception."""
         stamps = 0
         if plan_id & layout.RUN_PROFILE:       # `l3c profile`: time every step (see layout.py)
             plan_id &= ~layout.RUN_PROFILE
@@ -165,7 +256,7 @@ class Worker:
         table, tasks = installed
         if table.n > layout.PROFILE_STEPS:     # the parent refuses to profile such plans anyway
             stamps = 0
-        k, out_k = 0, ctypes.c_int64(0)
+        k, out_k = first, ctypes.c_int64(0)
         while True:
             try:
                 status = table.run(k, self.abort_addr, self.done_addr, self.done_waiters_addr,
@@ -179,6 +270,7 @@ class Worker:
                 k = out_k.value
                 continue
             self.finish(layout.ST_ABORTED if status == steploop.STEPS_ABORTED else layout.ST_FINISHED)
+            os.sched_yield()                   # the process waiting for the run, if on this core
             return
 
     def run_task(self) -> None:
@@ -197,7 +289,13 @@ class Worker:
         context.set_task(self.chip, 0, 1)      # the native loop sets rank and size per step
         spin = sync.IDLE_SPIN
         while True:
-            command, arg = self.next_command(spin)
+            if spin == sync.IDLE_SPIN:
+                got = self.serve_natively()
+                if got is None:
+                    continue
+                command, arg = got
+            else:
+                command, arg = self.next_command(spin)
             # an eager run posts task after task: between them, wait like inside a run
             spin = sync.RUN_SPIN if command == layout.CMD_RUN_TASK else sync.IDLE_SPIN
             if command == layout.CMD_EXIT:
@@ -208,6 +306,10 @@ class Worker:
                 self.run_plan(arg)
             elif command == layout.CMD_RUN_TASK:
                 self.run_task()
+            elif command == layout.CMD_BIND:
+                self.bind()
+            elif command == layout.CMD_RELEASE:
+                self.release()
             else:
                 self.fail(0xFFFFFFFF, f"unknown command {command}")
 
