@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from numba import cfunc, types
+
 import l3c
 from l3c.ir import Access, Affine, Config, Loop, Param, Program, Region, ScalarArg, Shift, Task, TensorInfo
 
@@ -58,6 +60,18 @@ def k_die_at(x: l3c.InOut, i: int, bad: int):
 def k_hang_at(x: l3c.InOut, i: int, bad: int):
     if i == bad:
         time.sleep(30)
+
+
+@cfunc(types.int32(types.CPointer(types.float64), types.int64, types.int64))
+def c_add_scalar(x, n, value):
+    for k in range(n):
+        x[k] += value
+    return 0
+
+
+@l3c.kernel(native=c_add_scalar)
+def native_add_scalar(x: l3c.InOut, value: int):
+    x[...] = -1                       # shows which ran
 
 
 def _elem(tensor: int, e: int, mode: str = "In") -> Access:
@@ -205,3 +219,75 @@ def test_while_loop_with_its_flag_written_in_the_body_then_a_cond(cap, sub):
         if not rgo:
             rgo = 7
         assert x.tolist() == rx.tolist() and int(go[0]) == rgo, (start, x, go, rx, rgo)
+
+
+def _failing(kernel, bad: int) -> Program:
+    p = P()
+    x = p.tensor("x", (2,), "float64")
+    lid = p.open("range", start=0, stop=6)
+    a = p.task(k_step, [Access("x", x, Region.whole((2,)), "InOut"),
+                        ScalarArg("i", Affine(0, ((lid, 1),))), ScalarArg("seconds", 0.0)], unit=0)
+    b = p.task(kernel, [Access("x", x, Region.whole((2,)), "InOut"),
+                        ScalarArg("i", Affine(0, ((lid, 1),))), ScalarArg("bad", bad)], unit=1)
+    p.close()
+    p.edge(a, b)
+    p.edge(b, a, carried=True)
+    return p.prog
+
+
+def test_kernel_error_crash_and_timeout_inside_iteration_k_leave_a_usable_pool():
+    with pytest.raises(l3c.KernelError, match="iteration 3 fails") as info:
+        l3c.Compiled(_failing(k_fail_at, 3))(np.zeros(2))
+    assert info.value.loc == "lr.py:11"
+    with pytest.raises(l3c.WorkerCrashed):
+        l3c.Compiled(_failing(k_die_at, 2))(np.zeros(2))
+    with pytest.raises(l3c.Timeout):
+        l3c.Compiled(_failing(k_hang_at, 4), timeout=0.5)(np.zeros(2))
+    x = np.zeros(2)
+    l3c.Compiled(_failing(k_fail_at, -1))(x)                 # the pool is usable again
+    assert x.tolist() == [6.0, 0.0]                          # x[0] = x[1] + 5, then += 1
+
+
+def test_zero_step_read_from_a_tensor_fails_the_run():
+    p = P()
+    x, st = p.tensor("x", (2,), "float64"), p.tensor("st", (1,), "int32")
+    p.open("range", start=0, stop=4, step=_elem(st, 0))
+    p.task(k_set, [Access("x", x, Region(0, (1,), (1,), ((0, 1, 1),)), "Out"), ScalarArg("value", 1)])
+    p.close()
+    compiled = l3c.Compiled(p.prog)
+    with pytest.raises(l3c.KernelError, match="step of the range loop at lr.py:90 is 0"):
+        compiled(np.zeros(2), np.array([0], np.int32))
+    x = np.zeros(2)
+    compiled(x, np.array([-1], np.int32))
+    assert x.tolist() == [0.0, 0.0]                          # range(0, 4, -1) runs no iteration
+
+
+def test_nested_loops_with_native_kernels_and_moving_views():
+    p = P(chips=2, sub=1)
+    grid = p.tensor("grid", (4, 6), "float64")
+    outer = p.open("range", start=0, stop=4)
+    inner = p.open("range", start=1, stop=6, step=2)
+    # grid[i, j] += 10 * i + j on chip (i % 2 is not static: chip 0 for every cell)
+    cell = Region(0, (1,), (1,), ((0, 1, 1), (0, 1, 1)), shifts=(Shift(outer, 6, (1, 0)), Shift(inner, 1, (0, 1))))
+    p.task(native_add_scalar, [Access("x", grid, cell, "InOut"),
+                               ScalarArg("value", Affine(0, ((outer, 10), (inner, 1))))], unit=0)
+    p.close()
+    row = Region(0, (6,), (1,), ((0, 1, 1), (0, 6, 1)), shifts=(Shift(outer, 6, (1, 0)),))
+    p.task(k_add_row, [Access("x", grid, row, "InOut"), ScalarArg("i", Affine(100, ((outer, 1),)))],
+           worker="sub", unit=0)
+    p.close()
+    p.edge(0, 1)
+    p.edge(1, 0, carried=True)
+    grid_in = np.zeros((4, 6))
+    l3c.Compiled(p.prog)(grid_in)
+    want = np.zeros((4, 6))
+    for i in range(4):
+        for j in range(1, 6, 2):
+            want[i, j] += 10 * i + j
+        want[i, :] += 100 + i
+    assert grid_in.tolist() == want.tolist()
+
+
+@l3c.kernel
+def k_add_row(x: l3c.InOut, i: int):
+    x += i
