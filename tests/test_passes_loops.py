@@ -1,0 +1,375 @@
+"""The passes on programs with loops and conds: carried edges exact for affine views, the bound and
+flag reads' dependencies, memory for per-iteration intermediates, placement over the iteration
+graph, and the schedule checker. A brute-force oracle (`_loop_oracle`) unrolls a few iterations
+with concrete loop values and checks which instance pairs conflict against what the edges order."""
+from __future__ import annotations
+
+import pytest
+
+from l3c.ir import Access, Loop
+from l3c.passes import PassOptions, copy_program, run_passes
+from l3c.passes.verify import InvariantError, check_schedule, verify
+
+from _ir_builders import call, program, region
+from _loop_oracle import (moving, needed_carried, unordered, unroll, with_loops)
+
+N = 8
+
+
+def rng(lid, first, end, start=0, stop=N, step=1, parent=None):
+    return Loop(lid, "range", f"prog.py:{lid}", parent, first, end, start=start, stop=stop,
+                step=step)
+
+
+def edges(prog, carried=None):
+    return {(u, v) for u, v, d in prog.graph.edges(data=True)
+            if carried is None or bool(d.get("carried")) == carried}
+
+
+def deps_only(prog):
+    return run_passes(prog, until="deps", options=PassOptions(verify=True))
+
+
+def row(i_index):
+    """x[f(i)] of a 1-D tensor of N + 2 elements as a function of loop 0's variable."""
+    return moving((N + 2,), lambda v: i_index(v[0]), {0: 1})
+
+
+def test_same_element_each_iteration_is_not_carried():
+    """for i: a writes x[i]; b reads x[i]: RAW within the iteration, nothing carried."""
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)},
+                              [call("a", ("x", row(lambda i: i), "Out")),
+                               call("b", ("x", row(lambda i: i), "In"),
+                                    ("y", row(lambda i: i), "Out"))]),
+                      [rng(0, 0, 2)])
+    deps_only(prog)
+    assert edges(prog) == {(0, 1)} and not edges(prog, carried=True)
+    assert not unordered(prog, unroll(prog, {}))
+
+
+def test_accumulator_is_carried():
+    """for i: acc += x[i]: the update waits for the previous iteration's (a self-loop)."""
+    prog = with_loops(program({"x": (N + 2,), "acc": (1,)},
+                              [call("add", ("x", row(lambda i: i), "In"), ("acc", (), "InOut"))]),
+                      [rng(0, 0, 1)])
+    deps_only(prog)
+    assert edges(prog, carried=True) == {(0, 0)}
+    assert prog.graph.edges[0, 0]["kinds"] == {"RAW", "WAR", "WAW"}
+    assert not unordered(prog, unroll(prog, {}))
+
+
+def test_previous_element_is_carried_raw():
+    """for i in 1..N: a writes x[i]; b reads x[i - 1]: carried RAW a -> b, no edge within."""
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)},
+                              [call("a", ("x", row(lambda i: i), "Out")),
+                               call("b", ("x", row(lambda i: i - 1), "In"),
+                                    ("y", row(lambda i: i), "Out"))]),
+                      [rng(0, 0, 2, start=1)])
+    deps_only(prog)
+    assert edges(prog, carried=False) == set()
+    assert edges(prog, carried=True) == {(0, 1)}
+    assert prog.graph.edges[0, 1]["kinds"] == {"RAW"}
+    inst = unroll(prog, {})
+    assert not unordered(prog, inst)
+    assert needed_carried(prog, inst) == {(0, 1)}
+
+
+def test_next_element_read_then_written_is_carried_war():
+    """for i: b reads x[i + 1]; a writes x[i]: a at i + 1 overwrites what b read at i: WAR b -> a
+    carried (backwards in program order would also be b -> a: here b comes first)."""
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)},
+                              [call("b", ("x", row(lambda i: i + 1), "In"),
+                                    ("y", row(lambda i: i), "Out")),
+                               call("a", ("x", row(lambda i: i), "Out"))]),
+                      [rng(0, 0, 2)])
+    deps_only(prog)
+    assert edges(prog) == {(0, 1)} and edges(prog, carried=True) == {(0, 1)}
+    assert prog.graph.edges[0, 1]["kinds"] == {"WAR"}
+    assert not unordered(prog, unroll(prog, {}))
+
+
+
+def test_differing_shifts_in_one_iteration_are_decided_exactly():
+    """for i in 1..4: a writes x[2i]; b reads x[i]: never the same element in one iteration
+    (2i == i only at 0), but b at i = 2p reads what a wrote at p: carried RAW only."""
+    two = moving((N + 2,), lambda v: 2 * v[0], {0: 1})
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)},
+                              [call("a", ("x", two, "Out")),
+                               call("b", ("x", row(lambda i: i), "In"),
+                                    ("y", row(lambda i: i), "Out"))]),
+                      [rng(0, 0, 2, start=1, stop=5)])
+    deps_only(prog)
+    assert edges(prog, carried=False) == set() and edges(prog, carried=True) == {(0, 1)}
+    assert not unordered(prog, unroll(prog, {}))
+
+
+def test_nested_loops_rows_and_columns_are_not_carried():
+    """for i: for j: a writes y[i, j]; b reads y[i, j]; acc(j) += ...: only the accumulator
+    carries (at both levels), y's elements never meet across iterations."""
+    cell = moving((4, 4), lambda v: (v[0], v[1]), {0: 1, 1: 1})
+    prog = with_loops(program({"y": (4, 4), "acc": (1,)},
+                              [call("a", ("y", cell, "Out")),
+                               call("b", ("y", cell, "In"), ("acc", (), "InOut"))]),
+                      [rng(0, 0, 2, stop=4), rng(1, 0, 2, stop=4, parent=0)])
+    deps_only(prog)
+    assert edges(prog, carried=False) == {(0, 1)} and edges(prog, carried=True) == {(1, 1)}
+    assert not unordered(prog, unroll(prog, {}))
+
+
+def test_while_flag_reads_wait_for_writers_and_hold_back_later_ones():
+    """go = init(); while go: update(x); go = check(x); report(go): the test before iteration k
+    waits for init (within) and check of iteration k - 1 (carried); check and report wait for it."""
+    flag = region((1,), 0)
+    prog = program({"x": (4,), "go": (1,)},
+                   [call("init", ("go", (), "Out")),
+                    call("update", ("x", (), "InOut")),
+                    call("check", ("x", (), "In"), ("go", (), "Out")),
+                    call("report", ("go", (), "InOut"))])
+    with_loops(prog, [Loop(0, "while", "prog.py:1", None, 1, 3, flag=Access("go", 1, flag, "In"))])
+    deps_only(prog)
+    loop = prog.loops[0]
+    assert loop.reads_after == ((0, False), (2, True))
+    assert loop.reads_before == ((2, False), (3, False))
+    waits = {-1: list(loop.reads_after), 2: [(-1, False)], 3: [(-1, False)]}
+    for trips in (0, 1, 3):
+        assert not unordered(prog, unroll(prog, {0: trips}, flag_reads=True), waits)
+
+
+def test_range_bound_written_later_in_the_enclosing_loop():
+    """for p: for i in range(n[0]): work(x[i]); n[0] = next(n): the bound read of iteration p + 1
+    waits for next of iteration p (carried), next of iteration p waits for the read (within)."""
+    prog = program({"x": (N,), "n": (1,)},
+                   [call("work", ("x", (), "InOut")), call("next", ("n", (), "InOut"))])
+    stop = Access("n", 1, region((1,), 0), "In")
+    with_loops(prog, [rng(0, 0, 2, stop=3),
+                      Loop(1, "range", "prog.py:2", 0, 0, 1, start=0, stop=stop, step=1)])
+    deps_only(prog)
+    assert prog.loops[1].reads_after == ((1, True),)
+    assert prog.loops[1].reads_before == ((1, False),)
+
+
+def test_reduction_keeps_an_edge_implied_only_through_a_cond():
+    """a writes x; [cond: b reads x, writes y]; c reads y, writes x: c must wait for a itself,
+    since b may not run (without the cond, a -> b -> c makes a -> c redundant)."""
+    calls = [call("a", ("x", (), "Out")), call("b", ("x", (), "In"), ("y", (), "Out")),
+             call("c", ("y", (), "In"), ("x", (), "Out"))]
+    plain = deps_only(program({"x": (4,), "y": (4,)}, calls))
+    assert edges(plain) == {(0, 1), (1, 2)}
+    prog = with_loops(program({"x": (4,), "y": (4,)}, calls),
+                      [Loop(0, "cond", "prog.py:1", None, 1, 2,
+                            flag=Access("f", 0, region((4,), 0), "In"))])
+    deps_only(prog)
+    assert edges(prog) == {(0, 1), (1, 2), (0, 2)}
+    assert not unordered(prog, unroll(prog, {}, {0: False}))
+
+
+def _loop_with_temporary():
+    """t0 before the loop; tmp created in the body (tasks 1..2); t1 after it."""
+    prog = program({"arg0": (16,), "t0": (16,), "tmp": (16,), "t1": (16,)},
+                   [call("make", ("arg0", (), "In"), ("t0", (), "Out")),
+                    call("step", ("t0", (), "In"), ("tmp", (), "Out")),
+                    call("fold", ("tmp", (), "In"), ("t0", (), "InOut")),
+                    call("last", ("t0", (), "In"), ("t1", (), "Out"))],
+                   results=("t1",))
+    prog.tensors[2].loops = (0,)
+    return with_loops(prog, [rng(0, 1, 3)])
+
+
+def test_body_temporary_lives_for_the_whole_loop_and_nothing_shares_it():
+    prog = run_passes(_loop_with_temporary(), options=PassOptions(verify=True))
+    check_schedule(prog)
+    t0, tmp, t1 = prog.tensors[1], prog.tensors[2], prog.tensors[3]
+    assert tmp.dead_after == 2 and (tmp.first_use, tmp.last_use) == (1, 2)
+
+    def apart(a, b):
+        return a.arena_offset + a.nbytes <= b.arena_offset or b.arena_offset + b.nbytes <= a.arena_offset
+    assert apart(tmp, t0)                   # t0 is used in every iteration too
+    for trips in (0, 2):
+        from _loop_oracle import arena_clashes
+        assert not arena_clashes(prog, unroll(prog, {0: trips}))
+    assert prog.memory.lower_bound_bytes == t0.nbytes + tmp.nbytes
+
+
+def test_body_temporary_used_after_its_loop_is_refused():
+    from l3c.errors import TraceError
+    prog = _loop_with_temporary()
+    prog.task(3).args = (Access("p0", 2, region((16,), ()), "In"),) + prog.task(3).args[1:]
+    with pytest.raises(TraceError, match=r"prog.py:13: last uses tensor tmp .* outside the "
+                                         r"l3c.range at prog.py:0"):
+        run_passes(prog)
+    prog = _loop_with_temporary()
+    prog.results = ("tuple", [prog.results[1][0].__class__(2, region((16,), ()), "float32")])
+    with pytest.raises(TraceError, match="tmp .* is returned but was created inside a loop"):
+        run_passes(prog)
+
+
+def test_fuse_never_crosses_a_loop_boundary():
+    calls = [call("scale", ("x", 0, "InOut")), call("scale", ("x", 1, "InOut")),
+             call("scale", ("x", 2, "InOut")), call("scale", ("x", 3, "InOut"))]
+    prog = with_loops(program({"x": (4, 4)}, calls, chips=4), [rng(0, 0, 2, stop=2)])
+    run_passes(prog, until="fuse", options=PassOptions(verify=True))
+    assert prog.groups == [[0, 1], [2, 3]]
+
+
+def test_checkers_need_carried_edges():
+    """Without the carried edge from a (x[i]) to b (x[i - 1]) on another chip, verify and the
+    schedule checker both refuse the program; with it, both accept."""
+    calls = [call("a", ("x", row(lambda i: i), "Out"), pin=0),
+             call("b", ("x", row(lambda i: i - 1), "In"), ("y", row(lambda i: i), "Out"), pin=1)]
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)}, calls), [rng(0, 0, 2, start=1)])
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    broken = copy_program(prog)
+    broken.graph.remove_edge(0, 1)
+    with pytest.raises(InvariantError, match="later iteration"):
+        check_schedule(broken)
+    with pytest.raises(InvariantError, match="later iteration"):
+        verify(broken)
+    assert unordered(broken, unroll(broken, {}))        # the oracle agrees
+
+# ---- random programs against the unrolling oracle --------------------------------------------
+from hypothesis import HealthCheck, given, note, settings, strategies as st  # noqa: E402
+
+from l3c.ir import Access, Loop, Region  # noqa: E402,F811
+
+from _loop_oracle import affine, arena_clashes, describe  # noqa: E402
+
+SHAPES = {"x": (24,), "y": (6, 6), "acc": (1,), "flag": (2,), "tmp": (4,), "u": (24,)}
+
+
+@st.composite
+def looped_programs(draw, single: bool = False):
+    """A few tasks around one loop (range or while, bounds static or in a tensor), maybe a loop or
+    cond nested in it, maybe a cond after it; views affine in the enclosing loops' variables.
+    `single`: only one static range loop around every task, views with boxes."""
+    n = draw(st.integers(3, 7))
+    first = 0 if single else draw(st.integers(0, 1))
+    end = n if single else draw(st.integers(first + 1, n))
+    kind = "range" if single else draw(st.sampled_from(["range", "range", "range", "while",
+                                                         "tensor"]))
+    element = draw(st.integers(0, 1))
+    flag = Region(element, (), (), ((element, 1, 1),))
+    if kind == "range":
+        start, step = draw(st.integers(0, 2)), draw(st.sampled_from([1, 1, 2, -1]))
+        trips = draw(st.integers(1, 4))
+        outer = Loop(0, "range", "prog.py:1", None, first, end, start=start + (4 if step < 0 else 0),
+                     stop=start + (4 if step < 0 else 0) + trips * step, step=step)
+        values = list(range(outer.start, outer.stop, outer.step))
+    elif kind == "tensor":
+        outer = Loop(0, "range", "prog.py:1", None, first, end, start=1,
+                     stop=Access("stop", 3, flag, "In"), step=1)
+        values = [1, 2, 3]
+    else:
+        outer = Loop(0, "while", "prog.py:1", None, first, end, flag=Access("go", 3, flag, "In"),
+                     max_iterations=draw(st.sampled_from([None, 3])))
+        values = [0, 1, 2]
+    loops = [outer]
+    ranges = {0: values}
+    inner_kind = None if single else draw(st.sampled_from([None, None, "range", "cond"]))
+    if inner_kind and end - first >= 2:
+        a = draw(st.integers(first, end - 1))
+        b = draw(st.integers(a + 1, end))
+        if inner_kind == "range":
+            loops.append(Loop(1, "range", "prog.py:2", 0, a, b, start=0, stop=2, step=1))
+            ranges[1] = [0, 1]
+        else:
+            loops.append(Loop(1, "cond", "prog.py:2", 0, a, b, flag=Access("f", 3, flag, "In")))
+    if not single and draw(st.booleans()) and end < n:
+        loops.append(Loop(2, "cond", "prog.py:3", None, end, n,
+                          flag=Access("f", 3, flag, "In"), invert=True))
+    calls = []
+    for t in range(n):
+        enclosing = [lp.id for lp in loops if lp.first_task <= t < lp.end_task and lp.id in ranges]
+        args = []
+        for k in range(draw(st.integers(1, 2))):
+            names = ["x", "x", "y", "acc", "flag", "u"] + (["tmp"] if 0 in enclosing else [])
+            name = draw(st.sampled_from(names))
+            mode = draw(st.sampled_from(["In", "Out", "InOut"]))
+            shape = SHAPES[name]
+            axes = []
+            for d in shape:
+                coefs = {lid: draw(st.sampled_from([-1, 0, 0, 1, 2])) for lid in enclosing}
+                count = draw(st.integers(1, min(3, d)))
+                step = draw(st.sampled_from([1, 2])) if 2 * count - 1 <= d else 1
+                extent = (count - 1) * step + 1
+                lows = [sum(c * v for c, v in zip(coefs.values(), vs))
+                        for vs in _product([ranges[lid] for lid in coefs])]
+                low, high = min(lows), max(lows)
+                if high - low > d - extent:
+                    coefs = {lid: 0 for lid in coefs}
+                    low = high = 0
+                start = draw(st.integers(-low, d - extent - high))
+                axes.append((start, coefs, count, step))
+            reg = affine(shape, axes, keep_box=single or draw(st.integers(0, 5)) > 0)
+            args.append((name, reg, mode))
+        calls.append(call(draw(st.sampled_from(["ka", "kb", f"k{t}"])), *args))
+    prog = program(dict(SHAPES), calls, results=draw(st.sampled_from([(), ("x",)])))
+    prog.tensors[list(SHAPES).index("tmp")].loops = (0,)       # created in loop 0's body
+    return with_loops(prog, loops)
+
+
+def _product(lists):
+    import itertools
+    return list(itertools.product(*lists)) or [()]
+
+
+def _runs(prog):
+    """Trip counts and cond decisions to unroll with."""
+    cond_ids = [lp.id for lp in prog.loops.values() if lp.kind == "cond"]
+    for trips in (0, 1, 3):
+        for taken in (True, False):
+            yield {0: trips, 1: trips}, {c: taken for c in cond_ids}
+
+
+def _read_waits(prog):
+    extra = {}
+    for lp in prog.loops.values():
+        extra.setdefault(-1 - lp.id, []).extend(lp.reads_after)
+        for w, carried in lp.reads_before:
+            extra.setdefault(w, []).append((-1 - lp.id, carried))
+    return extra
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(looped_programs())
+def test_random_loops_every_conflicting_instance_pair_is_ordered(prog):
+    note(describe(prog))
+    deps_only(prog)
+    for trips, taken in _runs(prog):
+        inst = unroll(prog, trips, taken, flag_reads=True)
+        assert not unordered(prog, inst, _read_waits(prog)), (trips, taken)
+
+
+def _within_conflicts(prog, inst):
+    """Task pairs (u, v), u before v, with conflicting instances in one iteration."""
+    from _loop_oracle import conflicts
+    return {(inst[i].task, inst[j].task) for i, j in conflicts(inst)
+            if inst[i].task < inst[j].task and inst[i].iteration == inst[j].iteration}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(looped_programs(single=True))
+def test_random_single_static_loop_is_exact(prog):
+    """One range loop with static bounds, views with boxes: every edge stands for a real conflict
+    of the unrolled run (carried: across iterations; within: in one iteration)."""
+    note(describe(prog))
+    deps_only(prog)
+    inst = unroll(prog, {})
+    assert edges(prog, carried=True) <= needed_carried(prog, inst)
+    assert edges(prog, carried=False) <= _within_conflicts(prog, inst)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(looped_programs(), st.sampled_from([1, 2, 3]))
+def test_random_loops_through_every_pass(prog, chips):
+    """All passes with their invariants checked, then the schedule checker; in the unrolled run
+    every conflict is ordered by edges and worker queues, and intermediates sharing arena bytes
+    are used one entirely before the other."""
+    prog.config.chips = chips
+    note(describe(prog))
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    for trips, taken in _runs(prog):
+        inst = unroll(prog, trips, taken)
+        assert not unordered(prog, inst), (trips, taken)
+        assert not arena_clashes(prog, inst), (trips, taken)
