@@ -278,6 +278,8 @@ def _module_ir() -> str:
 
     # ---- a control step (docs/runtime.md, "Loops in the step loop") -------------------------
     b.position_at_end(control_bb)
+    with b.if_then(has_patches, likely=False):      # bound or flag elements the loops move
+        b.call(em.patches, [patches, terms, p_begin, p_end])
     row = b.gep(ctl_table, [b.mul(target, i64(control.CTL_WORDS))])
     env = {"slots": slots, "cur": cur, "terms": terms, "checks": check_table,
            "publish": (publish, done, done_waiters)}
