@@ -93,14 +93,14 @@ def control_error(step: ControlStep, status: int, table: Any, k: int, loops: Seq
     from .steploop import STEPS_CHECK
     loop = loops[step.loop] if step.loop < len(loops) else None
     where = f"{loop.kind} loop at {loop.loc}" if loop is not None else "a loop"
-    var, iteration, trips, stride = table.frame(step.loop)
+    var, iteration, trips, stride = table.tables.frame(step.loop)
     if status == STEPS_CHECK:
         check = step.checks[table.failed_check(k)]
-        rest = check.const + sum(c * table.frame(l)[0] for l, c in check.terms)
+        rest = check.const + sum(c * table.tables.frame(l)[0] for l, c in check.terms)
         values = [var] if step.kind != "range" else [var, var + (trips - 1) * stride]
         bad = next((x for x in values if not 0 <= rest + check.coef * x <= check.high), values[-1])
         name = f"L{loop.id}" if loop is not None else "the loop variable"
-        others = "".join(f", L{loops[l].id}={table.frame(l)[0]}" for l, _ in check.terms)
+        others = "".join(f", L{loops[l].id}={table.tables.frame(l)[0]}" for l, _ in check.terms)
         when = "the loop did not start" if step.kind == "range" else "that iteration did not start"
         return check.task, (f"IndexError: an index of {check.what} leaves the tensor at "
                             f"{name}={bad}{others} ({where}; {when})")

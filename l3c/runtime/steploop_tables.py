@@ -111,6 +111,16 @@ class Tables:
     def no_cap(self) -> int:
         return ctypes.addressof(self.anchors) + 8 * self.slots * self.n_anchors
 
+    def wait_words(self, wait: tuple[int, ...]) -> list[int]:
+        """A wait's table words: (word, waiters, count) is absolute; (word, waiters, count, slot,
+        base anchor, cap anchor) relative to the anchor rows (`plan.Wait`)."""
+        from .plan import NO_CAP
+        if len(wait) == 3:
+            return [*wait, self.cell(0, 0), self.no_cap]
+        word, waiters, count, slot, base, cap = wait
+        return [word, waiters, count, self.cell(base, slot),
+                self.no_cap if cap == NO_CAP else self.cell(cap, slot)]
+
     def var(self, loop: int) -> int:
         if not 0 <= loop < self.loops:
             raise TypeError(f"loop variable {loop} of a table with {self.loops} loops")
