@@ -154,6 +154,10 @@ def lower(program: Program, host: int | None = None,
     send due or lets it post a receive.
     """
     config = program.config
+    if program.loops:
+        from ..errors import L3CError
+        raise L3CError(f"{program.name} has loops or conds ({program.loops[0].loc}): this build "
+                       "runs them only through .eager(...), not as a compiled schedule")
     if config.hosts > 1 and host is None:
         raise ValueError(f"{program.name} spans {config.hosts} hosts: lower it per host "
                          "(l3c.codegen.hosts.split)")
