@@ -175,6 +175,11 @@ class Tables:
         hdr[H_ANCHORS], hdr[H_SLOTS] = ctypes.addressof(self.anchors), self.slots
         hdr[H_FRAMES], hdr[H_LOOPS] = ctypes.addressof(self.frames), self.loops
 
+    def failed_check(self, row: int) -> int:
+        """After STEPS_CHECK at the control step of control row `row`: which of its checks failed
+        (an index into its `Control.checks`)."""
+        return self.hdr[H_FAILED] - self.controls[CTL_WORDS * row + C_CHECK_BEGIN]
+
     def frame(self, loop: int) -> tuple[int, int, int, int]:
         base = FRAME_WORDS * loop
         return tuple(self.frames[base:base + FRAME_WORDS])
