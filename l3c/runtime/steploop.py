@@ -423,6 +423,7 @@ class StepTable:
                     head = [STEP_NATIVE, fn.address, call.block_address, call.invoke]
                 else:
                     call = None
+                    args = control.own_args(args, moving)
                     self.keep.append((fn, args))
                     head = [STEP_PYTHON, id(fn), id(args), 0]
                 control.argument_patches(tables, call is not None, args, moving, call)

@@ -185,6 +185,16 @@ class Tables:
         return tuple(self.frames[base:base + FRAME_WORDS])
 
 
+def own_args(args: tuple, moving: Sequence[tuple]) -> tuple:
+    """A Python step's argument tuple and moved arrays, as new objects of the step's own: patches
+    rewrite them in place (a tuple the caller passed may be a shared constant)."""
+    if not moving:
+        return args
+    moved = {i for i, _, _ in moving}
+    return tuple(a.view() if i in moved and isinstance(a, np.ndarray) else a
+                 for i, a in enumerate(args))
+
+
 def argument_patches(tables: Tables, fn_is_native: bool, args: tuple, moving: Sequence[tuple],
                      call: Any) -> None:
     """Patches that rebuild a step's loop-dependent arguments before each call.
