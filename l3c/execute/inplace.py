@@ -35,7 +35,12 @@ class InPlace:
 
 
 def in_place(compiled: Any, lowered: LoweredProgram, arrays: list) -> InPlace | None:
-    """The in-place use of the call's shared arguments, or None when none can be used in place."""
+    """The in-place use of the call's shared arguments, or None when none can be used in place.
+
+    Plans with loops stage their shared arguments: their step tables move views per iteration
+    relative to the arena, which a bound variant's views into other memory would not follow."""
+    if lowered.plan.loops:
+        return None
     items = None
     for i, a in enumerate(arrays):
         if a is None or a.base is None:

@@ -28,7 +28,7 @@ it), then waits again.
 
     i32 l3c_serve(slot_base, seq*, plans*, n_plans, never, abort, doorbell, done, done_waiters,
                   task_ctx*, idle_spin, run_spin, slice_ns, out*)
-    plans: n_plans entries of 4 i64 words: plan id, steps table, step count, waits table.
+    plans: n_plans entries of 5 i64 words: plan id, steps table, step count, waits table, loop header.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from . import layout, native, steploop, sync
 SERVE_IDLE = 0
 SERVE_COMMAND = 1
 SERVE_RUN = 2
-PLAN_WORDS = 4
+PLAN_WORDS = 5
 CLOCK_MONOTONIC = 1
 BUSY_GAP_NS = 200_000           # a command came this soon after the one before: spin longer next
 
@@ -63,7 +63,7 @@ def _module_ir() -> str:
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
     sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
     run_steps = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64,
-                                                       i32, i64, p64, p64]), "l3c_run_steps")
+                                                       i32, i64, p64, p64, p64]), "l3c_run_steps")
     names = ("slot_base", "seq", "plans", "n_plans", "never", "abort", "doorbell", "done",
              "done_waiters", "task_ctx", "idle_spin", "run_spin", "slice_ns", "out")
     fn = ir.Function(mod, ir.FunctionType(i32, [i64, p32, p64, i64, i64, i64, i64, i64, i64, p64,
@@ -132,9 +132,10 @@ def _module_ir() -> str:
     steps = b.inttoptr(b.load(b.gep(plans, [b.add(base, i64(1))])), p64)
     n = b.load(b.gep(plans, [b.add(base, i64(2))]))
     waits = b.inttoptr(b.load(b.gep(plans, [b.add(base, i64(3))])), p64)
+    hdr = b.inttoptr(b.load(b.gep(plans, [b.add(base, i64(4))])), p64)
     status = b.call(run_steps, [steps, n, i64(0), waits, abort, done, done_waiters, task_ctx,
                                 ir.Constant(p64, None), run_spin, slice_ns, out,
-                                b.gep(out, [i64(3)])])
+                                b.gep(out, [i64(3)]), hdr])
     b.store(b.zext(status, i64), b.gep(out, [i64(1)]))
     ok = b.icmp_unsigned("==", status, i32(steploop.STEPS_DONE))
     stopped = b.icmp_unsigned("==", status, i32(steploop.STEPS_ABORTED))
@@ -203,7 +204,8 @@ class Server:
         words = (ctypes.c_int64 * max(1, PLAN_WORDS * len(tables)))()
         for i, (plan_id, table) in enumerate(tables.items()):
             words[PLAN_WORDS * i:PLAN_WORDS * (i + 1)] = [
-                plan_id, ctypes.addressof(table.steps), table.n, ctypes.addressof(table.waits)]
+                plan_id, ctypes.addressof(table.steps), table.n, ctypes.addressof(table.waits),
+                ctypes.addressof(table.tables.hdr)]
         self.plans, self.n_plans = words, len(tables)
 
     def serve(self, idle_spin: int, run_spin: int, slice_ns: int) -> int:

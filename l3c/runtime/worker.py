@@ -23,6 +23,7 @@ from typing import Callable, NoReturn
 from . import context, layout, serve, sharedmem, steploop, sync
 from .arena import array_in
 from .plan import View
+from .install_steps import Resolver, control_error
 from .steploop import StepTable
 from .. import registry
 from ..registry import NativeStatusError, resolve, status_message
@@ -86,7 +87,7 @@ class Worker:
         self.server = serve.Server(ctl_address + base, self.never_addr, self.abort_addr,
                                    self.doorbell, self.done_addr, self.done_waiters_addr,
                                    context.TASK_ADDRESS, seq)
-        self.plans: dict[int, tuple[StepTable, list[int]]] = {}   # plan id -> (table, task ids)
+        self.plans: dict[int, tuple[StepTable, list, tuple]] = {}   # plan id -> (table, steps, loops)
         self.prepared: dict[int, list[tuple]] = {}    # plan id -> the entries its table was built from
         self.kernels: dict[str, object] = {}
         # shared memory key -> [mapping, its bytes, ids of the bound variants with views into it]
@@ -108,7 +109,7 @@ class Worker:
         try:
             got = server.serve(sync.IDLE_SPIN, sync.RUN_SPIN, SLICE_NS)
         except BaseException as exc:  # noqa: BLE001 - a Python kernel raised in a run
-            self.fail(self.plans[server.out[2]][1][server.out[0]], kernel_traceback(exc))
+            self.fail(self.plans[server.out[2]][1][server.out[0]].task, kernel_traceback(exc))
             return None
         if got == serve.SERVE_COMMAND:
             return server.out[1], server.out[2]
@@ -116,10 +117,14 @@ class Worker:
             os._exit(3)
         if got == serve.SERVE_RUN:
             plan_id, k = server.out[2], server.out[0]
-            table, tasks = self.plans[plan_id]
-            if server.out[1] == steploop.STEPS_STATUS:
+            table, steps, loops = self.plans[plan_id]
+            status = server.out[1]
+            if status == steploop.STEPS_STATUS:
                 error = NativeStatusError(status_message(table.names[k], server.out[3]))
-                self.fail(tasks[k], kernel_traceback(error))
+                self.fail(steps[k].task, kernel_traceback(error))
+            elif status in (steploop.STEPS_CHECK, steploop.STEPS_ZERO_STEP,
+                            steploop.STEPS_COUNT_LIMIT):
+                self.fail(*control_error(steps[k], status, table, k, loops))
             else:                             # STEPS_AGAIN: go on with the run from step k
                 self.run_plan(plan_id, first=k)
         return None
@@ -169,26 +174,25 @@ class Worker:
         return tuple(array_in(self.arena, a) if isinstance(a, View) else a for a in args)
 
     def install(self) -> None:
-        plan_id, steps = read_message(self.pipe_fd, self.parent)
+        plan_id, steps, pool_slots, loops = read_message(self.pipe_fd, self.parent)
+        resolver = Resolver(self.ctl, self.arena, pool_slots, self.doorbell, self.kernel)
         prepared = []
         for step in steps:
             try:
-                fn = self.kernel(step.kernel)
+                prepared.append(resolver.entry(step))
             except LookupError as exc:
                 self.fail(step.task, f"L3C-RESOLVE {step.kernel}\ncannot resolve kernel {step.kernel!r} "
                                      f"in worker {self.slot}: {exc}")
                 return
-            waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
-                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count)
-                          for s, count in step.waits)
-            prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
-                             step.group_size, self.doorbell if step.ring else 0))
+            except (TypeError, ValueError) as exc:
+                self.fail(step.task, f"cannot install plan {plan_id}: {exc}")
+                return
         try:
-            table = StepTable(prepared)
+            table = StepTable(prepared, len(pool_slots), len(loops))
         except TypeError as exc:       # a native kernel's arguments off its convention (a file)
             self.fail(steps[0].task if steps else 0, f"cannot install plan {plan_id}: {exc}")
             return
-        self.plans[plan_id] = (table, [step.task for step in steps])
+        self.plans[plan_id] = (table, list(steps), loops)
         self.prepared[plan_id] = prepared
         self.plans_changed()
         self.finish(layout.ST_FINISHED)
@@ -197,7 +201,7 @@ class Worker:
         """Give the native server the installed plans (the most recent ones, if there are many:
         the others run through Python)."""
         recent = list(self.plans.items())[-SERVED_PLANS:]
-        self.server.set_plans({plan_id: table for plan_id, (table, _) in recent})
+        self.server.set_plans({plan_id: table for plan_id, (table, *_) in recent})
 
     def bind(self) -> None:
         """Install a bound variant of an installed plan: map the shared memories not mapped yet,
@@ -207,7 +211,7 @@ class Worker:
             for key, fd, nbytes in maps:
                 if key not in self.maps:
                     self.maps[key] = [*sharedmem.map_in_worker(parent, fd, nbytes), set()]
-            table, tasks = self.plans[plan_id]
+            table, steps, loops = self.plans[plan_id]
             if patches:
                 prepared = list(self.prepared[plan_id])
                 for k, j, key, view in patches:
@@ -216,12 +220,12 @@ class Worker:
                     args[j] = array_in(self.maps[key][1], view)
                     entry[1] = tuple(args)
                     prepared[k] = tuple(entry)
-                table = StepTable(prepared)
+                table = StepTable(prepared, table.tables.slots, len(loops))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, the worker stays
             self.fail(0xFFFFFFFF, f"cannot bind plan {plan_id} to shared memory: "
                                   f"{type(exc).__name__}: {exc}")
             return
-        self.plans[vid] = (table, tasks)
+        self.plans[vid] = (table, steps, loops)
         for _, _, key, _ in patches:
             self.maps[key][2].add(vid)
         self.plans_changed()
@@ -253,7 +257,7 @@ class Worker:
         if installed is None:
             self.fail(0xFFFFFFFF, f"plan {plan_id} is not installed in worker {self.slot}")
             return
-        table, tasks = installed
+        table, steps, loops = installed
         if table.n > layout.PROFILE_STEPS:     # the parent refuses to profile such plans anyway
             stamps = 0
         k, out_k = first, ctypes.c_int64(0)
@@ -262,7 +266,11 @@ class Worker:
                 status = table.run(k, self.abort_addr, self.done_addr, self.done_waiters_addr,
                                    context.TASK_ADDRESS, stamps, sync.RUN_SPIN, SLICE_NS, out_k)
             except BaseException as exc:  # noqa: BLE001 - a kernel failure is reported, never kills the worker
-                self.fail(tasks[out_k.value], kernel_traceback(exc))
+                self.fail(steps[out_k.value].task, kernel_traceback(exc))
+                return
+            if status in (steploop.STEPS_CHECK, steploop.STEPS_ZERO_STEP,
+                          steploop.STEPS_COUNT_LIMIT):
+                self.fail(*control_error(steps[out_k.value], status, table, out_k.value, loops))
                 return
             if status == steploop.STEPS_AGAIN:  # a futex slice elapsed: is the parent alive?
                 if os.getppid() != self.parent:
