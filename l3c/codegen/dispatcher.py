@@ -129,8 +129,9 @@ def _for_each_active(b: ir.IRBuilder, fn: ir.Function, count: int, body) -> None
 
 def generate_ir(plan: Plan) -> str:
     """The LLVM IR text of the dispatcher for `plan` (deterministic: a function of the plan only)."""
-    active = tuple(s for s, q in enumerate(plan.queues) if q)
-    return _generate_ir(active, tuple(len(plan.queues[s]) for s in active))
+    active = plan.active
+    expected = plan.expected           # 0 in plans with loops: trip counts decide
+    return _generate_ir(active, tuple(expected[s] for s in active))
 
 
 @functools.lru_cache(maxsize=64)

@@ -30,9 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ir import Access, Program, Region, ResultRef, ScalarArg, TensorInfo, map_results
+from ..errors import L3CError
+from ..ir import Access, Program, Region, ResultRef, ScalarArg, Task, TensorInfo, map_results
 from ..passes.arena_layout import tensor_bases
 from ..runtime.plan import Plan, Step, View
+from . import lower_loops
 
 
 # A result structure with Views in place of ResultRefs: View, or ("tuple" | "list", [...]),
@@ -140,6 +142,65 @@ def _views_tree(tree: Any, program: Program, bases: dict[int, int]) -> ViewTree:
     return map_results(tree, view)
 
 
+def _task_args(program: Program, task: Task, bases: dict[int, int], index: dict[int, int],
+               checks: list | None = None) -> tuple:
+    """A task's step arguments: views and scalars, or in loops `MovingView`s and `LoopValue`s (and
+    the index checks of its moving views appended to `checks`)."""
+    args = []
+    for arg in task.args:
+        if isinstance(arg, Access):
+            info = program.tensors[arg.tensor]
+            view = region_view(bases[arg.tensor], info, arg.region)
+            if arg.region.shifts:
+                view = lower_loops.moving_arg(view, arg.region, info.itemsize, index)
+                checks.extend(lower_loops.view_checks(task, arg, info, index))
+            args.append(view)
+        elif isinstance(arg, ScalarArg):
+            args.append(lower_loops.scalar_value(arg, index))
+        else:
+            raise TypeError(f"task {task.id}: unknown argument {arg!r}")
+    return tuple(args)
+
+
+def _step(program: Program, v: int, args: tuple, waits: tuple, signal: bool, ring: bool) -> Step:
+    task = program.task(v)
+    group_size = len(program.groups[task.group]) if task.group is not None else 1
+    return Step(task=v, kernel=task.kernel, args=args, waits=waits,
+                group_rank=task.group_rank if task.group is not None else 0,
+                group_size=group_size, signal=signal, ring=ring, loc=task.loc)
+
+
+def _lower_plain(program: Program, queues: list[list[int]], slot: dict[int, int],
+                 bases: dict[int, int], landing: dict, local_after: dict | None,
+                 signal_tasks: frozenset[int]) -> list[list[Step]]:
+    """A loop-free program: absolute waits reduced by vector clocks."""
+    waits = _compute_waits(program, len(queues), slot, landing, local_after)
+    signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws if queues[t]}
+    signalled |= signal_tasks
+    return [[_step(program, v, _task_args(program, program.task(v), bases, {}), waits[v],
+                   v in signalled, v in signal_tasks) for v in queue] for queue in queues]
+
+
+def _lower_loops(program: Program, slots: int, slot: dict[int, int], bases: dict[int, int]
+                 ) -> tuple[list[list], tuple]:
+    """A program with loops: control steps and relative waits (`lower_loops.py`)."""
+    index = {lid: i for i, lid in enumerate(sorted(program.loops))}
+    args: dict[int, tuple] = {}
+    checks: dict[tuple[int, int], list] = {}
+    for v in slot:
+        found: list = []
+        args[v] = _task_args(program, program.task(v), bases, index, found)
+        for lid, check in found:
+            checks.setdefault((slot[v], lid), []).append(check)
+    lowering = lower_loops.LoopLowering(
+        program, slots, slot, lambda v, waits: _step(program, v, args[v], waits, False, False))
+
+    def element(access: Access) -> View:
+        return region_view(bases[access.tensor], program.tensors[access.tensor], access.region)
+    lowering.element_view = element
+    return lowering.queues(checks), lower_loops.plan_loops(program, index)
+
+
 def lower(program: Program, host: int | None = None,
           inbound: dict[int, int] | None = None, signal_tasks: frozenset[int] = frozenset(),
           local_after: dict[int, dict[int, int]] | None = None,
@@ -154,6 +215,10 @@ def lower(program: Program, host: int | None = None,
     send due or lets it post a receive.
     """
     config = program.config
+    if program.loops and (config.hosts > 1 or host is not None):
+        raise L3CError(f"{program.name} (defined at {program.loc}) has loops or conds "
+                       f"(l3c.range, l3c.while_loop, l3c.cond) and spans {config.hosts} hosts: "
+                       "loops across several hosts are not supported yet; use hosts=1")
     if config.hosts > 1 and host is None:
         raise ValueError(f"{program.name} spans {config.hosts} hosts: lower it per host "
                          "(l3c.codegen.hosts.split)")
@@ -172,31 +237,13 @@ def lower(program: Program, host: int | None = None,
             if program.task(v).queue_pos != k:
                 raise ValueError(f"slot {s}: queue positions are not 0..n-1 ({queue})")
 
-    waits = _compute_waits(program, slots, slot, landing, local_after)
-    signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws if queues[t]}
-    signalled |= signal_tasks
-
-    steps: list[list[Step]] = [[] for _ in range(slots)]
-    for s, queue in enumerate(queues):
-        for v in queue:
-            task = program.task(v)
-            args = []
-            for arg in task.args:
-                if isinstance(arg, Access):
-                    info = program.tensors[arg.tensor]
-                    args.append(region_view(bases[arg.tensor], info, arg.region))
-                elif isinstance(arg, ScalarArg):
-                    args.append(arg.value)
-                else:
-                    raise TypeError(f"task {v}: unknown argument {arg!r}")
-            group_size = len(program.groups[task.group]) if task.group is not None else 1
-            steps[s].append(Step(task=v, kernel=task.kernel, args=tuple(args), waits=waits[v],
-                                 group_rank=task.group_rank if task.group is not None else 0,
-                                 group_size=group_size, signal=v in signalled,
-                                 ring=v in signal_tasks, loc=task.loc))
-
+    if program.loops:
+        steps, loops = _lower_loops(program, slots, slot, bases)
+    else:
+        steps, loops = _lower_plain(program, queues, slot, bases, landing, local_after,
+                                    signal_tasks), ()
     plan = Plan(chips=config.chips, sub_workers=slots - config.chips,
-                queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes)
+                queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes, loops=loops)
 
     if written is None:
         written = frozenset(a.tensor for t in program.tasks for a in t.accesses if a.writes)

@@ -25,11 +25,11 @@ class Failures:
         """Turn a run status into its exception after recovering the pool; None on RUN_OK.
         `timeout`: the run's, for the Timeout message."""
         def describe(task: int) -> tuple[str, str]:
-            for queue in plan.queues:
-                for step in queue:
+            for s in plan.active:
+                for step in plan.tasks(s):
                     if step.task == task:
                         return step.kernel, step.loc
-            return "<unknown>", ""
+            return "<loop control>" if plan.loops else "<unknown>", ""
         self.finish(status, slot, describe, timeout)
 
     def finish(self, status: int, slot: int, describe: Callable[[int], tuple[str, str]],

@@ -99,7 +99,7 @@ class Installs:
             self.ensure(plan.chips, plan.sub_workers, plan.arena_bytes)
             entry = self._plans.get(id(plan))
             if entry is None or entry.plan is not plan:
-                self.ensure_kernels({step.kernel for q in plan.queues for step in q})
+                self.ensure_kernels({step.kernel for s in plan.active for step in plan.tasks(s)})
                 entry = PlanEntry(plan, self._next_plan_id)
                 self._next_plan_id += 1
                 self._plans[id(plan)] = entry
@@ -125,12 +125,9 @@ class Installs:
                 todo.append((ps, queue))
         if not todo:
             return
+        pool_slots = tuple(self.pool_slot(plan, s) for s in range(plan.slots))
         for ps, queue in todo:
-            steps = queue
-            if self.chips != plan.chips:
-                steps = tuple(dataclasses.replace(
-                    st, waits=tuple((self.pool_slot(plan, s), c) for s, c in st.waits)) for st in queue)
-            self.send(ps, (plan_id, steps), layout.CMD_INSTALL, plan_id)
+            self.send(ps, (plan_id, queue, pool_slots, plan.loops), layout.CMD_INSTALL, plan_id)
         status, slot = self.wait([ps for ps, _ in todo], time.monotonic() + INSTALL_WAIT)
         if status == layout.RUN_FAILED:
             text = self._error_text(slot)

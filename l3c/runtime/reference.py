@@ -16,7 +16,7 @@ class Reference:
         """Run an installed plan once and raise the run's error, if any."""
         with self.lock:
             plan_id = self.install(plan)       # cheap when installed; re-installs replaced workers
-            used = [(self.pool_slot(plan, s), len(q)) for s, q in enumerate(plan.queues) if q]
+            used = [(self.pool_slot(plan, s), plan.expected[s]) for s in plan.active]
             deadline = None if timeout is None else time.monotonic() + timeout
             for ps, n in used:
                 self._set(ps, layout.S_DONE, 0)

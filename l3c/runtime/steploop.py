@@ -48,6 +48,7 @@ from typing import Any, Sequence
 
 from ..registry import NativeFunction, NativeStatusError, status_message
 from . import layout, native, sync
+from . import steploop_control, steploop_tables as control
 from .nativecall import NativeCall
 
 STEPS_DONE = 0
@@ -55,14 +56,17 @@ STEPS_ABORTED = 1
 STEPS_AGAIN = 2
 STEPS_RAISED = 3
 STEPS_STATUS = 4
+STEPS_CHECK = 5          # a moving view would leave its tensor: *out_k = the control step
+STEPS_ZERO_STEP = 6      # a range loop's step read as 0: *out_k = the control step
 
 STEP_PYTHON = 0
 STEP_NATIVE = 1
+STEP_CONTROL = 2
 
-STEP_WORDS = 10
+STEP_WORDS = 12
 (W_KIND, W_TARGET, W_ARGS, W_INVOKE, W_WAIT_BEGIN, W_WAIT_END, W_PUBLISH, W_RANK, W_SIZE,
- W_RING) = range(STEP_WORDS)
-WAIT_WORDS = 3
+ W_RING, W_PATCH_BEGIN, W_PATCH_END) = range(STEP_WORDS)
+WAIT_WORDS = 5
 CLOCK_MONOTONIC = 1
 DOORBELL_WAITERS = layout.H_DOORBELL_WAITERS - layout.H_DOORBELL
 
@@ -79,6 +83,7 @@ def _module_ir() -> str:
     mod = ir.Module(name="l3c_steploop")
     call_obj = ir.Function(mod, ir.FunctionType(p8, [p8, p8, p8]), "PyObject_Call")
     decref = ir.Function(mod, ir.FunctionType(void, [p8]), "Py_DecRef")
+    pylong = ir.Function(mod, ir.FunctionType(p8, [i64]), "PyLong_FromLongLong")
     save_thread = ir.Function(mod, ir.FunctionType(p8, []), "PyEval_SaveThread")
     restore_thread = ir.Function(mod, ir.FunctionType(void, [p8]), "PyEval_RestoreThread")
     clock = ir.Function(mod, ir.FunctionType(i32, [i32, p64]), "clock_gettime")
@@ -87,15 +92,16 @@ def _module_ir() -> str:
     ring = ir.Function(mod, ir.FunctionType(void, [i64, i64]), "l3c_ring")
     sched_yield = ir.Function(mod, ir.FunctionType(i32, []), "sched_yield")
     invoke_type = ir.FunctionType(i32, [i64, p64])        # nativecall's trampolines
+    em = steploop_control.Emitter(ir, mod, pylong, decref)
 
     names = ("steps", "n", "first", "waits", "abort", "done", "done_waiters", "task_ctx", "stamps",
-             "spin", "slice_ns", "out_k", "out_status")
+             "spin", "slice_ns", "out_k", "out_status", "hdr")
     fn = ir.Function(mod, ir.FunctionType(i32, [p64, i64, i64, p64, i64, i64, i64, p64, p64, i32,
-                                                i64, p64, p64]), "l3c_run_steps")
+                                                i64, p64, p64, p64]), "l3c_run_steps")
     for arg, name in zip(fn.args, names):
         arg.name = name
     (steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps, spin, slice_ns,
-     out_k, out_status) = fn.args
+     out_k, out_status, hdr) = fn.args
     entry = fn.append_basic_block("entry")
     head = fn.append_basic_block("step")
     wait_head = fn.append_basic_block("wait")
@@ -105,12 +111,20 @@ def _module_ir() -> str:
     call_bb = fn.append_basic_block("call")
     python_bb = fn.append_basic_block("call.python")
     native_bb = fn.append_basic_block("call.native")
+    control_bb = fn.append_basic_block("control")
+    control_join = fn.append_basic_block("control.join")
     stepped = fn.append_basic_block("stepped")
+    finished_ctl = fn.append_basic_block("finished.control")
     finished = fn.append_basic_block("finished")
     aborted = fn.append_basic_block("aborted")
     again = fn.append_basic_block("again")
     raised = fn.append_basic_block("raised")
     failed = fn.append_basic_block("failed")
+    check_failed = fn.append_basic_block("check.failed")
+    zero_step = fn.append_basic_block("zero.step")
+
+    def hfield(b: ir.IRBuilder, index: int) -> ir.Value:
+        return b.load(b.gep(hdr, [i64(index)]))
 
     b = ir.IRBuilder(entry)
     ts = b.alloca(ir.ArrayType(i64, 2), name="ts")
@@ -119,6 +133,21 @@ def _module_ir() -> str:
     has_stamps = b.icmp_unsigned("!=", b.ptrtoint(stamps, i64), i64(0))
     abort_ptr = b.inttoptr(abort, i32.as_pointer())
     done_ptr = b.inttoptr(done, i32.as_pointer())
+    count_ptr = b.gep(hdr, [i64(control.H_COUNT)])
+    slots = hfield(b, control.H_SLOTS)
+    cur = b.gep(b.inttoptr(hfield(b, control.H_ANCHORS), p64), [slots])    # the CUR row
+    ctl_table = b.inttoptr(hfield(b, control.H_CONTROLS), p64)
+    patches = b.inttoptr(hfield(b, control.H_PATCHES), p64)
+    terms = b.inttoptr(hfield(b, control.H_TERMS), p64)
+    check_table = b.inttoptr(hfield(b, control.H_CHECKS), p64)
+    # A run starts from count 0 and CUR all zeros; a resumed one (after a futex slice) where it was.
+    starting = b.icmp_signed("==", first, i64(0))
+    with b.if_then(starting):
+        b.store(i64(0), count_ptr)
+        with b.if_then(b.icmp_signed(">", hfield(b, control.H_LOOPS), i64(0))):
+            b.call(em.copy_row, [cur, b.inttoptr(hfield(b, control.H_ANCHORS), p64), slots])
+    count0 = b.load(count_ptr)
+    entry_end = b.block
     b.cbranch(b.icmp_signed("<", first, n), head, finished)
 
     def field(b: ir.IRBuilder, table: ir.Value, index: ir.Value, width: int, offset: int) -> ir.Value:
@@ -142,7 +171,9 @@ def _module_ir() -> str:
     # ---- step k: its waits -----------------------------------------------------------------
     b.position_at_end(head)
     k = b.phi(i64, "k")
-    k.add_incoming(first, entry)
+    count = b.phi(i64, "count")                  # this slot's counted steps so far (its S_DONE)
+    k.add_incoming(first, entry_end)
+    count.add_incoming(count0, entry_end)
     w_begin = field(b, steps, k, STEP_WORDS, W_WAIT_BEGIN)
     w_end = field(b, steps, k, STEP_WORDS, W_WAIT_END)
     b.branch(wait_head)
@@ -154,18 +185,24 @@ def _module_ir() -> str:
 
     b.position_at_end(wait_body)
     word = field(b, waits, j, WAIT_WORDS, 0)
-    count = b.trunc(field(b, waits, j, WAIT_WORDS, 2), i32)
+    # count + the anchor's entry for the slot, capped by another anchor's (docs/runtime.md); a
+    # loop-free table's anchors are a row of zeros and a cap that never binds
+    target = b.add(field(b, waits, j, WAIT_WORDS, 2),
+                   b.load(b.inttoptr(field(b, waits, j, WAIT_WORDS, 3), p64)))
+    cap = b.load(b.inttoptr(field(b, waits, j, WAIT_WORDS, 4), p64))
+    target = b.trunc(b.select(b.icmp_signed("<", cap, target), cap, target), i32)
     seen = b.load_atomic(b.inttoptr(word, i32.as_pointer()), "acquire", 4)
-    b.cbranch(b.icmp_unsigned(">=", seen, count), wait_next, wait_slow)
+    b.cbranch(b.icmp_unsigned(">=", seen, target), wait_next, wait_slow)
 
     b.position_at_end(wait_slow)
     waiters = field(b, waits, j, WAIT_WORDS, 1)
-    r = b.call(wait_ge, [word, count, waiters, abort, spin, slice_ns])
+    r = b.call(wait_ge, [word, target, waiters, abort, spin, slice_ns])
     is_ok = b.icmp_unsigned("==", r, i32(sync.WAIT_OK))
     not_ok = fn.append_basic_block("wait.not_ok")
     b.cbranch(is_ok, wait_next, not_ok)
     b.position_at_end(not_ok)
     b.store(k, out_k)
+    b.store(count, count_ptr)
     b.cbranch(b.icmp_unsigned("==", r, i32(sync.WAIT_ABORT)), aborted, again)
 
     b.position_at_end(wait_next)
@@ -186,11 +223,20 @@ def _module_ir() -> str:
         b.store(now(b), b.gep(stamps, [b.mul(k, i64(2))]))
     target = field(b, steps, k, STEP_WORDS, W_TARGET)
     args = field(b, steps, k, STEP_WORDS, W_ARGS)
+    p_begin = field(b, steps, k, STEP_WORDS, W_PATCH_BEGIN)
+    p_end = field(b, steps, k, STEP_WORDS, W_PATCH_END)
+    has_patches = b.icmp_signed("<", p_begin, p_end)
     dispatch = b.switch(field(b, steps, k, STEP_WORDS, W_KIND), python_bb)
     dispatch.add_case(i64(STEP_NATIVE), native_bb)
+    dispatch.add_case(i64(STEP_CONTROL), control_bb)
 
     b.position_at_end(python_bb)
     take_gil(b)
+    with b.if_then(has_patches, likely=False):        # loop-dependent arguments, under the GIL
+        made = b.call(em.patches, [patches, terms, p_begin, p_end])
+        no_int = fn.append_basic_block("patched")
+        b.cbranch(b.icmp_unsigned("!=", made, i32(0)), raised, no_int)
+        b.position_at_end(no_int)
     result = b.call(call_obj, [b.inttoptr(target, p8), b.inttoptr(args, p8), ir.Constant(p8, None)])
     ok_bb = fn.append_basic_block("returned")
     b.cbranch(b.icmp_unsigned("==", b.ptrtoint(result, i64), i64(0)), raised, ok_bb)
@@ -200,6 +246,8 @@ def _module_ir() -> str:
 
     b.position_at_end(native_bb)
     release_gil(b)
+    with b.if_then(has_patches, likely=False):
+        b.call(em.patches, [patches, terms, p_begin, p_end])    # words only: never fails
     invoke = b.inttoptr(field(b, steps, k, STEP_WORDS, W_INVOKE), invoke_type.as_pointer())
     status = b.call(invoke, [target, b.inttoptr(args, p64)])
     b.cbranch(b.icmp_signed("==", status, i32(0)), stepped, failed)
@@ -208,7 +256,8 @@ def _module_ir() -> str:
     with b.if_then(has_stamps, likely=False):
         b.store(now(b), b.gep(stamps, [b.add(b.mul(k, i64(2)), i64(1))]))
     k_next = b.add(k, i64(1))
-    value = b.trunc(k_next, i32)
+    count_next = b.add(count, i64(1))
+    value = b.trunc(count_next, i32)
     wake = b.or_(b.icmp_unsigned("!=", field(b, steps, k, STEP_WORDS, W_PUBLISH), i64(0)),
                  b.icmp_signed("==", k_next, n))
     with b.if_else(wake) as (then, otherwise):
@@ -224,7 +273,58 @@ def _module_ir() -> str:
         with otherwise:
             b.store_atomic(value, done_ptr, "release", 4)
     k.add_incoming(k_next, b.block)
+    count.add_incoming(count_next, b.block)
     b.cbranch(b.icmp_signed("<", k_next, n), head, finished)
+
+    # ---- a control step (docs/runtime.md, "Loops in the step loop") -------------------------
+    b.position_at_end(control_bb)
+    row = b.gep(ctl_table, [b.mul(target, i64(control.CTL_WORDS))])
+    env = {"slots": slots, "cur": cur, "terms": terms, "checks": check_table,
+           "publish": (publish, done, done_waiters)}
+    paths = em.control(b, fn, k, count, row, env)
+    b.position_at_end(control_join)
+    k_ctl = b.phi(i64, "k.ctl")
+    count_ctl = b.phi(i64, "count.ctl")
+    for k_value, count_value, block in paths["next"]:
+        k_ctl.add_incoming(k_value, block)
+        count_ctl.add_incoming(count_value, block)
+        b.position_at_end(block)
+        b.branch(control_join)
+    b.position_at_end(control_join)
+    b.store(count_ctl, count_ptr)
+    k.add_incoming(k_ctl, control_join)
+    count.add_incoming(count_ctl, control_join)
+    b.cbranch(b.icmp_signed("<", k_ctl, n), head, finished_ctl)
+
+    b.position_at_end(check_failed)
+    failing = b.phi(i64, "check")
+    count_failed = b.phi(i64, "count.failed")
+    for j_value, count_value, block in paths["check"]:
+        failing.add_incoming(j_value, block)
+        count_failed.add_incoming(count_value, block)
+        b.position_at_end(block)
+        b.branch(check_failed)
+    b.position_at_end(check_failed)
+    b.store(failing, b.gep(hdr, [i64(control.H_FAILED)]))
+    b.store(count_failed, count_ptr)
+    b.store(k, out_k)
+    take_gil(b)
+    b.ret(i32(STEPS_CHECK))
+
+    b.position_at_end(zero_step)
+    for _, block in paths["zero"]:
+        b.position_at_end(block)
+        b.branch(zero_step)
+    b.position_at_end(zero_step)
+    b.store(k, out_k)
+    take_gil(b)
+    b.ret(i32(STEPS_ZERO_STEP))
+
+    # a queue that ends with a control step publishes its final count with a wake here
+    b.position_at_end(finished_ctl)
+    b.call(publish, [done, b.trunc(count_ctl, i32), done_waiters])
+    b.call(sched_yield, [])
+    b.branch(finished)
 
     b.position_at_end(raised)                  # only Python steps raise: the GIL is held
     b.store(k, out_k)
@@ -249,6 +349,7 @@ def _build() -> None:
                "Py_DecRef": native.address(ctypes.pythonapi.Py_DecRef),
                "PyEval_SaveThread": native.address(ctypes.pythonapi.PyEval_SaveThread),
                "PyEval_RestoreThread": native.address(ctypes.pythonapi.PyEval_RestoreThread),
+               "PyLong_FromLongLong": native.address(ctypes.pythonapi.PyLong_FromLongLong),
                "l3c_wait_ge": addresses["wait_ge"], "l3c_publish": addresses["publish"],
                "l3c_ring": addresses["ring"],
                **native.libc("clock_gettime", "sched_yield")}
@@ -257,7 +358,7 @@ def _build() -> None:
     # around native steps) and an exception the loop leaves set is raised by the call.
     u64, p = ctypes.c_uint64, ctypes.c_void_p
     _run_steps = ctypes.PYFUNCTYPE(ctypes.c_int32, p, ctypes.c_int64, ctypes.c_int64, p, u64, u64,
-                                   u64, p, p, ctypes.c_int32, ctypes.c_int64, p, p)(
+                                   u64, p, p, ctypes.c_int32, ctypes.c_int64, p, p, p)(
         engine.get_function_address("l3c_run_steps"))
     _compiled = engine
 
@@ -273,41 +374,63 @@ def ensure() -> None:
 class StepTable:
     """One installed plan's queue as the native loop reads it; owns the objects the table points to.
 
-    `steps` is a sequence of (fn, args, waits, publish, rank, size, doorbell) with waits a
-    sequence of (word address, waiters address, count) and doorbell 0 or H_DOORBELL's address;
-    fn is a Python callable, or a `registry.NativeFunction` whose C arguments are built from `args`
-    here (TypeError if they do not fit the convention)."""
+    `steps` holds task entries (fn, args, waits, publish, rank, size, doorbell[, moving]) and, in
+    plans with loops, `steploop_control.Control` entries. Waits are (word address, waiters address,
+    count) or, relative to an anchor row, (word, waiters, count, slot, base anchor, cap anchor)
+    (`plan.Wait`); `moving` is ((arg index, const, terms), ...) for arguments that move with loop
+    variables (`steploop_control.argument_patches`). fn is a Python callable, or a
+    `registry.NativeFunction` whose C arguments are built from `args` here (TypeError if they do
+    not fit the convention). `slots` and `loops`: the plan's, for the anchor rows and frames."""
 
-    def __init__(self, steps: Sequence[tuple[Any, tuple, Sequence[tuple[int, int, int]], bool, int,
-                                             int, int]]) -> None:
+    def __init__(self, steps: Sequence[Any], slots: int = 1, loops: int = 0) -> None:
+        from .plan import NO_CAP, anchor_count
         ensure()
         self.keep: list[Any] = []           # the table holds borrowed addresses of these
-        n_waits = sum(len(s[2]) for s in steps)
+        n_waits = sum(len(s.waits if isinstance(s, control.Control) else s[2]) for s in steps)
         self.n = len(steps)
         self.steps = (ctypes.c_int64 * max(1, STEP_WORDS * self.n))()
         self.waits = (ctypes.c_int64 * max(1, WAIT_WORDS * n_waits))()
         self.names: list[str] = []          # native kernel names, for status messages
         self.status = ctypes.c_int64(0)
+        self.tables = tables = control.Tables(slots, loops, anchor_count(loops))
         j = 0
-        for k, (fn, args, waits, publish, rank, size, doorbell) in enumerate(steps):
-            if isinstance(fn, NativeFunction):
-                try:
-                    call = NativeCall(fn, args)
-                except TypeError as exc:
-                    raise TypeError(f"{fn.name} (step {k} of this worker's queue): {exc}") from None
-                self.keep.append(call)
-                head = [STEP_NATIVE, fn.address, call.block_address, call.invoke]
+        for k, entry in enumerate(steps):
+            p_begin = len(tables.patches) // control.PATCH_WORDS
+            if isinstance(entry, control.Control):
+                head = [STEP_CONTROL, tables.add_control(entry), 0, 0]
+                waits, publish, rank, size, doorbell = entry.waits, True, 0, 1, 0
+                self.names.append("")
             else:
-                self.keep.append((fn, args))
-                head = [STEP_PYTHON, id(fn), id(args), 0]
-            self.names.append(getattr(fn, "name", ""))
+                fn, args, waits, publish, rank, size, doorbell = entry[:7]
+                moving = entry[7] if len(entry) > 7 else ()
+                if isinstance(fn, NativeFunction):
+                    try:
+                        call = NativeCall(fn, args)
+                    except TypeError as exc:
+                        raise TypeError(f"{fn.name} (step {k} of this worker's queue): {exc}") from None
+                    self.keep.append(call)
+                    head = [STEP_NATIVE, fn.address, call.block_address, call.invoke]
+                else:
+                    call = None
+                    self.keep.append((fn, args))
+                    head = [STEP_PYTHON, id(fn), id(args), 0]
+                control.argument_patches(tables, call is not None, args, moving, call)
+                self.names.append(getattr(fn, "name", ""))
             base = STEP_WORDS * k
-            self.steps[base:base + STEP_WORDS] = head + [j, j + len(waits),
-                                                         int(bool(publish or doorbell)), rank,
-                                                         size, doorbell]
-            for word, waiters, count in waits:
-                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count]
+            self.steps[base:base + STEP_WORDS] = head + [
+                j, j + len(waits), int(bool(publish or doorbell)), rank, size, doorbell, p_begin,
+                len(tables.patches) // control.PATCH_WORDS]
+            for wait in waits:
+                if len(wait) == 3:
+                    word, waiters, count = wait
+                    at, cap = tables.cell(0, 0), tables.no_cap
+                else:
+                    word, waiters, count, slot, base_anchor, cap_anchor = wait
+                    at = tables.cell(base_anchor, slot)
+                    cap = tables.no_cap if cap_anchor == NO_CAP else tables.cell(cap_anchor, slot)
+                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count, at, cap]
                 j += 1
+        tables.finish()
 
     def run(self, first: int, abort: int, done: int, done_waiters: int, task_ctx: int, stamps: int,
             spin: int, slice_ns: int, out_k: ctypes.c_int64) -> int:
@@ -315,7 +438,18 @@ class StepTable:
         NativeStatusError (out_k = the step) for a native kernel's nonzero status."""
         status = _run_steps(self.steps, self.n, first, self.waits, abort, done, done_waiters,
                             task_ctx, stamps or None, spin, slice_ns, ctypes.byref(out_k),
-                            ctypes.byref(self.status))
+                            ctypes.byref(self.status), self.tables.hdr)
         if status == STEPS_STATUS:
             raise NativeStatusError(status_message(self.names[out_k.value], self.status.value))
         return status
+
+    def failed_check(self, k: int) -> int:
+        """After STEPS_CHECK at control step k: which of its checks failed (an index into its
+        `Control.checks`)."""
+        row = self.steps[STEP_WORDS * k + W_TARGET]
+        begin = self.tables.controls[control.CTL_WORDS * row + control.C_CHECK_BEGIN]
+        return self.tables.hdr[control.H_FAILED] - begin
+
+    def frame(self, loop: int) -> tuple[int, int, int, int]:
+        """Loop `loop`'s (variable, iteration, trips, step) as the loop last left them."""
+        return self.tables.frame(loop)

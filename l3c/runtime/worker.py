@@ -23,6 +23,7 @@ from typing import Callable, NoReturn
 from . import context, layout, steploop, sync
 from .arena import array_in
 from .plan import View
+from .install_steps import Resolver, control_error
 from .steploop import StepTable
 from .. import registry
 from ..registry import resolve
@@ -80,7 +81,7 @@ class Worker:
         self.doorbell = ctl_address + layout.H_DOORBELL
         self._never = ctypes.c_uint32(0)       # an abort word that stays 0 (waits for commands)
         self.never_addr = ctypes.addressof(self._never)
-        self.plans: dict[int, tuple[StepTable, list[int]]] = {}   # plan id -> (table, task ids)
+        self.plans: dict[int, tuple[StepTable, list, tuple]] = {}   # plan id -> (table, steps, loops)
         self.kernels: dict[str, object] = {}
 
     # --- waiting ------------------------------------------------------------------------------------
@@ -129,26 +130,25 @@ class Worker:
         return tuple(array_in(self.arena, a) if isinstance(a, View) else a for a in args)
 
     def install(self) -> None:
-        plan_id, steps = read_message(self.pipe_fd, self.parent)
+        plan_id, steps, pool_slots, loops = read_message(self.pipe_fd, self.parent)
+        resolver = Resolver(self.ctl, self.arena, pool_slots, self.doorbell, self.kernel)
         prepared = []
         for step in steps:
             try:
-                fn = self.kernel(step.kernel)
+                prepared.append(resolver.entry(step))
             except LookupError as exc:
                 self.fail(step.task, f"L3C-RESOLVE {step.kernel}\ncannot resolve kernel {step.kernel!r} "
                                      f"in worker {self.slot}: {exc}")
                 return
-            waits = tuple((self.ctl + layout.slot_offset(s) + layout.S_DONE,
-                           self.ctl + layout.slot_offset(s) + layout.S_DONE_WAITERS, count)
-                          for s, count in step.waits)
-            prepared.append((fn, self.build_args(step.args), waits, step.signal, step.group_rank,
-                             step.group_size, self.doorbell if step.ring else 0))
+            except (TypeError, ValueError) as exc:
+                self.fail(step.task, f"cannot install plan {plan_id}: {exc}")
+                return
         try:
-            table = StepTable(prepared)
+            table = StepTable(prepared, len(pool_slots), len(loops))
         except TypeError as exc:       # a native kernel's arguments off its convention (a file)
             self.fail(steps[0].task if steps else 0, f"cannot install plan {plan_id}: {exc}")
             return
-        self.plans[plan_id] = (table, [step.task for step in steps])
+        self.plans[plan_id] = (table, list(steps), loops)
         self.finish(layout.ST_FINISHED)
 
     def run_plan(self, plan_id: int) -> None:
@@ -162,7 +162,7 @@ class Worker:
         if installed is None:
             self.fail(0xFFFFFFFF, f"plan {plan_id} is not installed in worker {self.slot}")
             return
-        table, tasks = installed
+        table, steps, loops = installed
         if table.n > layout.PROFILE_STEPS:     # the parent refuses to profile such plans anyway
             stamps = 0
         k, out_k = 0, ctypes.c_int64(0)
@@ -171,7 +171,10 @@ class Worker:
                 status = table.run(k, self.abort_addr, self.done_addr, self.done_waiters_addr,
                                    context.TASK_ADDRESS, stamps, sync.RUN_SPIN, SLICE_NS, out_k)
             except BaseException as exc:  # noqa: BLE001 - a kernel failure is reported, never kills the worker
-                self.fail(tasks[out_k.value], kernel_traceback(exc))
+                self.fail(steps[out_k.value].task, kernel_traceback(exc))
+                return
+            if status in (steploop.STEPS_CHECK, steploop.STEPS_ZERO_STEP):
+                self.fail(*control_error(steps[out_k.value], status, table, out_k.value, loops))
                 return
             if status == steploop.STEPS_AGAIN:  # a futex slice elapsed: is the parent alive?
                 if os.getppid() != self.parent:
