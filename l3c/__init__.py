@@ -12,6 +12,7 @@ from .errors import (ConfigError, KernelError, L3CError, ScheduleError, Schedule
 from .trace.kernel import In, InOut, Kernel, Out, kernel  # noqa: F401
 from .trace.arrayspec import ArraySpec  # noqa: F401
 from .trace.context import empty, empty_like, group, scope, zeros  # noqa: F401
+from .trace.loops import cond, range, while_loop  # noqa: F401  (l3c.range: a loop of the schedule)
 from .runtime.context import chip_id, group_rank, group_size, host_id  # noqa: F401
 from .jit import Jitted, jit  # noqa: F401
 from .compiled import Compiled, load  # noqa: F401

@@ -44,7 +44,7 @@ from .ircodec import dec_program, enc_program, enc_value
 from .runtime.plan import Plan, View
 
 MAGIC = b"L3CSCHED"
-FORMAT_VERSION = 4          # docs/aot.md lists what each version changed
+FORMAT_VERSION = 5          # docs/aot.md lists what each version changed
 HEADER = struct.Struct("<8sIQ32s")
 MAX_PAYLOAD = 1 << 31
 

@@ -180,7 +180,8 @@ def _write(text: str, path: str | None) -> None:
 
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_dump_ir(ns: argparse.Namespace) -> int:
-    from .irprint import RENDER_FORMATS, dump, render
+    from .irdump import dump
+    from .viz.dot import RENDER_FORMATS, render
     jitted, args = _target_args(ns)
     if ns.format in RENDER_FORMATS and shutil.which("dot") is None:
         render(None, ns.format)            # the one-line "install graphviz" error, before tracing

@@ -44,12 +44,21 @@ class Compiled:
         return self.program.groups
 
     @property
+    def loops(self) -> dict[int, dict[str, Any]]:
+        """Each loop/cond of the schedule by id (the ids of node attribute `loops`): `kind`
+        ("range" | "while" | "cond"), `loc`, `parent`, `tasks` (the body's task ids), and per kind
+        `start`/`stop`/`step` (an int, or the element read, e.g. "arg1[0]"), `flag` and
+        `max_iterations` (while), `flag` and `invert` (cond)."""
+        from .irprint import loop_fields
+        return {loop.id: loop_fields(self.program, loop) for loop in self.program.loops.values()}
+
+    @property
     def memory(self) -> MemoryReport:
         return self.program.memory
 
     def dump(self, format: str = "text") -> str:  # noqa: A002 - the public name (docs/cli.md)
         """The program as "text" (canonical, for people and golden tests), "json" or "dot"."""
-        from .irprint import dump
+        from .irdump import dump
         return dump(self.program, format)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

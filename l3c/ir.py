@@ -249,6 +249,7 @@ class Loop:
     # `carried` as on edges (on the latest earlier instance of the task in sequential order) ---
     reads_after: tuple[tuple[int, bool], ...] = ()    # writers the read waits for
     reads_before: tuple[tuple[int, bool], ...] = ()   # later writers that wait for the read
+    scope: tuple[int, ...] = ()    # trace: scopes open at the for/with (dumps nest loops in them)
 
     @property
     def accesses(self) -> tuple[Access, ...]:

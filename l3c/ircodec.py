@@ -1,5 +1,5 @@
 """The JSON codec of the IR: `enc_program` is the JSON view `dump-ir --format json` prints
-(`l3c.irprint.to_dict`), and `dec_program` rebuilds a `Program` from it, checking every field's type
+(`l3c.irjson.to_dict`), and `dec_program` rebuilds a `Program` from it, checking every field's type
 and range on the way in (a schedule file, `l3c/aot.py`, is untrusted input). One form, so what a
 user reads in a dump is what a schedule file holds.
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .ir import (Access, Config, MemoryReport, Param, Program, Region, ResultRef, ScalarArg, Task,
-                 TensorInfo)
-from .irprint import tagged_value, to_dict
-from .passes.regions import inside
+from .ir import (Access, Affine, Config, Loop, MemoryReport, Param, Program, Region, ResultRef,
+                 ScalarArg, Shift, Task, TensorInfo)
+from .irjson import tagged_value, to_dict
+from .passes.regions import bounds, inside
 
 __all__ = ["enc_program", "dec_program", "enc_value", "dec_value"]
 
@@ -107,21 +107,61 @@ def _dict(j: Any) -> dict:
 
 
 def dec_region(j: Any) -> Region:
+    """A region; a moving one (`shifts`) may lie outside its tensor at loop variables 0, so its
+    start and box starts may be negative."""
     j = _dict(j)
     shape, strides = _ints(j["shape"]), _ints(j["strides"], None)
     if len(shape) != len(strides):
         raise ValueError("region shape and strides differ in length")
+    moving = "shifts" in j
+    shifts = tuple(Shift(_int(loop), _int(off, -(1 << 62)), _ints(box, None))
+                   for loop, off, box in (_list(x) for x in _list(j.get("shifts", []))))
+    if moving and (not shifts or [s.loop for s in shifts] != sorted({s.loop for s in shifts})):
+        raise ValueError("region shifts must be non-empty and sorted by distinct loop ids")
+    low = -(1 << 62) if moving else 0
     box = j["box"]
     if box is not None:
-        box = tuple((_int(s), _int(c), _int(st, 1)) for s, c, st in (_list(b) for b in _list(box)))
-    return Region(_int(j["offset"]), shape, strides, box)
+        box = tuple((_int(s, low), _int(c), _int(st, 1))
+                    for s, c, st in (_list(b) for b in _list(box)))
+        if any(len(s.box) != len(box) for s in shifts):
+            raise ValueError("a region shift moves another number of axes than its box has")
+    return Region(_int(j["offset"], low), shape, strides, box, shifts)
 
 
-def _check_region(region: Region, info: TensorInfo, where: str) -> None:
-    """A region must stay inside its tensor, so no view can reach outside its bytes."""
-    if not inside(region, info.shape):
-        raise ValueError(f"{where}: region {region} reaches outside tensor {info.name} "
-                         f"{info.dtype}{list(info.shape)}")
+def _value_range(loops: dict[int, Loop], loop_id: int) -> tuple[int, int] | None:
+    """Smallest and largest value of a static range's variable (None: decided at run time)."""
+    loop = loops[loop_id]
+    if loop.kind != "range" or not all(type(b) is int for b in (loop.start, loop.stop, loop.step)):
+        return None
+    values = range(loop.start, loop.stop, loop.step)
+    return (min(values[0], values[-1]), max(values[0], values[-1])) if values else None
+
+
+def _check_region(region: Region, info: TensorInfo, where: str,
+                  loops: dict[int, Loop] | None = None, enclosing: tuple[int, ...] = ()) -> None:
+    """A region must stay inside its tensor, so no view can reach outside its bytes; a moving one
+    at every value of its static-range variables (other variables are checked when it runs), and
+    it may move only with the variables of loops around it."""
+    if not region.shifts:
+        if not inside(region, info.shape):
+            raise ValueError(f"{where}: region {region} reaches outside tensor {info.name} "
+                             f"{info.dtype}{list(info.shape)}")
+        return
+    lo, hi = bounds(region)
+    if hi < lo:
+        return
+    for shift in region.shifts:
+        if shift.loop not in enclosing:
+            raise ValueError(f"{where}: a region moves with loop {shift.loop}, which does not "
+                             "enclose it")
+        span = _value_range(loops or {}, shift.loop)
+        if span is None:
+            return
+        moves = (span[0] * shift.offset, span[1] * shift.offset)
+        lo, hi = lo + min(moves), hi + max(moves)
+    if lo < 0 or hi >= int(np.prod(info.shape, dtype=np.int64)):
+        raise ValueError(f"{where}: a moving region reaches outside tensor {info.name} "
+                         f"{info.dtype}{list(info.shape)} in some iteration")
 
 
 def dec_tree(j: Any, tensors: list[TensorInfo]) -> Any:
@@ -153,6 +193,7 @@ def _dec_tensors(prog: Program, j: Any) -> dict[str, int]:
         info = TensorInfo(
             id=i, name=_str(t["name"]), kind=t["kind"], shape=_ints(t["shape"]),
             dtype=_dtype(t["dtype"]), loc=_str(t["loc"]), scope=_ints(t["scope"]),
+            loops=_ints(t["loops"]),
             zero_init=bool(t["zero_init"]), first_use=_opt_int(t["first_use"]),
             last_use=_opt_int(t["last_use"]), dead_after=_opt_int(t["dead_after"]),
             arena_offset=_opt_int(t["arena_offset"]))
@@ -166,6 +207,10 @@ def _dec_tensors(prog: Program, j: Any) -> dict[str, int]:
 def _dec_task(prog: Program, i: int, t: Any) -> Task:
     if _int(t["id"]) != i or t["worker"] not in ("chip", "sub"):
         raise ValueError(f"task {i} is malformed")
+    loops = _ints(t["loops"])
+    if loops != tuple(lp.id for lp in sorted(prog.loops.values(), key=lambda lp: lp.id)
+                      if lp.first_task <= i < lp.end_task):
+        raise ValueError(f"task {i}: its loops {list(loops)} are not the loops whose body holds it")
     args: list[Access | ScalarArg] = []
     for a in _list(t["args"]):
         a = _dict(a)
@@ -174,15 +219,25 @@ def _dec_task(prog: Program, i: int, t: Any) -> Task:
             if tensor >= len(prog.tensors) or mode not in ("In", "Out", "InOut"):
                 raise ValueError(f"task {i}: bad access")
             access = Access(_str(a["param"]), tensor, dec_region(a["region"]), mode)
-            _check_region(access.region, prog.tensors[tensor], f"task {i}")
+            _check_region(access.region, prog.tensors[tensor], f"task {i}", prog.loops, loops)
             args.append(access)
+        elif "affine" in a:
+            const, terms = _pair(a["affine"])
+            affine = Affine(_int(const, -(1 << 62)),
+                            tuple((_int(lp), _int(c, -(1 << 62))) for lp, c in map(_pair, _list(terms))))
+            if any(lp not in loops or not c for lp, c in affine.terms) \
+                    or [lp for lp, _ in affine.terms] != sorted({lp for lp, _ in affine.terms}):
+                raise ValueError(f"task {i}: a loop-variable scalar names loops that do not "
+                                 "enclose it")
+            args.append(ScalarArg(_str(a["param"]), affine))
         else:
             args.append(ScalarArg(_str(a["param"]), _scalar(a["value"])))
     kernel = _str(t["kernel"])
     if ":" not in kernel:
         raise ValueError(f"task {i}: kernel {kernel!r} is not an import path 'module:qualname'")
     return Task(id=i, kernel=kernel, worker=t["worker"], args=tuple(args), loc=_str(t["loc"]),
-                scope=_ints(t["scope"]), pin=_opt_int(t["pin"]), group=_opt_int(t["group"]),
+                scope=_ints(t["scope"]), loops=loops, pin=_opt_int(t["pin"]),
+                group=_opt_int(t["group"]),
                 group_rank=_int(t["group_rank"]), chip=_opt_int(t["chip"]),
                 queue_pos=_opt_int(t["queue_pos"]))
 
@@ -195,14 +250,71 @@ def _dec_edges(prog: Program, tasks: list, names: dict[str, int]) -> None:
             raise ValueError(f"task {v}: deps and waits disagree")
         for w in waits:
             u = _int(w["task"])
-            if not u < v:
+            carried = w.get("carried", False)
+            if not isinstance(carried, bool):
+                raise ValueError(f"edge {u} -> {v}: carried must be true or false")
+            if not (u < v or carried and u < len(tasks)):
                 raise ValueError(f"edge {u} -> {v} is out of order or range")
             unknown = [n for n in _list(w["tensors"]) if n not in names]
             if unknown:
                 raise ValueError(f"edge {u} -> {v} names unknown tensors {unknown!r:.60}")
             prog.graph.add_edge(u, v, kinds=set(map(_str, _list(w["kinds"]))),
                                 tensors={names[n] for n in w["tensors"]},
-                                added_by=_str(w["added_by"]))
+                                added_by=_str(w["added_by"]), carried=carried)
+
+
+def _dec_bound(prog: Program, j: Any, where: str, enclosing: tuple[int, ...]) -> Any:
+    """A loop bound or flag: an int, or an "In" access of one element of an integer tensor."""
+    if not isinstance(j, dict):
+        return _int(j, -(1 << 62))
+    tensor = _int(j["tensor"])
+    if tensor >= len(prog.tensors) or j["mode"] != "In":
+        raise ValueError(f"{where}: bad access")
+    access = Access(_str(j["param"]), tensor, dec_region(j["region"]), "In")
+    info = prog.tensors[tensor]
+    if access.region.size != 1 or np.dtype(info.dtype).kind not in "biu":
+        raise ValueError(f"{where}: a bound or flag must be one element of an integer tensor")
+    _check_region(access.region, info, where, prog.loops, enclosing)
+    return access
+
+
+def _dec_loops(prog: Program, j: Any, n_tasks: int) -> None:
+    """The loop/cond records, each nested in its parent's body, by id."""
+    for i, x in enumerate(_list(j)):
+        x = _dict(x)
+        kind, parent = x["kind"], _opt_int(x["parent"])
+        first, end = _int(x["first_task"]), _int(x["end_task"])
+        if _int(x["id"]) != i or kind not in ("range", "while", "cond") or end > n_tasks \
+                or first > end or (parent is not None and not (
+                    parent < i and prog.loops[parent].first_task <= first
+                    and end <= prog.loops[parent].end_task)):
+            raise ValueError(f"loop {i} is malformed")
+        enclosing, up = [], parent
+        while up is not None:
+            enclosing.insert(0, up)
+            up = prog.loops[up].parent
+        where = f"loop {i}"
+        loop = Loop(i, kind, _str(x["loc"]), parent, first, end,
+                    *(_dec_bound(prog, x[k], where, tuple(enclosing))
+                      for k in ("start", "stop", "step")),
+                    flag=None if x["flag"] is None else _dec_bound(prog, x["flag"], where,
+                                                                    tuple(enclosing)),
+                    max_iterations=_opt_int(x["max_iterations"]), invert=x["invert"],
+                    scope=_ints(x["scope"]))
+        if not isinstance(loop.invert, bool) or (kind == "range") != (loop.flag is None) \
+                or (kind == "range" and loop.step == 0) \
+                or any(isinstance(b, Access) for b in (loop.start, loop.stop, loop.step)
+                       if kind != "range"):
+            raise ValueError(f"loop {i} is malformed")
+        for key in ("reads_after", "reads_before"):
+            pairs = []
+            for p in _list(x[key]):
+                t, carried = _pair(p)
+                if _int(t) >= n_tasks or not isinstance(carried, bool):
+                    raise ValueError(f"loop {i}: malformed {key}")
+                pairs.append((t, carried))
+            setattr(loop, key, tuple(pairs))
+        prog.loops[i] = loop
 
 
 def dec_program(j: Any, max_workers: int) -> Program:
@@ -218,6 +330,10 @@ def dec_program(j: Any, max_workers: int) -> Program:
     prog = Program(name=_str(head["name"]), loc=_str(head["loc"]), config=config)
     names = _dec_tensors(prog, j["tensors"])
     tasks = _list(j["tasks"])
+    _dec_loops(prog, j["loops"], len(tasks))
+    for info in prog.tensors:
+        if any(lp not in prog.loops for lp in info.loops):
+            raise ValueError(f"tensor {info.name} names a loop that does not exist")
     for i, t in enumerate(tasks):
         prog.add_task(_dec_task(prog, i, t))
     _dec_edges(prog, tasks, names)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import l3c
-from l3c.irprint import to_dot
+from l3c.viz.dot import to_dot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--arg", "f32[64,32]", "--arg", "f32[32,64]"]

@@ -16,11 +16,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..codegen.eager import layout_tensors, region_view, results, to_calls
+from ..codegen.eager import layout_tensors, region_view, results, to_calls, to_loop_items
 from ..errors import ScheduleError
 from ..ir import Program, Region, ResultRef
 from ..runtime import context
 from ..runtime.eager import run_calls
+from ..runtime.eager_loops import run_loop_items
 from ..runtime.pool import get_pool
 from .args import readonly_error
 
@@ -46,7 +47,10 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
                  for t in program.tensors}
         for tid, value in staged.items():
             np.copyto(whole[tid], value)
-        run_calls(pool, calls, chips, subs, timeout)
+        if program.loops:               # iterated in Python, exactly sequentially
+            run_loop_items(pool, calls, chips, subs, timeout)
+        else:
+            run_calls(pool, calls, chips, subs, timeout)
         for tid, value in arrays.items():
             if tid in written:
                 np.copyto(value, whole[tid])
@@ -58,7 +62,8 @@ def run_eager(program: Program, args: Sequence[Any], *, timeout: float | None = 
 
 
 def _prepare(program: Program, args: Sequence[Any]) -> tuple:
-    """The checked argument arrays, the tensors' layout, the written tensors and the calls."""
+    """The checked argument arrays, the tensors' layout, the written tensors and the calls (the
+    loop tree of `to_loop_items` for a program with loops)."""
     if len(args) != len(program.params):
         raise ScheduleError(f"{program.name} takes {len(program.params)} arguments, got {len(args)}")
     arrays: dict[int, np.ndarray] = {}
@@ -77,7 +82,8 @@ def _prepare(program: Program, args: Sequence[Any]) -> tuple:
     for i, param in enumerate(program.params):
         if param.tensor in written and not arrays[param.tensor].flags.writeable:
             raise readonly_error(program, i)
-    return arrays, offsets, arena_bytes, written, to_calls(program, offsets)
+    calls = to_loop_items(program, offsets) if program.loops else to_calls(program, offsets)
+    return arrays, offsets, arena_bytes, written, calls
 
 
 @contextlib.contextmanager
@@ -110,7 +116,7 @@ def _from_rank_0(program: Program, arrays: dict[int, np.ndarray],
     agreement on each call (`l3c.runtime.hosts.calls`), which carries the inputs: every rank must make this
     same call (the same traced program) at this point, else every rank raises."""
     from ..runtime.hosts import calls
-    from ..irprint import dump
+    from ..irdump import dump
     root = _rank() == 0
     out = {tid: (np.ascontiguousarray(value, dtype=program.tensors[tid].dtype) if root
                  else np.empty(program.tensors[tid].shape, dtype=program.tensors[tid].dtype))

@@ -118,7 +118,7 @@ def program_text(compiled: Any) -> str:
     """The program's canonical text dump, made once per Compiled (what the ranks compare)."""
     text = compiled.artifacts.get("dist_text")
     if text is None:
-        from ..irprint import dump
+        from ..irdump import dump
         text = compiled.artifacts["dist_text"] = dump(compiled.program, "text")
     return text
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..ir import Region
+from .loops import LoopIndex
 from .source import trace_error, user_location
 
 _INT64 = ctypes.sizeof(ctypes.c_int64)
@@ -159,7 +160,9 @@ def check_call(spec: NativeSpec, kernel_name: str, modes: dict[str, str | None],
             continue
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, (bool, int)):
+        if isinstance(value, LoopIndex):
+            kind = "int"                   # a loop variable: an int64 each iteration
+        elif isinstance(value, (bool, int)):
             kind = "int"
             if not -2**63 <= value < 2**63:
                 raise trace_error(f"{what} gets {name}={value}, beyond int64",
@@ -172,6 +175,8 @@ def check_call(spec: NativeSpec, kernel_name: str, modes: dict[str, str | None],
                               "C) and float scalars (double); pass one of those, or drop native=")
         if c_type is not None and (kind == "float") != (c_type is ctypes.c_double):
             fix = (f"pass an int, not {value!r}" if kind == "float"
+                   else "declare it int64 (a loop variable is an int)"
+                   if isinstance(value, LoopIndex)
                    else f"pass a float ({float(value)!r}, not {value!r})")
             raise trace_error(f"{what} declares {name!r} as {_c_name(c_type)}, but gets the "
                               f"{type(value).__name__} {value!r}", fix)

@@ -21,9 +21,11 @@ from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
-from ..ir import Region
+from ..ir import Region, Shift
 from .arrayspec import ArrayFacts
 from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
+from .loops import LoopIndex
+from .shifted import affine_index, has_loop_index
 from .source import trace_error
 
 if TYPE_CHECKING:
@@ -78,13 +80,13 @@ class Tensor(ArrayFacts):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
-                 "_axes", "_lines", "_box", "_region")
+                 "_axes", "_lines", "_box", "_region", "_shifts")
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
                  strides: tuple[int, ...] | None = None, axes: tuple[int | None, ...] | None = None,
                  lines: tuple[Line, ...] | None = None,
-                 box: tuple[Line, ...] | None = None) -> None:
+                 box: tuple[Line, ...] | None = None, shifts: tuple[Shift, ...] = ()) -> None:
         self._tracer = tracer
         self._tensor = tensor
         self._base_shape = tuple(base_shape)
@@ -99,9 +101,10 @@ class Tensor(ArrayFacts):
         self._strides = tuple(strides)
         self._axes = axes               # per view axis: base axis, -1 (new axis), or None (unknown)
         self._lines = lines             # per base axis directed progression, or None (unknown)
+        self._shifts = shifts           # how the view moves with loop variables (`shifted.py`)
         if lines is not None:
             box = normalise_box(lines)
-        elif box is None:
+        elif box is None and not shifts:    # (a moving view's elements at 0 may lie outside)
             box = box_from_elements(offset, self.shape, self._strides, self._base_shape)
         if 0 in self.shape:             # e.g. a new axis sliced empty: no base axis says so
             box = tuple((0, 0, 1) for _ in self._base_shape)
@@ -120,7 +123,8 @@ class Tensor(ArrayFacts):
         view (a view passed to many calls shares one record)."""
         region = self._region
         if region is None:
-            region = self._region = Region(self._offset, self.shape, self._strides, self._box)
+            region = self._region = Region(self._offset, self.shape, self._strides, self._box,
+                                           self._shifts)
         return region
 
     @property
@@ -141,10 +145,12 @@ class Tensor(ArrayFacts):
     # ---- views ---------------------------------------------------------------------------------
     def _view(self, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
               axes: tuple[int | None, ...] | None, lines: tuple[Line, ...] | None,
-              box: tuple[Line, ...] | None = None) -> "Tensor":
+              box: tuple[Line, ...] | None = None,
+              shifts: tuple[Shift, ...] | None = None) -> "Tensor":
+        shifts = self._shifts if shifts is None else shifts
         if lines is None or 0 in shape:
             return Tensor(self._tracer, self._tensor, self._base_shape, self.dtype, offset, shape,
-                          strides, axes, lines, box)
+                          strides, axes, lines, box, shifts)
         # What __init__ does for a view that keeps its axes, without re-checking what this
         # view's own construction established (slicing is the tracer's most frequent call).
         view = Tensor.__new__(Tensor)
@@ -154,6 +160,7 @@ class Tensor(ArrayFacts):
             offset, shape, strides, axes, lines)
         view._box = normalise_box(lines)
         view._region = None
+        view._shifts = shifts
         return view
 
     def _check_alive(self) -> None:
@@ -168,7 +175,7 @@ class Tensor(ArrayFacts):
         for k in key:
             if type(k) is int or type(k) is slice:
                 continue
-            if not (k is None or k is Ellipsis or isinstance(k, slice)
+            if not (k is None or k is Ellipsis or isinstance(k, slice) or type(k) is LoopIndex
                     or (isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_)))):
                 raise trace_error(
                     f"index {k!r} ({type(k).__name__}) into a {self._desc()} is not basic slicing",
@@ -189,7 +196,9 @@ class Tensor(ArrayFacts):
         return self._index(key)
 
     def _index(self, key: tuple) -> "Tensor":
-        """The view for a normalised key: one int, slice or None per axis (None adds one)."""
+        """The view for a normalised key: one int, slice or None per axis (None adds one); a key
+        with loop variables (`x[i]`, `x[4 * i : 4 * i + 4]`) is `shifted.affine_index`'s (found
+        where an int or slice bound fails, so plain keys pay nothing for it)."""
         offset, shape, strides, axes = self._offset, [], [], []
         lines = list(self._lines) if self._lines is not None else None
         axis = 0                        # the view axis the next consuming entry applies to
@@ -204,6 +213,8 @@ class Tensor(ArrayFacts):
                 try:
                     start, stop, step = k.indices(n)
                 except Exception:
+                    if has_loop_index(key):
+                        return affine_index(self, key)
                     self._check_slice(k, n, axis)       # says which bound is wrong
                     raise
                 count = len(range(start, stop, step))
@@ -216,6 +227,8 @@ class Tensor(ArrayFacts):
                     s0, _, st0 = lines[base_axis]
                     lines[base_axis] = (s0 + start * st0, count, st0 * step)
             else:
+                if type(k) is LoopIndex:
+                    return affine_index(self, key)
                 i = int(k)
                 if not -n <= i < n:
                     raise trace_error(

@@ -11,106 +11,22 @@ from __future__ import annotations
 import gc
 import inspect
 import numbers
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..ir import (Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo,
                   input_aliases)
+from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noqa: F401
+                        definition_location)
 from .arrayspec import ArraySpec
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
+from .loops import LoopIndex
 from .proxy import Tensor
 from ..errors import TraceError
 from .source import return_location, short_loc, trace_error, user_loc, user_location
 
-_SCALARS = (int, float, bool, str, type(None), complex)
-
-
-# ---- arguments of the jitted function -------------------------------------------------------------
-@dataclass(frozen=True)
-class BoundArg:
-    """One argument of the jitted function after binding: an array (tensor input) or a static."""
-
-    name: str
-    value: Any
-    is_array: bool
-    keyword_only: bool
-
-    def key(self) -> tuple:
-        """This argument's part of the cache key: shape and dtype of arrays, type and value of
-        statics (so 1, 1.0, True and np.float64(1) differ, as do a numpy scalar and a 0-d array)."""
-        if self.is_array:
-            return ("array", self.name, tuple(self.value.shape), self.value.dtype.str)
-        t = type(self.value)
-        return ("static", self.name, f"{t.__module__}.{t.__qualname__}", self.value)
-
-    def describe(self) -> str:
-        if self.is_array:
-            dims = ",".join(map(str, self.value.shape))
-            return f"{self.name}: {self.value.dtype.name}[{dims}]"
-        return f"{self.name}={self.value!r}"
-
-
-def bound_aliases(bound: Sequence[BoundArg], where: tuple[str, int]) -> tuple[int, ...]:
-    """`input_aliases` of the jitted function's arguments; a partial overlap is a TraceError at `where`."""
-    aliases, overlap = input_aliases([b.value if b.is_array else None for b in bound])
-    if overlap is not None:
-        a, b = (bound[k].name for k in overlap)
-        raise trace_error(f"arguments {a!r} and {b!r} overlap in memory without being the same array",
-                          "pass the same array for both, or a copy for one of them", where)
-    # an ArraySpec has no memory: it is its own tensor
-    return tuple(i if b.is_array and a == -1 else a
-                 for i, (a, b) in enumerate(zip(aliases, bound)))
-
-
-def definition_location(fn: Callable) -> tuple[str, int]:
-    code = getattr(inspect.unwrap(fn), "__code__", None)
-    if code is None:
-        return ("<unknown>", 0)
-    return (code.co_filename, code.co_firstlineno)
-
-
-def bind_arguments(fn: Callable, args: Sequence[Any], kwargs: dict[str, Any] | None = None,
-                   static_argnames: Iterable[str] = ()) -> list[BoundArg]:
-    """Bind a call of the jitted function `fn` and classify each argument, in signature order."""
-    where = definition_location(fn)
-    signature = inspect.signature(fn)
-    names = [p.name for p in signature.parameters.values()]
-    for p in signature.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise trace_error(f"{fn.__qualname__} has a variadic parameter {p}",
-                              "give an l3c.jit function named parameters only", where)
-    try:
-        bound = signature.bind(*args, **(kwargs or {}))
-    except TypeError as exc:
-        raise trace_error(f"{fn.__qualname__}({', '.join(names)}) called with {len(args)} positional "
-                          f"and {len(kwargs or {})} keyword arguments: {exc}",
-                          "pass exactly its parameters", where) from None
-    bound.apply_defaults()
-    static = set(static_argnames)
-    result = []
-    for p in signature.parameters.values():
-        value = bound.arguments[p.name]
-        is_array = isinstance(value, (np.ndarray, ArraySpec)) and p.name not in static
-        if is_array and value.dtype.kind not in "biufc":
-            raise trace_error(f"argument {p.name!r} is an array of dtype {value.dtype}",
-                              "pass numeric or bool arrays", where)
-        if not is_array:
-            if not (isinstance(value, _SCALARS + (np.generic,)) or p.name in static):
-                raise trace_error(
-                    f"argument {p.name!r} of {fn.__qualname__} is a {type(value).__name__}",
-                    "pass a numpy array (a tensor), a Python scalar (static), or name the parameter "
-                    "in static_argnames=", where)
-            try:
-                hash(value)
-            except TypeError:
-                raise trace_error(f"static argument {p.name!r} ({type(value).__name__}) is not "
-                                  "hashable, so it cannot be part of the cache key",
-                                  "pass a hashable value such as a tuple", where) from None
-        result.append(BoundArg(p.name, value, is_array, p.kind == p.KEYWORD_ONLY))
-    return result
 
 
 # ---- the tracer ---------------------------------------------------------------------------------
@@ -149,6 +65,13 @@ class Tracer:
         self.dead: dict[int, str] = {}            # tensor id -> "file.py:LINE" where its scope ended
         self.intermediates = 0                    # how many intermediates so far (names t0, t1, ...)
         self.created_in: dict[int, list[int]] = {}   # scope id -> tensors created while it was open
+        # loops (`l3c.trace.loops`): the open loop/cond ids, the intermediates each body created,
+        # what ended a dead tensor's life (("scope", id) or ("loop", id)), and the message of a
+        # body left early by `break`/`return` (raised by the next traced operation)
+        self.loop_stack: list[int] = []
+        self.loop_created: dict[int, list[int]] = {}
+        self.ended_by: dict[int, tuple[str, int]] = {}
+        self.abandoned: str | None = None
 
     # -- tensors
     def new_input(self, name: str, array: np.ndarray | ArraySpec, loc: str) -> Tensor:
@@ -174,10 +97,13 @@ class Tracer:
         self.intermediates += 1
         info = TensorInfo(id=len(self.program.tensors), name=f"t{n}", kind="intermediate",
                           shape=shape, dtype=dtype_name, loc=user_loc(), scope=tuple(self.scope_stack),
-                          zero_init=zero_init)
+                          loops=tuple(self.loop_stack), zero_init=zero_init)
         self.program.tensors.append(info)
         for sid in self.scope_stack:
             self.created_in.setdefault(sid, []).append(info.id)
+        if self.loop_stack:
+            self.check_abandoned()
+            self.loop_created.setdefault(self.loop_stack[-1], []).append(info.id)
         proxy = Tensor(self, info.id, shape, dt)
         if zero_init:
             from .builtins import fill_zeros
@@ -194,11 +120,48 @@ class Tracer:
                               "arrays as arguments instead of keeping proxies around")
         if proxy._tensor in self.dead:
             raise trace_error(f"tensor {info.name} ({proxy._desc()}, created at {info.loc}) is used "
-                              f"after its l3c.scope() ended at {self.dead[proxy._tensor]}",
-                              "create it before the `with l3c.scope():` block to use it later")
+                              f"after {self._ended(proxy._tensor)}", self._ended_fix(proxy._tensor))
+        if proxy._shifts:
+            from .loops import check_terms_live
+            check_terms_live(self, proxy._shifts, f"the view {proxy._desc()} of {info.name}")
+
+    def _ended(self, tensor: int) -> str:
+        """What ended a dead tensor's life, and where."""
+        kind, owner = self.ended_by.get(tensor, ("scope", -1))
+        if kind == "loop":
+            loop = self.program.loops[owner]
+            what = "block" if loop.kind == "cond" else "iteration"
+            api = "while_loop" if loop.kind == "while" else loop.kind
+            return (f"the {what} of its l3c.{api} at {loop.loc} ended at {self.dead[tensor]} "
+                    f"(intermediates created in a loop body or cond block live one {what})")
+        return f"its l3c.scope() ended at {self.dead[tensor]}"
+
+    def _ended_fix(self, tensor: int) -> str:
+        if self.ended_by.get(tensor, ("scope",))[0] == "loop":
+            return "create it before the loop (or block) to use it after it or carry it between iterations"
+        return "create it before the `with l3c.scope():` block to use it later"
+
+    def check_abandoned(self) -> None:
+        """Raise the TraceError of a loop body left early by `break`/`return` (`l3c.trace.loops`)."""
+        if self.abandoned is not None:
+            raise TraceError(self.abandoned)
+
+    def end_lifetimes(self, tensors: Iterable[int], owner: tuple[str, int], where: tuple[str, int]
+                      ) -> None:
+        """The intermediates `tensors` die at `where` (a scope or loop body ended)."""
+        last_task = self.program.graph.number_of_nodes() - 1
+        place = short_loc(*where)
+        for tid in tensors:
+            info = self.program.tensors[tid]
+            if tid not in self.dead:
+                self.dead[tid] = place
+                self.ended_by[tid] = owner
+                if last_task >= 0:
+                    info.dead_after = last_task
 
     # -- scopes
     def open_scope(self) -> int:
+        self.check_abandoned()
         sid = len(self.program.scopes)
         self.program.scopes[sid] = tuple(self.scope_stack) + (sid,)
         self.scope_stack.append(sid)
@@ -207,16 +170,9 @@ class Tracer:
     def close_scope(self, sid: int | None) -> None:
         if sid in self.scope_stack:
             del self.scope_stack[self.scope_stack.index(sid):]
-        where = user_loc()
-        last_task = self.program.graph.number_of_nodes() - 1
-        tensors = self.program.tensors
         # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
-        for tid in self.created_in.pop(sid, ()) if sid is not None else ():
-            info = tensors[tid]
-            if sid in info.scope and info.id not in self.dead:
-                self.dead[info.id] = where
-                if last_task >= 0:
-                    info.dead_after = last_task
+        self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), ("scope", -1),
+                           user_location())
 
     # -- kernel calls
     def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any], *,
@@ -241,7 +197,8 @@ class Tracer:
         call_args: list[Any] = []
         dead = self.dead
         for (name, mode), value in zip(modes.items(), values):
-            if type(value) is Tensor and value._tracer is self and value._tensor not in dead:
+            if (type(value) is Tensor and value._tracer is self and value._tensor not in dead
+                    and not value._shifts):
                 if mode is None:
                     self._unannotated(kernel, name, value)
                 call_args.append(Access(name, value._tensor, value.region, mode))
@@ -249,9 +206,12 @@ class Tracer:
                 call_args.append(self._other_argument(kernel, name, mode, value))
         if kernel.native is not None:
             kernel.check_native_call(dict(zip(modes, values)))
+        if self.loop_stack or self.abandoned is not None:
+            self.check_abandoned()
         task = Task(id=len(self.program.graph._node), kernel=kernel.name,
                     worker=kernel.worker, args=tuple(call_args), loc=user_loc(),
-                    scope=tuple(self.scope_stack), pin=pin, group=group, group_rank=rank)
+                    scope=tuple(self.scope_stack), loops=tuple(self.loop_stack), pin=pin,
+                    group=group, group_rank=rank)
         self._add_task(task)
         return task.id
 
@@ -290,12 +250,20 @@ class Tracer:
             if mode is None:
                 self._unannotated(kernel, name, value)
             return Access(name, value._tensor, value.region, mode)
+        if type(value) is LoopIndex:
+            value.check_live()
+            if mode is not None:
+                raise trace_error(f"parameter {name!r} of {what} is annotated l3c.{mode} but got "
+                                  f"the loop variable {value}",
+                                  "pass a tensor (index one with the loop variable: x[i]), or drop "
+                                  "the annotation for a scalar")
+            return ScalarArg(name, value.affine)
         if isinstance(value, np.ndarray):
             raise trace_error(f"a numpy array {value.dtype}{list(value.shape)} is passed to "
                               f"parameter {name!r} of {what} inside a trace",
                               "pass arrays as arguments of the l3c.jit function, or create "
                               "intermediates with l3c.empty/l3c.zeros")
-        if isinstance(value, _SCALARS + (np.generic,)):
+        if isinstance(value, SCALARS + (np.generic,)):
             if isinstance(value, np.generic):
                 value = value.item()
             if mode is not None and value is not None:
@@ -396,6 +364,13 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
     gc.disable()
     try:
         out = fn(*positional, **keywords)
+        tracer.check_abandoned()
+        if tracer.loop_stack:
+            loop = program.loops[tracer.loop_stack[-1]]
+            raise trace_error(f"the {loop.kind} loop at {loop.loc} is still open when the "
+                              "function returns (its iterator was not run to the end)",
+                              "iterate l3c.range/l3c.while_loop only with a plain `for` loop",
+                              (def_file, def_line))
         if out is not None:
             try:
                 program.results = tracer.result_tree(out, (def_file, def_line))

@@ -13,7 +13,10 @@ graphs here are DAGs in program order, so a plain layered drawing does the job i
   schedule pass) are grey;
 * edges: data dependencies solid, order-only ones (WAR/WAW) dashed, those the memory plan added
   dotted; each node and edge has a `<title>` with its full text line (the text dump's), which SVG
-  viewers show on hover.
+  viewers show on hover;
+* loops and conds (programs with `l3c.range` / `while_loop` / `cond`): a labelled frame around
+  their body's tasks, and dependencies on an earlier iteration (`carried`, left out of the layering
+  since they may point back up) as dashed red arcs on the right of the boxes.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Any
 import networkx as nx
 
 from ..ir import Program, Task
-from ..irprint import task_line
+from ..irprint import loop_header, task_line
 from .palette import UNPLACED, colour, esc, text_on
 
 NODE_W, NODE_H = 156, 48
@@ -31,6 +34,8 @@ MARGIN, HEADER = 20, 70
 MAX_ROW = 16                   # nodes per row before a layer wraps
 SWEEPS = 4
 EDGE_STYLES = {"data": ("#37474f", ""), "order": ("#78909c", "5 3"), "memory": ("#ef6c00", "2 3")}
+CARRIED = ("#b03030", "4 3")
+LOOP_STROKE = "#3949ab"
 
 
 def to_svg(program: Program) -> str:
@@ -38,7 +43,7 @@ def to_svg(program: Program) -> str:
     units, unit_of = _units(program)
     dag = nx.DiGraph()
     dag.add_nodes_from(range(len(units)))
-    dag.add_edges_from((unit_of[u], unit_of[v]) for u, v in program.graph.edges
+    dag.add_edges_from((unit_of[u], unit_of[v]) for u, v in program.iteration_graph().edges
                        if unit_of[u] != unit_of[v])
     layers = _layers(dag, units)
     _order(layers, dag)
@@ -50,7 +55,8 @@ def to_svg(program: Program) -> str:
            f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="11">',
            "<style>.edge{fill:none;stroke-width:1.3}.node rect{stroke:#263238;stroke-width:0.8}"
            ".group{fill:none;stroke:#263238;stroke-dasharray:6 3}</style><defs>"]
-    for name, (stroke, _) in EDGE_STYLES.items():
+    styles = dict(EDGE_STYLES, **({"carried": CARRIED} if program.has_carried else {}))
+    for name, (stroke, _) in styles.items():
         out.append(f'<marker id="head-{name}" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" '
                    f'markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="{stroke}"/></marker>')
     out.append("</defs>")
@@ -60,24 +66,34 @@ def to_svg(program: Program) -> str:
                f'<tspan font-weight="normal" font-size="11" fill="#5f6b7a"> {esc(program.loc)}</tspan></text>')
     out.append(f'<text x="{MARGIN}" y="40" fill="#5f6b7a">{len(program.tasks)} tasks, {n_edges} edges, '
                f'{len(program.groups)} groups; passes: {esc(" ".join(program.passes_run) or "-")}</text>')
-    out.append(_legend(slots))
+    out.append(_legend(slots, styles))
 
     edges_svg = []
     for u, v in sorted(program.graph.edges):
         data = program.graph.edges[u, v]
         kinds = set(data.get("kinds", ()))
-        style = ("memory" if data.get("added_by", "deps") != "deps" else
+        style = ("carried" if data.get("carried") else
+                 "memory" if data.get("added_by", "deps") != "deps" else
                  "data" if "RAW" in kinds else "order")
-        stroke, dash = EDGE_STYLES[style]
+        stroke, dash = styles[style]
         (x1, y1), (x2, y2) = pos[u], pos[v]
-        x1, y1, x2, y2 = x1 + NODE_W / 2, y1 + NODE_H, x2 + NODE_W / 2, y2
-        bend = max((y2 - y1) / 2, 12)
-        title = f"%{u} -> %{v} {'+'.join(sorted(kinds)) or 'order'} {data.get('added_by', 'deps')}"
+        if style == "carried":           # right side of u to right side of v: may point upwards
+            x1, y1, x2, y2 = x1 + NODE_W, y1 + NODE_H * 0.7, x2 + NODE_W, y2 + NODE_H * 0.3
+            reach = 30 + abs(y2 - y1) / 8
+            curve = f"C{x1 + reach:.1f},{y1:.1f} {x2 + reach:.1f},{y2:.1f}"
+        else:
+            x1, y1, x2, y2 = x1 + NODE_W / 2, y1 + NODE_H, x2 + NODE_W / 2, y2
+            bend = max((y2 - y1) / 2, 12)
+            curve = f"C{x1:.1f},{y1 + bend:.1f} {x2:.1f},{y2 - bend:.1f}"
+        title = (f"%{u} -> %{v} {'+'.join(sorted(kinds)) or 'order'} {data.get('added_by', 'deps')}"
+                 + (" carried" if style == "carried" else ""))
         edges_svg.append(f'<path class="edge" stroke="{stroke}"{_dash(dash)} '
-                         f'marker-end="url(#head-{style})" d="M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + bend:.1f} '
-                         f'{x2:.1f},{y2 - bend:.1f} {x2:.1f},{y2:.1f}"><title>{esc(title)}</title></path>')
+                         f'marker-end="url(#head-{style})" d="M{x1:.1f},{y1:.1f} {curve} '
+                         f'{x2:.1f},{y2:.1f}"><title>{esc(title)}</title></path>')
     out.append('<g id="edges">' + "".join(edges_svg) + "</g>")
 
+    if program.loops:
+        out.append(_loop_frames(program, pos))
     out.append('<g id="groups">')
     for unit in units:
         if len(unit) > 1:
@@ -201,15 +217,39 @@ def _slot_colours(program: Program) -> dict[tuple, str]:
     return {slot: colour(i) for i, slot in enumerate(used)}
 
 
-def _legend(slots: dict[tuple, Any]) -> str:
+def _loop_frames(program: Program, pos: dict[int, tuple[float, float]]) -> str:
+    """A labelled frame around the boxes of each loop's body (nested frames a little wider)."""
+    items = []
+    for loop in sorted(program.loops.values(), key=lambda lp: lp.id):
+        body = range(loop.first_task, loop.end_task)
+        if not body:
+            continue
+        depth, parent = 0, loop.parent
+        while parent is not None:
+            depth, parent = depth + 1, program.loops[parent].parent
+        pad = 14 - 4 * min(depth, 3)
+        xs, ys = [pos[t][0] for t in body], [pos[t][1] for t in body]
+        x0, y0 = min(xs) - pad, min(ys) - pad - 12
+        x1, y1 = max(xs) + NODE_W + pad, max(ys) + NODE_H + pad
+        header = loop_header(program, loop)
+        items.append(f'<g class="loop" data-loop="{loop.id}"><title>{esc(header)}</title>'
+                     f'<rect x="{x0:.1f}" y="{y0:.1f}" rx="8" width="{x1 - x0:.1f}" '
+                     f'height="{y1 - y0:.1f}" fill="none" stroke="{LOOP_STROKE}" stroke-width="1.2"/>'
+                     f'<text x="{x0 + 6:.1f}" y="{y0 + 11:.1f}" font-size="10" fill="{LOOP_STROKE}">'
+                     f'{esc(header.split("  @ ")[0][:60])}</text></g>')
+    return '<g id="loops">' + "".join(items) + "</g>"
+
+
+def _legend(slots: dict[tuple, Any], styles: dict[str, tuple[str, str]]) -> str:
     items, x = [], MARGIN
     for (worker, host, index), fill in slots.items():
         label = f"{worker} {index}" if worker == "chip" or not host else f"host {host} sub {index}"
         items.append(f'<rect x="{x}" y="50" width="12" height="12" fill="{fill}" stroke="#263238" '
                      f'stroke-width="0.5"/><text x="{x + 16}" y="60">{esc(label)}</text>')
         x += 24 + 7 * len(label)
-    for name, (stroke, dash) in EDGE_STYLES.items():
-        label = {"data": "data (RAW)", "order": "order (WAR/WAW)", "memory": "memory reuse"}[name]
+    for name, (stroke, dash) in styles.items():
+        label = {"data": "data (RAW)", "order": "order (WAR/WAW)", "memory": "memory reuse",
+                 "carried": "earlier iteration"}[name]
         items.append(f'<line x1="{x}" y1="56" x2="{x + 22}" y2="56" stroke="{stroke}" stroke-width="1.5"'
                      f'{_dash(dash)}/>'
                      f'<text x="{x + 26}" y="60">{esc(label)}</text>')
