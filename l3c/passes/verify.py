@@ -30,7 +30,7 @@ from .deps import _conflicts
 from .graphs import task_list
 from .loopdeps import WithinPairs, carried_conflicts
 from .loopnest import (common_prefix, iteration_preds, lifetime, masked_clock, queue_starts,
-                       repeating, structure_bounds, valid_ancestors)
+                       repeating, structure_bounds, valid_ancestors, vouched)
 from .scopes import result_tensors
 
 
@@ -48,15 +48,22 @@ def ancestors(program: Program, queue_order: bool = False) -> dict[int, int]:
     entries count as ancestors too (happens-before in the placed schedule)."""
     tasks = task_list(program)
     sources = iteration_preds(program, len(tasks))
-    last_on: dict[tuple, int] = {}
+    first, end = structure_bounds(program, tasks)
+    if not queue_order:
+        return dict(enumerate(valid_ancestors(sources, first, end)))
+    anc: dict[int, int] = {}
+    on_worker: dict[tuple, int] = {}        # every task so far on each worker: its queue order
     for task in tasks:
-        if queue_order:
-            key = (task.worker, task.chip)
-            if key in last_on:
-                sources[task.id].append(last_on[key])
-            last_on[key] = task.id
-    first = structure_bounds(program, tasks)[0]
-    return dict(enumerate(valid_ancestors(sources, first)))
+        key = (task.worker, task.chip)
+        earlier = on_worker.get(key, 0)
+        bits = earlier
+        if earlier:
+            sources[task.id].append(earlier.bit_length() - 1)   # the queue predecessor
+        for k in sources[task.id]:
+            bits |= (1 << k) | vouched(anc[k], k, task.id, first, end)
+        anc[task.id] = bits
+        on_worker[key] = earlier | (1 << task.id)
+    return anc
 
 
 def _check_structure(program: Program) -> None:
@@ -130,6 +137,8 @@ def _check_scopes(program: Program) -> None:
             last[a.tensor] = task.id
             if info.scope and task.scope[:len(info.scope)] != info.scope:
                 _fail(f"tensor {info.name} used after its scope closed", task)
+            if info.loops and task.loops[:len(info.loops)] != info.loops:
+                _fail(f"tensor {info.name} used outside the loop/cond it was created in", task)
     for info in program.tensors:
         if info.first_use != first.get(info.id) or info.last_use != last.get(info.id):
             _fail(f"tensor {info.name}: first/last use {info.first_use}/{info.last_use} but "
@@ -258,12 +267,12 @@ class _Clocks:
             last_on[s] = t.id
         width = max(1, len(slot_of_worker))
         self.clock = np.full((n, width), -1, dtype=np.int64)
-        first = structure_bounds(program, task_list(program))[0] if program.loops else None
-        starts = queue_starts(queues, first) if first else {}
+        bounds = structure_bounds(program, task_list(program)) if program.loops else None
+        starts = queue_starts(queues, bounds[0]) if bounds else {}
         for t in range(n):
             for p in sources[t]:
-                seen = self.clock[p] if first is None else masked_clock(self.clock[p], first[p],
-                                                                        starts)
+                seen = self.clock[p] if bounds is None else masked_clock(self.clock[p], p, t,
+                                                                         *bounds, starts)
                 np.maximum(self.clock[t], seen, out=self.clock[t])
             self.clock[t, self.slot[t]] = self.pos[t]
 
@@ -328,7 +337,7 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
             _fail(f"intermediate {names[y].name} shares arena bytes with the returned "
                   f"{names[x].name}")
         if program.loops:
-            ids = [sorted(set(f.values()) | set(lasts[t].values())) if t in firsts else []
+            ids = [sorted(set(firsts[t].values()) | set(lasts[t].values())) if t in firsts else []
                    for t in (x, y)]
             lx, ly = (lifetime(program, tasks, i, names[t].loops) for i, t in zip(ids, (x, y)))
             if lx is not None and ly is not None and lx[1] >= ly[0]:
