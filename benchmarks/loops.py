@@ -1,0 +1,299 @@
+"""Loops of the schedule (`l3c.range`, `l3c.while_loop`): what an iteration costs, beside the same
+program unrolled by a plain Python `for` and beside a Python loop calling a jitted step.
+
+    python benchmarks/loops.py [--iterations 100000] [--unrolled 10000] [--python-loop 2000]
+                               [--compile-sizes 10 1000000] [--kernels native python]
+                               [--repeats 3] [--quick] [--json PATH]
+
+Three figures, the targets of issue 15:
+
+(a) per task inside a loop on 2 chips: the body is two tasks, one pinned to each chip, each
+    updating its own buffer, so each carries a dependency from one iteration to the next (each
+    iteration's task waits for its previous instance). `loop`: `for i in l3c.range(N)`, N =
+    `--iterations`; `unrolled`: the same body in a plain Python `for` of `--unrolled` iterations
+    (tracing 2 tasks per iteration, so fewer by default); `python loop`: a jitted step of one
+    iteration (the same two tasks) called `--python-loop` times from Python. Target: loop <= 1 us
+    per task. Microseconds per task = median wall time of a run / tasks run.
+(b) compile time against the trip count: `Jitted.lower()` (trace and passes, CPU seconds) plus
+    what the first call adds over a warm call (lowering to a plan, the native dispatcher,
+    installing it on the workers; wall seconds), for a static trip count of each of
+    `--compile-sizes`, loop and unrolled (unrolled only up to `--unrolled`). Target: the loop's
+    largest size within 1.5x of its smallest.
+(c) a `while_loop`'s decision per iteration: `for _ in l3c.while_loop(go): countdown(left, go)`
+    against `for _ in l3c.range(n): countdown(left, go)` with the same n iterations (the same
+    task, which also writes the flag), in us per iteration: the difference is what testing the
+    flag before each iteration costs. Beside it, the Python loop that tests the flag between
+    calls of a jitted `countdown`. Target: <= 2 us per iteration.
+
+Kernels: `native` (numba cfuncs, the worker's step loop calls C with no Python; skipped without
+numba) and `python` (plain `@l3c.kernel`s, each call a Python call in the worker). `--quick`: a
+smoke run of every section with small sizes (the test suite runs it). Wall-clock figures on the
+shared 2-core VM are noisy (+-30%): compare columns of one run, not runs of different days.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+if "PYTHONPATH" not in os.environ:     # else the l3c the caller chose (a "before" tree, say)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import l3c  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------- kernels
+@l3c.kernel
+def tick(x: l3c.InOut):
+    x[0] += 1.0
+
+
+@l3c.kernel
+def countdown(left: l3c.InOut, go: l3c.Out):
+    left[0] -= 1
+    go[0] = left[0] > 0
+
+
+PYTHON = SimpleNamespace(tick=tick, countdown=countdown)
+
+
+def native_kernels() -> SimpleNamespace | None:
+    """The same kernels as numba cfuncs (the Python bodies run only outside a trace), or None
+    without numba."""
+    try:
+        from numba import cfunc, types
+    except ImportError:
+        return None
+    f64p, i64p, i64, i32 = (types.CPointer(types.float64), types.CPointer(types.int64),
+                            types.int64, types.int32)
+
+    @cfunc(i32(f64p, i64))
+    def c_tick(x, n):
+        x[0] += 1.0
+        return 0
+
+    @cfunc(i32(i64p, i64, i64p, i64))
+    def c_countdown(left, nl, go, ng):
+        left[0] -= 1
+        go[0] = 1 if left[0] > 0 else 0
+        return 0
+
+    @l3c.kernel(native=c_tick)
+    def native_tick(x: l3c.InOut):
+        x[0] += 1.0
+
+    @l3c.kernel(native=c_countdown)
+    def native_countdown(left: l3c.InOut, go: l3c.Out):
+        left[0] -= 1
+        go[0] = left[0] > 0
+
+    return SimpleNamespace(tick=native_tick, countdown=native_countdown)
+
+
+# ---------------------------------------------------------------------------------------- programs
+def programs(k: SimpleNamespace) -> SimpleNamespace:
+    @l3c.jit(chips=2)
+    def looped(a, b, n: int):
+        for _ in l3c.range(n):
+            k.tick.on(0)(a)
+            k.tick.on(1)(b)
+        return a, b
+
+    @l3c.jit(chips=2)
+    def unrolled(a, b, n: int):
+        for _ in range(n):
+            k.tick.on(0)(a)
+            k.tick.on(1)(b)
+        return a, b
+
+    @l3c.jit(chips=2)
+    def step(a, b):
+        k.tick.on(0)(a)
+        k.tick.on(1)(b)
+        return a, b
+
+    @l3c.jit(chips=1)
+    def while_countdown(left, go):
+        for _ in l3c.while_loop(go):
+            k.countdown(left, go)
+        return left
+
+    @l3c.jit(chips=1)
+    def range_countdown(left, go, n):
+        for _ in l3c.range(n):
+            k.countdown(left, go)
+        return left
+
+    @l3c.jit(chips=1)
+    def one_countdown(left, go):
+        k.countdown(left, go)
+        return go
+
+    return SimpleNamespace(looped=looped, unrolled=unrolled, step=step,
+                           while_countdown=while_countdown, range_countdown=range_countdown,
+                           one_countdown=one_countdown)
+
+
+def median_wall(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def buffers():
+    return np.zeros(1), np.zeros(1)
+
+
+# ---------------------------------------------------------------------------------------- (a)
+def per_task(p: SimpleNamespace, args: argparse.Namespace) -> dict:
+    n, u, m = args.iterations, min(args.unrolled, args.iterations), args.python_loop
+    a, b = buffers()
+    looped = p.looped.lower(a, b, n)
+    out, _ = looped(*buffers(), n)                 # warm: lowered, installed
+    assert out[0] == n, (out, n)
+    loop_s = median_wall(lambda: looped(*buffers(), n), args.repeats)
+    unrolled = p.unrolled.lower(a, b, u)
+    unrolled(a, b, u)
+    unrolled_s = median_wall(lambda: unrolled(*buffers(), u), args.repeats)
+
+    def python_loop():
+        x, y = buffers()
+        for _ in range(m):
+            p.step(x, y)
+        assert x[0] == m
+    python_loop()
+    python_s = median_wall(python_loop, args.repeats)
+    return {"loop": 1e6 * loop_s / (2 * n), "unrolled": 1e6 * unrolled_s / (2 * u),
+            "python_loop": 1e6 * python_s / (2 * m), "iterations": n, "unrolled_iterations": u,
+            "python_loop_iterations": m}
+
+
+# ---------------------------------------------------------------------------------------- (b)
+def compile_time(jitted, n: int, repeats: int) -> dict:
+    a, b = buffers()
+    t0 = time.process_time()
+    compiled = jitted.lower(a, b, n)
+    lower_s = time.process_time() - t0
+    t0 = time.perf_counter()
+    compiled(*buffers(), n)
+    first = time.perf_counter() - t0
+    warm = median_wall(lambda: compiled(*buffers(), n), repeats)
+    return {"lower_s": lower_s, "first_call_extra_s": max(first - warm, 0.0),
+            "compile_s": lower_s + max(first - warm, 0.0), "nodes": compiled.graph.number_of_nodes()}
+
+
+def compile_scaling(p: SimpleNamespace, args: argparse.Namespace) -> dict:
+    out: dict = {"loop": {}, "unrolled": {}}
+    for n in args.compile_sizes:
+        out["loop"][n] = compile_time(p.looped, n, 1)
+        if n <= args.unrolled:
+            out["unrolled"][n] = compile_time(p.unrolled, n, 1)
+    sizes = sorted(out["loop"])
+    out["loop_ratio"] = out["loop"][sizes[-1]]["compile_s"] / out["loop"][sizes[0]]["compile_s"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- (c)
+def decision(p: SimpleNamespace, args: argparse.Namespace) -> dict:
+    n = args.iterations
+
+    def counters():
+        return np.array([n], np.int64), np.array([1], np.int64)
+
+    left, go = counters()
+    while_c = p.while_countdown.lower(left, go)
+    range_c = p.range_countdown.lower(left, go, np.array([n], np.int64))
+    trips = np.array([n], np.int64)
+    assert while_c(*counters())[0] == 0 and range_c(*counters(), trips)[0] == 0
+    while_s = median_wall(lambda: while_c(*counters()), args.repeats)
+    range_s = median_wall(lambda: range_c(*counters(), trips), args.repeats)
+    m = args.python_loop
+
+    def python_loop():
+        left, go = np.array([m], np.int64), np.array([1], np.int64)
+        while go[0]:
+            go = p.one_countdown(left, go)
+    python_loop()
+    python_s = median_wall(python_loop, args.repeats)
+    return {"while_us_per_iteration": 1e6 * while_s / n, "range_us_per_iteration": 1e6 * range_s / n,
+            "decision_us": 1e6 * (while_s - range_s) / n,
+            "python_loop_us_per_iteration": 1e6 * python_s / m, "iterations": n}
+
+
+# ---------------------------------------------------------------------------------------- main
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="loops.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=100_000)
+    ap.add_argument("--unrolled", type=int, default=10_000,
+                    help="iterations of the unrolled program (tracing it costs per task)")
+    ap.add_argument("--python-loop", type=int, default=2000,
+                    help="calls of the jitted step in the Python loops")
+    ap.add_argument("--compile-sizes", type=int, nargs="+", default=[10, 1_000_000])
+    ap.add_argument("--kernels", nargs="+", choices=["native", "python"],
+                    default=["native", "python"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: 2000 iterations, 200 unrolled and Python-loop calls, "
+                         "compile sizes 10 and 10000, 1 repeat")
+    ap.add_argument("--json", help="write every figure there")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.iterations, args.unrolled, args.python_loop = 2000, 200, 200
+        args.compile_sizes, args.repeats = [10, 10_000], 1
+    return args
+
+
+def report(kind: str, res: dict) -> None:
+    a, b, c = res["per_task"], res["compile"], res["decision"]
+    print(f"\n[{kind} kernels]")
+    print(f"(a) us per task, 2 chips, a carried dependency per task: loop {a['loop']:.3f} "
+          f"({a['iterations']} iterations; target <= 1) | unrolled {a['unrolled']:.3f} "
+          f"({a['unrolled_iterations']}) | Python loop of a jitted step {a['python_loop']:.2f} "
+          f"({a['python_loop_iterations']})")
+    print("(b) compile s (lower CPU + first call's extra wall):")
+    for what in ("loop", "unrolled"):
+        for n, fig in b[what].items():
+            print(f"    {what:9s} {n:>9d} iterations: {fig['compile_s']:.3f} s "
+                  f"(lower {fig['lower_s']:.3f}, first call +{fig['first_call_extra_s']:.3f}), "
+                  f"{fig['nodes']} nodes")
+    print(f"    loop: largest / smallest = {b['loop_ratio']:.2f}x (target <= 1.5x)")
+    print(f"(c) while_loop decision: {c['decision_us']:.3f} us per iteration (target <= 2) = "
+          f"while {c['while_us_per_iteration']:.3f} - range {c['range_us_per_iteration']:.3f} "
+          f"({c['iterations']} iterations) | Python loop testing the flag between jitted calls "
+          f"{c['python_loop_us_per_iteration']:.2f} us per iteration")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    results: dict = {"args": vars(args), "l3c": l3c.__file__}
+    try:
+        for kind in args.kernels:
+            k = native_kernels() if kind == "native" else PYTHON
+            if k is None:
+                print(f"[{kind} kernels] skipped: numba is not installed")
+                continue
+            p = programs(k)
+            res = {"per_task": per_task(p, args), "compile": compile_scaling(p, args),
+                   "decision": decision(p, args)}
+            results[kind] = res
+            report(kind, res)
+    finally:
+        l3c.shutdown()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()
