@@ -26,6 +26,7 @@ traced. Every problem raises `l3c.ScheduleError` naming the file and what is wro
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -41,7 +42,7 @@ from . import registry
 from .errors import L3CError, ScheduleError, ScheduleWarning
 from .ir import Program
 from .ircodec import dec_program, enc_program, enc_value
-from .runtime.plan import Plan, View
+from .runtime.plan import Plan, Step, View
 
 MAGIC = b"L3CSCHED"
 FORMAT_VERSION = 5          # docs/aot.md lists what each version changed
@@ -49,17 +50,34 @@ HEADER = struct.Struct("<8sIQ32s")
 MAX_PAYLOAD = 1 << 31
 
 
+def _record(value: Any) -> Any:
+    """Plan data as JSON: a view as `{"view": [offset, shape, strides, dtype]}`, any other plan
+    record (a loop's control step, a moving view, a loop-variable scalar) as `{"Type": {field:
+    value}}`, tuples as lists. The stored plan is only ever compared with the plan its program
+    lowers to again (`read`), so one faithful deterministic form serves every record type."""
+    if isinstance(value, View):
+        return {"view": [value.offset, list(value.shape), list(value.strides), value.dtype]}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {type(value).__name__: {f.name: _record(getattr(value, f.name))
+                                       for f in dataclasses.fields(value)}}
+    if isinstance(value, (list, tuple)):
+        return [_record(v) for v in value]
+    return value
+
+
 def enc_plan(plan: Plan) -> dict:
-    def arg(a: Any) -> Any:
-        if isinstance(a, View):
-            return {"view": [a.offset, list(a.shape), list(a.strides), a.dtype]}
-        return a
-    return {"chips": plan.chips, "sub_workers": plan.sub_workers, "arena_bytes": plan.arena_bytes,
-            "queues": [[{"task": s.task, "kernel": s.kernel, "args": [arg(a) for a in s.args],
-                         "waits": [list(w) for w in s.waits], "group_rank": s.group_rank,
-                         "group_size": s.group_size, "signal": s.signal, "ring": s.ring,
-                         "loc": s.loc}
-                        for s in q] for q in plan.queues]}
+    def step(s: Any) -> Any:
+        if not isinstance(s, Step):              # a loop or cond's control step
+            return _record(s)
+        return {"task": s.task, "kernel": s.kernel, "args": [_record(a) for a in s.args],
+                "waits": [list(w) for w in s.waits], "group_rank": s.group_rank,
+                "group_size": s.group_size, "signal": s.signal, "ring": s.ring, "loc": s.loc}
+    out = {"chips": plan.chips, "sub_workers": plan.sub_workers, "arena_bytes": plan.arena_bytes,
+           "queues": [[step(s) for s in q] for q in plan.queues]}
+    loops = getattr(plan, "loops", ())
+    if loops:
+        out["loops"] = _record(loops)
+    return out
 
 
 def _enc_piece(piece: Any) -> dict:

@@ -139,7 +139,6 @@ class TensorInfo:
 
     @property
     def itemsize(self) -> int:
-        import numpy as np
         return np.dtype(self.dtype).itemsize
 
     @property

@@ -207,3 +207,27 @@ def test_compiled_loops_and_node_attributes():
     assert compiled.program.tasks[2].args[0].region.shifts == (Shift(0, 8, (1, 0)),
                                                                 Shift(1, 2, (0, 2)))
     assert compiled.program.tasks[2].args[1].value == Affine(0, ((0, 2), (1, 1)))
+
+
+def test_schedule_files_store_loops_or_say_why_not(tmp_path):
+    """Format 5 stores loops: a saved schedule loads with the same dumps and runs like `.eager`;
+    where the build's runtime cannot lower loops, saving is a clear L3CError instead."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _loops_kernels as kernels
+
+    compiled = l3c.jit(kernels.looped, chips=2).lower(np.zeros((4, 8)), np.array([1]),
+                                                        np.zeros(1, np.int64))
+    path = tmp_path / "looped.l3c"
+    try:
+        compiled.save(path)
+    except l3c.L3CError as exc:
+        assert "loops" in str(exc)
+        return
+    loaded = l3c.load(path)
+    assert loaded.dump() == compiled.dump() and loaded.dump("json") == compiled.dump("json")
+    assert loaded.loops == compiled.loops
+    args = (np.zeros((4, 8)), np.array([1]), np.zeros(1, np.int64))
+    want = l3c.jit(kernels.looped, chips=2).eager(*(a.copy() for a in args))
+    np.testing.assert_array_equal(loaded(*args), want)

@@ -492,3 +492,28 @@ def test_return_break_or_continue_inside_a_cond_block(line_of):
         return x
     p = trace(h, x48(), np.array([1]))
     assert len(p.tasks) == 2 and all(t.loops == (0,) for t in p.tasks)
+
+
+def test_group_members_moving_differently_may_meet(line_of):
+    def f(x):
+        for i in l3c.range(1, 3):
+            l3c.group(add, [(x[i], 1.0), (x[2 * i - 1], 2.0)])  # ERR
+    expect_error(f, line_of, "move differently with the loop variables")
+
+    def g(x):                                   # the same move for every member: fine
+        for i in l3c.range(2):
+            l3c.group(add, [(x[2 * i + r], 1.0) for r in range(2)])
+            l3c.group(copy, [(x[i], x[2 + r:3 + r][0]) for r in range(1)])
+    assert len(trace(g).groups) == 2
+
+
+def test_numpy_integers_combine_with_the_loop_variable():
+    seen = {}
+
+    def f(x):
+        for i in l3c.range(2):
+            seen.update(a=np.int64(2) * i + np.int32(1), b=np.int16(3) - i)
+            with pytest.raises(l3c.TraceError, match="float64"):
+                np.float64(2.0) * i
+    trace(f)
+    assert seen["a"].affine == Affine(1, ((0, 2),)) and seen["b"].affine == Affine(3, ((0, -1),))

@@ -135,7 +135,7 @@ class _Interpreter:
             placed = moving.at(self.values)
             if isinstance(placed, str):
                 raise L3CError(f"{call.loc}: {call.kernel.rsplit(':', 1)[-1]} (task {call.task}) "
-                               f"indexes {placed}, outside the tensor, {self.where()}; loop-"
+                               f"reaches {placed}, outside the tensor, {self.where()}; loop-"
                                "variable indices do not wrap around or clip")
             args[arg] = placed[0]
             key, lo, hi, writes = accesses[access]

@@ -53,6 +53,7 @@ class LoopIndex:
     time."""
 
     __slots__ = ("_tracer", "affine")
+    __array_ufunc__ = None       # numpy scalars defer to us: np.int64(2) * i is affine too
 
     def __init__(self, tracer: Any, affine: Affine) -> None:
         self._tracer = tracer

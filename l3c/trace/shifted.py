@@ -128,3 +128,23 @@ def affine_index(view: "Tensor", key: tuple) -> "Tensor":
     keep = lines is not None and all(a is not None for a in axes)
     return view._view(offset, tuple(shape), tuple(strides), tuple(axes) if keep else None,
                       tuple(lines) if keep else None, shifts=shifts)
+
+
+def check_group_members(program: Any, members: list[int]) -> None:
+    """Members of a group run at the same time in every iteration. Two members that touch one
+    tensor (one writing it) through views that move differently with the loop variables may meet
+    in some iteration even when their views at 0 are apart (`x[i]` and `x[2 * i - 1]` at i = 1),
+    which the group check of views at 0 cannot see: that is a TraceError at the group's line."""
+    accesses = [(program.task(m), a) for m in members for a in program.task(m).accesses]
+    for i, (t, a) in enumerate(accesses):
+        for u, b in accesses[:i]:
+            if (u.id != t.id and a.tensor == b.tensor and (a.writes or b.writes)
+                    and (a.region.shifts or b.region.shifts)
+                    and a.region.shifts != b.region.shifts):
+                name = program.tensors[a.tensor].name
+                raise trace_error(
+                    f"l3c.group() of {t.short_kernel}: members {u.group_rank} and {t.group_rank} "
+                    f"access {name} through views that move differently with the loop variables "
+                    "(one writes it), so they may meet in some iteration while running at the "
+                    "same time", "move every member's view by the same loop-variable expression "
+                    "(x[2 * i + r] for member r), or make separate calls")

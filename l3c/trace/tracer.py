@@ -1,10 +1,10 @@
 """The tracer: run an orchestration function on proxies and record its kernel calls as an IR Program.
 
-`trace(fn, args)` is the entry point. It classifies the arguments (arrays become input tensors,
-scalars and `static_argnames` stay static values), runs `fn` with `Tensor` proxies while a `Tracer` is
-the current one on this thread, and returns a `Program` whose graph has one node per kernel call in
-program order and no edges yet (the `deps` pass adds them). Every misuse raises `TraceError` at the
-user's line.
+`trace(fn, args)` is the entry point. It classifies the arguments (`arguments.py`: arrays become
+input tensors, scalars and `static_argnames` stay static values), runs `fn` with `Tensor` proxies
+while a `Tracer` is the current one on this thread, and returns a `Program` whose graph has one
+node per kernel call in program order (a loop body's calls once, `loops.py`) and no edges yet (the
+`deps` pass adds them). Every misuse raises `TraceError` at the user's line.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
 from .loops import LoopIndex
 from .proxy import Tensor
+from .shifted import check_group_members
 from ..errors import TraceError
 from .source import return_location, short_loc, trace_error, user_loc, user_location
 
@@ -297,6 +298,8 @@ class Tracer:
                                 e if isinstance(e, dict) else {}, group=g, rank=r)
                for r, e in enumerate(entries)]
         self.program.groups.append(ids)
+        if self.loop_stack:
+            check_group_members(self.program, ids)
 
     # -- results
     def result_tree(self, value: Any, where: tuple[str, int]) -> Any:
