@@ -152,3 +152,72 @@ def test_native_steps_call_c_between_python_steps_and_report_a_status():
     assert seen == [[2.0, 2.0, 2.0]] and x.tolist() == [-7.0, -2.0, -2.0]   # C wrote before failing
     with pytest.raises(TypeError, match="non-contiguous"):
         steploop.StepTable([(add, (x[::2], 1), (), False, 0, 1, 0)])
+
+
+def test_control_steps_run_loops_and_patch_arguments_like_the_python_loop():
+    """A hand-built table with a range loop (a loop-variable scalar and a moving view), a while loop
+    whose flag a step counts down (capped by max_iterations) and a cond, against the same loops in
+    Python; the counter counts tasks and the counted reads (each while test, the cond)."""
+    import ctypes
+
+    from l3c.runtime import steploop
+    from l3c.runtime.steploop_tables import VALUE_KINDS, Control
+
+    seen = []
+
+    def record(*args):
+        seen.append(tuple(a.tolist() if isinstance(a, np.ndarray) else a for a in args))
+
+    def run(flag_value, cap, cond_value):
+        seen.clear()
+        arr, flag = np.arange(10.0), np.array([flag_value], np.int32)
+        cflag = np.array([cond_value], np.int8)
+
+        def count_down():
+            flag[0] -= 1
+        flag_at = (VALUE_KINDS["int32"], flag.ctypes.data)
+        steps = [
+            Control("range", 0, 4, (0,), False, (), start=(0, 2), stop=(0, 7), step=(0, 2)),
+            (record, (0,), (), False, 0, 1, 0, ((0, 10, ((0, 3),)),)),
+            (record, (arr[0:2],), (), False, 0, 1, 0, ((0, arr.ctypes.data, ((0, 8),)),)),
+            Control("next", 0, 1, (2,), False, ()),
+            Control("while", 1, 0, (0,), False, ()),
+            Control("test", 1, 9, (0,), True, (), flag=flag_at, max_iterations=cap),
+            (count_down, (), (), False, 0, 1, 0),
+            (record, (0,), (), False, 0, 1, 0, ((0, 0, ((1, 1),)),)),
+            Control("again", 1, 5, (2,), False, ()),
+            Control("cond", 2, 12, (0,), True, (), flag=(VALUE_KINDS["int8"], cflag.ctypes.data)),
+            (record, ("block",), (), False, 0, 1, 0),
+            Control("endcond", 2, 0, (1,), False, ()),
+            (record, ("end",), (), False, 0, 1, 0),
+        ]
+        table = steploop.StepTable(steps, slots=1, loops=3)
+        ctl = (ctypes.c_uint32 * 32)()
+        base, ctx = ctypes.addressof(ctl), (ctypes.c_int64 * 2)()
+        status = table.run(0, base + 8, base, base + 4, ctypes.addressof(ctx), 0, 100, 10**6,
+                           ctypes.c_int64(0))
+        assert status == steploop.STEPS_DONE
+        return list(seen), ctl[0]
+
+    def model(flag_value, cap, cond_value):
+        out, count, arr = [], 0, np.arange(10.0)
+        for i in range(2, 7, 2):
+            out += [(10 + 3 * i,), (arr[i:i + 2].tolist(),)]
+            count += 2
+        k = 0
+        while True:
+            count += 1                                      # the test reads the flag
+            if not flag_value or (cap >= 0 and k >= cap):
+                break
+            flag_value -= 1
+            out.append((k,))
+            count += 2
+            k += 1
+        count += 1                                          # the cond reads its flag
+        if cond_value:
+            out.append(("block",))
+            count += 1
+        return out + [("end",)], count + 1
+
+    for args in [(3, -1, 1), (0, -1, 0), (5, 2, 1), (1, 0, 0)]:
+        assert run(*args) == model(*args), args

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import L3CError
 from ..ir import Access, Affine, Program, Region, ScalarArg
 from ..runtime.plan import (ANCHOR_CUR, ANCHOR_ZERO, ENTER, EXIT, HEAD, NO_CAP, PREV, Check,
                             ControlStep, LoopValue, MovingView, PlanLoop, Step, View, anchor)
@@ -189,6 +188,7 @@ class LoopLowering:
         """Every slot's steps; `checks[(slot, loop id)]`: the Checks of the moving views of the
         slot's tasks that the loop's control step makes."""
         program, preds = self.program, self.edges()
+        self.bound_checks(checks)
         deltas: dict[int, tuple[int, ...]] = {}
         counts = [0] * self.slots
         for pos, (kind, ident) in enumerate(self.events):
@@ -259,11 +259,26 @@ class LoopLowering:
     def bound(self, value: Any, loop: Any) -> Any:
         """A bound or flag: an int, or the View of its element (`self.element_view`)."""
         if isinstance(value, Access):
+            view = self.element_view(value)
             if value.region.shifts:
-                raise L3CError(f"{loop.loc}: a loop bound or flag indexed by a loop variable is "
-                               "not supported")
-            return self.element_view(value)
+                return moving_arg(view, value.region, self.program.tensors[value.tensor].itemsize,
+                                  self.index)
+            return view
         return int(value)
+
+    def bound_checks(self, checks: dict[tuple[int, int], list[Check]]) -> None:
+        """Index checks of bound and flag elements that loop variables move: made at the
+        innermost moving loop's control step on every active slot (every slot reads them)."""
+        for lid, loop in self.program.loops.items():
+            for access in loop.accesses:
+                if not access.region.shifts:
+                    continue
+                name = {"range": "l3c.range", "while": "l3c.while_loop", "cond": "l3c.cond"}
+                pseudo = _Reader(-1, _path(self.program, loop.parent), loop.loc, name[loop.kind])
+                info = self.program.tensors[access.tensor]
+                for moved_by, check in view_checks(pseudo, access, info, self.index):
+                    for s in self.active:
+                        checks.setdefault((s, moved_by), []).append(check)
 
     element_view: Callable[[Access], View]
 
@@ -274,13 +289,23 @@ class LoopLowering:
                     q[k] = _signalled(st)
 
 
+@dataclass
+class _Reader:
+    """A bound or flag read, as `view_checks` names it."""
+
+    id: int
+    loops: tuple[int, ...]
+    loc: str
+    short_kernel: str
+
+
 def _signalled(step: Step) -> Step:
     from dataclasses import replace
     return step if step.signal else replace(step, signal=True)
 
 
 def plan_loops(program: Program, index: dict[int, int]) -> tuple[PlanLoop, ...]:
-    return tuple(PlanLoop(program.loops[lid].kind, program.loops[lid].loc)
+    return tuple(PlanLoop(program.loops[lid].kind, program.loops[lid].loc, lid)
                  for lid in sorted(index, key=index.get))
 
 
@@ -299,7 +324,8 @@ def view_checks(task: Any, access: Access, info: Any, index: dict[int, int]
     region = access.region
     depth = {lid: k for k, lid in enumerate(task.loops)}
     inner = max((s.loop for s in region.shifts), key=lambda lid: depth.get(lid, -1))
-    what = f"{info.name}{list(info.shape)} (argument {access.param} of {task.short_kernel}, called at {task.loc})"
+    what = (f"{info.name}{list(info.shape)} (argument {access.param} of {task.short_kernel}, "
+            f"called at {task.loc})")
     out = []
 
     def check(const: int, high: int, per_loop: dict[int, int]) -> None:

@@ -123,6 +123,10 @@ def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[An
         mine: dict = {}
         results = run_on_hosts(compiled, *args, timeout=timeout, _stamps=mine)
         return results, hosts_trace(compiled, mine)
+    if compiled.program.loops:
+        from ..errors import L3CError
+        raise L3CError(f"{compiled.program.name}: profiling a program with loops or conds "
+                       "(l3c.range, l3c.while_loop, l3c.cond) is not supported yet; its runs work")
     from ..profile import build_trace
     timed: dict = {}
     results = run(compiled, *args, timeout=timeout, _stamps=timed)

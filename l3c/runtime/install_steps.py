@@ -57,6 +57,9 @@ class Resolver:
         return tuple(built), tuple(moving)
 
     def bound(self, value: Any) -> tuple[int, int]:
+        if isinstance(value, MovingView):           # its address is patched before each read
+            kind, _ = self.bound(View(0, (), (), value.view.dtype))
+            return kind, self.arena_address
         if isinstance(value, View):
             kind = VALUE_KINDS.get(np.dtype(value.dtype).name)
             if kind is None:
@@ -67,12 +70,16 @@ class Resolver:
 
     def entry(self, step: Step | ControlStep) -> Any:
         if isinstance(step, ControlStep):
+            moving = tuple((name, self.arena_address + getattr(step, name).view.offset,
+                            getattr(step, name).shifts)
+                           for name in ("start", "stop", "step", "flag")
+                           if isinstance(getattr(step, name), MovingView))
             return Control(step.kind, step.loop, step.jump, step.delta, step.counted,
                            self.waits(step.waits), self.bound(step.start), self.bound(step.stop),
                            self.bound(step.step),
                            self.bound(step.flag) if step.flag is not None else (VALUE_CONST, 0),
                            step.max_iterations, step.invert,
-                           tuple((c.const, c.coef, c.terms, c.high) for c in step.checks))
+                           tuple((c.const, c.coef, c.terms, c.high) for c in step.checks), moving)
         fn = self.kernel(step.kernel)
         args, moving = self.args(step.args)
         return (fn, args, self.waits(step.waits), step.signal, step.group_rank, step.group_size,
@@ -86,14 +93,15 @@ def control_error(step: ControlStep, status: int, table: Any, k: int, loops: Seq
     from .steploop import STEPS_CHECK
     loop = loops[step.loop] if step.loop < len(loops) else None
     where = f"{loop.kind} loop at {loop.loc}" if loop is not None else "a loop"
-    var, iteration, trips, stride = table.frame(step.loop)
+    var, iteration, trips, stride = table.tables.frame(step.loop)
     if status == STEPS_CHECK:
         check = step.checks[table.failed_check(k)]
-        if step.kind == "range":
-            values = (f"runs from {var} to {var + (trips - 1) * stride} (step {stride}); the loop "
-                      "did not start")
-        else:
-            values = f"is {var}; that iteration did not start"
-        return check.task, (f"IndexError: an index of {check.what} leaves the tensor when the "
-                            f"variable of the {where} {values}")
+        rest = check.const + sum(c * table.tables.frame(l)[0] for l, c in check.terms)
+        values = [var] if step.kind != "range" else [var, var + (trips - 1) * stride]
+        bad = next((x for x in values if not 0 <= rest + check.coef * x <= check.high), values[-1])
+        name = f"L{loop.id}" if loop is not None else "the loop variable"
+        others = "".join(f", L{loops[l].id}={table.tables.frame(l)[0]}" for l, _ in check.terms)
+        when = "the loop did not start" if step.kind == "range" else "that iteration did not start"
+        return check.task, (f"IndexError: an index of {check.what} leaves the tensor at "
+                            f"{name}={bad}{others} ({where}; {when})")
     return step.task, f"ValueError: the step of the {where} is 0"

@@ -146,6 +146,7 @@ class PlanLoop:
 
     kind: str                      # "range" | "while" | "cond"
     loc: str
+    id: int = 0                    # the program's loop id (its variable is L<id> in messages)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,7 @@
 """The worker's run loop in native code: wait, call the kernel, publish, for every step of a plan.
 
-A worker runs its installed queue once per run. In Python each step cost ~0.5 us of loop overhead
-(tuple unpacking, the context setter, the counter store) around a kernel call that costs ~0.06 us,
-so a chain of small kernels ran at ~10x the in-process floor. Here one llvmlite-compiled function
-walks a table of steps. A Python kernel is called with `PyObject_Call` (the worker holds the GIL; it
+A worker runs its installed queue once per run: one llvmlite-compiled function walks a table of
+steps (in Python the loop's own overhead was ~10x a small kernel's call). A Python kernel is called with `PyObject_Call` (the worker holds the GIL; it
 is its only Python thread); a native kernel (`@l3c.kernel(native=...)`) is a C call through its
 signature's trampoline (`nativecall.py`) with a prebuilt argument block, so a step costs a few loads,
 two indirect calls and a store.
@@ -14,29 +12,33 @@ every return. A run of native steps pays one release and one take, and C code ne
 GIL (a Python thread a kernel started, or a signal handler, runs meanwhile).
 
 Tables (built once per installed plan by `StepTable`; i64 words):
-    step k:  kind, target, args, invoke, wait_begin, wait_end, publish, rank, size, ring
-             kind STEP_PYTHON: target/args are the addresses of the kernel function and its prebuilt
-             argument tuple (kept alive by the table), invoke is 0; kind STEP_NATIVE: target is the
-             C function, args its argument block, invoke its trampoline. Other kinds (loop
-             bounds, predicates) can take their own words and branch of the loop's switch.
-             waits[wait_begin:wait_end] must hold before the call; publish != 0 wakes sleepers on
-             S_DONE after the step (a step on another worker waits for it); ring != 0 is the
-             doorbell to ring after that (H_DOORBELL; its waiters word follows): another host waits
-             for the step, and the parent that sends its output may be napping.
-    wait j:  word, waiters, count   wait until the u32 at `word` >= count (`waiters` for the futex)
+    step k:  kind, target, args, invoke, wait_begin, wait_end, publish, rank, size, ring,
+             patch_begin, patch_end
+             STEP_PYTHON: target/args are the addresses of the kernel function and its prebuilt
+             argument tuple (kept alive by the table); STEP_NATIVE: target is the C function, args
+             its argument block, invoke its trampoline; STEP_CONTROL: target is the row of a loop
+             or cond control step (`steploop_tables.py`). waits[wait_begin:wait_end] must hold
+             first; patches[patch_begin:patch_end] rebuild loop-dependent arguments before the
+             call; publish != 0 wakes sleepers on S_DONE after the step; ring != 0 is the doorbell
+             to ring after that (H_DOORBELL; its waiters word follows).
+    wait j:  word, waiters, count, base, cap   wait until the u32 at `word` >= min(count + *base,
+             *cap) (`waiters` for the futex; base and cap point into the anchor rows, or at a zero
+             and a maximal word for a loop-free table)
 
     i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
-                      spin, slice_ns, out_k, out_status)
+                      spin, slice_ns, out_k, out_status, hdr)
         Runs steps first..n-1 and returns STEPS_DONE; STEPS_ABORTED when H_ABORT is seen;
         STEPS_AGAIN with *out_k = k when a wait's futex slice elapsed at step k (the caller checks its
         parent is alive and calls again from k); STEPS_RAISED with *out_k = k when kernel k raised:
         its exception is left set, so the ctypes call raises it in the worker with the kernel's
         frames in the traceback; STEPS_STATUS with *out_k = k and *out_status = its return value
-        when native kernel k returned nonzero. Before each call it stores the step's group rank and
-        size into task_ctx[0..1] (what `l3c.group_rank()` reads); after it stores k+1 into S_DONE
-        (release), or publishes it with a wake; after the last step it yields its core once. With
-        `stamps` nonzero (a profiled run) it records CLOCK_MONOTONIC before the call (step 0 and
-        steps with waits only, see layout.py) and after.
+        when native kernel k returned nonzero; STEPS_CHECK / STEPS_ZERO_STEP from a control step.
+        Before each call it stores the step's group rank and size into task_ctx[0..1] (what
+        `l3c.group_rank()` reads); after it stores the slot's count of completed steps into
+        S_DONE (release), or publishes it with a wake; after the last step it yields its core
+        once. `hdr` holds the table's loop state (`steploop_tables.HDR_WORDS`). With `stamps`
+        nonzero (a profiled run) it records CLOCK_MONOTONIC before the call (step 0 and steps
+        with waits only, see layout.py) and after.
 
 Every wait is `sync.wait_ge`: the same bounded spin-then-futex as everywhere else.
 """
@@ -278,6 +280,8 @@ def _module_ir() -> str:
 
     # ---- a control step (docs/runtime.md, "Loops in the step loop") -------------------------
     b.position_at_end(control_bb)
+    with b.if_then(has_patches, likely=False):      # bound or flag elements the loops move
+        b.call(em.patches, [patches, terms, p_begin, p_end])
     row = b.gep(ctl_table, [b.mul(target, i64(control.CTL_WORDS))])
     env = {"slots": slots, "cur": cur, "terms": terms, "checks": check_table,
            "publish": (publish, done, done_waiters)}
@@ -383,7 +387,7 @@ class StepTable:
     not fit the convention). `slots` and `loops`: the plan's, for the anchor rows and frames."""
 
     def __init__(self, steps: Sequence[Any], slots: int = 1, loops: int = 0) -> None:
-        from .plan import NO_CAP, anchor_count
+        from .plan import anchor_count
         ensure()
         self.keep: list[Any] = []           # the table holds borrowed addresses of these
         n_waits = sum(len(s.waits if isinstance(s, control.Control) else s[2]) for s in steps)
@@ -421,14 +425,7 @@ class StepTable:
                 j, j + len(waits), int(bool(publish or doorbell)), rank, size, doorbell, p_begin,
                 len(tables.patches) // control.PATCH_WORDS]
             for wait in waits:
-                if len(wait) == 3:
-                    word, waiters, count = wait
-                    at, cap = tables.cell(0, 0), tables.no_cap
-                else:
-                    word, waiters, count, slot, base_anchor, cap_anchor = wait
-                    at = tables.cell(base_anchor, slot)
-                    cap = tables.no_cap if cap_anchor == NO_CAP else tables.cell(cap_anchor, slot)
-                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = [word, waiters, count, at, cap]
+                self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = tables.wait_words(wait)
                 j += 1
         tables.finish()
 
@@ -449,7 +446,3 @@ class StepTable:
         row = self.steps[STEP_WORDS * k + W_TARGET]
         begin = self.tables.controls[control.CTL_WORDS * row + control.C_CHECK_BEGIN]
         return self.tables.hdr[control.H_FAILED] - begin
-
-    def frame(self, loop: int) -> tuple[int, int, int, int]:
-        """Loop `loop`'s (variable, iteration, trips, step) as the loop last left them."""
-        return self.tables.frame(loop)

@@ -80,6 +80,7 @@ class Control:
     max_iterations: int = -1
     invert: bool = False
     checks: tuple[tuple[int, int, tuple[tuple[int, int], ...], int], ...] = ()   # const, coef, terms, high
+    moving: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...] = ()   # (field, address const, terms)
 
 
 class Tables:
@@ -97,6 +98,7 @@ class Tables:
         self.checks: list[int] = []
         self.deltas: list[Any] = []
         self.n_anchors = anchors
+        self._control_patches: list[tuple[int, int]] = []   # (patch word, control word) to resolve
         self.keep: list[Any] = []
 
     def row(self, anchor: int) -> int:
@@ -108,6 +110,16 @@ class Tables:
     @property
     def no_cap(self) -> int:
         return ctypes.addressof(self.anchors) + 8 * self.slots * self.n_anchors
+
+    def wait_words(self, wait: tuple[int, ...]) -> list[int]:
+        """A wait's table words: (word, waiters, count) is absolute; (word, waiters, count, slot,
+        base anchor, cap anchor) relative to the anchor rows (`plan.Wait`)."""
+        from .plan import NO_CAP
+        if len(wait) == 3:
+            return [*wait, self.cell(0, 0), self.no_cap]
+        word, waiters, count, slot, base, cap = wait
+        return [word, waiters, count, self.cell(base, slot),
+                self.no_cap if cap == NO_CAP else self.cell(cap, slot)]
 
     def var(self, loop: int) -> int:
         if not 0 <= loop < self.loops:
@@ -137,6 +149,10 @@ class Tables:
         for const, coef, terms, high in c.checks:
             self.checks += [const, coef, *self.add_terms(terms), high]
         frame = ctypes.addressof(self.frames) + 8 * FRAME_WORDS * c.loop
+        for name, const, terms in c.moving:          # a bound or flag element a variable moves
+            word = {"start": C_START, "stop": C_STOP, "step": C_STEP, "flag": C_FLAG}[name]
+            self._control_patches.append((len(self.patches), CTL_WORDS * index + word))
+            self.add_patch(PATCH_WORD, 0, const, terms)
         self.controls += [KINDS[c.kind], frame, c.jump, delta, int(c.counted),
                           self.row(anchor(c.loop, ENTER)), self.row(anchor(c.loop, HEAD)),
                           self.row(anchor(c.loop, PREV)), self.row(anchor(c.loop, EXIT)),
@@ -151,7 +167,10 @@ class Tables:
             self.keep.append(arr)
             return ctypes.addressof(arr)
         hdr = self.hdr
-        hdr[H_CONTROLS], hdr[H_PATCHES] = array(self.controls), array(self.patches)
+        hdr[H_CONTROLS] = array(self.controls)
+        for at, word in self._control_patches:
+            self.patches[at + 1] = hdr[H_CONTROLS] + 8 * word
+        hdr[H_PATCHES] = array(self.patches)
         hdr[H_TERMS], hdr[H_CHECKS] = array(self.terms), array(self.checks)
         hdr[H_ANCHORS], hdr[H_SLOTS] = ctypes.addressof(self.anchors), self.slots
         hdr[H_FRAMES], hdr[H_LOOPS] = ctypes.addressof(self.frames), self.loops
