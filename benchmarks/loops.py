@@ -14,6 +14,9 @@ Three figures, the targets of issue 15:
     (tracing 2 tasks per iteration, so fewer by default); `python loop`: a jitted step of one
     iteration (the same two tasks) called `--python-loop` times from Python. Target: loop <= 1 us
     per task. Microseconds per task = median wall time of a run / tasks run.
+    `pipeline`: the dependency crosses chips: chip 0 puts x[i + 1], chip 1 takes x[i], so each
+    take waits for the previous iteration's put on the other chip (a carried edge; chip 0 runs
+    ahead), loop and unrolled.
 (b) compile time against the trip count: `Jitted.lower()` (trace and passes, CPU seconds) plus
     what the first call adds over a warm call (lowering to a plan, the native dispatcher,
     installing it on the workers; wall seconds), for a static trip count of each of
@@ -61,7 +64,17 @@ def countdown(left: l3c.InOut, go: l3c.Out):
     go[0] = left[0] > 0
 
 
-PYTHON = SimpleNamespace(tick=tick, countdown=countdown)
+@l3c.kernel
+def put(x: l3c.Out):
+    x[0] = 1.0
+
+
+@l3c.kernel
+def take(x: l3c.In, y: l3c.InOut):
+    y[0] += x[0]
+
+
+PYTHON = SimpleNamespace(tick=tick, countdown=countdown, put=put, take=take)
 
 
 def native_kernels() -> SimpleNamespace | None:
@@ -85,6 +98,24 @@ def native_kernels() -> SimpleNamespace | None:
         go[0] = 1 if left[0] > 0 else 0
         return 0
 
+    @cfunc(i32(f64p, i64))
+    def c_put(x, n):
+        x[0] = 1.0
+        return 0
+
+    @cfunc(i32(f64p, i64, f64p, i64))
+    def c_take(x, nx, y, ny):
+        y[0] += x[0]
+        return 0
+
+    @l3c.kernel(native=c_put)
+    def native_put(x: l3c.Out):
+        x[0] = 1.0
+
+    @l3c.kernel(native=c_take)
+    def native_take(x: l3c.In, y: l3c.InOut):
+        y[0] += x[0]
+
     @l3c.kernel(native=c_tick)
     def native_tick(x: l3c.InOut):
         x[0] += 1.0
@@ -94,7 +125,8 @@ def native_kernels() -> SimpleNamespace | None:
         left[0] -= 1
         go[0] = left[0] > 0
 
-    return SimpleNamespace(tick=native_tick, countdown=native_countdown)
+    return SimpleNamespace(tick=native_tick, countdown=native_countdown, put=native_put,
+                           take=native_take)
 
 
 # ---------------------------------------------------------------------------------------- programs
@@ -112,6 +144,20 @@ def programs(k: SimpleNamespace) -> SimpleNamespace:
             k.tick.on(0)(a)
             k.tick.on(1)(b)
         return a, b
+
+    @l3c.jit(chips=2)
+    def piped(x, y, n: int):
+        for i in l3c.range(n):
+            k.put.on(0)(x[i + 1:i + 2])
+            k.take.on(1)(x[i:i + 1], y)
+        return y
+
+    @l3c.jit(chips=2)
+    def piped_unrolled(x, y, n: int):
+        for i in range(n):
+            k.put.on(0)(x[i + 1:i + 2])
+            k.take.on(1)(x[i:i + 1], y)
+        return y
 
     @l3c.jit(chips=2)
     def step(a, b):
@@ -136,7 +182,8 @@ def programs(k: SimpleNamespace) -> SimpleNamespace:
         k.countdown(left, go)
         return go
 
-    return SimpleNamespace(looped=looped, unrolled=unrolled, step=step,
+    return SimpleNamespace(looped=looped, unrolled=unrolled, piped=piped,
+                           piped_unrolled=piped_unrolled, step=step,
                            while_countdown=while_countdown, range_countdown=range_countdown,
                            one_countdown=one_countdown)
 
@@ -173,9 +220,19 @@ def per_task(p: SimpleNamespace, args: argparse.Namespace) -> dict:
         assert x[0] == m
     python_loop()
     python_s = median_wall(python_loop, args.repeats)
+
+    def pipe_args(count):
+        return np.zeros(count + 1), np.zeros(1)
+    piped = p.piped.lower(*pipe_args(n), n)
+    assert piped(*pipe_args(n), n)[0] == n - 1          # x[0] is never put
+    piped_s = median_wall(lambda: piped(*pipe_args(n), n), args.repeats)
+    piped_unrolled = p.piped_unrolled.lower(*pipe_args(u), u)
+    piped_unrolled(*pipe_args(u), u)
+    piped_unrolled_s = median_wall(lambda: piped_unrolled(*pipe_args(u), u), args.repeats)
     return {"loop": 1e6 * loop_s / (2 * n), "unrolled": 1e6 * unrolled_s / (2 * u),
-            "python_loop": 1e6 * python_s / (2 * m), "iterations": n, "unrolled_iterations": u,
-            "python_loop_iterations": m}
+            "python_loop": 1e6 * python_s / (2 * m), "pipeline_loop": 1e6 * piped_s / (2 * n),
+            "pipeline_unrolled": 1e6 * piped_unrolled_s / (2 * u), "iterations": n,
+            "unrolled_iterations": u, "python_loop_iterations": m}
 
 
 # ---------------------------------------------------------------------------------------- (b)
@@ -260,6 +317,8 @@ def report(kind: str, res: dict) -> None:
           f"({a['iterations']} iterations; target <= 1) | unrolled {a['unrolled']:.3f} "
           f"({a['unrolled_iterations']}) | Python loop of a jitted step {a['python_loop']:.2f} "
           f"({a['python_loop_iterations']})")
+    print(f"    pipeline (chip 1's take of x[i] after chip 0's put of x[i] one iteration "
+          f"earlier): loop {a['pipeline_loop']:.3f} | unrolled {a['pipeline_unrolled']:.3f}")
     print("(b) compile s (lower CPU + first call's extra wall):")
     for what in ("loop", "unrolled"):
         for n, fig in b[what].items():
