@@ -5,6 +5,7 @@ every rank prints `RESULT <rank> ok|FAIL <detail>`."""
 from __future__ import annotations
 
 import numpy as np
+from mpi4py import MPI
 
 import l3c
 
@@ -30,7 +31,6 @@ def program(x, flag, counter):
 
 
 def main() -> None:
-    from mpi4py import MPI
     rank = MPI.COMM_WORLD.Get_rank()
     inputs = (np.zeros((4, 4)), np.array([1]), np.zeros(1, int))
     if rank:

@@ -323,3 +323,21 @@ def test_inner_trip_counts_read_from_an_element_moved_by_the_outer_variable():
                 add(x[i, j:j + 1], j + 1)
     (x, _), _ = check(f, np.zeros((3, 4)), np.array([2, 0, 4], np.int64))
     assert x.tolist() == [[1, 2, 0, 0], [0, 0, 0, 0], [1, 2, 3, 4]]
+
+
+@l3c.kernel
+def keep_going(flag: l3c.InOut):
+    flag[...] = 1
+
+
+def test_a_while_loop_that_never_ends_stops_at_the_timeout():
+    import time
+
+    def f(x, flag):
+        for k in l3c.while_loop(flag):
+            keep_going(flag)
+    start = time.monotonic()
+    with pytest.raises(l3c.Timeout):
+        l3c.jit(f, chips=2, timeout=1.0).eager(np.zeros((2,)), np.array([1]))
+    assert time.monotonic() - start < 30
+    l3c.jit(f, chips=2).eager(np.zeros((2,)), np.array([0]))      # the pool stays usable

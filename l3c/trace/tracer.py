@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..ir import (Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo,
-                  input_aliases)
+from ..ir import (Access, Config, Param, Program, ResultRef, ScalarArg, Task, TensorInfo,  # noqa: F401
+                  input_aliases)   # input_aliases: re-exported (l3c.trace)
 from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noqa: F401
                         definition_location)
 from .arrayspec import ArraySpec
