@@ -23,7 +23,9 @@ import networkx as nx
 
 from ..errors import TraceError
 from ..ir import Access, Program, Region
-from . import regions
+from . import loopdeps, regions, shifts
+from .graphs import task_list
+from .loopnest import iteration_preds, structure_bounds
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
 MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
@@ -169,6 +171,12 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     geometry: dict[tuple[int, int], tuple] = {}
 
     def _geometry(tid: int, region: Region) -> tuple:
+        if region.shifts:                   # where it can be in any iteration (never "whole")
+            hull = shifts.hull(region, tensors[tid].shape)
+            if hull.size == 0 or region.size == 0:
+                return _EMPTY
+            lo, hi, _, chunks = _geometry(tid, hull)
+            return (lo, hi, False, chunks)
         shape = region.shape
         size = 1
         for d in shape:
@@ -195,6 +203,8 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
 
     overlap, covers = regions.overlap, regions.covers
     nodes = program.graph.nodes
+    # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
+    pairs = loopdeps.WithinPairs(program, task_list(program)) if program.loops else None
     for v in sorted(nodes):
         task = nodes[v]["task"]
         fresh: list[_Pending] = []
@@ -221,7 +231,9 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
                 for old in index.near(e):
                     if old.task == v or old.hi < lo or hi < old.lo:
                         continue
-                    if not (whole or old.whole or overlap(old.region, region)):
+                    if not (whole or old.whole or (
+                            overlap(old.region, region) if pairs is None
+                            else pairs.meet(tid, old.task, old.region, v, region))):
                         continue
                     bits = ((1 if old.writes and e_reads else 0) | (2 if old.reads and e_writes else 0)
                             | (4 if old.writes and e_writes else 0))
@@ -232,8 +244,10 @@ def _conflicts(program: Program) -> dict[tuple[int, int], list]:
                     else:
                         rec[0] |= bits
                         rec[1].add(tid)
-                    if e_writes and (whole or (lo <= old.lo and old.hi <= hi
-                                               and covers(region, old.region))):
+                    if e_writes and (
+                            (whole or (lo <= old.lo and old.hi <= hi
+                                       and covers(region, old.region))) if pairs is None
+                            else pairs.forgets(old.task, old.region, v, region, whole)):
                         index.remove(old)
             fresh.append(e)
         for e in fresh:
@@ -283,9 +297,12 @@ def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
     nx._clear_cache(graph)
 
 
-def reduce_preds(preds: dict[int, list[int]], nodes) -> dict[int, list[int]]:
+def reduce_preds(preds: dict[int, list[int]], nodes,
+                 first: list[int] | None = None) -> dict[int, list[int]]:
     """Transitive reduction of a DAG given as `v -> predecessors` (every u < v) over `nodes`
     (ascending ids: a topological order); returns `v -> kept predecessors` (latest first).
+    With loops, `first[k]` is where task k's innermost loop/cond starts: a path through k vouches
+    only for k's ancestors from there on (`loopnest`), so only those make an edge redundant.
 
     For each v, its predecessors are tried from the latest down: u is redundant when one of the
     predecessors kept so far has it as an ancestor (lower ones cannot reach it). Ancestors within
@@ -313,10 +330,14 @@ def reduce_preds(preds: dict[int, list[int]], nodes) -> dict[int, list[int]]:
                 if d <= ANCESTOR_WINDOW:
                     if (reach >> (d - 1)) & 1:
                         continue
-                elif kept and _far_reachable(u, kept, kept_preds):
+                elif kept and _far_reachable(u, kept, kept_preds, first):
                     continue
                 kept.append(u)
-                reach |= (ancestors[u] << d) | (1 << (d - 1))
+                if first is None or not first[u]:
+                    reach |= (ancestors[u] << d) | (1 << (d - 1))
+                else:                       # only ancestors inside u's loop/cond
+                    inside = ancestors[u] & ((1 << max(0, u - first[u])) - 1)
+                    reach |= (inside << d) | (1 << (d - 1))
             kept_preds[v] = kept
             reach &= mask
             for u in mine:
@@ -327,45 +348,52 @@ def reduce_preds(preds: dict[int, list[int]], nodes) -> dict[int, list[int]]:
     return kept_preds
 
 
-def _far_reachable(u: int, kept: list[int], kept_preds: dict[int, list[int]]) -> bool:
+def _far_reachable(u: int, kept: list[int], kept_preds: dict[int, list[int]],
+                   first: list[int] | None = None) -> bool:
     """Is u, further back than the ancestor window, an ancestor of one of `kept`? Only the
     commonest case is looked for, u a kept predecessor of one of them (a write read by a task
     this one also waits for). Otherwise the edge is kept: reachability stays exact, the graph is
     just not fully reduced. (A search that far costs more than the edge it could save: in a
     program whose tensors are each touched every few thousand calls, a bounded backward search
     per far predecessor took ~20 s of a 100k-call lowering.)"""
-    return any(u in kept_preds[k] for k in kept)
+    return any(u in kept_preds[k] and (first is None or u >= first[k]) for k in kept)
 
 
 def transitive_reduction(program: Program) -> int:
     """Remove every edge u -> v of the graph implied by another path from u to v (see
     `reduce_preds`); returns how many went."""
     g = program.graph
-    preds = {v: list(g.pred[v]) for v in g.nodes}
-    kept = reduce_preds(preds, sorted(g.nodes))
+    n = g.number_of_nodes()
+    preds = dict(enumerate(iteration_preds(program, n)))
+    first = structure_bounds(program, task_list(program))[0] if program.loops else None
+    kept = reduce_preds(preds, range(n), first)
     drop = [(u, v) for v, us in preds.items() for u in set(us) - set(kept[v])]
     g.remove_edges_from(drop)
     return len(drop)
 
 
 def run(program: Program, *, reduce_edges: bool = True) -> Program:
-    """The deps pass: data edges, then (unless switched off) transitive reduction.
+    """The deps pass: data edges, then (unless switched off) transitive reduction; with loops,
+    also the carried edges and the bound/flag reads' dependencies (`loopdeps`).
 
     The conflicts are collected and reduced in plain dicts, and only the kept edges enter the
     networkx graph (adding and then removing them there costs more than finding them)."""
     graph = program.graph
     found = _conflicts(program)
+    tasks = task_list(program) if program.loops else None
+    carried = loopdeps.carried_conflicts(program, tasks, found) if tasks else {}
     if graph.number_of_edges() or not reduce_edges:
         _add_edges(program, found)
-        program.reports["edges_before_reduction"] = graph.number_of_edges()
+        program.reports["edges_before_reduction"] = graph.number_of_edges() + len(carried)
         if reduce_edges:
             transitive_reduction(program)
     else:
-        program.reports["edges_before_reduction"] = len(found)
+        program.reports["edges_before_reduction"] = len(found) + len(carried)
         preds: dict[int, list[int]] = {}
         for u, v in found:
             preds.setdefault(v, []).append(u)
-        kept = reduce_preds(preds, sorted(graph.nodes))
+        first = structure_bounds(program, tasks)[0] if tasks else None
+        kept = reduce_preds(preds, sorted(graph.nodes), first)
         succ, pred = graph._succ, graph._pred
         for v, us in kept.items():                   # ascending v; each `us` latest first
             for u in reversed(us):
@@ -373,5 +401,11 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
                 succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
                                            "added_by": "deps"}
         nx._clear_cache(graph)
+    for (u, v), (bits, tensors) in sorted(carried.items()):
+        for kind in _KIND_NAMES[bits]:
+            for tensor in tensors:
+                program.add_dependency(u, v, kind, tensor, carried=True)
+    if tasks:
+        loopdeps.bound_reads(program, tasks)
     program.reports["edges_after_reduction"] = graph.number_of_edges()
     return program

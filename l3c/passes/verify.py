@@ -4,17 +4,20 @@ Run after every pass in tests (`PassOptions(verify=True)`) and on demand. It che
 passes run so far (`program.passes_run`) promise, by brute force (pairwise, with ancestor bitsets),
 so it is meant for tests and debugging, not for 100k-task programs:
 
-- always: edges go from an earlier to a later task and carry kinds/tensors/added_by; groups are
-  consistent (`program.groups` vs `Task.group`/`group_rank`);
+- always: edges go from an earlier to a later task (carried edges: between tasks sharing a loop,
+  any direction) and carry kinds/tensors/added_by; groups are consistent (`program.groups` vs
+  `Task.group`/`group_rank`);
 - after deps: every conflicting pair of accesses (may share an element, one writes) is ordered
-  (the later task is reachable from the earlier one);
+  (the later task is reachable from the earlier one, through paths `loopnest` deems sound); with
+  loops, every conflict with a later iteration is ordered by a carried edge or such a path;
 - after scopes: first/last use match the accesses, no use after the creating scope closed,
   `last_use <= dead_after`;
 - after schedule: every task placed once on a valid worker of its kind, pins obeyed, queues in
   program order, group members on distinct chips;
 - after memory: intermediates aligned inside the arena, `arena_bytes <= naive_bytes`, and two
   intermediates overlapping in the arena only if every access of one happens before every access of
-  the other (graph path or same-worker queue order).
+  the other (graph path or same-worker queue order) and, with loops, their lifetimes
+  (`loopnest.lifetime`) are disjoint.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ from ..errors import L3CError
 from ..ir import Program, Task
 from . import regions
 from .deps import _conflicts
-from .graphs import predecessor_lists
+from .graphs import task_list
+from .loopdeps import WithinPairs, carried_conflicts
+from .loopnest import (common_prefix, iteration_preds, lifetime, masked_clock, queue_starts,
+                       repeating, structure_bounds, valid_ancestors)
 from .scopes import result_tensors
 
 
@@ -40,20 +46,17 @@ def _fail(message: str, task: Task | None = None) -> None:
 def ancestors(program: Program, queue_order: bool = False) -> dict[int, int]:
     """Bitset of every task's strict ancestors; with `queue_order`, a worker's earlier queue
     entries count as ancestors too (happens-before in the placed schedule)."""
-    anc: dict[int, int] = {}
+    tasks = task_list(program)
+    sources = iteration_preds(program, len(tasks))
     last_on: dict[tuple, int] = {}
-    for task in program.tasks:
-        sources = list(program.graph.pred[task.id])
+    for task in tasks:
         if queue_order:
             key = (task.worker, task.chip)
             if key in last_on:
-                sources.append(last_on[key])
+                sources[task.id].append(last_on[key])
             last_on[key] = task.id
-        bits = 0
-        for p in sources:
-            bits |= anc[p] | (1 << p)
-        anc[task.id] = bits
-    return anc
+    first = structure_bounds(program, tasks)[0]
+    return dict(enumerate(valid_ancestors(sources, first)))
 
 
 def _check_structure(program: Program) -> None:
@@ -61,7 +64,11 @@ def _check_structure(program: Program) -> None:
     if sorted(program.graph.nodes) != list(range(n)):
         _fail(f"graph nodes are not 0..{n - 1}")
     for u, v, data in program.graph.edges(data=True):
-        if not u < v:
+        if data.get("carried"):
+            if not repeating(program, common_prefix(program.task(u).loops,
+                                                    program.task(v).loops)):
+                _fail(f"carried edge {u} -> {v} joins tasks that share no loop", program.task(v))
+        elif not u < v:
             _fail(f"edge {u} -> {v} does not go forward in program order", program.task(v))
         if not data.get("kinds") or not data.get("tensors") or data.get("added_by") not in (
                 "deps", "memory"):
@@ -83,17 +90,34 @@ def _check_structure(program: Program) -> None:
 
 def _check_conflicts(program: Program, anc: dict[int, int]) -> None:
     by_tensor: dict[int, list] = {}
-    for task in program.tasks:
+    tasks = task_list(program)
+    pairs = WithinPairs(program, tasks) if program.loops else None
+    for task in tasks:
         for a in task.accesses:
             by_tensor.setdefault(a.tensor, []).append((task.id, a))
     for tid, items in by_tensor.items():
         for j, (v, b) in enumerate(items):
             for u, a in items[:j]:
-                if u == v or not (a.writes or b.writes):
+                if u == v or not (a.writes or b.writes) or (anc[v] >> u) & 1:
                     continue
-                if not (anc[v] >> u) & 1 and regions.overlap(a.region, b.region):
+                if (regions.overlap(a.region, b.region) if pairs is None
+                        else pairs.meet(tid, u, a.region, v, b.region)):
                     _fail(f"conflicting accesses of tensor {program.tensors[tid].name} by tasks "
                           f"{u} and {v} are not ordered", program.task(v))
+    if program.loops:
+        _check_carried(program, tasks, lambda a, b: a < b and (anc[b] >> a) & 1)
+
+
+def _check_carried(program: Program, tasks: list[Task], ordered) -> None:
+    """Every conflict of a task's instance with a later iteration's instance of another (or the
+    same) task is ordered: by a carried edge, or by `ordered(a, b)` (a within-iteration path)."""
+    graph = program.graph
+    for (a, b), (_, tensors) in sorted(carried_conflicts(program, tasks, {}).items()):
+        if graph.has_edge(a, b) and graph.edges[a, b].get("carried") or ordered(a, b):
+            continue
+        names = ", ".join(sorted(program.tensors[t].name for t in tensors))
+        _fail(f"task {a} conflicts with a later iteration's task {b} on {names}, but no carried "
+              f"edge or path orders them", program.task(b))
 
 
 def _check_scopes(program: Program) -> None:
@@ -170,10 +194,16 @@ def _check_memory(program: Program) -> None:
         from .memory import tensor_hosts
         hosts_of = tensor_hosts(program, tasks_of, returned)
 
+    tasks = task_list(program)
+    life = {tid: lifetime(program, tasks, ids, program.tensors[tid].loops)
+            for tid, ids in tasks_of.items()}
+
     def before(x: int, y: int) -> bool:
         """Every access of tensor x happens before every access of tensor y."""
         if x in returned:
             return False
+        if program.loops and x in life and y in life and life[x][1] >= life[y][0]:
+            return False                # both used during one loop: every iteration uses them
         ys = tasks_of.get(y, [])
         return all((hb[b] >> a) & 1 for a in tasks_of.get(x, []) for b in ys)
 
@@ -212,21 +242,29 @@ class _Clocks:
     def __init__(self, program: Program) -> None:
         slot_of_worker: dict[tuple, int] = {}
         n = program.graph.number_of_nodes()
-        sources = predecessor_lists(program.graph, n)
+        sources = iteration_preds(program, n)
         self.slot = [0] * n
         self.pos = [0] * n
         last_on: dict[int, int] = {}
+        queues: list[list[int]] = []
         for t in program.tasks:
             s = slot_of_worker.setdefault((t.worker, t.chip), len(slot_of_worker))
+            if s == len(queues):
+                queues.append([])
+            queues[s].append(t.id)
             self.slot[t.id], self.pos[t.id] = s, t.queue_pos
             if s in last_on:
                 sources[t.id].append(last_on[s])
             last_on[s] = t.id
         width = max(1, len(slot_of_worker))
         self.clock = np.full((n, width), -1, dtype=np.int64)
+        first = structure_bounds(program, task_list(program))[0] if program.loops else None
+        starts = queue_starts(queues, first) if first else {}
         for t in range(n):
             for p in sources[t]:
-                np.maximum(self.clock[t], self.clock[p], out=self.clock[t])
+                seen = self.clock[p] if first is None else masked_clock(self.clock[p], first[p],
+                                                                        starts)
+                np.maximum(self.clock[t], seen, out=self.clock[t])
             self.clock[t, self.slot[t]] = self.pos[t]
 
     def before(self, u: int, v: int) -> bool:
@@ -284,10 +322,18 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
             order = sorted((first_use(t), t) for _, t in active)
             pairs.update((order[i][1], order[i + 1][1]) for i in range(len(order) - 1))
     names = program.tensors
+    tasks = task_list(program)
     for x, y in sorted(pairs):
         if x in returned:
             _fail(f"intermediate {names[y].name} shares arena bytes with the returned "
                   f"{names[x].name}")
+        if program.loops:
+            ids = [sorted(set(f.values()) | set(lasts[t].values())) if t in firsts else []
+                   for t in (x, y)]
+            lx, ly = (lifetime(program, tasks, i, names[t].loops) for i, t in zip(ids, (x, y)))
+            if lx is not None and ly is not None and lx[1] >= ly[0]:
+                _fail(f"intermediates {names[x].name} and {names[y].name} share arena bytes but "
+                      f"are both used during one loop")
         for u in lasts.get(x, {}).values():
             for v in firsts.get(y, {}).values():
                 if not clocks.before(u, v):
@@ -310,4 +356,7 @@ def check_schedule(program: Program) -> None:
             names = ", ".join(sorted(program.tensors[t].name for t in tensors))
             _fail(f"tasks {u} and {v} both access {names} (one writes) but nothing orders "
                   f"them", program.task(v))
+    if program.loops:                   # one worker runs its iterations one after another
+        _check_carried(program, task_list(program),
+                       lambda a, b: clocks.slot[a] == clocks.slot[b] or clocks.before(a, b))
     _check_arena(program, clocks)

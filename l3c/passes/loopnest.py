@@ -1,0 +1,116 @@
+"""loopnest: where each task sits among the loops and conds of a program, for the passes.
+
+A loop body or cond block is a contiguous range of tasks (`Loop.first_task .. end_task - 1`), so
+"task p is inside the innermost structure of task k" is `first[k] <= p < end[k]`, with `first` and
+`end` the bounds of that structure (0 and n at function level).
+
+Why the passes need it: an instance of v waits for the latest earlier instance of each predecessor
+u. A path u -> y -> v orders u before v only if y ran after u: y in a cond that was skipped, or
+in a loop that ran no iteration, waits for nothing. The path is sound when every node after u on
+it sits in a structure enclosing the previous node (it then runs after every instance of it in
+the same context), which for an ancestor set is one rule: the ancestors v may rely on through its
+predecessor k are k's own ancestors inside k's innermost structure (`valid_ancestors`). Without
+loops every structure is the whole program and nothing changes.
+"""
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+
+from ..ir import Program, Task
+
+
+def structure_bounds(program: Program, tasks: list[Task]) -> tuple[list[int], list[int]]:
+    """Per task id: first task and end (exclusive) of its innermost loop/cond (0, n outside)."""
+    n = len(tasks)
+    first, end = [0] * n, [n] * n
+    loops = program.loops
+    for t in tasks:
+        if t.loops:
+            loop = loops[t.loops[-1]]
+            first[t.id], end[t.id] = loop.first_task, loop.end_task
+    return first, end
+
+
+def chain(program: Program, loop_id: int | None) -> tuple[int, ...]:
+    """The loop ids from the outermost down to `loop_id` (() for None)."""
+    out: list[int] = []
+    while loop_id is not None:
+        out.append(loop_id)
+        loop_id = program.loops[loop_id].parent
+    return tuple(reversed(out))
+
+
+def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def repeating(program: Program, loops: tuple[int, ...]) -> tuple[int, ...]:
+    """The loops of `loops` that iterate (conds run at most once where they are reached)."""
+    return tuple(lid for lid in loops if program.loops[lid].kind != "cond")
+
+
+def outermost_span(program: Program, loops: tuple[int, ...]) -> tuple[int, int] | None:
+    """First and last task of the outermost structure in `loops` (None when empty)."""
+    if not loops:
+        return None
+    outer = program.loops[loops[0]]
+    return outer.first_task, outer.end_task - 1
+
+
+def iteration_preds(program: Program, n: int) -> list[list[int]]:
+    """`[predecessors of v within one iteration (carried edges left out) for v in 0..n-1]`."""
+    pred = program.graph._pred
+    if not program.has_carried:
+        return [list(pred[v]) for v in range(n)]
+    return [[u for u, data in pred[v].items() if not data.get("carried")] for v in range(n)]
+
+
+def valid_ancestors(sources: list[list[int]], first: list[int]) -> list[int]:
+    """Bitset (bit u = task u) of the tasks each task is ordered after, through `sources`
+    (predecessors in program order: graph edges, queue order), following only sound paths (see
+    the module docstring): through source k, k itself and k's ancestors at or after `first[k]`."""
+    anc: list[int] = []
+    for v, srcs in enumerate(sources):
+        bits = 0
+        for k in srcs:
+            bits |= (1 << k) | ((anc[k] >> first[k]) << first[k])
+        anc.append(bits)
+    return anc
+
+
+def lifetime(program: Program, tasks: list[Task], task_ids: list[int],
+             created_in: tuple[int, ...] = ()) -> tuple[int, int] | None:
+    """First and last program point a tensor touched by `task_ids` (ascending) occupies memory:
+    an access inside a loop holds it from the first to the last task of the outermost loop/cond
+    around it (every iteration uses it again, at one address), as does being created in a body."""
+    if not task_ids:
+        return None
+    lo, hi = task_ids[0], task_ids[-1]
+    if program.loops:
+        for span in [outermost_span(program, tasks[t].loops) for t in task_ids] + [
+                outermost_span(program, created_in)]:
+            if span is not None:
+                lo, hi = min(lo, span[0]), max(hi, span[1])
+    return lo, hi
+
+
+def queue_starts(queues: list[list[int]], starts) -> dict[int, np.ndarray]:
+    """For each structure start F in `starts`: per worker slot, the first queue position whose
+    task is at or after F (the queue's length if none): a vector clock entry below it vouches for
+    a task before F, which a path through a task of that structure cannot (module docstring)."""
+    return {f: np.array([bisect.bisect_left(q, f) for q in queues], dtype=np.int64)
+            for f in set(starts) if f}
+
+
+def masked_clock(clock: np.ndarray, first: int, starts: dict[int, np.ndarray]) -> np.ndarray:
+    """What a task's vector clock vouches for to a successor (see `queue_starts`)."""
+    if not first:
+        return clock
+    return np.where(clock >= starts[first], clock, -1)
