@@ -205,3 +205,39 @@ def needed_carried(program: Program, instances: list[Instance]) -> set[tuple[int
 
 def loop_access(tensor: int, reg: Region) -> Access:
     return Access("flag", tensor, reg, "In")
+
+
+def affine(shape: tuple[int, ...], axes: list[tuple[int, dict[int, int], int, int]],
+           keep_box: bool = True) -> Region:
+    """A view of a C-contiguous base of `shape`: per axis `(start, {loop: coef}, count, step)`,
+    the start moving by `coef` per unit of each loop's variable (the view at variables 0)."""
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    strides.reverse()
+    offset = sum(start * st for (start, _, _, _), st in zip(axes, strides))
+    loops = sorted({lid for _, coefs, _, _ in axes for lid, c in coefs.items() if c})
+    found = []
+    for lid in loops:
+        box = tuple(coefs.get(lid, 0) for _, coefs, _, _ in axes)
+        found.append(Shift(lid, sum(c * st for c, st in zip(box, strides)), box))
+    box = tuple((start, count, step if count > 1 else 1) for start, _, count, step in axes)
+    return Region(offset, tuple(count for _, _, count, _ in axes),
+                  tuple(step * st for (_, _, _, step), st in zip(axes, strides)),
+                  box if keep_box else None, tuple(found))
+
+
+def describe(program: Program) -> str:
+    """A compact listing of loops and tasks (for failing examples)."""
+    lines = [f"loop {lp.id} {lp.kind} parent={lp.parent} tasks {lp.first_task}..{lp.end_task - 1} "
+             f"start={lp.start} stop={lp.stop} step={lp.step} flag={lp.flag} "
+             f"max={lp.max_iterations}" for lp in program.loops.values()]
+    for t in program.tasks:
+        parts = [f"{program.tensors[a.tensor].name}{a.region}{a.mode}"
+                 + "".join(f"+L{s.loop}*{s.box or s.offset}" for s in a.region.shifts)
+                 + ("" if a.region.box is not None else "(nobox)") for a in t.accesses]
+        lines.append(f"  %{t.id} loops={t.loops} " + " ".join(parts))
+    lines += [f"  edge {u}->{v} {sorted(d['kinds'])} carried={d.get('carried', False)}"
+              for u, v, d in sorted(program.graph.edges(data=True))]
+    return "\n".join(lines)

@@ -111,6 +111,8 @@ def may_meet(a: Region, b: Region, shape: tuple[int, ...], tied: frozenset[int] 
             return False                                  # no second iteration to meet in
     if not a.shifts and not b.shifts:
         return regions.overlap(a, b)
+    if not regions.overlap(hull(a, shape), hull(b, shape)):
+        return False                      # apart whatever the loop values
     if a.box is not None and b.box is not None and len(a.box) == len(b.box) == len(shape):
         return _boxes_meet(a, b, shape, tied, facts, distance, dist_facts)
     return _flat_meet(a, b, tied, facts, distance, dist_facts)
@@ -121,34 +123,42 @@ def _enumerable(lid: int, facts: dict[int, LoopFacts]) -> range | None:
     return f.values if f is not None and f.values is not None and len(f.values) else None
 
 
+def _choices(lid: int, tied, distance, facts) -> list[tuple[int, int]] | None:
+    """The (value for a, value for b) pairs a loop whose shifts differ can take, when few enough
+    to try one by one: equal values for a tied loop, b's later than a's for the distance loop."""
+    values = _enumerable(lid, facts)
+    if values is None:
+        return None
+    if lid in tied:
+        return [(v, v) for v in values]
+    if lid == distance and len(values) * (len(values) - 1) // 2 <= MAX_ENUMERATION:
+        return [(values[p], values[q]) for q in range(len(values)) for p in range(q)]
+    return None
+
+
 def _boxes_meet(a: Region, b: Region, shape, tied, facts, distance, dist_facts) -> bool:
     ndim = len(shape)
     sa, sb = _shift_map(a), _shift_map(b)
     zero = (0,) * ndim
     swept_a, swept_b = [False] * ndim, [False] * ndim
-    enumerated: list[tuple[int, tuple[int, ...], tuple[int, ...], range]] = []
+    enumerated: list[tuple[int, tuple[int, ...], tuple[int, ...], list]] = []
     move = [0] * ndim                      # displacement of b per unit of iteration distance
     for lid in sorted(set(sa) | set(sb)):
         va = sa[lid].box if lid in sa else zero
         vb = sb[lid].box if lid in sb else zero
-        if lid in tied:
-            if va == vb:
-                continue
-            values = _enumerable(lid, facts)
-            if values is not None:
-                enumerated.append((lid, va, vb, values))
+        if lid in tied and va == vb:
+            continue
+        if lid == distance and va == vb and dist_facts.step is not None:
+            for x in range(ndim):
+                move[x] += va[x] * dist_facts.step
+            continue
+        if lid in tied or lid == distance:
+            choices = _choices(lid, tied, distance, facts)
+            if choices is not None:
+                enumerated.append((lid, va, vb, choices))
                 continue
             for x in range(ndim):
-                if va[x] != vb[x]:
-                    swept_a[x] = swept_b[x] = True
-        elif lid == distance:
-            step = dist_facts.step
-            if va == vb and step is not None:
-                for x in range(ndim):
-                    move[x] += va[x] * step
-                continue
-            for x in range(ndim):
-                if va[x] or vb[x]:
+                if va[x] != vb[x] or lid == distance and va[x]:
                     swept_a[x] = swept_b[x] = True
         else:
             for x in range(ndim):
@@ -169,14 +179,14 @@ def _boxes_meet(a: Region, b: Region, shape, tied, facts, distance, dist_facts) 
     choices = [values for *_, values in enumerated]
     for assignment in itertools.product(*choices):
         box_a, box_b = list(a.box), list(b.box)
-        for (_, va, vb, _), value in zip(enumerated, assignment):
+        for (_, va, vb, _), (value_a, value_b) in zip(enumerated, assignment):
             for x in range(ndim):
                 if va[x]:
                     s, c, st = box_a[x]
-                    box_a[x] = (s + value * va[x], c, st)
+                    box_a[x] = (s + value_a * va[x], c, st)
                 if vb[x]:
                     s, c, st = box_b[x]
-                    box_b[x] = (s + value * vb[x], c, st)
+                    box_b[x] = (s + value_b * vb[x], c, st)
         for x in range(ndim):
             if swept_a[x]:
                 box_a[x] = _full_axis(shape[x])
@@ -229,22 +239,20 @@ def _meet_at_some_distance(box_a, box_b, move, distance, max_d) -> bool:
 def _flat_meet(a: Region, b: Region, tied, facts, distance, dist_facts) -> bool:
     """Views without a box: offsets move; anything but equal tied/distance shifts may meet."""
     sa, sb = _shift_map(a), _shift_map(b)
-    enumerated: list[tuple[int, int, range]] = []
+    enumerated: list[tuple[int, int, list]] = []
     move = 0
     for lid in sorted(set(sa) | set(sb)):
         oa = sa[lid].offset if lid in sa else 0
         ob = sb[lid].offset if lid in sb else 0
-        if lid in tied:
-            if oa == ob:
-                continue
-            values = _enumerable(lid, facts)
-            if values is None:
-                return True
-            enumerated.append((oa, ob, values))
-        elif lid == distance and oa == ob and dist_facts.step is not None:
+        if lid in tied and oa == ob:
+            continue
+        if lid == distance and oa == ob and dist_facts.step is not None:
             move += oa * dist_facts.step
-        elif oa or ob:
+            continue
+        choices = _choices(lid, tied, distance, facts) if lid in tied or lid == distance else None
+        if choices is None:
             return True
+        enumerated.append((oa, ob, choices))
     combos = 1
     for *_, values in enumerated:
         combos *= len(values)
@@ -254,8 +262,8 @@ def _flat_meet(a: Region, b: Region, tied, facts, distance, dist_facts) -> bool:
     plain_b = Region(b.offset, b.shape, b.strides, None)
     max_d = dist_facts.max_distance if dist_facts is not None else None
     for assignment in itertools.product(*(values for *_, values in enumerated)):
-        da = sum(v * oa for (oa, _, _), v in zip(enumerated, assignment))
-        db = sum(v * ob for (_, ob, _), v in zip(enumerated, assignment))
+        da = sum(v * oa for (oa, _, _), (v, _) in zip(enumerated, assignment))
+        db = sum(v * ob for (_, ob, _), (_, v) in zip(enumerated, assignment))
         ra = _moved(plain_a, da)
         rb = _moved(plain_b, db)
         if distance is None or not move:
