@@ -166,9 +166,11 @@ def _earlier_iteration(p: Instance, q: Instance, program: Program) -> bool:
 
 
 def happens_before(program: Program, instances: list[Instance],
-                   extra: dict[int, list[tuple[int, bool]]] | None = None) -> list[int]:
+                   extra: dict[int, list[tuple[int, bool]]] | None = None,
+                   workers: bool = False) -> list[int]:
     """Per instance, a bitset of the instances it is ordered after by the program's edges.
-    `extra[v]`: more (u, carried) waits of task id v (the bound reads' pseudo-tasks)."""
+    `extra[v]`: more (u, carried) waits of task id v (the bound reads' pseudo-tasks). With
+    `workers`, each worker also runs its instances one after another (a placed program)."""
     preds: dict[int, list[tuple[int, bool]]] = {}
     for u, v, data in program.graph.edges(data=True):
         preds.setdefault(v, []).append((u, bool(data.get("carried"))))
@@ -176,8 +178,15 @@ def happens_before(program: Program, instances: list[Instance],
         preds.setdefault(v, []).extend(waits)
     hb: list[int] = []
     last_of: dict[int, list[int]] = {}              # task -> its instance indices so far
+    last_on: dict[tuple, int] = {}
     for j, q in enumerate(instances):
         bits = 0
+        if workers and q.task >= 0:
+            t = program.task(q.task)
+            before = last_on.get((t.worker, t.chip))
+            if before is not None:
+                bits |= hb[before] | (1 << before)
+            last_on[(t.worker, t.chip)] = j
         mine = last_of.get(q.task)
         if mine:
             bits |= hb[mine[-1]] | (1 << mine[-1])
@@ -241,3 +250,26 @@ def describe(program: Program) -> str:
     lines += [f"  edge {u}->{v} {sorted(d['kinds'])} carried={d.get('carried', False)}"
               for u, v, d in sorted(program.graph.edges(data=True))]
     return "\n".join(lines)
+
+
+def arena_clashes(program: Program, instances: list[Instance]) -> list[tuple[str, str]]:
+    """Intermediates sharing arena bytes whose uses in this run interleave or are not ordered
+    (every use of one must come before every use of the other, ordered by edges or workers)."""
+    hb = happens_before(program, instances, workers=True)
+    uses: dict[int, list[int]] = {}
+    for i, inst in enumerate(instances):
+        for t in set(inst.reads) | set(inst.writes):
+            uses.setdefault(t, []).append(i)
+    placed = [t for t in program.tensors if t.kind == "intermediate" and t.nbytes
+              and t.arena_offset is not None and t.id in uses]
+    bad = []
+    for k, x in enumerate(placed):
+        for y in placed[k + 1:]:
+            if not (x.arena_offset < y.arena_offset + y.nbytes
+                    and y.arena_offset < x.arena_offset + x.nbytes):
+                continue
+            ux, uy = uses[x.id], uses[y.id]
+            first, second = (ux, uy) if ux[0] < uy[0] else (uy, ux)
+            if first[-1] > second[0] or not all((hb[j] >> i) & 1 for i in first for j in second):
+                bad.append((x.name, y.name))
+    return bad

@@ -93,9 +93,9 @@ from hypothesis import HealthCheck, given, note, settings, strategies as st  # n
 
 from l3c.ir import Access, Loop, Region  # noqa: E402,F811
 
-from _loop_oracle import affine, describe  # noqa: E402
+from _loop_oracle import affine, arena_clashes, describe  # noqa: E402
 
-SHAPES = {"x": (24,), "y": (6, 6), "acc": (1,), "flag": (2,)}
+SHAPES = {"x": (24,), "y": (6, 6), "acc": (1,), "flag": (2,), "tmp": (4,), "u": (24,)}
 
 
 @st.composite
@@ -143,7 +143,8 @@ def looped_programs(draw, single: bool = False):
         enclosing = [lp.id for lp in loops if lp.first_task <= t < lp.end_task and lp.id in ranges]
         args = []
         for k in range(draw(st.integers(1, 2))):
-            name = draw(st.sampled_from(["x", "x", "y", "acc", "flag"]))
+            names = ["x", "x", "y", "acc", "flag", "u"] + (["tmp"] if 0 in enclosing else [])
+            name = draw(st.sampled_from(names))
             mode = draw(st.sampled_from(["In", "Out", "InOut"]))
             shape = SHAPES[name]
             axes = []
@@ -162,8 +163,9 @@ def looped_programs(draw, single: bool = False):
                 axes.append((start, coefs, count, step))
             reg = affine(shape, axes, keep_box=single or draw(st.integers(0, 5)) > 0)
             args.append((name, reg, mode))
-        calls.append(call(f"k{t}", *args))
-    prog = program(dict(SHAPES), calls)
+        calls.append(call(draw(st.sampled_from(["ka", "kb", f"k{t}"])), *args))
+    prog = program(dict(SHAPES), calls, results=draw(st.sampled_from([(), ("x",)])))
+    prog.tensors[list(SHAPES).index("tmp")].loops = (0,)       # created in loop 0's body
     return with_loops(prog, loops)
 
 
@@ -216,3 +218,19 @@ def test_random_single_static_loop_is_exact(prog):
     inst = unroll(prog, {})
     assert edges(prog, carried=True) <= needed_carried(prog, inst)
     assert edges(prog, carried=False) <= _within_conflicts(prog, inst)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(looped_programs(), st.sampled_from([1, 2, 3]))
+def test_random_loops_through_every_pass(prog, chips):
+    """All passes with their invariants checked, then the schedule checker; in the unrolled run
+    every conflict is ordered by edges and worker queues, and intermediates sharing arena bytes
+    are used one entirely before the other."""
+    prog.config.chips = chips
+    note(describe(prog))
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    for trips, taken in _runs(prog):
+        inst = unroll(prog, trips, taken)
+        assert not unordered(prog, inst), (trips, taken)
+        assert not arena_clashes(prog, inst), (trips, taken)

@@ -1,7 +1,8 @@
 """fuse: turn runs of independent calls of one chip kernel into group tasks.
 
-A run is a stretch of tasks adjacent in program order that call the same chip kernel with the same
-signature: equal scalar arguments, and per tensor parameter the same mode, view shape and dtype (the
+A run is a stretch of tasks adjacent in program order, in the same loops and conds (a run never
+crosses the start or end of a loop body or cond block), that call the same chip kernel with the
+same signature: equal scalar arguments, and per tensor parameter the same mode, view shape and dtype (the
 regions may differ: that is the point, e.g. row blocks of one matrix). Members must be unpinned, not
 already in an explicit `l3c.group`, and independent: no path between any two. Because the run is
 contiguous in program order, any path between two members would pass only through members, so it
@@ -32,7 +33,7 @@ def signature(program: Program, task: Task) -> tuple:
                           program.tensors[arg.tensor].dtype))
         else:
             parts.append((arg.param, "scalar", type(arg.value).__name__, repr(arg.value)))
-    return (task.kernel, tuple(parts))
+    return (task.kernel, task.loops, tuple(parts))
 
 
 def _fusable(task: Task) -> bool:
@@ -67,8 +68,11 @@ def run(program: Program) -> Program:
         run_members.clear()
         run_ids.clear()
 
+    boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
     for task in task_list(program):
         sig = signature(program, task) if _fusable(task) else None
+        if task.id in boundaries:
+            run_sig = None                      # a loop/cond starts or ends before this task
         if sig is not None and sig == run_sig:
             # Independent of every member so far? (Edges only go from earlier to later tasks.)
             if not any(u in run_ids for u in graph.pred[task.id]):

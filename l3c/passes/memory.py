@@ -16,6 +16,14 @@ has the first finished (plus hand-off) before the second starts (the edge then d
 both tasks are on one host (an edge between hosts is a network message the estimate does not
 price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_PER_REUSE` edges.
 
+Loops: a tensor accessed inside a loop (or created in its body) is used again every iteration at
+the same address, so its interval runs from the first to the last task of the outermost loop/cond
+around each access (`loopnest.lifetime`): it is open, sharing with nothing, for the whole loop.
+Happens-before runs over the iteration graph (carried edges left out), and a task's clock vouches
+to its successors only for what its own loop/cond body ordered (`loopnest.masked_clock`): a task
+in a skipped cond or a loop that ran no iteration waited for nothing. Added edges go from an
+earlier to a later task outside each other's loops, so they hold within one iteration.
+
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
 64 bytes (a cache line: two workers writing neighbouring tensors never share one), but the figures
@@ -48,7 +56,8 @@ from ..errors import L3CError
 from ..ir import Program
 from .arena_space import OpenSpace
 from .arena_layout import ALIGNMENT, aligned, tensor_bases
-from .graphs import predecessor_lists, task_list
+from .graphs import task_list
+from .loopnest import iteration_preds, lifetime, masked_clock, queue_starts, structure_bounds
 from .schedule import estimate_times
 from .scopes import result_tensors
 
@@ -100,6 +109,8 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
     intervals: dict[int, tuple[int, int]] = {}
     for t in intermediates:
         used = accesses.get(t.id, [])
+        if program.loops and used:
+            used = list(lifetime(program, tasks, used, t.loops))
         if t.id in returned:
             intervals[t.id] = (used[0] if used else end, end)
         elif used:
@@ -201,7 +212,7 @@ class _Planner:
         self.slot_of: list[int] = [0] * n
         self.pos: list[int] = [0] * n
         self.queue: list[list[int]] = [[] for _ in self.workers]
-        self.sources: list[list[int]] = predecessor_lists(program.graph, n)
+        self.sources: list[list[int]] = iteration_preds(program, n)
         for t in tasks:
             if t.chip is None or t.queue_pos is None:
                 raise L3CError(f"{t.loc}: task {t.id} is not placed; the memory pass runs after "
@@ -224,6 +235,8 @@ class _Planner:
                 last[s] = t
             self.firsts[tid] = first
             self.lasts[tid] = [(s, self.pos[t], t) for s, t in last.items()]
+        self.first = structure_bounds(program, tasks)[0] if program.loops else None
+        self.starts = queue_starts(self.queue, self.first) if self.first else {}
         self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
         self.times = None                        # schedule estimates (start, finish), when needed
@@ -234,9 +247,14 @@ class _Planner:
             return
         clock, sources, slot_of, pos = self.clock, self.sources, self.slot_of, self.pos
         width = len(self.workers)
+        first = self.first
         for t in range(self.valid_upto, upto + 1):
             src = sources[t]
-            if not src:
+            if first is not None:
+                vc = np.full(width, -1, dtype=np.int64)
+                for p in src:
+                    np.maximum(vc, masked_clock(clock[p], first[p], self.starts), out=vc)
+            elif not src:
                 vc = np.full(width, -1, dtype=np.int64)
             elif len(src) == 1:
                 vc = clock[src[0]].copy()
@@ -265,7 +283,10 @@ class _Planner:
 
     def _seen_by_future(self, point: int) -> list[int] | None:
         """A clock every future task (id >= point) has seen complete, or None if some worker
-        with future tasks has none before `point` (then nothing is known to be seen)."""
+        with future tasks has none before `point` (then nothing is known to be seen). With loops
+        None: a later iteration runs earlier tasks again."""
+        if self.first is not None:
+            return None
         rows = []
         for q in self.queue:
             i = bisect.bisect_left(q, point)

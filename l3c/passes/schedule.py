@@ -24,6 +24,11 @@ Group members may take chips on any host.
 Each worker's queue is in program order (`Task.queue_pos`): a worker then only ever waits for tasks
 earlier in program order, so the static schedule cannot deadlock.
 
+Loops: a body is placed once (its tasks are the queue entries every iteration runs), over the
+iteration graph (`Program.iteration_graph`: carried edges left out, so the graph stays a DAG in
+program order); a carried edge orders an instance after an earlier iteration's, which the in-order
+queues of every worker can always wait for.
+
 Writes `Task.chip`, `Task.queue_pos`, node attributes, and `program.reports["critical_path"]`,
 `["makespan"]` (estimates in cost units), `["makespan_lower_bound"]` (the larger of the critical
 path and each worker kind's work / its workers: no placement finishes sooner) and
@@ -37,7 +42,8 @@ import heapq
 from ..errors import L3CError
 from ..ir import Access, CostModel, Program, Task
 from . import regions
-from .graphs import predecessor_lists, task_list
+from .graphs import task_list
+from .loopnest import iteration_preds
 
 Worker = tuple[str, int]       # ("chip", i) or ("sub", i)
 
@@ -85,7 +91,7 @@ class _Placer:
         self.all_workers = {kind: [(kind, i) for i in range(n)] for kind, n in self.count.items()}
         # Earliest-free worker of each kind: a heap of (free_at, index) with stale entries.
         self.free_heap = {kind: [(0.0, i) for i in range(n)] for kind, n in self.count.items()}
-        self.preds: list[list[int]] = predecessor_lists(program.graph, len(tasks))
+        self.preds: list[list[int]] = iteration_preds(program, len(tasks))
         by_kernel: dict[str, float] = {}
         self.cost: list[float] = []
         for t in tasks:

@@ -5,6 +5,11 @@ recorded inside that scope (a task is inside scope s when s is on its `scope` pa
 scope is rejected by the tracer already; this pass checks it again (defence in depth, and for IR
 built by hand) and raises `TraceError` at the offending call's line.
 
+An intermediate created in a loop body or cond block (`TensorInfo.loops`) lives one iteration or
+block, like a scope's: using it after the loop, or returning it, is a `TraceError` too, and its
+`dead_after` is the body's last task (the memory pass still keeps its bytes for the whole
+outermost loop, since every iteration uses them again).
+
 Writes `TensorInfo.first_use`, `last_use`, `dead_after` for every tensor, and
 `program.reports["warnings"]`: one line per intermediate that is written but never read (and not
 returned). No switch: it only annotates.
@@ -14,6 +19,9 @@ from __future__ import annotations
 from ..errors import TraceError
 from ..ir import Program, result_refs
 from .graphs import task_list
+
+
+_NAMES = {"range": "range", "while": "while_loop", "cond": "cond"}
 
 
 def result_tensors(program: Program) -> set[int]:
@@ -39,6 +47,13 @@ def run(program: Program) -> Program:
                     f"{task.loc}: {task.short_kernel} uses tensor {info.name} "
                     f"(shape {info.shape}, {info.dtype}, created at {info.loc}) after the "
                     f"l3c.scope it was created in closed; create it outside that scope instead")
+            if info.loops and task.loops[:len(info.loops)] != info.loops:
+                loop = program.loops[info.loops[-1]]
+                raise TraceError(
+                    f"{task.loc}: {task.short_kernel} uses tensor {info.name} (shape "
+                    f"{info.shape}, {info.dtype}, created at {info.loc}) outside the l3c.{_NAMES[loop.kind]} "
+                    f"at {loop.loc} it was created in (it lives one iteration or block); create "
+                    f"it before that loop instead")
             first.setdefault(access.tensor, task.id)
             last[access.tensor] = task.id
             (read if access.reads else written).add(access.tensor)
@@ -56,6 +71,14 @@ def run(program: Program) -> Program:
                                  f"{info.dtype}) is returned but was created inside an l3c.scope; "
                                  f"create it outside the scope to return it")
             info.dead_after = last_in_scope.get(info.scope[-1], info.last_use)
+        if info.loops:
+            if info.id in returned:
+                raise TraceError(f"{info.loc}: tensor {info.name} (shape {info.shape}, "
+                                 f"{info.dtype}) is returned but was created inside a loop or "
+                                 f"cond block; create it before the loop to return it")
+            body_end = program.loops[info.loops[-1]].end_task - 1
+            if info.dead_after is None or body_end < info.dead_after:
+                info.dead_after = body_end
         if (info.kind == "intermediate" and info.id in written and info.id not in read
                 and info.id not in returned):
             message = f"tensor {info.name} ({info.loc}) is written but never read"

@@ -48,15 +48,22 @@ def ancestors(program: Program, queue_order: bool = False) -> dict[int, int]:
     entries count as ancestors too (happens-before in the placed schedule)."""
     tasks = task_list(program)
     sources = iteration_preds(program, len(tasks))
-    last_on: dict[tuple, int] = {}
-    for task in tasks:
-        if queue_order:
-            key = (task.worker, task.chip)
-            if key in last_on:
-                sources[task.id].append(last_on[key])
-            last_on[key] = task.id
     first = structure_bounds(program, tasks)[0]
-    return dict(enumerate(valid_ancestors(sources, first)))
+    if not queue_order:
+        return dict(enumerate(valid_ancestors(sources, first)))
+    anc: dict[int, int] = {}
+    on_worker: dict[tuple, int] = {}        # every task so far on each worker: its queue order
+    for task in tasks:
+        key = (task.worker, task.chip)
+        earlier = on_worker.get(key, 0)
+        bits = earlier
+        if earlier:
+            sources[task.id].append(earlier.bit_length() - 1)   # the queue predecessor
+        for k in sources[task.id]:
+            bits |= (1 << k) | ((anc[k] >> first[k]) << first[k])
+        anc[task.id] = bits
+        on_worker[key] = earlier | (1 << task.id)
+    return anc
 
 
 def _check_structure(program: Program) -> None:
@@ -130,6 +137,8 @@ def _check_scopes(program: Program) -> None:
             last[a.tensor] = task.id
             if info.scope and task.scope[:len(info.scope)] != info.scope:
                 _fail(f"tensor {info.name} used after its scope closed", task)
+            if info.loops and task.loops[:len(info.loops)] != info.loops:
+                _fail(f"tensor {info.name} used outside the loop/cond it was created in", task)
     for info in program.tensors:
         if info.first_use != first.get(info.id) or info.last_use != last.get(info.id):
             _fail(f"tensor {info.name}: first/last use {info.first_use}/{info.last_use} but "
@@ -328,7 +337,7 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
             _fail(f"intermediate {names[y].name} shares arena bytes with the returned "
                   f"{names[x].name}")
         if program.loops:
-            ids = [sorted(set(f.values()) | set(lasts[t].values())) if t in firsts else []
+            ids = [sorted(set(firsts[t].values()) | set(lasts[t].values())) if t in firsts else []
                    for t in (x, y)]
             lx, ly = (lifetime(program, tasks, i, names[t].loops) for i, t in zip(ids, (x, y)))
             if lx is not None and ly is not None and lx[1] >= ly[0]:
