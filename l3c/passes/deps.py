@@ -298,11 +298,12 @@ def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
 
 
 def reduce_preds(preds: dict[int, list[int]], nodes,
-                 first: list[int] | None = None) -> dict[int, list[int]]:
+                 bounds: tuple[list[int], list[int]] | None = None) -> dict[int, list[int]]:
     """Transitive reduction of a DAG given as `v -> predecessors` (every u < v) over `nodes`
     (ascending ids: a topological order); returns `v -> kept predecessors` (latest first).
-    With loops, `first[k]` is where task k's innermost loop/cond starts: a path through k vouches
-    only for k's ancestors from there on (`loopnest`), so only those make an edge redundant.
+    With loops, `bounds` are the tasks' innermost loop/cond bodies (`loopnest.structure_bounds`): a
+    path through k vouches only for part of k's ancestors (`loopnest.vouched`), so only those make
+    an edge redundant.
 
     For each v, its predecessors are tried from the latest down: u is redundant when one of the
     predecessors kept so far has it as an ancestor (lower ones cannot reach it). Ancestors within
@@ -330,13 +331,13 @@ def reduce_preds(preds: dict[int, list[int]], nodes,
                 if d <= ANCESTOR_WINDOW:
                     if (reach >> (d - 1)) & 1:
                         continue
-                elif kept and _far_reachable(u, kept, kept_preds, first):
+                elif kept and _far_reachable(u, v, kept, kept_preds, bounds):
                     continue
                 kept.append(u)
-                if first is None or not first[u]:
+                if bounds is None or v < bounds[1][u] or not bounds[0][u]:
                     reach |= (ancestors[u] << d) | (1 << (d - 1))
                 else:                       # only ancestors inside u's loop/cond
-                    inside = ancestors[u] & ((1 << max(0, u - first[u])) - 1)
+                    inside = ancestors[u] & ((1 << max(0, u - bounds[0][u])) - 1)
                     reach |= (inside << d) | (1 << (d - 1))
             kept_preds[v] = kept
             reach &= mask
@@ -348,15 +349,16 @@ def reduce_preds(preds: dict[int, list[int]], nodes,
     return kept_preds
 
 
-def _far_reachable(u: int, kept: list[int], kept_preds: dict[int, list[int]],
-                   first: list[int] | None = None) -> bool:
+def _far_reachable(u: int, v: int, kept: list[int], kept_preds: dict[int, list[int]],
+                   bounds: tuple[list[int], list[int]] | None = None) -> bool:
     """Is u, further back than the ancestor window, an ancestor of one of `kept`? Only the
     commonest case is looked for, u a kept predecessor of one of them (a write read by a task
     this one also waits for). Otherwise the edge is kept: reachability stays exact, the graph is
     just not fully reduced. (A search that far costs more than the edge it could save: in a
     program whose tensors are each touched every few thousand calls, a bounded backward search
     per far predecessor took ~20 s of a 100k-call lowering.)"""
-    return any(u in kept_preds[k] and (first is None or u >= first[k]) for k in kept)
+    return any(u in kept_preds[k] and (bounds is None or v < bounds[1][k] or u >= bounds[0][k])
+               for k in kept)
 
 
 def transitive_reduction(program: Program) -> int:
@@ -365,8 +367,8 @@ def transitive_reduction(program: Program) -> int:
     g = program.graph
     n = g.number_of_nodes()
     preds = dict(enumerate(iteration_preds(program, n)))
-    first = structure_bounds(program, task_list(program))[0] if program.loops else None
-    kept = reduce_preds(preds, range(n), first)
+    bounds = structure_bounds(program, task_list(program)) if program.loops else None
+    kept = reduce_preds(preds, range(n), bounds)
     drop = [(u, v) for v, us in preds.items() for u in set(us) - set(kept[v])]
     g.remove_edges_from(drop)
     return len(drop)
@@ -392,8 +394,8 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
         preds: dict[int, list[int]] = {}
         for u, v in found:
             preds.setdefault(v, []).append(u)
-        first = structure_bounds(program, tasks)[0] if tasks else None
-        kept = reduce_preds(preds, sorted(graph.nodes), first)
+        bounds = structure_bounds(program, tasks) if tasks else None
+        kept = reduce_preds(preds, sorted(graph.nodes), bounds)
         succ, pred = graph._succ, graph._pred
         for v, us in kept.items():                   # ascending v; each `us` latest first
             for u in reversed(us):

@@ -62,11 +62,11 @@ def carried_conflicts(program: Program, tasks: list[Task],
     """`(a, b) -> [kind bits, tensor ids]` for every carried conflict an edge must order (see the
     module docstring), leaving out those a within-iteration path a -> b already orders."""
     facts = shifts.loop_facts(program)
-    first, _ = structure_bounds(program, tasks)
+    first, end = structure_bounds(program, tasks)
     sources: list[list[int]] = [[] for _ in tasks]
     for u, v in within:
         sources[v].append(u)
-    reach = valid_ancestors(sources, first)
+    reach = valid_ancestors(sources, first, end)
     shapes = [t.shape for t in program.tensors]
     per_tensor: dict[int, list[tuple[int, Access]]] = {}
     for t in tasks:

@@ -5,11 +5,11 @@ A loop body or cond block is a contiguous range of tasks (`Loop.first_task .. en
 `end` the bounds of that structure (0 and n at function level).
 
 Why the passes need it: an instance of v waits for the latest earlier instance of each predecessor
-u. A path u -> y -> v orders u before v only if y ran after u: y in a cond that was skipped, or
-in a loop that ran no iteration, waits for nothing. The path is sound when every node after u on
-it sits in a structure enclosing the previous node (it then runs after every instance of it in
-the same context), which for an ancestor set is one rule: the ancestors v may rely on through its
-predecessor k are k's own ancestors inside k's innermost structure (`valid_ancestors`). Without
+u. A path u -> k -> v orders u before v only if k ran after u: k in a cond that was skipped, or
+in a loop that ran no iteration, waits for nothing. Through its predecessor k, v may rely on
+(`valid_ancestors`): all of k's ancestors when k's innermost structure encloses v (k ran in v's
+iteration, after every instance of them that precedes v), else only k's ancestors inside that
+structure (k, which runs in every iteration of it, ran after the last of them before v). Without
 loops every structure is the whole program and nothing changes.
 """
 from __future__ import annotations
@@ -72,17 +72,23 @@ def iteration_preds(program: Program, n: int) -> list[list[int]]:
     return [[u for u, data in pred[v].items() if not data.get("carried")] for v in range(n)]
 
 
-def valid_ancestors(sources: list[list[int]], first: list[int]) -> list[int]:
+def valid_ancestors(sources: list[list[int]], first: list[int], end: list[int]) -> list[int]:
     """Bitset (bit u = task u) of the tasks each task is ordered after, through `sources`
-    (predecessors in program order: graph edges, queue order), following only sound paths (see
-    the module docstring): through source k, k itself and k's ancestors at or after `first[k]`."""
+    (predecessors in program order), following only sound paths (see the module docstring)."""
     anc: list[int] = []
     for v, srcs in enumerate(sources):
         bits = 0
         for k in srcs:
-            bits |= (1 << k) | ((anc[k] >> first[k]) << first[k])
+            bits |= (1 << k) | vouched(anc[k], k, v, first, end)
         anc.append(bits)
     return anc
+
+
+def vouched(ancestors: int, k: int, v: int, first: list[int], end: list[int]) -> int:
+    """The part of task k's ancestor bitset that a path k -> v orders before v."""
+    if v < end[k] or not first[k]:
+        return ancestors
+    return (ancestors >> first[k]) << first[k]
 
 
 def lifetime(program: Program, tasks: list[Task], task_ids: list[int],
@@ -109,8 +115,9 @@ def queue_starts(queues: list[list[int]], starts) -> dict[int, np.ndarray]:
             for f in set(starts) if f}
 
 
-def masked_clock(clock: np.ndarray, first: int, starts: dict[int, np.ndarray]) -> np.ndarray:
-    """What a task's vector clock vouches for to a successor (see `queue_starts`)."""
-    if not first:
+def masked_clock(clock: np.ndarray, k: int, v: int, first: list[int], end: list[int],
+                 starts: dict[int, np.ndarray]) -> np.ndarray:
+    """What task k's vector clock vouches for to its successor v (see `vouched`, `queue_starts`)."""
+    if v < end[k] or not first[k]:
         return clock
-    return np.where(clock >= starts[first], clock, -1)
+    return np.where(clock >= starts[first[k]], clock, -1)

@@ -235,7 +235,8 @@ class _Planner:
                 last[s] = t
             self.firsts[tid] = first
             self.lasts[tid] = [(s, self.pos[t], t) for s, t in last.items()]
-        self.first = structure_bounds(program, tasks)[0] if program.loops else None
+        self.bounds = structure_bounds(program, tasks) if program.loops else None
+        self.first = self.bounds[0] if self.bounds else None
         self.starts = queue_starts(self.queue, self.first) if self.first else {}
         self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
@@ -253,7 +254,8 @@ class _Planner:
             if first is not None:
                 vc = np.full(width, -1, dtype=np.int64)
                 for p in src:
-                    np.maximum(vc, masked_clock(clock[p], first[p], self.starts), out=vc)
+                    np.maximum(vc, masked_clock(clock[p], p, t, *self.bounds, self.starts),
+                               out=vc)
             elif not src:
                 vc = np.full(width, -1, dtype=np.int64)
             elif len(src) == 1:

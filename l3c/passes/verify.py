@@ -30,7 +30,7 @@ from .deps import _conflicts
 from .graphs import task_list
 from .loopdeps import WithinPairs, carried_conflicts
 from .loopnest import (common_prefix, iteration_preds, lifetime, masked_clock, queue_starts,
-                       repeating, structure_bounds, valid_ancestors)
+                       repeating, structure_bounds, valid_ancestors, vouched)
 from .scopes import result_tensors
 
 
@@ -48,9 +48,9 @@ def ancestors(program: Program, queue_order: bool = False) -> dict[int, int]:
     entries count as ancestors too (happens-before in the placed schedule)."""
     tasks = task_list(program)
     sources = iteration_preds(program, len(tasks))
-    first = structure_bounds(program, tasks)[0]
+    first, end = structure_bounds(program, tasks)
     if not queue_order:
-        return dict(enumerate(valid_ancestors(sources, first)))
+        return dict(enumerate(valid_ancestors(sources, first, end)))
     anc: dict[int, int] = {}
     on_worker: dict[tuple, int] = {}        # every task so far on each worker: its queue order
     for task in tasks:
@@ -60,7 +60,7 @@ def ancestors(program: Program, queue_order: bool = False) -> dict[int, int]:
         if earlier:
             sources[task.id].append(earlier.bit_length() - 1)   # the queue predecessor
         for k in sources[task.id]:
-            bits |= (1 << k) | ((anc[k] >> first[k]) << first[k])
+            bits |= (1 << k) | vouched(anc[k], k, task.id, first, end)
         anc[task.id] = bits
         on_worker[key] = earlier | (1 << task.id)
     return anc
@@ -267,12 +267,12 @@ class _Clocks:
             last_on[s] = t.id
         width = max(1, len(slot_of_worker))
         self.clock = np.full((n, width), -1, dtype=np.int64)
-        first = structure_bounds(program, task_list(program))[0] if program.loops else None
-        starts = queue_starts(queues, first) if first else {}
+        bounds = structure_bounds(program, task_list(program)) if program.loops else None
+        starts = queue_starts(queues, bounds[0]) if bounds else {}
         for t in range(n):
             for p in sources[t]:
-                seen = self.clock[p] if first is None else masked_clock(self.clock[p], first[p],
-                                                                        starts)
+                seen = self.clock[p] if bounds is None else masked_clock(self.clock[p], p, t,
+                                                                         *bounds, starts)
                 np.maximum(self.clock[t], seen, out=self.clock[t])
             self.clock[t, self.slot[t]] = self.pos[t]
 
