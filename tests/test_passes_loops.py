@@ -88,6 +88,145 @@ def test_next_element_read_then_written_is_carried_war():
     assert not unordered(prog, unroll(prog, {}))
 
 
+
+def test_differing_shifts_in_one_iteration_are_decided_exactly():
+    """for i in 1..4: a writes x[2i]; b reads x[i]: never the same element in one iteration
+    (2i == i only at 0), but b at i = 2p reads what a wrote at p: carried RAW only."""
+    two = moving((N + 2,), lambda v: 2 * v[0], {0: 1})
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)},
+                              [call("a", ("x", two, "Out")),
+                               call("b", ("x", row(lambda i: i), "In"),
+                                    ("y", row(lambda i: i), "Out"))]),
+                      [rng(0, 0, 2, start=1, stop=5)])
+    deps_only(prog)
+    assert edges(prog, carried=False) == set() and edges(prog, carried=True) == {(0, 1)}
+    assert not unordered(prog, unroll(prog, {}))
+
+
+def test_nested_loops_rows_and_columns_are_not_carried():
+    """for i: for j: a writes y[i, j]; b reads y[i, j]; acc(j) += ...: only the accumulator
+    carries (at both levels), y's elements never meet across iterations."""
+    cell = moving((4, 4), lambda v: (v[0], v[1]), {0: 1, 1: 1})
+    prog = with_loops(program({"y": (4, 4), "acc": (1,)},
+                              [call("a", ("y", cell, "Out")),
+                               call("b", ("y", cell, "In"), ("acc", (), "InOut"))]),
+                      [rng(0, 0, 2, stop=4), rng(1, 0, 2, stop=4, parent=0)])
+    deps_only(prog)
+    assert edges(prog, carried=False) == {(0, 1)} and edges(prog, carried=True) == {(1, 1)}
+    assert not unordered(prog, unroll(prog, {}))
+
+
+def test_while_flag_reads_wait_for_writers_and_hold_back_later_ones():
+    """go = init(); while go: update(x); go = check(x); report(go): the test before iteration k
+    waits for init (within) and check of iteration k - 1 (carried); check and report wait for it."""
+    flag = region((1,), 0)
+    prog = program({"x": (4,), "go": (1,)},
+                   [call("init", ("go", (), "Out")),
+                    call("update", ("x", (), "InOut")),
+                    call("check", ("x", (), "In"), ("go", (), "Out")),
+                    call("report", ("go", (), "InOut"))])
+    with_loops(prog, [Loop(0, "while", "prog.py:1", None, 1, 3, flag=Access("go", 1, flag, "In"))])
+    deps_only(prog)
+    loop = prog.loops[0]
+    assert loop.reads_after == ((0, False), (2, True))
+    assert loop.reads_before == ((2, False), (3, False))
+    waits = {-1: list(loop.reads_after), 2: [(-1, False)], 3: [(-1, False)]}
+    for trips in (0, 1, 3):
+        assert not unordered(prog, unroll(prog, {0: trips}, flag_reads=True), waits)
+
+
+def test_range_bound_written_later_in_the_enclosing_loop():
+    """for p: for i in range(n[0]): work(x[i]); n[0] = next(n): the bound read of iteration p + 1
+    waits for next of iteration p (carried), next of iteration p waits for the read (within)."""
+    prog = program({"x": (N,), "n": (1,)},
+                   [call("work", ("x", (), "InOut")), call("next", ("n", (), "InOut"))])
+    stop = Access("n", 1, region((1,), 0), "In")
+    with_loops(prog, [rng(0, 0, 2, stop=3),
+                      Loop(1, "range", "prog.py:2", 0, 0, 1, start=0, stop=stop, step=1)])
+    deps_only(prog)
+    assert prog.loops[1].reads_after == ((1, True),)
+    assert prog.loops[1].reads_before == ((1, False),)
+
+
+def test_reduction_keeps_an_edge_implied_only_through_a_cond():
+    """a writes x; [cond: b reads x, writes y]; c reads y, writes x: c must wait for a itself,
+    since b may not run (without the cond, a -> b -> c makes a -> c redundant)."""
+    calls = [call("a", ("x", (), "Out")), call("b", ("x", (), "In"), ("y", (), "Out")),
+             call("c", ("y", (), "In"), ("x", (), "Out"))]
+    plain = deps_only(program({"x": (4,), "y": (4,)}, calls))
+    assert edges(plain) == {(0, 1), (1, 2)}
+    prog = with_loops(program({"x": (4,), "y": (4,)}, calls),
+                      [Loop(0, "cond", "prog.py:1", None, 1, 2,
+                            flag=Access("f", 0, region((4,), 0), "In"))])
+    deps_only(prog)
+    assert edges(prog) == {(0, 1), (1, 2), (0, 2)}
+    assert not unordered(prog, unroll(prog, {}, {0: False}))
+
+
+def _loop_with_temporary():
+    """t0 before the loop; tmp created in the body (tasks 1..2); t1 after it."""
+    prog = program({"arg0": (16,), "t0": (16,), "tmp": (16,), "t1": (16,)},
+                   [call("make", ("arg0", (), "In"), ("t0", (), "Out")),
+                    call("step", ("t0", (), "In"), ("tmp", (), "Out")),
+                    call("fold", ("tmp", (), "In"), ("t0", (), "InOut")),
+                    call("last", ("t0", (), "In"), ("t1", (), "Out"))],
+                   results=("t1",))
+    prog.tensors[2].loops = (0,)
+    return with_loops(prog, [rng(0, 1, 3)])
+
+
+def test_body_temporary_lives_for_the_whole_loop_and_nothing_shares_it():
+    prog = run_passes(_loop_with_temporary(), options=PassOptions(verify=True))
+    check_schedule(prog)
+    t0, tmp, t1 = prog.tensors[1], prog.tensors[2], prog.tensors[3]
+    assert tmp.dead_after == 2 and (tmp.first_use, tmp.last_use) == (1, 2)
+
+    def apart(a, b):
+        return a.arena_offset + a.nbytes <= b.arena_offset or b.arena_offset + b.nbytes <= a.arena_offset
+    assert apart(tmp, t0)                   # t0 is used in every iteration too
+    for trips in (0, 2):
+        from _loop_oracle import arena_clashes
+        assert not arena_clashes(prog, unroll(prog, {0: trips}))
+    assert prog.memory.lower_bound_bytes == t0.nbytes + tmp.nbytes
+
+
+def test_body_temporary_used_after_its_loop_is_refused():
+    from l3c.errors import TraceError
+    prog = _loop_with_temporary()
+    prog.task(3).args = (Access("p0", 2, region((16,), ()), "In"),) + prog.task(3).args[1:]
+    with pytest.raises(TraceError, match=r"prog.py:13: last uses tensor tmp .* outside the "
+                                         r"l3c.range at prog.py:0"):
+        run_passes(prog)
+    prog = _loop_with_temporary()
+    prog.results = ("tuple", [prog.results[1][0].__class__(2, region((16,), ()), "float32")])
+    with pytest.raises(TraceError, match="tmp .* is returned but was created inside a loop"):
+        run_passes(prog)
+
+
+def test_fuse_never_crosses_a_loop_boundary():
+    calls = [call("scale", ("x", 0, "InOut")), call("scale", ("x", 1, "InOut")),
+             call("scale", ("x", 2, "InOut")), call("scale", ("x", 3, "InOut"))]
+    prog = with_loops(program({"x": (4, 4)}, calls, chips=4), [rng(0, 0, 2, stop=2)])
+    run_passes(prog, until="fuse", options=PassOptions(verify=True))
+    assert prog.groups == [[0, 1], [2, 3]]
+
+
+def test_checkers_need_carried_edges():
+    """Without the carried edge from a (x[i]) to b (x[i - 1]) on another chip, verify and the
+    schedule checker both refuse the program; with it, both accept."""
+    calls = [call("a", ("x", row(lambda i: i), "Out"), pin=0),
+             call("b", ("x", row(lambda i: i - 1), "In"), ("y", row(lambda i: i), "Out"), pin=1)]
+    prog = with_loops(program({"x": (N + 2,), "y": (N + 2,)}, calls), [rng(0, 0, 2, start=1)])
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    broken = copy_program(prog)
+    broken.graph.remove_edge(0, 1)
+    with pytest.raises(InvariantError, match="later iteration"):
+        check_schedule(broken)
+    with pytest.raises(InvariantError, match="later iteration"):
+        verify(broken)
+    assert unordered(broken, unroll(broken, {}))        # the oracle agrees
+
 # ---- random programs against the unrolling oracle --------------------------------------------
 from hypothesis import HealthCheck, given, note, settings, strategies as st  # noqa: E402
 

@@ -1,11 +1,12 @@
 """A cheap structural copy of a traced Program for the passes to annotate.
 
 `Jitted` keeps the program as traced (`.eager` and `dump-ir --after trace` read it) and runs the
-passes on a copy. The passes change only some parts: the `Task` and `TensorInfo` records (placement,
-groups, lifetimes, offsets), the graph (edges and node attributes), `groups`, `scopes`, `memory`,
-`passes_run` and `reports`. So the copy has its own records, graph dicts and containers, and shares
-everything immutable: the tasks' argument tuples (frozen `Access`/`Region`/`ScalarArg` records),
-shapes, locations, params and the result tree. Fields not named here get a shallow copy of their
+passes on a copy. The passes change only some parts: the `Task`, `TensorInfo` and `Loop` records
+(placement, groups, lifetimes, offsets, the bound reads' dependencies), the graph (edges and node
+attributes), `groups`, `scopes`, `memory`, `passes_run` and `reports`. So the copy has its own
+records, graph dicts and containers, and shares everything immutable: the tasks' argument tuples
+(frozen `Access`/`Region`/`ScalarArg` records), shapes, locations, params and the result tree.
+Fields not named here get a shallow copy of their
 container. `copy.deepcopy` copied all of it through the generic
 memo machinery, about 10 times slower.
 """
@@ -15,7 +16,7 @@ import dataclasses
 
 import networkx as nx
 
-from ..ir import CostModel, MemoryReport, Program, Task, TensorInfo
+from ..ir import CostModel, Loop, MemoryReport, Program, Task, TensorInfo
 from .graphs import gc_paused
 
 
@@ -68,6 +69,7 @@ def _copy(program: Program) -> Program:
     fields.update(
         graph=graph, tensors=[_copy_record(t, TensorInfo) for t in program.tensors],
         groups=[list(g) for g in program.groups],
+        loops={lid: _copy_record(loop, Loop) for lid, loop in program.loops.items()},
         memory=_copy_record(memory, MemoryReport) if isinstance(memory, MemoryReport) else memory,
         reports={k: _copy_report(v) for k, v in program.reports.items()})
     if isinstance(program.costs, CostModel):
