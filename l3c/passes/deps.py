@@ -260,12 +260,14 @@ def check_groups(program: Program) -> None:
     element the other touches) would race: a TraceError at the group's line. The user layer runs
     it on every traced program (`l3c.jit`, `l3c compile --hosts`); passes on hand-built programs
     leave such members ordered by their edges."""
+    pairs = loopdeps.WithinPairs(program, task_list(program)) if program.loops else None
     for members in program.groups:
         accesses = [(program.task(m), a) for m in members for a in program.task(m).accesses]
         for i, (t, a) in enumerate(accesses):
             for u, b in accesses[:i]:
                 if (u.id != t.id and a.tensor == b.tensor and (a.writes or b.writes)
-                        and regions.overlap(a.region, b.region)):
+                        and (regions.overlap(a.region, b.region) if pairs is None
+                             else pairs.meet(a.tensor, u.id, b.region, t.id, a.region))):
                     name = program.tensors[a.tensor].name
                     raise TraceError(
                         f"{t.loc}: l3c.group() of {t.short_kernel}: members {u.group_rank} and "

@@ -15,15 +15,8 @@ task on each worker to B's first task on each worker, but only when the schedule
 has the first finished (plus hand-off) before the second starts (the edge then delays nothing),
 both tasks are on one host (an edge between hosts is a network message the estimate does not
 price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_PER_REUSE` edges.
-
-Loops: a tensor accessed inside a loop (or created in its body) is used again every iteration at
-the same address, so its interval runs from the first to the last task of the outermost loop/cond
-around each access (`loopnest.lifetime`): it is open, sharing with nothing, for the whole loop.
-Happens-before runs over the iteration graph (carried edges left out), and a task's clock vouches
-to its successors only for what its own loop/cond body ordered (`loopnest.masked_clock`): a task
-in a skipped cond or a loop that ran no iteration waited for nothing. Added edges go from an
-earlier to a later task outside each other's loops, so they hold within one iteration.
-
+Loops (docs/passes.md): a tensor used in a loop lives for the whole outermost loop
+(`loopnest.lifetime`); clocks run over the iteration graph, masked by `loopnest.masked_clock`.
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
 64 bytes (a cache line: two workers writing neighbouring tensors never share one), but the figures
@@ -42,8 +35,7 @@ total of its tensors live at one point).
 Writes `TensorInfo.arena_offset`, `program.memory` (`arena_bytes`, `lower_bound_bytes` = largest
 total of intermediates live at one point of program order, `naive_bytes` = sum of all
 intermediates, `added_edges`, `alignment`: 64, or 0 when packed) and
-`program.reports["memory_edges"]`.
-Switch: `reuse_memory=False` places every intermediate at its own offset (arena = naive).
+`program.reports["memory_edges"]`. Switch: `reuse_memory=False` places every intermediate at its own offset (arena = naive).
 """
 from __future__ import annotations
 
@@ -236,8 +228,7 @@ class _Planner:
             self.firsts[tid] = first
             self.lasts[tid] = [(s, self.pos[t], t) for s, t in last.items()]
         self.bounds = structure_bounds(program, tasks) if program.loops else None
-        self.first = self.bounds[0] if self.bounds else None
-        self.starts = queue_starts(self.queue, self.first) if self.first else {}
+        self.starts = queue_starts(self.queue, self.bounds[0]) if self.bounds else {}
         self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
         self.times = None                        # schedule estimates (start, finish), when needed
@@ -247,15 +238,13 @@ class _Planner:
         if upto < self.valid_upto:
             return
         clock, sources, slot_of, pos = self.clock, self.sources, self.slot_of, self.pos
-        width = len(self.workers)
-        first = self.first
+        width, bounds = len(self.workers), self.bounds
         for t in range(self.valid_upto, upto + 1):
             src = sources[t]
-            if first is not None:
+            if bounds is not None:
                 vc = np.full(width, -1, dtype=np.int64)
                 for p in src:
-                    np.maximum(vc, masked_clock(clock[p], p, t, *self.bounds, self.starts),
-                               out=vc)
+                    np.maximum(vc, masked_clock(clock[p], p, t, *bounds, self.starts), out=vc)
             elif not src:
                 vc = np.full(width, -1, dtype=np.int64)
             elif len(src) == 1:
@@ -285,9 +274,8 @@ class _Planner:
 
     def _seen_by_future(self, point: int) -> list[int] | None:
         """A clock every future task (id >= point) has seen complete, or None if some worker
-        with future tasks has none before `point` (then nothing is known to be seen). With loops
-        None: a later iteration runs earlier tasks again."""
-        if self.first is not None:
+        with future tasks has none before `point`, or the program has loops (iterations repeat)."""
+        if self.bounds is not None:
             return None
         rows = []
         for q in self.queue:

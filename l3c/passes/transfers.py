@@ -47,6 +47,7 @@ import numpy as np
 
 from ..ir import Program, Region, result_refs
 from .arena_layout import tensor_bases
+from .loopnest import iteration_preds
 from .regions import byte_span, elements
 
 
@@ -367,10 +368,10 @@ def _local_after(program: Program, host_of: dict[int, int]) -> list[dict[int, di
     after = np.zeros((len(program.tasks), cfg.hosts * width), dtype=np.int32)
     last: dict[int, int] = {}
     out: list[dict[int, dict[int, int]]] = [{} for _ in range(cfg.hosts)]
-    graph = program.graph
+    preds = iteration_preds(program, len(program.tasks))   # a carried edge is no count of now
     for t in program.tasks:
         v, h, g = t.id, host_of[t.id], gslot[t.id]
-        rows = [row[u] for u in graph.predecessors(v)]
+        rows = [row[u] for u in preds[v]]
         if g in last:
             rows.append(last[g])
         known = after[rows].max(axis=0) if rows else np.zeros(after.shape[1], np.int32)
