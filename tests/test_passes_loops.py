@@ -373,3 +373,121 @@ def test_random_loops_through_every_pass(prog, chips):
         inst = unroll(prog, trips, taken)
         assert not unordered(prog, inst), (trips, taken)
         assert not arena_clashes(prog, inst), (trips, taken)
+
+
+# ---- traced programs (l3c.range, l3c.while_loop, l3c.cond) -----------------------------------
+import numpy as np  # noqa: E402
+
+import l3c  # noqa: E402
+
+
+@l3c.kernel
+def produce(x: l3c.Out, k):
+    x[...] = k
+
+
+@l3c.kernel
+def consume(x: l3c.In, y: l3c.Out):
+    y[...] = x
+
+
+@l3c.kernel
+def smooth(u: l3c.In, v: l3c.Out):
+    v[...] = u[::2]
+
+
+@l3c.kernel
+def copy_into(v: l3c.In, u: l3c.Out):
+    u[...] = v
+
+
+@l3c.kernel
+def update(x: l3c.InOut):
+    x[...] /= 2
+
+
+@l3c.kernel
+def not_converged(tol, x: l3c.In, go: l3c.Out):
+    go[...] = int(abs(x).max() > tol)
+
+
+@l3c.kernel
+def report_failure(x: l3c.InOut):
+    x[...] = -1
+
+
+def pipeline(x, y):
+    for i in l3c.range(1, 8):
+        produce(x[i], i)
+        consume(x[i - 1], y[i])
+
+
+def relax(u, steps):
+    v = l3c.empty_like(u)
+    for i in l3c.range(steps):
+        l3c.group(smooth, [(u, v[p::2]) for p in range(2)])
+        copy_into(v, u)
+    return u
+
+
+def solve(x, tol):
+    go = l3c.empty((1,), np.int32)
+    not_converged(tol, x, go)
+    for it in l3c.while_loop(go, max_iterations=1000):
+        update(x)
+        not_converged(tol, x, go)
+    with l3c.cond(go):
+        report_failure(x)
+    return x
+
+
+def per_iteration(x):
+    acc = l3c.zeros((4,), np.float64)
+    for i in l3c.range(5):
+        t = l3c.empty((4,), np.float64)
+        consume(x[i], t)
+        copy_into(t, acc[0:4])
+    return acc
+
+
+TRACED = {
+    "pipeline": (pipeline, (np.zeros(8), np.zeros(8))),
+    "relax": (relax, (np.zeros(8), np.array([3]))),
+    "solve": (solve, (np.ones(4), 0.1)),
+    "per_iteration": (per_iteration, (np.zeros((5, 4)),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRACED))
+def test_traced_loops_through_every_pass(name):
+    fn, args = TRACED[name]
+    traced = l3c.jit(fn, chips=2).trace(*args)
+    prog = run_passes(copy_program(traced), options=PassOptions(verify=True))
+    check_schedule(prog)
+    assert not any(lp.reads_after or lp.reads_before for lp in traced.loops.values())
+    from _loop_oracle import arena_clashes
+    for trips, taken in _runs(prog):
+        inst = unroll(prog, trips, taken, flag_reads=True)
+        assert not unordered(prog, inst, _read_waits(prog)), (trips, taken)
+        assert not arena_clashes(prog, unroll(prog, trips, taken))
+
+
+def test_traced_pipeline_and_relax_edges():
+    """pipeline: x[i] produced, x[i - 1] consumed: only a carried RAW; relax: the group members
+    read u that copy wrote in the previous iteration and write v that copy read (carried RAW and
+    WAR backwards), copy waits for both members within the iteration."""
+    prog = run_passes(l3c.jit(pipeline, chips=2).trace(*TRACED["pipeline"][1]), until="deps")
+    assert edges(prog, carried=False) == set()
+    assert edges(prog, carried=True) == {(0, 1)}
+    prog = run_passes(l3c.jit(relax, chips=2).trace(*TRACED["relax"][1]), until="deps")
+    members = prog.groups[0]
+    copy = next(t.id for t in prog.tasks if t.short_kernel == "copy_into")
+    assert {(m, copy) for m in members} <= edges(prog, carried=False)
+    for m in members:
+        assert prog.graph.edges[copy, m]["carried"]
+        assert prog.graph.edges[copy, m]["kinds"] == {"RAW", "WAR"}
+    assert prog.loops[0].reads_after == () and prog.loops[0].reads_before == ()
+    solve_prog = run_passes(l3c.jit(solve, chips=2).trace(*TRACED["solve"][1]), until="deps")
+    loop, block = solve_prog.loops[0], solve_prog.loops[1]
+    assert loop.reads_after == ((0, False), (2, True)) and loop.reads_before == ((2, False),)
+    assert block.reads_after == ((0, False), (2, False))
