@@ -491,3 +491,16 @@ def test_traced_pipeline_and_relax_edges():
     loop, block = solve_prog.loops[0], solve_prog.loops[1]
     assert loop.reads_after == ((0, False), (2, True)) and loop.reads_before == ((2, False),)
     assert block.reads_after == ((0, False), (2, False))
+
+
+def test_inner_variable_moving_a_view_is_bounded_by_its_static_values():
+    """for i: for j in range(4): a writes x[4i + j]; b reads x[4i + j]: the rows of one outer
+    iteration never meet another's, so no carried WAR b -> a serialises the iterations."""
+    cell = moving((4 * N,), lambda v: 4 * v[0] + v[1], {0: 1, 1: 1})
+    prog = with_loops(program({"x": (4 * N,), "y": (4 * N,)},
+                              [call("a", ("x", cell, "Out")),
+                               call("b", ("x", cell, "In"), ("y", cell, "Out"))]),
+                      [rng(0, 0, 2, stop=N), rng(1, 0, 2, stop=4, parent=0)])
+    deps_only(prog)
+    assert edges(prog, carried=False) == {(0, 1)} and edges(prog, carried=True) == set()
+    assert not unordered(prog, unroll(prog, {}))

@@ -15,8 +15,10 @@ caller states per loop id:
   their intersection is checked value by value when it holds at most `MAX_DISTANCES` values,
   otherwise answered "may meet";
 * free: any other loop (inner loops of one side, sibling loops): each side independently takes
-  any value, so an axis it moves is swept over the whole base axis. A view is inside its tensor at
-  run time (an index outside is an error of the run), so the whole axis bounds every value.
+  any value. With static values (`range` with int bounds) the axis's progression is widened to
+  every start those values give (`x[4 * i + j]` for j in range(4) covers x[4 * i : 4 * i + 4]);
+  otherwise it is swept over the whole base axis. A view is inside its tensor at run time (an
+  index outside is an error of the run), so the whole axis bounds every value.
 
 Views without a box are compared by their flat offsets the same way (sweeping means "may meet").
 Everything stays exact for loop-invariant views and for views with equal shifts, the common case
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from math import gcd
 
 from ..ir import Program, Region, Shift
 from . import regions
@@ -141,6 +144,8 @@ def _boxes_meet(a: Region, b: Region, shape, tied, facts, distance, dist_facts) 
     sa, sb = _shift_map(a), _shift_map(b)
     zero = (0,) * ndim
     swept_a, swept_b = [False] * ndim, [False] * ndim
+    widen_a: list[list[tuple[int, range]]] = [[] for _ in range(ndim)]
+    widen_b: list[list[tuple[int, range]]] = [[] for _ in range(ndim)]
     enumerated: list[tuple[int, tuple[int, ...], tuple[int, ...], list]] = []
     move = [0] * ndim                      # displacement of b per unit of iteration distance
     for lid in sorted(set(sa) | set(sb)):
@@ -161,11 +166,13 @@ def _boxes_meet(a: Region, b: Region, shape, tied, facts, distance, dist_facts) 
                 if va[x] != vb[x] or lid == distance and va[x]:
                     swept_a[x] = swept_b[x] = True
         else:
+            values = _enumerable(lid, facts)
             for x in range(ndim):
-                if va[x]:
-                    swept_a[x] = True
-                if vb[x]:
-                    swept_b[x] = True
+                for v, swept, widen in ((va, swept_a, widen_a), (vb, swept_b, widen_b)):
+                    if v[x] and values is None:
+                        swept[x] = True
+                    elif v[x]:
+                        widen[x].append((v[x], values))
     combos = 1
     for *_, values in enumerated:
         combos *= len(values)
@@ -188,14 +195,34 @@ def _boxes_meet(a: Region, b: Region, shape, tied, facts, distance, dist_facts) 
                     s, c, st = box_b[x]
                     box_b[x] = (s + value_b * vb[x], c, st)
         for x in range(ndim):
-            if swept_a[x]:
-                box_a[x] = _full_axis(shape[x])
-            if swept_b[x]:
-                box_b[x] = _full_axis(shape[x])
+            box_a[x] = _full_axis(shape[x]) if swept_a[x] else _widened(box_a[x], widen_a[x])
+            box_b[x] = _full_axis(shape[x]) if swept_b[x] else _widened(box_b[x], widen_b[x])
         if _meet_at_some_distance(box_a, box_b, [0 if swept_a[x] or swept_b[x] else move[x]
                                                  for x in range(ndim)], distance, max_d):
             return True
     return False
+
+
+def _widened(p: tuple[int, int, int], moves: list[tuple[int, range]]) -> tuple[int, int, int]:
+    """A progression holding every value of `p` moved by `coef * value` for each (coef, values)
+    of `moves` (free loops with static values): from the lowest to the highest such value, in
+    steps of the gcd of every step involved."""
+    if not moves:
+        return p
+    start, count, step = p
+    if count <= 0:
+        return p
+    low = high = 0
+    g = step if count > 1 else 0
+    for coef, values in moves:
+        ends = (coef * values[0], coef * values[-1])
+        low, high = low + min(ends), high + max(ends)
+        if len(values) > 1:
+            g = gcd(g, abs(coef * values.step))
+    span = (count - 1) * (step if count > 1 else 1) + high - low
+    if not g:
+        return (start + low, 1, 1)
+    return (start + low, span // g + 1, g)
 
 
 def _last(p: tuple[int, int, int]) -> int:
