@@ -211,6 +211,18 @@ def test_fuse_never_crosses_a_loop_boundary():
     assert prog.groups == [[0, 1], [2, 3]]
 
 
+def test_fuse_groups_calls_ordered_only_across_iterations():
+    """scale(x[i]) and scale(x[i - 1]) in one body: independent within an iteration (a carried
+    edge orders the second after the first's previous iteration), so they form a group."""
+    calls = [call("scale", ("x", row(lambda i: i), "InOut")),
+             call("scale", ("x", row(lambda i: i - 1), "InOut"))]
+    prog = with_loops(program({"x": (N + 2,)}, calls), [rng(0, 0, 2, start=1)])
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    assert prog.groups == [[0, 1]] and edges(prog, carried=True) == {(0, 1)}
+    assert not unordered(prog, unroll(prog, {}))
+
+
 def test_checkers_need_carried_edges():
     """Without the carried edge from a (x[i]) to b (x[i - 1]) on another chip, verify and the
     schedule checker both refuse the program; with it, both accept."""
