@@ -239,6 +239,23 @@ def test_checkers_need_carried_edges():
         verify(broken)
     assert unordered(broken, unroll(broken, {}))        # the oracle agrees
 
+
+def test_checkers_need_the_flag_reads_dependencies():
+    """A schedule whose while loop forgets that its test waits for the body's flag writer is
+    refused by verify and the schedule checker."""
+    flag = region((1,), 0)
+    prog = program({"x": (4,), "go": (1,)},
+                   [call("init", ("go", (), "Out")),
+                    call("check", ("x", (), "InOut"), ("go", (), "Out"))])
+    with_loops(prog, [Loop(0, "while", "prog.py:1", None, 1, 2, flag=Access("go", 1, flag, "In"))])
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    prog.loops[0].reads_after = ((0, False),)
+    with pytest.raises(InvariantError, match=r"reads_after lacks \(%1, True\)"):
+        check_schedule(prog)
+    with pytest.raises(InvariantError, match="bound/flag reads"):
+        verify(prog)
+
 # ---- random programs against the unrolling oracle --------------------------------------------
 from hypothesis import HealthCheck, given, note, settings, strategies as st  # noqa: E402
 
