@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
-from l3c.ir import Access, Loop, Program, Region, Shift, flat_indices
+from l3c.ir import Loop, Program, Region, Shift, flat_indices
 
 from _ir_builders import region as plain_region
 
@@ -210,10 +209,6 @@ def needed_carried(program: Program, instances: list[Instance]) -> set[tuple[int
     """Task pairs (a, b) with an instance of a conflicting with a later-iteration instance of b."""
     return {(instances[i].task, instances[j].task) for i, j in conflicts(instances)
             if _earlier_iteration(instances[i], instances[j], program)}
-
-
-def loop_access(tensor: int, reg: Region) -> Access:
-    return Access("flag", tensor, reg, "In")
 
 
 def affine(shape: tuple[int, ...], axes: list[tuple[int, dict[int, int], int, int]],

@@ -4,14 +4,21 @@ graph, and the schedule checker. A brute-force oracle (`_loop_oracle`) unrolls a
 with concrete loop values and checks which instance pairs conflict against what the edges order."""
 from __future__ import annotations
 
-import pytest
+import itertools
 
-from l3c.ir import Access, Loop
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, note, settings, strategies as st
+
+import l3c
+from l3c.errors import TraceError
+from l3c.ir import Access, Loop, Region
 from l3c.passes import PassOptions, copy_program, run_passes
 from l3c.passes.verify import InvariantError, check_schedule, verify
 
 from _ir_builders import call, program, region
-from _loop_oracle import (moving, needed_carried, unordered, unroll, with_loops)
+from _loop_oracle import (affine, arena_clashes, conflicts, describe, moving, needed_carried,
+                          unordered, unroll, with_loops)
 
 N = 8
 
@@ -185,13 +192,11 @@ def test_body_temporary_lives_for_the_whole_loop_and_nothing_shares_it():
         return a.arena_offset + a.nbytes <= b.arena_offset or b.arena_offset + b.nbytes <= a.arena_offset
     assert apart(tmp, t0)                   # t0 is used in every iteration too
     for trips in (0, 2):
-        from _loop_oracle import arena_clashes
         assert not arena_clashes(prog, unroll(prog, {0: trips}))
     assert prog.memory.lower_bound_bytes == t0.nbytes + tmp.nbytes
 
 
 def test_body_temporary_used_after_its_loop_is_refused():
-    from l3c.errors import TraceError
     prog = _loop_with_temporary()
     prog.task(3).args = (Access("p0", 2, region((16,), ()), "In"),) + prog.task(3).args[1:]
     with pytest.raises(TraceError, match=r"prog.py:13: last uses tensor tmp .* outside the "
@@ -257,11 +262,6 @@ def test_checkers_need_the_flag_reads_dependencies():
         verify(prog)
 
 # ---- random programs against the unrolling oracle --------------------------------------------
-from hypothesis import HealthCheck, given, note, settings, strategies as st  # noqa: E402
-
-from l3c.ir import Access, Loop, Region  # noqa: E402,F811
-
-from _loop_oracle import affine, arena_clashes, describe  # noqa: E402
 
 SHAPES = {"x": (24,), "y": (6, 6), "acc": (1,), "flag": (2,), "tmp": (4,), "u": (24,)}
 
@@ -338,7 +338,6 @@ def looped_programs(draw, single: bool = False):
 
 
 def _product(lists):
-    import itertools
     return list(itertools.product(*lists)) or [()]
 
 
@@ -371,7 +370,6 @@ def test_random_loops_every_conflicting_instance_pair_is_ordered(prog):
 
 def _within_conflicts(prog, inst):
     """Task pairs (u, v), u before v, with conflicting instances in one iteration."""
-    from _loop_oracle import conflicts
     return {(inst[i].task, inst[j].task) for i, j in conflicts(inst)
             if inst[i].task < inst[j].task and inst[i].iteration == inst[j].iteration}
 
@@ -405,9 +403,6 @@ def test_random_loops_through_every_pass(prog, chips):
 
 
 # ---- traced programs (l3c.range, l3c.while_loop, l3c.cond) -----------------------------------
-import numpy as np  # noqa: E402
-
-import l3c  # noqa: E402
 
 
 @l3c.kernel
@@ -494,7 +489,6 @@ def test_traced_loops_through_every_pass(name):
     prog = run_passes(copy_program(traced), options=PassOptions(verify=True))
     check_schedule(prog)
     assert not any(lp.reads_after or lp.reads_before for lp in traced.loops.values())
-    from _loop_oracle import arena_clashes
     for trips, taken in _runs(prog):
         inst = unroll(prog, trips, taken, flag_reads=True)
         assert not unordered(prog, inst, _read_waits(prog)), (trips, taken)
