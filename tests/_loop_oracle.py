@@ -268,3 +268,22 @@ def arena_clashes(program: Program, instances: list[Instance]) -> list[tuple[str
             if first[-1] > second[0] or not all((hb[j] >> i) & 1 for i in first for j in second):
                 bad.append((x.name, y.name))
     return bad
+
+
+def sample_runs(program: Program):
+    """Trip counts (loops 0 and 1, where not static) and cond decisions to unroll with."""
+    cond_ids = [lp.id for lp in program.loops.values() if lp.kind == "cond"]
+    for trips in (0, 1, 3):
+        for taken in (True, False):
+            yield {0: trips, 1: trips}, {c: taken for c in cond_ids}
+
+
+def read_waits(program: Program) -> dict[int, list[tuple[int, bool]]]:
+    """The bound/flag reads' dependencies as waits of their pseudo-tasks (`unroll(flag_reads=)`)
+    and of the writers that wait for them."""
+    extra: dict[int, list[tuple[int, bool]]] = {}
+    for lp in program.loops.values():
+        extra.setdefault(-1 - lp.id, []).extend(lp.reads_after)
+        for w, carried in lp.reads_before:
+            extra.setdefault(w, []).append((-1 - lp.id, carried))
+    return extra
