@@ -38,7 +38,7 @@ def looped_programs(draw, single: bool = False):
     first = 0 if single else draw(st.integers(0, 1))
     end = n if single else draw(st.integers(first + 1, n))
     kind = "range" if single else draw(st.sampled_from(["range", "range", "range", "while",
-                                                         "tensor"]))
+                                                         "tensor", "tensor step"]))
     element = draw(st.integers(0, 1))
     flag = Region(element, (), (), ((element, 1, 1),))
     if kind == "range":
@@ -51,19 +51,27 @@ def looped_programs(draw, single: bool = False):
         outer = Loop(0, "range", "prog.py:1", None, first, end, start=1,
                      stop=Access("stop", 3, flag, "In"), step=1)
         values = [1, 2, 3]
+    elif kind == "tensor step":                   # the oracle runs it with step 1
+        outer = Loop(0, "range", "prog.py:1", None, first, end, start=0,
+                     stop=Access("stop", 3, flag, "In"), step=Access("step", 3, flag, "In"))
+        values = [0, 1, 2]
     else:
         outer = Loop(0, "while", "prog.py:1", None, first, end, flag=Access("go", 3, flag, "In"),
                      max_iterations=draw(st.sampled_from([None, 3])))
         values = [0, 1, 2]
     loops = [outer]
     ranges = {0: values}
-    inner_kind = None if single else draw(st.sampled_from([None, None, "range", "cond"]))
+    inner_kind = None if single else draw(st.sampled_from([None, None, "range", "cond", "while"]))
     if inner_kind and end - first >= 2:
         a = draw(st.integers(first, end - 1))
         b = draw(st.integers(a + 1, end))
         if inner_kind == "range":
             loops.append(Loop(1, "range", "prog.py:2", 0, a, b, start=0, stop=2, step=1))
             ranges[1] = [0, 1]
+        elif inner_kind == "while":
+            loops.append(Loop(1, "while", "prog.py:2", 0, a, b, flag=Access("go", 3, flag, "In"),
+                              max_iterations=draw(st.sampled_from([None, 3]))))
+            ranges[1] = [0, 1, 2]
         else:
             loops.append(Loop(1, "cond", "prog.py:2", 0, a, b, flag=Access("f", 3, flag, "In")))
     if not single and draw(st.booleans()) and end < n:
