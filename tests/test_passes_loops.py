@@ -384,3 +384,14 @@ def test_inner_variable_moving_a_view_is_bounded_by_its_static_values():
     deps_only(prog)
     assert edges(prog, carried=False) == {(0, 1)} and edges(prog, carried=True) == set()
     assert not unordered(prog, unroll(prog, {}))
+
+
+def test_critical_path_leaves_carried_edges_out():
+    """relax's copy -> group edges point backwards across iterations: the critical path (what
+    `l3c profile` reports) runs over one iteration, members then copy."""
+    from l3c.profile import critical_path
+    prog = run_passes(l3c.jit(relax, chips=2).trace(*TRACED["relax"][1]))
+    path = critical_path(prog)
+    assert len(path) == 2 and prog.task(path[-1]).short_kernel == "copy_into"
+    assert path[-1] > path[0]
+    assert prog.reports["critical_path"] == 2.0
