@@ -92,14 +92,16 @@ def slot_name(plan: Plan, slot: int) -> str:
 
 def critical_path(program: Program) -> list[int]:
     """Task ids of a longest path of data dependencies under the schedule pass's cost model (what
-    `reports["critical_path"]` measures: the ordering edges the memory plan adds later are left out)."""
+    `reports["critical_path"]` measures: the ordering edges the memory plan adds later, and the
+    carried edges between iterations of a loop, are left out)."""
     costs = program.costs
     graph = program.graph
     best: dict[int, float] = {}
     prev: dict[int, int | None] = {}
     for task in program.tasks:                    # program order is topological
         preds = [u for u in graph.predecessors(task.id)
-                 if graph.edges[u, task.id].get("added_by", "deps") == "deps"]
+                 if graph.edges[u, task.id].get("added_by", "deps") == "deps"
+                 and not graph.edges[u, task.id].get("carried")]
         p = max(preds, key=lambda u: (best[u], -u), default=None)
         best[task.id] = task_cost(task, costs) + (best[p] if p is not None else 0.0)
         prev[task.id] = p

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
-from l3c.ir import Access, Loop, Program, Region, Shift, flat_indices
+from l3c.ir import Loop, Program, Region, Shift, flat_indices
 
 from _ir_builders import region as plain_region
 
@@ -212,10 +211,6 @@ def needed_carried(program: Program, instances: list[Instance]) -> set[tuple[int
             if _earlier_iteration(instances[i], instances[j], program)}
 
 
-def loop_access(tensor: int, reg: Region) -> Access:
-    return Access("flag", tensor, reg, "In")
-
-
 def affine(shape: tuple[int, ...], axes: list[tuple[int, dict[int, int], int, int]],
            keep_box: bool = True) -> Region:
     """A view of a C-contiguous base of `shape`: per axis `(start, {loop: coef}, count, step)`,
@@ -273,3 +268,22 @@ def arena_clashes(program: Program, instances: list[Instance]) -> list[tuple[str
             if first[-1] > second[0] or not all((hb[j] >> i) & 1 for i in first for j in second):
                 bad.append((x.name, y.name))
     return bad
+
+
+def sample_runs(program: Program):
+    """Trip counts (loops 0 and 1, where not static) and cond decisions to unroll with."""
+    cond_ids = [lp.id for lp in program.loops.values() if lp.kind == "cond"]
+    for trips in (0, 1, 3):
+        for taken in (True, False):
+            yield {0: trips, 1: trips}, {c: taken for c in cond_ids}
+
+
+def read_waits(program: Program) -> dict[int, list[tuple[int, bool]]]:
+    """The bound/flag reads' dependencies as waits of their pseudo-tasks (`unroll(flag_reads=)`)
+    and of the writers that wait for them."""
+    extra: dict[int, list[tuple[int, bool]]] = {}
+    for lp in program.loops.values():
+        extra.setdefault(-1 - lp.id, []).extend(lp.reads_after)
+        for w, carried in lp.reads_before:
+            extra.setdefault(w, []).append((-1 - lp.id, carried))
+    return extra

@@ -1,17 +1,22 @@
 """The passes on programs with loops and conds: carried edges exact for affine views, the bound and
 flag reads' dependencies, memory for per-iteration intermediates, placement over the iteration
-graph, and the schedule checker. A brute-force oracle (`_loop_oracle`) unrolls a few iterations
-with concrete loop values and checks which instance pairs conflict against what the edges order."""
+graph, and the schedule checker, on hand-built and traced programs. A brute-force oracle
+(`_loop_oracle`) unrolls a few iterations with concrete loop values and checks which instance pairs
+conflict against what the edges order; `test_passes_loops_random.py` runs it on random programs."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+import l3c
+from l3c.errors import TraceError
 from l3c.ir import Access, Loop
 from l3c.passes import PassOptions, copy_program, run_passes
 from l3c.passes.verify import InvariantError, check_schedule, verify
 
 from _ir_builders import call, program, region
-from _loop_oracle import (moving, needed_carried, unordered, unroll, with_loops)
+from _loop_oracle import (arena_clashes, moving, needed_carried, read_waits, sample_runs,
+                          unordered, unroll, with_loops)
 
 N = 8
 
@@ -185,13 +190,11 @@ def test_body_temporary_lives_for_the_whole_loop_and_nothing_shares_it():
         return a.arena_offset + a.nbytes <= b.arena_offset or b.arena_offset + b.nbytes <= a.arena_offset
     assert apart(tmp, t0)                   # t0 is used in every iteration too
     for trips in (0, 2):
-        from _loop_oracle import arena_clashes
         assert not arena_clashes(prog, unroll(prog, {0: trips}))
     assert prog.memory.lower_bound_bytes == t0.nbytes + tmp.nbytes
 
 
 def test_body_temporary_used_after_its_loop_is_refused():
-    from l3c.errors import TraceError
     prog = _loop_with_temporary()
     prog.task(3).args = (Access("p0", 2, region((16,), ()), "In"),) + prog.task(3).args[1:]
     with pytest.raises(TraceError, match=r"prog.py:13: last uses tensor tmp .* outside the "
@@ -211,6 +214,18 @@ def test_fuse_never_crosses_a_loop_boundary():
     assert prog.groups == [[0, 1], [2, 3]]
 
 
+def test_fuse_groups_calls_ordered_only_across_iterations():
+    """scale(x[i]) and scale(x[i - 1]) in one body: independent within an iteration (a carried
+    edge orders the second after the first's previous iteration), so they form a group."""
+    calls = [call("scale", ("x", row(lambda i: i), "InOut")),
+             call("scale", ("x", row(lambda i: i - 1), "InOut"))]
+    prog = with_loops(program({"x": (N + 2,)}, calls), [rng(0, 0, 2, start=1)])
+    run_passes(prog, options=PassOptions(verify=True))
+    check_schedule(prog)
+    assert prog.groups == [[0, 1]] and edges(prog, carried=True) == {(0, 1)}
+    assert not unordered(prog, unroll(prog, {}))
+
+
 def test_checkers_need_carried_edges():
     """Without the carried edge from a (x[i]) to b (x[i - 1]) on another chip, verify and the
     schedule checker both refuse the program; with it, both accept."""
@@ -227,158 +242,24 @@ def test_checkers_need_carried_edges():
         verify(broken)
     assert unordered(broken, unroll(broken, {}))        # the oracle agrees
 
-# ---- random programs against the unrolling oracle --------------------------------------------
-from hypothesis import HealthCheck, given, note, settings, strategies as st  # noqa: E402
 
-from l3c.ir import Access, Loop, Region  # noqa: E402,F811
-
-from _loop_oracle import affine, arena_clashes, describe  # noqa: E402
-
-SHAPES = {"x": (24,), "y": (6, 6), "acc": (1,), "flag": (2,), "tmp": (4,), "u": (24,)}
-
-
-@st.composite
-def looped_programs(draw, single: bool = False):
-    """A few tasks around one loop (range or while, bounds static or in a tensor), maybe a loop or
-    cond nested in it, maybe a cond after it; views affine in the enclosing loops' variables.
-    `single`: only one static range loop around every task, views with boxes."""
-    n = draw(st.integers(3, 7))
-    first = 0 if single else draw(st.integers(0, 1))
-    end = n if single else draw(st.integers(first + 1, n))
-    kind = "range" if single else draw(st.sampled_from(["range", "range", "range", "while",
-                                                         "tensor"]))
-    element = draw(st.integers(0, 1))
-    flag = Region(element, (), (), ((element, 1, 1),))
-    if kind == "range":
-        start, step = draw(st.integers(0, 2)), draw(st.sampled_from([1, 1, 2, -1]))
-        trips = draw(st.integers(1, 4))
-        outer = Loop(0, "range", "prog.py:1", None, first, end, start=start + (4 if step < 0 else 0),
-                     stop=start + (4 if step < 0 else 0) + trips * step, step=step)
-        values = list(range(outer.start, outer.stop, outer.step))
-    elif kind == "tensor":
-        outer = Loop(0, "range", "prog.py:1", None, first, end, start=1,
-                     stop=Access("stop", 3, flag, "In"), step=1)
-        values = [1, 2, 3]
-    else:
-        outer = Loop(0, "while", "prog.py:1", None, first, end, flag=Access("go", 3, flag, "In"),
-                     max_iterations=draw(st.sampled_from([None, 3])))
-        values = [0, 1, 2]
-    loops = [outer]
-    ranges = {0: values}
-    inner_kind = None if single else draw(st.sampled_from([None, None, "range", "cond"]))
-    if inner_kind and end - first >= 2:
-        a = draw(st.integers(first, end - 1))
-        b = draw(st.integers(a + 1, end))
-        if inner_kind == "range":
-            loops.append(Loop(1, "range", "prog.py:2", 0, a, b, start=0, stop=2, step=1))
-            ranges[1] = [0, 1]
-        else:
-            loops.append(Loop(1, "cond", "prog.py:2", 0, a, b, flag=Access("f", 3, flag, "In")))
-    if not single and draw(st.booleans()) and end < n:
-        loops.append(Loop(2, "cond", "prog.py:3", None, end, n,
-                          flag=Access("f", 3, flag, "In"), invert=True))
-    calls = []
-    for t in range(n):
-        enclosing = [lp.id for lp in loops if lp.first_task <= t < lp.end_task and lp.id in ranges]
-        args = []
-        for k in range(draw(st.integers(1, 2))):
-            names = ["x", "x", "y", "acc", "flag", "u"] + (["tmp"] if 0 in enclosing else [])
-            name = draw(st.sampled_from(names))
-            mode = draw(st.sampled_from(["In", "Out", "InOut"]))
-            shape = SHAPES[name]
-            axes = []
-            for d in shape:
-                coefs = {lid: draw(st.sampled_from([-1, 0, 0, 1, 2])) for lid in enclosing}
-                count = draw(st.integers(1, min(3, d)))
-                step = draw(st.sampled_from([1, 2])) if 2 * count - 1 <= d else 1
-                extent = (count - 1) * step + 1
-                lows = [sum(c * v for c, v in zip(coefs.values(), vs))
-                        for vs in _product([ranges[lid] for lid in coefs])]
-                low, high = min(lows), max(lows)
-                if high - low > d - extent:
-                    coefs = {lid: 0 for lid in coefs}
-                    low = high = 0
-                start = draw(st.integers(-low, d - extent - high))
-                axes.append((start, coefs, count, step))
-            reg = affine(shape, axes, keep_box=single or draw(st.integers(0, 5)) > 0)
-            args.append((name, reg, mode))
-        calls.append(call(draw(st.sampled_from(["ka", "kb", f"k{t}"])), *args))
-    prog = program(dict(SHAPES), calls, results=draw(st.sampled_from([(), ("x",)])))
-    prog.tensors[list(SHAPES).index("tmp")].loops = (0,)       # created in loop 0's body
-    return with_loops(prog, loops)
-
-
-def _product(lists):
-    import itertools
-    return list(itertools.product(*lists)) or [()]
-
-
-def _runs(prog):
-    """Trip counts and cond decisions to unroll with."""
-    cond_ids = [lp.id for lp in prog.loops.values() if lp.kind == "cond"]
-    for trips in (0, 1, 3):
-        for taken in (True, False):
-            yield {0: trips, 1: trips}, {c: taken for c in cond_ids}
-
-
-def _read_waits(prog):
-    extra = {}
-    for lp in prog.loops.values():
-        extra.setdefault(-1 - lp.id, []).extend(lp.reads_after)
-        for w, carried in lp.reads_before:
-            extra.setdefault(w, []).append((-1 - lp.id, carried))
-    return extra
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-@given(looped_programs())
-def test_random_loops_every_conflicting_instance_pair_is_ordered(prog):
-    note(describe(prog))
-    deps_only(prog)
-    for trips, taken in _runs(prog):
-        inst = unroll(prog, trips, taken, flag_reads=True)
-        assert not unordered(prog, inst, _read_waits(prog)), (trips, taken)
-
-
-def _within_conflicts(prog, inst):
-    """Task pairs (u, v), u before v, with conflicting instances in one iteration."""
-    from _loop_oracle import conflicts
-    return {(inst[i].task, inst[j].task) for i, j in conflicts(inst)
-            if inst[i].task < inst[j].task and inst[i].iteration == inst[j].iteration}
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-@given(looped_programs(single=True))
-def test_random_single_static_loop_is_exact(prog):
-    """One range loop with static bounds, views with boxes: every edge stands for a real conflict
-    of the unrolled run (carried: across iterations; within: in one iteration)."""
-    note(describe(prog))
-    deps_only(prog)
-    inst = unroll(prog, {})
-    assert edges(prog, carried=True) <= needed_carried(prog, inst)
-    assert edges(prog, carried=False) <= _within_conflicts(prog, inst)
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-@given(looped_programs(), st.sampled_from([1, 2, 3]))
-def test_random_loops_through_every_pass(prog, chips):
-    """All passes with their invariants checked, then the schedule checker; in the unrolled run
-    every conflict is ordered by edges and worker queues, and intermediates sharing arena bytes
-    are used one entirely before the other."""
-    prog.config.chips = chips
-    note(describe(prog))
+def test_checkers_need_the_flag_reads_dependencies():
+    """A schedule whose while loop forgets that its test waits for the body's flag writer is
+    refused by verify and the schedule checker."""
+    flag = region((1,), 0)
+    prog = program({"x": (4,), "go": (1,)},
+                   [call("init", ("go", (), "Out")),
+                    call("check", ("x", (), "InOut"), ("go", (), "Out"))])
+    with_loops(prog, [Loop(0, "while", "prog.py:1", None, 1, 2, flag=Access("go", 1, flag, "In"))])
     run_passes(prog, options=PassOptions(verify=True))
     check_schedule(prog)
-    for trips, taken in _runs(prog):
-        inst = unroll(prog, trips, taken)
-        assert not unordered(prog, inst), (trips, taken)
-        assert not arena_clashes(prog, inst), (trips, taken)
-
+    prog.loops[0].reads_after = ((0, False),)
+    with pytest.raises(InvariantError, match=r"reads_after lacks \(%1, True\)"):
+        check_schedule(prog)
+    with pytest.raises(InvariantError, match="bound/flag reads"):
+        verify(prog)
 
 # ---- traced programs (l3c.range, l3c.while_loop, l3c.cond) -----------------------------------
-import numpy as np  # noqa: E402
-
-import l3c  # noqa: E402
 
 
 @l3c.kernel
@@ -465,10 +346,9 @@ def test_traced_loops_through_every_pass(name):
     prog = run_passes(copy_program(traced), options=PassOptions(verify=True))
     check_schedule(prog)
     assert not any(lp.reads_after or lp.reads_before for lp in traced.loops.values())
-    from _loop_oracle import arena_clashes
-    for trips, taken in _runs(prog):
+    for trips, taken in sample_runs(prog):
         inst = unroll(prog, trips, taken, flag_reads=True)
-        assert not unordered(prog, inst, _read_waits(prog)), (trips, taken)
+        assert not unordered(prog, inst, read_waits(prog)), (trips, taken)
         assert not arena_clashes(prog, unroll(prog, trips, taken))
 
 
@@ -504,3 +384,14 @@ def test_inner_variable_moving_a_view_is_bounded_by_its_static_values():
     deps_only(prog)
     assert edges(prog, carried=False) == {(0, 1)} and edges(prog, carried=True) == set()
     assert not unordered(prog, unroll(prog, {}))
+
+
+def test_critical_path_leaves_carried_edges_out():
+    """relax's copy -> group edges point backwards across iterations: the critical path (what
+    `l3c profile` reports) runs over one iteration, members then copy."""
+    from l3c.profile import critical_path
+    prog = run_passes(l3c.jit(relax, chips=2).trace(*TRACED["relax"][1]))
+    path = critical_path(prog)
+    assert len(path) == 2 and prog.task(path[-1]).short_kernel == "copy_into"
+    assert path[-1] > path[0]
+    assert prog.reports["critical_path"] == 2.0

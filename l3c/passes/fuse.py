@@ -4,7 +4,8 @@ A run is a stretch of tasks adjacent in program order, in the same loops and con
 crosses the start or end of a loop body or cond block), that call the same chip kernel with the
 same signature: equal scalar arguments, and per tensor parameter the same mode, view shape and dtype (the
 regions may differ: that is the point, e.g. row blocks of one matrix). Members must be unpinned, not
-already in an explicit `l3c.group`, and independent: no path between any two. Because the run is
+already in an explicit `l3c.group`, and independent: no path between any two (within one
+iteration: a carried edge orders different iterations, which a group does not change). Because the run is
 contiguous in program order, any path between two members would pass only through members, so it
 suffices that no edge joins two members. Runs longer than `config.chips` are cut into groups of at
 most `chips` members; a run of one stays a plain task. Zero-fill tasks between calls end a run
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from ..ir import Access, Program, Task
 from .graphs import task_list
+from .loopnest import iteration_preds
 
 
 def signature(program: Program, task: Task) -> tuple:
@@ -69,13 +71,15 @@ def run(program: Program) -> Program:
         run_ids.clear()
 
     boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
+    preds = iteration_preds(program, graph.number_of_nodes()) if program.has_carried else None
     for task in task_list(program):
         sig = signature(program, task) if _fusable(task) else None
         if task.id in boundaries:
             run_sig = None                      # a loop/cond starts or ends before this task
         if sig is not None and sig == run_sig:
             # Independent of every member so far? (Edges only go from earlier to later tasks.)
-            if not any(u in run_ids for u in graph.pred[task.id]):
+            if not any(u in run_ids for u in (graph.pred[task.id] if preds is None
+                                              else preds[task.id])):
                 run_members.append(task)
                 run_ids.add(task.id)
                 continue

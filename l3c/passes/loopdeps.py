@@ -115,6 +115,13 @@ def _read_context(program: Program, loop: Loop) -> tuple[int, ...]:
 
 def bound_reads(program: Program, tasks: list[Task]) -> None:
     """Fill `Loop.reads_after` and `Loop.reads_before` of every loop (see the module docstring)."""
+    for lid, (after, before) in required_reads(program, tasks).items():
+        program.loops[lid].reads_after, program.loops[lid].reads_before = after, before
+
+
+def required_reads(program: Program, tasks: list[Task]) -> dict[int, tuple[tuple, tuple]]:
+    """Per loop id: the `(reads_after, reads_before)` its bound/flag read needs."""
+    found: dict[int, tuple[tuple, tuple]] = {}
     facts = shifts.loop_facts(program)
     shapes = [t.shape for t in program.tensors]
     writers: dict[int, list[tuple[int, Access]]] = {}
@@ -140,5 +147,19 @@ def bound_reads(program: Program, tasks: list[Task]) -> None:
                 if before.get(w) is not False and _carried(read.region, access.region, shape,
                                                            levels, facts):
                     before[w] = True
-        loop.reads_after = tuple(sorted(after.items()))
-        loop.reads_before = tuple(sorted(before.items()))
+        found[loop.id] = (tuple(sorted(after.items())), tuple(sorted(before.items())))
+    return found
+
+
+def missing_reads(program: Program, tasks: list[Task]) -> list[str]:
+    """The bound/flag-read dependencies the loops' `reads_after`/`reads_before` lack (a pair
+    `(w, False)` also stands for `(w, True)`: a wait within the iteration implies the earlier)."""
+    out = []
+    for lid, needed in required_reads(program, tasks).items():
+        loop = program.loops[lid]
+        for name, need, have in zip(("reads_after", "reads_before"), needed,
+                                    (loop.reads_after, loop.reads_before)):
+            have = set(have)
+            out += [f"loop {lid} ({loop.loc}): {name} lacks (%{w}, {carried})"
+                    for w, carried in need if (w, False) not in have and (w, carried) not in have]
+    return out

@@ -28,7 +28,7 @@ from ..ir import Program, Task
 from . import regions
 from .deps import _conflicts
 from .graphs import task_list
-from .loopdeps import WithinPairs, carried_conflicts
+from .loopdeps import WithinPairs, carried_conflicts, missing_reads
 from .loopnest import (common_prefix, iteration_preds, lifetime, masked_clock, queue_starts,
                        repeating, structure_bounds, valid_ancestors, vouched)
 from .scopes import result_tensors
@@ -113,6 +113,14 @@ def _check_conflicts(program: Program, anc: dict[int, int]) -> None:
                           f"{u} and {v} are not ordered", program.task(v))
     if program.loops:
         _check_carried(program, tasks, lambda a, b: a < b and (anc[b] >> a) & 1)
+        _check_reads(program, tasks)
+
+
+def _check_reads(program: Program, tasks: list[Task]) -> None:
+    """Every writer a bound/flag read must wait for, or hold back, is listed on its loop."""
+    missing = missing_reads(program, tasks)
+    if missing:
+        _fail("the bound/flag reads are not ordered with their writers: " + "; ".join(missing[:3]))
 
 
 def _check_carried(program: Program, tasks: list[Task], ordered) -> None:
@@ -204,7 +212,7 @@ def _check_memory(program: Program) -> None:
         hosts_of = tensor_hosts(program, tasks_of, returned)
 
     tasks = task_list(program)
-    life = {tid: lifetime(program, tasks, ids, program.tensors[tid].loops, tid)
+    life = {tid: lifetime(program, tasks, ids, program.tensors[tid].loops)
             for tid, ids in tasks_of.items()}
 
     def before(x: int, y: int) -> bool:
@@ -339,7 +347,7 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
         if program.loops:
             ids = [sorted(set(firsts[t].values()) | set(lasts[t].values())) if t in firsts else []
                    for t in (x, y)]
-            lx, ly = (lifetime(program, tasks, i, names[t].loops, t) for i, t in zip(ids, (x, y)))
+            lx, ly = (lifetime(program, tasks, i, names[t].loops) for i, t in zip(ids, (x, y)))
             if lx is not None and ly is not None and lx[1] >= ly[0]:
                 _fail(f"intermediates {names[x].name} and {names[y].name} share arena bytes but "
                       f"are both used during one loop")
@@ -368,4 +376,5 @@ def check_schedule(program: Program) -> None:
     if program.loops:                   # one worker runs its iterations one after another
         _check_carried(program, task_list(program),
                        lambda a, b: clocks.slot[a] == clocks.slot[b] or clocks.before(a, b))
+        _check_reads(program, task_list(program))
     _check_arena(program, clocks)
