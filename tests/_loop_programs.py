@@ -107,14 +107,12 @@ def random_program(rng: random.Random, chips: int = 2, sub: int = 0, size: int =
                 first = writer(e, lambda k, n=n: int(n > 0))
                 lid = b.open("while", flag=b.elem(e), max_iterations=rng.choice([None, 2, 5]))
                 body(depth + 1, rng.randint(0, 2))
-                # the flag's writer in the body: stop after n iterations of this run of the loop
-                count = {"k": 0}
+                # the flag's writer in the body: its k-th call clears the flag every n-th time
                 last = writer(e, lambda k, n=n: int((k % max(n, 1)) + 1 < n))
                 b.close()
                 loop = b.prog.loops[lid]
                 loop.reads_after = ((first, False), (last, True))
                 loop.reads_before = ((last, False),) + (((first, True),) if depth else ())
-                del count
             else:
                 w = writer(e, lambda k: rng_bits[k % len(rng_bits)])
                 lid = b.open("cond", flag=b.elem(e), invert=rng.random() < 0.3)

@@ -15,7 +15,7 @@ from l3c.ir import Access, Program
 from l3c.runtime.plan import ANCHOR_CUR, NO_CAP, ControlStep, View, anchor, anchor_count
 
 
-def _value(bound: Any, memory: dict, program: Program | None = None) -> int:
+def _value(bound: Any, memory: dict) -> int:
     if isinstance(bound, Access):
         return memory.get((bound.tensor, bound.region.offset), 0)
     return int(bound)

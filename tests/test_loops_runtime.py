@@ -291,3 +291,30 @@ def test_nested_loops_with_native_kernels_and_moving_views():
 @l3c.kernel
 def k_add_row(x: l3c.InOut, i: int):
     x += i
+
+
+def test_reference_dispatcher_runs_a_hand_written_plan_with_loops():
+    """The Python reference dispatcher (`runtime/reference.py`) runs a plan with control steps: two
+    slots alternate `x += 1` five times (chip 1 waits for chip 0 in the same iteration, chip 0 for
+    chip 1 in the previous one), then chip 0 adds once more after the loop."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _runtime_kernels as K
+    from l3c import registry
+    from l3c.runtime.plan import HEAD, PREV, ControlStep, Plan, PlanLoop, Step, View, anchor
+    from l3c.runtime.pool import get_pool
+
+    add = registry.register(K.add_one, "_runtime_kernels:add_one")
+    v = View(0, (4,), (8,), "float64")
+    enter = ControlStep("range", 0, 3, (0, 0), start=0, stop=5, step=1)
+    q0 = (enter, Step(0, add, (v,), waits=((1, 1, anchor(0, PREV), anchor(0, HEAD)),), signal=True),
+          ControlStep("next", 0, 1, (1, 1)), Step(2, add, (v,), waits=((1, 0, anchor(0, 3), -1),)))
+    q1 = (ControlStep("range", 0, 3, (0, 0), start=0, stop=5, step=1),
+          Step(1, add, (v,), waits=((0, 1, anchor(0, HEAD), -1),), signal=True),
+          ControlStep("next", 0, 1, (1, 1)))
+    plan = Plan(2, 0, (q0, q1), 64, loops=(PlanLoop("range", "lr.py:1"),))
+    pool = get_pool(2, 0, 64)
+    with pool.lock:
+        pool.array(v)[...] = 0
+        pool.run_plan(pool.install(plan), plan, 20.0)
+        assert pool.array(v).tolist() == [11.0] * 4

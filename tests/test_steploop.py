@@ -221,3 +221,28 @@ def test_control_steps_run_loops_and_patch_arguments_like_the_python_loop():
 
     for args in [(3, -1, 1), (0, -1, 0), (5, 2, 1), (1, 0, 0)]:
         assert run(*args) == model(*args), args
+
+
+def test_a_run_stops_before_its_u32_step_count_could_wrap():
+    """A control step refuses to go on when the steps up to the next one could wrap the slot's
+    32-bit S_DONE (the count is resumed from the table's state, as after a futex slice)."""
+    import ctypes
+
+    from l3c.runtime import steploop
+    from l3c.runtime.steploop_tables import H_COUNT, Control
+
+    calls = []
+    steps = [(calls.append, (0,), (), False, 0, 1, 0),
+             Control("range", 0, 4, (1,), False, (), start=(0, 0), stop=(0, 3), step=(0, 1)),
+             (calls.append, (1,), (), False, 0, 1, 0),
+             Control("next", 0, 2, (1,), False, ())]
+    table = steploop.StepTable(steps, slots=1, loops=1)
+    ctl = (ctypes.c_uint32 * 32)()
+    base, ctx, out_k = ctypes.addressof(ctl), (ctypes.c_int64 * 2)(), ctypes.c_int64(0)
+    table.tables.hdr[H_COUNT] = 2**32 - 6
+    status = table.run(1, base + 8, base, base + 4, ctypes.addressof(ctx), 0, 100, 10**6, out_k)
+    assert status == steploop.STEPS_COUNT_LIMIT and out_k.value == 3 and calls == [1, 1]
+    calls.clear()
+    assert table.run(0, base + 8, base, base + 4, ctypes.addressof(ctx), 0, 100, 10**6,
+                     out_k) == steploop.STEPS_DONE
+    assert calls == [0, 1, 1, 1] and ctl[0] == 4

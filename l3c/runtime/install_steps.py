@@ -90,12 +90,12 @@ def control_error(step: ControlStep, status: int, table: Any, k: int, loops: Seq
                   ) -> tuple[int, str]:
     """(task id, error text) for a control step that stopped the run (`steploop.STEPS_CHECK` or
     `STEPS_ZERO_STEP`)."""
-    from .steploop import STEPS_CHECK
+    from .steploop import STEP_WORDS, STEPS_CHECK, STEPS_COUNT_LIMIT, W_TARGET
     loop = loops[step.loop] if step.loop < len(loops) else None
     where = f"{loop.kind} loop at {loop.loc}" if loop is not None else "a loop"
     var, iteration, trips, stride = table.tables.frame(step.loop)
     if status == STEPS_CHECK:
-        check = step.checks[table.failed_check(k)]
+        check = step.checks[table.tables.failed_check(table.steps[STEP_WORDS * k + W_TARGET])]
         rest = check.const + sum(c * table.tables.frame(l)[0] for l, c in check.terms)
         values = [var] if step.kind != "range" else [var, var + (trips - 1) * stride]
         bad = next((x for x in values if not 0 <= rest + check.coef * x <= check.high), values[-1])
@@ -104,4 +104,7 @@ def control_error(step: ControlStep, status: int, table: Any, k: int, loops: Seq
         when = "the loop did not start" if step.kind == "range" else "that iteration did not start"
         return check.task, (f"IndexError: an index of {check.what} leaves the tensor at "
                             f"{name}={bad}{others} ({where}; {when})")
+    if status == STEPS_COUNT_LIMIT:
+        return step.task, (f"OverflowError: this worker completed 2**32 steps in one run (in the "
+                           f"{where}); a run's counts are 32-bit: split the work over calls")
     return step.task, f"ValueError: the step of the {where} is 0"

@@ -1,10 +1,10 @@
 """The worker's run loop in native code: wait, call the kernel, publish, for every step of a plan.
 
 A worker runs its installed queue once per run: one llvmlite-compiled function walks a table of
-steps (in Python the loop's own overhead was ~10x a small kernel's call). A Python kernel is called with `PyObject_Call` (the worker holds the GIL; it
-is its only Python thread); a native kernel (`@l3c.kernel(native=...)`) is a C call through its
-signature's trampoline (`nativecall.py`) with a prebuilt argument block, so a step costs a few loads,
-two indirect calls and a store.
+steps (in Python the loop's own overhead was ~10x a small kernel's call). A Python kernel is called
+with `PyObject_Call` (the worker holds the GIL; it is its only Python thread); a native kernel
+(`@l3c.kernel(native=...)`) is a C call through its signature's trampoline (`nativecall.py`) with a
+prebuilt argument block: a step costs a few loads, two indirect calls and a store.
 
 The GIL: the loop is entered holding it. Before a native step it releases it if held
 (`PyEval_SaveThread`), before a Python step it takes it back if released, and it holds it again on
@@ -60,6 +60,7 @@ STEPS_RAISED = 3
 STEPS_STATUS = 4
 STEPS_CHECK = 5          # a moving view would leave its tensor: *out_k = the control step
 STEPS_ZERO_STEP = 6      # a range loop's step read as 0: *out_k = the control step
+STEPS_COUNT_LIMIT = 7    # the slot's u32 count of completed steps would wrap: *out_k = the step
 
 STEP_PYTHON = 0
 STEP_NATIVE = 1
@@ -280,6 +281,12 @@ def _module_ir() -> str:
 
     # ---- a control step (docs/runtime.md, "Loops in the step loop") -------------------------
     b.position_at_end(control_bb)
+    # S_DONE is a u32: stop before the steps up to the next control point could wrap it
+    limit = b.sub(i64(2**32 - 1), n)
+    with b.if_then(b.icmp_signed(">", count, limit), likely=False):
+        b.store(k, out_k)
+        take_gil(b)
+        b.ret(i32(STEPS_COUNT_LIMIT))
     with b.if_then(has_patches, likely=False):      # bound or flag elements the loops move
         b.call(em.patches, [patches, terms, p_begin, p_end])
     row = b.gep(ctl_table, [b.mul(target, i64(control.CTL_WORDS))])
@@ -416,6 +423,7 @@ class StepTable:
                     head = [STEP_NATIVE, fn.address, call.block_address, call.invoke]
                 else:
                     call = None
+                    args = control.own_args(args, moving)
                     self.keep.append((fn, args))
                     head = [STEP_PYTHON, id(fn), id(args), 0]
                 control.argument_patches(tables, call is not None, args, moving, call)
@@ -439,10 +447,3 @@ class StepTable:
         if status == STEPS_STATUS:
             raise NativeStatusError(status_message(self.names[out_k.value], self.status.value))
         return status
-
-    def failed_check(self, k: int) -> int:
-        """After STEPS_CHECK at control step k: which of its checks failed (an index into its
-        `Control.checks`)."""
-        row = self.steps[STEP_WORDS * k + W_TARGET]
-        begin = self.tables.controls[control.CTL_WORDS * row + control.C_CHECK_BEGIN]
-        return self.tables.hdr[control.H_FAILED] - begin

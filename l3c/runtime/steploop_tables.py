@@ -175,9 +175,24 @@ class Tables:
         hdr[H_ANCHORS], hdr[H_SLOTS] = ctypes.addressof(self.anchors), self.slots
         hdr[H_FRAMES], hdr[H_LOOPS] = ctypes.addressof(self.frames), self.loops
 
+    def failed_check(self, row: int) -> int:
+        """After STEPS_CHECK at the control step of control row `row`: which of its checks failed
+        (an index into its `Control.checks`)."""
+        return self.hdr[H_FAILED] - self.controls[CTL_WORDS * row + C_CHECK_BEGIN]
+
     def frame(self, loop: int) -> tuple[int, int, int, int]:
         base = FRAME_WORDS * loop
         return tuple(self.frames[base:base + FRAME_WORDS])
+
+
+def own_args(args: tuple, moving: Sequence[tuple]) -> tuple:
+    """A Python step's argument tuple and moved arrays, as new objects of the step's own: patches
+    rewrite them in place (a tuple the caller passed may be a shared constant)."""
+    if not moving:
+        return args
+    moved = {i for i, _, _ in moving}
+    return tuple(a.view() if i in moved and isinstance(a, np.ndarray) else a
+                 for i, a in enumerate(args))
 
 
 def argument_patches(tables: Tables, fn_is_native: bool, args: tuple, moving: Sequence[tuple],

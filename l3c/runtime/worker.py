@@ -173,7 +173,8 @@ class Worker:
             except BaseException as exc:  # noqa: BLE001 - a kernel failure is reported, never kills the worker
                 self.fail(steps[out_k.value].task, kernel_traceback(exc))
                 return
-            if status in (steploop.STEPS_CHECK, steploop.STEPS_ZERO_STEP):
+            if status in (steploop.STEPS_CHECK, steploop.STEPS_ZERO_STEP,
+                          steploop.STEPS_COUNT_LIMIT):
                 self.fail(*control_error(steps[out_k.value], status, table, out_k.value, loops))
                 return
             if status == steploop.STEPS_AGAIN:  # a futex slice elapsed: is the parent alive?
