@@ -17,11 +17,11 @@ Three figures, the targets of issue 15:
     `pipeline`: the dependency crosses chips: chip 0 puts x[i + 1], chip 1 takes x[i], so each
     take waits for the previous iteration's put on the other chip (a carried edge; chip 0 runs
     ahead), loop and unrolled.
-(b) compile time against the trip count: `Jitted.lower()` (trace and passes, CPU seconds) plus
-    what the first call adds over a warm call (lowering to a plan, the native dispatcher,
-    installing it on the workers; wall seconds), for a static trip count of each of
-    `--compile-sizes`, loop and unrolled (unrolled only up to `--unrolled`). Target: the loop's
-    largest size within 1.5x of its smallest.
+(b) compile time against the trip count: `Jitted.lower()` (trace and passes) plus code
+    generation (`l3c.execute.prepare`: the plan and its native dispatcher, built by the first
+    call before it installs them on the workers), CPU seconds of this process, for a static trip
+    count of each of `--compile-sizes` (loop) and of the smallest size and `--unrolled`
+    (unrolled). Target: the loop's largest size within 1.5x of its smallest.
 (c) a `while_loop`'s decision per iteration: `for _ in l3c.while_loop(go): countdown(left, go)`
     against `for _ in l3c.range(n): countdown(left, go)` with the same n iterations (the same
     task, which also writes the flag), in us per iteration: the difference is what testing the
@@ -236,25 +236,28 @@ def per_task(p: SimpleNamespace, args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- (b)
-def compile_time(jitted, n: int, repeats: int) -> dict:
+def compile_time(jitted, n: int) -> dict:
+    """CPU seconds of `lower()` (trace and passes) and of code generation (the plan and its native
+    dispatcher, `l3c.execute.prepare`, what the first call adds before installing on workers)."""
+    from l3c.execute import prepare
     a, b = buffers()
     t0 = time.process_time()
     compiled = jitted.lower(a, b, n)
     lower_s = time.process_time() - t0
-    t0 = time.perf_counter()
-    compiled(*buffers(), n)
-    first = time.perf_counter() - t0
-    warm = median_wall(lambda: compiled(*buffers(), n), repeats)
-    return {"lower_s": lower_s, "first_call_extra_s": max(first - warm, 0.0),
-            "compile_s": lower_s + max(first - warm, 0.0), "nodes": compiled.graph.number_of_nodes()}
+    t0 = time.process_time()
+    prepare(compiled)
+    codegen_s = time.process_time() - t0
+    return {"lower_s": lower_s, "codegen_s": codegen_s, "compile_s": lower_s + codegen_s,
+            "nodes": compiled.graph.number_of_nodes()}
 
 
 def compile_scaling(p: SimpleNamespace, args: argparse.Namespace) -> dict:
     out: dict = {"loop": {}, "unrolled": {}}
+    compile_time(p.looped, 3)        # warm-up: the first dispatcher of these shapes is built once
     for n in args.compile_sizes:
-        out["loop"][n] = compile_time(p.looped, n, 1)
-        if n <= args.unrolled:
-            out["unrolled"][n] = compile_time(p.unrolled, n, 1)
+        out["loop"][n] = compile_time(p.looped, n)
+    for n in sorted({min(args.compile_sizes), args.unrolled}):
+        out["unrolled"][n] = compile_time(p.unrolled, n)
     sizes = sorted(out["loop"])
     out["loop_ratio"] = out["loop"][sizes[-1]]["compile_s"] / out["loop"][sizes[0]]["compile_s"]
     return out
@@ -319,11 +322,11 @@ def report(kind: str, res: dict) -> None:
           f"({a['python_loop_iterations']})")
     print(f"    pipeline (chip 1's take of x[i] after chip 0's put of x[i] one iteration "
           f"earlier): loop {a['pipeline_loop']:.3f} | unrolled {a['pipeline_unrolled']:.3f}")
-    print("(b) compile s (lower CPU + first call's extra wall):")
+    print("(b) compile, CPU s (trace and passes + code generation):")
     for what in ("loop", "unrolled"):
         for n, fig in b[what].items():
-            print(f"    {what:9s} {n:>9d} iterations: {fig['compile_s']:.3f} s "
-                  f"(lower {fig['lower_s']:.3f}, first call +{fig['first_call_extra_s']:.3f}), "
+            print(f"    {what:9s} {n:>9d} iterations: {fig['compile_s']:.4f} s "
+                  f"(lower {fig['lower_s']:.4f} + codegen {fig['codegen_s']:.4f}), "
                   f"{fig['nodes']} nodes")
     print(f"    loop: largest / smallest = {b['loop_ratio']:.2f}x (target <= 1.5x)")
     print(f"(c) while_loop decision: {c['decision_us']:.3f} us per iteration (target <= 2) = "
@@ -342,8 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"[{kind} kernels] skipped: numba is not installed")
                 continue
             p = programs(k)
-            res = {"per_task": per_task(p, args), "compile": compile_scaling(p, args),
-                   "decision": decision(p, args)}
+            compiled = compile_scaling(p, args)      # first: nothing of it lowered yet
+            res = {"per_task": per_task(p, args), "compile": compiled, "decision": decision(p, args)}
             results[kind] = res
             report(kind, res)
     finally:

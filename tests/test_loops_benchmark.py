@@ -30,10 +30,12 @@ def test_loops_benchmark_quick(tmp_path):
     assert "python" in kinds
     for kind in kinds:
         a, b, c = data[kind]["per_task"], data[kind]["compile"], data[kind]["decision"]
-        assert a["iterations"] == 2000 and all(a[k] > 0 for k in ("loop", "unrolled", "python_loop"))
-        assert set(b["loop"]) == {"10", "10000"} and set(b["unrolled"]) == {"10"}
+        assert a["iterations"] == 2000 and all(a[k] > 0 for k in (
+            "loop", "unrolled", "python_loop", "pipeline_loop", "pipeline_unrolled"))
+        assert set(b["loop"]) == {"10", "10000"} and set(b["unrolled"]) == {"10", "200"}
         assert b["loop"]["10"]["nodes"] == b["loop"]["10000"]["nodes"] == 2    # traced once
-        assert b["unrolled"]["10"]["nodes"] == 20
+        assert b["unrolled"]["10"]["nodes"] == 20 and b["unrolled"]["200"]["nodes"] == 400
+        assert all(fig["compile_s"] > 0 for fig in b["loop"].values())
         assert c["while_us_per_iteration"] > 0 and c["range_us_per_iteration"] > 0
         assert f"[{kind} kernels]" in proc.stdout
     assert "target <= 1" in proc.stdout and "target <= 1.5x" in proc.stdout
