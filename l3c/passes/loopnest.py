@@ -92,13 +92,19 @@ def vouched(ancestors: int, k: int, v: int, first: list[int], end: list[int]) ->
 
 
 def lifetime(program: Program, tasks: list[Task], task_ids: list[int],
-             created_in: tuple[int, ...] = ()) -> tuple[int, int] | None:
+             created_in: tuple[int, ...] = (), tensor: int | None = None) -> tuple[int, int] | None:
     """First and last program point a tensor touched by `task_ids` (ascending) occupies memory:
     an access inside a loop holds it from the first to the last task of the outermost loop/cond
-    around it (every iteration uses it again, at one address), as does being created in a body."""
+    around it (every iteration uses it again, at one address), as does being created in a body.
+    A bound or flag a loop/cond reads (`tensor` among `Loop.accesses`) holds it to the end of the
+    program: every worker slot reads it in its own time (a while flag once more after the last
+    iteration), and no task orders a later tensor's writer after all those reads."""
     if not task_ids:
         return None
     lo, hi = task_ids[0], task_ids[-1]
+    if tensor is not None and any(a.tensor == tensor for loop in program.loops.values()
+                                  for a in loop.accesses):
+        hi = len(tasks) - 1
     if program.loops:
         for span in [outermost_span(program, tasks[t].loops) for t in task_ids] + [
                 outermost_span(program, created_in)]:

@@ -102,7 +102,7 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
     for t in intermediates:
         used = accesses.get(t.id, [])
         if program.loops and used:
-            used = list(lifetime(program, tasks, used, t.loops))
+            used = list(lifetime(program, tasks, used, t.loops, t.id))
         if t.id in returned:
             intervals[t.id] = (used[0] if used else end, end)
         elif used:

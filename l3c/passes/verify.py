@@ -212,7 +212,7 @@ def _check_memory(program: Program) -> None:
         hosts_of = tensor_hosts(program, tasks_of, returned)
 
     tasks = task_list(program)
-    life = {tid: lifetime(program, tasks, ids, program.tensors[tid].loops)
+    life = {tid: lifetime(program, tasks, ids, program.tensors[tid].loops, tid)
             for tid, ids in tasks_of.items()}
 
     def before(x: int, y: int) -> bool:
@@ -347,7 +347,7 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
         if program.loops:
             ids = [sorted(set(firsts[t].values()) | set(lasts[t].values())) if t in firsts else []
                    for t in (x, y)]
-            lx, ly = (lifetime(program, tasks, i, names[t].loops) for i, t in zip(ids, (x, y)))
+            lx, ly = (lifetime(program, tasks, i, names[t].loops, t) for i, t in zip(ids, (x, y)))
             if lx is not None and ly is not None and lx[1] >= ly[0]:
                 _fail(f"intermediates {names[x].name} and {names[y].name} share arena bytes but "
                       f"are both used during one loop")

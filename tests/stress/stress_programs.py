@@ -137,6 +137,46 @@ class _Gen:
         return self.rng.randint(1, N), self.rng.randint(1, N)
 
 
+def data_op(rng: random.Random, gen: _Gen, r: float, live: int, chips: int, sub: int):
+    """The operation random draw `r` picks among those that touch data, as (op, new tensors,
+    tasks), or None when `r` falls to a scope boundary (the caller's choice). Shared by the
+    loop-free generator and the loop bodies of `loop_programs.py`."""
+    if r < 0.10 or live < 3:
+        return ("zeros",), 1, 1
+    if r < 0.16:
+        return ("empty_copy", rng.randrange(live)), 1, 1
+    if r < 0.40:
+        s, d = rng.sample(range(live), 2) if rng.random() < 0.85 else (rng.randrange(live),) * 2
+        shape = gen.shape()
+        if s == d:   # same tensor: read and write views must not overlap partially; use rows
+            shape = (rng.randint(1, N // 2), rng.randint(1, N))
+            sv = (False, (0, 2, shape[0]), gen.line(shape[1]))
+            dv = (False, (1, 2, shape[0]), sv[2])
+        else:
+            sv, dv = gen.view(shape), gen.view(shape)
+        worker = "sub" if sub and rng.random() < 0.2 else "chip"
+        limit = chips if worker == "chip" else sub
+        pin = rng.randrange(limit) if rng.random() < 0.2 else None
+        return ("axpy", worker, rng.choice([0.5, -1.0, 2.0]), s, sv, d, dv, pin), 0, 1
+    if r < 0.52:
+        return ("scale", rng.choice([0.5, 3.0, -1.0]), rng.randrange(live), gen.view(gen.shape())), 0, 1
+    if r < 0.60:
+        n = rng.randint(1, N * N)
+        return ("flat_scale", rng.choice([0.5, 2.0]), rng.randrange(live), gen.line(n, N * N)), 0, 1
+    if r < 0.68:
+        s, d = rng.sample(range(live), 2)
+        shape = gen.shape()
+        return ("copy", s, gen.view(shape), d, gen.view(shape)), 0, 1
+    if r < 0.72 and sub:
+        s, d = rng.sample(range(live), 2)
+        return ("sub_sum", s, d, rng.randrange(N)), 0, 1
+    if r < 0.84 and chips >= 2:
+        s, d = rng.sample(range(live), 2)
+        m = rng.choice([m for m in (2, 3, 4) if m <= chips])
+        return ("group", rng.choice(["rows", "cols"]), rng.choice([1.0, -0.5]), s, d, m), 0, m
+    return None
+
+
 def random_ops(rng: random.Random, chips: int, sub: int, length: int) -> tuple:
     """A random program of about `length` operations for a pool of `chips` chips and `sub` sub workers."""
     gen, ops, live, depth, tasks = _Gen(rng), [], 2, [], 0
@@ -144,51 +184,12 @@ def random_ops(rng: random.Random, chips: int, sub: int, length: int) -> tuple:
         if tasks >= MAX_TASKS - 8:
             break
         r = rng.random()
-        if r < 0.10 or live < 3:
-            ops.append(("zeros",))
-            live += 1
-            tasks += 1
-        elif r < 0.16:
-            ops.append(("empty_copy", rng.randrange(live)))
-            live += 1
-            tasks += 1
-        elif r < 0.40:
-            s, d = rng.sample(range(live), 2) if rng.random() < 0.85 else (rng.randrange(live),) * 2
-            shape = gen.shape()
-            if s == d:   # same tensor: read and write views must not overlap partially; use rows
-                shape = (rng.randint(1, N // 2), rng.randint(1, N))
-                sv = (False, (0, 2, shape[0]), gen.line(shape[1]))
-                dv = (False, (1, 2, shape[0]), sv[2])
-            else:
-                sv, dv = gen.view(shape), gen.view(shape)
-            worker = "sub" if sub and rng.random() < 0.2 else "chip"
-            limit = chips if worker == "chip" else sub
-            pin = rng.randrange(limit) if rng.random() < 0.2 else None
-            ops.append(("axpy", worker, rng.choice([0.5, -1.0, 2.0]), s, sv, d, dv, pin))
-            tasks += 1
-        elif r < 0.52:
-            ops.append(("scale", rng.choice([0.5, 3.0, -1.0]), rng.randrange(live),
-                        gen.view(gen.shape())))
-            tasks += 1
-        elif r < 0.60:
-            n = rng.randint(1, N * N)
-            ops.append(("flat_scale", rng.choice([0.5, 2.0]), rng.randrange(live),
-                        gen.line(n, N * N)))
-            tasks += 1
-        elif r < 0.68:
-            s, d = rng.sample(range(live), 2)
-            shape = gen.shape()
-            ops.append(("copy", s, gen.view(shape), d, gen.view(shape)))
-            tasks += 1
-        elif r < 0.72 and sub:
-            s, d = rng.sample(range(live), 2)
-            ops.append(("sub_sum", s, d, rng.randrange(N)))
-            tasks += 1
-        elif r < 0.84 and chips >= 2:
-            s, d = rng.sample(range(live), 2)
-            m = rng.choice([m for m in (2, 3, 4) if m <= chips])
-            ops.append(("group", rng.choice(["rows", "cols"]), rng.choice([1.0, -0.5]), s, d, m))
-            tasks += m
+        picked = data_op(rng, gen, r, live, chips, sub)
+        if picked is not None:
+            op, new, n = picked
+            ops.append(op)
+            live += new
+            tasks += n
         elif r < 0.92 and len(depth) < 3:
             ops.append(("open",))
             depth.append(live)
@@ -201,70 +202,98 @@ def random_ops(rng: random.Random, chips: int, sub: int, length: int) -> tuple:
     return tuple(ops)
 
 
+class Interpreter:
+    """Runs ops with l3c calls (inside a trace) or with numpy (the oracle), one method per kind
+    (`op_<kind>`), so the loop generator (`loop_programs.py`) adds kinds without a second copy.
+    `tag` is the next task id: l3c records one task per call (a fill task for `l3c.zeros`)."""
+
+    def __init__(self, ctl, x, y, *, numpy: bool) -> None:
+        self.ctl, self.numpy = ctl, numpy
+        self.ts = [x, y]
+        self.scopes: list = []
+        self.tag = 0
+
+    def kernel_ctl(self):
+        """What kernels get as `ctl` in the numpy oracle: no delays, no faults."""
+        return np.zeros(MAX_TASKS, np.int64)
+
+    def call(self, kernel, *args, pin=None) -> None:
+        if self.numpy:
+            kernel.fn(self.kernel_ctl(), self.tag, *args)
+        else:
+            (kernel.on(pin) if pin is not None else kernel)(self.ctl, self.tag, *args)
+        self.tag += 1
+
+    def run(self, ops) -> None:
+        for op in ops:
+            getattr(self, "op_" + op[0])(*op[1:])
+
+    def results(self) -> tuple:
+        """The tensors live at the end except y, then x (so results include intermediates and an
+        input)."""
+        return tuple(self.ts[2:]) + (self.ts[0],)
+
+    def op_zeros(self):
+        x = self.ts[0]
+        self.ts.append(np.zeros((N, N)) if self.numpy else l3c.zeros((N, N), x.dtype))
+        self.tag += 1
+
+    def op_empty_copy(self, s):
+        t = np.empty((N, N)) if self.numpy else l3c.empty((N, N), self.ts[0].dtype)
+        self.call(copy, self.ts[s], t)
+        self.ts.append(t)
+
+    def op_axpy(self, worker, alpha, s, sv, d, dv, pin):
+        ts = self.ts
+        self.call(sub_axpy if worker == "sub" else axpy, alpha, view(ts[s], sv), view(ts[d], dv),
+                  pin=pin)
+
+    def op_scale(self, alpha, d, dv):
+        self.call(scale, view(self.ts[d], dv), alpha)
+
+    def op_flat_scale(self, alpha, d, spec):
+        self.call(scale, flat_view(self.ts[d], spec), alpha)
+
+    def op_copy(self, s, sv, d, dv):
+        self.call(copy, view(self.ts[s], sv), view(self.ts[d], dv))
+
+    def op_sub_sum(self, s, d, row):
+        self.call(sub_sum, self.ts[s], self.ts[d][row])
+
+    def op_group(self, how, alpha, s, d, m):
+        ts = self.ts
+        if how == "rows":
+            parts = [(ts[s][i::m], ts[d][i::m]) for i in range(m)]
+        else:
+            w = N // m
+            parts = [(ts[s][:, i * w:(i + 1) * w], ts[d][:, i * w:(i + 1) * w]) for i in range(m)]
+        if self.numpy:
+            for src, dst in parts:
+                self.call(axpy, alpha, src, dst)
+        else:
+            l3c.group(axpy, [(self.ctl, self.tag + i, alpha, src, dst)
+                             for i, (src, dst) in enumerate(parts)])
+            self.tag += m
+
+    def op_open(self):
+        cm = None if self.numpy else l3c.scope()
+        if cm is not None:
+            cm.__enter__()
+        self.scopes.append((cm, len(self.ts)))
+
+    def op_close(self):
+        cm, n = self.scopes.pop()
+        if cm is not None:
+            cm.__exit__(None, None, None)
+        del self.ts[n:]
+
+
 def interpret(ctl, x, y, ops, *, numpy: bool):
     """Run `ops` with l3c calls (inside a trace) or with numpy (the oracle). Returns the tensors
-    live at the end except y, then x (so results include intermediates and an input)."""
-    ts = [x, y]
-    scopes = []
-    tag = 0
-
-    def call(kernel, *args, pin=None):
-        nonlocal tag
-        if numpy:
-            kernel.fn(np.zeros(MAX_TASKS, np.int64), tag, *args)
-        else:
-            (kernel.on(pin) if pin is not None else kernel)(ctl, tag, *args)
-        tag += 1
-
-    for op in ops:
-        kind = op[0]
-        if kind == "zeros":          # l3c records a fill task for it: one task id
-            ts.append(np.zeros((N, N)) if numpy else l3c.zeros((N, N), x.dtype))
-            tag += 1
-        elif kind == "empty_copy":
-            t = np.empty((N, N)) if numpy else l3c.empty((N, N), x.dtype)
-            call(copy, ts[op[1]], t)
-            ts.append(t)
-        elif kind == "axpy":
-            _, worker, alpha, s, sv, d, dv, pin = op
-            call(sub_axpy if worker == "sub" else axpy, alpha, view(ts[s], sv), view(ts[d], dv),
-                 pin=pin)
-        elif kind == "scale":
-            _, alpha, d, dv = op
-            call(scale, view(ts[d], dv), alpha)
-        elif kind == "flat_scale":
-            _, alpha, d, spec = op
-            call(scale, flat_view(ts[d], spec), alpha)
-        elif kind == "copy":
-            _, s, sv, d, dv = op
-            call(copy, view(ts[s], sv), view(ts[d], dv))
-        elif kind == "sub_sum":
-            _, s, d, row = op
-            call(sub_sum, ts[s], ts[d][row])
-        elif kind == "group":
-            _, how, alpha, s, d, m = op
-            if how == "rows":
-                parts = [(ts[s][i::m], ts[d][i::m]) for i in range(m)]
-            else:
-                w = N // m
-                parts = [(ts[s][:, i * w:(i + 1) * w], ts[d][:, i * w:(i + 1) * w]) for i in range(m)]
-            if numpy:
-                for src, dst in parts:
-                    call(axpy, alpha, src, dst)
-            else:
-                l3c.group(axpy, [(ctl, tag + i, alpha, src, dst) for i, (src, dst) in enumerate(parts)])
-                tag += m
-        elif kind == "open":
-            cm = None if numpy else l3c.scope()
-            if cm is not None:
-                cm.__enter__()
-            scopes.append((cm, len(ts)))
-        elif kind == "close":
-            cm, n = scopes.pop()
-            if cm is not None:
-                cm.__exit__(None, None, None)
-            del ts[n:]
-    return tuple(ts[2:]) + (ts[0],)
+    live at the end except y, then x."""
+    it = Interpreter(ctl, x, y, numpy=numpy)
+    it.run(ops)
+    return it.results()
 
 
 def kernel_tasks(ops: tuple) -> tuple[int, list[int]]:
@@ -349,17 +378,23 @@ class Program:
                 ctl[t] = DELAY_SHORT if r < 0.15 else DELAY_LONG if r < 0.2 else 0
         return ctl
 
-    def oracle(self, x0, y0):
+    def oracle(self, x0, y0, ctl):
+        """numpy's results and written x, y for inputs x0, y0 (`ctl`: the run's control data)."""
         x, y = x0.copy(), y0.copy()
         results = interpret(None, x, y, self.ops, numpy=True)
         return results, x, y
 
+    def fault_task(self, ctl, x0, y0, task: int) -> int | None:
+        """The task to fault in a run with `ctl` on x0, y0 (None: no task of ours runs)."""
+        return task
+
     def check_run(self, run, what: str, delays: bool = True) -> None:
         """One clean run through `run(ctl, x, y)`: results and written inputs equal numpy."""
         x0, y0 = self.inputs()
-        expected, x_np, y_np = self.oracle(x0, y0)
+        ctl = self.ctl(delays)
+        expected, x_np, y_np = self.oracle(x0, y0, ctl)
         x, y = x0.copy(), y0.copy()
-        got = run(self.ctl(delays), x, y)
+        got = run(ctl, x, y)
         check_equal(got, expected, f"seed {self.seed} {what}")
         np.testing.assert_array_equal(x, x_np, err_msg=f"seed {self.seed} {what}: x written back")
         np.testing.assert_array_equal(y, y_np, err_msg=f"seed {self.seed} {what}: y written back")
@@ -375,8 +410,11 @@ class Program:
     def fault_run(self, run, fault: int, task: int) -> None:
         """A run with `fault` at `task`: the matching l3c error, and the caller's arrays unchanged."""
         ctl = self.ctl()
-        ctl[task] = fault
         x0, y0 = self.inputs()
+        task = self.fault_task(ctl, x0, y0, task)
+        if task is None:
+            return
+        ctl[task] = fault
         x, y = x0.copy(), y0.copy()
         STATS.faults[FAULT_NAMES[fault]] += 1
         expected = {FAULT_RAISE: l3c.KernelError, FAULT_SIGKILL: l3c.WorkerCrashed,
@@ -398,31 +436,40 @@ class Program:
         np.testing.assert_array_equal(y, y0)
 
 
-def run_program(seed: int, *, faults: int, allow_hang: bool, tmp_dir: str | None = None) -> None:
-    """Everything the stress suite does with one random program (see module docstring)."""
-    p = Program(seed)
+def run_program(seed: int, *, faults: int, allow_hang: bool, tmp_dir: str | None = None,
+                program: Program | None = None, compiled: bool = True, aot: bool = True) -> None:
+    """Everything the stress suite does with one random program (see module docstring):
+    `Program(seed)`, or `program` (a loop program); `compiled=False` runs the same checks with
+    `.eager` in place of compiled runs (an l3c without compiled loops); `aot=False` leaves out
+    the saved-and-loaded run (an l3c whose schedule files cannot hold loops yet)."""
+    p = program if program is not None else Program(seed)
     rng = p.rng
     STATS.programs += 1
     STATS.tasks += p.ntasks
-    compiled = p.fn.lower(np.zeros(MAX_TASKS, np.int64), np.zeros((N, N)), np.zeros((N, N)), ops=p.ops)
-    assert compiled.graph.number_of_nodes() == p.ntasks, "task ids must follow program order"
-    p.check_run(p.compiled_run, "compiled")
-    if rng.random() < 0.3:
-        p.check_run(p.eager_run, "eager")
-    if tmp_dir is not None and rng.random() < 0.1:
-        path = os.path.join(tmp_dir, f"stress-{seed}.l3c")
-        compiled.save(path)
-        loaded = l3c.load(path)
+    main_run = p.compiled_run if compiled else p.eager_run
+    if compiled:
+        compiled_ = p.fn.lower(np.zeros(MAX_TASKS, np.int64), np.zeros((N, N)), np.zeros((N, N)),
+                               ops=p.ops)
+        assert compiled_.graph.number_of_nodes() == p.ntasks, "task ids must follow program order"
+        p.check_run(p.compiled_run, "compiled")
+        if rng.random() < 0.3:
+            p.check_run(p.eager_run, "eager")
+        if tmp_dir is not None and rng.random() < 0.1 and aot:
+            path = os.path.join(tmp_dir, f"stress-{seed}.l3c")
+            compiled_.save(path)
+            loaded = l3c.load(path)
 
-        def aot_run(ctl, x, y):
-            STATS.aot_runs += 1
-            return loaded(ctl, x, y, p.ops)
-        p.check_run(aot_run, "loaded schedule")
+            def aot_run(ctl, x, y):
+                STATS.aot_runs += 1
+                return loaded(ctl, x, y, p.ops)
+            p.check_run(aot_run, "loaded schedule")
+    else:
+        p.check_run(p.eager_run, "eager")
     if not p.faultable:
         return
     for _ in range(faults):
         kinds = [f for f in FAULTS if f != FAULT_HANG or allow_hang]
         fault = rng.choice(kinds)
-        run = p.eager_run if rng.random() < 0.15 else p.compiled_run
+        run = p.eager_run if rng.random() < 0.15 else main_run
         p.fault_run(run, fault, rng.choice(p.faultable))
-        p.check_run(p.compiled_run if rng.random() < 0.8 else p.eager_run, "after a fault")
+        p.check_run(main_run if rng.random() < 0.8 else p.eager_run, "after a fault")
