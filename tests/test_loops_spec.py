@@ -395,6 +395,8 @@ def test_graph_has_one_node_per_body_call_with_its_loops_and_carried_edges():
     assert not any(row_twice in edge for edge in carried)   # y[i], x[i]: never across iterations
     assert not any(d.get("carried") for u, v, d in graph.edges(data=True)
                    if by_loops[u] == () or by_loops[v] == ())
+    # every edge says which kind it is, so `d["carried"]` works on any edge
+    assert all(d["carried"] in (True, False) for _, _, d in graph.edges(data=True))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -295,7 +295,7 @@ def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
             data["tensors"].update(tensors)
         else:
             succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
-                                       "added_by": "deps"}
+                                       "added_by": "deps", "carried": False}
     nx._clear_cache(graph)
 
 
@@ -403,7 +403,7 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
             for u in reversed(us):
                 bits, tensors = found[u, v]
                 succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
-                                           "added_by": "deps"}
+                                           "added_by": "deps", "carried": False}
         nx._clear_cache(graph)
     for (u, v), (bits, tensors) in sorted(carried.items()):
         for kind in _KIND_NAMES[bits]:
