@@ -19,23 +19,17 @@ Loops (docs/passes.md): a tensor used in a loop lives for the whole outermost lo
 (`loopnest.lifetime`); clocks run over the iteration graph, masked by `loopnest.masked_clock`.
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
-64 bytes (a cache line: two workers writing neighbouring tensors never share one), but the figures
-are exact bytes, as docs/passes.md defines them. When rounding costs more than reuse saves (a program of
-a few tiny tensors), the arena would exceed the naive sum; the pass then packs every intermediate
-back to back instead, largest item size first (each at a multiple of its own item size), so
-`lower_bound <= arena <= naive` always holds.
+64 bytes (a cache line: two workers writing neighbouring tensors never share one); the figures are
+exact bytes. When rounding costs more than reuse saves (a few tiny tensors), the pass packs every
+intermediate back to back instead, largest item size first (each at a multiple of its own item
+size), so `lower_bound <= arena <= naive` always holds.
 
-Several hosts: each host has its own arena, so two tensors that no host shares (the hosts of their
-accessing tasks; a returned tensor is on every host, which all receive the results) never
-conflict, whatever their lifetimes: a host's arena holds only its own tensors, and
-`reports["host_arena_bytes"]` gives each host's size (lowering sizes each host's pool by it).
-`arena_bytes` is the largest of them, and `lower_bound_bytes` the largest host's bound (the
-total of its tensors live at one point).
+Several hosts: each host has its own arena, so two tensors no host shares (the hosts of their
+accessing tasks; a returned tensor is on every host) never conflict; `reports["host_arena_bytes"]`
+gives each host's size, `arena_bytes` the largest, `lower_bound_bytes` the largest host's bound.
 
-Writes `TensorInfo.arena_offset`, `program.memory` (`arena_bytes`, `lower_bound_bytes` = largest
-total of intermediates live at one point of program order, `naive_bytes` = sum of all
-intermediates, `added_edges`, `alignment`: 64, or 0 when packed) and
-`program.reports["memory_edges"]`. Switch: `reuse_memory=False` places every intermediate at its own offset (arena = naive).
+Writes `TensorInfo.arena_offset`, `program.memory` (docs/passes.md) and
+`program.reports["memory_edges"]`. `reuse_memory=False` gives every intermediate its own space.
 """
 from __future__ import annotations
 
@@ -49,13 +43,14 @@ from ..ir import Program
 from .arena_space import OpenSpace
 from .arena_layout import ALIGNMENT, aligned, tensor_bases
 from .graphs import task_list
-from .loopnest import iteration_preds, lifetime, masked_clock, queue_starts, structure_bounds
+from .loopnest import (iteration_preds, lifetime, masked_clock, queue_starts, structure_bounds,
+                       unvouched)
 from .schedule import estimate_times
 from .scopes import result_tensors
 
 NEVER = 1 << 30                # a queue position no task reaches
 MAX_EDGES_PER_REUSE = 16       # ordering edges one reuse may add (more: grow the arena instead)
-RETIRE_CHECK = 8               # look for retirable tensors once this many (then 2x the rest) are active
+RETIRE_CHECK = 8               # look for retirable tensors at this many active (then 2x the rest)
 
 
 def lower_bound(intervals: dict[int, tuple[int, int]], size: dict[int, int]) -> int:
@@ -214,20 +209,24 @@ class _Planner:
             if self.queue[s]:
                 self.sources[t.id].append(self.queue[s][-1])   # queue predecessor
             self.queue[s].append(t.id)
-        # Per tensor: first accessing task per worker slot, and (slot, last position, last task).
-        self.firsts: dict[int, dict[int, int]] = {}
+        # Per tensor: its "heads" per worker slot (the first accessing task, and every later one
+        # an earlier access there may not order: `loopnest.unvouched`), and (slot, last position,
+        # last task).
+        self.bounds = structure_bounds(program, tasks) if program.loops else None
+        self.firsts: dict[int, dict[int, list[int]]] = {}
         self.lasts: dict[int, list[tuple[int, int, int]]] = {}
         for tid, ids in accesses.items():
-            first: dict[int, int] = {}
+            first: dict[int, list[int]] = {}
             last: dict[int, int] = {}
             for t in ids:
                 s = self.slot_of[t]
                 if s not in first:
-                    first[s] = t
+                    first[s] = [t]
+                elif self.bounds is not None and unvouched(last[s], t, *self.bounds):
+                    first[s].append(t)
                 last[s] = t
             self.firsts[tid] = first
             self.lasts[tid] = [(s, self.pos[t], t) for s, t in last.items()]
-        self.bounds = structure_bounds(program, tasks) if program.loops else None
         self.starts = queue_starts(self.queue, self.bounds[0]) if self.bounds else {}
         self.clock: list[np.ndarray | None] = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
@@ -259,17 +258,18 @@ class _Planner:
 
     def _min_before(self, tid: int) -> list[int]:
         """Element-wise smallest `before` clock among the tensor's accesses (the first on each
-        worker: later ones follow it in the queue)."""
+        worker: later ones follow one of them in the queue)."""
         firsts = self.firsts.get(tid)
         if not firsts:
             return [NEVER] * len(self.workers)
-        self._ensure(max(firsts.values()))
+        self._ensure(max(ys[-1] for ys in firsts.values()))
         clock = self.clock
         found = None
-        for s, y in firsts.items():
-            row = clock[y].copy()
-            row[s] -= 1
-            found = row if found is None else np.minimum(found, row, out=found)
+        for s, ys in firsts.items():
+            for y in ys:
+                row = clock[y].copy()
+                row[s] -= 1
+                found = row if found is None else np.minimum(found, row, out=found)
         return found.tolist()
 
     def _seen_by_future(self, point: int) -> list[int] | None:
@@ -303,7 +303,7 @@ class _Planner:
         start, finish = self.times
         clock, slot_of, pos, host = self.clock, self.slot_of, self.pos, self.host_of_slot
         needed = []
-        for wb, y in self.firsts[b_tid].items():
+        for wb, y in ((wb, y) for wb, ys in self.firsts[b_tid].items() for y in ys):
             self._ensure(y)
             for wa, p, x in self.lasts[a_tid]:
                 seen = int(clock[y][wa]) - (1 if wa == wb else 0)
