@@ -395,3 +395,29 @@ def test_critical_path_leaves_carried_edges_out():
     assert len(path) == 2 and prog.task(path[-1]).short_kernel == "copy_into"
     assert path[-1] > path[0]
     assert prog.reports["critical_path"] == 2.0
+
+
+@l3c.kernel
+def trips_of(x: l3c.In, n: l3c.Out):
+    n[0] = len(x)
+
+
+def bounds_and_flags_only(x, tol):
+    n = l3c.empty((1,), np.int64)                  # read only as the range's stop
+    trips_of(x, n)
+    junk = l3c.empty((1,), np.int64)               # read by nothing
+    trips_of(x, junk)
+    for i in l3c.range(n):
+        update(x)
+    return solve(x, tol)                           # `go`: read only as the while's and cond's flag
+
+
+def test_a_bound_or_flag_read_is_a_read_for_the_scopes_warning():
+    """A tensor that only a loop/cond reads (a range bound, a while or cond flag) is read: the
+    scopes pass warns about the tensor nothing reads, and only about it."""
+    prog = run_passes(l3c.jit(bounds_and_flags_only, chips=2).trace(np.ones(4), 0.1),
+                      until="scopes")
+    flags = {lp.kind: prog.tensors[lp.accesses[0].tensor].name for lp in prog.loops.values()}
+    assert len(set(flags.values())) == 2 and set(flags) == {"range", "while", "cond"}
+    [junk] = [t for t in prog.tensors if t.kind == "intermediate" and t.name not in flags.values()]
+    assert prog.reports["warnings"] == [f"tensor {junk.name} ({junk.loc}) is written but never read"]

@@ -246,3 +246,39 @@ def test_a_run_stops_before_its_u32_step_count_could_wrap():
     assert table.run(0, base + 8, base, base + 4, ctypes.addressof(ctx), 0, 100, 10**6,
                      out_k) == steploop.STEPS_DONE
     assert calls == [0, 1, 1, 1] and ctl[0] == 4
+
+
+def test_a_counted_read_is_published_only_after_the_element_is_read():
+    """A while test or cond reads its flag, then counts the read: a later writer of the flag waits
+    for every slot's count, so a count published before the load lets the writer change the flag
+    under a slot that has not read it yet (that slot alone leaves the loop, the others wait for it
+    forever). The flag here is the slot's own S_DONE word, which the count's publication itself
+    changes from 0 to 1: read first, the loop runs no iteration and the block is skipped."""
+    import ctypes
+
+    from l3c.runtime import steploop
+    from l3c.runtime.steploop_tables import VALUE_KINDS, Control
+
+    seen = []
+
+    def run(opening, closing):
+        seen.clear()
+        ctl = (ctypes.c_uint32 * 32)()
+        base, ctx, out_k = ctypes.addressof(ctl), (ctypes.c_int64 * 2)(), ctypes.c_int64(0)
+        flag = (VALUE_KINDS["uint32"], base)                     # S_DONE: 0 until the read counts
+        steps = opening(flag) + [(seen.append, ("body",), (), False, 0, 1, 0), closing,
+                                 (seen.append, ("end",), (), False, 0, 1, 0)]
+        table = steploop.StepTable(steps, slots=1, loops=1)
+        status = table.run(0, base + 8, base, base + 4, ctypes.addressof(ctx), 0, 100, 10**6, out_k)
+        assert status == steploop.STEPS_DONE
+        return list(seen), ctl[0]
+
+    def while_loop(flag):
+        return [Control("while", 0, 0, (0,), False, ()),
+                Control("test", 0, 4, (0,), True, (), flag=flag, max_iterations=1)]
+
+    def cond(flag):
+        return [Control("cond", 0, 3, (0,), True, (), flag=flag)]
+
+    assert run(while_loop, Control("again", 0, 1, (1,), False, ())) == (["end"], 2)
+    assert run(cond, Control("endcond", 0, 0, (1,), False, ())) == (["end"], 2)

@@ -12,7 +12,7 @@ outermost loop, since every iteration uses them again).
 
 Writes `TensorInfo.first_use`, `last_use`, `dead_after` for every tensor, and
 `program.reports["warnings"]`: one line per intermediate that is written but never read (and not
-returned). No switch: it only annotates.
+returned); a loop's bound or a while/cond flag is a read. No switch: it only annotates.
 """
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def run(program: Program) -> Program:
             (read if access.reads else written).add(access.tensor)
             if access.writes:
                 written.add(access.tensor)
+    for loop in program.loops.values():
+        read.update(access.tensor for access in loop.accesses)   # bounds and flags are reads
     returned = result_tensors(program)
     warnings = program.reports.setdefault("warnings", [])
     for info in tensors:

@@ -210,7 +210,8 @@ class Emitter:
             return b.gep(ptr(w(C_FRAME)), [i64(field)])
 
         def count_read() -> Any:
-            """A counted read completes like a task: own count + 1, every slot's CUR + 1."""
+            """A counted read completes like a task: own count + 1, every slot's CUR + 1. Called
+            after the element's load: a later writer of it waits for this count."""
             counted = b.icmp_unsigned("!=", w(C_COUNTED), i64(0))
             new = b.add(count, b.zext(counted, i64))
             with b.if_then(counted):
@@ -297,8 +298,8 @@ class Emitter:
 
         # test: read the flag; stop at zero or at max_iterations, else start iteration `iter`
         b.position_at_end(kinds["test"])
-        new = count_read()
         flag = b.call(self.read_value, [w(C_FLAG_KIND), w(C_FLAG)])
+        new = count_read()
         it = b.load(frame(F_ITER))
         cap = w(C_MAX)
         under = b.or_(b.icmp_signed("<", cap, i64(0)), b.icmp_signed("<", it, cap))
@@ -325,9 +326,9 @@ class Emitter:
 
         # cond: read the flag; run the block or skip it
         b.position_at_end(kinds["cond"])
+        flag = b.call(self.read_value, [w(C_FLAG_KIND), w(C_FLAG)])
         new = count_read()
         copy(C_ENTER, cur)
-        flag = b.call(self.read_value, [w(C_FLAG_KIND), w(C_FLAG)])
         runs = b.xor(b.icmp_unsigned("!=", flag, i64(0)),
                      b.icmp_unsigned("!=", w(C_INVERT), i64(0)))
         block, skip = fn.append_basic_block("ctl.cond.run"), fn.append_basic_block("ctl.cond.skip")
