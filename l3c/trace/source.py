@@ -82,7 +82,13 @@ def user_loc() -> str:
     """The user's current line as "basename.py:LINE" (for Task.loc and TensorInfo.loc); one
     string per line of code, shared by the records made there."""
     frame = sys._getframe(1)
-    while frame is not None and _code_is_internal(frame.f_code):
+    known = _INTERNAL_CODE.get
+    while frame is not None:
+        internal = known(frame.f_code)
+        if internal is None:
+            internal = _code_is_internal(frame.f_code)
+        if not internal:
+            break
         frame = frame.f_back
     if frame is None:
         return "<unknown>:0"
