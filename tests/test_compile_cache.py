@@ -48,7 +48,14 @@ def test_least_recently_used_signature_is_evicted_and_retraced():
 
 
 def test_evicted_native_code_is_freed():
-    f = _counting(1)
+    # Dispatchers are shared by programs whose slots have equal step counts (`_alive` in
+    # l3c/codegen/dispatcher.py): an unusual count keeps other tests' programs, alive in their
+    # modules' caches, from holding this one's.
+    @l3c.jit(chips=2, cache_size=1)
+    def f(x):
+        for _ in range(29):
+            bump(x)
+        return x
     first = f.lower(np.zeros(3, np.float32))
     f(np.zeros(3, np.float32))
     dispatcher = weakref.ref(first.artifacts["dispatcher"])
