@@ -49,6 +49,11 @@ def test_trace_leaves_the_collector_on_and_cycles_collectable():
     assert gc.isenabled()
     assert len(program.graph) == 1
     task = program.graph.nodes[0]["task"]
+    # the tracer builds tasks positionally: every field must land in its place
+    assert (task.id, task.kernel, task.worker, task.scope, task.loops, task.pin, task.group,
+            task.group_rank, task.chip, task.queue_pos) == (0, _add.name, "chip", (), (), None,
+                                                            None, 0, None, None)
+    assert task.loc.startswith("test_trace_records.py:")
     assert [a.region.box for a in task.accesses] == [((0, 1, 1), (0, 4, 1)),
                                                      ((1, 1, 1), (0, 4, 1)),
                                                      ((2, 1, 1), (0, 4, 1))]
