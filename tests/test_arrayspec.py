@@ -88,6 +88,12 @@ def test_running_a_spec_is_an_error_not_a_crash():
             l3c.ArraySpec((6, 4), np.float32), np.ones((6, 4), np.float32))
 
 
+def test_eager_with_a_spec_says_so():
+    with pytest.raises(l3c.L3CError, match=r"argument 'x' must be a numpy array float32\[6, 4\], "
+                       r"got ArraySpec \(an l3c.ArraySpec describes"):
+        step.eager(l3c.ArraySpec((6, 4), np.float32), np.ones((6, 4), np.float32))
+
+
 def _capped(argv: list[str], cwd: str) -> subprocess.CompletedProcess:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))

@@ -48,7 +48,14 @@ def test_least_recently_used_signature_is_evicted_and_retraced():
 
 
 def test_evicted_native_code_is_freed():
-    f = _counting(1)
+    # Dispatchers are shared by programs whose slots have equal step counts (`_alive` in
+    # l3c/codegen/dispatcher.py): an unusual count keeps other tests' programs, alive in their
+    # modules' caches, from holding this one's.
+    @l3c.jit(chips=2, cache_size=1)
+    def f(x):
+        for _ in range(29):
+            bump(x)
+        return x
     first = f.lower(np.zeros(3, np.float32))
     f(np.zeros(3, np.float32))
     dispatcher = weakref.ref(first.artifacts["dispatcher"])
@@ -142,3 +149,25 @@ def test_forgetting_a_plan_never_waits_for_a_busy_pool():
     f(np.zeros(9, np.float32))                                  # the next install drops it
     assert id(plan) not in pool._plans or pool._plans[id(plan)].plan is not plan
     np.testing.assert_array_equal(compiled(np.zeros(7, np.float32)), np.ones(7, np.float32))
+
+
+def test_workers_drop_the_plans_of_evicted_signatures():
+    from l3c.runtime.pool import current_pool
+    f = _counting(2)
+    first = f.lower(np.zeros(3, np.float32))
+    f(np.zeros(3, np.float32))
+    pool = current_pool()
+    first_id = pool._plans[id(first.artifacts["lowered"].plan)].plan_id
+    assert any(first_id in w.installed for w in pool._workers)
+    earlier = [set(w.installed) - {first_id} for w in pool._workers]   # other tests' plans
+    del first
+    for n in range(4, 16):                     # 12 new signatures through a cache of 2
+        x = np.zeros(n, np.float32)
+        f(x)
+        np.testing.assert_array_equal(x, np.ones(n, np.float32))
+    held = [len(w.installed - e) for w, e in zip(pool._workers, earlier)]
+    assert all(first_id not in w.installed for w in pool._workers)
+    assert max(held) <= 3, held                # the cached signatures' plans, not all 13
+    x = np.zeros(3, np.float32)
+    f(x)                                       # evicted: traced and installed again
+    np.testing.assert_array_equal(x, np.ones(3, np.float32))

@@ -71,7 +71,14 @@ def _prepare(program: Program, args: Sequence[Any]) -> tuple:
         if param.tensor is None:
             continue
         info = program.tensors[param.tensor]
-        value = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        if not isinstance(value, np.ndarray):
+            given, value = value, np.asarray(value)
+            if value.dtype == object:       # an l3c.ArraySpec, say: no numbers to run on
+                raise ScheduleError(
+                    f"{program.name}.eager: argument {param.name!r} must be a numpy array "
+                    f"{info.dtype}{list(info.shape)}, got {type(given).__name__}"
+                    " (an l3c.ArraySpec describes an argument for lower, dump-ir and compile; "
+                    "runs need arrays)")
         if (tuple(value.shape) != tuple(info.shape)
                 or value.dtype.newbyteorder("=") != np.dtype(info.dtype)):
             raise ScheduleError(f"argument {param.name}: expected {info.dtype}{list(info.shape)}, "

@@ -42,4 +42,9 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if collecting:
+            # Without a collection of everything made meanwhile (all in the youngest generation):
+            # freeze + unfreeze moves it to the oldest in constant time (see
+            # `l3c.trace.tracer.resume_collector`).
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()

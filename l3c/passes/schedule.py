@@ -166,19 +166,36 @@ class _Placer:
         finish, where, free_at = self.finish, self.where, self.free_at
         cost = self.cost[v]
         latest_worker = None
+        # One walk over the predecessors: the latest finish on each worker holding one, and the
+        # worker of the latest (finish, id). On one host a candidate's ready time follows from
+        # these (`ready`'s maximum, the hand-off added to the other workers' latest).
+        pred_workers: dict[Worker, float] = {}
         if preds:
-            latest = max(preds, key=lambda p: (finish[p], p))
-            latest_worker = where[latest]
-            pred_workers = {where[p] for p in preds}
-        else:
-            pred_workers = ()
+            latest_finish, latest_id = -1.0, -1
+            for p in preds:
+                fp, wp = finish[p], where[p]
+                if fp > pred_workers.get(wp, -1.0):
+                    pred_workers[wp] = fp
+                if fp > latest_finish or (fp == latest_finish and p > latest_id):
+                    latest_finish, latest_id = fp, p
+            latest_worker = where[latest_id]
+        one_host = self.config.hosts == 1
         common = None
-        if self.config.hosts == 1 and (self.handoff == 0.0 or not preds):
-            common = max((finish[p] for p in preds), default=0.0)
+        if one_host and (self.handoff == 0.0 or not preds):
+            common = max(max(pred_workers.values(), default=0.0), 0.0)
+        handoff = self.handoff
         ends = []
         for worker in candidates:
             free = free_at[worker]
-            ready = common if common is not None else self.ready(v, worker)
+            if common is not None:
+                ready = common
+            elif one_host:
+                ready = pred_workers.get(worker, 0.0)
+                for w, fp in pred_workers.items():
+                    if w != worker and fp + handoff > ready:
+                        ready = fp + handoff
+            else:
+                ready = self.ready(v, worker)
             ends.append(((ready if ready > free else free) + cost, worker, free))
         if len(ends) == 1:
             self.commit(task, ends[0][1], ends[0][0])
@@ -211,7 +228,7 @@ class _Placer:
 
     def data_bytes(self, u: int, v: int) -> int:
         """Bytes v reads that u wrote, over the tensors of the edge's RAW dependency."""
-        data = self.graph.edges[u, v]
+        data = self.graph._succ[u][v]
         if "RAW" not in data["kinds"]:
             return 0
         edge_tensors = data["tensors"]

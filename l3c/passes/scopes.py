@@ -17,7 +17,7 @@ returned); a loop's bound or a while/cond flag is a read. No switch: it only ann
 from __future__ import annotations
 
 from ..errors import TraceError
-from ..ir import Program, result_refs
+from ..ir import Access, Program, result_refs
 from .graphs import task_list
 
 
@@ -38,11 +38,15 @@ def run(program: Program) -> Program:
     written: set[int] = set()
     last_in_scope: dict[int, int] = {}
     for task in task_list(program):
-        for sid in task.scope:
-            last_in_scope[sid] = task.id
-        for access in task.accesses:
-            info = tensors[access.tensor]
-            if info.scope and task.scope[:len(info.scope)] != info.scope:
+        v, scope = task.id, task.scope
+        for sid in scope:
+            last_in_scope[sid] = v
+        for access in task.args:
+            if not isinstance(access, Access):
+                continue
+            t = access.tensor
+            info = tensors[t]
+            if info.scope and scope[:len(info.scope)] != info.scope:
                 raise TraceError(
                     f"{task.loc}: {task.short_kernel} uses tensor {info.name} "
                     f"(shape {info.shape}, {info.dtype}, created at {info.loc}) after the "
@@ -54,15 +58,18 @@ def run(program: Program) -> Program:
                     f"{info.shape}, {info.dtype}, created at {info.loc}) outside the l3c.{_NAMES[loop.kind]} "
                     f"at {loop.loc} it was created in (it lives one iteration or block); create "
                     f"it before that loop instead")
-            first.setdefault(access.tensor, task.id)
-            last[access.tensor] = task.id
-            (read if access.reads else written).add(access.tensor)
-            if access.writes:
-                written.add(access.tensor)
+            if t not in first:
+                first[t] = v
+            last[t] = v
+            mode = access.mode
+            (read if mode == "In" or mode == "InOut" else written).add(t)
+            if mode == "Out" or mode == "InOut":
+                written.add(t)
     for loop in program.loops.values():
         read.update(access.tensor for access in loop.accesses)   # bounds and flags are reads
     returned = result_tensors(program)
     warnings = program.reports.setdefault("warnings", [])
+    warned = set(warnings)
     for info in tensors:
         info.first_use = first.get(info.id)
         info.last_use = last.get(info.id)
@@ -84,6 +91,7 @@ def run(program: Program) -> Program:
         if (info.kind == "intermediate" and info.id in written and info.id not in read
                 and info.id not in returned):
             message = f"tensor {info.name} ({info.loc}) is written but never read"
-            if message not in warnings:
+            if message not in warned:
+                warned.add(message)
                 warnings.append(message)
     return program

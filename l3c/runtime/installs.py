@@ -85,11 +85,18 @@ class Installs:
                 self.lock.release()
 
     def _drop_forgotten(self) -> None:
+        """Drop forgotten plans here and in the workers (their installed queues, views and bound
+        variants would otherwise stay in every worker for the pool's life). The lock is held."""
+        dropped: set[int] = set()
         while self._forgotten:
             plan = self._forgotten.pop()
             entry = self._plans.get(id(plan))
             if entry is not None and entry.plan is plan:
                 del self._plans[id(plan)]
+                dropped.add(entry.plan_id)
+                dropped.update((entry.cache.get("variants") or {}).values())
+        if dropped:
+            self._release(set(), dropped)
 
     def install(self, plan: Plan) -> int:
         """Install `plan` in every worker that has steps (views and kernels prepared once there).

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..ir import Region, Shift
 from .arrayspec import ArrayFacts
+from .context import _local
+from .records import make_region
 from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
 from .loops import LoopIndex
 from .shifted import affine_index, has_loop_index
@@ -76,6 +78,10 @@ _OPERATORS = [
 ]
 
 
+# Per base shape: the strides, axes and lines of the whole tensor (many tensors share a shape).
+_WHOLE: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...], tuple[Line, ...]]] = {}
+
+
 class Tensor(ArrayFacts):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
@@ -90,12 +96,21 @@ class Tensor(ArrayFacts):
         self._tracer = tracer
         self._tensor = tensor
         self._base_shape = tuple(base_shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         if shape is None:               # the whole base tensor
             shape = self._base_shape
-            strides = _c_strides(shape)
-            axes = tuple(range(len(shape)))
-            lines = tuple((0, d, 1) for d in shape)
+            whole = _WHOLE.get(shape)
+            if whole is None:
+                if len(_WHOLE) >= 4096:
+                    _WHOLE.clear()
+                whole = _WHOLE[shape] = (_c_strides(shape), tuple(range(len(shape))),
+                                         tuple((0, d, 1) for d in shape))
+            strides, axes, lines = whole
+            if 0 not in shape:
+                self._offset, self.shape, self._strides, self._axes, self._lines = (
+                    offset, shape, strides, axes, lines)
+                self._shifts, self._box, self._region = shifts, lines, None  # (whole: lines = box)
+                return
         self._offset = offset
         self.shape = tuple(shape)
         self._strides = tuple(strides)
@@ -123,8 +138,8 @@ class Tensor(ArrayFacts):
         view (a view passed to many calls shares one record)."""
         region = self._region
         if region is None:
-            region = self._region = Region(self._offset, self.shape, self._strides, self._box,
-                                           self._shifts)
+            region = self._region = make_region(self._offset, self.shape, self._strides, self._box,
+                                                self._shifts)
         return region
 
     @property
@@ -167,11 +182,18 @@ class Tensor(ArrayFacts):
         self._tracer.check_usable(self)
 
     def __getitem__(self, key: Any) -> "Tensor":
-        self._check_alive()
+        tracer = self._tracer
+        if (self._shifts or not tracer.active or self._tensor in tracer.dead
+                or getattr(_local, "tracer", None) is not tracer):
+            self._check_alive()           # raises, or checks a moving view's loop variables
         key = key if type(key) is tuple else (key,)
-        if len(key) <= len(self.shape) and all(type(k) is int or type(k) is slice for k in key):
-            # the common case (ints and slices only) needs none of the checks below
-            return self._index(key + (slice(None),) * (len(self.shape) - len(key)))
+        if len(key) <= len(self.shape):
+            for k in key:
+                if type(k) is not int and type(k) is not slice:
+                    break
+            else:
+                # the common case (ints and slices only) needs none of the checks below
+                return self._index(key + (slice(None),) * (len(self.shape) - len(key)))
         for k in key:
             if type(k) is int or type(k) is slice:
                 continue
@@ -201,6 +223,7 @@ class Tensor(ArrayFacts):
         where an int or slice bound fails, so plain keys pay nothing for it)."""
         offset, shape, strides, axes = self._offset, [], [], []
         lines = list(self._lines) if self._lines is not None else None
+        my_shape, my_strides, my_axes = self.shape, self._strides, self._axes
         axis = 0                        # the view axis the next consuming entry applies to
         for k in key:
             if k is None:
@@ -208,8 +231,9 @@ class Tensor(ArrayFacts):
                 strides.append(0)
                 axes.append(-1)
                 continue
-            n, stride, base_axis = self.shape[axis], self._strides[axis], self._axes_at(axis)
-            if isinstance(k, slice):
+            n, stride = my_shape[axis], my_strides[axis]
+            base_axis = my_axes[axis] if my_axes is not None else None
+            if type(k) is slice or isinstance(k, slice):
                 try:
                     start, stop, step = k.indices(n)
                 except Exception:
@@ -240,7 +264,7 @@ class Tensor(ArrayFacts):
                     s0, _, st0 = lines[base_axis]
                     lines[base_axis] = (s0 + i * st0, 1, st0)
             axis += 1
-        known = lines is not None and all(a is not None for a in axes)
+        known = lines is not None and None not in axes
         return self._view(offset, tuple(shape), tuple(strides), tuple(axes) if known else None,
                           tuple(lines) if known else None)
 

@@ -36,10 +36,26 @@ def _is_internal(filename: str) -> bool:
     return path.startswith(_INTERNAL_DIRS) and path not in _USER_CODE_IN_PACKAGE
 
 
+# Per code object: does it live in an internal folder? (A dict hit per frame is cheaper than the
+# filename's lru_cache; the tracer asks once or twice per kernel call.) Bounded: cleared when full.
+_INTERNAL_CODE: dict[types.CodeType, bool] = {}
+_LOCS: dict[tuple[types.CodeType, int], str] = {}
+_CACHE_LIMIT = 1 << 16
+
+
+def _code_is_internal(code: types.CodeType) -> bool:
+    internal = _INTERNAL_CODE.get(code)
+    if internal is None:
+        if len(_INTERNAL_CODE) >= _CACHE_LIMIT:
+            _INTERNAL_CODE.clear()
+        internal = _INTERNAL_CODE[code] = _is_internal(code.co_filename)
+    return internal
+
+
 def user_frame() -> types.FrameType | None:
     """The innermost frame whose code lives outside the l3c package."""
     frame = sys._getframe(1)
-    while frame is not None and _is_internal(frame.f_code.co_filename):
+    while frame is not None and _code_is_internal(frame.f_code):
         frame = frame.f_back
     return frame
 
@@ -63,8 +79,26 @@ def _basename(filename: str) -> str:
 
 
 def user_loc() -> str:
-    """The user's current line as "basename.py:LINE" (for Task.loc and TensorInfo.loc)."""
-    return short_loc(*user_location())
+    """The user's current line as "basename.py:LINE" (for Task.loc and TensorInfo.loc); one
+    string per line of code, shared by the records made there."""
+    frame = sys._getframe(1)
+    known = _INTERNAL_CODE.get
+    while frame is not None:
+        internal = known(frame.f_code)
+        if internal is None:
+            internal = _code_is_internal(frame.f_code)
+        if not internal:
+            break
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>:0"
+    key = (frame.f_code, frame.f_lineno)
+    loc = _LOCS.get(key)
+    if loc is None:
+        if len(_LOCS) >= _CACHE_LIMIT:
+            _LOCS.clear()
+        loc = _LOCS[key] = short_loc(frame.f_code.co_filename, frame.f_lineno)
+    return loc
 
 
 def return_location(fn: Any) -> tuple[str, int] | None:

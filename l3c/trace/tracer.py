@@ -22,6 +22,7 @@ from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noq
 from .arrayspec import ArraySpec
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
+from .records import make_access
 from .loops import LoopIndex
 from .proxy import Tensor
 from .shifted import check_group_members
@@ -56,6 +57,14 @@ def _dtype_and_name(dtype: Any) -> tuple[np.dtype, str]:
     return known
 
 
+def _plain_dims(shape: tuple) -> bool:
+    """Whether every dimension is a plain int >= 0 (the common spelling, checked fast)."""
+    for d in shape:
+        if type(d) is not int or d < 0:
+            return False
+    return True
+
+
 class Tracer:
     """Records one trace into `program`. Lives on one thread while the function runs."""
 
@@ -82,17 +91,8 @@ class Tracer:
         return Tensor(self, info.id, info.shape, array.dtype)
 
     def new_tensor(self, shape: Any, dtype: Any, zero_init: bool = False) -> Tensor:
-        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-            shape = (shape,)
-        try:
-            ok = all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
-                     for d in shape)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise trace_error(f"shape {shape!r} for a new tensor is not a tuple of ints >= 0",
-                              "pass a shape like (128, 64) or x.shape")
-        shape = tuple(int(d) for d in shape)
+        if type(shape) is not tuple or not _plain_dims(shape):
+            shape = self._checked_shape(shape)
         dt, dtype_name = _dtype_and_name(dtype)
         n = self.intermediates                    # (counting them per call was quadratic)
         self.intermediates += 1
@@ -110,6 +110,20 @@ class Tracer:
             from .builtins import fill_zeros
             self.record_call(fill_zeros, (proxy,), {})
         return proxy
+
+    def _checked_shape(self, shape: Any) -> tuple[int, ...]:
+        """`shape` as a tuple of ints, or the TraceError."""
+        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+            shape = (shape,)
+        try:
+            ok = all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
+                     for d in shape)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise trace_error(f"shape {shape!r} for a new tensor is not a tuple of ints >= 0",
+                              "pass a shape like (128, 64) or x.shape")
+        return tuple(int(d) for d in shape)
 
     def check_usable(self, proxy: Tensor) -> None:
         """Raise if `proxy` belongs to another (or a finished) trace or its scope has ended."""
@@ -202,17 +216,18 @@ class Tracer:
                     and not value._shifts):
                 if mode is None:
                     self._unannotated(kernel, name, value)
-                call_args.append(Access(name, value._tensor, value.region, mode))
+                region = value._region
+                call_args.append(make_access(name, value._tensor,
+                                             region if region is not None else value.region, mode))
             else:
                 call_args.append(self._other_argument(kernel, name, mode, value))
         if kernel.native is not None:
             kernel.check_native_call(dict(zip(modes, values)))
         if self.loop_stack or self.abandoned is not None:
             self.check_abandoned()
-        task = Task(id=len(self.program.graph._node), kernel=kernel.name,
-                    worker=kernel.worker, args=tuple(call_args), loc=user_loc(),
-                    scope=tuple(self.scope_stack), loops=tuple(self.loop_stack), pin=pin,
-                    group=group, group_rank=rank)
+        # positional (field order of `Task`): keyword construction costs ~1 us more per call
+        task = Task(len(self.program.graph._node), kernel.name, kernel.worker, tuple(call_args),
+                    user_loc(), tuple(self.scope_stack), tuple(self.loop_stack), pin, group, rank)
         self._add_task(task)
         return task.id
 
@@ -323,6 +338,18 @@ class Tracer:
                           "to the caller already)", where)
 
 
+def resume_collector() -> None:
+    """Re-enable the cyclic collector after a pause, without the collection of everything made
+    during the pause: those objects all sit in the youngest generation, so the next allocation
+    would trigger a collection walking every one of them (about a quarter of a large trace's
+    time), and later ones walk them again as they age. `gc.freeze()` + `gc.unfreeze()` move every
+    tracked object into the oldest generation at once (constant time): they are examined at the
+    next full collection instead, like any long-lived object; nothing is exempt from collection."""
+    gc.freeze()
+    gc.unfreeze()
+    gc.enable()
+
+
 def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
           config: Config | None = None, static_argnames: Iterable[str] = (),
           bound: list[BoundArg] | None = None) -> Program:
@@ -362,7 +389,7 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
     previous = _set_tracer(tracer)
     # A trace allocates records that live as long as the program and make no cycles; the cyclic
     # collector's passes over them (each longer as the program grows) cost a third of the time of
-    # a large trace, so it is paused while the function runs.
+    # a large trace, so it is paused while the function runs (see `resume_collector`).
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -384,7 +411,7 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
                 program.results = tracer.result_tree(out, where)   # raises again, at the return
     finally:
         if collecting:
-            gc.enable()
+            resume_collector()
         tracer.active = False
         _set_tracer(previous)
     return program
