@@ -10,15 +10,17 @@ with these differences:
 
 * a slice per task instance, named `kernel #id [L0=3 L2=1]` (the program's loop ids and the
   0-based iteration of each enclosing loop, outermost first; conds have no iteration), with args
-  `loops` and `iterations` besides the loop-free ones; control steps make no slice;
+  `loops` and `iterations` (lists) and `iteration` (the `L0=3 L2=1` label, what the HTML
+  timeline's tooltip shows) besides the loop-free ones; control steps make no slice;
 * a flow per graph edge between instances on different workers: an edge within one iteration joins
   the instances with the same iterations of the common loops (the producer's last instance when it
   sits in loops of its own), a carried edge the producer's instance one iteration earlier of the
   innermost common loop;
 * `metadata["loops"]`: per loop, `kind`, `loc`, how often it was entered and its iterations in all
-  (conds: how often reached and run), counted from one worker's events; `instances` (kept per
-  worker), `dropped_instances` (per worker: step instances past the capacity, control steps
-  included) and `instance_capacity`. The schedule's critical path is per body, not per run: it is
+  (conds: how often reached and run), counted from one worker's events; per worker, `instances`
+  (task slices), `recorded_steps` (step instances kept, control steps included) and
+  `dropped_instances` (step instances past the capacity); `instance_capacity`; `tasks` counts the
+  task slices of all workers. The schedule's critical path is per body, not per run: it is
   given as `body_critical_path_tasks`, and no instance is marked on the timeline.
 """
 from __future__ import annotations
@@ -77,7 +79,8 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
                          "group_rank": task.group_rank if task.group is not None else None,
                          "queue_pos": task.queue_pos, "loc": task.loc,
                          "scope": "/" + "/".join(map(str, task.scope)),
-                         "loops": list(loops), "iterations": list(iters)},
+                         "loops": list(loops), "iterations": list(iters),
+                         "iteration": label or None},
             })
     flows = _flows(program, where, events)
     names = [slot_name(plan, s) for s in range(plan.slots)]
@@ -86,6 +89,7 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
         "loc": program.loc,
         "tasks": len(where),
         "instances": dict(zip(names, instances)),
+        "recorded_steps": {n: len(steps[s].events) for s, n in enumerate(names)},
         "dropped_instances": {n: steps[s].dropped for s, n in enumerate(names)},
         "instance_capacity": max((r.capacity for r in steps), default=0),
         "loops": loop_summary(plan, steps),
