@@ -50,6 +50,7 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
     # instance (task, iterations of its loops) -> (slot, start us, end us)
     where: dict[tuple[int, tuple[int, ...]], tuple[int, float, float]] = {}
     busy, instances = [0.0] * plan.slots, [0] * plan.slots
+    static: dict[int, tuple] = {}                   # task -> what its instances share
     for s, queue in enumerate(plan.queues):
         it = [0] * len(plan.loops)                  # each loop's current iteration on this worker
         for k, start_ns, end_ns in steps[s].events.tolist():
@@ -63,25 +64,20 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
             if start_ns == 0 or end_ns < start_ns:
                 raise ValueError(f"no timestamps for an instance of task {step.task} (step {k} of "
                                  f"{slot_name(plan, s)}): the run did not record it")
-            task = program.task(step.task)
-            loops = iterating(program, task.loops)
-            iters = tuple(it[index[lid]] for lid in loops)
+            known = static.get(step.task)
+            if known is None:
+                known = static[step.task] = _static(program, step.task, index)
+            task_id, loops, at, name, args = known
+            iters = tuple(it[i] for i in at)
             start, end = (start_ns - t0) / 1e3, (end_ns - t0) / 1e3
-            where[(task.id, iters)] = (s, start, end)
+            where[(task_id, iters)] = (s, start, end)
             busy[s] += end - start
             instances[s] += 1
-            label = " ".join(f"L{lid}={i}" for lid, i in zip(loops, iters))
-            events.append({
-                "ph": "X", "pid": PID, "tid": s, "ts": start, "dur": end - start,
-                "name": f"{task.short_kernel} #{task.id}" + (f" [{label}]" if label else ""),
-                "cat": task.worker,
-                "args": {"task": task.id, "kernel": task.kernel, "group": task.group,
-                         "group_rank": task.group_rank if task.group is not None else None,
-                         "queue_pos": task.queue_pos, "loc": task.loc,
-                         "scope": "/" + "/".join(map(str, task.scope)),
-                         "loops": list(loops), "iterations": list(iters),
-                         "iteration": label or None},
-            })
+            label = " ".join(f"L{lid}={i}" for lid, i in zip(loops, iters)) or None
+            events.append({"ph": "X", "pid": PID, "tid": s, "ts": start, "dur": end - start,
+                           "name": f"{name} [{label}]" if label else name, "cat": args["cat"],
+                           "args": {**args["args"], "iterations": list(iters),
+                                    "iteration": label}})
     flows = _flows(program, where, events)
     names = [slot_name(plan, s) for s in range(plan.slots)]
     metadata = {
@@ -104,6 +100,18 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
         "clock": "CLOCK_MONOTONIC, microseconds since the run was posted",
     }
     return Trace(traceEvents=events, displayTimeUnit="ns", metadata=metadata)
+
+
+def _static(program: Program, task_id: int, index: dict[int, int]) -> tuple:
+    """(task id, its loop ids, their plan indices, slice name, shared args) of a task's slices."""
+    task = program.task(task_id)
+    loops = iterating(program, task.loops)
+    args = {"task": task.id, "kernel": task.kernel, "group": task.group,
+            "group_rank": task.group_rank if task.group is not None else None,
+            "queue_pos": task.queue_pos, "loc": task.loc,
+            "scope": "/" + "/".join(map(str, task.scope)), "loops": list(loops)}
+    return (task.id, loops, tuple(index[lid] for lid in loops),
+            f"{task.short_kernel} #{task.id}", {"cat": task.worker, "args": args})
 
 
 def iterating(program: Program, loops: tuple[int, ...]) -> tuple[int, ...]:
