@@ -265,3 +265,30 @@ def test_instances_stay_numbered_when_a_wait_outlasts_the_futex_slice():
     assert [r[:2] for r in rows[1]] == [("copy_into", [i]) for i in range(3)]
     assert rows[0][1][3] >= 0.25e6                        # the slow instance is the one timed so
     assert rows[1][1][2] >= rows[0][1][2] + rows[0][1][3]   # and its reader waited for it
+
+
+def test_cli_profile_of_the_jacobi_solve_example(tmp_path):
+    """The example's while loop, forced to run 5 iterations (a negative tolerance), as a real
+    `l3c profile` subprocess: every body task once per iteration, flows in time order."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "solve.json"
+    run = subprocess.run([sys.executable, "-m", "l3c", "profile", "examples/jacobi_solve.py:solve",
+                          "--arg", "f64[34,16]", "--arg", "-1.0", "--arg", "5", "-o", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "loops: L0 while 5 iterations" in run.stdout
+    trace = json.loads(out.read_text())
+    got = [(e["args"]["task"], tuple(e["args"]["iterations"])) for e in slices(trace)]
+    body = sorted({t for t, iters in got if iters})
+    outside = sorted({t for t, iters in got if not iters})
+    assert len(body) == 5 and len(outside) == 3              # 4 smooth + the flag writer; 2 copies + start
+    assert sorted(got) == sorted([(t, (k,)) for t in body for k in range(5)]
+                                 + [(t, ()) for t in outside])
+    where = {(e["args"]["task"], tuple(e["args"]["iterations"])): e for e in slices(trace)}
+    starts = {e["id"]: e for e in trace["traceEvents"] if e["ph"] == "s"}
+    flows = [(starts[f["id"]], f) for f in trace["traceEvents"] if f["ph"] == "f"]
+    assert flows and len(flows) == trace["metadata"]["cross_worker_edges"]
+    for s, f in flows:
+        u = where[(s["args"]["from"], tuple(s["args"]["from_iterations"]))]
+        v = where[(f["args"]["to"], tuple(f["args"]["to_iterations"]))]
+        assert u["ts"] + u["dur"] <= v["ts"]
