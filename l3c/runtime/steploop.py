@@ -62,7 +62,9 @@ STEPS_CHECK = 5          # a moving view would leave its tensor: *out_k = the co
 STEPS_ZERO_STEP = 6      # a range loop's step read as 0: *out_k = the control step
 STEPS_COUNT_LIMIT = 7    # the slot's u32 count of completed steps would wrap: *out_k = the step
 
-STEP_PYTHON, STEP_NATIVE, STEP_CONTROL = 0, 1, 2
+STEP_PYTHON = 0
+STEP_NATIVE = 1
+STEP_CONTROL = 2
 
 STEP_WORDS = 12
 (W_KIND, W_TARGET, W_ARGS, W_INVOKE, W_WAIT_BEGIN, W_WAIT_END, W_PUBLISH, W_RANK, W_SIZE,
@@ -79,7 +81,7 @@ _run_steps = None
 def _module_ir() -> str:
     from llvmlite import ir
 
-    i1, i8, i32, i64, void = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.VoidType()
+    i8, i32, i64, void = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.VoidType()
     p8, p64 = i8.as_pointer(), i64.as_pointer()
     mod = ir.Module(name="l3c_steploop")
     call_obj = ir.Function(mod, ir.FunctionType(p8, [p8, p8, p8]), "PyObject_Call")
@@ -221,7 +223,7 @@ def _module_ir() -> str:
     stamp_start = b.and_(has_stamps, b.or_(b.or_(b.icmp_signed("<", w_begin, w_end),
                                                  b.icmp_signed("==", k, first)), has_events))
     with b.if_then(stamp_start, likely=False):
-        b.call(em.stamp, [stamps, k, now(b), has_events, i1(0)])
+        b.call(em.stamp, [stamps, k, now(b), has_events, i64(0)])
     target = field(b, steps, k, STEP_WORDS, W_TARGET)
     args = field(b, steps, k, STEP_WORDS, W_ARGS)
     p_begin = field(b, steps, k, STEP_WORDS, W_PATCH_BEGIN)
@@ -255,7 +257,7 @@ def _module_ir() -> str:
 
     b.position_at_end(stepped)
     with b.if_then(has_stamps, likely=False):
-        b.call(em.stamp, [stamps, k, now(b), has_events, i1(1)])
+        b.call(em.stamp, [stamps, k, now(b), has_events, i64(1)])
     k_next = b.add(k, i64(1))
     count_next = b.add(count, i64(1))
     value = b.trunc(count_next, i32)
@@ -298,7 +300,7 @@ def _module_ir() -> str:
     b.position_at_end(control_join)
     b.store(count_ctl, count_ptr)
     with b.if_then(has_events, likely=False):
-        b.call(em.stamp, [stamps, k, now(b), has_events, i1(1)])
+        b.call(em.stamp, [stamps, k, now(b), has_events, i64(1)])
     k.add_incoming(k_ctl, b.block)
     count.add_incoming(count_ctl, b.block)
     b.cbranch(b.icmp_signed("<", k_ctl, n), head, finished_ctl)

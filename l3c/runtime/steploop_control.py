@@ -73,23 +73,23 @@ class Emitter:
         the end counts it, kept or dropped (`steploop_tables.EV_*`)."""
         ir, i64, p64 = self.ir, self.i64, self.p64
         i1 = ir.IntType(1)
-        fn, b = self._fn("l3c_stamp", ir.VoidType(), [p64, i64, i64, i1, i1])
+        fn, b = self._fn("l3c_stamp", ir.VoidType(), [p64, i64, i64, i1, i64])
         area, k, t, events, end = fn.args
         with b.if_else(events) as (then, otherwise):
             with then:
                 e = b.load(b.gep(area, [i64(EV_COUNT)]))
                 at = b.add(b.mul(e, i64(EV_WORDS)), i64(EV_HEADER))
                 with b.if_then(b.icmp_signed("<", e, b.load(b.gep(area, [i64(EV_CAP)])))):
-                    with b.if_else(end) as (last, first):
+                    with b.if_else(b.icmp_unsigned("!=", end, i64(0))) as (last, first):
                         with last:
                             b.store(t, b.gep(area, [b.add(at, i64(2))]))
                         with first:
                             b.store(k, b.gep(area, [at]))
                             b.store(t, b.gep(area, [b.add(at, i64(1))]))
-                with b.if_then(end):
+                with b.if_then(b.icmp_unsigned("!=", end, i64(0))):
                     b.store(b.add(e, i64(1)), b.gep(area, [i64(EV_COUNT)]))
             with otherwise:
-                b.store(t, b.gep(area, [b.add(b.mul(k, i64(2)), b.zext(end, i64))]))
+                b.store(t, b.gep(area, [b.add(b.mul(k, i64(2)), end)]))
         b.ret_void()
         return fn
 
