@@ -8,6 +8,7 @@ per iteration. `max_iterations` caps the loop whatever the data; the count of sw
 result.
 
     l3c dump-ir examples/jacobi_solve.py:solve --arg f64[34,16]
+    l3c profile examples/jacobi_solve.py:solve --arg f64[34,16] -o solve.html   # one bar per iteration
     python examples/jacobi_solve.py
 """
 import numpy as np

@@ -346,15 +346,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_profile(ns: argparse.Namespace) -> int:
-    from .profile import report
+    from . import execute, profile
     jitted, specs = _target_args(ns)
     args = [np.zeros(a.shape, a.dtype) if isinstance(a, ArraySpec) else a for a in specs]
-    _, trace = jitted.lower(*args).profile(*args)      # binds defaults as `jitted(*args)` would
+    compiled = jitted.lower(*args)           # bound with defaults as `jitted(*args)` would be
+    _, trace = execute.profile(compiled, *compiled._bind(args, {}), capacity=ns.max_instances)
     if jitted.hosts > 1:                     # under mpiexec every rank has the trace: rank 0
         from .runtime.context import host_id  # writes it
         if host_id() != 0:
             return 0
-    sys.stdout.write(report(trace, ns.output, trace.save(ns.output)))
+    sys.stdout.write(profile.report(trace, ns.output, trace.save(ns.output)))
     if ns.save_costs:
         from .costs import save_measured
         sys.stdout.write(save_measured(trace, ns.save_costs))
@@ -415,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-costs", default=None, metavar="FILE",
                    help="also write each kernel's measured median time (us), for later compiles "
                         "(l3c.jit(costs=FILE), l3c dump-ir/compile --costs FILE)")
+    p.add_argument("--max-instances", type=int, default=None, metavar="N", help="loops: record "
+                   "each worker's first N step instances (default: all that fit); count the others")
     p.set_defaults(func=cmd_profile)
 
     sub.add_parser("demo", help="run the bundled example end to end", add_help=False)

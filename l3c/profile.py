@@ -74,15 +74,18 @@ class Trace(dict):
 
 def report(trace: dict[str, Any], path: str, fmt: str) -> str:
     """What `l3c profile` prints after writing `path` in format `fmt`."""
+    from .viz.timeline_model import loops_line
     meta = trace["metadata"]
+    loops = loops_line(meta)
     how = ("open it in any web browser (self-contained, works offline)" if fmt == "html" else
            "open it at https://ui.perfetto.dev (or chrome://tracing), or write -o NAME.html "
            "for a self-contained timeline")
-    return (f"{meta['program']}: {meta['tasks']} tasks on {len(meta['workers'])} workers, "
+    what = "task instances" if meta.get("loops") else "tasks"
+    return (f"{meta['program']}: {meta['tasks']} {what} on {len(meta['workers'])} workers, "
             f"{meta['cross_worker_edges']} cross-worker edges, run {meta['measured_wall_us']:.0f} us "
             f"(estimated makespan {meta.get('estimated_makespan')}, critical path "
             f"{meta.get('estimated_critical_path')} cost units)\n"
-            f"wrote {path}: {how}\n")
+            + (f"{loops}\n" if loops else "") + f"wrote {path}: {how}\n")
 
 
 def slot_name(plan: Plan, slot: int) -> str:

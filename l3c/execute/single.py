@@ -102,7 +102,7 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         ctrl, pids, out_slot = pool.control_address, pool.pids_address, ready.out_slot
         plan_id = ready.plan_id
         if _stamps is not None:               # workers record every step: see layout.RUN_PROFILE
-            stamps.clear(pool, plan)
+            stamps.clear(pool, plan, _stamps.get("capacity", stamps.EVENTS_MAX))
             _stamps["t0"] = time.monotonic_ns()
             plan_id |= layout.RUN_PROFILE
         try:
@@ -149,12 +149,16 @@ def _make_ready(compiled: Any, pool: Any, lowered: LoweredProgram, bound: Any) -
     return ready
 
 
-def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[Any, dict]:
+def profile(compiled: Any, *args: Any, timeout: float | None = None,
+            capacity: int | None = None) -> tuple[Any, dict]:
     """Run once like `run`, with every step timed in the workers; return `(results, trace)`.
 
     `results` is exactly what `compiled(*args)` returns; `trace` is a Chrome trace event dict
     (`{"traceEvents": [...], "metadata": {...}}`, see `l3c.profile.build_trace`) that
     `json.dump` writes to a file Perfetto (ui.perfetto.dev) or chrome://tracing opens.
+    A program with loops gets an event per executed task instance with its iteration numbers
+    (`l3c.profile_loops`); each worker keeps its first `capacity` step instances (default and
+    maximum `runtime.stamps.EVENTS_MAX`), the metadata counts the dropped ones.
     """
     if compiled.program.config.hosts > 1:     # one timeline of every host: l3c/execute/profiling.py
         from .hosts import run as run_on_hosts
@@ -162,13 +166,13 @@ def profile(compiled: Any, *args: Any, timeout: float | None = None) -> tuple[An
         mine: dict = {}
         results = run_on_hosts(compiled, *args, timeout=timeout, _stamps=mine)
         return results, hosts_trace(compiled, mine)
-    if compiled.program.loops:
-        from ..errors import L3CError
-        raise L3CError(f"{compiled.program.name}: profiling a program with loops or conds "
-                       "(l3c.range, l3c.while_loop, l3c.cond) is not supported yet; its runs work")
     from ..profile import build_trace
-    timed: dict = {}
+    timed: dict = {} if capacity is None else {"capacity": capacity}
     results = run(compiled, *args, timeout=timeout, _stamps=timed)
     lowered, _ = prepare(compiled)
+    if lowered.plan.loops:
+        from ..profile_loops import build_loop_trace
+        return results, build_loop_trace(compiled.program, lowered.plan, timed["steps"],
+                                          timed["t0"], timed["t1"])
     return results, build_trace(compiled.program, lowered.plan, timed["steps"], timed["t0"],
                                 timed["t1"])

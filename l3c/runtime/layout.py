@@ -39,6 +39,8 @@ every futex word sits alone in its 64-byte line.
                           the cost, `start` is written only for step 0 and steps with waits: a step
                           without waits starts when the previous one ended (start stays 0; the
                           reader takes end[k-1]). Pages no profiled run touches cost nothing.
+                          A plan with loops uses the area as an event buffer instead (a step runs
+                          once per iteration): see `steploop_tables.EV_COUNT` and `stamps.py`.
 
 State machine of a slot (parent P, worker W):
     IDLE --P posts command--> BUSY --W finishes all steps--> FINISHED --P posts next--> BUSY ...

@@ -38,7 +38,7 @@ Tables (built once per installed plan by `StepTable`; i64 words):
         S_DONE (release), or publishes it with a wake (the caller yields the core once the run's
         state is stored: `serve.py`, `worker.run_plan`). `hdr` holds the table's loop state (`steploop_tables.HDR_WORDS`). With `stamps`
         nonzero (a profiled run) it records CLOCK_MONOTONIC before the call (step 0 and steps
-        with waits only, see layout.py) and after.
+        with waits only, see layout.py) and after (plans with loops: `steploop_tables.EV_COUNT`).
 
 Every wait is `sync.wait_ge`: the same bounded spin-then-futex as everywhere else.
 """
@@ -133,6 +133,7 @@ def _module_ir() -> str:
     released = b.alloca(p8, name="released")      # the thread state while the GIL is released
     b.store(ir.Constant(p8, None), released)
     has_stamps = b.icmp_unsigned("!=", b.ptrtoint(stamps, i64), i64(0))
+    has_events = b.and_(has_stamps, b.icmp_signed(">", hfield(b, control.H_LOOPS), i64(0)))
     abort_ptr = b.inttoptr(abort, i32.as_pointer())
     done_ptr = b.inttoptr(done, i32.as_pointer())
     count_ptr = b.gep(hdr, [i64(control.H_COUNT)])
@@ -219,10 +220,10 @@ def _module_ir() -> str:
     b.position_at_end(go)
     b.store(field(b, steps, k, STEP_WORDS, W_RANK), task_ctx)
     b.store(field(b, steps, k, STEP_WORDS, W_SIZE), b.gep(task_ctx, [i64(1)]))
-    stamp_start = b.and_(has_stamps, b.or_(b.icmp_signed("<", w_begin, w_end),
-                                           b.icmp_signed("==", k, first)))
+    stamp_start = b.and_(has_stamps, b.or_(b.or_(b.icmp_signed("<", w_begin, w_end),
+                                                 b.icmp_signed("==", k, first)), has_events))
     with b.if_then(stamp_start, likely=False):
-        b.store(now(b), b.gep(stamps, [b.mul(k, i64(2))]))
+        b.call(em.stamp, [stamps, k, now(b), has_events, i64(0)])
     target = field(b, steps, k, STEP_WORDS, W_TARGET)
     args = field(b, steps, k, STEP_WORDS, W_ARGS)
     p_begin = field(b, steps, k, STEP_WORDS, W_PATCH_BEGIN)
@@ -256,7 +257,7 @@ def _module_ir() -> str:
 
     b.position_at_end(stepped)
     with b.if_then(has_stamps, likely=False):
-        b.store(now(b), b.gep(stamps, [b.add(b.mul(k, i64(2)), i64(1))]))
+        b.call(em.stamp, [stamps, k, now(b), has_events, i64(1)])
     k_next = b.add(k, i64(1))
     count_next = b.add(count, i64(1))
     value = b.trunc(count_next, i32)
@@ -298,8 +299,10 @@ def _module_ir() -> str:
         b.branch(control_join)
     b.position_at_end(control_join)
     b.store(count_ctl, count_ptr)
-    k.add_incoming(k_ctl, control_join)
-    count.add_incoming(count_ctl, control_join)
+    with b.if_then(has_events, likely=False):
+        b.call(em.stamp, [stamps, k, now(b), has_events, i64(1)])
+    k.add_incoming(k_ctl, b.block)
+    count.add_incoming(count_ctl, b.block)
     b.cbranch(b.icmp_signed("<", k_ctl, n), head, finished_ctl)
 
     b.position_at_end(check_failed)

@@ -11,7 +11,8 @@ from typing import Any
 from .steploop_tables import (C_CHECK_BEGIN, C_CHECK_END, C_COUNTED, C_DELTA, C_ENTER, C_EXIT,
                               C_FLAG, C_FLAG_KIND, C_FRAME, C_HEAD, C_INVERT, C_JUMP, C_KIND, C_MAX,
                               C_PREV, C_START, C_START_KIND, C_STEP, C_STEP_KIND, C_STOP,
-                              C_STOP_KIND, CHECK_WORDS, F_ITER, F_STEP, F_TRIPS, F_VAR, KINDS,
+                              C_STOP_KIND, CHECK_WORDS, EV_CAP, EV_COUNT, EV_HEADER,
+                              EV_WORDS, F_ITER, F_STEP, F_TRIPS, F_VAR, KINDS,
                               PATCH_WORD, PATCH_WORDS, TERM_WORDS, _WIDTHS)
 
 
@@ -31,6 +32,7 @@ class Emitter:
         self.affine = self._affine()
         self.checks = self._checks()
         self.patches = self._patches(pylong, decref)
+        self.stamp = self._stamp()
 
     def _fn(self, name: str, ret: Any, params: list[Any]) -> tuple[Any, Any]:
         fn = self.ir.Function(self.mod, self.ir.FunctionType(ret, params), name)
@@ -60,6 +62,34 @@ class Emitter:
         t.add_incoming(b.add(t, i64(1)), body)
         b.branch(head)
         b.position_at_end(done)
+        b.ret_void()
+        return fn
+
+    def _stamp(self) -> Any:
+        """stamp(area, k, t, events, end): a profiled step's start (end=0) or end (end=1) at t.
+
+        Loop-free plans: area[2k + end] = t. Plans with loops (events=1, a step runs many times):
+        event e = area[EV_COUNT] gets (k, t) at its start and t at its end while e < area[EV_CAP];
+        the end counts it, kept or dropped (`steploop_tables.EV_*`)."""
+        ir, i64, p64 = self.ir, self.i64, self.p64
+        i1 = ir.IntType(1)
+        fn, b = self._fn("l3c_stamp", ir.VoidType(), [p64, i64, i64, i1, i64])
+        area, k, t, events, end = fn.args
+        with b.if_else(events) as (then, otherwise):
+            with then:
+                e = b.load(b.gep(area, [i64(EV_COUNT)]))
+                at = b.add(b.mul(e, i64(EV_WORDS)), i64(EV_HEADER))
+                with b.if_then(b.icmp_signed("<", e, b.load(b.gep(area, [i64(EV_CAP)])))):
+                    with b.if_else(b.icmp_unsigned("!=", end, i64(0))) as (last, first):
+                        with last:
+                            b.store(t, b.gep(area, [b.add(at, i64(2))]))
+                        with first:
+                            b.store(k, b.gep(area, [at]))
+                            b.store(t, b.gep(area, [b.add(at, i64(1))]))
+                with b.if_then(b.icmp_unsigned("!=", end, i64(0))):
+                    b.store(b.add(e, i64(1)), b.gep(area, [i64(EV_COUNT)]))
+            with otherwise:
+                b.store(t, b.gep(area, [b.add(b.mul(k, i64(2)), end)]))
         b.ret_void()
         return fn
 

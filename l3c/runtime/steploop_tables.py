@@ -47,6 +47,10 @@ VALUE_KINDS = {"int8": 1, "int16": 2, "int32": 3, "int64": 4, "uint8": 5, "bool"
 _WIDTHS = {1: (8, True), 2: (16, True), 3: (32, True), 4: (64, True), 5: (8, False),
            6: (16, False), 7: (32, False), 8: (64, False)}
 
+# A profiled run of a plan with loops: the slot's profile area holds [count, capacity], then one
+# (step, start ns, end ns) event per executed step while count < capacity; count goes on counting.
+EV_COUNT, EV_CAP, EV_HEADER, EV_WORDS = 0, 1, 2, 3
+
 # Header words of a table (`hdr`), shared by the loop and the Python side.
 HDR_WORDS = 10
 (H_CONTROLS, H_PATCHES, H_TERMS, H_CHECKS, H_ANCHORS, H_SLOTS, H_COUNT, H_FAILED, H_FRAMES,

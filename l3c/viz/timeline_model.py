@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from .palette import colour
 
 # args of a task slice that the tooltip shows in its own words; any other arg is listed as it is
-KNOWN_ARGS = ("task", "kernel", "loc", "group", "group_rank", "iteration", "queue_pos", "scope")
+KNOWN_ARGS = ("task", "kernel", "loc", "group", "group_rank", "iteration", "queue_pos", "scope",
+              "loops", "iterations")
 
 
 @dataclass
@@ -53,8 +54,11 @@ class Bar:
 
     @property
     def label(self) -> str:
-        """What the bar says when it is wide enough: `kernel #id`, and the loop trip if any."""
-        return self.name if self.iteration is None else f"{self.name} i{self.iteration}"
+        """What the bar says when it is wide enough: `kernel #id`, and the loop trip if any
+        (a profile of loops names its slices `kernel #id [L0=3]` already)."""
+        if self.iteration is None or f"[{self.iteration}]" in self.name:
+            return self.name
+        return f"{self.name} i{self.iteration}"
 
 
 @dataclass
@@ -214,10 +218,34 @@ def format_us(us: float) -> str:
     return f"{us / 1e6:.3g} s"
 
 
+def loops_line(metadata: Mapping[str, Any]) -> str | None:
+    """What a profile of a program with loops says about them (`l3c.profile_loops`): per loop its
+    kind, entries and iterations (a cond: how often reached and run), and the dropped instances."""
+    loops = metadata.get("loops")
+    if not loops:
+        return None
+    parts = []
+    for lid, lp in loops.items():
+        if lp.get("kind") == "cond":
+            parts.append(f"L{lid} cond reached {lp.get('reached', '?')}, ran {lp.get('ran', '?')}")
+        else:
+            entered = lp.get("entered", "?")
+            parts.append(f"L{lid} {lp.get('kind')} {lp.get('iterations', '?')} iterations"
+                         + (f" over {entered} entries" if entered != 1 else ""))
+    line = "loops: " + "; ".join(parts)
+    dropped = sum((metadata.get("dropped_instances") or {}).values())
+    if dropped:
+        line += (f" (counted on the recorded events; {dropped} step instances past the first "
+                 f"{metadata.get('instance_capacity')} per worker were not recorded)")
+    return line
+
+
 def summary(model: Timeline) -> list[str]:
-    """The summary lines above the picture: makespan, busy fraction per worker, the critical path."""
+    """The summary lines above the picture: makespan, busy fraction per worker, the critical path,
+    the loops' iterations."""
     span = model.makespan
-    lines = [f"{len(model.bars)} tasks on {len(model.lanes)} workers; makespan {format_us(span)} "
+    what = "task instances" if model.metadata.get("loops") else "tasks"
+    lines = [f"{len(model.bars)} {what} on {len(model.lanes)} workers; makespan {format_us(span)} "
              f"(first task start to last task end)"
              + (f"; the first task started {format_us(model.t_first)} after the run was posted, the "
                 f"call returned after {format_us(float(model.metadata['measured_wall_us']))}"
@@ -233,6 +261,9 @@ def summary(model: Timeline) -> list[str]:
         lines.append(f"critical path: {len(path)} tasks ({shown}), {format_us(path[-1].end - path[0].start)}"
                      f" measured along it, {format_us(sum(b.dur for b in path))} of it in the tasks"
                      + (f"; the schedule estimated {estimate} cost units" if estimate is not None else ""))
+    loops = loops_line(model.metadata)
+    if loops:
+        lines.append(loops)
     return lines
 
 
