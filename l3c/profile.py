@@ -118,10 +118,8 @@ def critical_path(program: Program) -> list[int]:
     return path[::-1]
 
 
-def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: int, t1: int
-                ) -> Trace:
-    """The Chrome trace of one run: `steps[s][k] = (start_ns, end_ns)` of step k on plan slot s,
-    `t0`/`t1` the parent's monotonic ns just before posting the run and after it ended."""
+def metadata_events(program: Program, plan: Plan) -> list[dict[str, Any]]:
+    """The trace's process name and one named, ordered thread per plan slot."""
     events: list[dict[str, Any]] = [
         {"ph": "M", "pid": PID, "name": "process_name", "args": {"name": f"l3c {program.name}"}},
     ]
@@ -130,6 +128,14 @@ def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: i
                        "args": {"name": slot_name(plan, s)}})
         events.append({"ph": "M", "pid": PID, "tid": s, "name": "thread_sort_index",
                        "args": {"sort_index": s}})
+    return events
+
+
+def build_trace(program: Program, plan: Plan, steps: Sequence[np.ndarray], t0: int, t1: int
+                ) -> Trace:
+    """The Chrome trace of one run: `steps[s][k] = (start_ns, end_ns)` of step k on plan slot s,
+    `t0`/`t1` the parent's monotonic ns just before posting the run and after it ended."""
+    events = metadata_events(program, plan)
 
     where: dict[int, tuple[int, float, float]] = {}     # task -> (slot, start us, end us)
     for s, queue in enumerate(plan.queues):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .ir import Program
-from .profile import PID, Trace, critical_path, slot_name
+from .profile import PID, Trace, critical_path, metadata_events, slot_name
 from .runtime.plan import ControlStep, Plan
 from .runtime.stamps import Events
 
@@ -38,14 +38,7 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
                      ) -> Trace:
     """The Chrome trace of one run of a plan with loops: `steps[s]` the `Events` of plan slot s,
     `t0`/`t1` the parent's monotonic ns just before posting the run and after it ended."""
-    events: list[dict[str, Any]] = [
-        {"ph": "M", "pid": PID, "name": "process_name", "args": {"name": f"l3c {program.name}"}},
-    ]
-    for s in range(plan.slots):
-        events.append({"ph": "M", "pid": PID, "tid": s, "name": "thread_name",
-                       "args": {"name": slot_name(plan, s)}})
-        events.append({"ph": "M", "pid": PID, "tid": s, "name": "thread_sort_index",
-                       "args": {"sort_index": s}})
+    events = metadata_events(program, plan)
     index = {lp.id: i for i, lp in enumerate(plan.loops)}
     # instance (task, iterations of its loops) -> (slot, start us, end us)
     where: dict[tuple[int, tuple[int, ...]], tuple[int, float, float]] = {}
