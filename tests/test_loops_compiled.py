@@ -12,6 +12,7 @@ import pytest
 import l3c
 from l3c.jit import Jitted
 import test_loops_eager as eager_tests
+from _loops_kernels import relax, solve
 
 SKIP = {"test_eager_loops_on_two_hosts_under_mpiexec",            # several hosts: eager only
         "test_compiled_runs_of_looped_programs_match_eager_or_say_so"}
@@ -38,48 +39,6 @@ def test_compiled_run_of_eager_test_program(name, monkeypatch, request):
         fn(**kwargs, **case)
 
 
-@l3c.kernel
-def smooth(u: l3c.In, v: l3c.Out):
-    v[...] = 0.5 * u[::2] + 0.25
-
-
-@l3c.kernel
-def copy_into(v: l3c.In, u: l3c.Out):
-    u[...] = v
-
-
-@l3c.kernel
-def not_converged(tol: float, x: l3c.In, go: l3c.Out):
-    go[0] = int(abs(x).max() > tol)
-
-
-@l3c.kernel
-def update(x: l3c.InOut):
-    x *= 0.5
-
-
-@l3c.kernel
-def report_failure(x: l3c.InOut):
-    x[...] = -1.0
-
-
-def relax(u, steps):
-    v = l3c.empty_like(u)
-    for i in l3c.range(steps):
-        l3c.group(smooth, [(u, v[p::2]) for p in range(2)])
-        copy_into(v, u)
-    return u
-
-
-def solve(x, tol):
-    go = l3c.empty((1,), np.int32)
-    not_converged(tol, x, go)
-    for it in l3c.while_loop(go, max_iterations=1000):
-        update(x)
-        not_converged(tol, x, go)
-    with l3c.cond(go):
-        report_failure(x)
-    return x
 
 
 @pytest.mark.parametrize("steps", [0, 1, 7])

@@ -15,6 +15,7 @@ from l3c.passes import PassOptions, copy_program, run_passes
 from l3c.passes.verify import InvariantError, check_schedule, verify
 
 from _ir_builders import call, program, region
+from _loops_kernels import copy_into, relax, solve, update
 from _loop_oracle import (arena_clashes, moving, needed_carried, read_waits, sample_runs,
                           unordered, unroll, with_loops)
 
@@ -272,54 +273,12 @@ def consume(x: l3c.In, y: l3c.Out):
     y[...] = x
 
 
-@l3c.kernel
-def smooth(u: l3c.In, v: l3c.Out):
-    v[...] = u[::2]
-
-
-@l3c.kernel
-def copy_into(v: l3c.In, u: l3c.Out):
-    u[...] = v
-
-
-@l3c.kernel
-def update(x: l3c.InOut):
-    x[...] /= 2
-
-
-@l3c.kernel
-def not_converged(tol, x: l3c.In, go: l3c.Out):
-    go[...] = int(abs(x).max() > tol)
-
-
-@l3c.kernel
-def report_failure(x: l3c.InOut):
-    x[...] = -1
-
-
 def pipeline(x, y):
     for i in l3c.range(1, 8):
         produce(x[i], i)
         consume(x[i - 1], y[i])
 
 
-def relax(u, steps):
-    v = l3c.empty_like(u)
-    for i in l3c.range(steps):
-        l3c.group(smooth, [(u, v[p::2]) for p in range(2)])
-        copy_into(v, u)
-    return u
-
-
-def solve(x, tol):
-    go = l3c.empty((1,), np.int32)
-    not_converged(tol, x, go)
-    for it in l3c.while_loop(go, max_iterations=1000):
-        update(x)
-        not_converged(tol, x, go)
-    with l3c.cond(go):
-        report_failure(x)
-    return x
 
 
 def per_iteration(x):
