@@ -43,7 +43,7 @@ from ..ir import Program
 from .arena_space import OpenSpace
 from .arena_layout import ALIGNMENT, aligned, tensor_bases
 from .graphs import task_list
-from .loopnest import (iteration_preds, lifetime, masked_clock, queue_starts, structure_bounds,
+from .loopnest import (iteration_preds, lifetime, merged_clock, queue_starts, structure_bounds,
                        unvouched)
 from .schedule import estimate_times
 from .scopes import result_tensors
@@ -241,9 +241,7 @@ class _Planner:
         for t in range(self.valid_upto, upto + 1):
             src = sources[t]
             if bounds is not None:
-                vc = np.full(width, -1, dtype=np.int64)
-                for p in src:
-                    np.maximum(vc, masked_clock(clock[p], p, t, *bounds, self.starts), out=vc)
+                vc = merged_clock(clock, src, t, *bounds, self.starts, width)
             elif not src:
                 vc = np.full(width, -1, dtype=np.int64)
             elif len(src) == 1:
@@ -311,6 +309,8 @@ class _Planner:
                     continue
                 if x >= y or host[wa] != host[wb] or len(needed) == MAX_EDGES_PER_REUSE:
                     return None
+                if self.bounds is not None and unvouched(x, y, *self.bounds):
+                    return None         # x's body may run no iteration: x -> y orders nothing
                 if finish[x] + (self.handoff if wa != wb else 0.0) > start[y]:
                     return None
                 needed.append((x, y))
