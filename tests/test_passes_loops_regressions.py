@@ -6,14 +6,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 import l3c
 from l3c.ir import Access, Loop, Region
 from l3c.passes import PassOptions, run_passes
 from l3c.passes import shifts
-from l3c.passes.verify import check_schedule
+from l3c.passes.verify import InvariantError, check_schedule, verify
 
-from _ir_builders import call, program
+from _ir_builders import call, program, region
 from _loop_oracle import affine, arena_clashes, sample_runs, unordered, unroll, with_loops
 
 # the random generator's tensors (every one an intermediate; `tmp` created in loop 0's body)
@@ -42,24 +43,63 @@ def x_at(start, coefs=None, keep_box=True):
     return affine((24,), [(start, coefs or {}, 1, 1)], keep_box=keep_box)
 
 
+def read_around_a_while_loop():
+    """x read before a while loop (task 0), in its body (1, 2: x[2 - k]) and after it (3); acc
+    read after it (4, 5); views without a box, as the generator made them."""
+    return [call("k0", ("x", x_at(0, keep_box=False), "In")),
+            call("k1", ("x", x_at(2, {0: -1}, keep_box=False), "In")),
+            call("k2", ("x", x_at(2, {0: -1}, keep_box=False), "In")),
+            call("k3", ("x", x_at(0, keep_box=False), "In")),
+            call("k4", ("acc", affine((1,), [(0, {}, 1, 1)], keep_box=False), "In")),
+            call("k5", ("acc", affine((1,), [(0, {}, 1, 1)], keep_box=False), "In"))]
+
+
 def test_an_edge_from_a_loop_body_does_not_free_what_came_before_the_loop():
     """x is read before a while loop, in its body and after it (tasks 0-3, on chips 0, 1, 0, 1);
     acc after it (tasks 4, 5). Task 2 in the body is the last reader of x on chip 0, but the loop
     may run no iteration: an edge 2 -> 5 orders nothing before the loop, so task 0 may still read
     x while task 5 uses acc. The memory plan used to give acc x's bytes on such edges (a vector
     clock entry of a body task vouched for the whole queue before it)."""
-    calls = [call("k0", ("x", x_at(0, keep_box=False), "In")),
-             call("k1", ("x", x_at(2, {0: -1}, keep_box=False), "In")),
-             call("k2", ("x", x_at(2, {0: -1}, keep_box=False), "In")),
-             call("k3", ("x", x_at(0, keep_box=False), "In")),
-             call("k4", ("acc", affine((1,), [(0, {}, 1, 1)], keep_box=False), "In")),
-             call("k5", ("acc", affine((1,), [(0, {}, 1, 1)], keep_box=False), "In"))]
-    prog = through_every_pass(generated(calls, [
+    prog = through_every_pass(generated(read_around_a_while_loop(), [
         Loop(0, "while", "prog.py:1", None, 1, 3, flag=Access("go", 3, FLAG, "In"))]))
     x, acc = prog.tensors[0], prog.tensors[2]
     assert [t.chip for t in prog.tasks] == [0, 1, 0, 1, 0, 1]
     assert (x.arena_offset + x.nbytes <= acc.arena_offset
             or acc.arena_offset + acc.nbytes <= x.arena_offset)
+
+
+def test_the_schedule_checker_refuses_that_reuse_too():
+    """The placement the memory plan used to make (acc on x's bytes, ordered by 2 -> 5 and 3 -> 4
+    only) passed the schedule checker, whose clocks let a body task vouch for its queue before
+    the loop and which checked only each worker's last use of x."""
+    prog = through_every_pass(generated(read_around_a_while_loop(), [
+        Loop(0, "while", "prog.py:1", None, 1, 3, flag=Access("go", 3, FLAG, "In"))]))
+    prog.tensors[2].arena_offset = prog.tensors[0].arena_offset
+    for u, v in ((2, 5), (3, 4)):
+        prog.add_dependency(u, v, "WAR", 2, added_by="memory")
+    with pytest.raises(InvariantError, match="task 0 may still use the first while task 5"):
+        check_schedule(prog)
+    with pytest.raises(InvariantError, match="x and acc share arena bytes"):
+        verify(prog)
+
+
+def test_the_schedule_checker_vouches_through_a_body_above_a_gap():
+    """Chip 1 runs a (writes p), b (writes q: nothing to do with c), then a loop's body task w
+    (writes r); c on chip 0 after the loop reads p and r. c's clock holds a's position on chip 1
+    but not w's above the gap left by b (a body that ran no iteration vouches for nothing below
+    it): the checker finds the edge w -> c itself."""
+    n = region((1,), 0)
+    prog = program({"p": (1,), "q": (1,), "r": (1,), "arg_n": (1,)},
+                   [call("a", ("p", (), "Out"), pin=1), call("b", ("q", (), "Out"), pin=1),
+                    call("w", ("r", (), "Out"), pin=1),
+                    call("c", ("p", (), "In"), ("r", (), "In"), pin=0)])
+    with_loops(prog, [Loop(0, "range", "prog.py:1", None, 2, 3, start=0,
+                           stop=Access("n", 3, n, "In"), step=1)])
+    through_every_pass(prog)
+    assert {(0, 3), (2, 3)} <= set(prog.graph.edges)
+    prog.graph.remove_edge(2, 3)
+    with pytest.raises(InvariantError, match="tasks 2 and 3 both access r"):
+        check_schedule(prog)
 
 
 def test_a_swept_view_meets_a_tied_view_that_is_outside_the_tensor_at_zero():

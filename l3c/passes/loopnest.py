@@ -124,16 +124,8 @@ def queue_starts(queues: list[list[int]], starts) -> dict[int, np.ndarray]:
 def unvouched(p: int, y: int, first: list[int], end: list[int]) -> bool:
     """Whether task p, earlier than y on y's worker, may not have run before y: p sits in a
     loop/cond body that does not enclose y, and the body may have run no iteration (the rule of
-    `masked_clock`)."""
+    `vouched`)."""
     return y >= end[p] and bool(first[p])
-
-
-def masked_clock(clock: np.ndarray, k: int, v: int, first: list[int], end: list[int],
-                 starts: dict[int, np.ndarray]) -> np.ndarray:
-    """What task k's vector clock vouches for to its successor v (see `vouched`, `queue_starts`)."""
-    if v < end[k] or not first[k]:
-        return clock
-    return np.where(clock >= starts[first[k]], clock, -1)
 
 
 def merged_clock(clocks: list[np.ndarray], sources: list[int], v: int, first: list[int],

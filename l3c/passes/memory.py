@@ -16,7 +16,7 @@ has the first finished (plus hand-off) before the second starts (the edge then d
 both tasks are on one host (an edge between hosts is a network message the estimate does not
 price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_PER_REUSE` edges.
 Loops (docs/passes.md): a tensor used in a loop lives for the whole outermost loop
-(`loopnest.lifetime`); clocks run over the iteration graph, masked by `loopnest.masked_clock`.
+(`loopnest.lifetime`); clocks run over the iteration graph, merged by `loopnest.merged_clock`.
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
 64 bytes (a cache line: two workers writing neighbouring tensors never share one); the figures are
