@@ -121,6 +121,23 @@ def test_a_swept_view_meets_a_tied_view_that_is_outside_the_tensor_at_zero():
     assert not shifts.may_meet(read, x_at(20, {0: 1}), (24,), {0}, facts)   # x[i-1] vs x[i+20]
 
 
+@pytest.mark.parametrize("first, last", [("In", "Out"), ("Out", "In")])
+def test_a_covering_box_hides_no_moving_view_without_a_box(first, last):
+    """while (at most 3 iterations): a touches x[19 - k] (a view without a box, e.g. after a
+    reshape), b writes x[19 - k : 21 - k]; after the loop c touches x[8]. Neither meets x[8], but
+    `meet` answers "may" for a's view (it cannot place it) and "no" for b's box: deps let b's
+    covering write hide a's access, verify then found a and c unordered. A box no longer hides a
+    moving view without one."""
+    calls = [call("a", ("x", x_at(19, {0: -1}, keep_box=False), first)),
+             call("b", ("x", affine((24,), [(19, {0: -1}, 2, 1)]), "Out")),
+             call("c", ("x", x_at(8), last))]
+    prog = program({"x": (24,), "flag": (2,)}, calls)
+    with_loops(prog, [Loop(0, "while", "prog.py:1", None, 0, 2,
+                           flag=Access("go", 1, FLAG, "In"), max_iterations=3)])
+    through_every_pass(prog)
+    assert prog.graph.has_edge(0, 2)
+
+
 @l3c.kernel
 def slow_read(x: l3c.In, y: l3c.Out):
     time.sleep(0.2)                 # long enough for an unordered writer to get in first
