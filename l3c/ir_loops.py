@@ -84,7 +84,7 @@ class Loop:
     def accesses(self) -> "tuple[Access, ...]":
         """The bound and flag elements this loop reads (a bound is an int or an `Access`)."""
         return tuple(a for a in (self.start, self.stop, self.step, self.flag)
-                     if a is not None and not isinstance(a, int))
+                     if a is not None and not isinstance(a, (int, Affine)))
 
 
 def has_carried(graph: nx.DiGraph, loops: dict[int, Any]) -> bool:

@@ -138,6 +138,20 @@ def test_a_covering_box_hides_no_moving_view_without_a_box(first, last):
     assert prog.graph.has_edge(0, 2)
 
 
+def test_a_covering_box_hides_no_view_without_a_box_beside_a_moving_one():
+    """The same with a's view still (x[5], without a box) and the later access moving with an
+    inner loop (x[20 - j] for j in range(2)): x[5] against a moving view can only answer "may"."""
+    calls = [call("a", ("x", x_at(5, keep_box=False), "Out")),
+             call("b", ("x", affine((24,), [(5, {}, 2, 1)]), "Out")),
+             call("c", ("x", x_at(20, {1: -1}), "In"))]
+    prog = program({"x": (24,), "flag": (2,)}, calls)
+    with_loops(prog, [Loop(0, "while", "prog.py:1", None, 0, 3,
+                           flag=Access("go", 1, FLAG, "In"), max_iterations=3),
+                      Loop(1, "range", "prog.py:2", 0, 2, 3, start=0, stop=2, step=1)])
+    through_every_pass(prog)
+    assert prog.graph.has_edge(0, 2)
+
+
 @l3c.kernel
 def slow_read(x: l3c.In, y: l3c.Out):
     time.sleep(0.2)                 # long enough for an unordered writer to get in first

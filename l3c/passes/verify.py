@@ -279,7 +279,8 @@ class _Clocks:
             last_on[s] = t.id
         width = max(1, len(slot_of_worker))
         self.clock = np.full((n, width), -1, dtype=np.int64)
-        self.bounds = bounds = structure_bounds(program, task_list(program)) if program.loops else None
+        bounds = structure_bounds(program, task_list(program)) if program.loops else None
+        self.bounds = bounds
         starts = queue_starts(queues, bounds[0]) if bounds else {}
         for t in range(n):
             if bounds is None:
