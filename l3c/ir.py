@@ -17,12 +17,14 @@ edges hold within one iteration, and only they form the DAG passes walk (`Progra
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 import networkx as nx
 import numpy as np
+
+from .ir_loops import (Affine, Loop, LoopKind, Shift,  # noqa: F401  (re-exported)
+                       has_carried, iteration_graph)
 
 Mode = Literal["In", "Out", "InOut"]
 WorkerKind = Literal["chip", "sub"]
@@ -51,11 +53,7 @@ class Region:
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     box: tuple[tuple[int, int, int], ...] | None
-    # Inside `l3c.range`/`while_loop` bodies a view may move with loop variables (`x[i]`,
-    # `x[4 * i : 4 * i + 4]`): one `Shift` per loop variable it depends on, sorted by loop id.
-    # `offset` and `box` are then the view when every loop variable is 0 (possibly outside the
-    # base tensor); the view at values `v` is offset + sum(v[l] * shift.offset), each box start
-    # + sum(v[l] * shift.box[axis]). Shape and strides never depend on loop variables.
+    # inside loop bodies: how the view moves with loop variables (`ir_loops.Shift`, by loop id)
     shifts: tuple["Shift", ...] = ()
 
     @property
@@ -90,30 +88,6 @@ class Region:
         return "[" + ",".join(parts) + "]"
 
 
-@dataclass(frozen=True)
-class Shift:
-    """How far a `Region` moves per unit of one loop variable (in elements of the base tensor)."""
-
-    loop: int                      # the loop id (`Program.loops`) whose variable moves the view
-    offset: int                    # change of `Region.offset`
-    box: tuple[int, ...]           # change of each base axis's box start (0 for unmoved axes)
-
-
-@dataclass(frozen=True)
-class Affine:
-    """An integer affine expression of loop variables, `const + sum(coef * var(loop))`: the value
-    of a loop variable passed to a kernel as a scalar (`ScalarArg.value`), and of loop bounds."""
-
-    const: int = 0
-    terms: tuple[tuple[int, int], ...] = ()     # (loop id, coefficient), by loop id, coef != 0
-
-    def __str__(self) -> str:
-        parts = [(f"L{loop}" if c == 1 else f"{c}*L{loop}") for loop, c in self.terms]
-        if self.const or not parts:
-            parts.append(str(self.const))
-        return " + ".join(parts).replace("+ -", "- ")
-
-
 @dataclass
 class TensorInfo:
     """A tensor the program touches: a jitted function's array argument or an intermediate.
@@ -143,10 +117,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        n = self.itemsize
-        for d in self.shape:
-            n *= d
-        return n
+        return self.itemsize * math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -217,44 +188,6 @@ class ResultRef:
 
 # A result structure: ResultRef, or ("tuple" | "list", [structures]), or ("dict", [(key, structure)]).
 ResultTree = Any
-
-
-LoopKind = Literal["range", "while", "cond"]
-
-
-@dataclass
-class Loop:
-    """A loop (`l3c.range`, `l3c.while_loop`) or conditional block (`l3c.cond`) of the schedule.
-
-    Its body is traced once: the tasks `first_task .. end_task - 1` (program order; nested loops'
-    bodies are sub-ranges). A bound or flag is a static int or an `Access` (mode "In") of one
-    element of a tensor, read when the loop starts (range bounds), before every iteration (a while
-    flag) or when the block is reached (a cond flag), after every earlier writer of it.
-    """
-
-    id: int
-    kind: LoopKind
-    loc: str                                   # "file.py:LINE" of the `for` / `with` statement
-    parent: int | None                         # enclosing loop/cond id
-    first_task: int
-    end_task: int
-    start: "int | Access" = 0                  # range: the loop variable's first value
-    stop: "int | Access" = 0                   # range: exclusive bound
-    step: "int | Access" = 1                   # range: nonzero
-    flag: "Access | None" = None               # while / cond
-    max_iterations: int | None = None          # while
-    invert: bool = False                       # cond: run the block when the flag is zero
-    # --- written by the deps pass: the bound/flag reads' dependencies, as (task, carried) with
-    # `carried` as on edges (on the latest earlier instance of the task in sequential order) ---
-    reads_after: tuple[tuple[int, bool], ...] = ()    # writers the read waits for
-    reads_before: tuple[tuple[int, bool], ...] = ()   # later writers that wait for the read
-    scope: tuple[int, ...] = ()    # trace: scopes open at the for/with (dumps nest loops in them)
-
-    @property
-    def accesses(self) -> tuple[Access, ...]:
-        """The bound and flag elements this loop reads."""
-        return tuple(a for a in (self.start, self.stop, self.step, self.flag)
-                     if isinstance(a, Access))
 
 
 @dataclass
@@ -470,15 +403,11 @@ class Program:
     @property
     def has_carried(self) -> bool:
         """Whether any edge is carried (only programs with loops have such edges)."""
-        return bool(self.loops) and any(d.get("carried") for _, _, d in self.graph.edges(data=True))
+        return has_carried(self.graph, self.loops)
 
     def iteration_graph(self) -> nx.DiGraph:
-        """The graph without carried edges: a DAG in program order (the graph itself, or a view of
-        it, when the program has carried edges)."""
-        if not self.has_carried:
-            return self.graph
-        graph = self.graph
-        return nx.subgraph_view(graph, filter_edge=lambda u, v: not graph.edges[u, v].get("carried"))
+        """The graph without carried edges: a DAG in program order (`ir_loops.iteration_graph`)."""
+        return iteration_graph(self.graph, self.loops)
 
 
 # ---- how a call's arrays map to the program's input tensors (tracing and every run) ----------

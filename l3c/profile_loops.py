@@ -21,7 +21,10 @@ with these differences:
   (task slices), `recorded_steps` (step instances kept, control steps included) and
   `dropped_instances` (step instances past the capacity); `instance_capacity`; `tasks` counts the
   task slices of all workers. The schedule's critical path is per body, not per run: it is
-  given as `body_critical_path_tasks`, and no instance is marked on the timeline.
+  given as `body_critical_path_tasks`, and no instance is marked on the timeline;
+* per range/while loop, what bounds its iteration rate in this run (`profile_loop_paths`): the
+  longest chain of measured durations within one iteration and around a carried edge, and the
+  measured time per iteration.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from typing import Any, Sequence
 
 from .ir import Program
 from .profile import PID, Trace, critical_path, metadata_events, slot_name
+from .profile_loop_paths import loop_paths
 from .runtime.plan import ControlStep, Plan
 from .runtime.stamps import Events
 
@@ -81,7 +85,7 @@ def build_loop_trace(program: Program, plan: Plan, steps: Sequence[Events], t0: 
         "recorded_steps": {n: len(steps[s].events) for s, n in enumerate(names)},
         "dropped_instances": {n: steps[s].dropped for s, n in enumerate(names)},
         "instance_capacity": max((r.capacity for r in steps), default=0),
-        "loops": loop_summary(plan, steps),
+        "loops": loop_summary(plan, steps, loop_paths(program, where)),
         "workers": names,
         "cross_worker_edges": flows,
         "estimated_makespan": program.reports.get("makespan"),
@@ -112,11 +116,13 @@ def iterating(program: Program, loops: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(lid for lid in loops if program.loops[lid].kind != "cond")
 
 
-def loop_summary(plan: Plan, steps: Sequence[Events]) -> dict[str, dict[str, Any]]:
+def loop_summary(plan: Plan, steps: Sequence[Events],
+                 paths: dict[int, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Per loop id (a str: JSON keys), its kind and line and, counted on the worker that dropped
     the fewest events (every worker runs every control step): a range or while loop's `entered`
     count and `iterations` in all (each iteration ends with one "next" / "again" step), a cond's
-    `reached` and `ran` counts; `complete` False when that worker dropped events."""
+    `reached` and `ran` counts; `complete` False when that worker dropped events; and the loop's
+    entry of `paths` (`profile_loop_paths.loop_paths`: what bounds its iteration rate)."""
     active = [s for s, r in enumerate(steps) if r.count]
     out: dict[str, dict[str, Any]] = {str(lp.id): {"kind": lp.kind, "loc": lp.loc}
                                       for lp in plan.loops}
@@ -136,6 +142,8 @@ def loop_summary(plan: Plan, steps: Sequence[Events]) -> dict[str, dict[str, Any
             entry.update(entered=counts[lp.kind][i],
                          iterations=counts["next" if lp.kind == "range" else "again"][i])
         entry["complete"] = steps[s].dropped == 0
+    for lid, found in (paths or {}).items():
+        out[str(lid)].update(found)
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -220,7 +221,10 @@ def test_cli_profile_writes_the_iterations(tmp_path):
                           "--arg", "f64[3,8]", "-o", "t.json"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "loops: L0 range 2 iterations; L1 while 4 iterations" in run.stdout
+    loops = (r"loops: L0 range 2 iterations, [\d.]+ .s each \(one iteration's chain [\d.]+ .s: "
+             r"#1\); L1 while 4 iterations, [\d.]+ .s each \(one iteration's chain [\d.]+ .s: "
+             r"#[23]; carried cycle [\d.]+ .s: #2\)")
+    assert re.search(loops, run.stdout), run.stdout
     trace = json.loads((tmp_path / "t.json").read_text())
     names = sorted(e["name"] for e in slices(trace))
     assert names == sorted(["start #0", "bump #1 [L0=0]", "bump #1 [L0=1]"]

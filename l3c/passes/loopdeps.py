@@ -51,10 +51,18 @@ class WithinPairs:
 
     def forgets(self, u: int, old: Region, v: int, writer: Region, whole: bool) -> bool:
         """May v's write of `writer` hide u's access of `old` (u < v) from later tasks? Only if v
-        runs after every instance of u in its context (v's structure encloses u) and covers it."""
+        runs after every instance of u in its context (v's structure encloses u) and covers it,
+        and `meet` answers for `writer` no more precisely than for `old` (a whole tensor meets
+        everything): beside a moving view, a view without a box may meet what a covering box is
+        known to miss (both in fact miss it, but verify, asking of `old`, would find the pair
+        unordered)."""
         if u < self.first[v]:
             return False
-        return whole or shifts.covers_always(writer, old, self.tied(u, v))
+        if whole:
+            return True
+        if old.box is None and writer.box is not None:
+            return False
+        return shifts.covers_always(writer, old, self.tied(u, v))
 
 
 def carried_conflicts(program: Program, tasks: list[Task],

@@ -124,13 +124,29 @@ def queue_starts(queues: list[list[int]], starts) -> dict[int, np.ndarray]:
 def unvouched(p: int, y: int, first: list[int], end: list[int]) -> bool:
     """Whether task p, earlier than y on y's worker, may not have run before y: p sits in a
     loop/cond body that does not enclose y, and the body may have run no iteration (the rule of
-    `masked_clock`)."""
+    `vouched`)."""
     return y >= end[p] and bool(first[p])
 
 
-def masked_clock(clock: np.ndarray, k: int, v: int, first: list[int], end: list[int],
-                 starts: dict[int, np.ndarray]) -> np.ndarray:
-    """What task k's vector clock vouches for to its successor v (see `vouched`, `queue_starts`)."""
-    if v < end[k] or not first[k]:
-        return clock
-    return np.where(clock >= starts[first[k]], clock, -1)
+def merged_clock(clocks: list[np.ndarray], sources: list[int], v: int, first: list[int],
+                 end: list[int], starts: dict[int, np.ndarray], width: int) -> np.ndarray:
+    """Task v's vector clock from its sources' clocks, each entry a sound prefix: entry e for slot
+    s means every task at queue position <= e on s completed before v.
+
+    A source k whose body does not enclose v vouches, on each slot, only for the positions from
+    the body's first task there (`queue_starts`) up to k's entry (a body that ran no iteration
+    orders nothing before its start): such an interval extends the prefix only where the prefix
+    already reaches the position before it. Taken in order of their bodies' starts (outer bodies
+    first, whose intervals start lowest), chained intervals join."""
+    vc = np.full(width, -1, dtype=np.int64)
+    masked = []
+    for p in sources:
+        if v < end[p] or not first[p]:
+            np.maximum(vc, clocks[p], out=vc)
+        else:
+            masked.append(p)
+    for p in sorted(masked, key=first.__getitem__):
+        low = starts[first[p]]
+        joins = (clocks[p] >= low) & (vc >= low - 1)
+        np.maximum(vc, np.where(joins, clocks[p], -1), out=vc)
+    return vc

@@ -16,7 +16,7 @@ has the first finished (plus hand-off) before the second starts (the edge then d
 both tasks are on one host (an edge between hosts is a network message the estimate does not
 price, and each host has its own arena), and the reuse needs at most `MAX_EDGES_PER_REUSE` edges.
 Loops (docs/passes.md): a tensor used in a loop lives for the whole outermost loop
-(`loopnest.lifetime`); clocks run over the iteration graph, masked by `loopnest.masked_clock`.
+(`loopnest.lifetime`); clocks run over the iteration graph, merged by `loopnest.merged_clock`.
 Inputs are not placed (they live in a staging area; `arena_offset` stays None). Returned tensors are
 live until the caller has copied them, so nothing reuses their space. Placement rounds sizes up to
 64 bytes (a cache line: two workers writing neighbouring tensors never share one); the figures are
@@ -43,7 +43,7 @@ from ..ir import Program
 from .arena_space import OpenSpace
 from .arena_layout import ALIGNMENT, aligned, tensor_bases
 from .graphs import task_list
-from .loopnest import (iteration_preds, lifetime, masked_clock, queue_starts, structure_bounds,
+from .loopnest import (iteration_preds, lifetime, merged_clock, queue_starts, structure_bounds,
                        unvouched)
 from .schedule import estimate_times
 from .scopes import result_tensors
@@ -241,9 +241,7 @@ class _Planner:
         for t in range(self.valid_upto, upto + 1):
             src = sources[t]
             if bounds is not None:
-                vc = np.full(width, -1, dtype=np.int64)
-                for p in src:
-                    np.maximum(vc, masked_clock(clock[p], p, t, *bounds, self.starts), out=vc)
+                vc = merged_clock(clock, src, t, *bounds, self.starts, width)
             elif not src:
                 vc = np.full(width, -1, dtype=np.int64)
             elif len(src) == 1:
@@ -311,6 +309,8 @@ class _Planner:
                     continue
                 if x >= y or host[wa] != host[wb] or len(needed) == MAX_EDGES_PER_REUSE:
                     return None
+                if self.bounds is not None and unvouched(x, y, *self.bounds):
+                    return None         # x's body may run no iteration: x -> y orders nothing
                 if finish[x] + (self.handoff if wa != wb else 0.0) > start[y]:
                     return None
                 needed.append((x, y))

@@ -195,8 +195,12 @@ def _boxes_meet(a: Region, b: Region, shape, tied, facts, distance, dist_facts) 
                     s, c, st = box_b[x]
                     box_b[x] = (s + value_b * vb[x], c, st)
         for x in range(ndim):
-            box_a[x] = _full_axis(shape[x]) if swept_a[x] else _widened(box_a[x], widen_a[x])
-            box_b[x] = _full_axis(shape[x]) if swept_b[x] else _widened(box_b[x], widen_b[x])
+            if swept_a[x] or swept_b[x]:
+                # The sweep is absolute while the boxes sit where tied loops at 0 put them (their
+                # common move dropped out): the other side, in the tensor at run time, meets it.
+                box_a[x] = box_b[x] = _full_axis(shape[x])
+            else:
+                box_a[x], box_b[x] = _widened(box_a[x], widen_a[x]), _widened(box_b[x], widen_b[x])
         if _meet_at_some_distance(box_a, box_b, [0 if swept_a[x] or swept_b[x] else move[x]
                                                  for x in range(ndim)], distance, max_d):
             return True

@@ -29,7 +29,7 @@ from . import regions
 from .deps import _conflicts
 from .graphs import task_list
 from .loopdeps import WithinPairs, carried_conflicts, missing_reads
-from .loopnest import (common_prefix, iteration_preds, lifetime, masked_clock, queue_starts,
+from .loopnest import (common_prefix, iteration_preds, lifetime, merged_clock, queue_starts,
                        repeating, structure_bounds, valid_ancestors, vouched)
 from .scopes import result_tensors
 
@@ -254,12 +254,16 @@ def verify(program: Program) -> None:
 class _Clocks:
     """Happens-before in the placed schedule (graph edges and each worker's queue order) as vector
     clocks, one counter per worker: `before(u, v)` costs O(1) once the clocks are built (O(tasks x
-    workers)), where `ancestors` bitsets grow with the square of the task count."""
+    workers)), where `ancestors` bitsets grow with the square of the task count.
+
+    With loops an entry claims every queue position up to it (`loopnest.merged_clock`), which
+    leaves out what a path through a body vouches for above a gap; where the clock does not
+    vouch, `before` searches the sound paths back from v (`loopnest.vouched`'s rule per hop)."""
 
     def __init__(self, program: Program) -> None:
         slot_of_worker: dict[tuple, int] = {}
         n = program.graph.number_of_nodes()
-        sources = iteration_preds(program, n)
+        self.sources = sources = iteration_preds(program, n)
         self.slot = [0] * n
         self.pos = [0] * n
         last_on: dict[int, int] = {}
@@ -276,12 +280,14 @@ class _Clocks:
         width = max(1, len(slot_of_worker))
         self.clock = np.full((n, width), -1, dtype=np.int64)
         bounds = structure_bounds(program, task_list(program)) if program.loops else None
+        self.bounds = bounds
         starts = queue_starts(queues, bounds[0]) if bounds else {}
         for t in range(n):
-            for p in sources[t]:
-                seen = self.clock[p] if bounds is None else masked_clock(self.clock[p], p, t,
-                                                                         *bounds, starts)
-                np.maximum(self.clock[t], seen, out=self.clock[t])
+            if bounds is None:
+                for p in sources[t]:
+                    np.maximum(self.clock[t], self.clock[p], out=self.clock[t])
+            else:
+                self.clock[t] = merged_clock(self.clock, sources[t], t, *bounds, starts, width)
             self.clock[t, self.slot[t]] = self.pos[t]
 
     def before(self, u: int, v: int) -> bool:
@@ -290,7 +296,27 @@ class _Clocks:
             return False
         if self.slot[u] == self.slot[v]:
             return True                 # one queue, in program order (checked by placement)
-        return int(self.clock[v, self.slot[u]]) >= self.pos[u]
+        if int(self.clock[v, self.slot[u]]) >= self.pos[u]:
+            return True
+        return self.bounds is not None and self._sound_path(u, v)
+
+    def _sound_path(self, u: int, v: int) -> bool:
+        """Is u among v's ancestors through hops k -> w that vouch for it (w inside k's body, k
+        outside any body, or u inside k's body), a task of u's worker after u standing for u?"""
+        first, end = self.bounds
+        seen, stack = {v}, [v]
+        while stack:
+            w = stack.pop()
+            for k in self.sources[w]:
+                if k == u:
+                    return True
+                if k < u or k in seen or not (w < end[k] or not first[k] or u >= first[k]):
+                    continue
+                if self.slot[k] == self.slot[u]:
+                    return True
+                seen.add(k)
+                stack.append(k)
+        return False
 
 
 def _check_arena(program: Program, clocks: _Clocks) -> None:
@@ -302,11 +328,13 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
     returned = result_tensors(program)
     firsts: dict[int, dict[int, int]] = {}          # tensor -> slot -> first accessing task
     lasts: dict[int, dict[int, int]] = {}           # tensor -> slot -> last accessing task
+    uses: dict[int, list[int]] = {}                 # tensor -> every accessing task
     for task in program.tasks:
         for a in task.accesses:
             s = clocks.slot[task.id]
             firsts.setdefault(a.tensor, {}).setdefault(s, task.id)
             lasts.setdefault(a.tensor, {})[s] = task.id
+            uses.setdefault(a.tensor, []).append(task.id)
     if program.config.hosts > 1:
         from .memory import tensor_hosts
         hosts = tensor_hosts(program, {t: sorted(set(f.values()) | set(lasts[t].values()))
@@ -351,7 +379,9 @@ def _check_arena(program: Program, clocks: _Clocks) -> None:
             if lx is not None and ly is not None and lx[1] >= ly[0]:
                 _fail(f"intermediates {names[x].name} and {names[y].name} share arena bytes but "
                       f"are both used during one loop")
-        for u in lasts.get(x, {}).values():
+        # With loops a task's last use on a worker may sit in a body that ran no iteration and
+        # then vouches for none before it: every use is checked.
+        for u in (uses.get(x, ()) if program.loops else lasts.get(x, {}).values()):
             for v in firsts.get(y, {}).values():
                 if not clocks.before(u, v):
                     _fail(f"intermediates {names[x].name} and {names[y].name} share arena bytes "
