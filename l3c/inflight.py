@@ -377,12 +377,12 @@ def _run_together(jobs: list[_Job]) -> None:
                 for job in started:
                     job.run._finish(error=exc)
                 return
-        if outcomes is None:
+        if outcomes is None:                  # nothing ran: each on its own
             for job in started:
                 job.execute()
             return
-        for job, value in zip(started, outcomes):    # written arguments are back already
-            job.run._finish(value)
+        for job, (value, error) in zip(started, outcomes):   # written arguments are back already
+            job.run._finish(value, error)
     finally:
         jobs[0].limiter.release(len(jobs))
 
@@ -400,7 +400,7 @@ def submit(compiled: Any, values: list[Any], limiter: Limiter,
         if not _SUBMITTER.help_once():
             limiter.acquire()
             break
-    batchable = deadline is None and compiled.timeout is None and not shares
+    batchable = deadline is None and compiled.timeout is None
     _SUBMITTER.put(_Job(run, compiled, values, captured, limiter, deadline, batchable))
     return run
 
