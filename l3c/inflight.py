@@ -10,31 +10,31 @@ Semantics (what callers rely on):
 - An error is raised by the failing run's own `result()`; later runs still run.
 - At most `max_inflight` runs of one function are in flight: `submit` waits for a slot.
 
-How: one daemon thread per process takes submitted runs from a queue, in submission order, and
-runs them through the same path as a direct call. A thread waiting in `result()` without a timeout
-(or in `submit` past `max_inflight`) takes its turn at the queue instead of sleeping: it runs the
-queued runs itself, in the same order (whoever runs takes the next runs under one lock), so a burst
-of submitted runs costs no hand-over between threads per run; the daemon thread leaves new runs to
-the submitting thread for HAND_OVER_GRACE first. Consecutive queued runs of one schedule that hold
-no shared array go as one batch (`l3c.execute.batch`): the plan repeated in its own arena parts,
-so they overlap on the workers. One queue is what makes the shared-array order hold across
-functions and threads. A direct call made while runs are queued goes through the queue too
-(`step(*args)` is `step.submit(*args).result()`), so it sees their effects. Several-host functions
-run at `submit` in the calling thread: every rank must make the same calls in the same order, and
-a thread per rank could interleave them differently.
+How: submitted runs wait in one queue (`l3c.submitter`), in submission order. A thread waiting in
+`result()` without a timeout (or in `submit` past `max_inflight`) runs the queued runs itself, in
+order, so a burst of submitted runs costs no hand-over between threads; the queue's own thread
+runs those nobody runs. Consecutive queued runs of one schedule go as one batch
+(`l3c.execute.batch`): the plan repeated in its own arena parts, so they overlap on the workers,
+ordered on the `l3c.shared` arrays they share by waits between them, and each runs exactly once
+even when one of them fails. One queue is what makes the shared-array order hold across
+functions and threads: runs of different schedules run one after another. A direct call made
+while runs are queued goes through the queue too (`step(*args)` is `step.submit(*args).result()`),
+so it sees their effects. Several-host functions run at `submit` in the calling thread: every rank
+must make the same calls in the same order, and a thread per rank could interleave them
+differently.
 """
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import Timeout
 from .shared import is_shared
+from .submitter import Submitter
 
 
 class _Latch:
@@ -64,11 +64,7 @@ class _Latch:
 
 
 _STATE = threading.Lock()            # a run's start against its cancellation; a latch's making
-POLL = 0.0005                        # s between the runs thread's looks at the queue while runs come
-LINGER = 0.05                        # s without runs after which it sleeps until woken
 QUEUED, STARTED, CANCELLED = 0, 1, 2
-EXACT_SIZES = 8                      # batches up to this many runs go at their size; larger ones
-                                     # in powers of two (each size compiles a dispatcher once)
 
 
 class Run:
@@ -82,13 +78,17 @@ class Run:
     __slots__ = ("_done", "_value", "_error", "_description", "_state", "_latch", "compiled",
                  "values", "captured", "limiter", "deadline", "batchable", "shares")
 
-    def __init__(self, description: str = "") -> None:
+    def __init__(self, description: str = "", compiled: Any = None, values: Any = None,
+                 captured: Any = None, shares: bool = False, limiter: Any = None,
+                 deadline: float | None = None, batchable: bool = False) -> None:
         self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
         self._description = description
         self._state = QUEUED
         self._latch: _Latch | None = None
+        self.compiled, self.values, self.captured, self.shares = compiled, values, captured, shares
+        self.limiter, self.deadline, self.batchable = limiter, deadline, batchable
 
     def done(self) -> bool:
         """True once the run has finished, successfully or not."""
@@ -147,180 +147,49 @@ class Run:
 
 
 class Limiter:
-    """`max_inflight` slots of one function; `submit` takes one, the run's end gives it back."""
+    """`max_inflight` slots of one function; `submit` takes one, the run's end gives it back.
+
+    The free slots are tokens in a deque: taking one is a `pop`, which needs no lock. A thread
+    that finds none sleeps on `_freed`; `release` puts the tokens back before it looks for
+    sleepers, and a sleeper counts itself before it looks for a token, so one of the two sees
+    the other."""
 
     def __init__(self, max_inflight: int) -> None:
         self.max_inflight = max_inflight
-        self._free = max_inflight
+        self._tokens = collections.deque([None] * max_inflight)
         self._waiting = 0
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
 
     def acquire(self) -> None:
         with self._lock:
-            while self._free == 0:
-                self._waiting += 1
-                try:
-                    self._freed.wait()
-                finally:
-                    self._waiting -= 1
-            self._free -= 1
+            self._waiting += 1
+            try:
+                while True:
+                    try:
+                        self._tokens.pop()
+                        return
+                    except IndexError:
+                        self._freed.wait()
+            finally:
+                self._waiting -= 1
 
     def try_acquire(self) -> bool:
-        with self._lock:
-            if self._free:
-                self._free -= 1
-                return True
+        try:
+            self._tokens.pop()
+            return True
+        except IndexError:
             return False
 
     def release(self, n: int = 1) -> None:
-        with self._lock:
-            if self._free + n > self.max_inflight:
-                raise ValueError("Limiter released too many times")
-            self._free += n
-            if self._waiting:
+        if len(self._tokens) + n > self.max_inflight:
+            raise ValueError("Limiter released too many times")
+        self._tokens.extend([None] * n)
+        if self._waiting:
+            with self._lock:
                 self._freed.notify(n)
 
 
-class _Submitter:
-    """The queue of submitted runs and the thread that runs those nobody runs first."""
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)   # the parent's runs and thread stay there
-
-    def _reset(self) -> None:
-        self._queue: collections.deque = collections.deque()
-        self._wake_lock = threading.Lock()
-        self._wake = threading.Condition(self._wake_lock)   # the thread sleeps on it when idle
-        self._sleeping = False
-        self._puts = 0
-        self._turn = threading.Lock()              # held while taking runs and running them
-        self._running = 0                          # runs taken from the queue, not finished
-        self._thread: threading.Thread | None = None
-
-    def busy(self) -> bool:
-        """Runs queued or running. (`_run_next` counts a run as running before it leaves the
-        queue, so there is no moment between the two where it is neither.)"""
-        return bool(self._queue) or self._running > 0
-
-    def put(self, run: Run) -> None:
-        if self._thread is None:
-            self._start_thread()
-        self._queue.append(run)
-        self._puts += 1                 # (not exact under threads: it only tells runs still come)
-        if self._sleeping:              # the first run after a quiet spell: see `_loop`
-            with self._wake_lock:
-                if self._sleeping:
-                    self._sleeping = False
-                    self._wake.notify()
-
-    def _start_thread(self) -> None:
-        """The thread that runs queued runs nobody waits for (one per process)."""
-        with self._wake_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="l3c-submitted-runs",
-                                                daemon=True)
-                self._thread.start()
-
-    def _run_next(self) -> Run | None:
-        """Run the next queued run in this thread (the caller holds `_turn`), with the runs of the
-        same schedule queued right behind it as one batch; the first of them, or None."""
-        self._running = 1
-        queue = self._queue
-        try:
-            run = queue.popleft()
-        except IndexError:
-            self._running = 0
-            return None
-        try:
-            if not run.batchable or not queue:
-                _run_alone(run)
-                return run
-            runs = [run]
-            compiled, limiter = run.compiled, run.limiter
-            while (queue and len(runs) < limiter.max_inflight and queue[0].batchable
-                   and queue[0].compiled is compiled and queue[0].limiter is limiter):
-                runs.append(queue.popleft())
-            if len(runs) > EXACT_SIZES:
-                keep = 1 << (len(runs).bit_length() - 1)
-                while len(runs) > keep:
-                    queue.appendleft(runs.pop())
-            if len(runs) == 1:
-                _run_alone(run)
-            else:
-                _run_together(runs)
-            return run
-        finally:
-            self._running = 0
-
-    def _loop(self) -> None:
-        """Runs that nobody runs for a whole POLL, in turn. A thread that submits usually goes on
-        submitting and then waits in result(), which runs the queue itself (its runs then go as
-        one batch in its own thread, not handed between two threads run by run): so this thread
-        leaves a run queued for a poll before it takes it, looks every POLL while runs come, and
-        sleeps until `put` wakes it once none has come for LINGER."""
-        head = None                     # the run first in the queue at the previous look
-        quiet_since = None
-        puts = -1
-        while True:
-            queue = self._queue
-            first = queue[0] if queue else None
-            if first is None:
-                head = None
-                now = time.monotonic()
-                if quiet_since is None or puts != self._puts:
-                    quiet_since, puts = now, self._puts
-                if now - quiet_since < LINGER:
-                    time.sleep(POLL)
-                    continue
-                with self._wake_lock:
-                    self._sleeping = True       # before the look at the queue: see `put`
-                    if not self._queue:
-                        self._wake.wait()       # woken: runs come again, look every POLL
-                    self._sleeping = False
-                quiet_since = None
-                time.sleep(POLL)
-                continue
-            quiet_since = None
-            if first is not head:
-                head = first
-                time.sleep(POLL)
-                continue
-            head = None
-            with self._turn:
-                if queue and queue[0] is first:
-                    self._run_next()
-
-    def help_once(self) -> bool:
-        """Run the next queued runs in this thread if no other thread is running runs; False if
-        it could not (then a run is running elsewhere, or none is queued)."""
-        if not self._turn.acquire(blocking=False):
-            return False
-        try:
-            run = self._run_next()
-        finally:
-            self._turn.release()
-        if run is None:
-            return False
-        if isinstance(run._error, KeyboardInterrupt):      # Ctrl-C while it ran here
-            raise run._error
-        return True
-
-    def help_until(self, target: Run) -> None:
-        """Run queued runs in this thread, in order, until `target` has finished or none is left
-        (it is then finishing in another thread). Ctrl-C stops helping: the run in hand ends with
-        KeyboardInterrupt as its error, and it is raised here too."""
-        with self._turn:
-            while not target._done:
-                run = self._run_next()
-                if run is None:
-                    return
-                if isinstance(run._error, KeyboardInterrupt):
-                    raise run._error
-
-
-_SUBMITTER = _Submitter()
 
 
 def busy() -> bool:
@@ -347,7 +216,7 @@ def _capture(values: list[Any]) -> tuple[list[Any], bool]:
     copies: dict[int, np.ndarray] | None = None
     shares = False
     for n, v in enumerate(captured):
-        if isinstance(v, np.ndarray):
+        if type(v) is np.ndarray or isinstance(v, np.ndarray):
             if v.base is not None and is_shared(v):
                 shares = True
                 continue
@@ -355,7 +224,7 @@ def _capture(values: list[Any]) -> tuple[list[Any], bool]:
                 copies = {}
             copy = copies.get(id(v))
             if copy is None:
-                copy = copies[id(v)] = np.array(v, copy=True)
+                copy = copies[id(v)] = v.copy()
             captured[n] = copy
     return captured, shares
 
@@ -402,9 +271,8 @@ def _run_together(runs: list[Run]) -> None:
             started = [run for run in runs if run._start_locked()]
         outcomes = None
         if len(started) > 1:
-            from .execute.batch import run_batch
             try:
-                outcomes = run_batch(started[0].compiled, [run.captured for run in started],
+                outcomes = (_run_batch or _batch_runner())(started[0].compiled, [run.captured for run in started],
                                      [run.values for run in started],
                                      shares=any(run.shares for run in started))
             except BaseException as exc:   # noqa: BLE001 - Ctrl-C: every run of the batch ends so
@@ -421,22 +289,32 @@ def _run_together(runs: list[Run]) -> None:
         runs[0].limiter.release(len(runs))
 
 
+_run_batch: Any = None         # l3c.execute.batch.run_batch, imported with the first batch
+
+
+def _batch_runner() -> Any:
+    global _run_batch
+    from .execute.batch import run_batch
+    _run_batch = run_batch
+    return run_batch
+
+
 def submit(compiled: Any, values: list[Any], limiter: Limiter,
            deadline: float | None = None) -> Run:
     """Queue one run of `compiled` with `values` (bound, in parameter order). With `deadline`
     (time.monotonic()), the run gets what is left of it as its timeout when it starts."""
     program = compiled.program
-    run = Run(program.name)
     if program.config.hosts > 1:
+        run = Run(program.name)
         _run_now(run, compiled, values)
         return run
-    run.captured, run.shares = _capture(values)
+    captured, shares = _capture(values)
+    run = Run(program.name, compiled, values, captured, shares, limiter, deadline,
+              deadline is None and compiled.timeout is None)
     while not limiter.try_acquire():          # max_inflight in flight: run some here, or wait
         if not _SUBMITTER.help_once():
             limiter.acquire()
             break
-    run.compiled, run.values, run.limiter, run.deadline = compiled, values, limiter, deadline
-    run.batchable = deadline is None and compiled.timeout is None
     _SUBMITTER.put(run)
     return run
 
@@ -467,3 +345,6 @@ def failed(error: BaseException, description: str = "") -> Run:
     run = Run(description)
     run._finish(error=error)
     return run
+
+
+_SUBMITTER = Submitter(_run_alone, _run_together)
