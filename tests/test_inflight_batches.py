@@ -274,3 +274,89 @@ def test_a_failing_run_in_a_batch_on_a_shared_array_changes_it_once_per_run():
         else:
             np.testing.assert_array_equal(run.result(), [i + 2.0])
     np.testing.assert_array_equal(s, [9.0])
+
+
+# ---- several threads on one shared array; plans that do not batch ----------------------------
+@l3c.kernel
+def add_first(delay: float, s: l3c.InOut):
+    time.sleep(delay)
+    s[0] += 1
+
+
+@l3c.kernel
+def add_second(delay: float, s: l3c.InOut):
+    time.sleep(delay)
+    s[1] += s[0] - s[0] + 1
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def count_both(s, delay):
+    add_first.on(0)(delay, s[0:1])
+    add_second.on(1)(delay, s)
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def count_first(s, delay):
+    add_first.on(1)(delay, s[0:1])
+
+
+def test_threads_sharing_one_array_lose_no_update():
+    """Every thread's runs (of two functions, batched among themselves) change the array the
+    same way in any order: none is lost or run twice, nothing deadlocks."""
+    s = l3c.shared(np.zeros(2))
+    count_both(s, 0.0)
+    count_first(s, 0.0)
+    errors = []
+
+    def client(seed):
+        try:
+            rng = random.Random(seed)
+            runs = []
+            for _ in range(20):
+                delay = rng.choice([0.0, 0.0, 0.001])
+                runs.append((count_both if rng.random() < 0.7 else count_first).submit(s, delay))
+            for run in runs:
+                run.result()
+        except BaseException as exc:              # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors
+    both = sum(1 for k in range(3) for r in _draws(k) if r)
+    np.testing.assert_array_equal(s, [1 + 1 + 60, 1 + both])
+
+
+def _draws(seed):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(20):
+        rng.choice([0.0, 0.0, 0.001])
+        out.append(rng.random() < 0.7)
+    return out
+
+
+@l3c.kernel
+def add_k(x: l3c.InOut, k):
+    x[...] += k
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def looped_add(x, n):
+    for i in l3c.range(n):
+        add_k(x, i)
+    return x
+
+
+def test_runs_of_a_plan_with_loops_queued_together_run_one_by_one():
+    x = np.zeros(3)
+    looped_add(x, 4)
+    ahead = _queue_behind_a_busy_pool()
+    runs = [looped_add.submit(np.full(3, float(i)), 4) for i in range(4)]
+    ahead.result()
+    for i, run in enumerate(runs):
+        np.testing.assert_array_equal(run.result(), np.full(3, i + 6.0))
