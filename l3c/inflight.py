@@ -104,8 +104,12 @@ class Run:
             if not self._done and not self._wait(timeout):
                 raise Timeout(f"run {self._description} did not finish within {timeout} s (it "
                               "is still in flight; call result() again to wait longer)")
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:
+            try:
+                raise error
+            finally:        # the traceback holds this frame: no cycle through the run's arrays
+                self = None  # noqa: PLW0642
         return self._value
 
     def _wait(self, timeout: float | None) -> bool:
