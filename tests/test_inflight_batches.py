@@ -360,3 +360,43 @@ def test_runs_of_a_plan_with_loops_queued_together_run_one_by_one():
     ahead.result()
     for i, run in enumerate(runs):
         np.testing.assert_array_equal(run.result(), np.full(3, i + 6.0))
+
+
+def test_runs_nobody_waits_for_still_run():
+    """The queue's thread runs them: after a quiet spell (it sleeps) and in a burst."""
+    s = l3c.shared(np.zeros(1))
+    count_up_alone(s)
+    time.sleep(0.2)                               # the queue's thread is asleep by now
+    runs = [count_up_alone.submit(s) for _ in range(5)]
+    deadline = time.monotonic() + 30
+    while not all(r.done() for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(r.done() for r in runs)
+    np.testing.assert_array_equal(s, [6.0])
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def count_up_alone(s):
+    count_up.on(1)(s)
+
+
+def test_a_batch_mixing_shared_and_ordinary_arguments():
+    """Runs passing an ordinary array are independent of the others (their copy is written
+    back); runs passing the shared array are ordered among themselves."""
+    s = l3c.shared(np.zeros(1))
+    counted(np.ones(1), s)
+    ahead = _queue_behind_a_busy_pool()
+    own = [np.full(1, 10.0 * i) for i in range(8)]
+    args = [s if i % 2 else own[i] for i in range(8)]
+    runs = [counted.submit(np.ones(1), a) for a in args]
+    ahead.result()
+    outs = [r.result() for r in runs]
+    for i in range(8):
+        if i % 2:
+            np.testing.assert_array_equal(outs[i], [1.0 + (i + 1) // 2])
+        else:
+            np.testing.assert_array_equal(outs[i], [10.0 * i + 1])
+            np.testing.assert_array_equal(own[i], [10.0 * i + 1])
+    np.testing.assert_array_equal(s, [5.0])
+    keys = counted.lower(np.ones(1), s).artifacts["batches"]
+    assert any(None in key and any(k is not None for k in key) for key in keys)   # one batch
