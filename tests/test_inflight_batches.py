@@ -400,3 +400,18 @@ def test_a_batch_mixing_shared_and_ordinary_arguments():
     np.testing.assert_array_equal(s, [5.0])
     keys = counted.lower(np.ones(1), s).artifacts["batches"]
     assert any(None in key and any(k is not None for k in key) for key in keys)   # one batch
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def count_and_return(s):
+    count_up.on(0)(s)
+    return s
+
+
+def test_a_result_that_is_a_shared_argument_is_what_its_own_run_left():
+    s = l3c.shared(np.zeros(1))
+    count_and_return(s)
+    ahead = _queue_behind_a_busy_pool()
+    runs = [count_and_return.submit(s) for _ in range(4)]
+    ahead.result()
+    assert [float(r.result()[0]) for r in runs] == [2.0, 3.0, 4.0, 5.0]

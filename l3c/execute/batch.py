@@ -69,6 +69,8 @@ def run_batch(compiled: Any, runs: list[list[Any]], into: list[Any] | None = Non
             if bound is False:
                 return None
             bounds.append(bound)
+        if any(b is not None and b.result_refs for b in bounds[:-1]):
+            return None         # a result read from a shared array after later runs wrote it
         key = tuple(None if b is None else b.layout_key for b in bounds)
     else:
         bounds = [None] * k
