@@ -260,11 +260,12 @@ def counted(who, s):
     return y
 
 
-def test_a_failing_run_in_a_batch_on_a_shared_array_changes_it_once_per_run():
+@pytest.mark.parametrize("bad", [(2,), (1, 5), (0, 7)])
+def test_a_failing_run_in_a_batch_on_a_shared_array_changes_it_once_per_run(bad):
     s = l3c.shared(np.zeros(1))
     counted(np.ones(1), s)
     ahead = _queue_behind_a_busy_pool()
-    whos = [1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    whos = [-1.0 if i in bad else 1.0 for i in range(8)]
     runs = [counted.submit(np.array([w]), s) for w in whos]
     ahead.result()
     for i, run in enumerate(runs):
@@ -415,3 +416,36 @@ def test_a_result_that_is_a_shared_argument_is_what_its_own_run_left():
     runs = [count_and_return.submit(s) for _ in range(4)]
     ahead.result()
     assert [float(r.result()[0]) for r in runs] == [2.0, 3.0, 4.0, 5.0]
+
+
+@l3c.kernel
+def read_or_die(who: l3c.In, s: l3c.In, y: l3c.Out):
+    if who[0] < 0:
+        os._exit(3)
+    y[0] = s[0]
+
+
+@l3c.jit(chips=2, max_inflight=8)
+def counted_or_die(who, s):
+    y = l3c.empty((1,), np.float64)
+    count_up.on(0)(s)
+    read_or_die.on(1)(who, s, y)
+    return y
+
+
+@pytest.mark.parametrize("bad", [1, 3])
+def test_a_worker_dying_in_a_batch_fails_its_run_alone(bad):
+    s = l3c.shared(np.zeros(1))
+    counted_or_die(np.ones(1), s)
+    ahead = _queue_behind_a_busy_pool()
+    whos = [-1.0 if i == bad else 1.0 for i in range(4)]
+    runs = [counted_or_die.submit(np.array([w]), s) for w in whos]
+    ahead.result()
+    for i, run in enumerate(runs):
+        if whos[i] < 0:
+            with pytest.raises(l3c.WorkerCrashed):
+                run.result()
+        else:
+            np.testing.assert_array_equal(run.result(), [i + 2.0])
+    np.testing.assert_array_equal(s, [5.0])
+    np.testing.assert_array_equal(counted_or_die(np.ones(1), s), [6.0])   # the pool is whole
