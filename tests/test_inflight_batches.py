@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 import threading
 import time
 
@@ -15,36 +16,58 @@ import pytest
 import l3c
 
 
+GATE = os.path.join(tempfile.gettempdir(), f"l3c-inflight-gate-{os.getpid()}")
+
+
 @l3c.kernel
-def hold(seconds: float, x: l3c.In, y: l3c.Out):
-    time.sleep(seconds)
+def wait_for_file(path: str, x: l3c.In, y: l3c.Out):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.001)
     y[...] = x
 
 
 @l3c.jit(chips=1, max_inflight=1)
-def busy_for(x, seconds):
+def gate(x, path):
     y = l3c.empty_like(x)
-    hold(seconds, x, y)
+    wait_for_file(path, x, y)
     return y
 
 
-def _queue_behind_a_busy_pool(seconds: float = 0.3) -> l3c.Run:
-    """A run that holds chip 0 for `seconds`: the runs submitted right after it are queued by the
-    time it ends, and go as one batch."""
-    busy_for(np.zeros(1), 0.0)
-    return busy_for.submit(np.zeros(1), seconds)
+class _Gate:
+    """A run that holds chip 0 until `result()` opens it: every run submitted in between is queued
+    by then, and those of one schedule go as one batch."""
+
+    def __init__(self, open_after: float | None = None) -> None:
+        open(GATE, "w").close()
+        gate(np.zeros(1), GATE)                   # compiled
+        os.remove(GATE)
+        self.run = gate.submit(np.zeros(1), GATE)
+        if open_after is not None:                # for callers that submit past max_inflight
+            threading.Timer(open_after, lambda: open(GATE, "w").close()).start()
+
+    def result(self) -> None:
+        open(GATE, "w").close()
+        try:
+            self.run.result()
+        finally:
+            os.remove(GATE)
+
+
+def _queue_behind_a_busy_pool(open_after: float | None = None) -> _Gate:
+    return _Gate(open_after)
 
 
 # ---- order on shared arrays ---------------------------------------------------------------------
 @l3c.kernel
-def scale_first(delay: float, s: l3c.InOut):
-    time.sleep(delay)
+def scale_first(delay: l3c.In, s: l3c.InOut):
+    time.sleep(delay[0])
     s[0] = (s[0] * 3 + 1) % 1009
 
 
 @l3c.kernel
-def fold_into_second(delay: float, s: l3c.InOut):
-    time.sleep(delay)
+def fold_into_second(delay: l3c.In, s: l3c.InOut):
+    time.sleep(delay[0])
     s[1] = (s[1] * 2 + s[0]) % 1013
 
 
@@ -57,8 +80,8 @@ def two_chip_update(s, d0, d1):
 
 
 @l3c.kernel
-def negate_second(delay: float, s: l3c.InOut):
-    time.sleep(delay)
+def negate_second(delay: l3c.In, s: l3c.InOut):
+    time.sleep(delay[0])
     s[0] = 1012 - s[0]
 
 
@@ -81,7 +104,7 @@ def _model(ops: list[str], start: np.ndarray) -> np.ndarray:
 def _random_runs(rng: random.Random, s: np.ndarray, n: int) -> tuple[list, list[str]]:
     runs, ops = [], []
     for _ in range(n):
-        d0, d1 = (rng.choice([0.0, 0.0, 0.001, 0.004]) for _ in range(2))
+        d0, d1 = (np.array([rng.choice([0.0, 0.0, 0.001, 0.004])]) for _ in range(2))
         if rng.random() < 0.8:
             runs.append(two_chip_update.submit(s, d0, d1))
             ops.append("update")
@@ -95,16 +118,17 @@ def _random_runs(rng: random.Random, s: np.ndarray, n: int) -> tuple[list, list[
 def test_batched_runs_on_a_shared_array_take_effect_in_submission_order(seed):
     rng = random.Random(seed)
     s = l3c.shared(np.array([1.0, 0.0]))
-    two_chip_update(s, 0.0, 0.0)
-    flip(s, 0.0)
+    two_chip_update(s, np.zeros(1), np.zeros(1))
+    flip(s, np.zeros(1))
     start = s.copy()
-    ahead = _queue_behind_a_busy_pool(0.2)
+    ahead = _queue_behind_a_busy_pool(open_after=0.3)
     runs, ops = _random_runs(rng, s, 40)
     ahead.result()
     for run in runs:
         assert run.result() is None
     np.testing.assert_array_equal(s, _model(ops, start))
-    assert len(two_chip_update.lower(s, 0.0, 0.0).artifacts["batches"]) > 0   # they were batched
+    compiled = two_chip_update.lower(s, np.zeros(1), np.zeros(1))
+    assert len(compiled.artifacts["batches"]) > 0                       # they were batched
 
 
 def test_threads_each_with_their_own_shared_array_keep_their_order():
@@ -125,7 +149,7 @@ def test_threads_each_with_their_own_shared_array_keep_their_order():
         except BaseException as exc:              # noqa: BLE001 - reported below
             errors.append(exc)
 
-    two_chip_update(l3c.shared(np.zeros(2)), 0.0, 0.0)
+    two_chip_update(l3c.shared(np.zeros(2)), np.zeros(1), np.zeros(1))
     threads = [threading.Thread(target=client, args=(k,)) for k in range(1, 4)]
     for t in threads:
         t.start()
