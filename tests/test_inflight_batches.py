@@ -43,10 +43,15 @@ class _Gate:
         gate(np.zeros(1), GATE)                   # compiled
         os.remove(GATE)
         self.run = gate.submit(np.zeros(1), GATE)
+        self.timer = None
         if open_after is not None:                # for callers that submit past max_inflight
-            threading.Timer(open_after, lambda: open(GATE, "w").close()).start()
+            self.timer = threading.Timer(open_after, lambda: open(GATE, "w").close())
+            self.timer.start()
 
     def result(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer.join()
         open(GATE, "w").close()
         try:
             self.run.result()
