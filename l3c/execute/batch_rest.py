@@ -62,7 +62,13 @@ def finish_failed(pool: Any, plan: Plan, rebinding: Any, k: int, status: int, ou
             pool.forget(current)
         current, bound = select(current, keep, bound)
         original = [[original[s][p] for p in kept] for s, kept in enumerate(keep)]
-        status, out_slot = _run(pool, current, bound, memories)
+        try:
+            status, out_slot = _run(pool, current, bound, memories)
+        except L3CError as exc:            # the rest could not be installed: those runs fail
+            for s, kept in enumerate(original):
+                for p in kept:
+                    errors.setdefault(p // lengths[s], exc)
+            break
         if status == layout.RUN_OK:
             break
     if current is not plan:
