@@ -10,36 +10,37 @@ Semantics (what callers rely on):
 - An error is raised by the failing run's own `result()`; later runs still run.
 - At most `max_inflight` runs of one function are in flight: `submit` waits for a slot.
 
-How: one daemon thread per process takes submitted runs from a queue, in submission order, and
-runs them through the same path as a direct call. A thread waiting in `result()` without a timeout
-(or in `submit` past `max_inflight`) takes its turn at the queue instead of sleeping: it runs the
-queued runs itself, in the same order (whoever runs takes the next runs under one lock), so a burst
-of submitted runs costs no hand-over between threads per run; the daemon thread leaves new runs to
-the submitting thread for HAND_OVER_GRACE first. Consecutive queued runs of one schedule that hold
-no shared array go as one batch (`l3c.execute.batch`): the plan repeated in its own arena parts,
-so they overlap on the workers. One queue is what makes the shared-array order hold across
-functions and threads. A direct call made while runs are queued goes through the queue too
-(`step(*args)` is `step.submit(*args).result()`), so it sees their effects. Several-host functions
-run at `submit` in the calling thread: every rank must make the same calls in the same order, and
-a thread per rank could interleave them differently.
+How: submitted runs wait in one queue (`l3c.submitter`), in submission order. A thread waiting in
+`result()` without a timeout (or in `submit` past `max_inflight`) runs the queued runs itself, in
+order, so a burst of submitted runs costs no hand-over between threads; the queue's own thread
+runs those nobody runs. Consecutive queued runs of one schedule go as one batch
+(`l3c.execute.batch`): the plan repeated in its own arena parts, so they overlap on the workers,
+ordered on the `l3c.shared` arrays they share by waits between them, and each runs exactly once
+even when one of them fails. One queue is what makes the shared-array order hold across
+functions and threads: runs of different schedules run one after another. A direct call made
+while runs are queued goes through the queue too (`step(*args)` is `step.submit(*args).result()`),
+so it sees their effects. Several-host functions run at `submit` in the calling thread: every rank
+must make the same calls in the same order, and a thread per rank could interleave them
+differently.
 """
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import Timeout
 from .shared import is_shared
+from .submitter import Submitter
 
 
 class _Latch:
-    """A one-shot `threading.Event` on one plain lock, held until `set`: a run makes one, so it
-    must cost next to nothing (an Event builds a Condition)."""
+    """A one-shot `threading.Event` on one plain lock, held until `set`: made only for a run that
+    someone waits for in another thread, so it must cost next to nothing (an Event builds a
+    Condition)."""
 
     __slots__ = ("_lock", "_set")
 
@@ -47,9 +48,6 @@ class _Latch:
         self._lock = threading.Lock()
         self._lock.acquire()
         self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
 
     def set(self) -> None:
         """Called once, by whoever finishes the run."""
@@ -65,219 +63,142 @@ class _Latch:
         return self._set
 
 
-_STATE = threading.Lock()            # a run's start against its cancellation
-HAND_OVER_GRACE = 0.0002             # s the runs thread leaves new runs to the submitting thread
+_STATE = threading.Lock()            # a run's start against its cancellation; a latch's making
+QUEUED, STARTED, CANCELLED = 0, 1, 2
 
 
 class Run:
     """A submitted run: `done()` says whether it finished, `result(timeout)` waits for it and
-    returns what the call returns, or raises the run's error."""
+    returns what the call returns, or raises the run's error.
 
-    __slots__ = ("_finished", "_value", "_error", "_description", "_started", "_cancelled")
+    It is its own queue entry too (the schedule, the caller's and the captured arguments, its
+    `max_inflight` slots): one object per run. Finishing sets `_done`; a latch to sleep on is made
+    only when a thread has to wait for another thread to finish it."""
 
-    def __init__(self, description: str = "") -> None:
-        self._finished = _Latch()
+    __slots__ = ("_done", "_value", "_error", "_description", "_state", "_latch", "compiled",
+                 "values", "captured", "limiter", "deadline", "batchable", "shares")
+
+    def __init__(self, description: str = "", compiled: Any = None, values: Any = None,
+                 captured: Any = None, shares: bool = False, limiter: Any = None,
+                 deadline: float | None = None, batchable: bool = False) -> None:
+        self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
         self._description = description
-        self._started = False           # taken by the submitter thread
-        self._cancelled = False         # given up before it started: it never runs
+        self._state = QUEUED
+        self._latch: _Latch | None = None
+        self.compiled, self.values, self.captured, self.shares = compiled, values, captured, shares
+        self.limiter, self.deadline, self.batchable = limiter, deadline, batchable
 
     def done(self) -> bool:
         """True once the run has finished, successfully or not."""
-        return self._finished.is_set()
+        return self._done
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's results (as the direct call returns them); raises the run's error. With
         `timeout` seconds, raises `l3c.Timeout` if the run has not finished by then (the run goes
         on; call `result` again)."""
-        if timeout is None and not self._finished.is_set():
-            _SUBMITTER.help_until(self._finished)
-        if not self._finished.wait(timeout):
-            raise Timeout(f"run {self._description} did not finish within {timeout} s (it is "
-                          "still in flight; call result() again to wait longer)")
-        if self._error is not None:
-            raise self._error
+        if not self._done:
+            if timeout is None:
+                _SUBMITTER.help_until(self)
+            if not self._done and not self._wait(timeout):
+                raise Timeout(f"run {self._description} did not finish within {timeout} s (it "
+                              "is still in flight; call result() again to wait longer)")
+        error = self._error
+        if error is not None:
+            try:
+                raise error
+            finally:        # the traceback holds this frame: no cycle through the run's arrays
+                self = None  # noqa: PLW0642
         return self._value
 
-    def _start(self) -> bool:
-        """The submitter takes the run; False if it was cancelled first."""
+    def _wait(self, timeout: float | None) -> bool:
+        """Sleep until another thread finishes the run (or `timeout` s pass); whether it did.
+        `_finish` sets `_done` before it reads `_latch`, and this makes `_latch` before it reads
+        `_done`: one of the two sees the other's write."""
         with _STATE:
-            return self._start_locked()
+            latch = self._latch
+            if latch is None:
+                latch = self._latch = _Latch()
+        return self._done or latch.wait(timeout)
 
     def _start_locked(self) -> bool:
-        self._started = not self._cancelled
-        return self._started
+        """The submitter takes the run (`_STATE` is held); False if it was cancelled first."""
+        if self._state == CANCELLED:
+            return False
+        self._state = STARTED
+        return True
 
     def _cancel(self, error: BaseException) -> bool:
         """Give the run up if it has not started (it finishes with `error`); False if it has."""
         with _STATE:
-            if self._started:
+            if self._state != QUEUED:
                 return False
-            self._cancelled = True
+            self._state = CANCELLED
         self._finish(error=error)
         return True
 
     def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
         self._value, self._error = value, error
-        self._finished.set()
+        self._done = True
+        latch = self._latch
+        if latch is not None:
+            latch.set()
 
     def __repr__(self) -> str:
-        state = ("failed" if self._error is not None else "done") if self.done() else "in flight"
+        state = ("failed" if self._error is not None else "done") if self._done else "in flight"
         return f"<l3c.Run {self._description} {state}>"
 
 
 class Limiter:
-    """`max_inflight` slots of one function; `submit` takes one, the run's end gives it back."""
+    """`max_inflight` slots of one function; `submit` takes one, the run's end gives it back.
+
+    The free slots are tokens in a deque: taking one is a `pop`, which needs no lock. A thread
+    that finds none sleeps on `_freed`; `release` puts the tokens back before it looks for
+    sleepers, and a sleeper counts itself before it looks for a token, so one of the two sees
+    the other."""
 
     def __init__(self, max_inflight: int) -> None:
         self.max_inflight = max_inflight
-        self._free = max_inflight
+        self._tokens = collections.deque([None] * max_inflight)
         self._waiting = 0
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
 
     def acquire(self) -> None:
         with self._lock:
-            while self._free == 0:
-                self._waiting += 1
-                try:
-                    self._freed.wait()
-                finally:
-                    self._waiting -= 1
-            self._free -= 1
+            self._waiting += 1
+            try:
+                while True:
+                    try:
+                        self._tokens.pop()
+                        return
+                    except IndexError:
+                        self._freed.wait()
+            finally:
+                self._waiting -= 1
 
     def try_acquire(self) -> bool:
-        with self._lock:
-            if self._free:
-                self._free -= 1
-                return True
+        try:
+            self._tokens.pop()
+            return True
+        except IndexError:
             return False
 
     def release(self, n: int = 1) -> None:
-        with self._lock:
-            if self._free + n > self.max_inflight:
-                raise ValueError("Limiter released too many times")
-            self._free += n
-            if self._waiting:
+        if len(self._tokens) + n > self.max_inflight:
+            raise ValueError("Limiter released too many times")
+        self._tokens.extend([None] * n)
+        if self._waiting:
+            with self._lock:
                 self._freed.notify(n)
 
 
-class _Submitter:
-    """The thread that runs submitted runs in submission order."""
-
-    def __init__(self) -> None:
-        self._queue: collections.deque = collections.deque()
-        self._wake_lock = threading.Lock()
-        self._wake = threading.Condition(self._wake_lock)   # the thread sleeps on it when idle
-        self._idle = False
-        self._turn = threading.Lock()              # held while taking a run and running it
-        self._lock = threading.Lock()
-        self._pending = 0               # queued or running
-        self._thread: threading.Thread | None = None
-        self._pid = 0                   # the process the thread runs in (none survives a fork)
-
-    def pending(self) -> int:
-        return self._pending
-
-    def put(self, work: Callable[[], None]) -> None:
-        if self._pid != os.getpid():
-            self._start_thread()
-        with self._wake_lock:
-            self._pending += 1
-            self._queue.append(work)
-            if self._idle:                # wake the thread only when it sleeps
-                self._wake.notify()
-
-    def _start_thread(self) -> None:
-        """The thread that runs queued runs nobody waits for (one per process: after a fork the
-        child starts its own)."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._wake_lock = threading.Lock()
-                self._wake = threading.Condition(self._wake_lock)
-                self._idle = False
-                self._thread = threading.Thread(target=self._loop, name="l3c-submitted-runs",
-                                                daemon=True)
-                self._thread.start()
-                self._pid = os.getpid()
-
-    def _run_next(self) -> bool:
-        """Run the next queued run in this thread (the caller holds `_turn`), with the runs of the
-        same schedule queued right behind it as one batch; False if none was queued."""
-        try:
-            job = self._queue.popleft()
-        except IndexError:
-            return False
-        jobs = [job]
-        if job.batchable:
-            queue = self._queue
-            while (len(jobs) < job.limiter.max_inflight and queue and queue[0].batchable
-                   and queue[0].compiled is job.compiled and queue[0].limiter is job.limiter):
-                jobs.append(queue.popleft())
-            # batches of 2, 4, 8, ... runs: each size compiles a dispatcher once
-            keep = 1 << (len(jobs).bit_length() - 1)
-            while len(jobs) > keep:
-                queue.appendleft(jobs.pop())
-        try:
-            if len(jobs) == 1:
-                job()
-            else:
-                _run_together(jobs)
-        finally:
-            with self._wake_lock:
-                self._pending -= len(jobs)
-        return True
-
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue:
-                    self._idle = True
-                    self._wake.wait()
-                self._idle = False
-            # A thread that submits usually goes on submitting and then waits in result(), which
-            # runs the queue itself: leave it the queue for a moment, so that its runs go as one
-            # batch in its own thread rather than one by one, handed between two threads.
-            time.sleep(HAND_OVER_GRACE)
-            with self._turn:
-                self._run_next()
-
-    def help_once(self) -> bool:
-        """Run the next queued runs in this thread if no other thread is running runs; False if
-        it could not (then a run is running elsewhere, or none is queued)."""
-        if not self._turn.acquire(blocking=False):
-            return False
-        try:
-            work = self._queue[0] if self._queue else None
-            if work is None or not self._run_next():
-                return False
-        finally:
-            self._turn.release()
-        if isinstance(work.error(), KeyboardInterrupt):     # Ctrl-C while it ran here
-            raise work.error()
-        return True
-
-    def help_until(self, finished: threading.Event) -> None:
-        """Run queued runs in this thread, in order, until `finished` is set or none is left (the
-        run is then running in another thread). Ctrl-C stops helping: the run in hand ends with
-        KeyboardInterrupt as its error, and it is raised here too."""
-        with self._turn:
-            while not finished.is_set():
-                work = self._queue[0] if self._queue else None
-                if work is None or not self._run_next():
-                    return
-                error = getattr(work, "error", lambda: None)()
-                if isinstance(error, KeyboardInterrupt):
-                    raise error
-
-
-_SUBMITTER = _Submitter()
 
 
 def busy() -> bool:
     """Are submitted runs queued or running? (Then a direct call must queue behind them.)"""
-    return _SUBMITTER._pending > 0
+    return _SUBMITTER.busy()
 
 
 def written_params(compiled: Any) -> tuple[int, ...]:
@@ -299,7 +220,7 @@ def _capture(values: list[Any]) -> tuple[list[Any], bool]:
     copies: dict[int, np.ndarray] | None = None
     shares = False
     for n, v in enumerate(captured):
-        if isinstance(v, np.ndarray):
+        if type(v) is np.ndarray or isinstance(v, np.ndarray):
             if v.base is not None and is_shared(v):
                 shares = True
                 continue
@@ -307,101 +228,98 @@ def _capture(values: list[Any]) -> tuple[list[Any], bool]:
                 copies = {}
             copy = copies.get(id(v))
             if copy is None:
-                copy = copies[id(v)] = np.array(v, copy=True)
+                copy = copies[id(v)] = v.copy()
             captured[n] = copy
     return captured, shares
 
 
-class _Job:
-    """One submitted run, queued: runs alone (`__call__`) or with the runs of its schedule queued
-    right behind it (`_run_together`)."""
-
-    __slots__ = ("run", "compiled", "values", "captured", "written", "limiter", "deadline",
-                 "batchable")
-
-    def __init__(self, run: Run, compiled: Any, values: Any, captured: list, limiter: Limiter,
-                 deadline: float | None, batchable: bool) -> None:
-        self.run, self.compiled, self.values, self.captured = run, compiled, values, captured
-        self.written = written_params(compiled)
-        self.limiter, self.deadline, self.batchable = limiter, deadline, batchable
-
-    def error(self) -> BaseException | None:
-        return self.run._error
-
-    def __call__(self) -> None:
-        try:
-            if self.run._start():
-                self.execute()
-        finally:
-            self.limiter.release()
-
-    def execute(self) -> None:
-        """Run it now in this thread (it was started) and finish its `Run`."""
-        run, compiled = self.run, self.compiled
-        try:
-            timeout = compiled.timeout
-            if self.deadline is not None:
-                timeout = self.deadline - time.monotonic()
-                if timeout <= 0:
-                    raise Timeout(f"{compiled.program.name}: the timeout ran out while waiting "
-                                  "for the runs in flight ahead of it; this run did not start")
-            for i in self.written:             # before it runs, as a direct call checks it
-                if isinstance(self.values[i], np.ndarray) and not self.values[i].flags.writeable:
-                    from .execute.args import readonly_error
-                    raise readonly_error(compiled.program, i)
-            value = compiled._run_now(self.captured, timeout=timeout)
-            self.write_back()
-            run._finish(value)
-        except BaseException as exc:   # noqa: BLE001 - the run's own error, raised by result()
-            run._finish(error=exc)
-
-    def write_back(self) -> None:
-        for i in self.written:
-            if self.captured[i] is not self.values[i]:
-                np.copyto(self.values[i], self.captured[i])
-
-
-def _run_together(jobs: list[_Job]) -> None:
-    """Consecutive queued runs of one schedule as one batch (`l3c.execute.batch`); one by one
-    when they cannot go together."""
+def _run_alone(run: Run) -> None:
     try:
         with _STATE:
-            started = [job for job in jobs if job.run._start_locked()]
+            started = run._start_locked()
+        if started:
+            _execute(run)
+    finally:
+        run.limiter.release()
+
+
+def _execute(run: Run) -> None:
+    """Run it now in this thread (it was started) and finish it."""
+    compiled, values = run.compiled, run.values
+    try:
+        timeout = compiled.timeout
+        if run.deadline is not None:
+            timeout = run.deadline - time.monotonic()
+            if timeout <= 0:
+                raise Timeout(f"{compiled.program.name}: the timeout ran out while waiting for the "
+                              "runs in flight ahead of it; this run did not start")
+        written = written_params(compiled)
+        for i in written:                  # before it runs, as a direct call checks it
+            if isinstance(values[i], np.ndarray) and not values[i].flags.writeable:
+                from .execute.args import readonly_error
+                raise readonly_error(compiled.program, i)
+        value = compiled._run_now(run.captured, timeout=timeout)
+        for i in written:
+            if run.captured[i] is not values[i]:
+                np.copyto(values[i], run.captured[i])
+        run._finish(value)
+    except BaseException as exc:   # noqa: BLE001 - the run's own error, raised by result()
+        run._finish(error=exc)
+
+
+def _run_together(runs: list[Run]) -> None:
+    """Consecutive queued runs of one schedule as one batch (`l3c.execute.batch`); one by one
+    when they cannot go together (then none of them has run yet)."""
+    try:
+        with _STATE:
+            started = [run for run in runs if run._start_locked()]
         outcomes = None
         if len(started) > 1:
-            from .execute.batch import run_batch
             try:
-                outcomes = run_batch(started[0].compiled, [job.captured for job in started],
-                                     [job.values for job in started])
+                outcomes = (_run_batch or _batch_runner())(started[0].compiled, [run.captured for run in started],
+                                     [run.values for run in started],
+                                     shares=any(run.shares for run in started))
             except BaseException as exc:   # noqa: BLE001 - Ctrl-C: every run of the batch ends so
-                for job in started:
-                    job.run._finish(error=exc)
+                for run in started:
+                    run._finish(error=exc)
                 return
         if outcomes is None:
-            for job in started:
-                job.execute()
+            for run in started:
+                _execute(run)
             return
-        for job, value in zip(started, outcomes):    # written arguments are back already
-            job.run._finish(value)
+        for run, (value, error) in zip(started, outcomes):   # written arguments are back already
+            run._finish(value, error)
     finally:
-        jobs[0].limiter.release(len(jobs))
+        runs[0].limiter.release(len(runs))
+
+
+_run_batch: Any = None         # l3c.execute.batch.run_batch, imported with the first batch
+
+
+def _batch_runner() -> Any:
+    global _run_batch
+    from .execute.batch import run_batch
+    _run_batch = run_batch
+    return run_batch
 
 
 def submit(compiled: Any, values: list[Any], limiter: Limiter,
            deadline: float | None = None) -> Run:
     """Queue one run of `compiled` with `values` (bound, in parameter order). With `deadline`
     (time.monotonic()), the run gets what is left of it as its timeout when it starts."""
-    run = Run(compiled.program.name)
-    if compiled.program.config.hosts > 1:
+    program = compiled.program
+    if program.config.hosts > 1:
+        run = Run(program.name)
         _run_now(run, compiled, values)
         return run
     captured, shares = _capture(values)
+    run = Run(program.name, compiled, values, captured, shares, limiter, deadline,
+              deadline is None and compiled.timeout is None)
     while not limiter.try_acquire():          # max_inflight in flight: run some here, or wait
         if not _SUBMITTER.help_once():
             limiter.acquire()
             break
-    batchable = deadline is None and compiled.timeout is None and not shares
-    _SUBMITTER.put(_Job(run, compiled, values, captured, limiter, deadline, batchable))
+    _SUBMITTER.put(run)
     return run
 
 
@@ -412,7 +330,7 @@ def call_queued(compiled: Any, values: list[Any], limiter: Limiter) -> Any:
     if timeout is None:
         return submit(compiled, values, limiter).result()
     run = submit(compiled, values, limiter, deadline=time.monotonic() + timeout)
-    if not run._finished.wait(timeout):
+    if not run._wait(timeout):
         run._cancel(Timeout(f"{compiled.program.name}: waited for the runs in flight ahead of it "
                             f"for the whole timeout ({timeout} s); this run did not start"))
     return run.result()
@@ -431,3 +349,6 @@ def failed(error: BaseException, description: str = "") -> Run:
     run = Run(description)
     run._finish(error=error)
     return run
+
+
+_SUBMITTER = Submitter(_run_alone, _run_together)

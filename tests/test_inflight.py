@@ -225,6 +225,7 @@ def _shared_mappings() -> int:
 
 
 def test_shared_memory_and_its_descriptor_are_freed_with_the_last_reference():
+    gc.collect()                      # earlier tests' garbage (failed runs' tracebacks) goes first
     before_fds, before_maps = len(fds()), _shared_mappings()
     a = l3c.shared((256, 256), np.float32)
     view = a[::2]

@@ -43,7 +43,7 @@ def in_place(compiled: Any, lowered: LoweredProgram, arrays: list) -> InPlace | 
         return None
     items = None
     for i, a in enumerate(arrays):
-        if a is None or a.base is None:
+        if not isinstance(a, np.ndarray) or a.base is None:     # statics (None or a value) too
             continue
         mem = sharedmem.owner(a)
         if mem is None or not a.dtype.isnative:
@@ -92,7 +92,7 @@ def results(bound: InPlace, program: Any, lowered: LoweredProgram, arena_results
     are read from the argument's memory, the rest from the arena."""
     memory = {}
     for a in arrays:
-        if a is not None:
+        if isinstance(a, np.ndarray):
             mem = sharedmem.owner(a)
             if mem is not None:
                 memory[mem.key] = mem
