@@ -93,7 +93,8 @@ class _Placer:
         self.all_workers = {kind: [(kind, i) for i in range(n)] for kind, n in self.count.items()}
         # Earliest-free worker of each kind: a heap of (free_at, index) with stale entries.
         self.free_heap = {kind: [(0.0, i) for i in range(n)] for kind, n in self.count.items()}
-        self.preds: list[list[int]] = iteration_preds(program, len(tasks))
+        # Predecessors within one iteration by task id (without loops: the graph's own dicts).
+        self.preds = iteration_preds(program, len(tasks)) if program.loops else self.graph._pred
         by_kernel: dict[str, float] = {}
         self.cost: list[float] = []
         for t in tasks:
@@ -184,7 +185,10 @@ class _Placer:
         one_host = self.config.hosts == 1
         common = None
         if one_host and (self.handoff == 0.0 or not preds):
-            common = max(max(pred_workers.values(), default=0.0), 0.0)
+            common = 0.0
+            for fp in pred_workers.values():
+                if fp > common:
+                    common = fp
         handoff = self.handoff
         ends = []
         earliest = None
@@ -383,17 +387,18 @@ def run(program: Program) -> Program:
     longest: list[float] = [0.0] * len(tasks)
     where, cost = placer.where, placer.cost
     cross = cross_host = 0
-    for v, preds in enumerate(placer.preds):
+    for v in range(len(tasks)):
+        preds = placer.preds[v]
         here = where[v]
-        before = longest[preds[0]] if preds else 0.0
+        before = None
         for p in preds:
-            if longest[p] > before:
+            if before is None or longest[p] > before:
                 before = longest[p]
             if where[p] != here:
                 cross += 1
                 if cfg.hosts > 1 and placer.host(where[p]) != placer.host(here):
                     cross_host += 1
-        longest[v] = cost[v] + before
+        longest[v] = cost[v] + (0.0 if before is None else before)
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
     program.reports["critical_path"] = critical = max(longest, default=0.0)
     program.reports["makespan"] = max(placer.finish, default=0.0)
