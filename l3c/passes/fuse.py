@@ -150,4 +150,5 @@ class _Estimate:
         for task, (chip, pos) in zip(self.tasks, self.saved):
             if (task.chip, task.queue_pos) != (chip, pos):
                 task.chip, task.queue_pos = chip, pos
-                self.program.sync_node_attrs(task.id)
+                if task.group is not None:      # only grouping copied the estimate to the node
+                    self.program.sync_node_attrs(task.id)
