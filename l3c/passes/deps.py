@@ -165,6 +165,7 @@ class _Sweep:
         # may touch. Programs repeat views (whole tensors, the same rows every iteration), so
         # computing them once per distinct view saves most of the per-access arithmetic.
         self.geometry: dict[tuple[int, int], tuple] = {}
+        self.by_value: dict[tuple, tuple] = {}
         # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
         self.pairs = (loopdeps.WithinPairs(program, task_list(program)) if program.loops
                       else None)
@@ -188,6 +189,20 @@ class _Sweep:
                 return _EMPTY
             lo, hi, _, chunks = self._geometry(tid, hull)
             return (lo, hi, False, chunks)
+        # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
+        # their geometry, given the same chunk size (which the first partial access fixes, by the
+        # same rule for both).
+        key = (region, tensors[tid].shape, self.chunks_of[tid])
+        known = self.by_value.get(key)
+        if known is None:
+            known = self.by_value[key] = (self._measure(tid, region), self.chunks_of[tid])
+        elif self.chunks_of[tid] is None:
+            self.chunks_of[tid] = known[1]
+        return known[0]
+
+    def _measure(self, tid: int, region: Region) -> tuple:
+        """`_geometry` of a view that does not move with loop variables."""
+        tensors = self.tensors
         shape = region.shape
         size = 1
         for d in shape:

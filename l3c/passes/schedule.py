@@ -40,7 +40,7 @@ from __future__ import annotations
 import heapq
 
 from ..errors import L3CError
-from ..ir import Access, CostModel, Program, Task
+from ..ir import Access, CostModel, Program, Region, Task
 from . import regions
 from .graphs import task_list
 from .loopnest import iteration_preds
@@ -84,7 +84,7 @@ class _Placer:
         self.tasks = tasks
         self._writes_of: dict[int, list] = {}
         self._reads_of: dict[int, list] = {}
-        self._shared: dict[tuple[int, int], int] = {}
+        self._shared: dict[tuple[Region, Region], int] = {}
         self._itemsizes: dict[int, int] = {}
         self.config = cfg = program.config
         self.count = {"chip": cfg.units("chip"), "sub": cfg.units("sub")}
@@ -251,10 +251,9 @@ class _Placer:
                     reads = self._accesses(v)[1]
                 for rt, rr in reads:
                     if rt == wt:
-                        key = (id(wr), id(rr))      # regions live as long as their tasks
-                        n = shared.get(key)
+                        n = shared.get((wr, rr))
                         if n is None:
-                            n = shared[key] = regions.intersection_size(wr, rr)
+                            n = shared[wr, rr] = regions.intersection_size(wr, rr)
                         nbytes += n * itemsize(wt)
         return nbytes
 
