@@ -39,7 +39,7 @@ import heapq
 import numpy as np
 
 from ..errors import L3CError
-from ..ir import Access, Program
+from ..ir import Program
 from .arena_space import OpenSpace
 from .arena_layout import ALIGNMENT, aligned, tensor_bases
 from .graphs import task_list
@@ -86,14 +86,10 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
     returned = result_tensors(program)
     accesses: dict[int, list[int]] = {}
     for task in tasks:
-        v = task.id
-        for access in task.args:
-            if isinstance(access, Access):
-                ids = accesses.get(access.tensor)
-                if ids is None:
-                    accesses[access.tensor] = [v]
-                elif ids[-1] != v:
-                    ids.append(v)
+        for access in task.accesses:
+            ids = accesses.setdefault(access.tensor, [])
+            if not ids or ids[-1] != task.id:
+                ids.append(task.id)
     intermediates = [t for t in program.tensors if t.kind == "intermediate"]
     size = {t.id: aligned(t.nbytes) for t in intermediates}
     exact = {t.id: t.nbytes for t in intermediates}
