@@ -355,7 +355,7 @@ class Program:
         return [self.graph.nodes[n]["task"] for n in sorted(self.graph.nodes)]
 
     def task(self, task_id: int) -> Task:
-        return self.graph.nodes[task_id]["task"]
+        return self.graph._node[task_id]["task"]      # the node dict itself, without a view
 
     def add_task(self, task: Task) -> None:
         self.graph.add_node(task.id, task=task)
@@ -363,12 +363,12 @@ class Program:
 
     def sync_node_attrs(self, task_id: int | None = None) -> None:
         """Mirror the public node attributes from the Task records (call after changing a Task)."""
-        ids = self.graph.nodes if task_id is None else (task_id,)
-        for n in ids:
-            t: Task = self.graph.nodes[n]["task"]
-            self.graph.nodes[n].update(kernel=t.kernel, worker=t.worker, chip=t.chip,
-                                       group=t.group, loc=t.loc, host=self.host_of(t),
-                                       loops=t.loops)
+        nodes = self.graph._node
+        for n in (nodes if task_id is None else (task_id,)):
+            attrs = nodes[n]
+            t: Task = attrs["task"]
+            attrs.update(kernel=t.kernel, worker=t.worker, chip=t.chip, group=t.group, loc=t.loc,
+                         host=self.host_of(t), loops=t.loops)
 
     def host_of(self, task: Task) -> int:
         """The host a placed task runs on: chips and sub workers are numbered globally, host by host

@@ -9,131 +9,23 @@ waits for that write, which waits for it. Reachability therefore equals the tran
 the conflict relation, with the exact overlap test of `regions` for basic slices.
 
 To stay near-linear, each tensor keeps only its *pending* accesses (not yet covered by a later
-write), split into writes and pure reads and bucketed by flat index interval, so a new access is
-compared with the few pending accesses whose bounding intervals meet its own.
+write): `conflicts.ConflictSweep` finds each task's conflicts with them in program order.
 
 Writes: edges, `program.reports["edges_before_reduction"]`, `["edges_after_reduction"]`.
 Switch: `reduce_edges=False` keeps every edge (no transitive reduction).
 """
 from __future__ import annotations
 
-import heapq
-
 import networkx as nx
 
 from ..errors import TraceError
-from ..ir import Access, Program, Region
-from . import loopdeps, regions, shifts
+from ..ir import Program
+from . import loopdeps, regions
+from .conflicts import ConflictSweep
 from .graphs import task_list
 from .loopnest import iteration_preds, structure_bounds
 
-BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
-MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
-MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
-MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
-_EMPTY = (0, -1, False, None)  # geometry of an empty region
 ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
-
-
-class _Pending:
-    """One pending access: its task, region, mode, flat bounding interval [lo, hi], and the index
-    chunks it may touch (`chunks`; None: too many to list, kept in the index's `wide` set)."""
-
-    __slots__ = ("tensor", "task", "region", "reads", "writes", "lo", "hi", "whole", "chunks")
-
-    def __init__(self, tensor: int, task: int, region: Region, reads: bool, writes: bool,
-                 lo: int, hi: int, whole: bool, chunks) -> None:
-        self.tensor, self.task, self.region = tensor, task, region
-        self.reads, self.writes, self.lo, self.hi, self.whole = reads, writes, lo, hi, whole
-        self.chunks = chunks
-
-
-def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int, ...]):
-    """The chunks (of `chunk` flat elements) a region may touch, or None when there are more
-    than `MAX_BUCKET_CHUNKS`.
-
-    A contiguous span is one range. A strided box (e.g. rows `x[i::512]`, whose bounding
-    interval covers most of the tensor) is listed per value of its outermost axis: the elements
-    with that value lie in one flat interval. Without this, row-interleaved accesses are all
-    "wide" and every access is compared with every pending one (quadratic)."""
-    first, last = lo // chunk, hi // chunk
-    if last - first < MAX_BUCKET_SPAN:
-        return range(first, last + 1)
-    box = region.box
-    if box is None or len(box) != len(strides) or box[0][1] > MAX_BUCKET_CHUNKS:
-        return None
-    lo_rest = hi_rest = 0
-    for (start, count, step), stride in zip(box[1:], strides[1:]):
-        lo_rest += start * stride
-        hi_rest += (start + (count - 1) * step) * stride
-    start, count, step = box[0]
-    if count * ((hi_rest - lo_rest) // chunk + 1) > MAX_BUCKET_CHUNKS:
-        return None                     # at least that many chunks (each row spans them)
-    found: set[int] = set()
-    for j in range(count):
-        base = (start + j * step) * strides[0]
-        a, b = (base + lo_rest) // chunk, (base + hi_rest) // chunk
-        if len(found) + b - a >= MAX_BUCKET_CHUNKS:
-            return None
-        found.update(range(a, b + 1))
-    return found
-
-
-class _Index:
-    """Pending accesses of one tensor, findable by the chunks of flat index space they touch."""
-
-    __slots__ = ("entries", "buckets", "wide")
-
-    def __init__(self) -> None:
-        self.entries: set[_Pending] = set()
-        self.buckets: dict[int, set[_Pending]] = {}   # chunk number -> pending accesses
-        self.wide: set[_Pending] = set()
-
-    def add(self, e: _Pending) -> None:
-        self.entries.add(e)
-        if e.chunks is None:
-            self.wide.add(e)
-        else:
-            buckets = self.buckets
-            for c in e.chunks:
-                bucket = buckets.get(c)
-                if bucket is None:
-                    buckets[c] = {e}
-                else:
-                    bucket.add(e)
-
-    def remove(self, e: _Pending) -> None:
-        self.entries.discard(e)
-        if e.chunks is None:
-            self.wide.discard(e)
-        else:
-            for c in e.chunks:
-                bucket = self.buckets[c]
-                bucket.discard(e)
-                if not bucket:
-                    del self.buckets[c]
-
-    def near(self, e: _Pending):
-        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it)."""
-        if not self.entries:
-            return ()
-        if e.chunks is None or len(self.entries) <= 8:
-            return list(self.entries)
-        found = set(self.wide)
-        buckets = self.buckets
-        for c in e.chunks:
-            bucket = buckets.get(c)
-            if bucket:
-                found.update(bucket)
-        return found
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
 
 _KIND_NAMES = {1: ("RAW",), 2: ("WAR",), 3: ("RAW", "WAR"), 4: ("WAW",), 5: ("RAW", "WAW"),
                6: ("WAR", "WAW"), 7: ("RAW", "WAR", "WAW")}
@@ -142,116 +34,13 @@ _KIND_NAMES = {1: ("RAW",), 2: ("WAR",), 3: ("RAW", "WAR"), 4: ("WAW",), 5: ("RA
 def _conflicts(program: Program) -> dict[tuple[int, int], list]:
     """Every conflicting pair not already ordered through covering writes:
     `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
-    tensors = program.tensors
-    sizes = [_numel(t.shape) for t in tensors]
-    # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole ones
-    # are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that access is
-    # smaller, so that many small disjoint accesses (rows of a long accumulator) do not crowd
-    # into shared buckets and meet each other.
-    chunks_of: list[int | None] = [None] * len(tensors)
-    writes: dict[int, _Index] = {}
-    reads: dict[int, _Index] = {}
-    found: dict[tuple[int, int], list] = {}
-    strides: dict[int, tuple[int, ...]] = {}
-
-    def dense_strides(tid: int) -> tuple[int, ...]:
-        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
-        got = strides.get(tid)
-        if got is None:
-            acc, out = 1, []
-            for d in reversed(tensors[tid].shape):
-                out.append(acc)
-                acc *= d
-            got = strides[tid] = tuple(reversed(out))
-        return got
-
-    # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it may
-    # touch. Programs repeat views (whole tensors, the same rows every iteration), so computing
-    # them once per distinct view saves most of the per-access arithmetic.
-    geometry: dict[tuple[int, int], tuple] = {}
-
-    def _geometry(tid: int, region: Region) -> tuple:
-        if region.shifts:                   # where it can be in any iteration (never "whole")
-            hull = shifts.hull(region, tensors[tid].shape)
-            if hull.size == 0 or region.size == 0:
-                return _EMPTY
-            lo, hi, _, chunks = _geometry(tid, hull)
-            return (lo, hi, False, chunks)
-        shape = region.shape
-        size = 1
-        for d in shape:
-            size *= d
-        if size == 0:
-            return _EMPTY
-        lo, hi = regions.bounds(region)
-        n = sizes[tid]
-        whole = (lo == 0 and hi == n - 1 and size == n
-                 and (region.strides == dense_strides(tid) and shape == tensors[tid].shape
-                      or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
-        if whole:
-            return (lo, hi, True, None)
-        chunk = chunks_of[tid]
-        if chunk is None:
-            coarse = max(1, -(-n // BUCKETS_PER_TENSOR))
-            chunk = chunks_of[tid] = max(-(-n // MAX_BUCKETS_PER_TENSOR), min(coarse, hi - lo + 1))
-        first, last = lo // chunk, hi // chunk
-        if last - first < MAX_BUCKET_SPAN:
-            chunks = range(first, last + 1)
-        else:
-            chunks = _chunks_of(region, lo, hi, chunk, dense_strides(tid))
-        return (lo, hi, whole, chunks)
-
-    overlap, covers = regions.overlap, regions.covers
+    sweep = ConflictSweep(program)
     nodes = program.graph.nodes
-    # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
-    pairs = loopdeps.WithinPairs(program, task_list(program)) if program.loops else None
+    found: dict[tuple[int, int], list] = {}
     for v in sorted(nodes):
-        task = nodes[v]["task"]
-        fresh: list[_Pending] = []
-        for access in task.args:
-            if not isinstance(access, Access):
-                continue
-            region = access.region
-            tid = access.tensor
-            key = (tid, id(region))           # regions live as long as their tasks
-            known = geometry.get(key)
-            if known is None:
-                known = geometry[key] = _geometry(tid, region)
-            lo, hi, whole, chunks = known
-            if known is _EMPTY:
-                continue                                  # an empty region touches nothing
-            w_index = writes.get(tid)
-            if w_index is None:
-                w_index = writes[tid] = _Index()
-                reads[tid] = _Index()
-            mode = access.mode
-            e_reads, e_writes = mode != "Out", mode != "In"
-            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
-            for index in ((w_index, reads[tid]) if e_writes else (w_index,)):
-                for old in index.near(e):
-                    if old.task == v or old.hi < lo or hi < old.lo:
-                        continue
-                    if not (whole or old.whole or (
-                            overlap(old.region, region) if pairs is None
-                            else pairs.meet(tid, old.task, old.region, v, region))):
-                        continue
-                    bits = ((1 if old.writes and e_reads else 0) | (2 if old.reads and e_writes else 0)
-                            | (4 if old.writes and e_writes else 0))
-                    key = (old.task, v)
-                    rec = found.get(key)
-                    if rec is None:
-                        found[key] = [bits, {tid}]
-                    else:
-                        rec[0] |= bits
-                        rec[1].add(tid)
-                    if e_writes and (
-                            (whole or (lo <= old.lo and old.hi <= hi
-                                       and covers(region, old.region))) if pairs is None
-                            else pairs.forgets(old.task, old.region, v, region, whole)):
-                        index.remove(old)
-            fresh.append(e)
-        for e in fresh:
-            (writes if e.writes else reads)[e.tensor].add(e)
+        found_bits, found_tensors = sweep.step(v, nodes[v]["task"])
+        for u in sorted(found_bits):
+            found[u, v] = [found_bits[u], found_tensors[u]]
     return found
 
 
@@ -299,6 +88,61 @@ def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
     nx._clear_cache(graph)
 
 
+class _Reducer:
+    """Transitive reduction of a DAG fed one task at a time in program order (see `reduce_preds`).
+
+    Ancestors within `ANCESTOR_WINDOW` tasks are bit sets: `with_self[u]` is a Python int whose
+    bit i is task u-i (bit 0: u itself), so "u and its ancestors, seen from v" is one shift. A
+    task's set is dropped once the window has passed it: no later task tests a predecessor that
+    far back against it."""
+
+    def __init__(self, bounds: tuple[list[int], list[int]] | None = None) -> None:
+        self.bounds = bounds
+        self.with_self: dict[int, int] = {}
+        self.kept_preds: dict[int, list[int]] = {}
+
+    def step(self, v: int, preds) -> list[int]:
+        """Task v's predecessors (distinct, all earlier) that no path through the others implies,
+        latest first."""
+        with_self, bounds, kept_preds = self.with_self, self.bounds, self.kept_preds
+        kept: list[int] = []
+        reach = 0                   # bit i: task v-1-i is an ancestor of a kept predecessor
+        if preds:
+            far = None              # kept predecessors' own kept predecessors (`_far_reachable`)
+            for u in sorted(preds, reverse=True):
+                d = v - u
+                if d <= ANCESTOR_WINDOW:
+                    if (reach >> (d - 1)) & 1:
+                        continue
+                    kept.append(u)
+                    if bounds is None or v < bounds[1][u] or not bounds[0][u]:
+                        reach |= with_self[u] << (d - 1)
+                    else:                       # only ancestors inside u's loop/cond
+                        reach |= (with_self[u] & ((2 << max(0, u - bounds[0][u])) - 1)) << (d - 1)
+                    continue
+                # further back (so are all the rest): their bits fall outside the window
+                if bounds is not None:
+                    if kept and _far_reachable(u, v, kept, kept_preds, bounds):
+                        continue
+                else:
+                    if far is None:
+                        far = set()
+                        for k in kept:
+                            far.update(kept_preds[k])
+                    if u in far:
+                        continue
+                    far.update(kept_preds[u])
+                kept.append(u)
+            reach &= _WINDOW_MASK
+        kept_preds[v] = kept
+        with_self[v] = (reach << 1) | 1
+        with_self.pop(v - ANCESTOR_WINDOW, None)
+        return kept
+
+
+_WINDOW_MASK = (1 << ANCESTOR_WINDOW) - 1
+
+
 def reduce_preds(preds: dict[int, list[int]], nodes,
                  bounds: tuple[list[int], list[int]] | None = None) -> dict[int, list[int]]:
     """Transitive reduction of a DAG given as `v -> predecessors` (every u < v) over `nodes`
@@ -309,46 +153,14 @@ def reduce_preds(preds: dict[int, list[int]], nodes,
 
     For each v, its predecessors are tried from the latest down: u is redundant when one of the
     predecessors kept so far has it as an ancestor (lower ones cannot reach it). Ancestors within
-    `ANCESTOR_WINDOW` tasks are bit sets (a Python int per task, bit i = task v-1-i, dropped after
-    the task's last successor): the test is one shift, so dense conflict graphs cost O(edges).
-    A predecessor further back is dropped only when `_far_reachable` sees it at once.
+    `ANCESTOR_WINDOW` tasks are bit sets (`_Reducer`): the test is one shift, so dense conflict
+    graphs cost O(edges). A predecessor further back is dropped only when `_far_reachable` sees it
+    at once.
     """
-    last_successor: dict[int, int] = {}
+    reducer = _Reducer(bounds)
     for v in nodes:
-        for u in preds.get(v, ()):
-            last_successor[u] = v
-    mask = (1 << ANCESTOR_WINDOW) - 1
-    ancestors: dict[int, int] = {}
-    kept_preds: dict[int, list[int]] = {}
-    for v in nodes:
-        mine = preds.get(v)
-        if not mine:
-            kept_preds[v] = []
-            reach = 0
-        else:
-            kept: list[int] = []
-            reach = 0
-            for u in sorted(set(mine), reverse=True):
-                d = v - u
-                if d <= ANCESTOR_WINDOW:
-                    if (reach >> (d - 1)) & 1:
-                        continue
-                elif kept and _far_reachable(u, v, kept, kept_preds, bounds):
-                    continue
-                kept.append(u)
-                if bounds is None or v < bounds[1][u] or not bounds[0][u]:
-                    reach |= (ancestors[u] << d) | (1 << (d - 1))
-                else:                       # only ancestors inside u's loop/cond
-                    inside = ancestors[u] & ((1 << max(0, u - bounds[0][u])) - 1)
-                    reach |= (inside << d) | (1 << (d - 1))
-            kept_preds[v] = kept
-            reach &= mask
-            for u in mine:
-                if last_successor[u] == v:
-                    ancestors.pop(u, None)
-        if v in last_successor:
-            ancestors[v] = reach
-    return kept_preds
+        reducer.step(v, set(preds.get(v, ())))
+    return reducer.kept_preds
 
 
 def _far_reachable(u: int, v: int, kept: list[int], kept_preds: dict[int, list[int]],
@@ -380,9 +192,13 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     """The deps pass: data edges, then (unless switched off) transitive reduction; with loops,
     also the carried edges and the bound/flag reads' dependencies (`loopdeps`).
 
-    The conflicts are collected and reduced in plain dicts, and only the kept edges enter the
-    networkx graph (adding and then removing them there costs more than finding them)."""
+    Without loops, each task's conflicts are reduced as soon as they are found and only the kept
+    edges enter the networkx graph (adding and then removing them there costs more than finding
+    them, and the full conflict set of a large program takes more memory than its graph)."""
     graph = program.graph
+    if not program.loops and reduce_edges and not any(graph._succ.values()):
+        _run_loop_free(program)
+        return program
     found = _conflicts(program)
     tasks = task_list(program) if program.loops else None
     carried = loopdeps.carried_conflicts(program, tasks, found) if tasks else {}
@@ -413,3 +229,31 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
         loopdeps.bound_reads(program, tasks)
     program.reports["edges_after_reduction"] = graph.number_of_edges()
     return program
+
+
+def _run_loop_free(program: Program) -> None:
+    """`run` of a program without loops or edges: find, reduce and add each task's edges in one
+    walk in program order (the graph's adjacency dicts are written directly; networkx's
+    `add_edges_from` checks and copies per edge)."""
+    graph = program.graph
+    nodes = graph._node
+    succ, pred = graph._succ, graph._pred
+    sweep = ConflictSweep(program)
+    reducer = _Reducer()
+    found = kept_count = 0
+    for v in sorted(nodes):
+        found_bits, found_tensors = sweep.step(v, nodes[v]["task"])
+        if not found_bits:
+            reducer.step(v, ())
+            continue
+        found += len(found_bits)
+        kept = reducer.step(v, found_bits)
+        kept_count += len(kept)
+        waits = pred[v]
+        for u in reversed(kept):                    # ascending u
+            succ[u][v] = waits[u] = {"kinds": set(_KIND_NAMES[found_bits[u]]),
+                                     "tensors": found_tensors[u], "added_by": "deps",
+                                     "carried": False}
+    nx._clear_cache(graph)
+    program.reports["edges_before_reduction"] = found
+    program.reports["edges_after_reduction"] = kept_count

@@ -26,15 +26,14 @@ from .graphs import task_list
 from .loopnest import iteration_preds
 
 
-def signature(program: Program, task: Task) -> tuple:
-    """What two calls must share to be fused: kernel, scalars, and per tensor param mode/shape/dtype."""
-    parts = []
-    for arg in task.args:
-        if isinstance(arg, Access):
-            parts.append((arg.param, arg.mode, arg.region.shape,
-                          program.tensors[arg.tensor].dtype))
-        else:
-            parts.append((arg.param, "scalar", type(arg.value).__name__, repr(arg.value)))
+def signature(program: Program, task: Task, dtypes: list[str] | None = None) -> tuple:
+    """What two calls must share to be fused: kernel, scalars, and per tensor param mode/shape/dtype
+    (`dtypes`: the tensors' dtypes by id, when the caller has them at hand)."""
+    if dtypes is None:
+        dtypes = [t.dtype for t in program.tensors]
+    parts = [(arg.param, arg.mode, arg.region.shape, dtypes[arg.tensor]) if isinstance(arg, Access)
+             else (arg.param, "scalar", type(arg.value).__name__, repr(arg.value))
+             for arg in task.args]
     return (task.kernel, task.loops, tuple(parts))
 
 
@@ -71,15 +70,15 @@ def run(program: Program) -> Program:
         run_ids.clear()
 
     boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
-    preds = iteration_preds(program, graph.number_of_nodes()) if program.has_carried else None
+    preds = iteration_preds(program, graph.number_of_nodes()) if program.has_carried else graph._pred
+    dtypes = [t.dtype for t in program.tensors]
     for task in task_list(program):
-        sig = signature(program, task) if _fusable(task) else None
+        sig = signature(program, task, dtypes) if _fusable(task) else None
         if task.id in boundaries:
             run_sig = None                      # a loop/cond starts or ends before this task
         if sig is not None and sig == run_sig:
             # Independent of every member so far? (Edges only go from earlier to later tasks.)
-            if not any(u in run_ids for u in (graph.pred[task.id] if preds is None
-                                              else preds[task.id])):
+            if run_ids.isdisjoint(preds[task.id]):
                 run_members.append(task)
                 run_ids.add(task.id)
                 continue
@@ -151,4 +150,5 @@ class _Estimate:
         for task, (chip, pos) in zip(self.tasks, self.saved):
             if (task.chip, task.queue_pos) != (chip, pos):
                 task.chip, task.queue_pos = chip, pos
-                self.program.sync_node_attrs(task.id)
+                if task.group is not None:      # only grouping copied the estimate to the node
+                    self.program.sync_node_attrs(task.id)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import heapq
 
 from ..errors import L3CError
-from ..ir import Access, CostModel, Program, Task
+from ..ir import Access, CostModel, Program, Region, Task
 from . import regions
 from .graphs import task_list
 from .loopnest import iteration_preds
@@ -82,7 +82,9 @@ class _Placer:
         self.handoff = float(self.costs.handoff_cost)
         self.slack = float(self.costs.placement_slack)
         self.tasks = tasks
-        self._access_cache: dict[int, list] = {}
+        self._writes_of: dict[int, list] = {}
+        self._reads_of: dict[int, list] = {}
+        self._shared: dict[tuple[Region, Region], int] = {}
         self._itemsizes: dict[int, int] = {}
         self.config = cfg = program.config
         self.count = {"chip": cfg.units("chip"), "sub": cfg.units("sub")}
@@ -91,7 +93,8 @@ class _Placer:
         self.all_workers = {kind: [(kind, i) for i in range(n)] for kind, n in self.count.items()}
         # Earliest-free worker of each kind: a heap of (free_at, index) with stale entries.
         self.free_heap = {kind: [(0.0, i) for i in range(n)] for kind, n in self.count.items()}
-        self.preds: list[list[int]] = iteration_preds(program, len(tasks))
+        # Predecessors within one iteration by task id (without loops: the graph's own dicts).
+        self.preds = iteration_preds(program, len(tasks)) if program.loops else self.graph._pred
         by_kernel: dict[str, float] = {}
         self.cost: list[float] = []
         for t in tasks:
@@ -182,9 +185,13 @@ class _Placer:
         one_host = self.config.hosts == 1
         common = None
         if one_host and (self.handoff == 0.0 or not preds):
-            common = max(max(pred_workers.values(), default=0.0), 0.0)
+            common = 0.0
+            for fp in pred_workers.values():
+                if fp > common:
+                    common = fp
         handoff = self.handoff
         ends = []
+        earliest = None
         for worker in candidates:
             free = free_at[worker]
             if common is not None:
@@ -196,11 +203,13 @@ class _Placer:
                         ready = fp + handoff
             else:
                 ready = self.ready(v, worker)
-            ends.append(((ready if ready > free else free) + cost, worker, free))
+            end = (ready if ready > free else free) + cost
+            ends.append((end, worker, free))
+            if earliest is None or end < earliest:
+                earliest = end
         if len(ends) == 1:
             self.commit(task, ends[0][1], ends[0][0])
             return
-        earliest = min(e[0] for e in ends)
         limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
         close = [e for e in ends if e[0] <= limit]
         holders = [w for _, w, _ in close if w in pred_workers]
@@ -233,22 +242,30 @@ class _Placer:
             return 0
         edge_tensors = data["tensors"]
         itemsize = self._itemsize
+        shared = self._shared
         nbytes = 0
-        for wt, wr, _, writes in self._accesses(u):
-            if writes and wt in edge_tensors:
-                for rt, rr, reads, _ in self._accesses(v):
-                    if reads and rt == wt:
-                        nbytes += regions.intersection_size(wr, rr) * itemsize(wt)
+        reads = None
+        for wt, wr in self._accesses(u)[0]:
+            if wt in edge_tensors:
+                if reads is None:
+                    reads = self._accesses(v)[1]
+                for rt, rr in reads:
+                    if rt == wt:
+                        n = shared.get((wr, rr))
+                        if n is None:
+                            n = shared[wr, rr] = regions.intersection_size(wr, rr)
+                        nbytes += n * itemsize(wt)
         return nbytes
 
-    def _accesses(self, t: int) -> list[tuple[int, object, bool, bool]]:
-        """(tensor, region, reads, writes) of each tensor argument of task t."""
-        found = self._access_cache.get(t)
-        if found is None:
-            found = self._access_cache[t] = [
-                (a.tensor, a.region, a.mode != "Out", a.mode != "In")
-                for a in self.tasks[t].args if isinstance(a, Access)]
-        return found
+    def _accesses(self, t: int) -> tuple[list[tuple[int, object]], list[tuple[int, object]]]:
+        """(tensor, region) of each tensor argument of task t that it writes, and that it reads
+        (programs repeat views, so their intersections are kept by identity)."""
+        writes = self._writes_of.get(t)
+        if writes is None:
+            args = [a for a in self.tasks[t].args if isinstance(a, Access)]
+            writes = self._writes_of[t] = [(a.tensor, a.region) for a in args if a.mode != "In"]
+            self._reads_of[t] = [(a.tensor, a.region) for a in args if a.mode != "Out"]
+        return writes, self._reads_of[t]
 
     def _itemsize(self, tensor: int) -> int:
         size = self._itemsizes.get(tensor)
@@ -277,11 +294,12 @@ def _check_group(program: Program, members: list[Task]) -> None:
                        f"group members run on distinct chips")
 
 
-def _group_taken(program: Program, task: Task) -> set[int]:
-    """Chips a group member may not take: used or reserved (pinned) by another member."""
+def _group_taken(program: Program, task: Task, tasks: list[Task] | None = None) -> set[int]:
+    """Chips a group member may not take: used or reserved (pinned) by another member (`tasks`:
+    the program's tasks by id, to look them up without the graph)."""
     taken = set()
     for other_id in program.groups[task.group]:
-        other = program.task(other_id)
+        other = program.task(other_id) if tasks is None else tasks[other_id]
         if other_id != task.id:
             if other.chip is not None and other_id < task.id:
                 taken.add(other.chip)
@@ -343,7 +361,7 @@ def run(program: Program) -> Program:
     for task in tasks:
         _check_placeable(program, task)
     for members in program.groups:
-        _check_group(program, [program.task(i) for i in members])
+        _check_group(program, [tasks[i] for i in members])
     for task in tasks:
         task.chip = task.queue_pos = None
     placer = _Placer(program, tasks)
@@ -352,7 +370,7 @@ def run(program: Program) -> Program:
         if task.pin is not None:
             placer.place(task, [(task.worker, task.pin)])
         elif task.group is not None:
-            placer.place(task, _candidates(placer, task, _group_taken(program, task)))
+            placer.place(task, _candidates(placer, task, _group_taken(program, task, tasks)))
         else:
             placer.place(task, _candidates(placer, task, everything))
     queues: dict[Worker, int] = {}
@@ -366,16 +384,20 @@ def run(program: Program) -> Program:
         attrs["chip"], attrs["group"], attrs["host"] = task.chip, task.group, program.host_of(task)
 
     longest: list[float] = [0.0] * len(tasks)
-    where = placer.where
+    where, cost = placer.where, placer.cost
     cross = cross_host = 0
-    for v, preds in enumerate(placer.preds):
-        longest[v] = placer.cost[v] + max((longest[p] for p in preds), default=0.0)
+    for v in range(len(tasks)):
+        preds = placer.preds[v]
         here = where[v]
+        before = None
         for p in preds:
+            if before is None or longest[p] > before:
+                before = longest[p]
             if where[p] != here:
                 cross += 1
                 if cfg.hosts > 1 and placer.host(where[p]) != placer.host(here):
                     cross_host += 1
+        longest[v] = cost[v] + (0.0 if before is None else before)
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
     program.reports["critical_path"] = critical = max(longest, default=0.0)
     program.reports["makespan"] = max(placer.finish, default=0.0)

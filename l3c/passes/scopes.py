@@ -32,8 +32,8 @@ def result_tensors(program: Program) -> set[int]:
 def run(program: Program) -> Program:
     """The scopes pass (see module docstring)."""
     tensors = program.tensors
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
+    first: list[int | None] = [None] * len(tensors)
+    last: list[int | None] = [None] * len(tensors)
     read: set[int] = set()
     written: set[int] = set()
     last_in_scope: dict[int, int] = {}
@@ -58,12 +58,13 @@ def run(program: Program) -> Program:
                     f"{info.shape}, {info.dtype}, created at {info.loc}) outside the l3c.{_NAMES[loop.kind]} "
                     f"at {loop.loc} it was created in (it lives one iteration or block); create "
                     f"it before that loop instead")
-            if t not in first:
+            if first[t] is None:
                 first[t] = v
             last[t] = v
             mode = access.mode
-            (read if mode == "In" or mode == "InOut" else written).add(t)
-            if mode == "Out" or mode == "InOut":
+            if mode != "Out":
+                read.add(t)
+            if mode != "In":
                 written.add(t)
     for loop in program.loops.values():
         read.update(access.tensor for access in loop.accesses)   # bounds and flags are reads
@@ -71,8 +72,8 @@ def run(program: Program) -> Program:
     warnings = program.reports.setdefault("warnings", [])
     warned = set(warnings)
     for info in tensors:
-        info.first_use = first.get(info.id)
-        info.last_use = last.get(info.id)
+        info.first_use = first[info.id]
+        info.last_use = last[info.id]
         info.dead_after = None
         if info.scope:
             if info.id in returned:

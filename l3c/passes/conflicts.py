@@ -1,0 +1,320 @@
+"""The deps pass's search: which earlier accesses each task conflicts with, in program order.
+
+Each tensor keeps only its *pending* accesses (not yet covered by a later write), split into writes
+and pure reads. A tensor touched only whole so far keeps them in two plain lists (its latest
+writer's writes and the reads since); otherwise they sit in an index bucketed by flat index
+interval, so a new access is compared with the few pending accesses whose chunks meet its own.
+See docs/passes.md ("deps").
+"""
+from __future__ import annotations
+
+from ..ir import Access, Program, Region
+from . import loopdeps, regions, shifts
+from .graphs import task_list
+
+BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
+MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
+MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
+MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
+_EMPTY = (0, -1, False, None)  # geometry of an empty region
+
+
+class _Pending:
+    """One pending access: its task, region, mode, flat bounding interval [lo, hi], and the index
+    chunks it may touch (`chunks`; None: too many to list, kept in the index's `wide` set)."""
+
+    __slots__ = ("tensor", "task", "region", "reads", "writes", "lo", "hi", "whole", "chunks")
+
+    def __init__(self, tensor: int, task: int, region: Region, reads: bool, writes: bool,
+                 lo: int, hi: int, whole: bool, chunks) -> None:
+        self.tensor, self.task, self.region = tensor, task, region
+        self.reads, self.writes, self.lo, self.hi, self.whole = reads, writes, lo, hi, whole
+        self.chunks = chunks
+
+
+def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int, ...]):
+    """The chunks (of `chunk` flat elements) a region may touch, or None when there are more
+    than `MAX_BUCKET_CHUNKS`.
+
+    A contiguous span is one range. A strided box (e.g. rows `x[i::512]`, whose bounding
+    interval covers most of the tensor) is listed per value of its outermost axis: the elements
+    with that value lie in one flat interval. Without this, row-interleaved accesses are all
+    "wide" and every access is compared with every pending one (quadratic)."""
+    first, last = lo // chunk, hi // chunk
+    if last - first < MAX_BUCKET_SPAN:
+        return range(first, last + 1)
+    box = region.box
+    if box is None or len(box) != len(strides) or box[0][1] > MAX_BUCKET_CHUNKS:
+        return None
+    lo_rest = hi_rest = 0
+    for (start, count, step), stride in zip(box[1:], strides[1:]):
+        lo_rest += start * stride
+        hi_rest += (start + (count - 1) * step) * stride
+    start, count, step = box[0]
+    if count * ((hi_rest - lo_rest) // chunk + 1) > MAX_BUCKET_CHUNKS:
+        return None                     # at least that many chunks (each row spans them)
+    found: set[int] = set()
+    for j in range(count):
+        base = (start + j * step) * strides[0]
+        a, b = (base + lo_rest) // chunk, (base + hi_rest) // chunk
+        if len(found) + b - a >= MAX_BUCKET_CHUNKS:
+            return None
+        found.update(range(a, b + 1))
+    return found
+
+
+class _Index:
+    """Pending accesses of one tensor, findable by the chunks of flat index space they touch."""
+
+    __slots__ = ("entries", "buckets", "wide")
+
+    def __init__(self) -> None:
+        self.entries: set[_Pending] = set()
+        self.buckets: dict[int, set[_Pending]] = {}   # chunk number -> pending accesses
+        self.wide: set[_Pending] = set()
+
+    def add(self, e: _Pending) -> None:
+        self.entries.add(e)
+        if e.chunks is None:
+            self.wide.add(e)
+        else:
+            buckets = self.buckets
+            for c in e.chunks:
+                bucket = buckets.get(c)
+                if bucket is None:
+                    buckets[c] = {e}
+                else:
+                    bucket.add(e)
+
+    def remove(self, e: _Pending) -> None:
+        self.entries.discard(e)
+        if e.chunks is None:
+            self.wide.discard(e)
+        else:
+            for c in e.chunks:
+                bucket = self.buckets[c]
+                bucket.discard(e)
+                if not bucket:
+                    del self.buckets[c]
+
+    def near(self, e: _Pending):
+        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it)."""
+        if not self.entries:
+            return ()
+        if e.chunks is None or len(self.entries) <= 8:
+            return list(self.entries)
+        found = set(self.wide)
+        buckets = self.buckets
+        for c in e.chunks:
+            bucket = buckets.get(c)
+            if bucket:
+                found.update(bucket)
+        return found
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class ConflictSweep:
+    """Walks the tasks in program order; `step(v, task)` finds the earlier tasks v conflicts with
+    that are not already ordered through covering writes, and records v's accesses as pending.
+
+    A tensor touched only by whole-tensor accesses so far (the common case: buffers passed whole)
+    keeps plain lists instead of an index: its pending writes (all from the latest writer, whose
+    whole write hid everything before it) and the reads since. Its first partial access moves the
+    lists into an `_Index`. Programs with loops use the index for every tensor (`WithinPairs`
+    decides what meets and what hides)."""
+
+    def __init__(self, program: Program) -> None:
+        tensors = self.tensors = program.tensors
+        self.sizes = [_numel(t.shape) for t in tensors]
+        # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole
+        # ones are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that
+        # access is smaller, so that many small disjoint accesses (rows of a long accumulator) do
+        # not crowd into shared buckets and meet each other.
+        self.chunks_of: list[int | None] = [None] * len(tensors)
+        self.writes: dict[int, _Index] = {}
+        self.reads: dict[int, _Index] = {}
+        # Whole-only tensors: pending writes [(task, reads too, region)], reads [(task, region)].
+        self.whole_writes: dict[int, list] = {}
+        self.whole_reads: dict[int, list] = {}
+        self.strides: dict[int, tuple[int, ...]] = {}
+        # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it
+        # may touch. Programs repeat views (whole tensors, the same rows every iteration), so
+        # computing them once per distinct view saves most of the per-access arithmetic.
+        self.geometry: dict[tuple[int, int], tuple] = {}
+        self.by_value: dict[tuple, tuple] = {}
+        # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
+        self.pairs = (loopdeps.WithinPairs(program, task_list(program)) if program.loops
+                      else None)
+
+    def dense_strides(self, tid: int) -> tuple[int, ...]:
+        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
+        got = self.strides.get(tid)
+        if got is None:
+            acc, out = 1, []
+            for d in reversed(self.tensors[tid].shape):
+                out.append(acc)
+                acc *= d
+            got = self.strides[tid] = tuple(reversed(out))
+        return got
+
+    def _geometry(self, tid: int, region: Region) -> tuple:
+        tensors = self.tensors
+        if region.shifts:                   # where it can be in any iteration (never "whole")
+            hull = shifts.hull(region, tensors[tid].shape)
+            if hull.size == 0 or region.size == 0:
+                return _EMPTY
+            lo, hi, _, chunks = self._geometry(tid, hull)
+            return (lo, hi, False, chunks)
+        # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
+        # their geometry, given the same chunk size (which the first partial access fixes, by the
+        # same rule for both).
+        key = (region, tensors[tid].shape, self.chunks_of[tid])
+        known = self.by_value.get(key)
+        if known is None:
+            known = self.by_value[key] = (self._measure(tid, region), self.chunks_of[tid])
+        elif self.chunks_of[tid] is None:
+            self.chunks_of[tid] = known[1]
+        return known[0]
+
+    def _measure(self, tid: int, region: Region) -> tuple:
+        """`_geometry` of a view that does not move with loop variables."""
+        tensors = self.tensors
+        shape = region.shape
+        size = 1
+        for d in shape:
+            size *= d
+        if size == 0:
+            return _EMPTY
+        lo, hi = regions.bounds(region)
+        n = self.sizes[tid]
+        whole = (lo == 0 and hi == n - 1 and size == n
+                 and (region.strides == self.dense_strides(tid) and shape == tensors[tid].shape
+                      or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
+        if whole:
+            return (lo, hi, True, None)
+        chunk = self.chunks_of[tid]
+        if chunk is None:
+            coarse = max(1, -(-n // BUCKETS_PER_TENSOR))
+            chunk = self.chunks_of[tid] = max(-(-n // MAX_BUCKETS_PER_TENSOR),
+                                              min(coarse, hi - lo + 1))
+        first, last = lo // chunk, hi // chunk
+        if last - first < MAX_BUCKET_SPAN:
+            chunks = range(first, last + 1)
+        else:
+            chunks = _chunks_of(region, lo, hi, chunk, self.dense_strides(tid))
+        return (lo, hi, whole, chunks)
+
+    def _to_index(self, tid: int) -> None:
+        """Move a whole-only tensor's pending lists into an index (its first partial access)."""
+        hi = self.sizes[tid] - 1
+        w_index, r_index = self.writes[tid], self.reads[tid] = _Index(), _Index()
+        for u, u_reads, region in self.whole_writes.pop(tid):
+            w_index.add(_Pending(tid, u, region, u_reads, True, 0, hi, True, None))
+        for u, region in self.whole_reads.pop(tid):
+            r_index.add(_Pending(tid, u, region, True, False, 0, hi, True, None))
+
+    def step(self, v: int, task) -> tuple[dict[int, int], dict[int, set[int]]]:
+        """Task v's conflicts with pending accesses: `(u -> kind bits (RAW 1, WAR 2, WAW 4),
+        u -> tensor ids)`; then v's accesses become pending."""
+        found_bits: dict[int, int] = {}
+        found_tensors: dict[int, set[int]] = {}
+        geometry, pairs = self.geometry, self.pairs
+        whole_writes, whole_reads = self.whole_writes, self.whole_reads
+        overlap, covers = regions.overlap, regions.covers
+        fresh: list[_Pending] = []
+        fresh_whole: list[tuple] = []
+        for access in task.args:
+            if not isinstance(access, Access):
+                continue
+            region = access.region
+            tid = access.tensor
+            key = (tid, id(region))           # regions live as long as their tasks
+            known = geometry.get(key)
+            if known is None:
+                known = geometry[key] = self._geometry(tid, region)
+            if known is _EMPTY:
+                continue                                  # an empty region touches nothing
+            lo, hi, whole, chunks = known
+            mode = access.mode
+            e_reads, e_writes = mode != "Out", mode != "In"
+            pending_writes = whole_writes.get(tid)
+            if pending_writes is not None:
+                if whole:
+                    for u, u_reads, _ in pending_writes:
+                        bits = ((1 if e_reads else 0) | (2 if u_reads and e_writes else 0)
+                                | (4 if e_writes else 0))
+                        old_bits = found_bits.get(u)
+                        if old_bits is None:
+                            found_bits[u] = bits
+                            found_tensors[u] = {tid}
+                        else:
+                            found_bits[u] = old_bits | bits
+                            found_tensors[u].add(tid)
+                    if e_writes:                          # covers them all: they are forgotten
+                        pending_reads = whole_reads[tid]
+                        for u, _ in pending_reads:
+                            old_bits = found_bits.get(u)
+                            if old_bits is None:
+                                found_bits[u] = 2
+                                found_tensors[u] = {tid}
+                            else:
+                                found_bits[u] = old_bits | 2
+                                found_tensors[u].add(tid)
+                        pending_writes.clear()
+                        pending_reads.clear()
+                    fresh_whole.append((tid, e_reads, e_writes, region))
+                    continue
+                self._to_index(tid)
+            w_index = self.writes.get(tid)
+            if w_index is None:
+                if whole and pairs is None:               # first access: no conflict yet
+                    whole_writes[tid], whole_reads[tid] = [], []
+                    fresh_whole.append((tid, e_reads, e_writes, region))
+                    continue
+                w_index = self.writes[tid] = _Index()
+                self.reads[tid] = _Index()
+            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
+            for index in ((w_index, self.reads[tid]) if e_writes else (w_index,)):
+                for old in index.near(e):
+                    if old.task == v or old.hi < lo or hi < old.lo:
+                        continue
+                    if not (whole or old.whole or (
+                            overlap(old.region, region) if pairs is None
+                            else pairs.meet(tid, old.task, old.region, v, region))):
+                        continue
+                    bits = ((1 if old.writes and e_reads else 0)
+                            | (2 if old.reads and e_writes else 0)
+                            | (4 if old.writes and e_writes else 0))
+                    u = old.task
+                    old_bits = found_bits.get(u)
+                    if old_bits is None:
+                        found_bits[u] = bits
+                        found_tensors[u] = {tid}
+                    else:
+                        found_bits[u] = old_bits | bits
+                        found_tensors[u].add(tid)
+                    if e_writes and (
+                            (whole or (lo <= old.lo and old.hi <= hi
+                                       and covers(region, old.region))) if pairs is None
+                            else pairs.forgets(old.task, old.region, v, region, whole)):
+                        index.remove(old)
+            fresh.append(e)
+        for tid, e_reads, e_writes, region in fresh_whole:
+            pending_writes = whole_writes.get(tid)
+            if pending_writes is not None:
+                if e_writes:
+                    pending_writes.append((v, e_reads, region))
+                else:
+                    whole_reads[tid].append((v, region))
+            else:                                         # a later access of v was partial
+                e = _Pending(tid, v, region, e_reads, e_writes, 0, self.sizes[tid] - 1, True, None)
+                (self.writes if e_writes else self.reads)[tid].add(e)
+        for e in fresh:
+            (self.writes if e.writes else self.reads)[e.tensor].add(e)
+        return found_bits, found_tensors
