@@ -1,18 +1,15 @@
 """The one IR schema of l3c: typed records for tensors and tasks, held in a networkx graph.
 
-The tracer (`l3c.trace`) builds a `Program`; every pass in `l3c.passes` reads it and writes its
-results into the clearly named fields below (never into ad-hoc attributes); code generation reads
-the placed program. This module imports no other part of l3c. `docs/ir.md` documents the schema.
+The tracer (`l3c.trace`) builds a `Program`; every pass in `l3c.passes` writes its results into
+the named fields below (never ad-hoc attributes); code generation reads the placed program. Every
+stage imports this module, so it imports no other part of l3c (`docs/ir.md` documents the schema).
 
-Graph: `program.graph` is a `networkx.DiGraph` whose nodes are task ids `0..n-1` in program order.
-Each node carries the public attributes (docs/ir.md) `kernel`, `worker`, `chip`, `group`, `loc` (mirrored from the
-`Task` record by `Program.sync_node_attrs`) and `task`, the `Task` record itself. An edge u -> v means
-v waits for u; its attributes are `kinds` (a set drawn from {"RAW", "WAR", "WAW"}), `tensors` (set of
-tensor ids that caused it), `added_by` ("deps" for a data dependency, "memory" for an ordering edge
-the memory plan added so two tensors may share arena space) and `carried`. A carried edge (only in
-programs with loops; it may point backwards in program order or be a self-loop) says that an instance
-of v waits for the latest earlier instance of u in sequential order, an earlier iteration's; other
-edges hold within one iteration, and only they form the DAG passes walk (`Program.iteration_graph`).
+Graph: nodes are task ids `0..n-1` in program order, carrying `task` (the `Task` record) and the
+public attributes `Program.sync_node_attrs` mirrors from it. An edge u -> v means v waits for u; it
+has `kinds` (of "RAW", "WAR", "WAW"), `tensors` (the ids that caused it), `added_by` ("deps", or
+"memory": an ordering edge letting two tensors share arena space) and `carried`. A carried edge
+(only with loops; maybe backwards or a self-loop) makes an instance of v wait for u's latest instance
+in an earlier iteration; the others, within one iteration, form the DAG the passes walk.
 """
 from __future__ import annotations
 
@@ -23,15 +20,30 @@ from typing import Any, Literal, Union
 import networkx as nx
 import numpy as np
 
-from .ir_loops import (Affine, Loop, LoopKind, Shift,  # noqa: F401  (re-exported)
-                       has_carried, iteration_graph)
-
 Mode = Literal["In", "Out", "InOut"]
 WorkerKind = Literal["chip", "sub"]
 TensorKind = Literal["input", "intermediate"]
+LoopKind = Literal["range", "while", "cond"]
 Scalar = Union[int, float, bool, str, None]
+# A result tree: ResultRef, or ("tuple" | "list", [trees]), or ("dict", [(key, tree)]) (passes/results.py).
+ResultTree = Any
 
 PASS_ORDER = ("trace", "deps", "scopes", "fuse", "schedule", "memory")
+
+
+@dataclass(frozen=True)
+class Shift:
+    """How far a `Region` moves per unit of one loop variable (in elements of the base tensor).
+
+    In loop bodies a view may move with loop variables (`x[i]`, `x[4 * i : 4 * i + 4]`): its region's
+    `offset` and `box` are the view at all variables 0 (maybe outside the tensor); at values `v` the
+    offset adds sum(v[l] * shift.offset), each box start sum(v[l] * shift.box[axis]), over `shifts`
+    (one per loop variable, by loop id). Shape and strides never depend on loop variables.
+    """
+
+    loop: int                      # the loop id (`Program.loops`) whose variable moves the view
+    offset: int                    # change of `Region.offset`
+    box: tuple[int, ...]           # change of each base axis's box start (0 for unmoved axes)
 
 
 @dataclass(frozen=True)
@@ -53,8 +65,7 @@ class Region:
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     box: tuple[tuple[int, int, int], ...] | None
-    # inside loop bodies: how the view moves with loop variables (`ir_loops.Shift`, by loop id)
-    shifts: tuple["Shift", ...] = ()
+    shifts: tuple[Shift, ...] = ()     # in loop bodies: how the view moves with loop variables
 
     @property
     def size(self) -> int:
@@ -90,10 +101,7 @@ class Region:
 
 @dataclass
 class TensorInfo:
-    """A tensor the program touches: a jitted function's array argument or an intermediate.
-
-    Views are not tensors: an access names its base tensor and a `Region` of it.
-    """
+    """A tensor the program touches: an array argument or an intermediate (views are `Region`s of one)."""
 
     id: int
     name: str                      # "arg0", "arg1", ... for inputs; "t0", "t1", ... for intermediates
@@ -139,6 +147,21 @@ class Access:
 
 
 @dataclass(frozen=True)
+class Affine:
+    """An integer affine expression of loop variables, `const + sum(coef * var(loop))`: the value
+    of a loop variable passed to a kernel as a scalar (`ScalarArg.value`), and of loop bounds."""
+
+    const: int = 0
+    terms: tuple[tuple[int, int], ...] = ()     # (loop id, coefficient), by loop id, coef != 0
+
+    def __str__(self) -> str:
+        parts = [(f"L{loop}" if c == 1 else f"{c}*L{loop}") for loop, c in self.terms]
+        if self.const or not parts:
+            parts.append(str(self.const))
+        return " + ".join(parts).replace("+ -", "- ")
+
+
+@dataclass(frozen=True)
 class ScalarArg:
     """A static Python scalar argument, passed by value."""
 
@@ -177,6 +200,40 @@ class Task:
         return self.kernel.rsplit(":", 1)[-1]
 
 
+@dataclass
+class Loop:
+    """A loop (`l3c.range`, `l3c.while_loop`) or conditional block (`l3c.cond`) of the schedule.
+
+    Its body is traced once: the tasks `first_task .. end_task - 1` (program order; nested loops'
+    bodies are sub-ranges). A bound or flag is a static int or an `Access` (mode "In") of one
+    element of a tensor, read when the loop starts (range bounds), before every iteration (a while
+    flag) or when the block is reached (a cond flag), after every earlier writer of it.
+    """
+
+    id: int
+    kind: LoopKind
+    loc: str                                   # "file.py:LINE" of the `for` / `with` statement
+    parent: int | None                         # enclosing loop/cond id
+    first_task: int
+    end_task: int
+    start: int | Access = 0                    # range: the loop variable's first value
+    stop: int | Access = 0                     # range: exclusive bound
+    step: int | Access = 1                     # range: nonzero
+    flag: Access | None = None                 # while / cond
+    max_iterations: int | None = None          # while
+    invert: bool = False                       # cond: run the block when the flag is zero
+    # --- written by the deps pass: the bound/flag reads' dependencies, (task, carried as on edges) ---
+    reads_after: tuple[tuple[int, bool], ...] = ()    # writers the read waits for
+    reads_before: tuple[tuple[int, bool], ...] = ()   # later writers that wait for the read
+    scope: tuple[int, ...] = ()    # trace: scopes open at the for/with (dumps nest loops in them)
+
+    @property
+    def accesses(self) -> tuple[Access, ...]:
+        """The bound and flag elements this loop reads (a bound is an int or an `Access`)."""
+        return tuple(a for a in (self.start, self.stop, self.step, self.flag)
+                     if a is not None and not isinstance(a, (int, Affine)))
+
+
 @dataclass(frozen=True)
 class ResultRef:
     """A result of the jitted function: a view of a tensor, copied out into a fresh array."""
@@ -184,10 +241,6 @@ class ResultRef:
     tensor: int
     region: Region
     dtype: str
-
-
-# A result structure: ResultRef, or ("tuple" | "list", [structures]), or ("dict", [(key, structure)]).
-ResultTree = Any
 
 
 @dataclass
@@ -227,48 +280,6 @@ def flat_indices(offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) 
     return idx
 
 
-# ---- walking a result tree: None, a leaf, or ("tuple" | "list", [tree]) / ("dict", [(key, tree)]).
-# The leaves are `ResultRef`s in the IR, arena views in a plan, arrays at run time; these three
-# functions are the only code that knows the tree's shape.
-RESULT_KINDS = ("tuple", "list", "dict")
-
-
-def _is_node(tree: Any) -> bool:
-    return isinstance(tree, tuple) and len(tree) == 2 and tree[0] in RESULT_KINDS
-
-
-def map_results(tree: Any, leaf: Any) -> Any:
-    """The same tree with every leaf replaced by `leaf(it)` (None stays None)."""
-    if tree is None:
-        return None
-    if not _is_node(tree):
-        return leaf(tree)
-    kind, items = tree
-    if kind == "dict":
-        return (kind, [(key, map_results(sub, leaf)) for key, sub in items])
-    return (kind, [map_results(sub, leaf) for sub in items])
-
-
-def build_results(tree: Any, leaf: Any) -> Any:
-    """The Python value a tree stands for: tuples, lists and dicts around `leaf(it)` of each leaf."""
-    if tree is None:
-        return None
-    if not _is_node(tree):
-        return leaf(tree)
-    kind, items = tree
-    if kind == "dict":
-        return {key: build_results(sub, leaf) for key, sub in items}
-    out = [build_results(sub, leaf) for sub in items]
-    return tuple(out) if kind == "tuple" else out
-
-
-def result_refs(tree: Any) -> list[Any]:
-    """Every leaf of a result tree (its `ResultRef`s in the IR), in order."""
-    out: list[Any] = []
-    map_results(tree, out.append)
-    return out
-
-
 @dataclass
 class CostModel:
     """What the schedule estimates run time with, in one unit (docs/passes.md, "Costs").
@@ -303,9 +314,9 @@ class Config:
     hosts: int = 1
     fuse_groups: bool = True
 
-    # Chips and sub workers are numbered globally, host by host: global chip g is local chip
-    # g % chips on host g // chips (sub worker s likewise by sub_workers); a host's worker slots are
-    # its chips 0..C-1, then its sub workers C..C+S-1 (`l3c.runtime.context.global_worker` goes back).
+    # Chips and sub workers are numbered globally, host by host: chip g is local chip g % chips on host
+    # g // chips (sub workers likewise); a host's worker slots are its chips 0..C-1, then its sub workers
+    # C..C+S-1 (`l3c.runtime.context.global_worker` goes back).
     def units(self, worker: str) -> int:
         """How many chips (worker "chip") or sub workers there are over all hosts."""
         return (self.chips if worker == "chip" else self.sub_workers) * self.hosts
@@ -345,8 +356,7 @@ class Program:
     memory: MemoryReport = field(default_factory=MemoryReport)
     passes_run: list[str] = field(default_factory=list)
     costs: CostModel = field(default_factory=CostModel)    # the schedule's cost model (trace, passes)
-    # Pass reports for the dump: e.g. "edges_before_reduction", "critical_path", "makespan",
-    # "warnings" (list[str]). Each pass documents the keys it writes.
+    # Pass reports for the dump ("critical_path", "warnings": list[str], ...); each pass documents its keys.
     reports: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -371,15 +381,13 @@ class Program:
                          host=self.host_of(t), loops=t.loops)
 
     def host_of(self, task: Task) -> int:
-        """The host a placed task runs on: chips and sub workers are numbered globally, host by host
-        (chip g is on host g // chips, sub worker s on host s // sub_workers). 0 before placement."""
+        """The host a placed task runs on (numbering: `Config`); 0 before placement."""
         if task.chip is None:
             return 0
         return self.config.host_of_unit(task.worker, task.chip)
 
     def slot_of(self, task: Task) -> int:
-        """A placed task's worker slot on its own host: chips 0..C-1, then sub workers C..C+S-1
-        (global chip g is local chip g % C, global sub worker s local slot C + s % S)."""
+        """A placed task's worker slot on its own host: chips 0..C-1, then sub workers (`Config`)."""
         if task.chip is None or task.queue_pos is None:
             raise ValueError(f"task {task.id} ({task.short_kernel} at {task.loc}) is not placed: "
                              "run the schedule pass before lowering")
@@ -403,27 +411,16 @@ class Program:
     @property
     def has_carried(self) -> bool:
         """Whether any edge is carried (only programs with loops have such edges)."""
-        return has_carried(self.graph, self.loops)
-
-    def iteration_graph(self) -> nx.DiGraph:
-        """The graph without carried edges: a DAG in program order (`ir_loops.iteration_graph`)."""
-        return iteration_graph(self.graph, self.loops)
+        return bool(self.loops) and any(d.get("carried") for _, _, d in self.graph.edges(data=True))
 
 
 # ---- how a call's arrays map to the program's input tensors (tracing and every run) ----------
-def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+def input_aliases(values: list[Any] | tuple[Any, ...]) -> tuple[tuple[int, ...], tuple[int, int] | None]:
+    """For each argument the index of the first one that is the same view of the same memory (its own
+    if none; -1 for non-arrays), and the first pair of arrays overlapping otherwise (None if none).
 
-
-def input_aliases(values: "list[Any] | tuple[Any, ...]") -> tuple[tuple[int, ...], tuple[int, int] | None]:
-    """How array arguments alias each other: for each argument, the index of the first argument that
-    is the same view of the same memory (its own index if none; -1 for non-arrays), and the first pair
-    of arrays that overlap without being the same view (None if there is none).
-
-    The same array passed twice is one tensor of the trace, so kernels that write through one name
-    are seen through the other, as with plain numpy. Partial overlaps cannot be expressed as one
-    tensor and are refused by the callers."""
+    The same array passed twice is one tensor of the trace, so a write through one name is seen
+    through the other, as with plain numpy; a partial overlap cannot be one tensor: callers refuse it."""
     aliases: list[int] = []
     arrays = [(i, v) for i, v in enumerate(values) if isinstance(v, np.ndarray)]
     first_of = {}
@@ -437,7 +434,8 @@ def input_aliases(values: "list[Any] | tuple[Any, ...]") -> tuple[tuple[int, ...
                 break
             if not np.may_share_memory(v, w):
                 continue
-            if _same_view(v, w):
+            if (v.__array_interface__["data"][0] == w.__array_interface__["data"][0]   # the same view
+                    and v.shape == w.shape and v.strides == w.strides and v.dtype == w.dtype):
                 aliases[i] = first_of.get(j, j)
                 break
             try:

@@ -27,8 +27,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..ir import Access, Program, map_results
+from ..ir import Access, Program
 from ..passes.arena_layout import aligned
+from ..passes.results import map_results
 from ..runtime.plan import Plan, Step, View
 from .lower import LoweredProgram
 from .rebind import Rebinding

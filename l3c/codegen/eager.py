@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import Access, Affine, Loop, Program, Region, Task, build_results
+from ..ir import Access, Affine, Loop, Program, Region, Task
 from ..passes.arena_layout import ALIGNMENT, aligned
 from ..passes.regions import bounds, byte_span
+from ..passes.results import build_results
 from ..runtime.eager import Call
 from ..runtime.eager_loops import Item, LoopCall, LoopNode, Moving
 from ..runtime.plan import View

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import L3CError
-from ..ir import Access, Program, Region, ResultRef, ScalarArg, Task, TensorInfo, map_results
+from ..ir import Access, Program, Region, ResultRef, ScalarArg, Task, TensorInfo
 from ..passes.arena_layout import tensor_bases
+from ..passes.results import map_results
 from ..runtime.plan import Plan, Step, View
 from . import lower_loops
 

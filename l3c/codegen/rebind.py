@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ir import Access, Program, Region, TensorInfo, result_refs
+from ..ir import Access, Program, Region, TensorInfo
+from ..passes.results import result_refs
 from ..runtime.plan import Plan, View
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..codegen.batch import Batch, batchable, repeat
 from ..codegen.dispatcher import build
 from ..errors import L3CError
-from ..ir import map_results
+from ..passes.results import map_results
 from ..runtime import layout, sharedmem
 from ..runtime.pool import current_pool, get_pool
 from .args import checked_args

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..codegen.lower import LoweredProgram
 from ..codegen.rebind import Placement, Rebinding, rebind, result_view
-from ..ir import build_results, result_refs
+from ..passes.results import build_results, result_refs
 from ..runtime import sharedmem
 
 MAX_LAYOUTS = 32                 # layouts of shared arguments remembered per compiled signature

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..codegen.lower import LoweredProgram
 from ..errors import Timeout
-from ..ir import build_results, map_results
+from ..passes.results import build_results, map_results
 
 
 def result_arrays(tree: Any, pool: Any) -> Any:

@@ -25,6 +25,15 @@ def task_list(program: Program) -> list[Task]:
         return program.tasks
 
 
+def iteration_graph(program: Program) -> nx.DiGraph:
+    """The graph without carried edges: a DAG in program order (the graph itself, or a view of
+    it, when the program has carried edges)."""
+    graph = program.graph
+    if not program.has_carried:
+        return graph
+    return nx.subgraph_view(graph, filter_edge=lambda u, v: not graph.edges[u, v].get("carried"))
+
+
 def predecessor_lists(graph: nx.DiGraph, n: int) -> list[list[int]]:
     """`[list of predecessors of task v for v in 0..n-1]`."""
     pred = graph._pred

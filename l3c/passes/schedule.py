@@ -25,7 +25,7 @@ Each worker's queue is in program order (`Task.queue_pos`): a worker then only e
 earlier in program order, so the static schedule cannot deadlock.
 
 Loops: a body is placed once (its tasks are the queue entries every iteration runs), over the
-iteration graph (`Program.iteration_graph`: carried edges left out, so the graph stays a DAG in
+iteration graph (`graphs.iteration_graph`: carried edges left out, so the graph stays a DAG in
 program order); a carried edge orders an instance after an earlier iteration's, which the in-order
 queues of every worker can always wait for.
 

@@ -17,8 +17,9 @@ returned); a loop's bound or a while/cond flag is a read. No switch: it only ann
 from __future__ import annotations
 
 from ..errors import TraceError
-from ..ir import Access, Program, result_refs
+from ..ir import Access, Program
 from .graphs import task_list
+from .results import result_refs
 
 
 _NAMES = {"range": "range", "while": "while_loop", "cond": "cond"}

@@ -46,10 +46,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import L3CError
-from ..ir import Program, Region, result_refs
+from ..ir import Program, Region
 from .arena_layout import tensor_bases
 from .loopnest import iteration_preds
 from .regions import byte_span, elements
+from .results import result_refs
 
 
 @dataclass

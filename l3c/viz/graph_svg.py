@@ -26,6 +26,7 @@ import networkx as nx
 
 from ..ir import Program, Task
 from ..irprint import loop_header, task_line
+from ..passes.graphs import iteration_graph
 from .palette import UNPLACED, colour, esc, text_on
 
 NODE_W, NODE_H = 156, 48
@@ -43,7 +44,7 @@ def to_svg(program: Program) -> str:
     units, unit_of = _units(program)
     dag = nx.DiGraph()
     dag.add_nodes_from(range(len(units)))
-    dag.add_edges_from((unit_of[u], unit_of[v]) for u, v in program.iteration_graph().edges
+    dag.add_edges_from((unit_of[u], unit_of[v]) for u, v in iteration_graph(program).edges
                        if unit_of[u] != unit_of[v])
     layers = _layers(dag, units)
     _order(layers, dag)
