@@ -108,8 +108,8 @@ def _results_text(program: Program, tree: Any) -> str:
 def transfers(program: Program) -> list:
     """Moves between hosts (`l3c.passes.transfers`) of a placed, memory-planned multi-host program,
     by id; [] otherwise."""
-    if program.config.hosts == 1 or "memory" not in program.passes_run:
-        return []
+    if program.config.hosts == 1 or "memory" not in program.passes_run or program.loops:
+        return []                  # with loops a move is per instance (`loop_transfer_lines`)
     from .passes.transfers import analyse
     return analyse(program).moves
 
