@@ -127,8 +127,7 @@ class CommQueue:
                 # its producer's own index check fails the run on that worker
                 self.stalled = f"a send of task {step.task} left its tensor"
                 return
-            buf = np.ascontiguousarray(arr).copy() if arr.flags.c_contiguous else \
-                np.ascontiguousarray(arr)
+            buf = arr.copy(order="C")     # the arena's bytes may change once this returns
             bufs.append(buf)
             reqs.append(run.comm.Isend([buf.reshape(-1).view(np.uint8), run.MPI.BYTE],
                                        dest=step.peer, tag=tag))
@@ -164,14 +163,18 @@ class CommQueue:
         return True
 
     def test_sends(self) -> bool:
-        """Drop the sends that completed; True if any did."""
-        if not self.inflight:
+        """Drop the oldest sends while they completed (they complete about in order); True if any
+        did."""
+        inflight = self.inflight
+        if not inflight:
             return False
         testall = self.run.MPI.Request.Testall
-        left = [(reqs, bufs) for reqs, bufs in self.inflight if not testall(reqs)]
-        done = len(left) < len(self.inflight)
-        self.inflight = left
-        return done
+        done = 0
+        while done < len(inflight) and testall(inflight[done][0]):
+            done += 1
+        if done:
+            del inflight[:done]
+        return done > 0
 
     def _count_read(self, step: ControlStep) -> None:
         if step.counted:
