@@ -178,6 +178,15 @@ def main() -> None:
             report(name, same(got, want) and transfers > 0, f"transfers={transfers}")
         except Exception:  # noqa: BLE001
             report(name, False, traceback.format_exc())
+    # a profile: one slice per executed instance, each host one process of the timeline
+    try:
+        args = cases["relay_range"]
+        _, trace = l3c.jit(relay_range, chips=1, hosts=2).lower(*args).profile(*args)
+        slices = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+        per_host = sorted({e["pid"] for e in slices})
+        report("profile", len(slices) == 12 and per_host == [1, 2], f"{len(slices)} {per_host}")
+    except Exception:  # noqa: BLE001
+        report("profile", False, traceback.format_exc())
     # a kernel raising inside a loop on host 1: a KernelError on every rank, then a call that works
     for fn, args in ((faulty, (np.zeros((6, 2)),)),
                      (faulty_while, (np.zeros(3), np.array([1], np.int32)))):

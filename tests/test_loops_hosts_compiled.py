@@ -1,8 +1,9 @@
 """Compiled loops across hosts: a real `mpiexec -n 2` job (tests/_loops_hosts_compiled_driver.py)
 running `l3c.range` with static and tensor bounds, `while_loop`, `cond` and nesting with tensors
 crossing hosts inside the bodies, each equal on every rank to the single-host `.eager` of rank 0's
-inputs; and kernels raising inside loops on host 1 (with host 0 waiting for its flag, or not),
-a `KernelError` on every rank, after which the next call works. Skipped without mpi4py/mpiexec."""
+inputs; a profile with every host's instances; and kernels raising inside loops on host 1 (with
+host 0 waiting for its flag, or not), a `KernelError` on every rank, after which the next call
+works. Skipped without mpi4py/mpiexec."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import os
 from test_dist import HERE, mpiexec, needs_mpi, results
 
 DRIVER = os.path.join(HERE, "_loops_hosts_compiled_driver.py")
-CASES = ("relay_range", "tensor_bounds", "converge", "conds_in_range", "nested", "faulty",
-         "faulty_after", "faulty_while", "faulty_while_after")
+CASES = ("relay_range", "tensor_bounds", "converge", "conds_in_range", "nested", "profile",
+         "faulty", "faulty_after", "faulty_while", "faulty_while_after")
 
 
 @needs_mpi

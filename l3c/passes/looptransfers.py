@@ -46,7 +46,8 @@ RECV_KERNEL = "l3c.hosts:recv"
 
 @dataclass(frozen=True)
 class LoopTransfer:
-    """Every instance of task `producer` (on `src`) sends its written regions (`accesses`) to `dst`."""
+    """Every instance of task `producer` (on `src`) sends its written regions (`accesses`) to
+    `dst`."""
 
     id: int
     producer: int
@@ -96,7 +97,7 @@ def _path(program: Program, lid: int | None) -> tuple[int, ...]:
 
 
 def _repeats_together(program: Program, a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    """Do two places share a loop that iterates (so a later iteration may reach the earlier place)?"""
+    """Do two places share a loop that iterates (a later iteration may reach the earlier place)?"""
     for x, y in zip(a, b):
         if x != y:
             return False
@@ -241,8 +242,9 @@ def _host_schedule(program: Program, h: int, tasks: list[Task], host_of: dict[in
                  for lid, ids in sorted(span.items())}
     originals = _separate_shared_bytes(sub, bases)
     deps.run(sub)
-    for lid, accesses in originals.items():
-        sub.loops[lid].start, sub.loops[lid].stop, sub.loops[lid].step, sub.loops[lid].flag = accesses
+    for lid, (start, stop, step, flag) in originals.items():
+        loop = sub.loops[lid]
+        loop.start, loop.stop, loop.step, loop.flag = start, stop, step, flag
     return HostSchedule(h, sub, origin)
 
 
