@@ -14,6 +14,10 @@ with 0 iterations, divided by the iterations: us per iteration. Python kernels o
                 iteration (one small message per decision).
 - `ping-pong`  (hosts=2): host 0 updates x, host 1 reads it and decides: x goes 0 -> 1 and the
                 flag 1 -> 0 every iteration, a dependent round trip between the hosts.
+- `py loop`    (hosts=2): `decision`'s body as a compiled call without a loop, called from a
+                Python `while` on every rank until the returned flag is 0 (what a program had to do
+                before loops ran compiled across hosts): one whole call per iteration; median of
+                the per-iteration time over REPS loops of L3C_BENCH_PY_ITERS (default 200).
 """
 from __future__ import annotations
 
@@ -71,6 +75,28 @@ def ping_pong(x, go):
     return x
 
 
+def body(x, go):
+    work.on(0)(x)
+    count_down.on(1)(go)
+    return go
+
+
+def python_loop() -> float:
+    """us per iteration of a Python loop calling the compiled body (every rank)."""
+    jitted = l3c.jit(body, chips=1, hosts=2, timeout=120)
+    n = int(os.environ.get("L3C_BENCH_PY_ITERS", "200"))
+    x = np.zeros(1)
+    jitted(x, np.array([1], np.int64))
+    times = []
+    for _ in range(REPS):
+        go = np.array([n], np.int64)
+        t = time.perf_counter()
+        while go[0]:
+            go = jitted(x, go)
+        times.append((time.perf_counter() - t) / n * 1e6)
+    return statistics.median(times)
+
+
 def per_iteration(fn, **jit) -> float:
     """us per iteration: (median call with ITERS iterations - median call with 0) / ITERS."""
     jitted = l3c.jit(fn, timeout=120, **jit)
@@ -92,6 +118,7 @@ def ranks() -> None:
     rank = MPI.COMM_WORLD.Get_rank()
     rows = [(name, per_iteration(fn, chips=1, hosts=2))
             for name, fn in (("local", local), ("decision", decision), ("ping-pong", ping_pong))]
+    rows.append(("py loop", python_loop()))
     if rank == 0:
         for name, us in rows:
             print(f"{name:10s} {us:8.1f} us per iteration (hosts=2, chips=1)", flush=True)
