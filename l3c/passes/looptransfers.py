@@ -6,9 +6,9 @@ known only at run time, so here a move is per *instance* instead:
 
 - a task w on host a whose writes some read on host h may see (a task of h, a bound or flag of a
   loop h runs, or the final broadcast h makes) gets a *twin* on h: after every instance of w, host
-  a sends w's written regions as they are in that instance (`send`, right after w on a) and host h
-  lands them in its arena (`recv`, right after w in h's sequential order). A twin is a write of
-  exactly w's regions on h, so h's arena holds, at every point of the sequential order, the value
+  a sends those written regions (of the tensors such reads touch) as they are in that instance
+  (`send`, right after w on a) and host h lands them in its arena (`recv`, right after w in h's
+  sequential order). A twin is a write of exactly those regions on h, so h's arena holds, at every point of the sequential order, the value
   the sequential run has there, for every element h reads;
 - each host gets its own program (`HostSchedule.program`): its tasks, its sends and its landings,
   numbered in sequential order, inside the loops it runs (those around any of them, with their
@@ -136,7 +136,7 @@ def analyse_loops(program: Program) -> LoopFlow:
         h = host_of[t.id]
         kept[h].update(t.loops)
         task_reads[h].extend(_Read(t.id, t.loops, a) for a in t.accesses if a.reads)
-    twins: set[tuple[int, int]] = set()
+    twins: dict[tuple[int, int], tuple[Access, ...]] = {}     # (w, h) -> writes h may see
     seen_loops: list[set[int]] = [set() for _ in range(hosts)]
     reads: list[dict[int, list[_Read]]] = [{} for _ in range(hosts)]
     for h in range(hosts):
@@ -153,14 +153,15 @@ def analyse_loops(program: Program) -> LoopFlow:
             for w in tasks:
                 if host_of[w.id] == h or (w.id, h) in twins:
                     continue
-                if any(_may_see(program, r, w, a) for a in writes[w.id]
-                       for r in reads[h].get(a.tensor, ())):
-                    twins.add((w.id, h))
+                seen = tuple(a for a in writes[w.id]
+                             if any(_may_see(program, r, w, a) for r in reads[h].get(a.tensor, ())))
+                if seen:
+                    twins[w.id, h] = seen
                     if not set(w.loops) <= kept[h]:
                         kept[h].update(w.loops)
                         changed = True
 
-    transfers = [LoopTransfer(i, w, host_of[w], h, writes[w])
+    transfers = [LoopTransfer(i, w, host_of[w], h, twins[w, h])
                  for i, (w, h) in enumerate(sorted(twins))]
     by_producer: dict[int, list[LoopTransfer]] = {}
     for tr in transfers:

@@ -47,7 +47,6 @@ class CommQueue:
         self.scatter: list = []
         self.inflight: list = []                 # (requests, buffers) of sends not yet complete
         self.stalled: str | None = None
-        self.heard_from = -1                     # the peer of the last landing (for silences)
 
     # ---- values -------------------------------------------------------------------------------
     def _offset(self, view: View | MovingView) -> View:
@@ -150,7 +149,7 @@ class CommQueue:
                     scatter.append((arr, buf))
                 reqs.append(run.comm.Irecv([buf.reshape(-1).view(np.uint8), run.MPI.BYTE],
                                            source=step.peer, tag=tag))
-            run.recv_reqs.extend(reqs)
+            run.recv_reqs = list(reqs)          # cancelled if the run fails
             self.recv, self.scatter = reqs, scatter
         if not run.MPI.Request.Testall(self.recv):
             self.blocked = (WAIT_RECV, self.recv, step.peer, step.task)
@@ -158,7 +157,7 @@ class CommQueue:
         for arr, buf in self.scatter:
             np.copyto(arr, buf)
         self.recv, self.scatter = None, []
-        self.heard_from = step.peer
+        run.recv_reqs = []
         run.heard[step.peer] = time.monotonic()
         return True
 
