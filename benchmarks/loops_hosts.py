@@ -2,6 +2,8 @@
 
     python benchmarks/loops_hosts.py                 # starts `mpiexec -n 2` itself
     L3C_BENCH_ITERS=4000 L3C_BENCH_REPS=7 python benchmarks/loops_hosts.py
+    L3C_BENCH_ROWS=py PYTHONPATH=/other/tree python benchmarks/loops_hosts.py   # some rows only
+                                                    # (`py loop` runs on trees without host loops)
 
 Each row is the median over L3C_BENCH_REPS calls (default 5, after one warm-up) of one compiled
 call running a `while_loop` of L3C_BENCH_ITERS iterations (default 2,000), minus the same call
@@ -37,6 +39,7 @@ import l3c  # noqa: E402
 
 ITERS = int(os.environ.get("L3C_BENCH_ITERS", "2000"))
 REPS = int(os.environ.get("L3C_BENCH_REPS", "5"))
+ROWS = os.environ.get("L3C_BENCH_ROWS", "one,local,decision,ping-pong,py").split(",")
 
 
 @l3c.kernel
@@ -117,8 +120,10 @@ def ranks() -> None:
     from mpi4py import MPI
     rank = MPI.COMM_WORLD.Get_rank()
     rows = [(name, per_iteration(fn, chips=1, hosts=2))
-            for name, fn in (("local", local), ("decision", decision), ("ping-pong", ping_pong))]
-    rows.append(("py loop", python_loop()))
+            for name, fn in (("local", local), ("decision", decision), ("ping-pong", ping_pong))
+            if name in ROWS]
+    if "py" in ROWS:
+        rows.append(("py loop", python_loop()))
     if rank == 0:
         for name, us in rows:
             print(f"{name:10s} {us:8.1f} us per iteration (hosts=2, chips=1)", flush=True)
@@ -130,9 +135,10 @@ def main() -> None:
         ranks()
         return
     print(f"while_loop of {ITERS} iterations, median of {REPS} calls, minus 0 iterations")
-    one = per_iteration(decision, chips=2)
-    print(f"{'one host':10s} {one:8.1f} us per iteration (hosts=1, chips=2)", flush=True)
-    l3c.shutdown()
+    if "one" in ROWS:
+        one = per_iteration(decision, chips=2)
+        print(f"{'one host':10s} {one:8.1f} us per iteration (hosts=1, chips=2)", flush=True)
+        l3c.shutdown()
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     if not os.path.exists(mpiexec):
         mpiexec = "mpiexec"

@@ -40,6 +40,7 @@ class CommQueue:
         self.count = 0
         self.rows = [[0] * slots for _ in range(anchor_count(loops))]
         self.frames = [[0, 0, 0, 0] for _ in range(loops)]     # var, iter, trips, step
+        self.anchors = [tuple(anchor(i, w) for w in range(4)) for i in range(loops)]
         self.words = [run.done_word(s) for s in range(slots)]
         self.finished = not steps
         self.blocked: tuple = (WAIT_NONE,)
@@ -47,6 +48,7 @@ class CommQueue:
         self.scatter: list = []
         self.inflight: list = []                 # (requests, buffers) of sends not yet complete
         self.stalled: str | None = None
+        self.arrays: dict[View, np.ndarray] = {}   # arena arrays of views that do not move
 
     # ---- values -------------------------------------------------------------------------------
     def _offset(self, view: View | MovingView) -> View:
@@ -55,8 +57,20 @@ class CommQueue:
         off = view.view.offset + sum(self.frames[i][0] * b for i, b in view.shifts)
         return View(off, view.view.shape, view.view.strides, view.view.dtype)
 
+    def _array(self, view: View) -> np.ndarray:
+        """The arena array of a view: built once for views that do not move (a flag read every
+        iteration), else per instance."""
+        arr = self.arrays.get(view)
+        if arr is None:
+            arr = self.run.pool.array(view)
+            if len(self.arrays) < 1024:
+                self.arrays[view] = arr
+        return arr
+
     def _value(self, bound: Any) -> int:
-        if isinstance(bound, (View, MovingView)):
+        if isinstance(bound, View):
+            return int(self._array(bound).reshape(-1)[0])
+        if isinstance(bound, MovingView):
             return int(self.run.pool.array(self._offset(bound)).reshape(-1)[0])
         return int(bound)
 
@@ -68,7 +82,7 @@ class CommQueue:
         hi = view.offset + item + sum(max(0, (n - 1) * s) for n, s in zip(view.shape, view.strides))
         if lo < piece.lo or hi > piece.hi:
             return None
-        return self.run.pool.array(view)
+        return self._array(view) if view is piece.view else self.run.pool.array(view)
 
     def _checks(self, step: ControlStep, first: int, last: int) -> bool:
         for c in step.checks:
@@ -194,7 +208,7 @@ class CommQueue:
                 cur[t] += d
         i = step.loop
         frame = self.frames[i]
-        enter, head, prev, exit_ = (anchor(i, w) for w in range(4))
+        enter, head, prev, exit_ = self.anchors[i]
         kind, k1 = step.kind, self.k + 1
         if kind == "range":
             start, stop, stride = (self._value(b) for b in (step.start, step.stop, step.step))
