@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import L3CError
 from ..plan import ANCHOR_CUR, NO_CAP, ControlStep, MovingView, View, anchor, anchor_count
 from .. import sync
 from ..hostplan import CommStep
 
 WAIT_LOCAL, WAIT_RECV, WAIT_NONE = "local", "recv", "none"
+COUNT_LIMIT = 2**32 - 1     # S_DONE is a u32 (the workers stop at the same limit)
 
 
 class CommQueue:
@@ -100,7 +102,11 @@ class CommQueue:
 
     def _publish(self) -> None:
         run = self.run
-        sync.publish(run.landing_word, self.count & 0xFFFFFFFF, run.landing_waiters)
+        if self.count > COUNT_LIMIT:
+            raise L3CError(f"host {run.host}: the run's sends, landings and flag reads passed "
+                           f"{COUNT_LIMIT} on this host (the landing slot's count is 32 bits); "
+                           "split the run into several calls")
+        sync.publish(run.landing_word, self.count, run.landing_waiters)
 
     def advance(self) -> bool:
         """Run steps until one must wait; True if any step ran (or a landing completed)."""
