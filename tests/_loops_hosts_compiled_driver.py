@@ -128,6 +128,25 @@ def faulty_while(x, go, bad):
     return x
 
 
+@l3c.kernel
+def copy_into(src: l3c.In, dst: l3c.Out):
+    dst[...] = src
+
+
+def crossing_temporaries(x, acc):
+    """A body intermediate that crosses to host 1 and back every iteration; then a loop with no
+    task of host 1 whose writes host 1 reads after it (its landings run inside that loop)."""
+    for i in l3c.range(4):
+        t = l3c.empty((4,), np.float64)
+        copy_into.on(0)(x[i], t)
+        scale.on(1)(t, i)
+        copy_into.on(0)(t, x[i])
+    for i in l3c.range(2):
+        scale.on(0)(x[2 * i + 1], 1)
+    accumulate.on(1)(x, acc)
+    return x, acc
+
+
 def faulty(x, bad):
     for i in l3c.range(6):
         scale.on(0)(x[i], i)
@@ -143,6 +162,7 @@ def inputs(rng: np.random.Generator) -> dict:
         "conds_in_range": (rng.standard_normal((5, 3)),),
         "nested": (rng.standard_normal((4, 4)), np.zeros((3, 4)), np.array([1], np.int32),
                    np.zeros(1, np.int64)),
+        "crossing_temporaries": (rng.standard_normal((4, 4)), np.zeros(1)),
     }
 
 
@@ -164,7 +184,7 @@ def same(got, want) -> bool:
 
 def main() -> None:
     cases = inputs(np.random.default_rng(7))
-    for fn in (relay_range, tensor_bounds, converge, conds_in_range, nested):
+    for fn in (relay_range, tensor_bounds, converge, conds_in_range, nested, crossing_temporaries):
         name = fn.__name__
         args = cases[name]
         try:
