@@ -108,8 +108,8 @@ def _results_text(program: Program, tree: Any) -> str:
 def transfers(program: Program) -> list:
     """Moves between hosts (`l3c.passes.transfers`) of a placed, memory-planned multi-host program,
     by id; [] otherwise."""
-    if program.config.hosts == 1 or "memory" not in program.passes_run:
-        return []
+    if program.config.hosts == 1 or "memory" not in program.passes_run or program.loops:
+        return []                  # with loops a move is per instance (`_transfer_lines`)
     from .passes.transfers import analyse
     return analyse(program).moves
 
@@ -117,6 +117,12 @@ def transfers(program: Program) -> list:
 def _transfer_lines(program: Program) -> list[str]:
     """`x3 %2 host 0 -> host 1  t0[0:4,0:8] (128 B)  for %5 %6`: what moves, after which task, for
     which consumers (a token carries no data: only the order of a WAR/WAW/memory edge)."""
+    if program.loops and program.config.hosts > 1 and "memory" in program.passes_run:
+        from .passes.looptransfers import analyse_loops
+        return ["transfers (every instance of the producer):"] + [
+            f"  x{t.id} %{t.producer} host {t.src} -> host {t.dst}  " + " ".join(
+                region_text(program, a.tensor, a.region) for a in t.accesses)
+            for t in analyse_loops(program).transfers]
     moves = transfers(program)
     if not moves:
         return []

@@ -193,3 +193,28 @@ def _flows(program: Program, where: dict, events: list[dict[str, Any]]) -> int:
             events.append({**base, "ph": "s", "tid": su, "ts": (start_u + end_u) / 2})
             events.append({**base, "ph": "f", "bp": "e", "tid": sv, "ts": start_v})
     return flows
+
+
+def build_hosts_loop_trace(program: Program, plans: Sequence[Plan], stamps: Sequence[dict]
+                           ) -> Trace:
+    """The trace of one run of a several-host program with loops: each host's `build_loop_trace`
+    as one process (pid host + 1, `l3c NAME host h`) of one timeline. `stamps[h]`: host h's
+    `steps` (Events per plan slot), `t0`/`t1` and `same_clock` (as `profile.build_hosts_trace`).
+    Its sends and landings, run by the host's parent, are not recorded."""
+    base = stamps[0]["t0"]
+    events: list[dict[str, Any]] = []
+    per_host = []
+    for h, (plan, st) in enumerate(zip(plans, stamps)):
+        zero = base if st["same_clock"] else st["t0"]
+        trace = build_loop_trace(program, plan, st["steps"], zero, st["t1"])
+        for e in trace["traceEvents"]:
+            e = dict(e, pid=h + 1)
+            if e.get("name") == "process_name":
+                e["args"] = {"name": f"l3c {program.name} host {h}"}
+            events.append(e)
+        per_host.append(trace["metadata"])
+    metadata = {"program": program.name, "loc": program.loc, "hosts": len(plans),
+                "per_host": per_host,
+                "measured_wall_us": max((st["t1"] - st["t0"]) / 1e3 for st in stamps),
+                "clock": "CLOCK_MONOTONIC, microseconds since host 0 posted the run"}
+    return Trace(traceEvents=events, displayTimeUnit="ns", metadata=metadata)

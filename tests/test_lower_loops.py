@@ -10,7 +10,6 @@ import random
 import pytest
 
 from l3c.codegen.lower import lower
-from l3c.errors import L3CError
 from l3c.runtime.plan import ControlStep
 
 from _loop_programs import Builder, element_of, random_program
@@ -51,12 +50,14 @@ def test_carried_dependency_waits_for_the_previous_iteration_exactly():
     assert lid == 0
 
 
-def test_loops_across_hosts_are_refused_with_a_clear_error():
+def test_loops_across_hosts_lower_per_host_only():
     b = Builder(chips=1)
     b.prog.config.hosts = 2
     b.open("range", stop=3)
     b.task()
     b.close()
     b.place()
-    with pytest.raises(L3CError, match="loops across several hosts are not supported"):
+    with pytest.raises(ValueError, match="lower it per host"):
         lower(b.prog)
+    with pytest.raises(ValueError, match="lower it per host"):
+        lower(b.prog, host=0)

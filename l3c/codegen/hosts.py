@@ -19,7 +19,11 @@ from .lower import lower, region_view, slot_of
 
 
 def split(program: Program) -> DistPlan:
-    """Per-host plans, transfers and final broadcasts of a placed, memory-planned program."""
+    """Per-host plans, transfers and final broadcasts of a placed, memory-planned program (with
+    loops: `l3c.codegen.hostloops`)."""
+    if program.loops:
+        from .hostloops import split_loops
+        return split_loops(program, _piece)
     flow = analyse(program)
     bases = flow.bases
     hosts = flow.hosts

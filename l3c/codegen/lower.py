@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import L3CError
 from ..ir import Access, Program, Region, ResultRef, ScalarArg, Task, TensorInfo
 from ..passes.arena_layout import tensor_bases
 from ..passes.results import map_results
@@ -216,11 +215,7 @@ def lower(program: Program, host: int | None = None,
     send due or lets it post a receive.
     """
     config = program.config
-    if program.loops and (config.hosts > 1 or host is not None):
-        raise L3CError(f"{program.name} (defined at {program.loc}) has loops or conds "
-                       f"(l3c.range, l3c.while_loop, l3c.cond) and spans {config.hosts} hosts: "
-                       "loops across several hosts are not supported yet; use hosts=1")
-    if config.hosts > 1 and host is None:
+    if config.hosts > 1 and (host is None or program.loops):
         raise ValueError(f"{program.name} spans {config.hosts} hosts: lower it per host "
                          "(l3c.codegen.hosts.split)")
     slots = config.chips + config.sub_workers + (1 if host is not None else 0)

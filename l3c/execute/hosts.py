@@ -17,6 +17,7 @@ from ..runtime.hostplan import DistPlan
 from ..runtime.hosts import calls, launcher, peers
 from ..runtime.hosts.errors import error_info
 from ..runtime.hosts.loop import HostRun
+from ..runtime.hosts.looprun import HostLoopRun
 from ..runtime.pool import get_pool
 from .args import check_args, describe_signature
 from .staging import arena_arrays, copy_arrays
@@ -78,7 +79,8 @@ def run(compiled: Any, *args: Any, timeout: float | None = None,
         except Exception as exc:  # noqa: BLE001 - as above
             side.failure = exc
         epoch = calls.exchange(side, timeout)
-        state = HostRun(compiled, dist, disp, host, pool, plan_id, slot_map, timeout, epoch, side)
+        kind = HostRun if dist.parts[host].comm is None else HostLoopRun
+        state = kind(compiled, dist, disp, host, pool, plan_id, slot_map, timeout, epoch, side)
         state.stamps = _stamps
         try:
             if calls.failed_before():

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..runtime.hosts import launcher, peers
 from ..runtime.hosts.errors import HostLost
+from ..runtime.stamps import Events
 
 
 def hosts_trace(compiled: Any, mine: dict) -> dict:
@@ -25,7 +26,7 @@ def hosts_trace(compiled: Any, mine: dict) -> dict:
     here, size = comm.Get_rank(), comm.Get_size()
     boot = _boot_id()
     record = {"t0": mine["t0"], "t1": mine["t1"], "boot": boot,
-              "steps": [np.asarray(a).tolist() for a in mine["steps"]]}
+              "steps": [_plain(a) for a in mine["steps"]]}
     peers.tell(ctl, [h for h in range(size) if h != here], mine["epoch"], "profile", here, record)
     everyone = {here: record}
     deadline = time.monotonic() + launcher.REMOTE_SILENCE
@@ -44,8 +45,21 @@ def hosts_trace(compiled: Any, mine: dict) -> dict:
     peers.drain(0.5)
     stamps = [dict(everyone[h], same_clock=everyone[h]["boot"] == everyone[0]["boot"])
               for h in range(size)]
-    return build_hosts_trace(compiled.program, [p.lowered.plan for p in dist.parts],
-                             dist.transfers, stamps)
+    plans = [p.lowered.plan for p in dist.parts]
+    if compiled.program.loops:
+        from ..profile_loops import build_hosts_loop_trace
+        for st in stamps:
+            st["steps"] = [Events(np.asarray(e, np.int64).reshape(-1, 3), n, cap)
+                           for e, n, cap in st["steps"]]
+        return build_hosts_loop_trace(compiled.program, plans, stamps)
+    return build_hosts_trace(compiled.program, plans, dist.transfers, stamps)
+
+
+def _plain(steps: Any) -> Any:
+    """One slot's stamps as plain lists (a plan with loops records `Events`)."""
+    if isinstance(steps, Events):
+        return (steps.events.tolist(), steps.count, steps.capacity)
+    return np.asarray(steps).tolist()
 
 
 def _boot_id() -> str:

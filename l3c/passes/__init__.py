@@ -68,7 +68,10 @@ def _schedule(program: Program, options: PassOptions) -> Program:
 
 
 def _memory(program: Program, options: PassOptions) -> Program:
-    return memory.run(program, reuse_memory=options.reuse_memory)
+    # several hosts with loops: a host may receive any tensor its loops read, beyond its own
+    # tasks' (`looptransfers`), so no two tensors share bytes
+    several_loops = bool(program.loops) and program.config.hosts > 1
+    return memory.run(program, reuse_memory=options.reuse_memory and not several_loops)
 
 
 # Pass name -> function(program, options), in pipeline order.

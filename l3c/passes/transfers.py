@@ -151,9 +151,8 @@ def analyse(program: Program) -> HostFlow:
     """The moves between hosts of a placed, memory-planned program, ordered and numbered."""
     hosts = program.config.hosts
     if program.loops:           # views moved by loop variables have no fixed elements to move
-        raise L3CError(f"{program.name} (defined at {program.loc}) has loops or conds and spans "
-                       f"{hosts} hosts: loops across several hosts are not supported yet; use "
-                       "hosts=1, or .eager(...)")
+        raise L3CError(f"{program.name} (defined at {program.loc}) has loops or conds: its "
+                       "moves between hosts are per instance (l3c.passes.looptransfers)")
     host_of = {t.id: program.host_of(t) for t in program.tasks}
     bases = tensor_bases(program)[0]
     flow = _Flow(program)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .plan import View
+from .plan import MovingView, View, Wait
 
 if TYPE_CHECKING:
     from ..codegen.lower import LoweredProgram
@@ -73,6 +73,33 @@ class FinalPiece:
 
 
 @dataclass(frozen=True)
+class CommPiece:
+    """One written region a send reads or a landing writes in a plan with loops: its arena view
+    (moving with loop variables when the region does) and the bytes of its tensor, which the view
+    must stay inside (`lo`, `hi`: [first byte, end))."""
+
+    view: View | MovingView
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class CommStep:
+    """A send ("send": post the producer's regions as they are in this instance) or a landing
+    ("recv": receive them into this host's arena) of a plan with loops, in the queue the host's
+    parent runs (`HostPart.comm`, between the same control steps as every worker's queue).
+    `transfer`: the MPI tag within a run; `peer`: the other host; `task`: the producer."""
+
+    kind: str
+    transfer: int
+    peer: int
+    task: int
+    pieces: tuple[CommPiece, ...]
+    waits: tuple[Wait, ...] = ()
+    loc: str = ""
+
+
+@dataclass(frozen=True)
 class HostPart:
     """One host's share: its lowered plan (`plan.sub_workers` includes the landing slot), the
     transfers it sends and receives, and its landing sequence."""
@@ -82,6 +109,9 @@ class HostPart:
     sends: tuple[Transfer, ...]           # by producer id
     recvs: tuple[Transfer, ...]           # inbound, in landing order
     sequence: tuple[tuple[str, Transfer], ...] = ()   # ("recv" | "sent", transfer), counter order
+    # a program with loops: the queue of the landing slot, run by the parent (`l3c.runtime.hosts.
+    # looprun`): the loops' control steps and the CommSteps; None for loop-free programs
+    comm: tuple | None = None
 
 
 @dataclass
