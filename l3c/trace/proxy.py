@@ -458,13 +458,11 @@ class Tensor(ArrayFacts):
                           "write tensors inside an @l3c.kernel (an l3c.Out parameter), or use "
                           "l3c.zeros for a zero-filled tensor")
 
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("__") and hasattr(np.ndarray, name):
-            raise trace_error(f".{name} of a {self._desc()} needs its values, which do not exist "
-                              "while tracing",
-                              "do it inside an @l3c.kernel; proxies have shape, dtype, ndim, size, "
-                              "itemsize, nbytes, strides, slicing, .T and .reshape")
-        raise AttributeError(name)
+    def _needs_values(self, name: str) -> Any:
+        raise trace_error(f".{name} of a {self._desc()} needs its values, which do not exist "
+                          "while tracing",
+                          "do it inside an @l3c.kernel; proxies have shape, dtype, ndim, size, "
+                          "itemsize, nbytes, strides, slicing, .T and .reshape")
 
     def __round__(self, ndigits: Any = None) -> Any:
         return self._no_values("round()")
@@ -475,6 +473,12 @@ def _make_operator(name: str) -> Any:
         return self._no_values(f"arithmetic ({name})")
     op.__name__ = name
     return op
+
+
+def _make_value_attribute(name: str) -> property:
+    def get(self: Tensor) -> Any:
+        return self._needs_values(name)
+    return property(get, doc=f"numpy's .{name}: needs values, a TraceError while tracing")
 
 
 def _make_unary(label: str) -> Any:
@@ -493,3 +497,9 @@ for _name, _label in (("eq", "'=='"), ("ne", "'!='"), ("lt", "'<'"), ("le", "'<=
                       ("ge", "'>='"), ("neg", "unary '-'"), ("pos", "unary '+'"),
                       ("abs", "abs()"), ("invert", "'~'")):
     setattr(Tensor, f"__{_name}__", _make_unary(_label))
+# numpy's other attributes (`.sum`, `.copy`, `.flat`, ...) raise the TraceError that says they need
+# values. As properties rather than a `__getattr__`: a class with `__getattr__` takes the slow
+# path on every attribute access, and the tracer reads a proxy's attributes many times per call.
+for _name in dir(np.ndarray):
+    if not _name.startswith("__") and not hasattr(Tensor, _name):
+        setattr(Tensor, _name, _make_value_attribute(_name))

@@ -65,6 +65,9 @@ def _plain_dims(shape: tuple) -> bool:
     return True
 
 
+_SCOPE_OWNER = ("scope", -1)     # what ended a tensor that died at the end of its l3c.scope()
+
+
 class Tracer:
     """Records one trace into `program`. Lives on one thread while the function runs."""
 
@@ -164,18 +167,17 @@ class Tracer:
         if self.abandoned is not None:
             raise TraceError(self.abandoned)
 
-    def end_lifetimes(self, tensors: Iterable[int], owner: tuple[str, int], where: tuple[str, int]
-                      ) -> None:
-        """The intermediates `tensors` die at `where` (a scope or loop body ended)."""
-        last_task = self.program.graph.number_of_nodes() - 1
-        place = short_loc(*where)
+    def end_lifetimes(self, tensors: Iterable[int], owner: tuple[str, int], place: str) -> None:
+        """The intermediates `tensors` die at `place` ("file.py:LINE" where a scope or loop body
+        ended)."""
+        last_task = len(self.program.graph._node) - 1
+        infos, dead, ended_by = self.program.tensors, self.dead, self.ended_by
         for tid in tensors:
-            info = self.program.tensors[tid]
-            if tid not in self.dead:
-                self.dead[tid] = place
-                self.ended_by[tid] = owner
+            if tid not in dead:
+                dead[tid] = place
+                ended_by[tid] = owner
                 if last_task >= 0:
-                    info.dead_after = last_task
+                    infos[tid].dead_after = last_task
 
     # -- scopes
     def open_scope(self) -> int:
@@ -190,8 +192,8 @@ class Tracer:
             del self.scope_stack[self.scope_stack.index(sid):]
             self.scope_path = tuple(self.scope_stack)
         # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
-        self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), ("scope", -1),
-                           user_location())
+        self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), _SCOPE_OWNER,
+                           user_loc())
 
     # -- kernel calls
     def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any],
