@@ -64,14 +64,16 @@ class scope:  # noqa: N801 - used as `with l3c.scope():`, like a function
     user's line and l3c when an error is reported.)
     """
 
+    __slots__ = ("_tracer", "id")
+
     def __init__(self) -> None:
         self._tracer: "Tracer | None" = None
         self.id: int | None = None
 
     def __enter__(self) -> "scope":
-        self._tracer = current_tracer()
-        if self._tracer is not None:
-            self.id = self._tracer.open_scope()
+        tracer = self._tracer = getattr(_local, "tracer", None)
+        if tracer is not None:
+            self.id = tracer.open_scope()
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import sys
 from typing import Any, Callable
 
 from .. import registry
 from ..errors import ConfigError
-from .context import current_tracer
+from .context import _local
 from .native import NativeSpec, check_call, native_spec
-from .source import trace_error, user_location
+from .source import frame_loc, trace_error, user_location
 
 
 class _Mode:
@@ -111,6 +112,8 @@ class Kernel:
         self.worker = worker
         self.signature = inspect.signature(fn)
         self.modes: dict[str, str | None] = access_modes(fn)
+        # (name, mode) per parameter, what the tracer walks on every call
+        self.params: tuple[tuple[str, str | None], ...] = tuple(self.modes.items())
         functools.update_wrapper(self, fn)
         self.native: NativeSpec | None = None
         key = f"{fn.__module__}:{fn.__qualname__}"
@@ -127,10 +130,10 @@ class Kernel:
             check_call(self.native, self.fn.__qualname__, self.modes, arguments)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        tracer = current_tracer()
+        tracer = getattr(_local, "tracer", None)
         if tracer is None:
             return self.fn(*args, **kwargs)
-        tracer.record_call(self, args, kwargs)
+        tracer.record_call(self, args, kwargs, frame_loc(sys._getframe(1)))
         return None
 
     def on(self, chip: int) -> "PinnedKernel":
@@ -153,10 +156,10 @@ class PinnedKernel:
         self.chip = chip
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        tracer = current_tracer()
+        tracer = getattr(_local, "tracer", None)
         if tracer is None:
             return self.kernel.fn(*args, **kwargs)
-        tracer.record_call(self.kernel, args, kwargs, pin=self.chip)
+        tracer.record_call(self.kernel, args, kwargs, frame_loc(sys._getframe(1)), pin=self.chip)
         return None
 
     def __repr__(self) -> str:

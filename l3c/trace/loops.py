@@ -213,7 +213,8 @@ def _close(tracer: Any, loop: Loop, left_early: bool) -> None:
     if loop.id in tracer.loop_stack:
         del tracer.loop_stack[tracer.loop_stack.index(loop.id):]
     loop.end_task = len(tracer.program.graph._node)
-    tracer.end_lifetimes(tracer.loop_created.pop(loop.id, ()), ("loop", loop.id), where)
+    tracer.end_lifetimes(tracer.loop_created.pop(loop.id, ()), ("loop", loop.id),
+                         short_loc(*where))
     if loop.kind == "while" and loop.max_iterations is None and not left_early:
         _check_flag_written(tracer, loop)
     if left_early and tracer.abandoned is None:

@@ -29,6 +29,7 @@ from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box
 from .loops import LoopIndex
 from .shifted import affine_index, has_loop_index
 from .source import trace_error
+from .valueless import Valueless
 
 if TYPE_CHECKING:
     from .tracer import Tracer
@@ -72,21 +73,17 @@ def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
     return tuple(new_strides)
 
 
-_OPERATORS = [
-    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
-    "lshift", "rshift", "divmod",
-]
-
+_new = object.__new__
 
 # Per base shape: the strides, axes and lines of the whole tensor (many tensors share a shape).
 _WHOLE: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...], tuple[Line, ...]]] = {}
 
 
-class Tensor(ArrayFacts):
+class Tensor(ArrayFacts, Valueless):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
-                 "_axes", "_lines", "_box", "_region", "_shifts")
+                 "_axes", "_lines", "_box", "_region", "_shifts", "_access")
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
@@ -110,6 +107,7 @@ class Tensor(ArrayFacts):
                 self._offset, self.shape, self._strides, self._axes, self._lines = (
                     offset, shape, strides, axes, lines)
                 self._shifts, self._box, self._region = shifts, lines, None  # (whole: lines = box)
+                self._access = None
                 return
         self._offset = offset
         self.shape = tuple(shape)
@@ -125,6 +123,8 @@ class Tensor(ArrayFacts):
             box = tuple((0, 0, 1) for _ in self._base_shape)
         self._box = box
         self._region: Region | None = None
+        # the last `Access` a call made of this view (`Tracer.record_call` reuses it)
+        self._access: Any = None
 
     # ---- static facts (ndim, size, itemsize, nbytes: ArrayFacts) --------------------------------
     @property
@@ -166,15 +166,26 @@ class Tensor(ArrayFacts):
         if lines is None or 0 in shape:
             return Tensor(self._tracer, self._tensor, self._base_shape, self.dtype, offset, shape,
                           strides, axes, lines, box, shifts)
-        # What __init__ does for a view that keeps its axes, without re-checking what this
-        # view's own construction established (slicing is the tracer's most frequent call).
-        view = Tensor.__new__(Tensor)
-        view._tracer, view._tensor, view._base_shape, view.dtype = (
-            self._tracer, self._tensor, self._base_shape, self.dtype)
-        view._offset, view.shape, view._strides, view._axes, view._lines = (
-            offset, shape, strides, axes, lines)
-        view._box = normalise_box(lines)
-        view._region = None
+        return self._kept_axes(offset, shape, strides, axes, lines, normalise_box(lines), shifts)
+
+    def _kept_axes(self, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
+                   axes: tuple[int, ...], lines: tuple[Line, ...], box: tuple[Line, ...],
+                   shifts: tuple[Shift, ...]) -> "Tensor":
+        """What __init__ makes of a non-empty view that keeps its axes (`box` is
+        `normalise_box(lines)`), without re-checking what this view's own construction
+        established (slicing is the tracer's most frequent call)."""
+        view = _new(Tensor)
+        view._tracer = self._tracer
+        view._tensor = self._tensor
+        view._base_shape = self._base_shape
+        view.dtype = self.dtype
+        view._offset = offset
+        view.shape = shape
+        view._strides = strides
+        view._axes = axes
+        view._lines = lines
+        view._box = box
+        view._region = view._access = None
         view._shifts = shifts
         return view
 
@@ -186,7 +197,12 @@ class Tensor(ArrayFacts):
         if (self._shifts or not tracer.active or self._tensor in tracer.dead
                 or getattr(_local, "tracer", None) is not tracer):
             self._check_alive()           # raises, or checks a moving view's loop variables
-        key = key if type(key) is tuple else (key,)
+        kind = type(key)
+        if (kind is int or kind is slice) and self._lines is not None and self.shape:
+            view = self._first_axis(key, kind is int)
+            if view is not None:
+                return view
+        key = key if kind is tuple else (key,)
         if len(key) <= len(self.shape):
             for k in key:
                 if type(k) is not int and type(k) is not slice:
@@ -216,6 +232,51 @@ class Tensor(ArrayFacts):
         else:
             key = key + (slice(None),) * (self.ndim - consuming)
         return self._index(key)
+
+    def _first_axis(self, key: Any, is_int: bool) -> "Tensor | None":
+        """`x[i]` or `x[a:b:c]` (one int or slice, on the first axis) of a non-empty view that
+        keeps its axes; None where `_index` must decide (an empty result, an index out of
+        bounds, a bound that is not an int), which then raises the right error."""
+        shape = self.shape
+        if 0 in shape:
+            return None
+        n = shape[0]
+        axes, lines = self._axes, self._lines
+        base_axis = axes[0]
+        if is_int:
+            if not -n <= key < n:
+                return None
+            start = key + n if key < 0 else key
+            count, step = 1, 1
+            shape, strides, axes = shape[1:], self._strides[1:], axes[1:]
+        else:
+            try:
+                start, stop, step = key.indices(n)
+            except Exception:          # noqa: BLE001 - a loop variable or a bad bound: _index
+                return None
+            count = len(range(start, stop, step))
+            if not count:
+                return None
+            strides = self._strides
+            shape = (count,) + shape[1:]
+            strides = (strides[0] * step,) + strides[1:]
+        offset = self._offset + start * self._strides[0]
+        if base_axis < 0:               # an axis of length 1 that `None` added
+            return self._kept_axes(offset, shape, strides, axes, lines, self._box, self._shifts)
+        first, _, base_step = lines[base_axis]
+        first += start * base_step
+        base_step *= step
+        new_lines = list(lines)
+        new_lines[base_axis] = (first, count, base_step)
+        box = list(self._box)
+        if count == 1:
+            box[base_axis] = (first, 1, 1)
+        elif base_step < 0:
+            box[base_axis] = (first + (count - 1) * base_step, count, -base_step)
+        else:
+            box[base_axis] = (first, count, base_step)
+        return self._kept_axes(offset, shape, strides, axes, tuple(new_lines), tuple(box),
+                               self._shifts)
 
     def _index(self, key: tuple) -> "Tensor":
         """The view for a normalised key: one int, slice or None per axis (None adds one); a key
@@ -347,83 +408,12 @@ class Tensor(ArrayFacts):
                               "into an l3c.empty tensor with a kernel first")
         return self._view(self._offset, shape, strides, None, None, self._box)
 
-    # ---- everything that would need values -------------------------------------------------------
+    # ---- description and iteration (what needs values raises: `valueless.py`) ------------------
     def _desc(self) -> str:
         dims = ",".join(map(str, self.shape))
         return f"{self.dtype.name}[{dims}] tensor"
-
-    def _no_values(self, what: str) -> Any:
-        raise trace_error(
-            f"{what} needs the values of a {self._desc()}, which do not exist while tracing",
-            "compute on values inside an @l3c.kernel; branch only on shapes and static arguments")
-
-    def __bool__(self) -> bool:
-        return self._no_values("bool()")
-
-    def __int__(self) -> int:
-        return self._no_values("int()")
-
-    def __float__(self) -> float:
-        return self._no_values("float()")
-
-    def __complex__(self) -> complex:
-        return self._no_values("complex()")
-
-    def __index__(self) -> int:
-        return self._no_values("using a tensor as an index")
-
-    def __array__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._no_values("converting to a numpy array")
 
     def __iter__(self) -> Any:
         if not self.shape:
             raise trace_error("iteration over a 0-d tensor", "index it with [...] instead")
         return (self[i] for i in range(self.shape[0]))
-
-    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
-        return self._no_values(f"np.{name}()")
-
-    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
-        return self._no_values(f"np.{func.__name__}()")
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        raise trace_error(f"assigning into a {self._desc()} in the orchestration function",
-                          "write tensors inside an @l3c.kernel (an l3c.Out parameter), or use "
-                          "l3c.zeros for a zero-filled tensor")
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("__") and hasattr(np.ndarray, name):
-            raise trace_error(f".{name} of a {self._desc()} needs its values, which do not exist "
-                              "while tracing",
-                              "do it inside an @l3c.kernel; proxies have shape, dtype, ndim, size, "
-                              "itemsize, nbytes, strides, slicing, .T and .reshape")
-        raise AttributeError(name)
-
-    def __round__(self, ndigits: Any = None) -> Any:
-        return self._no_values("round()")
-
-
-def _make_operator(name: str) -> Any:
-    def op(self: Tensor, other: Any) -> Any:
-        return self._no_values(f"arithmetic ({name})")
-    op.__name__ = name
-    return op
-
-
-def _make_unary(label: str) -> Any:
-    def op(self: Tensor, *unused: Any) -> Any:
-        return self._no_values(label)
-    return op
-
-
-for _name in _OPERATORS:
-    for _form in ("__{}__", "__r{}__", "__i{}__"):
-        if _form == "__i{}__" and _name == "divmod":
-            continue
-        setattr(Tensor, _form.format(_name), _make_operator(_form.format(_name)))
-# Comparisons and unary operators need values too (`__eq__` also keeps proxies out of `==` tests).
-for _name, _label in (("eq", "'=='"), ("ne", "'!='"), ("lt", "'<'"), ("le", "'<='"), ("gt", "'>'"),
-                      ("ge", "'>='"), ("neg", "unary '-'"), ("pos", "unary '+'"),
-                      ("abs", "abs()"), ("invert", "'~'")):
-    setattr(Tensor, f"__{_name}__", _make_unary(_label))

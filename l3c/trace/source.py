@@ -36,20 +36,26 @@ def _is_internal(filename: str) -> bool:
     return path.startswith(_INTERNAL_DIRS) and path not in _USER_CODE_IN_PACKAGE
 
 
-# Per code object: does it live in an internal folder? (A dict hit per frame is cheaper than the
-# filename's lru_cache; the tracer asks once or twice per kernel call.) Bounded: cleared when full.
-_INTERNAL_CODE: dict[types.CodeType, bool] = {}
-_LOCS: dict[tuple[types.CodeType, int], str] = {}
+# Per code object, by its id: (the code object, whether it lives in an internal folder, its
+# locations by bytecode offset). Keyed by id because hashing a code object hashes its constants
+# on every lookup, and by offset because `frame.f_lineno` decodes the line table from the start;
+# holding the code object keeps its id from being reused. Bounded: cleared when full.
+_CODES: dict[int, tuple[types.CodeType, bool, dict[int, str]]] = {}
 _CACHE_LIMIT = 1 << 16
 
 
+def _code_entry(code: types.CodeType) -> tuple[types.CodeType, bool, dict[int, str]]:
+    if len(_CODES) >= _CACHE_LIMIT:
+        _CODES.clear()
+    entry = _CODES[id(code)] = (code, _is_internal(code.co_filename), {})
+    return entry
+
+
 def _code_is_internal(code: types.CodeType) -> bool:
-    internal = _INTERNAL_CODE.get(code)
-    if internal is None:
-        if len(_INTERNAL_CODE) >= _CACHE_LIMIT:
-            _INTERNAL_CODE.clear()
-        internal = _INTERNAL_CODE[code] = _is_internal(code.co_filename)
-    return internal
+    entry = _CODES.get(id(code))
+    if entry is None:
+        entry = _code_entry(code)
+    return entry[1]
 
 
 def user_frame() -> types.FrameType | None:
@@ -78,27 +84,31 @@ def _basename(filename: str) -> str:
     return os.path.basename(filename)
 
 
-def user_loc() -> str:
-    """The user's current line as "basename.py:LINE" (for Task.loc and TensorInfo.loc); one
-    string per line of code, shared by the records made there."""
-    frame = sys._getframe(1)
-    known = _INTERNAL_CODE.get
+def frame_loc(frame: types.FrameType | None) -> str:
+    """The location "basename.py:LINE" of `frame`, or of the first frame outside l3c above it
+    (for Task.loc and TensorInfo.loc); one string per call site, shared by the records made
+    there. A kernel's `__call__` passes its caller's frame, which is the user's line unless l3c
+    or numpy called the kernel."""
+    codes = _CODES
     while frame is not None:
-        internal = known(frame.f_code)
-        if internal is None:
-            internal = _code_is_internal(frame.f_code)
-        if not internal:
-            break
+        code = frame.f_code
+        entry = codes.get(id(code))
+        if entry is None:
+            entry = _code_entry(code)
+        if not entry[1]:
+            locs = entry[2]
+            offset = frame.f_lasti
+            loc = locs.get(offset)
+            if loc is None:
+                loc = locs[offset] = short_loc(code.co_filename, frame.f_lineno)
+            return loc
         frame = frame.f_back
-    if frame is None:
-        return "<unknown>:0"
-    key = (frame.f_code, frame.f_lineno)
-    loc = _LOCS.get(key)
-    if loc is None:
-        if len(_LOCS) >= _CACHE_LIMIT:
-            _LOCS.clear()
-        loc = _LOCS[key] = short_loc(frame.f_code.co_filename, frame.f_lineno)
-    return loc
+    return "<unknown>:0"
+
+
+def user_loc() -> str:
+    """The user's current line as "basename.py:LINE" (see `frame_loc`)."""
+    return frame_loc(sys._getframe(1))
 
 
 def return_location(fn: Any) -> tuple[str, int] | None:

@@ -65,6 +65,9 @@ def _plain_dims(shape: tuple) -> bool:
     return True
 
 
+_SCOPE_OWNER = ("scope", -1)     # what ended a tensor that died at the end of its l3c.scope()
+
+
 class Tracer:
     """Records one trace into `program`. Lives on one thread while the function runs."""
 
@@ -72,6 +75,9 @@ class Tracer:
         self.program = program
         self.active = True
         self.scope_stack: list[int] = []
+        self.scope_path: tuple[int, ...] = ()     # tuple(scope_stack), shared by the records
+        self._succ = program.graph._succ          # (written per task: `record_call`)
+        self._pred = program.graph._pred
         self.dead: dict[int, str] = {}            # tensor id -> "file.py:LINE" where its scope ended
         self.intermediates = 0                    # how many intermediates so far (names t0, t1, ...)
         self.created_in: dict[int, list[int]] = {}   # scope id -> tensors created while it was open
@@ -96,9 +102,9 @@ class Tracer:
         dt, dtype_name = _dtype_and_name(dtype)
         n = self.intermediates                    # (counting them per call was quadratic)
         self.intermediates += 1
-        info = TensorInfo(id=len(self.program.tensors), name=f"t{n}", kind="intermediate",
-                          shape=shape, dtype=dtype_name, loc=user_loc(), scope=tuple(self.scope_stack),
-                          loops=tuple(self.loop_stack), zero_init=zero_init)
+        # positional (field order of `TensorInfo`): keywords cost more per tensor
+        info = TensorInfo(len(self.program.tensors), f"t{n}", "intermediate", shape, dtype_name,
+                          user_loc(), self.scope_path, tuple(self.loop_stack), zero_init)
         self.program.tensors.append(info)
         for sid in self.scope_stack:
             self.created_in.setdefault(sid, []).append(info.id)
@@ -108,7 +114,7 @@ class Tracer:
         proxy = Tensor(self, info.id, shape, dt)
         if zero_init:
             from .builtins import fill_zeros
-            self.record_call(fill_zeros, (proxy,), {})
+            self.record_call(fill_zeros, (proxy,), {}, info.loc)
         return proxy
 
     def _checked_shape(self, shape: Any) -> tuple[int, ...]:
@@ -161,86 +167,85 @@ class Tracer:
         if self.abandoned is not None:
             raise TraceError(self.abandoned)
 
-    def end_lifetimes(self, tensors: Iterable[int], owner: tuple[str, int], where: tuple[str, int]
-                      ) -> None:
-        """The intermediates `tensors` die at `where` (a scope or loop body ended)."""
-        last_task = self.program.graph.number_of_nodes() - 1
-        place = short_loc(*where)
+    def end_lifetimes(self, tensors: Iterable[int], owner: tuple[str, int], place: str) -> None:
+        """The intermediates `tensors` die at `place` ("file.py:LINE" where a scope or loop body
+        ended)."""
+        last_task = len(self.program.graph._node) - 1
+        infos, dead, ended_by = self.program.tensors, self.dead, self.ended_by
         for tid in tensors:
-            info = self.program.tensors[tid]
-            if tid not in self.dead:
-                self.dead[tid] = place
-                self.ended_by[tid] = owner
+            if tid not in dead:
+                dead[tid] = place
+                ended_by[tid] = owner
                 if last_task >= 0:
-                    info.dead_after = last_task
+                    infos[tid].dead_after = last_task
 
     # -- scopes
     def open_scope(self) -> int:
         self.check_abandoned()
         sid = len(self.program.scopes)
-        self.program.scopes[sid] = tuple(self.scope_stack) + (sid,)
+        self.program.scopes[sid] = self.scope_path = self.scope_path + (sid,)
         self.scope_stack.append(sid)
         return sid
 
     def close_scope(self, sid: int | None) -> None:
         if sid in self.scope_stack:
             del self.scope_stack[self.scope_stack.index(sid):]
+            self.scope_path = tuple(self.scope_stack)
         # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
-        self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), ("scope", -1),
-                           user_location())
+        self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), _SCOPE_OWNER,
+                           user_loc())
 
     # -- kernel calls
-    def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any], *,
-                    pin: int | None = None, group: int | None = None, rank: int = 0) -> int:
-        config = self.program.config
-        if kernel.worker == "sub" and config.sub_workers == 0:
+    def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any],
+                    loc: str | None = None, *, pin: int | None = None, group: int | None = None,
+                    rank: int = 0) -> int:
+        """Record one call of `kernel` as a task made at `loc` (the user's line when not given)."""
+        if kernel.worker == "sub" and self.program.config.sub_workers == 0:
             raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
                               "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
         if pin is not None:
-            limit = config.units(kernel.worker)
+            limit = self.program.config.units(kernel.worker)
             if pin >= limit:
                 raise trace_error(f"kernel {kernel.fn.__qualname__}.on({pin}) but there are only "
                                   f"{limit} {'chips' if kernel.worker == 'chip' else 'sub workers'}",
                                   f"pin to 0..{limit - 1} or raise the jit's worker count")
         if kernel.cost is not None:
             self.program.costs.kernel_costs[kernel.name] = kernel.cost
-        modes = kernel.modes
-        if not kwargs and len(args) == len(modes):
-            values = args                      # the common call: skip Signature.bind (~10 us)
-        else:
-            values = self._bind_call(kernel, args, kwargs)
+        params = kernel.params
+        if kwargs or len(args) != len(params):
+            args = self._bind_call(kernel, args, kwargs)
         call_args: list[Any] = []
         dead = self.dead
-        for (name, mode), value in zip(modes.items(), values):
-            if (type(value) is Tensor and value._tracer is self and value._tensor not in dead
-                    and not value._shifts):
-                if mode is None:
-                    self._unannotated(kernel, name, value)
-                region = value._region
-                call_args.append(make_access(name, value._tensor,
-                                             region if region is not None else value.region, mode))
+        for (name, mode), value in zip(params, args):
+            if (type(value) is Tensor and value._tracer is self and mode is not None
+                    and not value._shifts and value._tensor not in dead):
+                # a view passed again with the same parameter name and mode shares its record
+                access = value._access
+                if access is None or access.param != name or access.mode != mode:
+                    region = value._region
+                    access = value._access = make_access(
+                        name, value._tensor, region if region is not None else value.region, mode)
+                call_args.append(access)
             else:
                 call_args.append(self._other_argument(kernel, name, mode, value))
         if kernel.native is not None:
-            kernel.check_native_call(dict(zip(modes, values)))
+            kernel.check_native_call(dict(zip(kernel.modes, args)))
         if self.loop_stack or self.abandoned is not None:
             self.check_abandoned()
+        nodes = self.program.graph._node
+        tid = len(nodes)
         # positional (field order of `Task`): keyword construction costs ~1 us more per call
-        task = Task(len(self.program.graph._node), kernel.name, kernel.worker, tuple(call_args),
-                    user_loc(), tuple(self.scope_stack), tuple(self.loop_stack), pin, group, rank)
-        self._add_task(task)
-        return task.id
-
-    def _add_task(self, task: Task) -> None:
-        """`Program.add_task` without networkx's per-call bookkeeping: the trace's graph is new
-        and has no edges, so a node is its attribute dict (what `sync_node_attrs` writes) and
-        two empty adjacency dicts."""
-        graph = self.program.graph
-        graph._node[task.id] = {"task": task, "kernel": task.kernel, "worker": task.worker,
-                                "chip": None, "group": task.group, "loc": task.loc, "host": 0,
-                                "loops": task.loops}
-        graph._succ[task.id] = {}
-        graph._pred[task.id] = {}
+        task = Task(tid, kernel.name, kernel.worker, tuple(call_args),
+                    loc if loc is not None else user_loc(), self.scope_path,
+                    tuple(self.loop_stack), pin, group, rank)
+        # `Program.add_task` without networkx's per-call bookkeeping: the trace's graph is new and
+        # has no edges, so a node is its attribute dict (what `sync_node_attrs` writes) and two
+        # empty adjacency dicts.
+        nodes[tid] = {"task": task, "kernel": task.kernel, "worker": task.worker, "chip": None,
+                      "group": group, "loc": task.loc, "host": 0, "loops": task.loops}
+        self._succ[tid] = {}
+        self._pred[tid] = {}
+        return tid
 
     def _bind_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any]) -> list:
         params = list(kernel.modes)
@@ -309,8 +314,9 @@ class Tracer:
         if not entries:
             return
         g = len(self.program.groups)
+        loc = user_loc()
         ids = [self.record_call(kernel, e if not isinstance(e, dict) else (),
-                                e if isinstance(e, dict) else {}, group=g, rank=r)
+                                e if isinstance(e, dict) else {}, loc, group=g, rank=r)
                for r, e in enumerate(entries)]
         self.program.groups.append(ids)
         if self.loop_stack:
