@@ -66,6 +66,27 @@ CTL_TAG = peers.CTL_TAG
 PROBE: list | None = None
 
 
+def poll_rounds(quiet: float) -> tuple[int, int]:
+    """(rounds, tick ns) of one native poll after `quiet` s without progress: spin, yielding the
+    core every round, for SPIN_S; then nap in ticks on the doorbell between tests, longer as the
+    quiet lasts."""
+    if quiet < SPIN_S:
+        return POLL_ROUNDS, 0
+    tick = min(NAP_TICK_MAX_NS, max(NAP_TICK_MIN_NS, int(quiet * 1e9) // TICK_SHARE))
+    span = min(LONG_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
+    return max(1, span // tick), tick
+
+
+def python_nap_ns(remote: bool, quiet: float) -> int:
+    """A nap without the native poll. While something remote is outstanding a message wakes
+    nothing, so nap longer as the quiet lasts (a message is seen only after the nap, at most ~6%
+    later than the wait it ends); when only the local run is left its doorbell ends the nap (a
+    crashed worker rings nothing: the native wait after the nap sees it)."""
+    if remote:
+        return min(PYTHON_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
+    return LOCAL_NAP_NS
+
+
 @dataclass(slots=True)
 class Landing:
     """One item of the host's landing sequence: an inbound transfer ("recv": its `Irecv`s once
@@ -253,12 +274,7 @@ class HostRun(RunState):
                     waiting[seq[landed].tr.src] = seq[landed].tr.producer
                 elif landed < n_seq:
                     waiting[seq[landed].tr.dst] = seq[landed].tr.producer
-                if said_done:
-                    for h in self.peers:
-                        if h not in self.done_peers:
-                            waiting.setdefault(h, -1)
-                if waiting:
-                    self.check_remote(waiting)
+                self.check_silences(waiting, said_done)
                 if self.deadline is not None and now >= self.deadline:
                     hung = [] if local_done else self.hung_steps()
                     if hung:
@@ -278,12 +294,7 @@ class HostRun(RunState):
                 if watch_stale:
                     self._aim(watch, heads, gated, seq, landed, sent_reqs, inflight)
                     watch_stale = False
-                if quiet < SPIN_S:                  # spin, yielding the core every round
-                    rounds, tick = POLL_ROUNDS, 0
-                else:                               # nap in ticks on the doorbell between tests
-                    tick = min(NAP_TICK_MAX_NS, max(NAP_TICK_MIN_NS, int(quiet * 1e9) // TICK_SHARE))
-                    span = min(LONG_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
-                    rounds = max(1, span // tick)
+                rounds, tick = poll_rounds(quiet)
                 event = watch.wait(load(doorbell) if local_done else bell, rounds, tick)
                 if event != poll.POLL_IDLE:
                     watch_stale = True          # re-aim: an event must not return at once again
@@ -302,14 +313,7 @@ class HostRun(RunState):
             if (remote or said_done) and quiet < SPIN_S:    # (no native poll with this MPI)
                 yield_()
                 continue
-            if remote or said_done:
-                # a message wakes nothing: nap longer as the quiet lasts (here a message is seen
-                # only after the nap, so at most ~6% later than the wait it ends)
-                nap = min(PYTHON_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
-            else:
-                # only the local run is left, and its doorbell ends the nap (a crashed worker
-                # rings nothing: the native wait after the nap sees it)
-                nap = LOCAL_NAP_NS
+            nap = python_nap_ns(remote or said_done, quiet)
             if not local_done:
                 # on the doorbell: it rings when a local worker ends or fails, and when a step the
                 # loop waits for completes (`Step.ring`). `bell` is the value the last native wait
@@ -352,6 +356,16 @@ class HostRun(RunState):
                 watch.set_requests(reqs, None if scatters else landed + 1)
                 return
         watch.set_requests(inflight, None)
+
+    def check_silences(self, waiting: dict[int, int], said_done: bool) -> None:
+        """Check the hosts this one waits for (`waiting`: host -> producer, -1 for none) and, once
+        it said "done", every peer that has not: a silent one is lost."""
+        if said_done:
+            for h in self.peers:
+                if h not in self.done_peers:
+                    waiting.setdefault(h, -1)
+        if waiting:
+            self.check_remote(waiting)
 
     def _local(self, status: int, out_slot: Any) -> None:
         """Act on the native wait's verdict about the local run."""

@@ -22,9 +22,8 @@ from ...errors import Timeout
 from .. import layout, stamps, sync
 from . import poll
 from .commloop import WAIT_LOCAL, WAIT_RECV, CommQueue
-from .loop import (CHECK_S, CONTROL_S, HEARTBEAT, LOCAL_NAP_NS, NAP_NS, NAP_SHARE, NAP_TICK_MAX_NS,
-                   NAP_TICK_MIN_NS, NATIVE_POLL, POLL_ROUNDS, PYTHON_NAP_NS, SPIN_S, TICK_SHARE,
-                   LONG_NAP_NS, CTL_TAG, HostRun)
+from .loop import (CHECK_S, CONTROL_S, CTL_TAG, HEARTBEAT, NATIVE_POLL, SPIN_S, HostRun, poll_rounds,
+                   python_nap_ns)
 from .state import TIMEOUT_GRACE
 
 
@@ -93,12 +92,7 @@ class HostLoopRun(HostRun):
                 waiting: dict[int, int] = {}
                 if blocked[0] == WAIT_RECV:
                     waiting[blocked[2]] = blocked[3]
-                if said_done:
-                    for h in self.peers:
-                        if h not in self.done_peers:
-                            waiting.setdefault(h, -1)
-                if waiting:
-                    self.check_remote(waiting)
+                self.check_silences(waiting, said_done)
                 if self.deadline is not None and now >= self.deadline:
                     if not local_done and blocked[0] != WAIT_RECV:
                         # this host's own workers hang: the native wait past its deadline says who
@@ -121,12 +115,7 @@ class HostLoopRun(HostRun):
                     watch.set_requests(blocked[1], None)
                 else:
                     watch.set_requests(queue.inflight[0][0] if queue.inflight else [], None)
-                if quiet < SPIN_S:
-                    rounds, tick = POLL_ROUNDS, 0
-                else:
-                    tick = min(NAP_TICK_MAX_NS, max(NAP_TICK_MIN_NS, int(quiet * 1e9) // TICK_SHARE))
-                    span = min(LONG_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
-                    rounds = max(1, span // tick)
+                rounds, tick = poll_rounds(quiet)
                 event = watch.wait(load(doorbell) if local_done else bell, rounds, tick)
                 if event == poll.POLL_CONTROL:
                     self.poll_control()
@@ -135,10 +124,7 @@ class HostLoopRun(HostRun):
             if (remote or said_done) and quiet < SPIN_S:
                 yield_()
                 continue
-            if remote or said_done:
-                nap = min(PYTHON_NAP_NS, max(NAP_NS, int(quiet * 1e9) // NAP_SHARE))
-            else:
-                nap = LOCAL_NAP_NS
+            nap = python_nap_ns(remote or said_done, quiet)
             if not local_done:
                 sync.wait_ge(doorbell, (bell + 1) & 0xFFFFFFFF, doorbell_waiters, abort_word, 0, nap)
                 bell, last_check = load(doorbell), monotonic()
