@@ -14,6 +14,8 @@ Modes:
                              $L3C_TEST_MARKER when running); the others must raise HostLost naming
                              host 1 within the run's timeout.
   raise H                    a kernel raises on host 1: every rank raises KernelError (same task).
+  killloop H                 `kill` with the calls inside a compiled `l3c.range`: host 1 dies in its
+                             kernel of the first iteration, while host 0 waits for its landing.
   aot H FILE NPZ             run a schedule file saved by `l3c compile --hosts H`.
   mismatch H                 rank 1 traces a different program: a clear error naming the line.
   where H C                  every global chip pins one task that reports (host_id, chip_id):
@@ -135,6 +137,23 @@ def consume(y: l3c.In, z: l3c.Out, action: str):
     z[...] = y + 1
 
 
+@l3c.kernel
+def accumulate_into(z: l3c.In, w: l3c.InOut):
+    w[...] += z
+
+
+def chain_loop(x, action):
+    """`chain` as a compiled loop: data crosses to host 1 and back in every iteration."""
+    y = l3c.empty(x.shape, x.dtype)
+    z = l3c.empty(x.shape, x.dtype)
+    w = l3c.zeros(x.shape, x.dtype)
+    for i in l3c.range(3):
+        produce.on(0)(x, y, 0.01)
+        consume.on(1)(y, z, action)
+        accumulate_into.on(0)(z, w)
+    return w
+
+
 def chain(x, action):
     y = l3c.empty(x.shape, x.dtype)
     produce.on(0)(x, y, 0.05)
@@ -150,14 +169,15 @@ chain_jit = l3c.jit(chips=1, static_argnames=("action",), timeout=30)(chain)
 chain_jit_one_host = l3c.jit(chips=2, static_argnames=("action",), timeout=30)(chain)
 
 
-def mode_fault(hosts: int, action: str) -> None:
+def mode_fault(hosts: int, action: str, looped: bool = False) -> None:
     if action == "kill":
         with open(os.environ["L3C_TEST_PIDFILE"] + str(RANK), "w") as f:
             f.write(str(os.getpid()))
-    f = l3c.jit(hosts=hosts, chips=1, static_argnames=("action",), timeout=6)(chain)
+    f = l3c.jit(hosts=hosts, chips=1, static_argnames=("action",), timeout=6)(
+        chain_loop if looped else chain)
     x = np.ones(16)
     ok = f(x, action="none")
-    report("before", np.allclose(ok, (x * 2 + 1) * 2))
+    report("before", np.allclose(ok, 3 * (x * 2 + 1) if looped else (x * 2 + 1) * 2))
     if action == "kill":                          # for the test to remove if hydra kills us
         with open("/proc/self/maps") as maps:
             shm = sorted({line.split()[-1] for line in maps if "/dev/shm/mpich_shm" in line})
@@ -506,6 +526,9 @@ def main() -> None:
         mode_random(*map(int, rest))
     elif mode in ("kill", "raise"):
         mode_fault(int(rest[0]), mode)
+        return
+    elif mode == "killloop":
+        mode_fault(int(rest[0]), "kill", looped=True)
         return
     elif mode == "aot":
         mode_aot(int(rest[0]), rest[1], rest[2])

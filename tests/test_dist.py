@@ -147,7 +147,7 @@ def test_traces_that_differ_are_a_clear_error_naming_the_line():
         assert "first differ at line 6" in detail
 
 
-def _fault_job(tmp_path, hosts: int, how: int, guarded: bool = False):
+def _fault_job(tmp_path, hosts: int, how: int, guarded: bool = False, mode: str = "kill"):
     """Start `kill` mode; once host 1's kernel runs, send `how` to host 1's rank process. Returns
     (stdout, the pids of every rank) after the other ranks exited and the job ended. `guarded`: each
     rank runs as the child of a shell (`sh -c 'trap : USR1; python ...; exit $?'`), so that the
@@ -156,7 +156,7 @@ def _fault_job(tmp_path, hosts: int, how: int, guarded: bool = False):
     marker, pidfile = tmp_path / "running", tmp_path / "pid"
     env = dict(os.environ, PYTHONPATH=ROOT, L3C_TEST_MARKER=str(marker),
                L3C_TEST_PIDFILE=str(pidfile), L3C_REMOTE_SILENCE="2")
-    command = [sys.executable, DRIVER, "kill", str(hosts)]
+    command = [sys.executable, DRIVER, mode, str(hosts)]
     if guarded:
         command = ["sh", "-c", 'trap : USR1; "$0" "$@"; exit $?', *command]
     job = subprocess.Popen(["mpiexec", "-disable-auto-cleanup", "-n", str(hosts), *command],
@@ -231,6 +231,17 @@ def test_a_killed_host_is_reported_by_every_survivor(tmp_path, hosts):
     second (hydra's SIGUSR1 makes the silence limit 1 s) and exits; nothing hangs."""
     out, took = _fault_job(tmp_path, hosts, signal.SIGKILL, guarded=True)
     assert_survivors_report_host_1_lost(out, hosts)
+    assert took < 10
+
+
+@needs_mpi
+def test_a_host_killed_inside_a_compiled_loop_is_reported_by_the_other(tmp_path):
+    """The same inside a compiled `l3c.range` (the multi-host loop's own run loop and landing
+    slot): host 0 waits for host 1's data of the first iteration when host 1 dies, and raises
+    HostLost(host=1) naming a task and kernel, within the timeout; nothing hangs."""
+    out, took = _fault_job(tmp_path, 2, signal.SIGKILL, guarded=True, mode="killloop")
+    assert_survivors_report_host_1_lost(out, 2)
+    assert "RESULT 0 before ok" in out, out
     assert took < 10
 
 
