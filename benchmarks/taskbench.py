@@ -60,6 +60,11 @@ Runners (`RUNNERS`; each has `cores`, `start_iterations`, `runs`, `prepare(graph
                 in this process (not run by default): the schedule's dispatch cost alone, without
                 workers and without a run's start and end.
   serial_numba  the same C calls, point after point, in one numba-compiled loop (1 core).
+  floor         `taskbench_floor.py` (not run by default): the same C calls and records on 2 cores,
+                without a runtime: two forked processes, each one numba loop over its block of
+                points, waiting for the other on a per-timestep flag in shared memory (a bounded
+                spin). What hand-written code reaches on this machine: l3c's 2-chip METG is
+                measured against it as well as against the serial loop.
   dask, ray, ray_cg  `taskbench_peers.py`: one Dask `client.submit` / Ray task per point, futures
                 of the dependencies as arguments, on 2 single-threaded workers; Ray Compiled Graphs
                 compile the whole graph over 2 actors once. Smaller graphs (`GRAPH_SIZE`).
@@ -94,6 +99,9 @@ import l3c  # noqa: E402
 from numba import cfunc, njit, types  # noqa: E402
 
 from taskbench_patterns import PATTERNS  # noqa: E402
+
+if __name__ == "__main__":                    # the runner modules import this one as `taskbench`
+    sys.modules.setdefault("taskbench", sys.modules[__name__])
 
 RECORD = 5                                    # t, x, checksum of inputs, compute result, epoch
 LANES = 8                                     # independent multiply-add chains per iteration
@@ -352,10 +360,11 @@ class SerialNumba:
         pass
 
 
+from taskbench_floor import Floor  # noqa: E402
 from taskbench_peers import GRAPH_SIZE, PEER_MODULES, PEERS  # noqa: E402
 
 RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_inflight": L3CInFlight, "l3c_1chip": L3COneChip,
-                           "steploop": StepLoop, "serial_numba": SerialNumba, **PEERS}
+                           "steploop": StepLoop, "serial_numba": SerialNumba, "floor": Floor, **PEERS}
 
 
 # -------------------------------------------------------------------------------------------- METG
