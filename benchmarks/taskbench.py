@@ -360,7 +360,7 @@ class SerialNumba:
         pass
 
 
-from taskbench_floor import Floor  # noqa: E402
+from taskbench_floor import Floor, HostCheck  # noqa: E402
 from taskbench_peers import GRAPH_SIZE, PEER_MODULES, PEERS  # noqa: E402
 
 RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_inflight": L3CInFlight, "l3c_1chip": L3COneChip,
@@ -369,16 +369,22 @@ RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_inflight": L3CInFlight, "l3c_1chip":
 
 # -------------------------------------------------------------------------------------------- METG
 def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
-          stat: Callable = statistics.median) -> dict[str, list[dict]]:
+          stat: Callable = statistics.median, host: HostCheck | None = None
+          ) -> dict[str, list[dict]]:
     """Each runner's points (iterations, seconds, granularity, rate), iterations going down by
     sqrt(2) from its `start_iterations` until two of its points in a row run below a quarter of its
     best rate so far. At each iteration count the runners take turns, repeat after repeat, so that a
     change in the machine's load hits them alike. Every run's records are verified, and each runner
-    runs once untimed first (Dask's workers import this module and compile its kernels then)."""
+    runs once untimed first (Dask's workers import this module and compile its kernels then).
+    With `host`, each round of turns ends with the host check at the same iterations (two
+    independent loops at once against one alone, `taskbench_floor.HostCheck`): its ratios go in
+    `points["host"]`, printed beside the point."""
     epoch = max(r.runs for r in runners)       # a runner of several runs per call takes epochs
     for r in runners:                          # epoch - runs + 1 .. epoch
         graph_of[r.name].verify(r.run(1, epoch), epoch, r.name)
     points: dict[str, list[dict]] = {r.name: [] for r in runners}
+    if host is not None:
+        points["host"] = []
     best = {r.name: 0.0 for r in runners}
     below = {r.name: 0 for r in runners}
     iterations = float(max(r.start_iterations for r in runners))
@@ -389,12 +395,22 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
             break
         samples: dict[str, list[float]] = {r.name: [] for r in active}
         last: dict[str, np.ndarray] = {}
+        checks: list[tuple[float, float, float]] = []
         for _ in range(repeats):
             epoch += max(r.runs for r in active)
             for r in active:
                 t0 = time.perf_counter()
                 last[r.name] = r.run(it, epoch)
                 samples[r.name].append(time.perf_counter() - t0)
+            if host is not None and active:
+                checks.append(host.times(it))
+        if checks:
+            alone, pair = stat([c[0] for c in checks]), stat([c[1] for c in checks])
+            points["host"].append({"iterations": it, "alone_s": alone, "pair_s": pair,
+                                   "ratio": pair / alone, "pair_rate": max(c[2] for c in checks)})
+            print(f"  {'host check':13} iterations {it:8d}  two loops at once / one alone "
+                  f"x{pair / alone:.2f} ({pair * 1e3:.3f} / {alone * 1e3:.3f} ms)  pair rate "
+                  f"{points['host'][-1]['pair_rate']:.3g}/core-s", flush=True)
         for r in active:          # every run checked its inputs in C; the last one's checksums too
             graph_of[r.name].verify(last[r.name], epoch, r.name)
         for r in active:
@@ -444,11 +460,17 @@ def measure(pattern: str, names: list[str], opts: argparse.Namespace,
                 width, steps = GRAPH_SIZE.get(r.name, (None, None))
                 graph_of[r.name] = Graph.make(pattern, min(width or opts.width, opts.width),
                                               min(steps or opts.steps, opts.steps), opts.radix)
+            host = None
             try:
                 for r in runners:
                     r.prepare(graph_of[r.name])
+                if opts.host_check and any(r.cores > 1 for r in runners):
+                    host = HostCheck()
                 repeats = max(1, opts.repeats // 2) if group[0] in PEERS else opts.repeats
-                for name, points in sweep(runners, graph_of, repeats, stat).items():
+                for name, points in sweep(runners, graph_of, repeats, stat, host).items():
+                    if name == "host":
+                        sweeps["host"] = {"points": points}
+                        continue
                     sweeps[name] = {"width": graph_of[name].width, "steps": graph_of[name].steps,
                                     "tasks": graph_of[name].tasks, "cores": RUNNERS[name].cores,
                                     "points": points}
@@ -458,6 +480,8 @@ def measure(pattern: str, names: list[str], opts: argparse.Namespace,
                 print(f"  {group[0]} failed on {pattern}: {type(e).__name__}: {e}", file=sys.stderr)
                 sweeps[group[0]] = {"error": f"{type(e).__name__}: {e}"}
             finally:
+                if host is not None:
+                    host.close()
                 for r in runners:
                     try:
                         r.close()
@@ -467,19 +491,30 @@ def measure(pattern: str, names: list[str], opts: argparse.Namespace,
 
 
 def summarize(pattern: str, sweeps: dict[str, dict]) -> None:
-    ok = {n: s for n, s in sweeps.items() if "points" in s}
+    ok = {n: s for n, s in sweeps.items() if "points" in s and n != "host"}
     peak = max(p["rate"] for s in ok.values() for p in s["points"])
+    host = sweeps.get("host", {}).get("points", [])
+    busy = max((p["pair_rate"] for p in host), default=None)
     print(f"\n{pattern}, compute_bound; peak {peak:.3g} kernel iterations per core-second\n"
           "METG(50%) against that peak (Task Bench's definition), and against each runner's own best "
           "rate (on a machine shared with other jobs a runner may not get all its cores)")
+    if busy:
+        ratios = [p["ratio"] for p in host]
+        print(f"host check (two independent loops at once / one alone, at each point's iterations"
+              f"): x{min(ratios):.2f} min, x{statistics.median(ratios):.2f} median, "
+              f"x{max(ratios):.2f} max over the points; peak with both cores busy {busy:.3g} per "
+              f"core-second ({busy / peak:.0%} of the peak): 'METG busy' is against it")
     print(f"{'runner':14}{'width x steps':>15}{'cores':>7}{'best rate':>12}{'METG us':>12}"
-          f"{'METG own us':>14}")
+          f"{'METG own us':>14}" + (f"{'METG busy us':>15}" if busy else ""))
     for name, s in ok.items():
         s["best_rate"] = max(p["rate"] for p in s["points"])
         s["metg_us"] = metg(s["points"], peak)
         s["metg_own_us"] = metg(s["points"], s["best_rate"])
-        shown = "".join(f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
-                        for v, w in ((s["metg_us"], 12), (s["metg_own_us"], 14)))
+        columns = [(s["metg_us"], 12), (s["metg_own_us"], 14)]
+        if busy:
+            s["metg_busy_us"] = metg(s["points"], busy)
+            columns.append((s["metg_busy_us"], 15))
+        shown = "".join(f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}" for v, w in columns)
         print(f"{name:14}{s['width']:>8} x {s['steps']:<5}{s['cores']:>7}{s['best_rate']:12.3g}{shown}")
     print_targets(sweeps, ok)
 
@@ -521,6 +556,11 @@ def print_targets(sweeps: dict[str, dict], ok: dict[str, dict]) -> None:
             shown = [f"{v:.3g}" if v is not None else "-" for v in values]
             print(f"  {a_name + ' / ' + b_name:28} {shown[0]:>10} / {shown[1]:<10} target {sense} "
                   f"{bound:g}: {verdict}")
+    for name in ("l3c", "l3c_inflight", "serial_numba"):     # not targets: against the floor
+        a, b = ok.get(name, {}).get("metg_us"), ok.get("floor", {}).get("metg_us")
+        if a and b:
+            sweeps.setdefault("ratios", {})[f"metg_us: {name}/floor"] = a / b
+            print(f"  {name + ' / floor':28} {a / b:>10.3g}   (hand-written code on 2 cores)")
 
 
 def main() -> None:
@@ -538,6 +578,9 @@ def main() -> None:
     ap.add_argument("--stat", choices=tuple(STATS), default="median",
                     help="statistic of the repeats of one point (min: on a machine shared with "
                     "other jobs; mean: the paper's)")
+    ap.add_argument("--no-host-check", dest="host_check", action="store_false",
+                    help="skip the host check beside two-core runners (two independent loops at "
+                    "once against one alone, each round)")
     ap.add_argument("--json", default=os.path.join(HERE, "taskbench.json"))
     opts = ap.parse_args()
     if opts.quick:

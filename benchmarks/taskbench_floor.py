@@ -38,8 +38,9 @@ LINE = 64
 GO, DONE, DONE_WAITERS, GO_WAITERS, ABORT, COMMAND = (i * 16 for i in range(6))
 FLAG0 = 6 * 16                # flag of chip c at FLAG0 + c * 16
 STATUS0 = 8 * 16              # a child's failed task (t * width + x + 1), or -1/-2 for a failed wait
-WORDS = 10 * 16
-CMD_RUN, CMD_EXIT = 1, 2
+ELAPSED0 = 10 * 16            # a child's time in its loop in the last run, ns
+WORDS = 12 * 16
+CMD_RUN, CMD_EXIT, CMD_ALONE = 1, 2, 3   # CMD_ALONE: chip 0 runs, the other only answers
 SLICE_NS = 50_000_000
 PARENT_SPIN = 400             # reads (~20 us, as long as an l3c parent spins) before it sleeps
 
@@ -206,7 +207,10 @@ class Floor:
                 seen += 1
                 if self.words[COMMAND] == CMD_EXIT:
                     os._exit(0)
-                self.words[STATUS0 + 16 * chip] = self._block(chip) & 0xFFFFFFFF
+                t0 = time.perf_counter_ns()
+                if chip == 0 or self.words[COMMAND] == CMD_RUN:
+                    self.words[STATUS0 + 16 * chip] = self._block(chip) & 0xFFFFFFFF
+                self.words[ELAPSED0 + 16 * chip] = min(time.perf_counter_ns() - t0, 2**32 - 1)
                 sync.ring(self.base + 4 * DONE, self.base + 4 * DONE_WAITERS)
         finally:
             os._exit(4)
@@ -216,11 +220,12 @@ class Floor:
         self.posted += 1
         sync.publish(self.base + 4 * GO, self.posted, self.base + 4 * GO_WAITERS)
 
-    def run(self, iterations: int, epoch: int) -> np.ndarray:
+    def run(self, iterations: int, epoch: int, command: int = CMD_RUN) -> np.ndarray:
         self.params[:] = iterations, epoch
         self.words[FLAG0] = self.words[FLAG0 + 16] = 0
         self.words[ABORT] = 0
-        self._post(CMD_RUN)
+        self.words[STATUS0:STATUS0 + 16 * self.cores:16] = 0
+        self._post(command)
         target = self.cores * self.posted
         deadline = time.monotonic() + 600
         while sync.wait_ge(self.base + 4 * DONE, target, self.base + 4 * DONE_WAITERS,
@@ -239,3 +244,35 @@ class Floor:
             for pid in self.pids:
                 os.waitpid(pid, 0)
             self.pids = []
+
+
+class HostCheck:
+    """How the host runs two processes at once against one: the floor's two loops on `no_comm`
+    (no waits at all: two independent numba loops over 16 points a timestep each) timed inside the
+    children, against the first child's loop run alone (the other child idle; the same process, so
+    its records stay in its core's cache), at the same kernel iterations.
+    The ratio of the slower child's time to the loop's time alone is 1.0 when each process has a
+    core of its own, more when the host shares the physical cores (SMT siblings, other tenants):
+    a two-chip runner's time per task is bounded below by that ratio x the one-chip time."""
+
+    def __init__(self, width: int = 32, steps: int = 100) -> None:
+        from taskbench import Graph
+        self.floor = Floor()
+        self.floor.prepare(Graph.make("no_comm", width, steps))
+        self.epoch = 0
+
+    def times(self, iterations: int) -> tuple[float, float, float]:
+        """(seconds of the loop alone, seconds of the slower of the pair, the pair's rate per core
+        in kernel iterations per second) at `iterations`."""
+        floor = self.floor
+        tasks = sum(int(n) for n in floor.tables[0][1])
+        self.epoch += 1
+        floor.run(iterations, self.epoch, CMD_ALONE)
+        alone = int(floor.words[ELAPSED0]) * 1e-9
+        self.epoch += 1
+        floor.run(iterations, self.epoch)
+        pair = max(int(floor.words[ELAPSED0 + 16 * c]) for c in range(floor.cores)) * 1e-9
+        return alone, pair, tasks * iterations / pair
+
+    def close(self) -> None:
+        self.floor.close()
