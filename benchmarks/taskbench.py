@@ -368,23 +368,67 @@ RUNNERS: dict[str, Any] = {"l3c": L3C, "l3c_inflight": L3CInFlight, "l3c_1chip":
 
 
 # -------------------------------------------------------------------------------------------- METG
+def _turns(active: list[Any], it: int, repeats: int, epoch: int, samples: dict[str, list[float]],
+           checks: list[tuple[float, float, float]], host: HostCheck | None
+           ) -> tuple[int, dict[str, np.ndarray]]:
+    """`repeats` rounds at `it` iterations: in each, every active runner runs once (timed into
+    `samples`), then the host check. Returns the last epoch and each runner's last records."""
+    last: dict[str, np.ndarray] = {}
+    for _ in range(repeats):
+        epoch += max(r.runs for r in active)
+        for r in active:
+            t0 = time.perf_counter()
+            last[r.name] = r.run(it, epoch)
+            samples[r.name].append(time.perf_counter() - t0)
+        if host is not None and active:
+            checks.append(host.times(it))
+    return epoch, last
+
+
+def _point(r: Any, graph: Graph, it: int, samples: list[float], stat: Callable) -> dict:
+    wall = stat(samples)
+    tasks = graph.tasks * r.runs
+    return {"iterations": it, "seconds": wall, "rate": tasks * it / (wall * r.cores),
+            "granularity_us": wall * r.cores / tasks * 1e6, "samples": len(samples)}
+
+
+def _print_point(name: str, p: dict) -> None:
+    print(f"  {name:13} iterations {p['iterations']:8d}  {p['seconds'] * 1e3:9.3f} ms  granularity "
+          f"{p['granularity_us']:10.3f} us  rate {p['rate']:.3g}/core-s", flush=True)
+
+
+def _host_point(it: int, checks: list[tuple[float, float, float]], stat: Callable,
+                show: bool = True) -> dict:
+    alone, pair = stat([c[0] for c in checks]), stat([c[1] for c in checks])
+    point = {"iterations": it, "alone_s": alone, "pair_s": pair, "ratio": pair / alone,
+             "pair_rate": max(c[2] for c in checks)}
+    if show:
+            print(f"  {'host check':13} iterations {it:8d}  two loops at once / one alone "
+              f"x{pair / alone:.2f} ({pair * 1e3:.3f} / {alone * 1e3:.3f} ms)  pair rate "
+              f"{point['pair_rate']:.3g}/core-s", flush=True)
+    return point
+
+
 def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
-          stat: Callable = statistics.median, host: HostCheck | None = None
+          stat: Callable = statistics.median, host: HostCheck | None = None, passes: int = 1
           ) -> dict[str, list[dict]]:
     """Each runner's points (iterations, seconds, granularity, rate), iterations going down by
     sqrt(2) from its `start_iterations` until two of its points in a row run below a quarter of its
     best rate so far. At each iteration count the runners take turns, repeat after repeat, so that a
     change in the machine's load hits them alike. Every run's records are verified, and each runner
     runs once untimed first (Dask's workers import this module and compile its kernels then).
-    With `host`, each round of turns ends with the host check at the same iterations (two
-    independent loops at once against one alone, `taskbench_floor.HostCheck`): its ratios go in
-    `points["host"]`, printed beside the point."""
+    With `passes` > 1 the sweep's points are run again, pass after pass, and each point's
+    statistic is taken over the repeats of every pass: a point's repeats are then spread over the
+    whole measurement, not one stretch of it, so a spell of interference from the host (minutes
+    long on this VM) cannot spoil every repeat of a point. With `host`, each round of turns ends
+    with the host check at the same iterations (two independent loops at once against one alone,
+    `taskbench_floor.HostCheck`), in `points["host"]`."""
     epoch = max(r.runs for r in runners)       # a runner of several runs per call takes epochs
     for r in runners:                          # epoch - runs + 1 .. epoch
         graph_of[r.name].verify(r.run(1, epoch), epoch, r.name)
-    points: dict[str, list[dict]] = {r.name: [] for r in runners}
-    if host is not None:
-        points["host"] = []
+    samples: dict[tuple[str, int], list[float]] = {}
+    checks: dict[int, list[tuple[float, float, float]]] = {}
+    visited: list[tuple[int, list[Any]]] = []
     best = {r.name: 0.0 for r in runners}
     below = {r.name: 0 for r in runners}
     iterations = float(max(r.start_iterations for r in runners))
@@ -393,39 +437,35 @@ def sweep(runners: list[Any], graph_of: dict[str, Graph], repeats: int,
         active = [r for r in runners if r.start_iterations >= it and below[r.name] < 2]
         if not active and all(below[r.name] >= 2 for r in runners):
             break
-        samples: dict[str, list[float]] = {r.name: [] for r in active}
-        last: dict[str, np.ndarray] = {}
-        checks: list[tuple[float, float, float]] = []
-        for _ in range(repeats):
-            epoch += max(r.runs for r in active)
-            for r in active:
-                t0 = time.perf_counter()
-                last[r.name] = r.run(it, epoch)
-                samples[r.name].append(time.perf_counter() - t0)
-            if host is not None and active:
-                checks.append(host.times(it))
-        if checks:
-            alone, pair = stat([c[0] for c in checks]), stat([c[1] for c in checks])
-            points["host"].append({"iterations": it, "alone_s": alone, "pair_s": pair,
-                                   "ratio": pair / alone, "pair_rate": max(c[2] for c in checks)})
-            print(f"  {'host check':13} iterations {it:8d}  two loops at once / one alone "
-                  f"x{pair / alone:.2f} ({pair * 1e3:.3f} / {alone * 1e3:.3f} ms)  pair rate "
-                  f"{points['host'][-1]['pair_rate']:.3g}/core-s", flush=True)
+        mine = {r.name: samples.setdefault((r.name, it), []) for r in active}
+        epoch, last = _turns(active, it, repeats, epoch, mine, checks.setdefault(it, []), host)
+        visited.append((it, active))
+        if checks[it]:
+            _host_point(it, checks[it], stat)
         for r in active:          # every run checked its inputs in C; the last one's checksums too
             graph_of[r.name].verify(last[r.name], epoch, r.name)
-        for r in active:
-            graph = graph_of[r.name]
-            wall = stat(samples[r.name])
-            tasks = graph.tasks * r.runs
-            rate = tasks * it / (wall * r.cores)
-            best[r.name] = max(best[r.name], rate)
-            below[r.name] = below[r.name] + 1 if rate < 0.25 * best[r.name] else 0
-            points[r.name].append({"iterations": it, "seconds": wall, "rate": rate,
-                                   "granularity_us": wall * r.cores / tasks * 1e6})
-            print(f"  {r.name:13} iterations {it:8d}  {wall * 1e3:9.3f} ms  granularity "
-                  f"{points[r.name][-1]['granularity_us']:10.3f} us  rate {rate:.3g}/core-s",
-                  flush=True)
+            point = _point(r, graph_of[r.name], it, mine[r.name], stat)
+            best[r.name] = max(best[r.name], point["rate"])
+            below[r.name] = below[r.name] + 1 if point["rate"] < 0.25 * best[r.name] else 0
+            _print_point(r.name, point)
         iterations /= math.sqrt(2)
+    for n in range(2, passes + 1):
+        print(f"  pass {n} of {passes}", flush=True)
+        for it, active in visited:
+            mine = {r.name: samples[(r.name, it)] for r in active}
+            epoch, last = _turns(active, it, repeats, epoch, mine, checks[it], host)
+            for r in active:
+                graph_of[r.name].verify(last[r.name], epoch, r.name)
+    points: dict[str, list[dict]] = {r.name: [] for r in runners}
+    if passes > 1:
+        print(f"  the points over all {passes} passes:", flush=True)
+    if host is not None:
+        points["host"] = [_host_point(it, checks[it], stat, passes > 1) for it, _ in visited]
+    for it, active in visited:
+        for r in active:
+            points[r.name].append(_point(r, graph_of[r.name], it, samples[(r.name, it)], stat))
+            if passes > 1:
+                _print_point(r.name, points[r.name][-1])
     return points
 
 
@@ -467,7 +507,8 @@ def measure(pattern: str, names: list[str], opts: argparse.Namespace,
                 if opts.host_check and any(r.cores > 1 for r in runners):
                     host = HostCheck()
                 repeats = max(1, opts.repeats // 2) if group[0] in PEERS else opts.repeats
-                for name, points in sweep(runners, graph_of, repeats, stat, host).items():
+                for name, points in sweep(runners, graph_of, repeats, stat, host,
+                                          opts.passes).items():
                     if name == "host":
                         sweeps["host"] = {"points": points}
                         continue
@@ -573,6 +614,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--radix", type=int, default=3, help="nearest, spread, random_nearest")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--passes", type=int, default=1,
+                    help="run the sweep's points this many times, pass after pass; a point's "
+                    "statistic is over the repeats of every pass (spread over the whole run)")
     ap.add_argument("--quick", action="store_true", help="width 8 x 20 steps, 3 repeats, sweeps "
                     "from 2^14 iterations (peers from 2^21): minutes a pattern")
     ap.add_argument("--stat", choices=tuple(STATS), default="median",
