@@ -41,6 +41,22 @@ What is measured (written from the paper's definitions):
     here) more than the runtime's dispatch. The peers run smaller graphs (`GRAPH_SIZE` in
     `taskbench_peers.py`: their tasks cost a millisecond, so 1000 steps would take minutes a
     point).
+  * Records: by default every timestep's are kept, (steps, width, 5), so the last run of each point
+    is verified whole. That is 1.28 MB at 32 x 1000: Task Bench itself keeps each point's output
+    in a buffer reused across timesteps. `--depth 2` keeps two rows, timestep t writing row t % 2
+    (the kernels still check every input in C; the last two timesteps are verified whole): a
+    working set of kilobytes. It matters for two processes at once on this VM: the host check
+    below (two independent loops against one alone) shows them 1.3x slower at 50 timesteps of
+    records and 2-3.5x at 1000 at small tasks, as if the two vCPUs shared their caches.
+  * Host check (with a two-core runner; `--no-host-check` skips it): each round of turns ends with
+    `taskbench_floor.HostCheck`, the floor's two loops on no_comm (no waits) at once against one
+    of them alone, at the point's iterations; printed beside each point and summed up with the
+    METGs. At large iterations it also measures the peak with both cores busy, which is Task
+    Bench's own peak (the machine's, every core computing): "METG busy" is against it, printed
+    beside the METG against the best single-core rate; the targets keep the latter.
+  * `--passes N` runs the sweep's points N times, pass after pass, and takes each point's
+    statistic over the repeats of all passes, so that a spell of interference from the host
+    (minutes long here) cannot spoil every repeat of one point.
   * The paper sweeps iterations by powers of 2, averages the repeats of a point (`--stat mean`;
     `--stat min` suits a machine shared with other jobs) and takes efficiency against the node's
     peak FLOP rate; here against the best rate any runner reached on the pattern (the serial loop
@@ -113,12 +129,18 @@ class Graph:
     width: int
     steps: int
     deps: tuple[tuple[Any, ...], ...]      # deps[t][x]: points of t-1, or None (not a task)
+    depth: int = 0                         # rows of records kept: timestep t writes row t % rows
 
     @staticmethod
-    def make(pattern: str, width: int, steps: int, radix: int = 3) -> "Graph":
+    def make(pattern: str, width: int, steps: int, radix: int = 3, depth: int = 0) -> "Graph":
         fn = PATTERNS[pattern]
         deps = tuple(tuple(fn(t, x, width, radix) for x in range(width)) for t in range(steps))
-        return Graph(pattern, width, steps, deps)
+        return Graph(pattern, width, steps, deps, min(depth, steps))
+
+    @property
+    def rows(self) -> int:
+        """Rows of the records array: every timestep's (depth 0), or the last `depth`."""
+        return self.depth or self.steps
 
     @property
     def tasks(self) -> int:
@@ -140,17 +162,22 @@ class Graph:
         return out
 
     def verify(self, records: np.ndarray, epoch: int, who: str) -> None:
-        """Every task of run `epoch` ran once, in its place, and received exactly its
-        dependencies' records."""
-        steps, points = np.meshgrid(np.arange(self.steps), np.arange(self.width), indexing="ij")
-        active = np.array([[d is not None for d in row] for row in self.deps])
-        bad = active & ((records[..., 0] != steps) | (records[..., 1] != points)
-                        | (records[..., 2] != self.expected_checksums())
-                        | (records[..., 4] != epoch))
+        """Every task of run `epoch` whose record is kept (all, or the last timesteps' with a
+        depth; the kernels check every input in C) ran once, in its place, and received exactly
+        its dependencies' records."""
+        rows = records.shape[0]                # a peer returns every timestep's records
+        first = self.steps - rows
+        kept = np.stack([records[t % rows] for t in range(first, self.steps)])
+        steps, points = np.meshgrid(np.arange(first, self.steps), np.arange(self.width),
+                                    indexing="ij")
+        active = np.array([[d is not None for d in row] for row in self.deps[first:]])
+        expected = self.expected_checksums()[first:]
+        bad = active & ((kept[..., 0] != steps) | (kept[..., 1] != points)
+                        | (kept[..., 2] != expected) | (kept[..., 4] != epoch))
         if bad.any():
             t, x = map(int, np.argwhere(bad)[0])
-            raise AssertionError(f"{who}: task ({t}, {x}) has record {records[t, x].tolist()}, "
-                                 f"expected checksum {self.expected_checksums()[t, x]}")
+            raise AssertionError(f"{who}: task ({first + t}, {x}) has record "
+                                 f"{kept[t, x].tolist()}, expected checksum {expected[t, x]}")
 
 
 def checksum_of(t: int, x: int) -> float:
@@ -239,6 +266,7 @@ class L3C:
                     for t in range(graph.steps)]
 
         kernels = {n: l3c_point(n) for n in {len(d) for _, _, d in graph.points()}}
+        rows = graph.rows
 
         def program(run, records):
             for t in range(graph.steps):
@@ -247,11 +275,11 @@ class L3C:
                     if deps is None:
                         continue
                     kernels[len(deps)].on(owner[x])(
-                        t, x, run, records[t, x], *[records[t - 1, d] for d in deps])
+                        t, x, run, records[t % rows, x], *[records[(t - 1) % rows, d] for d in deps])
             return ()
 
         self.params = l3c.shared(np.zeros(2, np.int64))
-        self.records = l3c.shared((graph.steps, graph.width, RECORD), np.float64)
+        self.records = l3c.shared((rows, graph.width, RECORD), np.float64)
         self.compiled = l3c.jit(chips=chips, timeout=600)(program).lower(self.params, self.records)
 
     def run(self, iterations: int, epoch: int) -> np.ndarray:
@@ -296,10 +324,12 @@ class StepLoop:
         natives = {n: NativeFunction(c_point(n).address, f"point_{n}", c_point(n))
                    for n in {len(d) for _, _, d in graph.points()}}
         self.params = np.zeros(2, np.int64)
-        self.records = np.zeros((graph.steps, graph.width, RECORD))
+        self.records = np.zeros((graph.rows, graph.width, RECORD))
+        rows = graph.rows
         self.table = steploop.StepTable([
-            (natives[len(deps)], (t, x, self.params, self.records[t, x],
-                                  *[self.records[t - 1, d] for d in deps]), (), False, 0, 1, 0)
+            (natives[len(deps)], (t, x, self.params, self.records[t % rows, x],
+                                  *[self.records[(t - 1) % rows, d] for d in deps]),
+             (), False, 0, 1, 0)
             for t, x, deps in graph.points()])
         self.words = (ctypes.c_uint32 * 32)()     # S_DONE, its waiters, the abort word
         self.context = (ctypes.c_int64 * 2)()
@@ -319,14 +349,16 @@ class StepLoop:
 
 def _serial_source(max_inputs: int) -> str:
     lines = ["def serial(records, run, deps, counts):",
-             "    for t in range(records.shape[0]):",
+             "    rows = records.shape[0]",
+             "    for t in range(counts.shape[0]):",
              "        for x in range(records.shape[1]):",
              "            n = counts[t, x]",
              "            status = 0"]
     for n in range(max_inputs + 1):
-        args = "".join(f", records[t - 1, deps[t, x, {j}]].ctypes, {RECORD}" for j in range(n))
+        args = "".join(f", records[(t - 1) % rows, deps[t, x, {j}]].ctypes, {RECORD}"
+                       for j in range(n))
         lines += [f"            {'if' if n == 0 else 'elif'} n == {n}:",
-                  f"                status = C{n}(t, x, run.ctypes, 2, records[t, x].ctypes, "
+                  f"                status = C{n}(t, x, run.ctypes, 2, records[t % rows, x].ctypes, "
                   f"{RECORD}{args})"]
     lines += ["            if status != 0:", "                return t * records.shape[1] + x + 1",
               "    return 0"]
@@ -345,7 +377,7 @@ class SerialNumba:
         for t, x, deps in graph.points():
             self.counts[t, x] = len(deps)
             self.deps[t, x, :len(deps)] = deps
-        self.records = np.zeros((graph.steps, graph.width, RECORD))
+        self.records = np.zeros((graph.rows, graph.width, RECORD))
         self.params = np.zeros(2, np.int64)
         self.loop(self.records, self.params, self.deps, self.counts)      # compile
 
@@ -499,7 +531,8 @@ def measure(pattern: str, names: list[str], opts: argparse.Namespace,
             for r in runners:
                 width, steps = GRAPH_SIZE.get(r.name, (None, None))
                 graph_of[r.name] = Graph.make(pattern, min(width or opts.width, opts.width),
-                                              min(steps or opts.steps, opts.steps), opts.radix)
+                                              min(steps or opts.steps, opts.steps), opts.radix,
+                                              opts.depth)
             host = None
             try:
                 for r in runners:
@@ -613,6 +646,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--radix", type=int, default=3, help="nearest, spread, random_nearest")
+    ap.add_argument("--depth", type=int, default=0,
+                    help="rows of records kept, timestep t writing row t %% depth (2: Task "
+                    "Bench's own double buffer of each point's output); 0: every timestep's")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--passes", type=int, default=1,
                     help="run the sweep's points this many times, pass after pass; a point's "

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs=2, default=[200, 1000])
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--depth", type=int, default=0, help="rows of records kept (taskbench.py)")
     opts = ap.parse_args()
     print(f"width {opts.width}, {opts.iterations} kernel iterations a task, min of {opts.repeats} "
           f"runs at {opts.steps[0]} and {opts.steps[1]} steps")
@@ -36,7 +37,7 @@ def main() -> None:
     for pattern in opts.patterns:
         best: dict[tuple[str, int], float] = {}
         for steps in opts.steps:
-            graph = Graph.make(pattern, opts.width, steps)
+            graph = Graph.make(pattern, opts.width, steps, depth=opts.depth)
             runners = [RUNNERS[name]() for name in opts.runners]
             try:
                 for r in runners:

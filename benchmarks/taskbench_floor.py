@@ -151,8 +151,9 @@ class Floor:
         steps, width = graph.steps, graph.width
         per_chip = -(-width // self.cores)
         owner = [x // per_chip for x in range(width)]
-        self.records = _shared(steps * width * RECORD * 8).view(np.float64)[:steps * width * RECORD]
-        self.records = self.records.reshape(steps, width, RECORD)
+        rows = graph.rows
+        self.records = _shared(rows * width * RECORD * 8).view(np.float64)[:rows * width * RECORD]
+        self.records = self.records.reshape(rows, width, RECORD)
         self.params = _shared(16).view(np.int64)[:2]
         self.words = _shared(WORDS * 4).view(np.uint32)
         self.base = self.words.ctypes.data
@@ -160,7 +161,7 @@ class Floor:
         record = RECORD * 8
 
         def at(t: int, x: int) -> int:
-            return address + (t * width + x) * record
+            return address + ((t % rows) * width + x) * record
         tables = []
         for c in range(self.cores):
             tasks = np.zeros((steps, per_chip, 3 + graph.max_inputs), np.int64)
@@ -170,13 +171,17 @@ class Floor:
                 mine = [x for x in range(width) if owner[x] == c and graph.deps[t][x] is not None]
                 read = {d for x, ds in enumerate(graph.deps[t + 1]) if owner[x] != c
                         for d in ds or ()} if t + 1 < steps else set()
+                if graph.depth:       # rows are reused: also first the points reading the other's
+                    read |= {x for x in mine if any(owner[d] != c for d in graph.deps[t][x])}
                 exported = [x for x in mine if x in read]
                 for i, x in enumerate(exported + [x for x in mine if x not in read]):
                     deps = graph.deps[t][x]
                     tasks[t, i, :3 + len(deps)] = [x, len(deps), at(t, x)] + [at(t - 1, d)
                                                                                for d in deps]
                 n_order[t], n_export[t] = len(mine), len(exported)
-                waits[t] = any(owner[d] != c for x in mine for d in graph.deps[t][x])
+                # with reused rows, also before overwriting what the other read a timestep ago
+                waits[t] = any(owner[d] != c for x in mine for d in graph.deps[t][x]) or (
+                    graph.depth > 0 and t > 0)
             tables.append((tasks, n_order, n_export, waits))
         self.loop, self.tables, self.width = loop, tables, width
         # compile in the parent before forking: the other's flag already past every timestep
