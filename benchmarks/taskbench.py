@@ -538,7 +538,7 @@ def measure(pattern: str, names: list[str], opts: argparse.Namespace,
                 for r in runners:
                     r.prepare(graph_of[r.name])
                 if opts.host_check and any(r.cores > 1 for r in runners):
-                    host = HostCheck()
+                    host = HostCheck(opts.width, opts.steps, opts.depth)
                 repeats = max(1, opts.repeats // 2) if group[0] in PEERS else opts.repeats
                 for name, points in sweep(runners, graph_of, repeats, stat, host,
                                           opts.passes).items():

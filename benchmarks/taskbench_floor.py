@@ -255,15 +255,16 @@ class HostCheck:
     """How the host runs two processes at once against one: the floor's two loops on `no_comm`
     (no waits at all: two independent numba loops over 16 points a timestep each) timed inside the
     children, against the first child's loop run alone (the other child idle; the same process, so
-    its records stay in its core's cache), at the same kernel iterations.
+    its records stay in its core's cache), at the same kernel iterations, on a graph of the
+    measured one's width, steps and depth (so the same working set).
     The ratio of the slower child's time to the loop's time alone is 1.0 when each process has a
     core of its own, more when the host shares the physical cores (SMT siblings, other tenants):
     a two-chip runner's time per task is bounded below by that ratio x the one-chip time."""
 
-    def __init__(self, width: int = 32, steps: int = 100) -> None:
+    def __init__(self, width: int = 32, steps: int = 100, depth: int = 0) -> None:
         from taskbench import Graph
         self.floor = Floor()
-        self.floor.prepare(Graph.make("no_comm", width, steps))
+        self.floor.prepare(Graph.make("no_comm", width, steps, depth=depth))
         self.epoch = 0
 
     def times(self, iterations: int) -> tuple[float, float, float]:
