@@ -180,8 +180,10 @@ class Floor:
                                                                                for d in deps]
                 n_order[t], n_export[t] = len(mine), len(exported)
                 # with reused rows, also before overwriting what the other read a timestep ago
+                read_mine = t > 0 and any(owner[x] != c and owner[d] == c
+                                          for x, ds in enumerate(graph.deps[t - 1]) for d in ds or ())
                 waits[t] = any(owner[d] != c for x in mine for d in graph.deps[t][x]) or (
-                    graph.depth > 0 and t > 0)
+                    graph.depth > 0 and read_mine)
             tables.append((tasks, n_order, n_export, waits))
         self.loop, self.tables, self.width = loop, tables, width
         # compile in the parent before forking: the other's flag already past every timestep
