@@ -36,35 +36,35 @@ def main() -> None:
     print(f"{'pattern':12}{'runner':14}{'fixed us':>10}{'timestep us':>13}{'task us':>10}")
     for pattern in opts.patterns:
         best: dict[tuple[str, int], float] = {}
-        for steps in opts.steps:
-            graph = Graph.make(pattern, opts.width, steps, depth=opts.depth)
-            runners = [RUNNERS[name]() for name in opts.runners]
-            try:
-                for r in runners:
-                    r.prepare(graph)
-                epoch = 1
-                for r in runners:
-                    graph.verify(r.run(opts.iterations, epoch), epoch, r.name)
-                for _ in range(opts.repeats):
-                    epoch += 1
-                    for r in runners:
-                        t0 = time.perf_counter()
-                        r.run(opts.iterations, epoch)
-                        wall = time.perf_counter() - t0
-                        key = (r.name, steps)
-                        best[key] = min(best.get(key, wall), wall)
-                for r in runners:
-                    graph.verify(r.records, epoch, r.name)
-            finally:
-                for r in runners:
-                    r.close()
+        graphs = {steps: Graph.make(pattern, opts.width, steps, depth=opts.depth)
+                  for steps in opts.steps}
+        runners = [(steps, RUNNERS[name]()) for steps in opts.steps for name in opts.runners]
+        try:
+            for steps, r in runners:
+                r.prepare(graphs[steps])
+            epoch = 1
+            for steps, r in runners:
+                graphs[steps].verify(r.run(opts.iterations, epoch), epoch, r.name)
+            for _ in range(opts.repeats):          # both lengths in every round: alike load
+                epoch += 1
+                for steps, r in runners:
+                    t0 = time.perf_counter()
+                    r.run(opts.iterations, epoch)
+                    wall = time.perf_counter() - t0
+                    key = (r.name, steps)
+                    best[key] = min(best.get(key, wall), wall)
+            for steps, r in runners:
+                graphs[steps].verify(r.records, epoch, r.name)
+        finally:
+            for _, r in runners:
+                r.close()
         short, long = opts.steps
-        for r in runners:
-            a, b = best[(r.name, short)], best[(r.name, long)]
+        for name in opts.runners:
+            a, b = best[(name, short)], best[(name, long)]
             per_step = (b - a) / (long - short)
             fixed = a - per_step * short
-            print(f"{pattern:12}{r.name:14}{fixed * 1e6:10.1f}{per_step * 1e6:13.3f}"
-                  f"{per_step * 1e6 / (opts.width / r.cores):10.4f}", flush=True)
+            print(f"{pattern:12}{name:14}{fixed * 1e6:10.1f}{per_step * 1e6:13.3f}"
+                  f"{per_step * 1e6 / (opts.width / RUNNERS[name].cores):10.4f}", flush=True)
 
 
 if __name__ == "__main__":
