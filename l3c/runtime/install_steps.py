@@ -7,14 +7,40 @@ each call (docs/runtime.md, "Loops in the step loop").
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import layout
 from .arena import array_in
-from .plan import ControlStep, LoopValue, MovingView, Step, View
+from .plan import ControlStep, LoopValue, MovingView, Plan, Step, View
 from .steploop_tables import VALUE_CONST, VALUE_KINDS, Control
+
+
+def signalled(plan: Plan) -> tuple[tuple[Step | ControlStep, ...], ...]:
+    """`plan.queues` with every step another slot waits for marked `signal`: in a loop-free plan a
+    worker stores its count of completed steps only after those (and at its queue's end), so a
+    wait on any other step would not see it. Plans are made so (`codegen.lower`); this holds for
+    any plan, such as what is left of a failed batch, whose waits were renumbered."""
+    if plan.loops:
+        return plan.queues
+    waited: dict[int, set[int]] = {}
+    for queue in plan.queues:
+        for step in queue:
+            for wait in step.waits:
+                waited.setdefault(wait[0], set()).add(wait[1] - 1)
+    queues = list(plan.queues)
+    for s, positions in waited.items():
+        if s >= len(queues):
+            continue                              # the landing slot: its parent publishes it
+        missing = [p for p in positions if 0 <= p < len(queues[s]) and not queues[s][p].signal]
+        if missing:
+            queue = list(queues[s])
+            for p in missing:
+                queue[p] = replace(queue[p], signal=True)
+            queues[s] = tuple(queue)
+    return tuple(queues)
 
 
 class Resolver:

@@ -16,6 +16,7 @@ import numpy as np
 from .. import registry
 from ..errors import L3CError
 from . import layout
+from .install_steps import signalled
 from .plan import Plan, View
 
 INSTALL_WAIT = 60.0              # resolving kernels may import the user's modules: bounded, not short
@@ -129,9 +130,11 @@ class Installs:
         for s, queue in enumerate(plan.queues):
             ps = self.pool_slot(plan, s)
             if queue and plan_id not in self._workers[ps].installed:
-                todo.append((ps, queue))
+                todo.append((ps, s))
         if not todo:
             return
+        queues = signalled(plan)             # the steps other slots wait for store their count
+        todo = [(ps, queues[s]) for ps, s in todo]
         pool_slots = tuple(self.pool_slot(plan, s) for s in range(plan.slots))
         for ps, queue in todo:
             self.send(ps, (plan_id, queue, pool_slots, plan.loops), layout.CMD_INSTALL, plan_id)

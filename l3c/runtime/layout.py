@@ -24,7 +24,9 @@ every futex word sits alone in its 64-byte line.
                           FINISHED from the previous command is never mistaken for this one's); the
                           worker writes the terminal state.
       S_DONE         u32  futex word: steps of the current run this worker has completed. The parent
-                          sets it to 0 before posting a run; the worker stores k+1 after step k.
+                          sets it to 0 before posting a run; the worker stores k+1 after step k
+                          when someone waits for step k or the plan has loops, and the exact count
+                          whenever its step loop returns (steploop.py).
       S_DONE_WAITERS u32  number of processes sleeping on S_DONE (a publisher wakes only if nonzero).
       S_FAILED_TASK  u32  task id of the step that raised (valid in ST_FAILED).
       S_PID          u32  the worker's pid, stored by the worker once it is ready for commands (the

@@ -1,15 +1,8 @@
 """The worker's run loop in native code: wait, call the kernel, publish, for every step of a plan.
 
-A worker runs its installed queue once per run: one llvmlite-compiled function walks a table of
-steps (in Python the loop's own overhead was ~10x a small kernel's call). A Python kernel is called
-with `PyObject_Call` (the worker holds the GIL; it is its only Python thread); a native kernel
-(`@l3c.kernel(native=...)`) is a C call through its signature's trampoline (`nativecall.py`) with a
-prebuilt argument block: a step costs a few loads, two indirect calls and a store.
-
-The GIL: the loop is entered holding it. Before a native step it releases it if held
-(`PyEval_SaveThread`), before a Python step it takes it back if released, and it holds it again on
-every return. A run of native steps pays one release and one take, and C code never runs under the
-GIL (a Python thread a kernel started, or a signal handler, runs meanwhile).
+One llvmlite-compiled function walks a table of steps: a Python kernel is called with
+`PyObject_Call` under the GIL, a native one through its signature's trampoline (`nativecall.py`)
+with the GIL released (docs/runtime.md, "The step loop").
 
 Tables (built once per installed plan by `StepTable`; i64 words):
     step k:  kind, target, args, invoke, wait_begin, wait_end, publish, rank, size, ring,
@@ -19,26 +12,24 @@ Tables (built once per installed plan by `StepTable`; i64 words):
              its argument block, invoke its trampoline; STEP_CONTROL: target is the row of a loop
              or cond control step (`steploop_tables.py`). waits[wait_begin:wait_end] must hold
              first; patches[patch_begin:patch_end] rebuild loop-dependent arguments before the
-             call; publish != 0 wakes sleepers on S_DONE after the step; ring != 0 is the doorbell
-             to ring after that (H_DOORBELL; its waiters word follows).
+             call; publish (PUBLISH_*) is what becomes of S_DONE after the step; ring != 0 is the
+             doorbell to ring after a wake (H_DOORBELL; its waiters word follows).
     wait j:  word, waiters, count, base, cap   wait until the u32 at `word` >= min(count + *base,
-             *cap) (`waiters` for the futex; base and cap point into the anchor rows, or at a zero
-             and a maximal word for a loop-free table)
+             *cap) (base and cap point into the anchor rows, or at a zero and a maximal word)
 
     i32 l3c_run_steps(steps, n, first, waits, abort, done, done_waiters, task_ctx, stamps,
                       spin, slice_ns, out_k, out_status, hdr)
-        Runs steps first..n-1 and returns STEPS_DONE; STEPS_ABORTED when H_ABORT is seen;
-        STEPS_AGAIN with *out_k = k when a wait's futex slice elapsed at step k (the caller checks its
-        parent is alive and calls again from k); STEPS_RAISED with *out_k = k when kernel k raised:
-        its exception is left set, so the ctypes call raises it in the worker with the kernel's
-        frames in the traceback; STEPS_STATUS with *out_k = k and *out_status = its return value
-        when native kernel k returned nonzero; STEPS_CHECK / STEPS_ZERO_STEP from a control step.
-        Before each call it stores the step's group rank and size into task_ctx[0..1] (what
-        `l3c.group_rank()` reads); after it stores the slot's count of completed steps into
-        S_DONE (release), or publishes it with a wake (the caller yields the core once the run's
-        state is stored: `serve.py`, `worker.run_plan`). `hdr` holds the table's loop state (`steploop_tables.HDR_WORDS`). With `stamps`
-        nonzero (a profiled run) it records CLOCK_MONOTONIC before the call (step 0 and steps
-        with waits only, see layout.py) and after (plans with loops: `steploop_tables.EV_COUNT`).
+        Runs steps first..n-1: STEPS_DONE; STEPS_ABORTED (H_ABORT seen); STEPS_AGAIN with
+        *out_k = k (a wait's futex slice elapsed: the caller checks its parent, calls again from
+        k); STEPS_RAISED with *out_k = k (kernel k raised; its exception is left set, so the ctypes
+        call raises it); STEPS_STATUS with *out_k = k, *out_status = the status of native kernel
+        k; STEPS_CHECK / STEPS_ZERO_STEP from a control step. Before each call it stores the
+        step's group rank and size into task_ctx[0..1]. S_DONE (the slot's count of completed
+        steps) is published with a wake after a step another slot or the parent waits for and
+        after the last; after the other steps, a table with loops stores it (release) and a
+        loop-free one leaves it; every other way out stores it, exact. `hdr`: the table's loop
+        state (`steploop_tables.HDR_WORDS`). With `stamps` (a profiled run) it records
+        CLOCK_MONOTONIC before calls (step 0 and steps with waits; layout.py) and after.
 
 Every wait is `sync.wait_ge`: the same bounded spin-then-futex as everywhere else.
 """
@@ -53,18 +44,14 @@ from . import layout, native, sync
 from . import steploop_control, steploop_tables as control
 from .nativecall import NativeCall
 
-STEPS_DONE = 0
-STEPS_ABORTED = 1
-STEPS_AGAIN = 2
-STEPS_RAISED = 3
-STEPS_STATUS = 4
+STEPS_DONE, STEPS_ABORTED, STEPS_AGAIN, STEPS_RAISED, STEPS_STATUS = range(5)
 STEPS_CHECK = 5          # a moving view would leave its tensor: *out_k = the control step
 STEPS_ZERO_STEP = 6      # a range loop's step read as 0: *out_k = the control step
 STEPS_COUNT_LIMIT = 7    # the slot's u32 count of completed steps would wrap: *out_k = the step
 
-STEP_PYTHON = 0
-STEP_NATIVE = 1
-STEP_CONTROL = 2
+STEP_PYTHON, STEP_NATIVE, STEP_CONTROL = range(3)
+
+PUBLISH_NONE, PUBLISH_STORE, PUBLISH_WAKE = range(3)    # W_PUBLISH: nothing, a release store, a wake
 
 STEP_WORDS = 12
 (W_KIND, W_TARGET, W_ARGS, W_INVOKE, W_WAIT_BEGIN, W_WAIT_END, W_PUBLISH, W_RANK, W_SIZE,
@@ -261,8 +248,8 @@ def _module_ir() -> str:
     k_next = b.add(k, i64(1))
     count_next = b.add(count, i64(1))
     value = b.trunc(count_next, i32)
-    wake = b.or_(b.icmp_unsigned("!=", field(b, steps, k, STEP_WORDS, W_PUBLISH), i64(0)),
-                 b.icmp_signed("==", k_next, n))
+    how = field(b, steps, k, STEP_WORDS, W_PUBLISH)
+    wake = b.or_(b.icmp_signed("==", how, i64(PUBLISH_WAKE)), b.icmp_signed("==", k_next, n))
     with b.if_else(wake) as (then, otherwise):
         with then:
             b.call(publish, [done, value, done_waiters])
@@ -270,7 +257,8 @@ def _module_ir() -> str:
             with b.if_then(b.icmp_unsigned("!=", doorbell, i64(0)), likely=False):
                 b.call(ring, [doorbell, b.add(doorbell, i64(DOORBELL_WAITERS))])
         with otherwise:
-            b.store_atomic(value, done_ptr, "release", 4)
+            with b.if_then(b.icmp_signed("==", how, i64(PUBLISH_STORE))):
+                b.store_atomic(value, done_ptr, "release", 4)
     k.add_incoming(k_next, b.block)
     count.add_incoming(count_next, b.block)
     b.cbranch(b.icmp_signed("<", k_next, n), head, finished)
@@ -334,16 +322,25 @@ def _module_ir() -> str:
     b.call(publish, [done, b.trunc(count_ctl, i32), done_waiters])
     b.branch(finished)
 
+    # S_DONE exact on every way out (a failed run's rest is chosen by it); these blocks are reached
+    # only from within step k, where `count` is the steps completed before it
+    def exact_done(b: ir.IRBuilder) -> None:
+        b.store_atomic(b.trunc(count, i32), done_ptr, "release", 4)
+
     b.position_at_end(raised)                  # only Python steps raise: the GIL is held
+    exact_done(b)
     b.store(k, out_k)
     b.ret(i32(STEPS_RAISED))
     b.position_at_end(failed)
+    exact_done(b)
     b.store(k, out_k)
     b.store(b.sext(status, i64), out_status)
     take_gil(b)
     b.ret(i32(STEPS_STATUS))
     for block, code in ((finished, STEPS_DONE), (aborted, STEPS_ABORTED), (again, STEPS_AGAIN)):
         b.position_at_end(block)
+        if block is not finished:
+            exact_done(b)
         take_gil(b)
         b.ret(i32(code))
     return str(mod)
@@ -382,13 +379,12 @@ def ensure() -> None:
 class StepTable:
     """One installed plan's queue as the native loop reads it; owns the objects the table points to.
 
-    `steps` holds task entries (fn, args, waits, publish, rank, size, doorbell[, moving]) and, in
-    plans with loops, `steploop_control.Control` entries. Waits are (word address, waiters address,
-    count) or, relative to an anchor row, (word, waiters, count, slot, base anchor, cap anchor)
-    (`plan.Wait`); `moving` is ((arg index, const, terms), ...) for arguments that move with loop
-    variables (`steploop_control.argument_patches`). fn is a Python callable, or a
-    `registry.NativeFunction` whose C arguments are built from `args` here (TypeError if they do
-    not fit the convention). `slots` and `loops`: the plan's, for the anchor rows and frames."""
+    `steps`: task entries (fn, args, waits, publish: another slot or the parent waits for it,
+    rank, size, doorbell[, moving]) and, with loops, `steploop_control.Control` entries. Waits:
+    (word address, waiters address, count) or (word, waiters, count, slot, base anchor, cap
+    anchor) (`plan.Wait`); moving: ((arg index, const, terms), ...) (`argument_patches`). fn: a
+    Python callable, or a `registry.NativeFunction` whose C arguments are built here (TypeError
+    off its convention). `slots`, `loops`: the plan's, for the anchor rows and frames."""
 
     def __init__(self, steps: Sequence[Any], slots: int = 1, loops: int = 0) -> None:
         from .plan import anchor_count
@@ -401,6 +397,10 @@ class StepTable:
         self.names: list[str] = []          # native kernel names, for status messages
         self.status = ctypes.c_int64(0)
         self.tables = tables = control.Tables(slots, loops, anchor_count(loops))
+        # a loop-free table leaves S_DONE alone after steps no one waits for, so a neighbour
+        # polling its line takes it once per awaited step (loop tables' waits move with anchors)
+        quiet = PUBLISH_STORE if loops or any(isinstance(s, control.Control) for s in steps) \
+            else PUBLISH_NONE
         j = 0
         for k, entry in enumerate(steps):
             p_begin = len(tables.patches) // control.PATCH_WORDS
@@ -427,8 +427,8 @@ class StepTable:
                 self.names.append(getattr(fn, "name", ""))
             base = STEP_WORDS * k
             self.steps[base:base + STEP_WORDS] = head + [
-                j, j + len(waits), int(bool(publish or doorbell)), rank, size, doorbell, p_begin,
-                len(tables.patches) // control.PATCH_WORDS]
+                j, j + len(waits), PUBLISH_WAKE if publish or doorbell else quiet, rank, size,
+                doorbell, p_begin, len(tables.patches) // control.PATCH_WORDS]
             for wait in waits:
                 self.waits[WAIT_WORDS * j:WAIT_WORDS * (j + 1)] = tables.wait_words(wait)
                 j += 1
