@@ -1,5 +1,6 @@
 """`passes.arena_space.OpenSpace`: the gap index the memory pass places with gives exactly the
-offsets a best fit over every busy range gives (`arena_space.best_fit_scan`, the brute-force oracle)."""
+offsets a best fit over every busy range gives (`arena_space.best_fit_scan`, the brute-force
+oracle)."""
 from __future__ import annotations
 
 import random

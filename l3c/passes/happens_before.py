@@ -96,7 +96,8 @@ class VectorClocks:
         self.valid_upto = upto + 1
 
     def _ensure_general(self, upto: int) -> None:
-        clock, slot_of, pos, width, bounds = self.clock, self.slot_of, self.pos, self.width, self.bounds
+        clock, slot_of, pos = self.clock, self.slot_of, self.pos
+        width, bounds = self.width, self.bounds
         for t in range(self.valid_upto, upto + 1):
             src = self.sources(t)
             if bounds is not None:
