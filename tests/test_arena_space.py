@@ -1,5 +1,6 @@
 """`passes.arena_space.OpenSpace`: the gap index the memory pass places with gives exactly the
-offsets a best fit over every busy range gives (`memory.best_fit_scan`, the brute-force oracle)."""
+offsets a best fit over every busy range gives (`arena_space.best_fit_scan`, the brute-force
+oracle)."""
 from __future__ import annotations
 
 import random
@@ -7,7 +8,7 @@ import random
 import pytest
 
 from l3c.passes.arena_space import OpenSpace
-from l3c.passes.memory import best_fit_scan as brute_best_fit
+from l3c.passes.arena_space import best_fit_scan as brute_best_fit
 
 
 @pytest.mark.parametrize("seed", range(20))

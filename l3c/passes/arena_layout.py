@@ -16,13 +16,9 @@ def aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
-def tensor_bases(program: Program, host: int | None = None) -> tuple[dict[int, int], int, int]:
-    """Byte base of every tensor in the arena, the staging size and the arena size.
-
-    Inputs first, one aligned block per tensor parameter in parameter order; then the planned
-    intermediates at `staging + arena_offset`; then anything the plan left unplaced. With `host`,
-    the arena size is that host's: the plan sized each host's by the tensors it holds
-    (`reports["host_arena_bytes"]`); bases of tensors on other hosts lie beyond it."""
+def staging_layout(program: Program) -> tuple[dict[int, int], int]:
+    """Byte base of each tensor parameter's block in the staging area (parameter order, each
+    block aligned), and the staging area's size."""
     bases: dict[int, int] = {}
     cursor = 0
     for param in program.params:
@@ -31,7 +27,17 @@ def tensor_bases(program: Program, host: int | None = None) -> tuple[dict[int, i
         info = program.tensors[param.tensor]
         bases[info.id] = cursor
         cursor = aligned(cursor + max(info.nbytes, 1))
-    staging = cursor
+    return bases, cursor
+
+
+def tensor_bases(program: Program, host: int | None = None) -> tuple[dict[int, int], int, int]:
+    """Byte base of every tensor in the arena, the staging size and the arena size.
+
+    Inputs first, one aligned block per tensor parameter in parameter order; then the planned
+    intermediates at `staging + arena_offset`; then anything the plan left unplaced. With `host`,
+    the arena size is that host's: the plan sized each host's by the tensors it holds
+    (`reports["host_arena_bytes"]`); bases of tensors on other hosts lie beyond it."""
+    bases, staging = staging_layout(program)
     end = staging + program.memory.arena_bytes
     beyond = False                          # some tensor lies past the planned arena
     for info in program.tensors:

@@ -13,6 +13,19 @@ from __future__ import annotations
 import bisect
 
 
+def best_fit_scan(busy: list[tuple[int, int]], size: int) -> int:
+    """Lowest-waste offset for `size` bytes outside the busy [start, end) ranges (lowest offset on
+    ties), by a scan of every range: what several-host plans use, and the reference the gap index
+    of `OpenSpace` must match."""
+    best = None
+    cursor = 0
+    for start, end in sorted(busy):
+        if start - cursor >= size and (best is None or start - cursor < best[0]):
+            best = (start - cursor, cursor)
+        cursor = max(cursor, end)
+    return best[1] if best is not None else cursor
+
+
 class OpenSpace:
     """Disjoint [lo, hi) ranges of open tensors and the bounded gaps between them."""
 
