@@ -98,11 +98,13 @@ class _Index:
                     del self.buckets[c]
 
     def near(self, e: _Pending):
-        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it)."""
-        if not self.entries:
+        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it).
+        A writing `e` may remove some while the caller walks them: then they are a copy."""
+        entries = self.entries
+        if not entries:
             return ()
-        if e.chunks is None or len(self.entries) <= 8:
-            return list(self.entries)
+        if e.chunks is None or len(entries) <= 8:
+            return list(entries) if e.writes else entries
         found = set(self.wide)
         buckets = self.buckets
         for c in e.chunks:
@@ -186,12 +188,15 @@ class ConflictSweep:
                 return _EMPTY
             lo, hi, _, chunks = self._geometry(tid, hull)
             return (lo, hi, False, chunks)
+        shape = tensors[tid].shape
+        if (region.offset == 0 and region.shape == shape and self.sizes[tid]
+                and region.strides == self.dense_strides(tid)):
+            return (0, self.sizes[tid] - 1, True, None)         # the whole tensor (`_measure`)
         # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
         # their geometry, given the same chunk size (which the first partial access fixes, by the
         # same rule for both).
         # (Keyed by the fields, not the Region: its generated __hash__ and __eq__ are Python calls.)
-        key = (region.offset, region.shape, region.strides, region.box, tensors[tid].shape,
-               self.chunks_of[tid])
+        key = (region.offset, region.shape, region.strides, region.box, shape, self.chunks_of[tid])
         known = self.by_value.get(key)
         if known is None:
             known = self.by_value[key] = (self._measure(tid, region), self.chunks_of[tid])
