@@ -286,22 +286,24 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
 def _run_loop_free(program: Program) -> None:
     """`run` of a program without loops or edges: find, reduce and add each task's edges in one
     walk in program order (the graph's adjacency dicts are written directly; networkx's
-    `add_edges_from` checks and copies per edge)."""
+    `add_edges_from` checks and copies per edge). Each edge's dict is a copy of one template, its
+    kinds and tensors frozen sets shared with other edges."""
     graph = program.graph
-    nodes = graph._node
     succ, pred = graph._succ, graph._pred
     sweep = ConflictSweep(program)
     reducer = _Reducer(successors=succ)
     kinds = _KINDS
     template = {"kinds": None, "tensors": None, "added_by": "deps", "carried": False}
     found = kept_count = 0
-    for v in sorted(nodes):
-        found_bits, found_tensors = sweep.step(v, nodes[v]["task"])
+    reduce = reducer._step_unbounded
+    for task in task_list(program):
+        v = task.id
+        found_bits, found_tensors = sweep.step(v, task)
         if not found_bits:
-            reducer.step(v, ())
+            reduce(v, ())
             continue
         found += len(found_bits)
-        kept = reducer.step(v, found_bits)
+        kept = reduce(v, found_bits)
         kept_count += len(kept)
         waits = pred[v]
         for u in reversed(kept):                    # ascending u
