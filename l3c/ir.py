@@ -400,8 +400,8 @@ class Program:
         one iteration implies the carried one, so a pair keeps `carried=False` once it has one."""
         if self.graph.has_edge(u, v):
             data = self.graph.edges[u, v]
-            data["kinds"].add(kind)
-            data["tensors"].add(tensor)
+            data["kinds"] = data["kinds"] | {kind}          # may be a frozen set other edges share
+            data["tensors"] = data["tensors"] | {tensor}
             if not carried:
                 data["carried"] = False
         else:

@@ -98,11 +98,13 @@ class _Index:
                     del self.buckets[c]
 
     def near(self, e: _Pending):
-        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it)."""
-        if not self.entries:
+        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it).
+        A writing `e` may remove some while the caller walks them: then they are a copy."""
+        entries = self.entries
+        if not entries:
             return ()
-        if e.chunks is None or len(self.entries) <= 8:
-            return list(self.entries)
+        if e.chunks is None or len(entries) <= 8:
+            return list(entries) if e.writes else entries
         found = set(self.wide)
         buckets = self.buckets
         for c in e.chunks:
@@ -110,6 +112,19 @@ class _Index:
             if bucket:
                 found.update(bucket)
         return found
+
+
+def _meet(a: Region, b: Region) -> bool:
+    """`regions.overlap` of two non-empty regions whose flat intervals meet (the sweep has
+    checked both): with boxes, only the per-axis test is left."""
+    box_a, box_b = a.box, b.box
+    if box_a is not None and box_b is not None and len(box_a) == len(box_b):
+        intersect = regions._progressions_intersect
+        for pa, pb in zip(box_a, box_b):
+            if not intersect(pa, pb):
+                return False
+        return True
+    return regions.overlap(a, b)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -132,6 +147,9 @@ class ConflictSweep:
     def __init__(self, program: Program) -> None:
         tensors = self.tensors = program.tensors
         self.sizes = [_numel(t.shape) for t in tensors]
+        # The tensor sets of conflicts are frozen, and one set per tensor is shared by every
+        # conflict on that tensor alone (most of them): no set per found pair.
+        self.singles = [frozenset((i,)) for i in range(len(tensors))]
         # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole
         # ones are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that
         # access is smaller, so that many small disjoint accesses (rows of a long accumulator) do
@@ -139,9 +157,8 @@ class ConflictSweep:
         self.chunks_of: list[int | None] = [None] * len(tensors)
         self.writes: dict[int, _Index] = {}
         self.reads: dict[int, _Index] = {}
-        # Whole-only tensors: pending writes [(task, reads too, region)], reads [(task, region)].
-        self.whole_writes: dict[int, list] = {}
-        self.whole_reads: dict[int, list] = {}
+        # Whole-only tensors: (pending writes [(task, reads too, region)], reads [(task, region)]).
+        self.whole: dict[int, tuple[list, list]] = {}
         self.strides: dict[int, tuple[int, ...]] = {}
         # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it
         # may touch. Programs repeat views (whole tensors, the same rows every iteration), so
@@ -171,10 +188,15 @@ class ConflictSweep:
                 return _EMPTY
             lo, hi, _, chunks = self._geometry(tid, hull)
             return (lo, hi, False, chunks)
+        shape = tensors[tid].shape
+        if (region.offset == 0 and region.shape == shape and self.sizes[tid]
+                and region.strides == self.dense_strides(tid)):
+            return (0, self.sizes[tid] - 1, True, None)         # the whole tensor (`_measure`)
         # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
         # their geometry, given the same chunk size (which the first partial access fixes, by the
         # same rule for both).
-        key = (region, tensors[tid].shape, self.chunks_of[tid])
+        # (Keyed by the fields, not the Region: its generated __hash__ and __eq__ are Python calls.)
+        key = (region.offset, region.shape, region.strides, region.box, shape, self.chunks_of[tid])
         known = self.by_value.get(key)
         if known is None:
             known = self.by_value[key] = (self._measure(tid, region), self.chunks_of[tid])
@@ -214,19 +236,22 @@ class ConflictSweep:
         """Move a whole-only tensor's pending lists into an index (its first partial access)."""
         hi = self.sizes[tid] - 1
         w_index, r_index = self.writes[tid], self.reads[tid] = _Index(), _Index()
-        for u, u_reads, region in self.whole_writes.pop(tid):
+        pending_writes, pending_reads = self.whole.pop(tid)
+        for u, u_reads, region in pending_writes:
             w_index.add(_Pending(tid, u, region, u_reads, True, 0, hi, True, None))
-        for u, region in self.whole_reads.pop(tid):
+        for u, region in pending_reads:
             r_index.add(_Pending(tid, u, region, True, False, 0, hi, True, None))
 
-    def step(self, v: int, task) -> tuple[dict[int, int], dict[int, set[int]]]:
+    def step(self, v: int, task) -> tuple[dict[int, int], dict[int, frozenset[int]]]:
         """Task v's conflicts with pending accesses: `(u -> kind bits (RAW 1, WAR 2, WAW 4),
-        u -> tensor ids)`; then v's accesses become pending."""
+        u -> tensor ids)`; then v's accesses become pending. The frozen sets may be shared
+        between pairs and with later steps' results."""
         found_bits: dict[int, int] = {}
-        found_tensors: dict[int, set[int]] = {}
+        found_tensors: dict[int, frozenset[int]] = {}
         geometry, pairs = self.geometry, self.pairs
-        whole_writes, whole_reads = self.whole_writes, self.whole_reads
-        overlap, covers = regions.overlap, regions.covers
+        whole_pending = self.whole
+        covers = regions.covers
+        singles = self.singles
         fresh: list[_Pending] = []
         fresh_whole: list[tuple] = []
         for access in task.args:
@@ -243,29 +268,33 @@ class ConflictSweep:
             lo, hi, whole, chunks = known
             mode = access.mode
             e_reads, e_writes = mode != "Out", mode != "In"
-            pending_writes = whole_writes.get(tid)
-            if pending_writes is not None:
+            single = singles[tid]
+            pending = whole_pending.get(tid)
+            if pending is not None:
                 if whole:
+                    pending_writes, pending_reads = pending
+                    # kinds against a pending write that does not / does read too
+                    bits = (5 if e_reads else 4) if e_writes else 1
+                    bits_reading = bits | 2 if e_writes else bits
                     for u, u_reads, _ in pending_writes:
-                        bits = ((1 if e_reads else 0) | (2 if u_reads and e_writes else 0)
-                                | (4 if e_writes else 0))
                         old_bits = found_bits.get(u)
                         if old_bits is None:
-                            found_bits[u] = bits
-                            found_tensors[u] = {tid}
+                            found_bits[u] = bits_reading if u_reads else bits
+                            found_tensors[u] = single
                         else:
-                            found_bits[u] = old_bits | bits
-                            found_tensors[u].add(tid)
+                            found_bits[u] = old_bits | (bits_reading if u_reads else bits)
+                            if tid not in found_tensors[u]:
+                                found_tensors[u] = found_tensors[u] | single
                     if e_writes:                          # covers them all: they are forgotten
-                        pending_reads = whole_reads[tid]
                         for u, _ in pending_reads:
                             old_bits = found_bits.get(u)
                             if old_bits is None:
                                 found_bits[u] = 2
-                                found_tensors[u] = {tid}
+                                found_tensors[u] = single
                             else:
                                 found_bits[u] = old_bits | 2
-                                found_tensors[u].add(tid)
+                                if tid not in found_tensors[u]:
+                                    found_tensors[u] = found_tensors[u] | single
                         pending_writes.clear()
                         pending_reads.clear()
                     fresh_whole.append((tid, e_reads, e_writes, region))
@@ -274,7 +303,7 @@ class ConflictSweep:
             w_index = self.writes.get(tid)
             if w_index is None:
                 if whole and pairs is None:               # first access: no conflict yet
-                    whole_writes[tid], whole_reads[tid] = [], []
+                    whole_pending[tid] = ([], [])
                     fresh_whole.append((tid, e_reads, e_writes, region))
                     continue
                 w_index = self.writes[tid] = _Index()
@@ -285,7 +314,7 @@ class ConflictSweep:
                     if old.task == v or old.hi < lo or hi < old.lo:
                         continue
                     if not (whole or old.whole or (
-                            overlap(old.region, region) if pairs is None
+                            _meet(old.region, region) if pairs is None
                             else pairs.meet(tid, old.task, old.region, v, region))):
                         continue
                     bits = ((1 if old.writes and e_reads else 0)
@@ -295,10 +324,11 @@ class ConflictSweep:
                     old_bits = found_bits.get(u)
                     if old_bits is None:
                         found_bits[u] = bits
-                        found_tensors[u] = {tid}
+                        found_tensors[u] = single
                     else:
                         found_bits[u] = old_bits | bits
-                        found_tensors[u].add(tid)
+                        if tid not in found_tensors[u]:
+                            found_tensors[u] = found_tensors[u] | single
                     if e_writes and (
                             (whole or (lo <= old.lo and old.hi <= hi
                                        and covers(region, old.region))) if pairs is None
@@ -306,12 +336,12 @@ class ConflictSweep:
                         index.remove(old)
             fresh.append(e)
         for tid, e_reads, e_writes, region in fresh_whole:
-            pending_writes = whole_writes.get(tid)
-            if pending_writes is not None:
+            pending = whole_pending.get(tid)
+            if pending is not None:
                 if e_writes:
-                    pending_writes.append((v, e_reads, region))
+                    pending[0].append((v, e_reads, region))
                 else:
-                    whole_reads[tid].append((v, region))
+                    pending[1].append((v, region))
             else:                                         # a later access of v was partial
                 e = _Pending(tid, v, region, e_reads, e_writes, 0, self.sizes[tid] - 1, True, None)
                 (self.writes if e_writes else self.reads)[tid].add(e)

@@ -47,10 +47,14 @@ def _copy(program: Program) -> Program:
     graph = nx.DiGraph()
     graph.graph.update(old.graph)
     nodes = graph._node
+    new = object.__new__
     for v, attrs in old._node.items():
-        fresh = dict(attrs)
+        fresh = attrs.copy()
         task = attrs.get("task")
-        if isinstance(task, Task):
+        if task.__class__ is Task:
+            copied = fresh["task"] = new(Task)
+            copied.__dict__.update(task.__dict__)
+        elif isinstance(task, Task):
             fresh["task"] = _copy_record(task, Task)
         nodes[v] = fresh
     succ: dict = {v: {} for v in nodes}

@@ -29,6 +29,8 @@ ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
 
 _KIND_NAMES = {1: ("RAW",), 2: ("WAR",), 3: ("RAW", "WAR"), 4: ("WAW",), 5: ("RAW", "WAW"),
                6: ("WAR", "WAW"), 7: ("RAW", "WAR", "WAW")}
+# An edge's `kinds` by kind bits: frozen, so every edge of the same kinds shares one set.
+_KINDS = {bits: frozenset(names) for bits, names in _KIND_NAMES.items()}
 
 
 def _conflicts(program: Program) -> dict[tuple[int, int], list]:
@@ -80,10 +82,10 @@ def _add_edges(program: Program, found: dict[tuple[int, int], list]) -> None:
     for (u, v), (bits, tensors) in found.items():
         data = succ[u].get(v)
         if data is not None:
-            data["kinds"].update(_KIND_NAMES[bits])
-            data["tensors"].update(tensors)
+            data["kinds"] = data["kinds"] | _KINDS[bits]     # sets shared between edges:
+            data["tensors"] = data["tensors"] | tensors     # replaced, never changed in place
         else:
-            succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
+            succ[u][v] = pred[v][u] = {"kinds": _KINDS[bits], "tensors": tensors,
                                        "added_by": "deps", "carried": False}
     nx._clear_cache(graph)
 
@@ -96,47 +98,97 @@ class _Reducer:
     task's set is dropped once the window has passed it: no later task tests a predecessor that
     far back against it."""
 
-    def __init__(self, bounds: tuple[list[int], list[int]] | None = None) -> None:
+    def __init__(self, bounds: tuple[list[int], list[int]] | None = None,
+                 successors: dict[int, dict] | None = None) -> None:
         self.bounds = bounds
+        # Without bounds, optionally: u -> the tasks that kept u, kept up to date by the caller
+        # (the graph's adjacency as `_run_loop_free` builds it). `kept_preds` then stays empty.
+        self.successors = successors
         self.with_self: dict[int, int] = {}
         self.kept_preds: dict[int, list[int]] = {}
+        # Without loops (`_step_unbounded`): ancestor sets of the current and the previous block.
+        self.block = -2
+        self.current: dict[int, int] = {}
+        self.previous: dict[int, int] = {}
 
     def step(self, v: int, preds) -> list[int]:
         """Task v's predecessors (distinct, all earlier) that no path through the others implies,
         latest first."""
+        if self.bounds is None:
+            return self._step_unbounded(v, preds)
         with_self, bounds, kept_preds = self.with_self, self.bounds, self.kept_preds
         kept: list[int] = []
         reach = 0                   # bit i: task v-1-i is an ancestor of a kept predecessor
         if preds:
-            far = None              # kept predecessors' own kept predecessors (`_far_reachable`)
             for u in sorted(preds, reverse=True):
                 d = v - u
                 if d <= ANCESTOR_WINDOW:
                     if (reach >> (d - 1)) & 1:
                         continue
                     kept.append(u)
-                    if bounds is None or v < bounds[1][u] or not bounds[0][u]:
+                    if v < bounds[1][u] or not bounds[0][u]:
                         reach |= with_self[u] << (d - 1)
                     else:                       # only ancestors inside u's loop/cond
                         reach |= (with_self[u] & ((2 << max(0, u - bounds[0][u])) - 1)) << (d - 1)
                     continue
                 # further back (so are all the rest): their bits fall outside the window
-                if bounds is not None:
-                    if kept and _far_reachable(u, v, kept, kept_preds, bounds):
-                        continue
-                else:
-                    if far is None:
-                        far = set()
-                        for k in kept:
-                            far.update(kept_preds[k])
-                    if u in far:
-                        continue
-                    far.update(kept_preds[u])
+                if kept and _far_reachable(u, v, kept, kept_preds, bounds):
+                    continue
                 kept.append(u)
             reach &= _WINDOW_MASK
         kept_preds[v] = kept
         with_self[v] = (reach << 1) | 1
         with_self.pop(v - ANCESTOR_WINDOW, None)
+        return kept
+
+    def _step_unbounded(self, v: int, preds) -> list[int]:
+        """`step` without loops, where every predecessor vouches for all its ancestors.
+
+        Sets of a task and its ancestors sit in frames two windows wide: for tasks in block b
+        (ids b*W .. b*W+W-1, W = `ANCESTOR_WINDOW`) bit i is task (b-1)*W + i, which covers every
+        task one of the block can test. A predecessor from block b is or-ed in as it is; one
+        from block b-1 was moved to this frame once, when the block began: no shift per edge.
+        The sets may hold ancestors further back than the window (never tested): that changes
+        no answer."""
+        window = ANCESTOR_WINDOW
+        block = v // window
+        if block != self.block:
+            self.previous = ({u: bits >> window for u, bits in self.current.items()}
+                             if block == self.block + 1 else {})
+            self.current = {}
+            self.block = block
+        base = (block - 1) * window
+        start = block * window
+        current, previous = self.current, self.previous
+        kept: list[int] = []
+        far: list[int] = []
+        reach = 0
+        for u in sorted(preds, reverse=True):
+            if v - u > window:
+                far.append(u)
+            elif not (reach >> (u - base)) & 1:     # (reach's top bit is near u: a short shift)
+                kept.append(u)
+                reach |= current[u] if u >= start else previous[u]
+        if far:
+            # further back: outside the window, only `_far_reachable`'s commonest case is seen
+            successors, kept_preds = self.successors, self.kept_preds
+            for u in far:
+                if successors is not None:
+                    later = successors[u]
+                    for k in kept:
+                        if k in later:
+                            break
+                    else:
+                        kept.append(u)
+                    continue
+                for k in kept:
+                    if u in kept_preds[k]:
+                        break
+                else:
+                    kept.append(u)
+        if self.successors is None:
+            self.kept_preds[v] = kept
+        current[v] = reach | (1 << (v - base))
         return kept
 
 
@@ -218,7 +270,7 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
         for v, us in kept.items():                   # ascending v; each `us` latest first
             for u in reversed(us):
                 bits, tensors = found[u, v]
-                succ[u][v] = pred[v][u] = {"kinds": set(_KIND_NAMES[bits]), "tensors": tensors,
+                succ[u][v] = pred[v][u] = {"kinds": _KINDS[bits], "tensors": tensors,
                                            "added_by": "deps", "carried": False}
         nx._clear_cache(graph)
     for (u, v), (bits, tensors) in sorted(carried.items()):
@@ -234,26 +286,31 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
 def _run_loop_free(program: Program) -> None:
     """`run` of a program without loops or edges: find, reduce and add each task's edges in one
     walk in program order (the graph's adjacency dicts are written directly; networkx's
-    `add_edges_from` checks and copies per edge)."""
+    `add_edges_from` checks and copies per edge). Each edge's dict is a copy of one template, its
+    kinds and tensors frozen sets shared with other edges."""
     graph = program.graph
-    nodes = graph._node
     succ, pred = graph._succ, graph._pred
     sweep = ConflictSweep(program)
-    reducer = _Reducer()
+    reducer = _Reducer(successors=succ)
+    kinds = _KINDS
+    template = {"kinds": None, "tensors": None, "added_by": "deps", "carried": False}
     found = kept_count = 0
-    for v in sorted(nodes):
-        found_bits, found_tensors = sweep.step(v, nodes[v]["task"])
+    reduce = reducer._step_unbounded
+    for task in task_list(program):
+        v = task.id
+        found_bits, found_tensors = sweep.step(v, task)
         if not found_bits:
-            reducer.step(v, ())
+            reduce(v, ())
             continue
         found += len(found_bits)
-        kept = reducer.step(v, found_bits)
+        kept = reduce(v, found_bits)
         kept_count += len(kept)
         waits = pred[v]
         for u in reversed(kept):                    # ascending u
-            succ[u][v] = waits[u] = {"kinds": set(_KIND_NAMES[found_bits[u]]),
-                                     "tensors": found_tensors[u], "added_by": "deps",
-                                     "carried": False}
+            data = template.copy()
+            data["kinds"] = kinds[found_bits[u]]
+            data["tensors"] = found_tensors[u]
+            succ[u][v] = waits[u] = data
     nx._clear_cache(graph)
     program.reports["edges_before_reduction"] = found
     program.reports["edges_after_reduction"] = kept_count

@@ -30,13 +30,31 @@ def result_tensors(program: Program) -> set[int]:
     return {ref.tensor for ref in result_refs(program.results)}
 
 
+def _check_use(program: Program, task, info) -> None:
+    """Refuse a use of a tensor made in a scope or loop body outside it."""
+    if info.scope and task.scope[:len(info.scope)] != info.scope:
+        raise TraceError(
+            f"{task.loc}: {task.short_kernel} uses tensor {info.name} "
+            f"(shape {info.shape}, {info.dtype}, created at {info.loc}) after the "
+            f"l3c.scope it was created in closed; create it outside that scope instead")
+    if info.loops and task.loops[:len(info.loops)] != info.loops:
+        loop = program.loops[info.loops[-1]]
+        raise TraceError(
+            f"{task.loc}: {task.short_kernel} uses tensor {info.name} (shape "
+            f"{info.shape}, {info.dtype}, created at {info.loc}) outside the l3c.{_NAMES[loop.kind]} "
+            f"at {loop.loc} it was created in (it lives one iteration or block); create "
+            f"it before that loop instead")
+
+
 def run(program: Program) -> Program:
     """The scopes pass (see module docstring)."""
     tensors = program.tensors
     first: list[int | None] = [None] * len(tensors)
     last: list[int | None] = [None] * len(tensors)
-    read: set[int] = set()
-    written: set[int] = set()
+    read = bytearray(len(tensors))
+    written = bytearray(len(tensors))
+    # Only tensors made in a scope or loop can be used out of place; the rest skip the checks.
+    confined = [bool(info.scope or info.loops) for info in tensors]
     last_in_scope: dict[int, int] = {}
     for task in task_list(program):
         v, scope = task.id, task.scope
@@ -46,29 +64,19 @@ def run(program: Program) -> Program:
             if not isinstance(access, Access):
                 continue
             t = access.tensor
-            info = tensors[t]
-            if info.scope and scope[:len(info.scope)] != info.scope:
-                raise TraceError(
-                    f"{task.loc}: {task.short_kernel} uses tensor {info.name} "
-                    f"(shape {info.shape}, {info.dtype}, created at {info.loc}) after the "
-                    f"l3c.scope it was created in closed; create it outside that scope instead")
-            if info.loops and task.loops[:len(info.loops)] != info.loops:
-                loop = program.loops[info.loops[-1]]
-                raise TraceError(
-                    f"{task.loc}: {task.short_kernel} uses tensor {info.name} (shape "
-                    f"{info.shape}, {info.dtype}, created at {info.loc}) outside the l3c.{_NAMES[loop.kind]} "
-                    f"at {loop.loc} it was created in (it lives one iteration or block); create "
-                    f"it before that loop instead")
+            if confined[t]:
+                _check_use(program, task, tensors[t])
             if first[t] is None:
                 first[t] = v
             last[t] = v
             mode = access.mode
             if mode != "Out":
-                read.add(t)
+                read[t] = 1
             if mode != "In":
-                written.add(t)
+                written[t] = 1
     for loop in program.loops.values():
-        read.update(access.tensor for access in loop.accesses)   # bounds and flags are reads
+        for access in loop.accesses:                              # bounds and flags are reads
+            read[access.tensor] = 1
     returned = result_tensors(program)
     warnings = program.reports.setdefault("warnings", [])
     warned = set(warnings)
@@ -90,7 +98,7 @@ def run(program: Program) -> Program:
             body_end = program.loops[info.loops[-1]].end_task - 1
             if info.dead_after is None or body_end < info.dead_after:
                 info.dead_after = body_end
-        if (info.kind == "intermediate" and info.id in written and info.id not in read
+        if (info.kind == "intermediate" and written[info.id] and not read[info.id]
                 and info.id not in returned):
             message = f"tensor {info.name} ({info.loc}) is written but never read"
             if message not in warned:
