@@ -75,15 +75,24 @@ def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
 
 _new = object.__new__
 
-# Per base shape: the strides, axes and lines of the whole tensor (many tensors share a shape).
-_WHOLE: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...], tuple[Line, ...]]] = {}
+# Per base shape: the strides, axes, lines and region of the whole tensor (many tensors share a
+# shape, and their whole views share one `Region` record).
+_WHOLE: dict[tuple[int, ...],
+             tuple[tuple[int, ...], tuple[int, ...], tuple[Line, ...], Region]] = {}
+
+# Views of one geometry (offset, shape, strides, axes, lines and box; not moving with a loop) share
+# a dict of the views `x[i]` / `x[a:b:c]` made of them: key (i, or (a, b, c)) -> the first such
+# view. The same slicing of another tensor of the same shape (`h[0::2]` of every block's `h`)
+# then computes nothing and shares that view's region record (and its own dict of children).
+# Each dict holds at most this many (cleared when full: `x[i]` over a long axis).
+SLICE_CACHE_LIMIT = 1024
 
 
 class Tensor(ArrayFacts, Valueless):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
-                 "_axes", "_lines", "_box", "_region", "_shifts", "_access")
+                 "_axes", "_lines", "_box", "_region", "_shifts", "_access", "_children")
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
@@ -100,14 +109,19 @@ class Tensor(ArrayFacts, Valueless):
             if whole is None:
                 if len(_WHOLE) >= 4096:
                     _WHOLE.clear()
-                whole = _WHOLE[shape] = (_c_strides(shape), tuple(range(len(shape))),
-                                         tuple((0, d, 1) for d in shape))
-            strides, axes, lines = whole
+                strides, lines = _c_strides(shape), tuple((0, d, 1) for d in shape)
+                whole = _WHOLE[shape] = (strides, tuple(range(len(shape))), lines,
+                                         make_region(0, shape, strides, lines))
+            strides, axes, lines, region = whole
             if 0 not in shape:
                 self._offset, self.shape, self._strides, self._axes, self._lines = (
                     offset, shape, strides, axes, lines)
-                self._shifts, self._box, self._region = shifts, lines, None  # (whole: lines = box)
-                self._access = None
+                self._shifts, self._box, self._access = shifts, lines, None  # (whole: lines = box)
+                if offset or shifts:
+                    self._region = self._children = None
+                else:
+                    self._region = region
+                    self._children = tracer.whole_children(shape)
                 return
         self._offset = offset
         self.shape = tuple(shape)
@@ -125,6 +139,7 @@ class Tensor(ArrayFacts, Valueless):
         self._region: Region | None = None
         # the last `Access` a call made of this view (`Tracer.record_call` reuses it)
         self._access: Any = None
+        self._children: dict | None = None      # shared views made of this geometry (above)
 
     # ---- static facts (ndim, size, itemsize, nbytes: ArrayFacts) --------------------------------
     @property
@@ -185,8 +200,32 @@ class Tensor(ArrayFacts, Valueless):
         view._axes = axes
         view._lines = lines
         view._box = box
-        view._region = view._access = None
+        view._region = view._access = view._children = None
         view._shifts = shifts
+        return view
+
+    def _like(self, known: "Tensor") -> "Tensor":
+        """A view of this base tensor with the geometry of `known` (of a tensor of the same
+        shape, made by the same slicing of a view with this one's geometry), sharing its region
+        record and its dict of children."""
+        view = _new(Tensor)
+        view._tracer = self._tracer
+        view._tensor = self._tensor
+        view._base_shape = self._base_shape
+        view.dtype = self.dtype
+        view._offset = known._offset
+        view.shape = known.shape
+        view._strides = known._strides
+        view._axes = known._axes
+        view._lines = known._lines
+        view._box = known._box
+        view._region = known.region
+        children = known._children
+        if children is None:
+            children = known._children = {}
+        view._children = children
+        view._access = None
+        view._shifts = ()
         return view
 
     def _check_alive(self) -> None:
@@ -236,7 +275,30 @@ class Tensor(ArrayFacts, Valueless):
     def _first_axis(self, key: Any, is_int: bool) -> "Tensor | None":
         """`x[i]` or `x[a:b:c]` (one int or slice, on the first axis) of a non-empty view that
         keeps its axes; None where `_index` must decide (an empty result, an index out of
-        bounds, a bound that is not an int), which then raises the right error."""
+        bounds, a bound that is not an int), which then raises the right error. Looked up in, or
+        added to, the children of this view's geometry when it has such a dict."""
+        children = self._children
+        if children is None:
+            return self._first_axis_view(key, is_int)
+        if is_int:
+            spelled: Any = key
+        else:
+            spelled = (key.start, key.stop, key.step)
+            for part in spelled:
+                if part is not None and type(part) is not int:
+                    return self._first_axis_view(key, is_int)
+        known = children.get(spelled)
+        if known is not None:
+            return self._like(known)
+        view = self._first_axis_view(key, is_int)
+        if view is not None:
+            if len(children) >= SLICE_CACHE_LIMIT:
+                children.clear()
+            children[spelled] = view
+        return view
+
+    def _first_axis_view(self, key: Any, is_int: bool) -> "Tensor | None":
+        """`_first_axis` computed."""
         shape = self.shape
         if 0 in shape:
             return None

@@ -22,7 +22,7 @@ from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noq
 from .arrayspec import ArraySpec
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
-from .records import make_access
+from .records import make_access, make_scalar
 from .loops import LoopIndex
 from .proxy import Tensor
 from .shifted import check_group_members
@@ -65,6 +65,11 @@ def _plain_dims(shape: tuple) -> bool:
     return True
 
 
+# The node attributes of a traced task, in `Program.sync_node_attrs`'s order (before placement:
+# no chip, host 0).
+_NODE: dict[str, Any] = {"task": None, "kernel": None, "worker": None, "chip": None, "group": None,
+                         "loc": None, "host": 0, "loops": ()}
+
 _SCOPE_OWNER = ("scope", -1)     # what ended a tensor that died at the end of its l3c.scope()
 
 
@@ -88,6 +93,16 @@ class Tracer:
         self.loop_created: dict[int, list[int]] = {}
         self.ended_by: dict[int, tuple[str, int]] = {}
         self.abandoned: str | None = None
+        self._admitted: set[Kernel] = set()       # kernels called so far (`_admit`)
+        # base shape -> the views sliced from whole tensors of that shape (`proxy.py`)
+        self._whole_children: dict[tuple[int, ...], dict] = {}
+
+    def whole_children(self, shape: tuple[int, ...]) -> dict:
+        """The shared dict of views sliced from whole tensors of `shape` in this trace."""
+        children = self._whole_children.get(shape)
+        if children is None:
+            children = self._whole_children[shape] = {}
+        return children
 
     # -- tensors
     def new_input(self, name: str, array: np.ndarray | ArraySpec, loc: str) -> Tensor:
@@ -200,24 +215,22 @@ class Tracer:
                     loc: str | None = None, *, pin: int | None = None, group: int | None = None,
                     rank: int = 0) -> int:
         """Record one call of `kernel` as a task made at `loc` (the user's line when not given)."""
-        if kernel.worker == "sub" and self.program.config.sub_workers == 0:
-            raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
-                              "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
+        if kernel not in self._admitted:
+            self._admit(kernel)
         if pin is not None:
             limit = self.program.config.units(kernel.worker)
             if pin >= limit:
                 raise trace_error(f"kernel {kernel.fn.__qualname__}.on({pin}) but there are only "
                                   f"{limit} {'chips' if kernel.worker == 'chip' else 'sub workers'}",
                                   f"pin to 0..{limit - 1} or raise the jit's worker count")
-        if kernel.cost is not None:
-            self.program.costs.kernel_costs[kernel.name] = kernel.cost
         params = kernel.params
         if kwargs or len(args) != len(params):
             args = self._bind_call(kernel, args, kwargs)
         call_args: list[Any] = []
         dead = self.dead
         for (name, mode), value in zip(params, args):
-            if (type(value) is Tensor and value._tracer is self and mode is not None
+            kind = type(value)
+            if (kind is Tensor and value._tracer is self and mode is not None
                     and not value._shifts and value._tensor not in dead):
                 # a view passed again with the same parameter name and mode shares its record
                 access = value._access
@@ -226,26 +239,48 @@ class Tracer:
                     access = value._access = make_access(
                         name, value._tensor, region if region is not None else value.region, mode)
                 call_args.append(access)
+            elif mode is None and (kind is float or kind is int or value is None or kind is bool
+                                   or kind is str):
+                call_args.append(make_scalar(name, value))
             else:
                 call_args.append(self._other_argument(kernel, name, mode, value))
         if kernel.native is not None:
             kernel.check_native_call(dict(zip(kernel.modes, args)))
-        if self.loop_stack or self.abandoned is not None:
+        loop_stack = self.loop_stack
+        if loop_stack or self.abandoned is not None:
             self.check_abandoned()
+        loops = tuple(loop_stack) if loop_stack else ()
+        if loc is None:
+            loc = user_loc()
         nodes = self.program.graph._node
         tid = len(nodes)
+        name, worker = kernel.name, kernel.worker
         # positional (field order of `Task`): keyword construction costs ~1 us more per call
-        task = Task(tid, kernel.name, kernel.worker, tuple(call_args),
-                    loc if loc is not None else user_loc(), self.scope_path,
-                    tuple(self.loop_stack), pin, group, rank)
+        task = Task(tid, name, worker, tuple(call_args), loc, self.scope_path, loops, pin, group,
+                    rank)
         # `Program.add_task` without networkx's per-call bookkeeping: the trace's graph is new and
-        # has no edges, so a node is its attribute dict (what `sync_node_attrs` writes) and two
-        # empty adjacency dicts.
-        nodes[tid] = {"task": task, "kernel": task.kernel, "worker": task.worker, "chip": None,
-                      "group": group, "loc": task.loc, "host": 0, "loops": task.loops}
+        # has no edges, so a node is its attribute dict (what `sync_node_attrs` writes, copied
+        # from a template of the same keys in the same order) and two empty adjacency dicts.
+        node = nodes[tid] = _NODE.copy()
+        node["task"] = task
+        node["kernel"] = name
+        node["worker"] = worker
+        node["group"] = group
+        node["loc"] = loc
+        node["loops"] = loops
         self._succ[tid] = {}
         self._pred[tid] = {}
         return tid
+
+    def _admit(self, kernel: Kernel) -> None:
+        """What the first call of `kernel` in this trace checks and records (its worker kind
+        exists; its cost hint goes into the program's cost model)."""
+        if kernel.worker == "sub" and self.program.config.sub_workers == 0:
+            raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
+                              "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
+        if kernel.cost is not None:
+            self.program.costs.kernel_costs[kernel.name] = kernel.cost
+        self._admitted.add(kernel)
 
     def _bind_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any]) -> list:
         params = list(kernel.modes)
