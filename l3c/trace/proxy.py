@@ -25,6 +25,7 @@ from ..ir import Region, Shift
 from .arrayspec import ArrayFacts
 from .context import _local
 from .records import make_region
+from .strides import c_strides, reshape_strides, whole_geometry  # noqa: F401
 from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
 from .loops import LoopIndex
 from .shifted import affine_index, has_loop_index
@@ -35,57 +36,33 @@ if TYPE_CHECKING:
     from .tracer import Tracer
 
 
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= d
-    return tuple(reversed(strides))
-
-
-def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
-                     new_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The strides of `new_shape` over the same elements when they exist (numpy's rule for a
-    reshape without copying, C order), else None. Runs of old axes that merge into new ones must
-    be contiguous relative to each other; size-1 axes take any stride."""
-    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
-    new_strides = [0] * len(new_shape)
-    oi, oj, ni, nj = 0, 1, 0, 1
-    while ni < len(new_shape) and oi < len(old):
-        np_, op = new_shape[ni], old[oi][0]
-        while np_ != op:
-            if np_ < op:
-                np_ *= new_shape[nj]
-                nj += 1
-            else:
-                op *= old[oj][0]
-                oj += 1
-        for k in range(oi, oj - 1):
-            if old[k][1] != old[k + 1][0] * old[k + 1][1]:
-                return None
-        new_strides[nj - 1] = old[oj - 1][1]
-        for k in range(nj - 1, ni, -1):
-            new_strides[k - 1] = new_strides[k] * new_shape[k]
-        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
-    last = new_strides[ni - 1] if ni >= 1 else 1
-    for k in range(ni, len(new_shape)):
-        new_strides[k] = last
-    return tuple(new_strides)
-
-
 _new = object.__new__
-
-# Per base shape: the strides, axes, lines and region of the whole tensor (many tensors share a
-# shape, and their whole views share one `Region` record).
-_WHOLE: dict[tuple[int, ...],
-             tuple[tuple[int, ...], tuple[int, ...], tuple[Line, ...], Region]] = {}
 
 # Views of one geometry (offset, shape, strides, axes, lines and box; not moving with a loop) share
 # a dict of the views `x[i]` / `x[a:b:c]` made of them: key (i, or (a, b, c)) -> the first such
 # view. The same slicing of another tensor of the same shape (`h[0::2]` of every block's `h`)
 # then computes nothing and shares that view's region record (and its own dict of children).
-# Each dict holds at most this many (cleared when full: `x[i]` over a long axis).
+# Each dict holds at most this many (cleared when full). A view whose first axis is longer than
+# SLICE_CACHE_AXIS keeps none: its indices (`acc[b]` per block b) seldom repeat.
 SLICE_CACHE_LIMIT = 1024
+SLICE_CACHE_AXIS = 256
+
+
+def new_whole(tracer: "Tracer", tensor: int, shape: tuple[int, ...], dtype: np.dtype,
+              geometry: tuple) -> "Tensor":
+    """`Tensor(tracer, tensor, shape, dtype)` for a shape of ints > 0 and a numpy dtype, given
+    `tracer.whole_geometry(shape)` (what a new tensor's proxy is made of)."""
+    view = _new(Tensor)
+    view._tracer = tracer
+    view._tensor = tensor
+    view._base_shape = view.shape = shape
+    view.dtype = dtype
+    view._offset = 0
+    view._strides, view._axes, view._lines, view._region, view._children = geometry
+    view._box = view._lines
+    view._shifts = ()
+    view._access = None
+    return view
 
 
 class Tensor(ArrayFacts, Valueless):
@@ -105,24 +82,14 @@ class Tensor(ArrayFacts, Valueless):
         self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         if shape is None:               # the whole base tensor
             shape = self._base_shape
-            whole = _WHOLE.get(shape)
-            if whole is None:
-                if len(_WHOLE) >= 4096:
-                    _WHOLE.clear()
-                strides, lines = _c_strides(shape), tuple((0, d, 1) for d in shape)
-                whole = _WHOLE[shape] = (strides, tuple(range(len(shape))), lines,
-                                         make_region(0, shape, strides, lines))
-            strides, axes, lines, region = whole
-            if 0 not in shape:
-                self._offset, self.shape, self._strides, self._axes, self._lines = (
-                    offset, shape, strides, axes, lines)
-                self._shifts, self._box, self._access = shifts, lines, None  # (whole: lines = box)
-                if offset or shifts:
-                    self._region = self._children = None
-                else:
-                    self._region = region
-                    self._children = tracer.whole_children(shape)
+            if 0 not in shape and not offset and not shifts:
+                self.shape = shape
+                self._offset, self._shifts, self._access = 0, (), None
+                (self._strides, self._axes, self._lines, self._region,
+                 self._children) = tracer.whole_geometry(shape)
+                self._box = self._lines         # (whole: lines = box)
                 return
+            strides, axes, lines, _ = whole_geometry(shape)
         self._offset = offset
         self.shape = tuple(shape)
         self._strides = tuple(strides)
@@ -278,7 +245,7 @@ class Tensor(ArrayFacts, Valueless):
         bounds, a bound that is not an int), which then raises the right error. Looked up in, or
         added to, the children of this view's geometry when it has such a dict."""
         children = self._children
-        if children is None:
+        if children is None or self.shape[0] > SLICE_CACHE_AXIS:
             return self._first_axis_view(key, is_int)
         if is_int:
             spelled: Any = key
@@ -461,7 +428,7 @@ class Tensor(ArrayFacts, Valueless):
                               f"the new shape must hold {self.size} elements")
         if shape == self.shape:
             return self
-        strides = _c_strides(shape) if self.size == 0 else _reshape_strides(self.shape,
+        strides = c_strides(shape) if self.size == 0 else reshape_strides(self.shape,
                                                                              self._strides, shape)
         if strides is None:
             raise trace_error(f"reshape of a {self._desc()} with strides {list(self.strides)} bytes "
