@@ -25,6 +25,7 @@ from ..ir import Region, Shift
 from .arrayspec import ArrayFacts
 from .context import _local
 from .records import make_region
+from .strides import c_strides, reshape_strides, whole_geometry  # noqa: F401
 from .boxes import BOX_ENUMERATION_LIMIT, Line, box_from_elements, normalise_box  # noqa: F401
 from .loops import LoopIndex
 from .shifted import affine_index, has_loop_index
@@ -35,55 +36,40 @@ if TYPE_CHECKING:
     from .tracer import Tracer
 
 
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= d
-    return tuple(reversed(strides))
-
-
-def _reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...],
-                     new_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The strides of `new_shape` over the same elements when they exist (numpy's rule for a
-    reshape without copying, C order), else None. Runs of old axes that merge into new ones must
-    be contiguous relative to each other; size-1 axes take any stride."""
-    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
-    new_strides = [0] * len(new_shape)
-    oi, oj, ni, nj = 0, 1, 0, 1
-    while ni < len(new_shape) and oi < len(old):
-        np_, op = new_shape[ni], old[oi][0]
-        while np_ != op:
-            if np_ < op:
-                np_ *= new_shape[nj]
-                nj += 1
-            else:
-                op *= old[oj][0]
-                oj += 1
-        for k in range(oi, oj - 1):
-            if old[k][1] != old[k + 1][0] * old[k + 1][1]:
-                return None
-        new_strides[nj - 1] = old[oj - 1][1]
-        for k in range(nj - 1, ni, -1):
-            new_strides[k - 1] = new_strides[k] * new_shape[k]
-        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
-    last = new_strides[ni - 1] if ni >= 1 else 1
-    for k in range(ni, len(new_shape)):
-        new_strides[k] = last
-    return tuple(new_strides)
-
-
 _new = object.__new__
 
-# Per base shape: the strides, axes and lines of the whole tensor (many tensors share a shape).
-_WHOLE: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...], tuple[Line, ...]]] = {}
+# Views of one geometry (offset, shape, strides, axes, lines and box; not moving with a loop) share
+# a dict of the views `x[i]` / `x[a:b:c]` made of them: key (i, or (a, b, c)) -> the first such
+# view. The same slicing of another tensor of the same shape (`h[0::2]` of every block's `h`)
+# then computes nothing and shares that view's region record (and its own dict of children).
+# Each dict holds at most this many (cleared when full). A view whose first axis is longer than
+# SLICE_CACHE_AXIS keeps none: its indices (`acc[b]` per block b) seldom repeat.
+SLICE_CACHE_LIMIT = 1024
+SLICE_CACHE_AXIS = 256
+
+
+def new_whole(tracer: "Tracer", tensor: int, shape: tuple[int, ...], dtype: np.dtype,
+              geometry: tuple) -> "Tensor":
+    """`Tensor(tracer, tensor, shape, dtype)` for a shape of ints > 0 and a numpy dtype, given
+    `tracer.whole_geometry(shape)` (what a new tensor's proxy is made of)."""
+    view = _new(Tensor)
+    view._tracer = tracer
+    view._tensor = tensor
+    view._base_shape = view.shape = shape
+    view.dtype = dtype
+    view._offset = 0
+    view._strides, view._axes, view._lines, view._region, view._children = geometry
+    view._box = view._lines
+    view._shifts = ()
+    view._access = None
+    return view
 
 
 class Tensor(ArrayFacts, Valueless):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
-                 "_axes", "_lines", "_box", "_region", "_shifts", "_access")
+                 "_axes", "_lines", "_box", "_region", "_shifts", "_access", "_children")
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
@@ -96,19 +82,14 @@ class Tensor(ArrayFacts, Valueless):
         self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         if shape is None:               # the whole base tensor
             shape = self._base_shape
-            whole = _WHOLE.get(shape)
-            if whole is None:
-                if len(_WHOLE) >= 4096:
-                    _WHOLE.clear()
-                whole = _WHOLE[shape] = (_c_strides(shape), tuple(range(len(shape))),
-                                         tuple((0, d, 1) for d in shape))
-            strides, axes, lines = whole
-            if 0 not in shape:
-                self._offset, self.shape, self._strides, self._axes, self._lines = (
-                    offset, shape, strides, axes, lines)
-                self._shifts, self._box, self._region = shifts, lines, None  # (whole: lines = box)
-                self._access = None
+            if 0 not in shape and not offset and not shifts:
+                self.shape = shape
+                self._offset, self._shifts, self._access = 0, (), None
+                (self._strides, self._axes, self._lines, self._region,
+                 self._children) = tracer.whole_geometry(shape)
+                self._box = self._lines         # (whole: lines = box)
                 return
+            strides, axes, lines, _ = whole_geometry(shape)
         self._offset = offset
         self.shape = tuple(shape)
         self._strides = tuple(strides)
@@ -125,6 +106,7 @@ class Tensor(ArrayFacts, Valueless):
         self._region: Region | None = None
         # the last `Access` a call made of this view (`Tracer.record_call` reuses it)
         self._access: Any = None
+        self._children: dict | None = None      # shared views made of this geometry (above)
 
     # ---- static facts (ndim, size, itemsize, nbytes: ArrayFacts) --------------------------------
     @property
@@ -185,8 +167,32 @@ class Tensor(ArrayFacts, Valueless):
         view._axes = axes
         view._lines = lines
         view._box = box
-        view._region = view._access = None
+        view._region = view._access = view._children = None
         view._shifts = shifts
+        return view
+
+    def _like(self, known: "Tensor") -> "Tensor":
+        """A view of this base tensor with the geometry of `known` (of a tensor of the same
+        shape, made by the same slicing of a view with this one's geometry), sharing its region
+        record and its dict of children."""
+        view = _new(Tensor)
+        view._tracer = self._tracer
+        view._tensor = self._tensor
+        view._base_shape = self._base_shape
+        view.dtype = self.dtype
+        view._offset = known._offset
+        view.shape = known.shape
+        view._strides = known._strides
+        view._axes = known._axes
+        view._lines = known._lines
+        view._box = known._box
+        view._region = known.region
+        children = known._children
+        if children is None:
+            children = known._children = {}
+        view._children = children
+        view._access = None
+        view._shifts = ()
         return view
 
     def _check_alive(self) -> None:
@@ -236,7 +242,30 @@ class Tensor(ArrayFacts, Valueless):
     def _first_axis(self, key: Any, is_int: bool) -> "Tensor | None":
         """`x[i]` or `x[a:b:c]` (one int or slice, on the first axis) of a non-empty view that
         keeps its axes; None where `_index` must decide (an empty result, an index out of
-        bounds, a bound that is not an int), which then raises the right error."""
+        bounds, a bound that is not an int), which then raises the right error. Looked up in, or
+        added to, the children of this view's geometry when it has such a dict."""
+        children = self._children
+        if children is None or self.shape[0] > SLICE_CACHE_AXIS:
+            return self._first_axis_view(key, is_int)
+        if is_int:
+            spelled: Any = key
+        else:
+            spelled = (key.start, key.stop, key.step)
+            for part in spelled:
+                if part is not None and type(part) is not int:
+                    return self._first_axis_view(key, is_int)
+        known = children.get(spelled)
+        if known is not None:
+            return self._like(known)
+        view = self._first_axis_view(key, is_int)
+        if view is not None:
+            if len(children) >= SLICE_CACHE_LIMIT:
+                children.clear()
+            children[spelled] = view
+        return view
+
+    def _first_axis_view(self, key: Any, is_int: bool) -> "Tensor | None":
+        """`_first_axis` computed."""
         shape = self.shape
         if 0 in shape:
             return None
@@ -399,7 +428,7 @@ class Tensor(ArrayFacts, Valueless):
                               f"the new shape must hold {self.size} elements")
         if shape == self.shape:
             return self
-        strides = _c_strides(shape) if self.size == 0 else _reshape_strides(self.shape,
+        strides = c_strides(shape) if self.size == 0 else reshape_strides(self.shape,
                                                                              self._strides, shape)
         if strides is None:
             raise trace_error(f"reshape of a {self._desc()} with strides {list(self.strides)} bytes "

@@ -7,7 +7,7 @@ tracer, so they validate nothing.
 """
 from __future__ import annotations
 
-from ..ir import Access, Region, Shift
+from ..ir import Access, Region, ScalarArg, Shift
 
 _new = object.__new__
 
@@ -35,3 +35,12 @@ def make_access(param: str, tensor: int, region: Region, mode: str | None) -> Ac
     fields["region"] = region
     fields["mode"] = mode
     return access
+
+
+def make_scalar(param: str, value: object) -> ScalarArg:
+    """`ScalarArg(param, value)`."""
+    arg = _new(ScalarArg)
+    fields = arg.__dict__
+    fields["param"] = param
+    fields["value"] = value
+    return arg

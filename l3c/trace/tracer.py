@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import inspect
 import numbers
+import sys
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -20,14 +21,15 @@ from ..ir import (Access, Config, Param, Program, ResultRef, ScalarArg, Task, Te
 from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noqa: F401
                         definition_location)
 from .arrayspec import ArraySpec
+from .callargs import bind_call, other_argument
 from .context import _set_tracer, current_tracer
 from .kernel import Kernel, PinnedKernel
-from .records import make_access
-from .loops import LoopIndex
-from .proxy import Tensor
+from .records import make_access, make_scalar
+from .proxy import Tensor, new_whole
+from .strides import whole_geometry
 from .shifted import check_group_members
 from ..errors import TraceError
-from .source import return_location, short_loc, trace_error, user_loc, user_location
+from .source import frame_loc, return_location, short_loc, trace_error, user_location
 
 
 
@@ -57,13 +59,13 @@ def _dtype_and_name(dtype: Any) -> tuple[np.dtype, str]:
     return known
 
 
-def _plain_dims(shape: tuple) -> bool:
-    """Whether every dimension is a plain int >= 0 (the common spelling, checked fast)."""
-    for d in shape:
-        if type(d) is not int or d < 0:
-            return False
-    return True
+# The node attributes of a traced task, in `Program.sync_node_attrs`'s order (before placement:
+# no chip, host 0).
+_NODE: dict[str, Any] = {"task": None, "kernel": None, "worker": None, "chip": None, "group": None,
+                         "loc": None, "host": 0, "loops": ()}
 
+_new = object.__new__
+_NO_KEYWORDS: dict[str, Any] = {}     # (read only)
 
 _SCOPE_OWNER = ("scope", -1)     # what ended a tensor that died at the end of its l3c.scope()
 
@@ -76,7 +78,7 @@ class Tracer:
         self.active = True
         self.scope_stack: list[int] = []
         self.scope_path: tuple[int, ...] = ()     # tuple(scope_stack), shared by the records
-        self._succ = program.graph._succ          # (written per task: `record_call`)
+        self._succ = program.graph._succ          # (written at the end: `add_adjacency`)
         self._pred = program.graph._pred
         self.dead: dict[int, str] = {}            # tensor id -> "file.py:LINE" where its scope ended
         self.intermediates = 0                    # how many intermediates so far (names t0, t1, ...)
@@ -88,6 +90,16 @@ class Tracer:
         self.loop_created: dict[int, list[int]] = {}
         self.ended_by: dict[int, tuple[str, int]] = {}
         self.abandoned: str | None = None
+        self._admitted: set[Kernel] = set()       # kernels called so far (`_admit`)
+        self._wholes: dict[tuple[int, ...], tuple] = {}     # shape -> `whole_geometry(shape)`
+
+    def whole_geometry(self, shape: tuple[int, ...]) -> tuple:
+        """What whole tensors of `shape` (ints > 0) share in this trace: strides, axes, lines,
+        region (`proxy.whole_geometry`) and the dict of views sliced from them."""
+        geometry = self._wholes.get(shape)
+        if geometry is None:
+            geometry = self._wholes[shape] = whole_geometry(shape) + ({},)
+        return geometry
 
     # -- tensors
     def new_input(self, name: str, array: np.ndarray | ArraySpec, loc: str) -> Tensor:
@@ -97,21 +109,38 @@ class Tracer:
         return Tensor(self, info.id, info.shape, array.dtype)
 
     def new_tensor(self, shape: Any, dtype: Any, zero_init: bool = False) -> Tensor:
-        if type(shape) is not tuple or not _plain_dims(shape):
+        if type(shape) is tuple:
+            for d in shape:
+                if type(d) is not int or d < 0:
+                    shape = self._checked_shape(shape)
+                    break
+        else:
             shape = self._checked_shape(shape)
-        dt, dtype_name = _dtype_and_name(dtype)
+        try:
+            dt, dtype_name = _DTYPES[dtype]
+        except (KeyError, TypeError):              # new, or an unhashable spelling
+            dt, dtype_name = _dtype_and_name(dtype)
         n = self.intermediates                    # (counting them per call was quadratic)
         self.intermediates += 1
+        tensors = self.program.tensors
+        tid = len(tensors)
+        loop_stack = self.loop_stack
         # positional (field order of `TensorInfo`): keywords cost more per tensor
-        info = TensorInfo(len(self.program.tensors), f"t{n}", "intermediate", shape, dtype_name,
-                          user_loc(), self.scope_path, tuple(self.loop_stack), zero_init)
-        self.program.tensors.append(info)
+        info = TensorInfo(tid, f"t{n}", "intermediate", shape, dtype_name,
+                          frame_loc(sys._getframe()), self.scope_path,
+                          tuple(loop_stack) if loop_stack else (), zero_init)
+        tensors.append(info)
         for sid in self.scope_stack:
-            self.created_in.setdefault(sid, []).append(info.id)
-        if self.loop_stack:
+            self.created_in.setdefault(sid, []).append(tid)
+        if loop_stack:
             self.check_abandoned()
-            self.loop_created.setdefault(self.loop_stack[-1], []).append(info.id)
-        proxy = Tensor(self, info.id, shape, dt)
+            self.loop_created.setdefault(loop_stack[-1], []).append(tid)
+        if 0 in shape:
+            proxy = Tensor(self, tid, shape, dt)
+        else:
+            geometry = self._wholes.get(shape)
+            proxy = new_whole(self, tid, shape, dt,
+                              geometry if geometry is not None else self.whole_geometry(shape))
         if zero_init:
             from .builtins import fill_zeros
             self.record_call(fill_zeros, (proxy,), {}, info.loc)
@@ -193,31 +222,29 @@ class Tracer:
             self.scope_path = tuple(self.scope_stack)
         # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
         self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), _SCOPE_OWNER,
-                           user_loc())
+                           frame_loc(sys._getframe()))
 
     # -- kernel calls
     def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any],
                     loc: str | None = None, *, pin: int | None = None, group: int | None = None,
                     rank: int = 0) -> int:
         """Record one call of `kernel` as a task made at `loc` (the user's line when not given)."""
-        if kernel.worker == "sub" and self.program.config.sub_workers == 0:
-            raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
-                              "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
+        if kernel not in self._admitted:
+            self._admit(kernel)
         if pin is not None:
             limit = self.program.config.units(kernel.worker)
             if pin >= limit:
                 raise trace_error(f"kernel {kernel.fn.__qualname__}.on({pin}) but there are only "
                                   f"{limit} {'chips' if kernel.worker == 'chip' else 'sub workers'}",
                                   f"pin to 0..{limit - 1} or raise the jit's worker count")
-        if kernel.cost is not None:
-            self.program.costs.kernel_costs[kernel.name] = kernel.cost
         params = kernel.params
         if kwargs or len(args) != len(params):
-            args = self._bind_call(kernel, args, kwargs)
+            args = bind_call(kernel, args, kwargs)
         call_args: list[Any] = []
         dead = self.dead
         for (name, mode), value in zip(params, args):
-            if (type(value) is Tensor and value._tracer is self and mode is not None
+            kind = type(value)
+            if (kind is Tensor and value._tracer is self and mode is not None
                     and not value._shifts and value._tensor not in dead):
                 # a view passed again with the same parameter name and mode shares its record
                 access = value._access
@@ -226,75 +253,66 @@ class Tracer:
                     access = value._access = make_access(
                         name, value._tensor, region if region is not None else value.region, mode)
                 call_args.append(access)
+            elif mode is None and (kind is float or kind is int or value is None or kind is bool
+                                   or kind is str):
+                call_args.append(make_scalar(name, value))
             else:
-                call_args.append(self._other_argument(kernel, name, mode, value))
+                call_args.append(other_argument(kernel, name, mode, value))
         if kernel.native is not None:
             kernel.check_native_call(dict(zip(kernel.modes, args)))
-        if self.loop_stack or self.abandoned is not None:
+        loop_stack = self.loop_stack
+        if loop_stack or self.abandoned is not None:
             self.check_abandoned()
+        loops = tuple(loop_stack) if loop_stack else ()
+        if loc is None:
+            loc = frame_loc(sys._getframe())
         nodes = self.program.graph._node
         tid = len(nodes)
-        # positional (field order of `Task`): keyword construction costs ~1 us more per call
-        task = Task(tid, kernel.name, kernel.worker, tuple(call_args),
-                    loc if loc is not None else user_loc(), self.scope_path,
-                    tuple(self.loop_stack), pin, group, rank)
+        name, worker = kernel.name, kernel.worker
+        # `Task(tid, name, ...)`: its fields set in their order on a new instance, which costs
+        # less than the dataclass's __init__ (a Task has no checks and no __post_init__)
+        task = _new(Task)
+        task.id = tid
+        task.kernel = name
+        task.worker = worker
+        task.args = tuple(call_args)
+        task.loc = loc
+        task.scope = self.scope_path
+        task.loops = loops
+        task.pin = pin
+        task.group = group
+        task.group_rank = rank
+        task.chip = task.queue_pos = None
         # `Program.add_task` without networkx's per-call bookkeeping: the trace's graph is new and
-        # has no edges, so a node is its attribute dict (what `sync_node_attrs` writes) and two
-        # empty adjacency dicts.
-        nodes[tid] = {"task": task, "kernel": task.kernel, "worker": task.worker, "chip": None,
-                      "group": group, "loc": task.loc, "host": 0, "loops": task.loops}
-        self._succ[tid] = {}
-        self._pred[tid] = {}
+        # has no edges, so a node is its attribute dict (what `sync_node_attrs` writes, copied
+        # from a template of the same keys in the same order); its two empty adjacency dicts are
+        # added when the trace ends (`add_adjacency`).
+        node = nodes[tid] = _NODE.copy()
+        node["task"] = task
+        node["kernel"] = name
+        node["worker"] = worker
+        node["group"] = group
+        node["loc"] = loc
+        node["loops"] = loops
         return tid
 
-    def _bind_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any]) -> list:
-        params = list(kernel.modes)
-        try:
-            bound = kernel.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise trace_error(f"kernel {kernel.fn.__qualname__}({', '.join(params)}) takes "
-                              f"{len(params)} arguments, called with {len(args) + len(kwargs)}: "
-                              f"{exc}", "pass one argument per kernel parameter") from None
-        bound.apply_defaults()
-        return [bound.arguments[name] for name in params]
+    def add_adjacency(self) -> None:
+        """Complete the graph: every task recorded so far gets its empty adjacency dicts (in
+        program order, as `add_node` would have made them)."""
+        succ, pred = self._succ, self._pred
+        for tid in range(len(succ), len(self.program.graph._node)):
+            succ[tid] = {}
+            pred[tid] = {}
 
-    def _unannotated(self, kernel: Kernel, name: str, value: Tensor) -> None:
-        raise trace_error(f"a {value._desc()} is passed to parameter {name!r} of kernel "
-                          f"{kernel.fn.__qualname__}, which has no access annotation",
-                          f"annotate it `{name}: l3c.In`, `l3c.Out` or `l3c.InOut`")
-
-    def _other_argument(self, kernel: Kernel, name: str, mode: str | None, value: Any) -> Any:
-        """The task argument for anything but a live tensor of this trace (or the TraceError)."""
-        what = f"kernel {kernel.fn.__qualname__}"
-        if isinstance(value, Tensor):
-            value._check_alive()                  # raises: another trace's, or after its scope
-            if mode is None:
-                self._unannotated(kernel, name, value)
-            return Access(name, value._tensor, value.region, mode)
-        if type(value) is LoopIndex:
-            value.check_live()
-            if mode is not None:
-                raise trace_error(f"parameter {name!r} of {what} is annotated l3c.{mode} but got "
-                                  f"the loop variable {value}",
-                                  "pass a tensor (index one with the loop variable: x[i]), or drop "
-                                  "the annotation for a scalar")
-            return ScalarArg(name, value.affine)
-        if isinstance(value, np.ndarray):
-            raise trace_error(f"a numpy array {value.dtype}{list(value.shape)} is passed to "
-                              f"parameter {name!r} of {what} inside a trace",
-                              "pass arrays as arguments of the l3c.jit function, or create "
-                              "intermediates with l3c.empty/l3c.zeros")
-        if isinstance(value, SCALARS + (np.generic,)):
-            if isinstance(value, np.generic):
-                value = value.item()
-            if mode is not None and value is not None:
-                raise trace_error(f"parameter {name!r} of {what} is annotated l3c.{mode} but "
-                                  f"got {type(value).__name__} {value!r}",
-                                  "pass a tensor, or drop the annotation for a scalar")
-            return ScalarArg(name, value)
-        raise trace_error(f"parameter {name!r} of {what} got a {type(value).__name__}",
-                          "kernels take tensors and Python scalars (int, float, bool, str, "
-                          "None)")
+    def _admit(self, kernel: Kernel) -> None:
+        """What the first call of `kernel` in this trace checks and records (its worker kind
+        exists; its cost hint goes into the program's cost model)."""
+        if kernel.worker == "sub" and self.program.config.sub_workers == 0:
+            raise trace_error(f"kernel {kernel.fn.__qualname__} runs on a sub worker but the jit "
+                              "has sub_workers=0", "pass sub_workers=1 (or more) to l3c.jit")
+        if kernel.cost is not None:
+            self.program.costs.kernel_costs[kernel.name] = kernel.cost
+        self._admitted.add(kernel)
 
     def record_group(self, kernel: Any, entries: list[Any]) -> None:
         chips = self.program.config.units("chip")
@@ -314,10 +332,15 @@ class Tracer:
         if not entries:
             return
         g = len(self.program.groups)
-        loc = user_loc()
-        ids = [self.record_call(kernel, e if not isinstance(e, dict) else (),
-                                e if isinstance(e, dict) else {}, loc, group=g, rank=r)
-               for r, e in enumerate(entries)]
+        loc = frame_loc(sys._getframe())
+        ids = []
+        for rank, entry in enumerate(entries):
+            if type(entry) is tuple:
+                ids.append(self.record_call(kernel, entry, _NO_KEYWORDS, loc, group=g, rank=rank))
+            elif isinstance(entry, dict):
+                ids.append(self.record_call(kernel, (), entry, loc, group=g, rank=rank))
+            else:
+                ids.append(self.record_call(kernel, entry, _NO_KEYWORDS, loc, group=g, rank=rank))
         self.program.groups.append(ids)
         if self.loop_stack:
             check_group_members(self.program, ids)
@@ -416,6 +439,7 @@ def trace(fn: Callable, args: Sequence[Any] = (), kwargs: dict[str, Any] | None 
                     raise
                 program.results = tracer.result_tree(out, where)   # raises again, at the return
     finally:
+        tracer.add_adjacency()
         if collecting:
             resume_collector()
         tracer.active = False
