@@ -47,6 +47,8 @@ def _same_signature(a: Task, b: Task, dtypes: list[str]) -> bool:
     if a.kernel != b.kernel or a.loops != b.loops or len(a.args) != len(b.args):
         return False
     for x, y in zip(a.args, b.args):
+        if x is y:
+            continue
         if x.param != y.param:
             return False
         if isinstance(x, Access):
@@ -105,8 +107,7 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
                 and _same_signature(previous, task, dtypes)):
             # Independent of every member so far? (Members are the tasks run_members[0].id ..
             # task.id - 1, and edges only go from earlier to later tasks.)
-            first = run_members[0].id
-            if all(p < first for p in preds[task.id]):
+            if max(preds[task.id], default=-1) < run_members[0].id:
                 run_members.append(task)
                 previous = task
                 continue

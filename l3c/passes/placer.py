@@ -163,19 +163,22 @@ class Placer:
             if fp > latest_finish or (fp == latest_finish and p > latest_id):
                 latest_finish, latest_id = fp, p
         ready = latest_finish if latest_finish > 0.0 else 0.0
-        if len(candidates) == 1:
-            slot = candidates[0]
-            free = free_at[slot]
-            self.commit(v, slot, (ready if ready > free else free) + cost)
-            return
-        ends = []
-        earliest = INF
+        earliest, first = INF, None
         for slot in candidates:
             free = free_at[slot]
             end = (ready if ready > free else free) + cost
-            ends.append((end, slot, free))
             if end < earliest:
-                earliest = end
+                earliest, first = end, slot
+        limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
+        # the workers free by `limit - cost` (ready or not) finish v within the limit too
+        close = [slot for slot in candidates if free_at[slot] + cost <= limit]
+        if len(close) < 2:
+            self.commit(v, first, earliest)     # the earliest is always close
+            return
+        ends = []
+        for slot in close:
+            free = free_at[slot]
+            ends.append(((ready if ready > free else free) + cost, slot, free))
         where = self.where
         self._choose(v, ends, earliest, {where[p] for p in preds},
                      where[latest_id] if preds else None)
@@ -312,7 +315,7 @@ class Placer:
         itemsize = self._itemsize
         found = []
         for a in self.tasks[t].args:
-            if type(a) is Access and a.mode != skip_mode:
+            if isinstance(a, Access) and a.mode != skip_mode:
                 tensor = a.tensor
                 size = itemsize[tensor]
                 if not size:
@@ -333,11 +336,11 @@ class Placer:
         """Worker indexes a group member may not take: those of the members placed before it,
         and the pins of the others."""
         taken = set()
-        where, tasks, base = self.where, self.tasks, self.base[task.worker]
+        where, tasks, base = self.where, self.tasks, self.base
         for other_id in self.program.groups[task.group]:
             if other_id != task.id:
                 if other_id < task.id and where[other_id] is not None:
-                    taken.add(where[other_id] - base)
+                    taken.add(where[other_id] - base[tasks[other_id].worker])
                 elif tasks[other_id].pin is not None:
                     taken.add(tasks[other_id].pin)
         return taken

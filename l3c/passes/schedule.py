@@ -103,12 +103,15 @@ def _check(program: Program, tasks: list[Task]) -> None:
     """Refuse what no placement can obey: a sub kernel without sub workers, a pin out of range,
     a group larger than the chips or with two members pinned to one chip."""
     no_subs = program.config.sub_workers < 1
+    pinned = set()
     for task in tasks:
         if task.pin is not None or (no_subs and task.worker == "sub"):
             _check_placeable(program, task)
+            if task.pin is not None:
+                pinned.add(task.id)
     chips = program.config.units("chip")
     for members in program.groups:
-        if len(members) > chips or any(tasks[i].pin is not None for i in members):
+        if len(members) > chips or (pinned and not pinned.isdisjoint(members)):
             _check_group(program, [tasks[i] for i in members])
 
 
@@ -116,13 +119,13 @@ def _place_all(program: Program, tasks: list[Task]) -> Placer:
     """List scheduling in program order (see the module docstring)."""
     placer = Placer(program, tasks)
     place, everything = placer.place, placer.all_slots
-    one_host = program.config.hosts == 1
+    if program.config.hosts > 1:
+        for task in tasks:
+            placer.place_task(task)
+        return placer
     for task in tasks:
         if task.pin is None and task.group is None:
-            if one_host:
-                place(task.id, everything[task.worker])
-            else:
-                place(task.id, placer.candidates(task, set()))
+            place(task.id, everything[task.worker])
         else:
             placer.place_task(task)
     return placer
@@ -144,19 +147,19 @@ def run(program: Program, placed: Placer | None = None) -> Program:
     next_pos = [0] * len(placer.free_at)
     nodes = program.graph._node
     host_of = placer.host_of_slot
-    for task in tasks:
-        slot = where[task.id]
-        task.chip = chip = slot - base[task.worker]
-        task.queue_pos = next_pos[slot]
-        next_pos[slot] += 1
-        attrs = nodes[task.id]            # what `program.sync_node_attrs()` would change
-        attrs["chip"], attrs["group"], attrs["host"] = chip, task.group, host_of[slot]
-
     longest: list[float] = [0.0] * n
     cross = cross_host = 0
     several_hosts = cfg.hosts > 1
-    for v in range(n):
+    work = {"chip": 0.0, "sub": 0.0}
+    for task in tasks:
+        v = task.id
         here = where[v]
+        task.chip = chip = here - base[task.worker]
+        task.queue_pos = next_pos[here]
+        next_pos[here] += 1
+        attrs = nodes[v]                  # what `program.sync_node_attrs()` would change
+        attrs["chip"], attrs["group"], attrs["host"] = chip, task.group, host_of[here]
+        work[task.worker] += cost[v]
         before = None
         for p in preds[v]:
             if before is None or longest[p] > before:
@@ -169,9 +172,6 @@ def run(program: Program, placed: Placer | None = None) -> Program:
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
     program.reports["critical_path"] = critical = max(longest, default=0.0)
     program.reports["makespan"] = max(placer.finish, default=0.0)
-    work = {"chip": 0.0, "sub": 0.0}
-    for task in tasks:
-        work[task.worker] += cost[task.id]
     program.reports["makespan_lower_bound"] = max(
         [critical] + [work[kind] / placer.count[kind] for kind in work if placer.count[kind]])
     program.reports["cross_worker_edges"] = cross
