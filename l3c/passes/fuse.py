@@ -13,7 +13,8 @@ most `chips` members; a run of one stays a plain task. Zero-fill tasks between c
 
 With kernel costs (`program.costs`), a group also stops growing where the distinct-chip rule would
 make the next member finish later than it could alone (after a heavy call, say): the pass runs
-the schedule pass's list scheduling ahead to see that (`_Estimate`), and discards its placements.
+the schedule pass's list scheduling ahead to see that (`_Estimate`); on one host that placement
+is the schedule pass's own, and `run_and_place` returns it for the pass manager to hand over.
 
 Writes `Task.group`, `Task.group_rank` and appends to `program.groups`; node ids are unchanged.
 The graph keeps each member's own edges; code generation makes a consumer wait on the group once

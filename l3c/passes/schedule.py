@@ -34,6 +34,10 @@ Writes `Task.chip`, `Task.queue_pos`, node attributes, and `program.reports["cri
 path and each worker kind's work / its workers: no placement finishes sooner) and
 `["cross_worker_edges"]`. No switch: placement is
 required.
+
+The list scheduling itself is `placer.Placer` (the fuse pass runs it too); when the fuse pass ran
+it over the whole program on one host, its placement is this pass's own and is taken as is
+(`run(program, placed=...)`).
 """
 from __future__ import annotations
 
