@@ -49,33 +49,35 @@ def apply_costs(program: Program, options: PassOptions) -> None:
             setattr(costs, name, float(value))
 
 
-def _deps(program: Program, options: PassOptions) -> Program:
+def _deps(program: Program, options: PassOptions, handover: dict) -> Program:
     return deps.run(program, reduce_edges=options.reduce_edges)
 
 
-def _scopes(program: Program, options: PassOptions) -> Program:
+def _scopes(program: Program, options: PassOptions, handover: dict) -> Program:
     return scopes.run(program)
 
 
-def _fuse(program: Program, options: PassOptions) -> Program:
+def _fuse(program: Program, options: PassOptions, handover: dict) -> Program:
     if not (options.fuse_groups and program.config.fuse_groups):
         return program
-    return fuse.run(program)
+    program, handover["placed"] = fuse.run_and_place(program)
+    return program
 
 
-def _schedule(program: Program, options: PassOptions) -> Program:
-    return schedule.run(program)
+def _schedule(program: Program, options: PassOptions, handover: dict) -> Program:
+    return schedule.run(program, placed=handover.pop("placed", None))
 
 
-def _memory(program: Program, options: PassOptions) -> Program:
+def _memory(program: Program, options: PassOptions, handover: dict) -> Program:
     # several hosts with loops: a host may receive any tensor its loops read, beyond its own
     # tasks' (`looptransfers`), so no two tensors share bytes
     several_loops = bool(program.loops) and program.config.hosts > 1
     return memory.run(program, reuse_memory=options.reuse_memory and not several_loops)
 
 
-# Pass name -> function(program, options), in pipeline order.
-PASSES: dict[str, Callable[[Program, PassOptions], Program]] = {
+# Pass name -> function(program, options, handover), in pipeline order. `handover`: what a pass
+# leaves for a later one of the same run (the fuse pass's placement, when it ran the schedule's).
+PASSES: dict[str, Callable[[Program, PassOptions, dict], Program]] = {
     "deps": _deps,
     "scopes": _scopes,
     "fuse": _fuse,
@@ -109,10 +111,11 @@ def run_passes(program: Program, *, until: str | None = None,
     if until == "trace":
         return program
     apply_costs(program, options)
+    handover: dict = {}
     with gc_paused():
         for name, function in PASSES.items():
             try:
-                program = function(program, options)
+                program = function(program, options, handover)
             except L3CError:
                 raise
             except Exception as exc:

@@ -13,7 +13,8 @@ most `chips` members; a run of one stays a plain task. Zero-fill tasks between c
 
 With kernel costs (`program.costs`), a group also stops growing where the distinct-chip rule would
 make the next member finish later than it could alone (after a heavy call, say): the pass runs
-the schedule pass's list scheduling ahead to see that (`_Estimate`), and discards its placements.
+the schedule pass's list scheduling ahead to see that (`_Estimate`); on one host that placement
+is the schedule pass's own, and `run_and_place` returns it for the pass manager to hand over.
 
 Writes `Task.group`, `Task.group_rank` and appends to `program.groups`; node ids are unchanged.
 The graph keeps each member's own edges; code generation makes a consumer wait on the group once
@@ -24,6 +25,7 @@ from __future__ import annotations
 from ..ir import Access, Program, Task
 from .graphs import task_list
 from .loopnest import iteration_preds
+from .placer import Placer
 
 
 def signature(program: Program, task: Task, dtypes: list[str] | None = None) -> tuple:
@@ -41,16 +43,44 @@ def _fusable(task: Task) -> bool:
     return task.worker == "chip" and task.pin is None and task.group is None
 
 
+def _same_signature(a: Task, b: Task, dtypes: list[str]) -> bool:
+    """`signature(a) == signature(b)`, compared argument by argument without building either."""
+    if a.kernel != b.kernel or a.loops != b.loops or len(a.args) != len(b.args):
+        return False
+    for x, y in zip(a.args, b.args):
+        if x is y:
+            continue
+        if x.param != y.param:
+            return False
+        if isinstance(x, Access):
+            if not (isinstance(y, Access) and x.mode == y.mode and x.region.shape == y.region.shape
+                    and dtypes[x.tensor] == dtypes[y.tensor]):
+                return False
+        elif isinstance(y, Access) or not (
+                type(x.value).__name__ == type(y.value).__name__
+                and repr(x.value) == repr(y.value)):
+            return False
+    return True
+
+
 def run(program: Program) -> Program:
     """The fuse pass (see module docstring)."""
+    return run_and_place(program)[0]
+
+
+def run_and_place(program: Program) -> tuple[Program, Placer | None]:
+    """The fuse pass, and the schedule pass's placement of the fused program when the pass ran
+    it ahead (with kernel costs, see `_Estimate`) and it is exactly what the schedule pass would
+    compute (one host: the candidates do not depend on where the group's members went), else
+    None."""
     chips = program.config.chips
     if chips < 2:
-        return program
+        return program, None
     graph = program.graph
-    estimate = _Estimate(program) if program.costs.kernel_costs else None
+    tasks = task_list(program)
+    estimate = _Estimate(program, tasks) if program.costs.kernel_costs else None
+    nodes = graph._node
     run_members: list[Task] = []
-    run_ids: set[int] = set()
-    run_sig = None
 
     def close_run() -> None:
         start = 0
@@ -65,34 +95,35 @@ def run(program: Program) -> Program:
             program.groups.append([t.id for t in members])
             for rank, member in enumerate(members):
                 member.group, member.group_rank = gid, rank
-                program.sync_node_attrs(member.id)
+                nodes[member.id]["group"] = gid     # the one node attribute fusing changes
         run_members.clear()
-        run_ids.clear()
 
     boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
-    preds = iteration_preds(program, graph.number_of_nodes()) if program.has_carried else graph._pred
+    preds = iteration_preds(program, len(tasks)) if program.has_carried else graph._pred
     dtypes = [t.dtype for t in program.tensors]
-    for task in task_list(program):
-        sig = signature(program, task, dtypes) if _fusable(task) else None
-        if task.id in boundaries:
-            run_sig = None                      # a loop/cond starts or ends before this task
-        if sig is not None and sig == run_sig:
-            # Independent of every member so far? (Edges only go from earlier to later tasks.)
-            if run_ids.isdisjoint(preds[task.id]):
+    previous = None                  # the task before, when fusable and not across a boundary
+    for task in tasks:
+        fusable = _fusable(task)
+        if (fusable and previous is not None and task.id not in boundaries
+                and _same_signature(previous, task, dtypes)):
+            # Independent of every member so far? (Members are the tasks run_members[0].id ..
+            # task.id - 1, and edges only go from earlier to later tasks.)
+            if max(preds[task.id], default=-1) < run_members[0].id:
                 run_members.append(task)
-                run_ids.add(task.id)
+                previous = task
                 continue
         close_run()
-        run_sig = sig
-        if sig is not None:
+        if fusable:
             run_members.append(task)
-            run_ids.add(task.id)
-        elif estimate is not None:
-            estimate.place(task)
+            previous = task
+        else:
+            previous = None
+            if estimate is not None:
+                estimate.place(task)
     close_run()
-    if estimate is not None:
-        estimate.forget()
-    return program
+    if estimate is not None and program.config.hosts == 1:
+        return program, estimate.placer
+    return program, None
 
 
 class _Estimate:
@@ -102,15 +133,11 @@ class _Estimate:
     stops growing where the next member would finish later under the constraint than without it
     (more than `costs.placement_slack` later). Only used when the program has kernel costs (hints
     or measured): without them every call is assumed equal and runs are grouped as they come,
-    which costs nothing to decide."""
+    which costs nothing to decide. Placements stay in the `Placer` (no Task field is written)."""
 
-    def __init__(self, program: Program) -> None:
-        from .schedule import _Placer, _candidates, _group_taken
+    def __init__(self, program: Program, tasks: list[Task]) -> None:
         self.program = program
-        self.tasks = task_list(program)
-        self.placer = _Placer(program, self.tasks)
-        self.candidates, self.group_taken = _candidates, _group_taken
-        self.saved = [(t.chip, t.queue_pos) for t in self.tasks]
+        self.placer = Placer(program, tasks)
 
     def _placeable(self, task: Task) -> bool:
         cfg = self.program.config
@@ -119,36 +146,19 @@ class _Estimate:
 
     def place(self, task: Task, taken: set[int] = frozenset()) -> None:
         """Place `task` as the schedule pass would (avoiding chips in `taken`)."""
-        if not self._placeable(task):
-            return
-        if task.pin is not None:
-            self.placer.place(task, [(task.worker, task.pin)])
-        elif task.group is not None:
-            self.placer.place(task, self.candidates(self.placer, task,
-                                                    self.group_taken(self.program, task)))
-        else:
-            self.placer.place(task, self.candidates(self.placer, task, set(taken)))
-
-    def _earliest_finish(self, task: Task, taken: set[int]) -> float:
-        workers = self.candidates(self.placer, task, taken)
-        return min((self.placer._estimate(task, w)[1] for w in workers), default=float("inf"))
+        if self._placeable(task):
+            self.placer.place_task(task, taken)
 
     def group_size(self, members: list[Task]) -> int:
         """How many of `members` (at most one per chip) to group; places those, and the first
         left out is placed by the caller's next round."""
+        placer = self.placer
         taken: set[int] = set()
         slack = self.program.costs.placement_slack + 1e-9
         for k, task in enumerate(members):
-            if k and self._earliest_finish(task, taken) > self._earliest_finish(task, set()) + slack:
+            if k and (placer.earliest_finish(task.id, placer.candidates(task, taken))
+                      > placer.earliest_finish(task.id, placer.candidates(task, set())) + slack):
                 return k
             self.place(task, taken)
-            taken.add(task.chip)
+            taken.add(placer.where[task.id] - placer.base["chip"])
         return len(members)
-
-    def forget(self) -> None:
-        """Leave placement to the schedule pass."""
-        for task, (chip, pos) in zip(self.tasks, self.saved):
-            if (task.chip, task.queue_pos) != (chip, pos):
-                task.chip, task.queue_pos = chip, pos
-                if task.group is not None:      # only grouping copied the estimate to the node
-                    self.program.sync_node_attrs(task.id)

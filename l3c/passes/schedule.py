@@ -34,19 +34,19 @@ Writes `Task.chip`, `Task.queue_pos`, node attributes, and `program.reports["cri
 path and each worker kind's work / its workers: no placement finishes sooner) and
 `["cross_worker_edges"]`. No switch: placement is
 required.
+
+The list scheduling itself is `placer.Placer` (the fuse pass runs it too); when the fuse pass ran
+it over the whole program on one host, its placement is this pass's own and is taken as is
+(`run(program, placed=...)`).
 """
 from __future__ import annotations
 
-import heapq
-
 from ..errors import L3CError
-from ..ir import Access, CostModel, Program, Region, Task
-from . import regions
+from ..ir import CostModel, Program, Task
 from .graphs import task_list
-from .loopnest import iteration_preds
+from .placer import Placer
 
 Worker = tuple[str, int]       # ("chip", i) or ("sub", i)
-
 
 
 def worker_of(task: Task) -> Worker:
@@ -69,219 +69,6 @@ def _check_placeable(program: Program, task: Task) -> None:
                        f"(valid: 0..{count - 1})")
 
 
-class _Placer:
-    """List-scheduling state: when each worker frees up, where and when each task ran.
-
-    Plain lists indexed by task id (ids are 0..n-1 in program order) and per-kind worker indexes,
-    so placing a task costs O(predecessors x candidates) without networkx lookups."""
-
-    def __init__(self, program: Program, tasks: list[Task]) -> None:
-        self.program = program
-        self.graph = program.graph
-        self.costs = program.costs
-        self.handoff = float(self.costs.handoff_cost)
-        self.slack = float(self.costs.placement_slack)
-        self.tasks = tasks
-        self._writes_of: dict[int, list] = {}
-        self._reads_of: dict[int, list] = {}
-        self._shared: dict[tuple[Region, Region], int] = {}
-        self._itemsizes: dict[int, int] = {}
-        self.config = cfg = program.config
-        self.count = {"chip": cfg.units("chip"), "sub": cfg.units("sub")}
-        self.free_at: dict[Worker, float] = {("chip", i): 0.0 for i in range(self.count["chip"])}
-        self.free_at.update({("sub", i): 0.0 for i in range(self.count["sub"])})
-        self.all_workers = {kind: [(kind, i) for i in range(n)] for kind, n in self.count.items()}
-        # Earliest-free worker of each kind: a heap of (free_at, index) with stale entries.
-        self.free_heap = {kind: [(0.0, i) for i in range(n)] for kind, n in self.count.items()}
-        # Predecessors within one iteration by task id (without loops: the graph's own dicts).
-        self.preds = iteration_preds(program, len(tasks)) if program.loops else self.graph._pred
-        by_kernel: dict[str, float] = {}
-        self.cost: list[float] = []
-        for t in tasks:
-            c = by_kernel.get(t.kernel)
-            if c is None:
-                c = by_kernel[t.kernel] = task_cost(t, self.costs)
-            self.cost.append(c)
-        n = len(tasks)
-        self.finish: list[float] = [0.0] * n
-        self.where: list[Worker | None] = [None] * n
-        self.latency = float(self.costs.host_latency)
-        self.byte_cost = float(self.costs.host_byte_cost)
-        self._edge_cost: dict[tuple[int, int], float] = {}
-
-    def host(self, worker: Worker) -> int:
-        return self.config.host_of_unit(*worker)
-
-    def edge_cost(self, u: int, v: int) -> float:
-        """What moving u's results to v's host costs: a latency plus the bytes v reads from them."""
-        cost = self._edge_cost.get((u, v))
-        if cost is None:
-            data = self.graph.edges[u, v]
-            nbytes = 0
-            if "RAW" in data.get("kinds", ()):
-                tensors = self.program.tensors
-                for a in self.program.task(v).accesses:
-                    if a.reads and a.tensor in data.get("tensors", ()):
-                        nbytes += a.region.size * tensors[a.tensor].itemsize
-            cost = self._edge_cost[u, v] = self.latency + self.byte_cost * nbytes
-        return cost
-
-    def ready(self, v: int, worker: Worker) -> float:
-        """When all of v's inputs can be on `worker` (hand-off and host transfer costs included)."""
-        finish, where = self.finish, self.where
-        ready = 0.0
-        if self.config.hosts == 1:
-            handoff = self.handoff
-            for p in self.preds[v]:
-                arrive = finish[p] if where[p] == worker else finish[p] + handoff
-                if arrive > ready:
-                    ready = arrive
-            return ready
-        host = self.host(worker)
-        for p in self.preds[v]:
-            wp = where[p]
-            arrive = finish[p]
-            if wp != worker:
-                arrive += self.handoff
-                if self.host(wp) != host:
-                    arrive += self.edge_cost(p, v)
-            if arrive > ready:
-                ready = arrive
-        return ready
-
-    def _estimate(self, task: Task, worker: Worker) -> tuple[float, float]:
-        start = max(self.ready(task.id, worker), self.free_at[worker])
-        return start, start + self.cost[task.id]
-
-    def earliest_free(self, kind: str, allowed=None) -> Worker:
-        """The worker of `kind` (among `allowed`, if given) that frees up first (lowest index on
-        ties)."""
-        heap, free_at = self.free_heap[kind], self.free_at
-        while heap and free_at[(kind, heap[0][1])] != heap[0][0]:
-            heapq.heappop(heap)                              # stale entry
-        if allowed is None or (kind, heap[0][1]) in allowed:
-            return (kind, heap[0][1])
-        return min(allowed, key=lambda w: (free_at[w], w[1]))
-
-    def place(self, task: Task, candidates: list[Worker]) -> None:
-        v = task.id
-        preds = self.preds[v]
-        finish, where, free_at = self.finish, self.where, self.free_at
-        cost = self.cost[v]
-        latest_worker = None
-        # One walk over the predecessors: the latest finish on each worker holding one, and the
-        # worker of the latest (finish, id). On one host a candidate's ready time follows from
-        # these (`ready`'s maximum, the hand-off added to the other workers' latest).
-        pred_workers: dict[Worker, float] = {}
-        if preds:
-            latest_finish, latest_id = -1.0, -1
-            for p in preds:
-                fp, wp = finish[p], where[p]
-                if fp > pred_workers.get(wp, -1.0):
-                    pred_workers[wp] = fp
-                if fp > latest_finish or (fp == latest_finish and p > latest_id):
-                    latest_finish, latest_id = fp, p
-            latest_worker = where[latest_id]
-        one_host = self.config.hosts == 1
-        common = None
-        if one_host and (self.handoff == 0.0 or not preds):
-            common = 0.0
-            for fp in pred_workers.values():
-                if fp > common:
-                    common = fp
-        handoff = self.handoff
-        ends = []
-        earliest = None
-        for worker in candidates:
-            free = free_at[worker]
-            if common is not None:
-                ready = common
-            elif one_host:
-                ready = pred_workers.get(worker, 0.0)
-                for w, fp in pred_workers.items():
-                    if w != worker and fp + handoff > ready:
-                        ready = fp + handoff
-            else:
-                ready = self.ready(v, worker)
-            end = (ready if ready > free else free) + cost
-            ends.append((end, worker, free))
-            if earliest is None or end < earliest:
-                earliest = end
-        if len(ends) == 1:
-            self.commit(task, ends[0][1], ends[0][0])
-            return
-        limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
-        close = [e for e in ends if e[0] <= limit]
-        holders = [w for _, w, _ in close if w in pred_workers]
-        affinity = self.affinity(v, holders) if len(holders) > 1 else {}
-        best = None
-        for end, worker, free in close:
-            prefer = 0 if worker == latest_worker else 1 if worker in pred_workers else 2
-            key = (-affinity.get(worker, 0), prefer, end, free, worker[1])
-            if best is None or key < best[0]:
-                best = (key, worker, end)
-        _, worker, end = best
-        self.commit(task, worker, end)
-
-    def affinity(self, v: int, holders: list[Worker]) -> dict[Worker, int]:
-        """Per worker in `holders`, how much of v's input it already holds: the bytes v reads that
-        its predecessors there wrote (exact region intersections), plus 1 per predecessor (an
-        edge within a worker needs no cross-process hand-off even without data)."""
-        found = dict.fromkeys(holders, 0)
-        where = self.where
-        for p in self.preds[v]:
-            w = where[p]
-            if w in found:
-                found[w] += 1 + self.data_bytes(p, v)
-        return found
-
-    def data_bytes(self, u: int, v: int) -> int:
-        """Bytes v reads that u wrote, over the tensors of the edge's RAW dependency."""
-        data = self.graph._succ[u][v]
-        if "RAW" not in data["kinds"]:
-            return 0
-        edge_tensors = data["tensors"]
-        itemsize = self._itemsize
-        shared = self._shared
-        nbytes = 0
-        reads = None
-        for wt, wr in self._accesses(u)[0]:
-            if wt in edge_tensors:
-                if reads is None:
-                    reads = self._accesses(v)[1]
-                for rt, rr in reads:
-                    if rt == wt:
-                        n = shared.get((wr, rr))
-                        if n is None:
-                            n = shared[wr, rr] = regions.intersection_size(wr, rr)
-                        nbytes += n * itemsize(wt)
-        return nbytes
-
-    def _accesses(self, t: int) -> tuple[list[tuple[int, object]], list[tuple[int, object]]]:
-        """(tensor, region) of each tensor argument of task t that it writes, and that it reads
-        (programs repeat views, so their intersections are kept by identity)."""
-        writes = self._writes_of.get(t)
-        if writes is None:
-            args = [a for a in self.tasks[t].args if isinstance(a, Access)]
-            writes = self._writes_of[t] = [(a.tensor, a.region) for a in args if a.mode != "In"]
-            self._reads_of[t] = [(a.tensor, a.region) for a in args if a.mode != "Out"]
-        return writes, self._reads_of[t]
-
-    def _itemsize(self, tensor: int) -> int:
-        size = self._itemsizes.get(tensor)
-        if size is None:
-            size = self._itemsizes[tensor] = self.program.tensors[tensor].itemsize
-        return size
-
-    def commit(self, task: Task, worker: Worker, finish: float) -> None:
-        task.chip = worker[1]
-        self.where[task.id] = worker
-        self.finish[task.id] = finish
-        self.free_at[worker] = finish
-        if self.config.hosts > 1:           # only several hosts look for the earliest free worker
-            heapq.heappush(self.free_heap[worker[0]], (finish, worker[1]))
-
-
 def _check_group(program: Program, members: list[Task]) -> None:
     chips = program.config.units("chip")
     if len(members) > chips:
@@ -294,45 +81,6 @@ def _check_group(program: Program, members: list[Task]) -> None:
                        f"group members run on distinct chips")
 
 
-def _group_taken(program: Program, task: Task, tasks: list[Task] | None = None) -> set[int]:
-    """Chips a group member may not take: used or reserved (pinned) by another member (`tasks`:
-    the program's tasks by id, to look them up without the graph)."""
-    taken = set()
-    for other_id in program.groups[task.group]:
-        other = program.task(other_id) if tasks is None else tasks[other_id]
-        if other_id != task.id:
-            if other.chip is not None and other_id < task.id:
-                taken.add(other.chip)
-            elif other.pin is not None:
-                taken.add(other.pin)
-    return taken
-
-
-def _candidates(placer: _Placer, task: Task, taken: set[int]) -> list[Worker]:
-    """Workers of the task's kind (not in `taken`) that can finish it earliest.
-
-    One host: all of them. Several hosts: only the workers on the hosts of the task's predecessors
-    (and of other group members), plus those on the host of the earliest free worker, can finish
-    it earliest, so list scheduling needs to look at no other host."""
-    kind = task.worker
-    if placer.config.hosts == 1:
-        if not taken:
-            return placer.all_workers[kind]
-        return [(kind, i) for i in range(placer.count[kind]) if i not in taken]
-    where = placer.where
-    hosts = {placer.host(where[p]) for p in placer.preds[task.id]}
-    if task.group is not None:
-        hosts.update(placer.host(where[m]) for m in placer.program.groups[task.group]
-                     if m < len(where) and where[m] is not None)
-    if taken:
-        allowed = [(kind, i) for i in range(placer.count[kind]) if i not in taken]
-        hosts.add(placer.host(placer.earliest_free(kind, set(allowed))))
-    else:
-        hosts.add(placer.host(placer.earliest_free(kind)))
-    return [(kind, i) for h in sorted(hosts) for i in placer.config.units_of_host(kind, h)
-            if i not in taken]
-
-
 def estimate_times(program: Program) -> tuple[list[float], list[float]]:
     """Start and finish estimates of every placed task (lists indexed by task id) under the
     schedule's cost model.
@@ -342,71 +90,95 @@ def estimate_times(program: Program) -> tuple[list[float], list[float]]:
     delay nothing.
     """
     tasks = task_list(program)
-    placer = _Placer(program, tasks)
+    placer = Placer(program, tasks)
     start: list[float] = [0.0] * len(tasks)
-    finish, where, free_at, cost = placer.finish, placer.where, placer.free_at, placer.cost
+    finish, where, free_at, cost, base = (placer.finish, placer.where, placer.free_at, placer.cost,
+                                          placer.base)
     for task in tasks:
-        v, worker = task.id, (task.worker, task.chip)
-        ready, free = placer.ready(v, worker), free_at[worker]
+        v, slot = task.id, base[task.worker] + task.chip
+        ready, free = placer.ready(v, slot), free_at[slot]
         start[v] = s = ready if ready > free else free
-        finish[v] = free_at[worker] = s + cost[v]
-        where[v] = worker
+        finish[v] = free_at[slot] = s + cost[v]
+        where[v] = slot
     return start, finish
 
 
-def run(program: Program) -> Program:
-    """The schedule pass (see module docstring)."""
+def _check(program: Program, tasks: list[Task]) -> None:
+    """Refuse what no placement can obey: a sub kernel without sub workers, a pin out of range,
+    a group larger than the chips or with two members pinned to one chip."""
+    no_subs = program.config.sub_workers < 1
+    pinned = set()
+    for task in tasks:
+        if task.pin is not None or (no_subs and task.worker == "sub"):
+            _check_placeable(program, task)
+            if task.pin is not None:
+                pinned.add(task.id)
+    chips = program.config.units("chip")
+    for members in program.groups:
+        if len(members) > chips or (pinned and not pinned.isdisjoint(members)):
+            _check_group(program, [tasks[i] for i in members])
+
+
+def _place_all(program: Program, tasks: list[Task]) -> Placer:
+    """List scheduling in program order (see the module docstring)."""
+    placer = Placer(program, tasks)
+    place, everything = placer.place, placer.all_slots
+    if program.config.hosts > 1:
+        for task in tasks:
+            placer.place_task(task)
+        return placer
+    for task in tasks:
+        if task.pin is None and task.group is None:
+            place(task.id, everything[task.worker])
+        else:
+            placer.place_task(task)
+    return placer
+
+
+def run(program: Program, placed: Placer | None = None) -> Program:
+    """The schedule pass (see module docstring). `placed`: the fuse pass's list scheduling run
+    ahead over this program, when it is this pass's own (see `fuse.run_and_place`)."""
     cfg = program.config
     tasks = task_list(program)
-    for task in tasks:
-        _check_placeable(program, task)
-    for members in program.groups:
-        _check_group(program, [tasks[i] for i in members])
-    for task in tasks:
-        task.chip = task.queue_pos = None
-    placer = _Placer(program, tasks)
-    everything: set[int] = set()
-    for task in tasks:
-        if task.pin is not None:
-            placer.place(task, [(task.worker, task.pin)])
-        elif task.group is not None:
-            placer.place(task, _candidates(placer, task, _group_taken(program, task, tasks)))
-        else:
-            placer.place(task, _candidates(placer, task, everything))
-    queues: dict[Worker, int] = {}
-    for task in tasks:
-        worker = worker_of(task)
-        task.queue_pos = queues.get(worker, 0)
-        queues[worker] = task.queue_pos + 1
-    nodes = program.graph.nodes
-    for task in tasks:                    # what `program.sync_node_attrs()` would change
-        attrs = nodes[task.id]
-        attrs["chip"], attrs["group"], attrs["host"] = task.chip, task.group, program.host_of(task)
-
-    longest: list[float] = [0.0] * len(tasks)
-    where, cost = placer.where, placer.cost
+    _check(program, tasks)
+    n = len(tasks)
+    if placed is not None and placed.program is program and len(placed.where) == n \
+            and None not in placed.where:
+        placer = placed
+    else:
+        placer = _place_all(program, tasks)
+    where, cost, preds, base = placer.where, placer.cost, placer.preds, placer.base
+    next_pos = [0] * len(placer.free_at)
+    nodes = program.graph._node
+    host_of = placer.host_of_slot
+    longest: list[float] = [0.0] * n
     cross = cross_host = 0
-    for v in range(len(tasks)):
-        preds = placer.preds[v]
+    several_hosts = cfg.hosts > 1
+    work = {"chip": 0.0, "sub": 0.0}
+    for task in tasks:
+        v = task.id
         here = where[v]
+        task.chip = chip = here - base[task.worker]
+        task.queue_pos = next_pos[here]
+        next_pos[here] += 1
+        attrs = nodes[v]                  # what `program.sync_node_attrs()` would change
+        attrs["chip"], attrs["group"], attrs["host"] = chip, task.group, host_of[here]
+        work[task.worker] += cost[v]
         before = None
-        for p in preds:
+        for p in preds[v]:
             if before is None or longest[p] > before:
                 before = longest[p]
             if where[p] != here:
                 cross += 1
-                if cfg.hosts > 1 and placer.host(where[p]) != placer.host(here):
+                if several_hosts and host_of[where[p]] != host_of[here]:
                     cross_host += 1
         longest[v] = cost[v] + (0.0 if before is None else before)
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
     program.reports["critical_path"] = critical = max(longest, default=0.0)
     program.reports["makespan"] = max(placer.finish, default=0.0)
-    work = {"chip": 0.0, "sub": 0.0}
-    for task in tasks:
-        work[task.worker] += placer.cost[task.id]
     program.reports["makespan_lower_bound"] = max(
         [critical] + [work[kind] / placer.count[kind] for kind in work if placer.count[kind]])
     program.reports["cross_worker_edges"] = cross
-    if cfg.hosts > 1:
+    if several_hosts:
         program.reports["cross_host_edges"] = cross_host
     return program
