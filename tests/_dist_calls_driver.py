@@ -16,7 +16,8 @@ Modes:
   chips         a kernel pinned to global chip 3 (2 chips a host) raises: the error names chip 3
                 and host 1 on every rank, `e.host == 1` on the raising rank too; a worker of
                 global chip 1 (host 1's first) dies: "chip 1 on host 1 died", worker 1.
-  hang H        timeout=2 and a kernel on host 1 that sleeps 8 s: host 1 raises Timeout, every
+  hang H        timeout=2 and a kernel on host 1 that sleeps 8 s (after a step no one waits for):
+                host 1 raises Timeout naming its line, every
                 other host HostFailed(host=1); only host 1 replaces a worker; the next call works.
   profile       `compiled.profile()` of a two-host function: one timeline with every host.
   lost          host 1's rank is killed mid-run by the test (pid in $L3C_TEST_PIDFILE<rank>,
@@ -235,6 +236,22 @@ def chain3(x, seconds):
     return w
 
 
+def chain_hang(x, seconds):
+    """`chain3` with a step before the hang on host 1 that no other worker waits for."""
+    v = l3c.empty(x.shape, x.dtype)
+    nap.on(1)(x, v, 0.0)
+    y = l3c.empty(x.shape, x.dtype)
+    nap.on(1)(v, y, seconds)             # host 1 hangs here: its Timeout names this line
+    z = l3c.empty(x.shape, x.dtype)
+    nap.on(0)(y, z, 0.0)
+    w = l3c.empty(x.shape, x.dtype)
+    nap.on(2)(z, w, 0.0)
+    return w
+
+
+HANG_LINE = chain_hang.__code__.co_firstlineno + 5
+
+
 def children() -> set[int]:
     """This process's child pids (its workers), from /proc."""
     me, out = os.getpid(), set()
@@ -250,9 +267,9 @@ def children() -> set[int]:
 
 
 def mode_hang(hosts: int) -> None:
-    f = l3c.jit(hosts=hosts, chips=1, timeout=2)(chain3)
+    f = l3c.jit(hosts=hosts, chips=1, timeout=2)(chain_hang)
     x = np.zeros(4)
-    expect_good("before", lambda: f(x, 0.0), x + 3)
+    expect_good("before", lambda: f(x, 0.0), x + 4)
     before = children()
     t0 = time.monotonic()
     try:
@@ -261,7 +278,8 @@ def mode_hang(hosts: int) -> None:
     except l3c.L3CError as exc:
         took = time.monotonic() - t0
         if RANK == 1:
-            ok = isinstance(exc, l3c.Timeout) and "chip 1" in str(exc)
+            ok = (isinstance(exc, l3c.Timeout) and "chip 1" in str(exc)
+                  and f"_dist_calls_driver.py:{HANG_LINE})" in str(exc))
         else:
             ok = (isinstance(exc, l3c.dist.HostFailed) and exc.host == 1 and exc.kind == "Timeout"
                   and not isinstance(exc, l3c.dist.HostLost))
@@ -270,7 +288,7 @@ def mode_hang(hosts: int) -> None:
     after = children()
     replaced = sorted(before - after)
     report("replaced", bool(replaced) == (RANK == 1), f"workers replaced: {replaced}")
-    expect_good("after", lambda: f(x, 0.0), x + 3)
+    expect_good("after", lambda: f(x, 0.0), x + 4)
 
 
 def mode_lost() -> None:

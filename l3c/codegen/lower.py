@@ -172,11 +172,14 @@ def _step(program: Program, v: int, args: tuple, waits: tuple, signal: bool, rin
 
 def _lower_plain(program: Program, queues: list[list[int]], slot: dict[int, int],
                  bases: dict[int, int], landing: dict, local_after: dict | None,
-                 signal_tasks: frozenset[int]) -> list[list[Step]]:
-    """A loop-free program: absolute waits reduced by vector clocks."""
+                 signal_tasks: frozenset[int], every_step: bool = False) -> list[list[Step]]:
+    """A loop-free program: absolute waits reduced by vector clocks. `every_step`: every step
+    publishes its slot's count (a host's parent names a hung step by the counts at a timeout)."""
     waits = _compute_waits(program, len(queues), slot, landing, local_after)
     signalled = {queues[t][c - 1] for ws in waits.values() for t, c in ws if queues[t]}
     signalled |= signal_tasks
+    if every_step:
+        signalled = {v for queue in queues for v in queue}
     return [[_step(program, v, _task_args(program, program.task(v), bases, {}), waits[v],
                    v in signalled, v in signal_tasks) for v in queue] for queue in queues]
 
@@ -237,7 +240,7 @@ def lower(program: Program, host: int | None = None,
         steps, loops = _lower_loops(program, slots, slot, bases)
     else:
         steps, loops = _lower_plain(program, queues, slot, bases, landing, local_after,
-                                    signal_tasks), ()
+                                    signal_tasks, every_step=host is not None), ()
     plan = Plan(chips=config.chips, sub_workers=slots - config.chips,
                 queues=tuple(tuple(q) for q in steps), arena_bytes=arena_bytes, loops=loops)
 
