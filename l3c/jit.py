@@ -11,7 +11,6 @@ a `TraceError`. The cache is guarded by a lock, so a jitted function may be call
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import inspect
 import os
@@ -27,7 +26,7 @@ from . import inflight
 from .compiled import Compiled
 from .inflight import Limiter
 from .errors import ConfigError, TraceError
-from .ir import Access, Config, Program
+from .ir import Config, Program
 from .passes.deps import check_groups
 from .trace import BoundArg, bind_arguments, bound_aliases, input_aliases, trace
 from .trace.source import trace_error, user_location, user_traceback
@@ -58,34 +57,6 @@ class CacheKey:
 class _Entry:
     program: Program                    # as traced (before passes); Jitted.eager runs this one
     compiled: Compiled | None = None    # after the passes, made on first lower()
-
-
-def check_traced_groups(program: Program) -> None:
-    """`check_groups` (members of a group that conflict are a TraceError) on a traced program,
-    checking each distinct group once: whether members conflict depends only on which members
-    access which tensors (up to renaming), through which regions and modes, so a group like one
-    already checked (the same `l3c.group` line run in every block of a long trace, whose views
-    share their region records) passes as that one did. Programs with loops are checked whole."""
-    groups = program.groups
-    if program.loops or len(groups) < 2:
-        check_groups(program)
-        return
-    nodes = program.graph._node
-    seen: set[tuple] = set()
-    distinct: list[list[int]] = []
-    for members in groups:
-        names: dict[int, int] = {}
-        shape: list = []            # per member: None, then (tensor, region, mode) per access
-        for m in members:
-            shape.append(None)
-            for a in nodes[m]["task"].args:
-                if type(a) is Access:
-                    shape += (names.setdefault(a.tensor, len(names)), id(a.region), a.mode)
-        key = tuple(shape)          # (ids: the regions live as long as `program`)
-        if key not in seen:
-            seen.add(key)
-            distinct.append(members)
-    check_groups(dataclasses.replace(program, groups=distinct))
 
 
 def _env_flag(name: str) -> bool:
@@ -228,7 +199,7 @@ class Jitted:
                 if _env_flag("L3C_LOG_COMPILES"):
                     print(f"l3c: tracing {key} ({reason})", file=sys.stderr, flush=True)
                 program = trace(self.fn, config=self.config, bound=bound)
-                check_traced_groups(program)     # before `.eager` too, which runs no pass
+                check_groups(program)        # before `.eager` too, which runs no pass
                 self.traces += 1
                 entry = self._cache[key] = _Entry(program)
                 while len(self._cache) > self.cache_size:

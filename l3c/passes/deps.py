@@ -19,7 +19,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..errors import TraceError
-from ..ir import Program
+from ..ir import Access, Program
 from . import loopdeps, regions
 from .conflicts import ConflictSweep
 from .graphs import task_list
@@ -52,7 +52,7 @@ def check_groups(program: Program) -> None:
     it on every traced program (`l3c.jit`, `l3c compile --hosts`); passes on hand-built programs
     leave such members ordered by their edges."""
     pairs = loopdeps.WithinPairs(program, task_list(program)) if program.loops else None
-    for members in program.groups:
+    for members in (program.groups if program.loops else _distinct_groups(program)):
         accesses = [(program.task(m), a) for m in members for a in program.task(m).accesses]
         for i, (t, a) in enumerate(accesses):
             for u, b in accesses[:i]:
@@ -66,6 +66,29 @@ def check_groups(program: Program) -> None:
                         f"and {a.param!r} l3c.{a.mode}, overlapping) and one writes it, but members "
                         "run at the same time; give each member its own part of the tensor (e.g. "
                         "rows x[i::n]), or make separate calls")
+
+
+def _distinct_groups(program: Program) -> list[list[int]]:
+    """One group of each kind: whether members conflict depends only on which members access
+    which tensors (up to renaming), through which regions and modes, so a group like one already
+    kept (the same `l3c.group` line run in every block of a long trace, whose views share their
+    region records) would pass or fail as that one does, at the first one's line."""
+    nodes = program.graph._node
+    seen: set[tuple] = set()
+    distinct: list[list[int]] = []
+    for members in program.groups:
+        names: dict[int, int] = {}
+        shape: list = []            # per member: None, then (tensor, region, mode) per access
+        for m in members:
+            shape.append(None)
+            for a in nodes[m]["task"].args:
+                if type(a) is Access:
+                    shape += (names.setdefault(a.tensor, len(names)), id(a.region), a.mode)
+        key = tuple(shape)          # (ids: the regions live as long as `program`)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(members)
+    return distinct
 
 
 def add_data_edges(program: Program) -> None:
