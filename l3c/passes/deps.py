@@ -133,6 +133,7 @@ class _Reducer:
         self.block = -2
         self.current: dict[int, int] = {}
         self.previous: dict[int, int] = {}
+        self.previous_raw: dict[int, int] = {}      # the previous block's sets, in its frame
 
     def step(self, v: int, preds) -> list[int]:
         """Task v's predecessors (distinct, all earlier) that no path through the others implies,
@@ -170,14 +171,16 @@ class _Reducer:
         Sets of a task and its ancestors sit in frames two windows wide: for tasks in block b
         (ids b*W .. b*W+W-1, W = `ANCESTOR_WINDOW`) bit i is task (b-1)*W + i, which covers every
         task one of the block can test. A predecessor from block b is or-ed in as it is; one
-        from block b-1 was moved to this frame once, when the block began: no shift per edge.
+        from block b-1 is moved to this frame once, when first used: no shift per edge.
         The sets may hold ancestors further back than the window (never tested): that changes
         no answer."""
         window = ANCESTOR_WINDOW
         block = v // window
         if block != self.block:
-            self.previous = ({u: bits >> window for u, bits in self.current.items()}
-                             if block == self.block + 1 else {})
+            # The previous block's sets move to this frame when first used (mostly by the tasks
+            # near the boundary): shifting all of them at once cost more than the lookups.
+            self.previous_raw = self.current if block == self.block + 1 else {}
+            self.previous = {}
             self.current = {}
             self.block = block
         base = (block - 1) * window
@@ -191,7 +194,13 @@ class _Reducer:
                 far.append(u)
             elif not (reach >> (u - base)) & 1:     # (reach's top bit is near u: a short shift)
                 kept.append(u)
-                reach |= current[u] if u >= start else previous[u]
+                if u >= start:
+                    reach |= current[u]
+                else:
+                    bits = previous.get(u)
+                    if bits is None:
+                        bits = previous[u] = self.previous_raw[u] >> window
+                    reach |= bits
         if far:
             # further back: outside the window, only `_far_reachable`'s commonest case is seen
             successors, kept_preds = self.successors, self.kept_preds
