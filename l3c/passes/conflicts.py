@@ -16,6 +16,7 @@ BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this ma
 MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
 MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
 MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
+SMALL_INDEX = 8               # pending accesses of a tensor kept as a list, up to this many
 _EMPTY = (0, -1, False, None)  # geometry of an empty region
 
 
@@ -64,21 +65,32 @@ def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int,
 
 
 class _Index:
-    """Pending accesses of one tensor, findable by the chunks of flat index space they touch."""
+    """Pending accesses of one tensor, findable by the chunks of flat index space they touch.
+
+    Up to `SMALL_INDEX` entries (most tensors: a few accesses between covering writes) are a
+    plain list, compared with every new access; past that they are bucketed by chunk."""
 
     __slots__ = ("entries", "buckets", "wide")
 
     def __init__(self) -> None:
-        self.entries: set[_Pending] = set()
-        self.buckets: dict[int, set[_Pending]] = {}   # chunk number -> pending accesses
-        self.wide: set[_Pending] = set()
+        self.entries: list[_Pending] | set[_Pending] = []
+        self.buckets: dict[int, set[_Pending]] | None = None  # chunk number -> pending accesses
+        self.wide: set[_Pending] = _NO_WIDE
 
     def add(self, e: _Pending) -> None:
+        buckets = self.buckets
+        if buckets is None:
+            entries = self.entries
+            entries.append(e)
+            if len(entries) > SMALL_INDEX:
+                self.entries, self.buckets, self.wide = set(), {}, set()
+                for old in entries:
+                    self.add(old)
+            return
         self.entries.add(e)
         if e.chunks is None:
             self.wide.add(e)
         else:
-            buckets = self.buckets
             for c in e.chunks:
                 bucket = buckets.get(c)
                 if bucket is None:
@@ -87,6 +99,9 @@ class _Index:
                     bucket.add(e)
 
     def remove(self, e: _Pending) -> None:
+        if self.buckets is None:
+            self.entries.remove(e)
+            return
         self.entries.discard(e)
         if e.chunks is None:
             self.wide.discard(e)
@@ -97,21 +112,25 @@ class _Index:
                 if not bucket:
                     del self.buckets[c]
 
-    def near(self, e: _Pending):
-        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it).
-        A writing `e` may remove some while the caller walks them: then they are a copy."""
+    def near(self, chunks, writes: bool):
+        """Pending accesses that may touch one of `chunks` (a superset of those meeting an
+        access touching them; None: unknown). A writing access may remove some while the caller
+        walks them: then they are a copy."""
         entries = self.entries
         if not entries:
             return ()
-        if e.chunks is None or len(entries) <= 8:
-            return list(entries) if e.writes else entries
+        if self.buckets is None or chunks is None or len(entries) <= SMALL_INDEX:
+            return list(entries) if writes else entries
         found = set(self.wide)
         buckets = self.buckets
-        for c in e.chunks:
+        for c in chunks:
             bucket = buckets.get(c)
             if bucket:
                 found.update(bucket)
         return found
+
+
+_NO_WIDE: set = set()       # the `wide` set of an index that is still a list (never changed)
 
 
 def _meet(a: Region, b: Region) -> bool:
@@ -146,39 +165,59 @@ class ConflictSweep:
 
     def __init__(self, program: Program) -> None:
         tensors = self.tensors = program.tensors
-        self.sizes = [_numel(t.shape) for t in tensors]
-        # The tensor sets of conflicts are frozen, and one set per tensor is shared by every
-        # conflict on that tensor alone (most of them): no set per found pair.
-        self.singles = [frozenset((i,)) for i in range(len(tensors))]
+        n = len(tensors)
+        # The tensor sets of conflicts are frozen, and one set per tensor (made at its first
+        # access) is shared by every conflict on that tensor alone (most of them): no set per
+        # found pair.
+        self.singles: list[frozenset[int] | None] = [None] * n
         # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole
         # ones are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that
         # access is smaller, so that many small disjoint accesses (rows of a long accumulator) do
         # not crowd into shared buckets and meet each other.
-        self.chunks_of: list[int | None] = [None] * len(tensors)
-        self.writes: dict[int, _Index] = {}
-        self.reads: dict[int, _Index] = {}
-        # Whole-only tensors: (pending writes [(task, reads too, region)], reads [(task, region)]).
-        self.whole: dict[int, tuple[list, list]] = {}
-        self.strides: dict[int, tuple[int, ...]] = {}
-        # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it
-        # may touch. Programs repeat views (whole tensors, the same rows every iteration), so
-        # computing them once per distinct view saves most of the per-access arithmetic.
-        self.geometry: dict[tuple[int, int], tuple] = {}
+        self.chunks_of: list[int | None] = [None] * n
+        # Per tensor, once accessed: whole-only, (pending writes [(task, reads too, region)],
+        # reads [(task, region)]); or else its (writes, reads) indexes.
+        self.whole_of: list[tuple[list, list] | None] = [None] * n
+        self.index_of: list[tuple[_Index, _Index] | None] = [None] * n
+        # Per tensor: id(region) -> its flat bounds, whether it is the whole tensor, the index
+        # chunks it may touch. The dict is shared by the tensors of one shape and chunk size:
+        # programs repeat views (whole tensors, the same rows of each layer's buffer), so they
+        # are measured once per distinct view, and looked up by the region's id (the regions live
+        # as long as their tasks).
+        self.geometry_of: list[dict[int, tuple]] = [_UNSEEN] * n
+        self.geometries: dict[tuple, dict[int, tuple]] = {}   # (shape, chunk) -> that dict
         self.by_value: dict[tuple, tuple] = {}
+        self.shapes: dict[tuple[int, ...], tuple[int, tuple[int, ...]]] = {}
         # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
         self.pairs = (loopdeps.WithinPairs(program, task_list(program)) if program.loops
                       else None)
 
-    def dense_strides(self, tid: int) -> tuple[int, ...]:
-        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
-        got = self.strides.get(tid)
+    def _shape(self, tid: int) -> tuple[int, tuple[int, ...]]:
+        """Element count and C-contiguous strides of tensor `tid`."""
+        shape = self.tensors[tid].shape
+        got = self.shapes.get(shape)
         if got is None:
             acc, out = 1, []
-            for d in reversed(self.tensors[tid].shape):
+            for d in reversed(shape):
                 out.append(acc)
                 acc *= d
-            got = self.strides[tid] = tuple(reversed(out))
+            got = self.shapes[shape] = (_numel(shape), tuple(reversed(out)))
         return got
+
+    def dense_strides(self, tid: int) -> tuple[int, ...]:
+        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
+        return self._shape(tid)[1]
+
+    def _locate(self, tid: int, region: Region) -> tuple:
+        """`_geometry`, remembered for the tensors of tid's shape and (maybe just fixed) chunk."""
+        known = self._geometry(tid, region)
+        key = (self.tensors[tid].shape, self.chunks_of[tid])
+        shared = self.geometries.get(key)
+        if shared is None:
+            shared = self.geometries[key] = {}
+        self.geometry_of[tid] = shared
+        shared[id(region)] = known
+        return known
 
     def _geometry(self, tid: int, region: Region) -> tuple:
         tensors = self.tensors
@@ -189,9 +228,9 @@ class ConflictSweep:
             lo, hi, _, chunks = self._geometry(tid, hull)
             return (lo, hi, False, chunks)
         shape = tensors[tid].shape
-        if (region.offset == 0 and region.shape == shape and self.sizes[tid]
-                and region.strides == self.dense_strides(tid)):
-            return (0, self.sizes[tid] - 1, True, None)         # the whole tensor (`_measure`)
+        size, strides = self._shape(tid)
+        if region.offset == 0 and region.shape == shape and size and region.strides == strides:
+            return (0, size - 1, True, None)         # the whole tensor (`_measure`)
         # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
         # their geometry, given the same chunk size (which the first partial access fixes, by the
         # same rule for both).
@@ -214,9 +253,9 @@ class ConflictSweep:
         if size == 0:
             return _EMPTY
         lo, hi = regions.bounds(region)
-        n = self.sizes[tid]
+        n, strides = self._shape(tid)
         whole = (lo == 0 and hi == n - 1 and size == n
-                 and (region.strides == self.dense_strides(tid) and shape == tensors[tid].shape
+                 and (region.strides == strides and shape == tensors[tid].shape
                       or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
         if whole:
             return (lo, hi, True, None)
@@ -229,18 +268,20 @@ class ConflictSweep:
         if last - first < MAX_BUCKET_SPAN:
             chunks = range(first, last + 1)
         else:
-            chunks = _chunks_of(region, lo, hi, chunk, self.dense_strides(tid))
+            chunks = _chunks_of(region, lo, hi, chunk, strides)
         return (lo, hi, whole, chunks)
 
-    def _to_index(self, tid: int) -> None:
+    def _to_index(self, tid: int) -> tuple[_Index, _Index]:
         """Move a whole-only tensor's pending lists into an index (its first partial access)."""
-        hi = self.sizes[tid] - 1
-        w_index, r_index = self.writes[tid], self.reads[tid] = _Index(), _Index()
-        pending_writes, pending_reads = self.whole.pop(tid)
+        hi = self._shape(tid)[0] - 1
+        w_index, r_index = indexes = self.index_of[tid] = (_Index(), _Index())
+        pending_writes, pending_reads = self.whole_of[tid]
+        self.whole_of[tid] = None
         for u, u_reads, region in pending_writes:
             w_index.add(_Pending(tid, u, region, u_reads, True, 0, hi, True, None))
         for u, region in pending_reads:
             r_index.add(_Pending(tid, u, region, True, False, 0, hi, True, None))
+        return indexes
 
     def step(self, v: int, task) -> tuple[dict[int, int], dict[int, frozenset[int]]]:
         """Task v's conflicts with pending accesses: `(u -> kind bits (RAW 1, WAR 2, WAW 4),
@@ -248,30 +289,28 @@ class ConflictSweep:
         between pairs and with later steps' results."""
         found_bits: dict[int, int] = {}
         found_tensors: dict[int, frozenset[int]] = {}
-        geometry, pairs = self.geometry, self.pairs
-        whole_pending = self.whole
+        geometry_of, whole_of, index_of = self.geometry_of, self.whole_of, self.index_of
+        pairs = self.pairs
         covers = regions.covers
         singles = self.singles
-        fresh: list[_Pending] = []
         fresh_whole: list[tuple] = []
         for access in task.args:
             if not isinstance(access, Access):
                 continue
             region = access.region
             tid = access.tensor
-            key = (tid, id(region))           # regions live as long as their tasks
-            known = geometry.get(key)
+            known = geometry_of[tid].get(id(region))
             if known is None:
-                known = geometry[key] = self._geometry(tid, region)
+                known = self._locate(tid, region)
             if known is _EMPTY:
                 continue                                  # an empty region touches nothing
             lo, hi, whole, chunks = known
             mode = access.mode
             e_reads, e_writes = mode != "Out", mode != "In"
-            single = singles[tid]
-            pending = whole_pending.get(tid)
+            pending = whole_of[tid]
             if pending is not None:
                 if whole:
+                    single = singles[tid]
                     pending_writes, pending_reads = pending
                     # kinds against a pending write that does not / does read too
                     bits = (5 if e_reads else 4) if e_writes else 1
@@ -299,20 +338,21 @@ class ConflictSweep:
                         pending_reads.clear()
                     fresh_whole.append((tid, e_reads, e_writes, region))
                     continue
-                self._to_index(tid)
-            w_index = self.writes.get(tid)
-            if w_index is None:
-                if whole and pairs is None:               # first access: no conflict yet
-                    whole_pending[tid] = ([], [])
-                    fresh_whole.append((tid, e_reads, e_writes, region))
-                    continue
-                w_index = self.writes[tid] = _Index()
-                self.reads[tid] = _Index()
-            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
-            for index in ((w_index, self.reads[tid]) if e_writes else (w_index,)):
-                for old in index.near(e):
-                    if old.task == v or old.hi < lo or hi < old.lo:
+                indexes = self._to_index(tid)
+            else:
+                indexes = index_of[tid]
+                if indexes is None:
+                    singles[tid] = frozenset((tid,))
+                    if whole and pairs is None:           # first access: no conflict yet
+                        whole_of[tid] = ([], [])
+                        fresh_whole.append((tid, e_reads, e_writes, region))
                         continue
+                    indexes = index_of[tid] = (_Index(), _Index())
+            single = singles[tid]
+            for index in (indexes if e_writes else indexes[:1]):
+                for old in index.near(chunks, e_writes):
+                    if old.task == v or old.hi < lo or hi < old.lo:
+                        continue                          # (v's own accesses: already added)
                     if not (whole or old.whole or (
                             _meet(old.region, region) if pairs is None
                             else pairs.meet(tid, old.task, old.region, v, region))):
@@ -334,17 +374,20 @@ class ConflictSweep:
                                        and covers(region, old.region))) if pairs is None
                             else pairs.forgets(old.task, old.region, v, region, whole)):
                         index.remove(old)
-            fresh.append(e)
+            indexes[0 if e_writes else 1].add(
+                _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks))
         for tid, e_reads, e_writes, region in fresh_whole:
-            pending = whole_pending.get(tid)
+            pending = whole_of[tid]
             if pending is not None:
                 if e_writes:
                     pending[0].append((v, e_reads, region))
                 else:
                     pending[1].append((v, region))
             else:                                         # a later access of v was partial
-                e = _Pending(tid, v, region, e_reads, e_writes, 0, self.sizes[tid] - 1, True, None)
-                (self.writes if e_writes else self.reads)[tid].add(e)
-        for e in fresh:
-            (self.writes if e.writes else self.reads)[e.tensor].add(e)
+                e = _Pending(tid, v, region, e_reads, e_writes, 0, self._shape(tid)[0] - 1, True,
+                             None)
+                self.index_of[tid][0 if e_writes else 1].add(e)
         return found_bits, found_tensors
+
+
+_UNSEEN: dict[int, tuple] = {}      # geometry of a tensor not accessed yet (never written)
