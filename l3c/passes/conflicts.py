@@ -186,6 +186,8 @@ class ConflictSweep:
         # as long as their tasks).
         self.geometry_of: list[dict[int, tuple]] = [_UNSEEN] * n
         self.geometries: dict[tuple, dict[int, tuple]] = {}   # (shape, chunk) -> that dict
+        # (shape, region id) -> (geometry, chunk size) of a view that fixed a tensor's chunk size
+        self.first_partial: dict[tuple, tuple] = {}
         self.by_value: dict[tuple, tuple] = {}
         self.shapes: dict[tuple[int, ...], tuple[int, tuple[int, ...]]] = {}
         # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
@@ -210,11 +212,31 @@ class ConflictSweep:
 
     def _locate(self, tid: int, region: Region) -> tuple:
         """`_geometry`, remembered for the tensors of tid's shape and (maybe just fixed) chunk."""
-        known = self._geometry(tid, region)
-        key = (self.tensors[tid].shape, self.chunks_of[tid])
-        shared = self.geometries.get(key)
+        shape = self.tensors[tid].shape
+        if self.chunks_of[tid] is None:
+            # A tensor's first accesses: the view may have been measured for another tensor of
+            # its shape already, before that one's chunk size was fixed.
+            shared = self.geometries.get((shape, None))
+            known = shared.get(id(region)) if shared is not None else None
+            if known is None:
+                first = self.first_partial.get((shape, id(region)))
+                if first is not None:
+                    known, chunk = first
+                    self.chunks_of[tid] = chunk
+                    shared = self.geometries[shape, chunk]
+            if known is not None:
+                self.geometry_of[tid] = shared
+                return known
+            known = self._geometry(tid, region)
+            chunk = self.chunks_of[tid]
+            if chunk is not None:                 # its first partial view fixed the chunk size
+                self.first_partial[shape, id(region)] = (known, chunk)
+        else:
+            known = self._geometry(tid, region)
+            chunk = self.chunks_of[tid]
+        shared = self.geometries.get((shape, chunk))
         if shared is None:
-            shared = self.geometries[key] = {}
+            shared = self.geometries[shape, chunk] = {}
         self.geometry_of[tid] = shared
         shared[id(region)] = known
         return known

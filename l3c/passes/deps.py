@@ -186,7 +186,25 @@ class _Reducer:
         base = (block - 1) * window
         start = block * window
         current, previous = self.current, self.previous
-        kept: list[int] = []
+        if len(preds) <= 1:                         # (most tasks: nothing to reduce)
+            kept = list(preds)
+            if not kept:
+                reach = 0
+            else:
+                u = kept[0]
+                if v - u > window:
+                    reach = 0
+                elif u >= start:
+                    reach = current[u]
+                else:
+                    reach = previous.get(u)
+                    if reach is None:
+                        reach = previous[u] = self.previous_raw[u] >> window
+            if self.successors is None:
+                self.kept_preds[v] = kept
+            current[v] = reach | (1 << (v - base))
+            return kept
+        kept = []
         far: list[int] = []
         reach = 0
         for u in sorted(preds, reverse=True):
