@@ -68,13 +68,16 @@ class _Index:
     """Pending accesses of one tensor, findable by the chunks of flat index space they touch.
 
     Up to `SMALL_INDEX` entries (most tensors: a few accesses between covering writes) are a
-    plain list, compared with every new access; past that they are bucketed by chunk."""
+    plain list, compared with every new access; past that they are bucketed by chunk. A chunk
+    one access touches holds that `_Pending` itself, a set only from the second (the rows of a
+    long accumulator, written once each, need no set per row)."""
 
     __slots__ = ("entries", "buckets", "wide")
 
     def __init__(self) -> None:
         self.entries: list[_Pending] | set[_Pending] = []
-        self.buckets: dict[int, set[_Pending]] | None = None  # chunk number -> pending accesses
+        # chunk number -> the pending access, or set of them, touching it
+        self.buckets: dict[int, _Pending | set[_Pending]] | None = None
         self.wide: set[_Pending] = _NO_WIDE
 
     def add(self, e: _Pending) -> None:
@@ -94,9 +97,11 @@ class _Index:
             for c in e.chunks:
                 bucket = buckets.get(c)
                 if bucket is None:
-                    buckets[c] = {e}
-                else:
+                    buckets[c] = e
+                elif type(bucket) is set:
                     bucket.add(e)
+                else:
+                    buckets[c] = {bucket, e}
 
     def remove(self, e: _Pending) -> None:
         if self.buckets is None:
@@ -106,11 +111,14 @@ class _Index:
         if e.chunks is None:
             self.wide.discard(e)
         else:
+            buckets = self.buckets
             for c in e.chunks:
-                bucket = self.buckets[c]
-                bucket.discard(e)
-                if not bucket:
-                    del self.buckets[c]
+                bucket = buckets[c]
+                if type(bucket) is set:
+                    bucket.discard(e)
+                    if bucket:
+                        continue
+                del buckets[c]                  # (a single entry in a chunk of e's is e)
 
     def near(self, chunks, writes: bool):
         """Pending accesses that may touch one of `chunks` (a superset of those meeting an
@@ -125,8 +133,11 @@ class _Index:
         buckets = self.buckets
         for c in chunks:
             bucket = buckets.get(c)
-            if bucket:
-                found.update(bucket)
+            if bucket is not None:
+                if type(bucket) is set:
+                    found.update(bucket)
+                else:
+                    found.add(bucket)
         return found
 
 
