@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..ir import Access, Program, Region
 from . import loopdeps, regions, shifts
 from .graphs import task_list
+from .scopes import Uses
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
 MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
@@ -201,6 +202,8 @@ class ConflictSweep:
         self.first_partial: dict[tuple, tuple] = {}
         self.by_value: dict[tuple, tuple] = {}
         self.shapes: dict[tuple[int, ...], tuple[int, tuple[int, ...]]] = {}
+        # What the scopes pass needs, recorded on the way (handed over by `deps.run`).
+        self.uses = Uses(n)
         # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
         self.pairs = (loopdeps.WithinPairs(program, task_list(program)) if program.loops
                       else None)
@@ -326,20 +329,32 @@ class ConflictSweep:
         pairs = self.pairs
         covers = regions.covers
         singles = self.singles
+        uses = self.uses
+        first_use, last_use, read, written = uses.first, uses.last, uses.read, uses.written
+        if task.scope:
+            for sid in task.scope:
+                uses.last_in_scope[sid] = v
         fresh_whole: list[tuple] = []
         for access in task.args:
             if not isinstance(access, Access):
                 continue
             region = access.region
             tid = access.tensor
+            mode = access.mode
+            e_reads, e_writes = mode != "Out", mode != "In"
+            last_use[tid] = v
+            if e_reads:
+                read[tid] = 1
+            if e_writes:
+                written[tid] = 1
             known = geometry_of[tid].get(id(region))
             if known is None:
                 known = self._locate(tid, region)
-            if known is _EMPTY:
-                continue                                  # an empty region touches nothing
+            if known is _EMPTY:                           # an empty region touches nothing
+                if first_use[tid] is None:
+                    first_use[tid] = v
+                continue
             lo, hi, whole, chunks = known
-            mode = access.mode
-            e_reads, e_writes = mode != "Out", mode != "In"
             pending = whole_of[tid]
             if pending is not None:
                 if whole:
@@ -374,7 +389,9 @@ class ConflictSweep:
                 indexes = self._to_index(tid)
             else:
                 indexes = index_of[tid]
-                if indexes is None:
+                if indexes is None:                       # its first (non-empty) access
+                    if first_use[tid] is None:
+                        first_use[tid] = v
                     singles[tid] = frozenset((tid,))
                     if whole and pairs is None:           # first access: no conflict yet
                         whole_of[tid] = ([], [])

@@ -24,6 +24,7 @@ from . import loopdeps, regions
 from .conflicts import ConflictSweep
 from .graphs import task_list
 from .loopnest import iteration_preds, structure_bounds
+from .scopes import Uses
 
 ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
 
@@ -33,10 +34,11 @@ _KIND_NAMES = {1: ("RAW",), 2: ("WAR",), 3: ("RAW", "WAR"), 4: ("WAW",), 5: ("RA
 _KINDS = {bits: frozenset(names) for bits, names in _KIND_NAMES.items()}
 
 
-def _conflicts(program: Program) -> dict[tuple[int, int], list]:
+def _conflicts(program: Program, sweep: ConflictSweep | None = None
+               ) -> dict[tuple[int, int], list]:
     """Every conflicting pair not already ordered through covering writes:
     `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
-    sweep = ConflictSweep(program)
+    sweep = sweep or ConflictSweep(program)
     nodes = program.graph.nodes
     found: dict[tuple[int, int], list] = {}
     for v in sorted(nodes):
@@ -297,11 +299,18 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     Without loops, each task's conflicts are reduced as soon as they are found and only the kept
     edges enter the networkx graph (adding and then removing them there costs more than finding
     them, and the full conflict set of a large program takes more memory than its graph)."""
+    return run_recording(program, reduce_edges=reduce_edges)[0]
+
+
+def run_recording(program: Program, *, reduce_edges: bool = True) -> tuple[Program, Uses]:
+    """`run`, and the tensors' uses its walk over the tasks recorded for the scopes pass
+    (`scopes.run(program, uses)`, valid while the program's tasks stay as they are)."""
     graph = program.graph
+    sweep = ConflictSweep(program)
     if not program.loops and reduce_edges and not any(graph._succ.values()):
-        _run_loop_free(program)
-        return program
-    found = _conflicts(program)
+        _run_loop_free(program, sweep)
+        return program, sweep.uses
+    found = _conflicts(program, sweep)
     tasks = task_list(program) if program.loops else None
     carried = loopdeps.carried_conflicts(program, tasks, found) if tasks else {}
     if graph.number_of_edges() or not reduce_edges:
@@ -330,17 +339,16 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     if tasks:
         loopdeps.bound_reads(program, tasks)
     program.reports["edges_after_reduction"] = graph.number_of_edges()
-    return program
+    return program, sweep.uses
 
 
-def _run_loop_free(program: Program) -> None:
+def _run_loop_free(program: Program, sweep: ConflictSweep) -> None:
     """`run` of a program without loops or edges: find, reduce and add each task's edges in one
     walk in program order (the graph's adjacency dicts are written directly; networkx's
     `add_edges_from` checks and copies per edge). Each edge's dict is a copy of one template, its
     kinds and tensors frozen sets shared with other edges."""
     graph = program.graph
     succ, pred = graph._succ, graph._pred
-    sweep = ConflictSweep(program)
     reducer = _Reducer(successors=succ)
     kinds = _KINDS
     template = {"kinds": None, "tensors": None, "added_by": "deps", "carried": False}

@@ -46,16 +46,30 @@ def _check_use(program: Program, task, info) -> None:
             f"it before that loop instead")
 
 
-def run(program: Program) -> Program:
-    """The scopes pass (see module docstring)."""
+class Uses:
+    """What the pass derives its fields from: per tensor the first and last task touching it and
+    whether any task reads or writes it, per scope id the last task inside it. `_walk` records it
+    from every task; the deps pass's walk records it on the way (`ConflictSweep`) and the pass
+    manager hands it over, so a large program's tasks are walked once for both passes."""
+
+    __slots__ = ("first", "last", "read", "written", "last_in_scope")
+
+    def __init__(self, n_tensors: int) -> None:
+        self.first: list[int | None] = [None] * n_tensors
+        self.last: list[int | None] = [None] * n_tensors
+        self.read = bytearray(n_tensors)
+        self.written = bytearray(n_tensors)
+        self.last_in_scope: dict[int, int] = {}
+
+
+def _walk(program: Program) -> Uses:
+    """The uses of every tensor, each checked (`_check_use`), in one walk over the tasks."""
     tensors = program.tensors
-    first: list[int | None] = [None] * len(tensors)
-    last: list[int | None] = [None] * len(tensors)
-    read = bytearray(len(tensors))
-    written = bytearray(len(tensors))
+    uses = Uses(len(tensors))
+    first, last, read, written = uses.first, uses.last, uses.read, uses.written
+    last_in_scope = uses.last_in_scope
     # Only tensors made in a scope or loop can be used out of place; the rest skip the checks.
     confined = [bool(info.scope or info.loops) for info in tensors]
-    last_in_scope: dict[int, int] = {}
     for task in task_list(program):
         v, scope = task.id, task.scope
         for sid in scope:
@@ -74,6 +88,44 @@ def run(program: Program) -> Program:
                 read[t] = 1
             if mode != "In":
                 written[t] = 1
+    return uses
+
+
+def _check_confined(program: Program, uses: Uses) -> None:
+    """`_check_use` of every use of a tensor made in a scope or loop, given the uses recorded
+    elsewhere: only the tasks between such a tensor's first and last use can touch it, so only
+    the union of those spans is walked (in program order, so the first bad use is reported)."""
+    tensors = program.tensors
+    spans = sorted((uses.first[info.id], uses.last[info.id]) for info in tensors
+                   if (info.scope or info.loops) and uses.first[info.id] is not None)
+    if not spans:
+        return
+    nodes = program.graph._node
+    walked = -1                         # tasks up to this one are checked
+    for start, end in spans:
+        for v in range(max(start, walked + 1), end + 1):
+            attrs = nodes.get(v)
+            if attrs is None:
+                continue
+            task = attrs["task"]
+            for access in task.args:
+                if isinstance(access, Access):
+                    info = tensors[access.tensor]
+                    if info.scope or info.loops:
+                        _check_use(program, task, info)
+        walked = max(walked, end)
+
+
+def run(program: Program, uses: Uses | None = None) -> Program:
+    """The scopes pass (see module docstring). `uses`: the program's uses if already recorded
+    (by the deps pass's walk, which must be of this program as it is)."""
+    tensors = program.tensors
+    if uses is None:
+        uses = _walk(program)
+    else:
+        _check_confined(program, uses)
+    first, last, read, written = uses.first, uses.last, uses.read, uses.written
+    last_in_scope = uses.last_in_scope
     for loop in program.loops.values():
         for access in loop.accesses:                              # bounds and flags are reads
             read[access.tensor] = 1
