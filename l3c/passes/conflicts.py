@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..ir import Access, Program, Region
 from . import loopdeps, regions, shifts
 from .graphs import task_list
-from .scopes import Uses
+from .scopes import TensorUses, used_outside
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
 MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
@@ -203,7 +203,7 @@ class ConflictSweep:
         self.by_value: dict[tuple, tuple] = {}
         self.shapes: dict[tuple[int, ...], tuple[int, tuple[int, ...]]] = {}
         # What the scopes pass needs, recorded on the way (handed over by `deps.run`).
-        self.uses = Uses(n)
+        self.uses = TensorUses(tensors)
         # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
         self.pairs = (loopdeps.WithinPairs(program, task_list(program)) if program.loops
                       else None)
@@ -331,6 +331,7 @@ class ConflictSweep:
         singles = self.singles
         uses = self.uses
         first_use, last_use, read, written = uses.first, uses.last, uses.read, uses.written
+        confined = uses.confined
         if task.scope:
             for sid in task.scope:
                 uses.last_in_scope[sid] = v
@@ -343,6 +344,8 @@ class ConflictSweep:
             mode = access.mode
             e_reads, e_writes = mode != "Out", mode != "In"
             last_use[tid] = v
+            if confined[tid] and uses.misplaced is None and used_outside(task, self.tensors[tid]):
+                uses.misplaced = (task, self.tensors[tid])
             if e_reads:
                 read[tid] = 1
             if e_writes:

@@ -24,7 +24,7 @@ from . import loopdeps, regions
 from .conflicts import ConflictSweep
 from .graphs import task_list
 from .loopnest import iteration_preds, structure_bounds
-from .scopes import Uses
+from .scopes import TensorUses
 
 ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
 
@@ -302,7 +302,7 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     return run_recording(program, reduce_edges=reduce_edges)[0]
 
 
-def run_recording(program: Program, *, reduce_edges: bool = True) -> tuple[Program, Uses]:
+def run_recording(program: Program, *, reduce_edges: bool = True) -> tuple[Program, TensorUses]:
     """`run`, and the tensors' uses its walk over the tasks recorded for the scopes pass
     (`scopes.run(program, uses)`, valid while the program's tasks stay as they are)."""
     graph = program.graph

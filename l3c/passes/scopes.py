@@ -30,6 +30,12 @@ def result_tensors(program: Program) -> set[int]:
     return {ref.tensor for ref in result_refs(program.results)}
 
 
+def used_outside(task, info) -> bool:
+    """Does `task` use tensor `info`, made in a scope or loop body, outside it?"""
+    return bool(info.scope and task.scope[:len(info.scope)] != info.scope
+                or info.loops and task.loops[:len(info.loops)] != info.loops)
+
+
 def _check_use(program: Program, task, info) -> None:
     """Refuse a use of a tensor made in a scope or loop body outside it."""
     if info.scope and task.scope[:len(info.scope)] != info.scope:
@@ -46,30 +52,33 @@ def _check_use(program: Program, task, info) -> None:
             f"it before that loop instead")
 
 
-class Uses:
+class TensorUses:
     """What the pass derives its fields from: per tensor the first and last task touching it and
-    whether any task reads or writes it, per scope id the last task inside it. `_walk` records it
-    from every task; the deps pass's walk records it on the way (`ConflictSweep`) and the pass
-    manager hands it over, so a large program's tasks are walked once for both passes."""
+    whether any task reads or writes it, per scope id the last task inside it, and the first use
+    of a tensor outside the scope or loop body it was made in. `_walk` records it from every
+    task; the deps pass's walk records it on the way (`ConflictSweep`) and the pass manager hands
+    it over, so a large program's tasks are walked once for both passes."""
 
-    __slots__ = ("first", "last", "read", "written", "last_in_scope")
+    __slots__ = ("first", "last", "read", "written", "last_in_scope", "confined", "misplaced")
 
-    def __init__(self, n_tensors: int) -> None:
+    def __init__(self, tensors: list) -> None:
+        n_tensors = len(tensors)
         self.first: list[int | None] = [None] * n_tensors
         self.last: list[int | None] = [None] * n_tensors
         self.read = bytearray(n_tensors)
         self.written = bytearray(n_tensors)
         self.last_in_scope: dict[int, int] = {}
+        # Only tensors made in a scope or loop can be used out of place: the rest skip the test.
+        self.confined = [bool(info.scope or info.loops) for info in tensors]
+        self.misplaced: tuple | None = None        # (task, tensor info) of the first such use
 
 
-def _walk(program: Program) -> Uses:
-    """The uses of every tensor, each checked (`_check_use`), in one walk over the tasks."""
+def _walk(program: Program) -> TensorUses:
+    """The uses of every tensor, in one walk over the tasks."""
     tensors = program.tensors
-    uses = Uses(len(tensors))
+    uses = TensorUses(tensors)
     first, last, read, written = uses.first, uses.last, uses.read, uses.written
-    last_in_scope = uses.last_in_scope
-    # Only tensors made in a scope or loop can be used out of place; the rest skip the checks.
-    confined = [bool(info.scope or info.loops) for info in tensors]
+    last_in_scope, confined = uses.last_in_scope, uses.confined
     for task in task_list(program):
         v, scope = task.id, task.scope
         for sid in scope:
@@ -78,8 +87,8 @@ def _walk(program: Program) -> Uses:
             if not isinstance(access, Access):
                 continue
             t = access.tensor
-            if confined[t]:
-                _check_use(program, task, tensors[t])
+            if confined[t] and uses.misplaced is None and used_outside(task, tensors[t]):
+                uses.misplaced = (task, tensors[t])
             if first[t] is None:
                 first[t] = v
             last[t] = v
@@ -91,39 +100,14 @@ def _walk(program: Program) -> Uses:
     return uses
 
 
-def _check_confined(program: Program, uses: Uses) -> None:
-    """`_check_use` of every use of a tensor made in a scope or loop, given the uses recorded
-    elsewhere: only the tasks between such a tensor's first and last use can touch it, so only
-    the union of those spans is walked (in program order, so the first bad use is reported)."""
-    tensors = program.tensors
-    spans = sorted((uses.first[info.id], uses.last[info.id]) for info in tensors
-                   if (info.scope or info.loops) and uses.first[info.id] is not None)
-    if not spans:
-        return
-    nodes = program.graph._node
-    walked = -1                         # tasks up to this one are checked
-    for start, end in spans:
-        for v in range(max(start, walked + 1), end + 1):
-            attrs = nodes.get(v)
-            if attrs is None:
-                continue
-            task = attrs["task"]
-            for access in task.args:
-                if isinstance(access, Access):
-                    info = tensors[access.tensor]
-                    if info.scope or info.loops:
-                        _check_use(program, task, info)
-        walked = max(walked, end)
-
-
-def run(program: Program, uses: Uses | None = None) -> Program:
+def run(program: Program, uses: TensorUses | None = None) -> Program:
     """The scopes pass (see module docstring). `uses`: the program's uses if already recorded
     (by the deps pass's walk, which must be of this program as it is)."""
     tensors = program.tensors
     if uses is None:
         uses = _walk(program)
-    else:
-        _check_confined(program, uses)
+    if uses.misplaced is not None:
+        _check_use(program, *uses.misplaced)
     first, last, read, written = uses.first, uses.last, uses.read, uses.written
     last_in_scope = uses.last_in_scope
     for loop in program.loops.values():
