@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from l3c.passes import conflicts, deps, regions
+from l3c.passes import conflict_index, deps, regions
 from _ir_builders import call, program, random_index
 
 S = slice
@@ -94,8 +94,8 @@ def test_bucketed_index_finds_the_brute_force_conflicts(seed, monkeypatch):
     rng = random.Random(seed)
     n = rng.randint(40, 90)
     results = []
-    for small in (conflicts.SMALL_INDEX, 0, 1 << 30):
-        monkeypatch.setattr(conflicts, "SMALL_INDEX", small)
+    for small in (conflict_index.SMALL_INDEX, 0, 1 << 30):
+        monkeypatch.setattr(conflict_index, "SMALL_INDEX", small)
         prog = long_random_program(random.Random(seed), n)
         deps.run(prog, reduce_edges=False)
         results.append({(u, v, frozenset(d["kinds"]), frozenset(d["tensors"]))

@@ -9,140 +9,14 @@ See docs/passes.md ("deps").
 from __future__ import annotations
 
 from ..ir import Access, Program, Region
-from . import loopdeps, regions, shifts
+from . import conflict_index, loopdeps, regions, shifts
+from .conflict_index import MAX_BUCKET_SPAN, Index, Pending, chunks_of
 from .graphs import task_list
 from .scopes import TensorUses, used_outside
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
 MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
-MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
-MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
-SMALL_INDEX = 8               # pending accesses of a tensor kept as a list, up to this many
 _EMPTY = (0, -1, False, None)  # geometry of an empty region
-
-
-class _Pending:
-    """One pending access: its task, region, mode, flat bounding interval [lo, hi], and the index
-    chunks it may touch (`chunks`; None: too many to list, kept in the index's `wide` set)."""
-
-    __slots__ = ("tensor", "task", "region", "reads", "writes", "lo", "hi", "whole", "chunks")
-
-    def __init__(self, tensor: int, task: int, region: Region, reads: bool, writes: bool,
-                 lo: int, hi: int, whole: bool, chunks) -> None:
-        self.tensor, self.task, self.region = tensor, task, region
-        self.reads, self.writes, self.lo, self.hi, self.whole = reads, writes, lo, hi, whole
-        self.chunks = chunks
-
-
-def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int, ...]):
-    """The chunks (of `chunk` flat elements) a region may touch, or None when there are more
-    than `MAX_BUCKET_CHUNKS`.
-
-    A contiguous span is one range. A strided box (e.g. rows `x[i::512]`, whose bounding
-    interval covers most of the tensor) is listed per value of its outermost axis: the elements
-    with that value lie in one flat interval. Without this, row-interleaved accesses are all
-    "wide" and every access is compared with every pending one (quadratic)."""
-    first, last = lo // chunk, hi // chunk
-    if last - first < MAX_BUCKET_SPAN:
-        return range(first, last + 1)
-    box = region.box
-    if box is None or len(box) != len(strides) or box[0][1] > MAX_BUCKET_CHUNKS:
-        return None
-    lo_rest = hi_rest = 0
-    for (start, count, step), stride in zip(box[1:], strides[1:]):
-        lo_rest += start * stride
-        hi_rest += (start + (count - 1) * step) * stride
-    start, count, step = box[0]
-    if count * ((hi_rest - lo_rest) // chunk + 1) > MAX_BUCKET_CHUNKS:
-        return None                     # at least that many chunks (each row spans them)
-    found: set[int] = set()
-    for j in range(count):
-        base = (start + j * step) * strides[0]
-        a, b = (base + lo_rest) // chunk, (base + hi_rest) // chunk
-        if len(found) + b - a >= MAX_BUCKET_CHUNKS:
-            return None
-        found.update(range(a, b + 1))
-    return found
-
-
-class _Index:
-    """Pending accesses of one tensor, findable by the chunks of flat index space they touch.
-
-    Up to `SMALL_INDEX` entries (most tensors: a few accesses between covering writes) are a
-    plain list, compared with every new access; past that they are bucketed by chunk. A chunk
-    one access touches holds that `_Pending` itself, a set only from the second (the rows of a
-    long accumulator, written once each, need no set per row)."""
-
-    __slots__ = ("entries", "buckets", "wide")
-
-    def __init__(self) -> None:
-        self.entries: list[_Pending] | set[_Pending] = []
-        # chunk number -> the pending access, or set of them, touching it
-        self.buckets: dict[int, _Pending | set[_Pending]] | None = None
-        self.wide: set[_Pending] = _NO_WIDE
-
-    def add(self, e: _Pending) -> None:
-        buckets = self.buckets
-        if buckets is None:
-            entries = self.entries
-            entries.append(e)
-            if len(entries) > SMALL_INDEX:
-                self.entries, self.buckets, self.wide = set(), {}, set()
-                for old in entries:
-                    self.add(old)
-            return
-        self.entries.add(e)
-        if e.chunks is None:
-            self.wide.add(e)
-        else:
-            for c in e.chunks:
-                bucket = buckets.get(c)
-                if bucket is None:
-                    buckets[c] = e
-                elif type(bucket) is set:
-                    bucket.add(e)
-                else:
-                    buckets[c] = {bucket, e}
-
-    def remove(self, e: _Pending) -> None:
-        if self.buckets is None:
-            self.entries.remove(e)
-            return
-        self.entries.discard(e)
-        if e.chunks is None:
-            self.wide.discard(e)
-        else:
-            buckets = self.buckets
-            for c in e.chunks:
-                bucket = buckets[c]
-                if type(bucket) is set:
-                    bucket.discard(e)
-                    if bucket:
-                        continue
-                del buckets[c]                  # (a single entry in a chunk of e's is e)
-
-    def near(self, chunks, writes: bool):
-        """Pending accesses that may touch one of `chunks` (a superset of those meeting an
-        access touching them; None: unknown). A writing access may remove some while the caller
-        walks them: then they are a copy."""
-        entries = self.entries
-        if not entries:
-            return ()
-        if self.buckets is None or chunks is None or len(entries) <= SMALL_INDEX:
-            return list(entries) if writes else entries
-        found = set(self.wide)
-        buckets = self.buckets
-        for c in chunks:
-            bucket = buckets.get(c)
-            if bucket is not None:
-                if type(bucket) is set:
-                    found.update(bucket)
-                else:
-                    found.add(bucket)
-        return found
-
-
-_NO_WIDE: set = set()       # the `wide` set of an index that is still a list (never changed)
 
 
 def _meet(a: Region, b: Region) -> bool:
@@ -172,7 +46,7 @@ class ConflictSweep:
     A tensor touched only by whole-tensor accesses so far (the common case: buffers passed whole)
     keeps plain lists instead of an index: its pending writes (all from the latest writer, whose
     whole write hid everything before it) and the reads since. Its first partial access moves the
-    lists into an `_Index`. Programs with loops use the index for every tensor (`WithinPairs`
+    lists into an `Index`. Programs with loops use the index for every tensor (`WithinPairs`
     decides what meets and what hides)."""
 
     def __init__(self, program: Program) -> None:
@@ -190,7 +64,7 @@ class ConflictSweep:
         # Per tensor, once accessed: whole-only, (pending writes [(task, reads too, region)],
         # reads [(task, region)]); or else its (writes, reads) indexes.
         self.whole_of: list[tuple[list, list] | None] = [None] * n
-        self.index_of: list[tuple[_Index, _Index] | None] = [None] * n
+        self.index_of: list[tuple[Index, Index] | None] = [None] * n
         # Per tensor: id(region) -> its flat bounds, whether it is the whole tensor, the index
         # chunks it may touch. The dict is shared by the tensors of one shape and chunk size:
         # programs repeat views (whole tensors, the same rows of each layer's buffer), so they
@@ -304,19 +178,19 @@ class ConflictSweep:
         if last - first < MAX_BUCKET_SPAN:
             chunks = range(first, last + 1)
         else:
-            chunks = _chunks_of(region, lo, hi, chunk, strides)
+            chunks = chunks_of(region, lo, hi, chunk, strides)
         return (lo, hi, whole, chunks)
 
-    def _to_index(self, tid: int) -> tuple[_Index, _Index]:
+    def _to_index(self, tid: int) -> tuple[Index, Index]:
         """Move a whole-only tensor's pending lists into an index (its first partial access)."""
         hi = self._shape(tid)[0] - 1
-        w_index, r_index = indexes = self.index_of[tid] = (_Index(), _Index())
+        w_index, r_index = indexes = self.index_of[tid] = (Index(), Index())
         pending_writes, pending_reads = self.whole_of[tid]
         self.whole_of[tid] = None
         for u, u_reads, region in pending_writes:
-            w_index.add(_Pending(tid, u, region, u_reads, True, 0, hi, True, None))
+            w_index.add(Pending(tid, u, region, u_reads, True, 0, hi, True, None))
         for u, region in pending_reads:
-            r_index.add(_Pending(tid, u, region, True, False, 0, hi, True, None))
+            r_index.add(Pending(tid, u, region, True, False, 0, hi, True, None))
         return indexes
 
     def step(self, v: int, task) -> tuple[dict[int, int], dict[int, frozenset[int]]]:
@@ -400,7 +274,7 @@ class ConflictSweep:
                         whole_of[tid] = ([], [])
                         fresh_whole.append((tid, e_reads, e_writes, region))
                         continue
-                    indexes = index_of[tid] = (_Index(), _Index())
+                    indexes = index_of[tid] = (Index(), Index())
             single = singles[tid]
             for index in (indexes if e_writes else indexes[:1]):
                 for old in index.near(chunks, e_writes):
@@ -428,7 +302,7 @@ class ConflictSweep:
                             else pairs.forgets(old.task, old.region, v, region, whole)):
                         index.remove(old)
             indexes[0 if e_writes else 1].add(
-                _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks))
+                Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks))
         for tid, e_reads, e_writes, region in fresh_whole:
             pending = whole_of[tid]
             if pending is not None:
@@ -437,7 +311,7 @@ class ConflictSweep:
                 else:
                     pending[1].append((v, region))
             else:                                         # a later access of v was partial
-                e = _Pending(tid, v, region, e_reads, e_writes, 0, self._shape(tid)[0] - 1, True,
+                e = Pending(tid, v, region, e_reads, e_writes, 0, self._shape(tid)[0] - 1, True,
                              None)
                 self.index_of[tid][0 if e_writes else 1].add(e)
         return found_bits, found_tensors
