@@ -94,10 +94,6 @@ class ConflictSweep:
             got = self.shapes[shape] = (_numel(shape), tuple(reversed(out)))
         return got
 
-    def dense_strides(self, tid: int) -> tuple[int, ...]:
-        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
-        return self._shape(tid)[1]
-
     def _locate(self, tid: int, region: Region) -> tuple:
         """`_geometry`, remembered for the tensors of tid's shape and (maybe just fixed) chunk."""
         shape = self.tensors[tid].shape
@@ -138,7 +134,7 @@ class ConflictSweep:
             lo, hi, _, chunks = self._geometry(tid, hull)
             return (lo, hi, False, chunks)
         shape = tensors[tid].shape
-        size, strides = self._shape(tid)
+        size, strides = self.shapes.get(shape) or self._shape(tid)
         if region.offset == 0 and region.shape == shape and size and region.strides == strides:
             return (0, size - 1, True, None)         # the whole tensor (`_measure`)
         # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
@@ -148,22 +144,28 @@ class ConflictSweep:
         key = (region.offset, region.shape, region.strides, region.box, shape, self.chunks_of[tid])
         known = self.by_value.get(key)
         if known is None:
-            known = self.by_value[key] = (self._measure(tid, region), self.chunks_of[tid])
+            known = self.by_value[key] = (self._measure(tid, region, size, strides),
+                                          self.chunks_of[tid])
         elif self.chunks_of[tid] is None:
             self.chunks_of[tid] = known[1]
         return known[0]
 
-    def _measure(self, tid: int, region: Region) -> tuple:
-        """`_geometry` of a view that does not move with loop variables."""
+    def _measure(self, tid: int, region: Region, n: int, strides: tuple[int, ...]) -> tuple:
+        """`_geometry` of a view that does not move with loop variables, of a tensor of `n`
+        elements and C-contiguous `strides`."""
         tensors = self.tensors
         shape = region.shape
         size = 1
-        for d in shape:
+        lo = hi = region.offset                   # (`regions.bounds`)
+        for d, stride in zip(shape, region.strides):
             size *= d
+            span = (d - 1) * stride
+            if span < 0:
+                lo += span
+            else:
+                hi += span
         if size == 0:
             return _EMPTY
-        lo, hi = regions.bounds(region)
-        n, strides = self._shape(tid)
         whole = (lo == 0 and hi == n - 1 and size == n
                  and (region.strides == strides and shape == tensors[tid].shape
                       or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
@@ -206,6 +208,7 @@ class ConflictSweep:
         uses = self.uses
         first_use, last_use, read, written = uses.first, uses.last, uses.read, uses.written
         confined = uses.confined
+        small = conflict_index.SMALL_INDEX
         if task.scope:
             for sid in task.scope:
                 uses.last_in_scope[sid] = v
@@ -277,7 +280,14 @@ class ConflictSweep:
                     indexes = index_of[tid] = (Index(), Index())
             single = singles[tid]
             for index in (indexes if e_writes else indexes[:1]):
-                for old in index.near(chunks, e_writes):
+                entries = index.entries
+                if not entries:
+                    continue
+                if index.buckets is None:             # (`Index.near`, inlined)
+                    candidates = entries[:] if e_writes else entries
+                else:
+                    candidates = index.near(chunks, e_writes)
+                for old in candidates:
                     if old.task == v or old.hi < lo or hi < old.lo:
                         continue                          # (v's own accesses: already added)
                     if not (whole or old.whole or (
@@ -301,8 +311,12 @@ class ConflictSweep:
                                        and covers(region, old.region))) if pairs is None
                             else pairs.forgets(old.task, old.region, v, region, whole)):
                         index.remove(old)
-            indexes[0 if e_writes else 1].add(
-                Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks))
+            index = indexes[0 if e_writes else 1]
+            e = Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
+            if index.buckets is None and len(index.entries) < small:
+                index.entries.append(e)                   # (`Index.add`, inlined)
+            else:
+                index.add(e)
         for tid, e_reads, e_writes, region in fresh_whole:
             pending = whole_of[tid]
             if pending is not None:
