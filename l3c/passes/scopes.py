@@ -10,6 +10,9 @@ block, like a scope's: using it after the loop, or returning it, is a `TraceErro
 `dead_after` is the body's last task (the memory pass still keeps its bytes for the whole
 outermost loop, since every iteration uses them again).
 
+The uses it derives them from (`TensorUses`) come from the deps pass's walk over the tasks when
+the pass manager runs both (handed over), else from its own walk.
+
 Writes `TensorInfo.first_use`, `last_use`, `dead_after` for every tensor, and
 `program.reports["warnings"]`: one line per intermediate that is written but never read (and not
 returned); a loop's bound or a while/cond flag is a read. No switch: it only annotates.
