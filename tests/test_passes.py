@@ -161,6 +161,37 @@ def test_use_after_scope_is_a_trace_error_at_the_call():
         run_passes(prog)
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_scopes_from_the_deps_walk_match_its_own_walk(seed):
+    # The pass manager hands scopes the uses the deps pass recorded on its walk; scopes alone
+    # walks the tasks itself: same fields and warnings, and the same first bad use.
+    rng = random.Random(seed)
+    calls, tensors = [], {"x": (4,)}
+    for i in range(rng.randint(4, 30)):
+        scope = (i // 5,) if rng.random() < 0.6 else ()
+        name = f"t{i}"
+        tensors[name] = {"shape": (4,), "scope": scope} if scope else (4,)
+        live = [n for n, t in tensors.items() if not isinstance(t, dict) or t["scope"] == scope]
+        old = rng.choice(live if rng.random() < 0.97 else list(tensors))
+        calls.append(call("f", (old, (), rng.choice(["In", "Out", "InOut"])),
+                          (name, (), rng.choice(["Out", "InOut"])), scope=scope))
+    results = []
+    for own_walk in (False, True):
+        prog = program(tensors, calls)
+        try:
+            if own_walk:
+                PASSES["deps"](prog, PassOptions(), {})
+                PASSES["scopes"](prog, PassOptions(), {})
+            else:
+                run_passes(prog, until="scopes")
+        except TraceError as exc:
+            results.append(str(exc))
+            continue
+        results.append(([(t.first_use, t.last_use, t.dead_after) for t in prog.tensors],
+                        prog.reports["warnings"]))
+    assert results[0] == results[1]
+
+
 # ---------------------------------------------------------------- fuse
 
 def test_fuse_groups_independent_consecutive_calls():

@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from l3c.passes import deps, regions
+from l3c.passes import conflict_index, deps, regions
 from _ir_builders import call, program, random_index
 
 S = slice
@@ -71,6 +71,41 @@ def test_reachability_equals_closure_of_conflicts(seed):
     deps.transitive_reduction(prog)
     assert reach_pairs(prog.graph) == before
     assert set(prog.graph.edges) == expected_reduced
+
+
+def long_random_program(rng: random.Random, n_tasks: int):
+    """Few tensors, many views each: pending accesses pile up past a plain list into buckets."""
+    shapes = {f"t{i}": (rng.randint(8, 40), rng.randint(1, 12)) for i in range(rng.randint(1, 3))}
+    calls = []
+    for _ in range(n_tasks):
+        args = []
+        for _ in range(rng.randint(1, 3)):
+            name = rng.choice(list(shapes))
+            index = () if rng.random() < 0.05 else random_index(rng, shapes[name])
+            args.append((name, index, rng.choice(MODES + ["In", "In"])))
+        calls.append(call(rng.choice(["f", "g"]), *args))
+    return program(shapes, calls)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bucketed_index_finds_the_brute_force_conflicts(seed, monkeypatch):
+    # Long programs keep many pending accesses per tensor (the index's buckets, chunks shared by
+    # several of them); whatever the index holds as a list, the edges are the same and exact.
+    rng = random.Random(seed)
+    n = rng.randint(40, 90)
+    results = []
+    for small in (conflict_index.SMALL_INDEX, 0, 1 << 30):
+        monkeypatch.setattr(conflict_index, "SMALL_INDEX", small)
+        prog = long_random_program(random.Random(seed), n)
+        deps.run(prog, reduce_edges=False)
+        results.append({(u, v, frozenset(d["kinds"]), frozenset(d["tensors"]))
+                        for u, v, d in prog.graph.edges(data=True)})
+    assert results[0] == results[1] == results[2]
+    prog = long_random_program(random.Random(seed), n)
+    conflicting = brute_force_conflicts(prog)
+    deps.run(prog, reduce_edges=False)
+    assert set(prog.graph.edges) <= conflicting
+    assert reach_pairs(prog.graph) == closure(n, conflicting)
 
 
 def test_edge_kinds_and_tensors():

@@ -50,11 +50,12 @@ def apply_costs(program: Program, options: PassOptions) -> None:
 
 
 def _deps(program: Program, options: PassOptions, handover: dict) -> Program:
-    return deps.run(program, reduce_edges=options.reduce_edges)
+    program, handover["uses"] = deps.run_recording(program, reduce_edges=options.reduce_edges)
+    return program
 
 
 def _scopes(program: Program, options: PassOptions, handover: dict) -> Program:
-    return scopes.run(program)
+    return scopes.run(program, handover.pop("uses", None))
 
 
 def _fuse(program: Program, options: PassOptions, handover: dict) -> Program:
@@ -76,7 +77,8 @@ def _memory(program: Program, options: PassOptions, handover: dict) -> Program:
 
 
 # Pass name -> function(program, options, handover), in pipeline order. `handover`: what a pass
-# leaves for a later one of the same run (the fuse pass's placement, when it ran the schedule's).
+# leaves for a later one of the same run (the tensors' uses deps recorded on its walk, the fuse
+# pass's placement when it ran the schedule's).
 PASSES: dict[str, Callable[[Program, PassOptions, dict], Program]] = {
     "deps": _deps,
     "scopes": _scopes,

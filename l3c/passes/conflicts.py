@@ -9,109 +9,14 @@ See docs/passes.md ("deps").
 from __future__ import annotations
 
 from ..ir import Access, Program, Region
-from . import loopdeps, regions, shifts
+from . import conflict_index, loopdeps, regions, shifts
+from .conflict_index import MAX_BUCKET_SPAN, Index, Pending, chunks_of
 from .graphs import task_list
+from .scopes import TensorUses, used_outside
 
 BUCKETS_PER_TENSOR = 1024     # flat index space of a tensor is cut into this many chunks,
 MAX_BUCKETS_PER_TENSOR = 1 << 20   # or up to this many when its accesses are small
-MAX_BUCKET_SPAN = 16          # a contiguous span of up to this many chunks is bucketed as a range
-MAX_BUCKET_CHUNKS = 64        # a strided access touching more chunks goes to the `wide` set
 _EMPTY = (0, -1, False, None)  # geometry of an empty region
-
-
-class _Pending:
-    """One pending access: its task, region, mode, flat bounding interval [lo, hi], and the index
-    chunks it may touch (`chunks`; None: too many to list, kept in the index's `wide` set)."""
-
-    __slots__ = ("tensor", "task", "region", "reads", "writes", "lo", "hi", "whole", "chunks")
-
-    def __init__(self, tensor: int, task: int, region: Region, reads: bool, writes: bool,
-                 lo: int, hi: int, whole: bool, chunks) -> None:
-        self.tensor, self.task, self.region = tensor, task, region
-        self.reads, self.writes, self.lo, self.hi, self.whole = reads, writes, lo, hi, whole
-        self.chunks = chunks
-
-
-def _chunks_of(region: Region, lo: int, hi: int, chunk: int, strides: tuple[int, ...]):
-    """The chunks (of `chunk` flat elements) a region may touch, or None when there are more
-    than `MAX_BUCKET_CHUNKS`.
-
-    A contiguous span is one range. A strided box (e.g. rows `x[i::512]`, whose bounding
-    interval covers most of the tensor) is listed per value of its outermost axis: the elements
-    with that value lie in one flat interval. Without this, row-interleaved accesses are all
-    "wide" and every access is compared with every pending one (quadratic)."""
-    first, last = lo // chunk, hi // chunk
-    if last - first < MAX_BUCKET_SPAN:
-        return range(first, last + 1)
-    box = region.box
-    if box is None or len(box) != len(strides) or box[0][1] > MAX_BUCKET_CHUNKS:
-        return None
-    lo_rest = hi_rest = 0
-    for (start, count, step), stride in zip(box[1:], strides[1:]):
-        lo_rest += start * stride
-        hi_rest += (start + (count - 1) * step) * stride
-    start, count, step = box[0]
-    if count * ((hi_rest - lo_rest) // chunk + 1) > MAX_BUCKET_CHUNKS:
-        return None                     # at least that many chunks (each row spans them)
-    found: set[int] = set()
-    for j in range(count):
-        base = (start + j * step) * strides[0]
-        a, b = (base + lo_rest) // chunk, (base + hi_rest) // chunk
-        if len(found) + b - a >= MAX_BUCKET_CHUNKS:
-            return None
-        found.update(range(a, b + 1))
-    return found
-
-
-class _Index:
-    """Pending accesses of one tensor, findable by the chunks of flat index space they touch."""
-
-    __slots__ = ("entries", "buckets", "wide")
-
-    def __init__(self) -> None:
-        self.entries: set[_Pending] = set()
-        self.buckets: dict[int, set[_Pending]] = {}   # chunk number -> pending accesses
-        self.wide: set[_Pending] = set()
-
-    def add(self, e: _Pending) -> None:
-        self.entries.add(e)
-        if e.chunks is None:
-            self.wide.add(e)
-        else:
-            buckets = self.buckets
-            for c in e.chunks:
-                bucket = buckets.get(c)
-                if bucket is None:
-                    buckets[c] = {e}
-                else:
-                    bucket.add(e)
-
-    def remove(self, e: _Pending) -> None:
-        self.entries.discard(e)
-        if e.chunks is None:
-            self.wide.discard(e)
-        else:
-            for c in e.chunks:
-                bucket = self.buckets[c]
-                bucket.discard(e)
-                if not bucket:
-                    del self.buckets[c]
-
-    def near(self, e: _Pending):
-        """Pending accesses that may touch a chunk `e` touches (a superset of those meeting it).
-        A writing `e` may remove some while the caller walks them: then they are a copy."""
-        entries = self.entries
-        if not entries:
-            return ()
-        if e.chunks is None or len(entries) <= 8:
-            return list(entries) if e.writes else entries
-        found = set(self.wide)
-        buckets = self.buckets
-        for c in e.chunks:
-            bucket = buckets.get(c)
-            if bucket:
-                found.update(bucket)
-        return found
 
 
 def _meet(a: Region, b: Region) -> bool:
@@ -141,44 +46,84 @@ class ConflictSweep:
     A tensor touched only by whole-tensor accesses so far (the common case: buffers passed whole)
     keeps plain lists instead of an index: its pending writes (all from the latest writer, whose
     whole write hid everything before it) and the reads since. Its first partial access moves the
-    lists into an `_Index`. Programs with loops use the index for every tensor (`WithinPairs`
+    lists into an `Index`. Programs with loops use the index for every tensor (`WithinPairs`
     decides what meets and what hides)."""
 
     def __init__(self, program: Program) -> None:
         tensors = self.tensors = program.tensors
-        self.sizes = [_numel(t.shape) for t in tensors]
-        # The tensor sets of conflicts are frozen, and one set per tensor is shared by every
-        # conflict on that tensor alone (most of them): no set per found pair.
-        self.singles = [frozenset((i,)) for i in range(len(tensors))]
+        n = len(tensors)
+        # The tensor sets of conflicts are frozen, and one set per tensor (made at its first
+        # access) is shared by every conflict on that tensor alone (most of them): no set per
+        # found pair.
+        self.singles: list[frozenset[int] | None] = [None] * n
         # Chunk size per tensor, fixed at its first access that is not the whole tensor (whole
         # ones are never bucketed): 1/1024 of the tensor, or finer, down to 1/2^20, when that
         # access is smaller, so that many small disjoint accesses (rows of a long accumulator) do
         # not crowd into shared buckets and meet each other.
-        self.chunks_of: list[int | None] = [None] * len(tensors)
-        self.writes: dict[int, _Index] = {}
-        self.reads: dict[int, _Index] = {}
-        # Whole-only tensors: (pending writes [(task, reads too, region)], reads [(task, region)]).
-        self.whole: dict[int, tuple[list, list]] = {}
-        self.strides: dict[int, tuple[int, ...]] = {}
-        # Per (tensor, region): flat bounds, whether it is the whole tensor, the index chunks it
-        # may touch. Programs repeat views (whole tensors, the same rows every iteration), so
-        # computing them once per distinct view saves most of the per-access arithmetic.
-        self.geometry: dict[tuple[int, int], tuple] = {}
+        self.chunks_of: list[int | None] = [None] * n
+        # Per tensor, once accessed: whole-only, (pending writes [(task, reads too, region)],
+        # reads [(task, region)]); or else its (writes, reads) indexes.
+        self.whole_of: list[tuple[list, list] | None] = [None] * n
+        self.index_of: list[tuple[Index, Index] | None] = [None] * n
+        # Per tensor: id(region) -> its flat bounds, whether it is the whole tensor, the index
+        # chunks it may touch. The dict is shared by the tensors of one shape and chunk size:
+        # programs repeat views (whole tensors, the same rows of each layer's buffer), so they
+        # are measured once per distinct view, and looked up by the region's id (the regions live
+        # as long as their tasks).
+        self.geometry_of: list[dict[int, tuple]] = [_UNSEEN] * n
+        self.geometries: dict[tuple, dict[int, tuple]] = {}   # (shape, chunk) -> that dict
+        # (shape, region id) -> (geometry, chunk size) of a view that fixed a tensor's chunk size
+        self.first_partial: dict[tuple, tuple] = {}
         self.by_value: dict[tuple, tuple] = {}
+        self.shapes: dict[tuple[int, ...], tuple[int, tuple[int, ...]]] = {}
+        # What the scopes pass needs, recorded on the way (handed over by `deps.run`).
+        self.uses = TensorUses(tensors)
         # With loops, whether two views meet depends on the loops around their tasks (`loopdeps`).
         self.pairs = (loopdeps.WithinPairs(program, task_list(program)) if program.loops
                       else None)
 
-    def dense_strides(self, tid: int) -> tuple[int, ...]:
-        """C-contiguous strides of tensor `tid` (a view with these and its shape is all of it)."""
-        got = self.strides.get(tid)
+    def _shape(self, tid: int) -> tuple[int, tuple[int, ...]]:
+        """Element count and C-contiguous strides of tensor `tid`."""
+        shape = self.tensors[tid].shape
+        got = self.shapes.get(shape)
         if got is None:
             acc, out = 1, []
-            for d in reversed(self.tensors[tid].shape):
+            for d in reversed(shape):
                 out.append(acc)
                 acc *= d
-            got = self.strides[tid] = tuple(reversed(out))
+            got = self.shapes[shape] = (_numel(shape), tuple(reversed(out)))
         return got
+
+    def _locate(self, tid: int, region: Region) -> tuple:
+        """`_geometry`, remembered for the tensors of tid's shape and (maybe just fixed) chunk."""
+        shape = self.tensors[tid].shape
+        if self.chunks_of[tid] is None:
+            # A tensor's first accesses: the view may have been measured for another tensor of
+            # its shape already, before that one's chunk size was fixed.
+            shared = self.geometries.get((shape, None))
+            known = shared.get(id(region)) if shared is not None else None
+            if known is None:
+                first = self.first_partial.get((shape, id(region)))
+                if first is not None:
+                    known, chunk = first
+                    self.chunks_of[tid] = chunk
+                    shared = self.geometries[shape, chunk]
+            if known is not None:
+                self.geometry_of[tid] = shared
+                return known
+            known = self._geometry(tid, region)
+            chunk = self.chunks_of[tid]
+            if chunk is not None:                 # its first partial view fixed the chunk size
+                self.first_partial[shape, id(region)] = (known, chunk)
+        else:
+            known = self._geometry(tid, region)
+            chunk = self.chunks_of[tid]
+        shared = self.geometries.get((shape, chunk))
+        if shared is None:
+            shared = self.geometries[shape, chunk] = {}
+        self.geometry_of[tid] = shared
+        shared[id(region)] = known
+        return known
 
     def _geometry(self, tid: int, region: Region) -> tuple:
         tensors = self.tensors
@@ -189,9 +134,9 @@ class ConflictSweep:
             lo, hi, _, chunks = self._geometry(tid, hull)
             return (lo, hi, False, chunks)
         shape = tensors[tid].shape
-        if (region.offset == 0 and region.shape == shape and self.sizes[tid]
-                and region.strides == self.dense_strides(tid)):
-            return (0, self.sizes[tid] - 1, True, None)         # the whole tensor (`_measure`)
+        size, strides = self.shapes.get(shape) or self._shape(tid)
+        if region.offset == 0 and region.shape == shape and size and region.strides == strides:
+            return (0, size - 1, True, None)         # the whole tensor (`_measure`)
         # Equal views of equally shaped tensors (the same rows of each layer's buffer) share
         # their geometry, given the same chunk size (which the first partial access fixes, by the
         # same rule for both).
@@ -199,24 +144,30 @@ class ConflictSweep:
         key = (region.offset, region.shape, region.strides, region.box, shape, self.chunks_of[tid])
         known = self.by_value.get(key)
         if known is None:
-            known = self.by_value[key] = (self._measure(tid, region), self.chunks_of[tid])
+            known = self.by_value[key] = (self._measure(tid, region, size, strides),
+                                          self.chunks_of[tid])
         elif self.chunks_of[tid] is None:
             self.chunks_of[tid] = known[1]
         return known[0]
 
-    def _measure(self, tid: int, region: Region) -> tuple:
-        """`_geometry` of a view that does not move with loop variables."""
+    def _measure(self, tid: int, region: Region, n: int, strides: tuple[int, ...]) -> tuple:
+        """`_geometry` of a view that does not move with loop variables, of a tensor of `n`
+        elements and C-contiguous `strides`."""
         tensors = self.tensors
         shape = region.shape
         size = 1
-        for d in shape:
+        lo = hi = region.offset                   # (`regions.bounds`)
+        for d, stride in zip(shape, region.strides):
             size *= d
+            span = (d - 1) * stride
+            if span < 0:
+                lo += span
+            else:
+                hi += span
         if size == 0:
             return _EMPTY
-        lo, hi = regions.bounds(region)
-        n = self.sizes[tid]
         whole = (lo == 0 and hi == n - 1 and size == n
-                 and (region.strides == self.dense_strides(tid) and shape == tensors[tid].shape
+                 and (region.strides == strides and shape == tensors[tid].shape
                       or region.is_whole(tensors[tid].shape) or regions._is_dense(region)))
         if whole:
             return (lo, hi, True, None)
@@ -229,18 +180,20 @@ class ConflictSweep:
         if last - first < MAX_BUCKET_SPAN:
             chunks = range(first, last + 1)
         else:
-            chunks = _chunks_of(region, lo, hi, chunk, self.dense_strides(tid))
+            chunks = chunks_of(region, lo, hi, chunk, strides)
         return (lo, hi, whole, chunks)
 
-    def _to_index(self, tid: int) -> None:
+    def _to_index(self, tid: int) -> tuple[Index, Index]:
         """Move a whole-only tensor's pending lists into an index (its first partial access)."""
-        hi = self.sizes[tid] - 1
-        w_index, r_index = self.writes[tid], self.reads[tid] = _Index(), _Index()
-        pending_writes, pending_reads = self.whole.pop(tid)
+        hi = self._shape(tid)[0] - 1
+        w_index, r_index = indexes = self.index_of[tid] = (Index(), Index())
+        pending_writes, pending_reads = self.whole_of[tid]
+        self.whole_of[tid] = None
         for u, u_reads, region in pending_writes:
-            w_index.add(_Pending(tid, u, region, u_reads, True, 0, hi, True, None))
+            w_index.add(Pending(tid, u, region, u_reads, True, 0, hi, True, None))
         for u, region in pending_reads:
-            r_index.add(_Pending(tid, u, region, True, False, 0, hi, True, None))
+            r_index.add(Pending(tid, u, region, True, False, 0, hi, True, None))
+        return indexes
 
     def step(self, v: int, task) -> tuple[dict[int, int], dict[int, frozenset[int]]]:
         """Task v's conflicts with pending accesses: `(u -> kind bits (RAW 1, WAR 2, WAW 4),
@@ -248,30 +201,44 @@ class ConflictSweep:
         between pairs and with later steps' results."""
         found_bits: dict[int, int] = {}
         found_tensors: dict[int, frozenset[int]] = {}
-        geometry, pairs = self.geometry, self.pairs
-        whole_pending = self.whole
+        geometry_of, whole_of, index_of = self.geometry_of, self.whole_of, self.index_of
+        pairs = self.pairs
         covers = regions.covers
         singles = self.singles
-        fresh: list[_Pending] = []
+        uses = self.uses
+        first_use, last_use, read, written = uses.first, uses.last, uses.read, uses.written
+        confined = uses.confined
+        small = conflict_index.SMALL_INDEX
+        if task.scope:
+            for sid in task.scope:
+                uses.last_in_scope[sid] = v
         fresh_whole: list[tuple] = []
         for access in task.args:
             if not isinstance(access, Access):
                 continue
             region = access.region
             tid = access.tensor
-            key = (tid, id(region))           # regions live as long as their tasks
-            known = geometry.get(key)
-            if known is None:
-                known = geometry[key] = self._geometry(tid, region)
-            if known is _EMPTY:
-                continue                                  # an empty region touches nothing
-            lo, hi, whole, chunks = known
             mode = access.mode
             e_reads, e_writes = mode != "Out", mode != "In"
-            single = singles[tid]
-            pending = whole_pending.get(tid)
+            last_use[tid] = v
+            if confined[tid] and uses.misplaced is None and used_outside(task, self.tensors[tid]):
+                uses.misplaced = (task, self.tensors[tid])
+            if e_reads:
+                read[tid] = 1
+            if e_writes:
+                written[tid] = 1
+            known = geometry_of[tid].get(id(region))
+            if known is None:
+                known = self._locate(tid, region)
+            if known is _EMPTY:                           # an empty region touches nothing
+                if first_use[tid] is None:
+                    first_use[tid] = v
+                continue
+            lo, hi, whole, chunks = known
+            pending = whole_of[tid]
             if pending is not None:
                 if whole:
+                    single = singles[tid]
                     pending_writes, pending_reads = pending
                     # kinds against a pending write that does not / does read too
                     bits = (5 if e_reads else 4) if e_writes else 1
@@ -299,20 +266,30 @@ class ConflictSweep:
                         pending_reads.clear()
                     fresh_whole.append((tid, e_reads, e_writes, region))
                     continue
-                self._to_index(tid)
-            w_index = self.writes.get(tid)
-            if w_index is None:
-                if whole and pairs is None:               # first access: no conflict yet
-                    whole_pending[tid] = ([], [])
-                    fresh_whole.append((tid, e_reads, e_writes, region))
-                    continue
-                w_index = self.writes[tid] = _Index()
-                self.reads[tid] = _Index()
-            e = _Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
-            for index in ((w_index, self.reads[tid]) if e_writes else (w_index,)):
-                for old in index.near(e):
-                    if old.task == v or old.hi < lo or hi < old.lo:
+                indexes = self._to_index(tid)
+            else:
+                indexes = index_of[tid]
+                if indexes is None:                       # its first (non-empty) access
+                    if first_use[tid] is None:
+                        first_use[tid] = v
+                    singles[tid] = frozenset((tid,))
+                    if whole and pairs is None:           # first access: no conflict yet
+                        whole_of[tid] = ([], [])
+                        fresh_whole.append((tid, e_reads, e_writes, region))
                         continue
+                    indexes = index_of[tid] = (Index(), Index())
+            single = singles[tid]
+            for index in (indexes if e_writes else indexes[:1]):
+                entries = index.entries
+                if not entries:
+                    continue
+                if index.buckets is None:             # (`Index.near`, inlined)
+                    candidates = entries[:] if e_writes else entries
+                else:
+                    candidates = index.near(chunks, e_writes)
+                for old in candidates:
+                    if old.task == v or old.hi < lo or hi < old.lo:
+                        continue                          # (v's own accesses: already added)
                     if not (whole or old.whole or (
                             _meet(old.region, region) if pairs is None
                             else pairs.meet(tid, old.task, old.region, v, region))):
@@ -334,17 +311,24 @@ class ConflictSweep:
                                        and covers(region, old.region))) if pairs is None
                             else pairs.forgets(old.task, old.region, v, region, whole)):
                         index.remove(old)
-            fresh.append(e)
+            index = indexes[0 if e_writes else 1]
+            e = Pending(tid, v, region, e_reads, e_writes, lo, hi, whole, chunks)
+            if index.buckets is None and len(index.entries) < small:
+                index.entries.append(e)                   # (`Index.add`, inlined)
+            else:
+                index.add(e)
         for tid, e_reads, e_writes, region in fresh_whole:
-            pending = whole_pending.get(tid)
+            pending = whole_of[tid]
             if pending is not None:
                 if e_writes:
                     pending[0].append((v, e_reads, region))
                 else:
                     pending[1].append((v, region))
             else:                                         # a later access of v was partial
-                e = _Pending(tid, v, region, e_reads, e_writes, 0, self.sizes[tid] - 1, True, None)
-                (self.writes if e_writes else self.reads)[tid].add(e)
-        for e in fresh:
-            (self.writes if e.writes else self.reads)[e.tensor].add(e)
+                e = Pending(tid, v, region, e_reads, e_writes, 0, self._shape(tid)[0] - 1, True,
+                             None)
+                self.index_of[tid][0 if e_writes else 1].add(e)
         return found_bits, found_tensors
+
+
+_UNSEEN: dict[int, tuple] = {}      # geometry of a tensor not accessed yet (never written)

@@ -24,6 +24,7 @@ from . import loopdeps, regions
 from .conflicts import ConflictSweep
 from .graphs import task_list
 from .loopnest import iteration_preds, structure_bounds
+from .scopes import TensorUses
 
 ANCESTOR_WINDOW = 8192        # ancestors this close are kept as bit sets
 
@@ -33,10 +34,11 @@ _KIND_NAMES = {1: ("RAW",), 2: ("WAR",), 3: ("RAW", "WAR"), 4: ("WAW",), 5: ("RA
 _KINDS = {bits: frozenset(names) for bits, names in _KIND_NAMES.items()}
 
 
-def _conflicts(program: Program) -> dict[tuple[int, int], list]:
+def _conflicts(program: Program, sweep: ConflictSweep | None = None
+               ) -> dict[tuple[int, int], list]:
     """Every conflicting pair not already ordered through covering writes:
     `(u, v) -> [kind bits (RAW 1, WAR 2, WAW 4), set of tensor ids]`."""
-    sweep = ConflictSweep(program)
+    sweep = sweep or ConflictSweep(program)
     nodes = program.graph.nodes
     found: dict[tuple[int, int], list] = {}
     for v in sorted(nodes):
@@ -133,6 +135,7 @@ class _Reducer:
         self.block = -2
         self.current: dict[int, int] = {}
         self.previous: dict[int, int] = {}
+        self.previous_raw: dict[int, int] = {}      # the previous block's sets, in its frame
 
     def step(self, v: int, preds) -> list[int]:
         """Task v's predecessors (distinct, all earlier) that no path through the others implies,
@@ -170,20 +173,40 @@ class _Reducer:
         Sets of a task and its ancestors sit in frames two windows wide: for tasks in block b
         (ids b*W .. b*W+W-1, W = `ANCESTOR_WINDOW`) bit i is task (b-1)*W + i, which covers every
         task one of the block can test. A predecessor from block b is or-ed in as it is; one
-        from block b-1 was moved to this frame once, when the block began: no shift per edge.
+        from block b-1 is moved to this frame once, when first used: no shift per edge.
         The sets may hold ancestors further back than the window (never tested): that changes
         no answer."""
         window = ANCESTOR_WINDOW
         block = v // window
         if block != self.block:
-            self.previous = ({u: bits >> window for u, bits in self.current.items()}
-                             if block == self.block + 1 else {})
+            # The previous block's sets move to this frame when first used (mostly by the tasks
+            # near the boundary): shifting all of them at once cost more than the lookups.
+            self.previous_raw = self.current if block == self.block + 1 else {}
+            self.previous = {}
             self.current = {}
             self.block = block
         base = (block - 1) * window
         start = block * window
         current, previous = self.current, self.previous
-        kept: list[int] = []
+        if len(preds) <= 1:                         # (most tasks: nothing to reduce)
+            kept = list(preds)
+            if not kept:
+                reach = 0
+            else:
+                u = kept[0]
+                if v - u > window:
+                    reach = 0
+                elif u >= start:
+                    reach = current[u]
+                else:
+                    reach = previous.get(u)
+                    if reach is None:
+                        reach = previous[u] = self.previous_raw[u] >> window
+            if self.successors is None:
+                self.kept_preds[v] = kept
+            current[v] = reach | (1 << (v - base))
+            return kept
+        kept = []
         far: list[int] = []
         reach = 0
         for u in sorted(preds, reverse=True):
@@ -191,7 +214,13 @@ class _Reducer:
                 far.append(u)
             elif not (reach >> (u - base)) & 1:     # (reach's top bit is near u: a short shift)
                 kept.append(u)
-                reach |= current[u] if u >= start else previous[u]
+                if u >= start:
+                    reach |= current[u]
+                else:
+                    bits = previous.get(u)
+                    if bits is None:
+                        bits = previous[u] = self.previous_raw[u] >> window
+                    reach |= bits
         if far:
             # further back: outside the window, only `_far_reachable`'s commonest case is seen
             successors, kept_preds = self.successors, self.kept_preds
@@ -270,11 +299,18 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     Without loops, each task's conflicts are reduced as soon as they are found and only the kept
     edges enter the networkx graph (adding and then removing them there costs more than finding
     them, and the full conflict set of a large program takes more memory than its graph)."""
+    return run_recording(program, reduce_edges=reduce_edges)[0]
+
+
+def run_recording(program: Program, *, reduce_edges: bool = True) -> tuple[Program, TensorUses]:
+    """`run`, and the tensors' uses its walk over the tasks recorded for the scopes pass
+    (`scopes.run(program, uses)`, valid while the program's tasks stay as they are)."""
     graph = program.graph
+    sweep = ConflictSweep(program)
     if not program.loops and reduce_edges and not any(graph._succ.values()):
-        _run_loop_free(program)
-        return program
-    found = _conflicts(program)
+        _run_loop_free(program, sweep)
+        return program, sweep.uses
+    found = _conflicts(program, sweep)
     tasks = task_list(program) if program.loops else None
     carried = loopdeps.carried_conflicts(program, tasks, found) if tasks else {}
     if graph.number_of_edges() or not reduce_edges:
@@ -303,17 +339,16 @@ def run(program: Program, *, reduce_edges: bool = True) -> Program:
     if tasks:
         loopdeps.bound_reads(program, tasks)
     program.reports["edges_after_reduction"] = graph.number_of_edges()
-    return program
+    return program, sweep.uses
 
 
-def _run_loop_free(program: Program) -> None:
+def _run_loop_free(program: Program, sweep: ConflictSweep) -> None:
     """`run` of a program without loops or edges: find, reduce and add each task's edges in one
     walk in program order (the graph's adjacency dicts are written directly; networkx's
     `add_edges_from` checks and copies per edge). Each edge's dict is a copy of one template, its
     kinds and tensors frozen sets shared with other edges."""
     graph = program.graph
     succ, pred = graph._succ, graph._pred
-    sweep = ConflictSweep(program)
     reducer = _Reducer(successors=succ)
     kinds = _KINDS
     template = {"kinds": None, "tensors": None, "added_by": "deps", "carried": False}

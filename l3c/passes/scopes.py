@@ -10,6 +10,9 @@ block, like a scope's: using it after the loop, or returning it, is a `TraceErro
 `dead_after` is the body's last task (the memory pass still keeps its bytes for the whole
 outermost loop, since every iteration uses them again).
 
+The uses it derives them from (`TensorUses`) come from the deps pass's walk over the tasks when
+the pass manager runs both (handed over), else from its own walk.
+
 Writes `TensorInfo.first_use`, `last_use`, `dead_after` for every tensor, and
 `program.reports["warnings"]`: one line per intermediate that is written but never read (and not
 returned); a loop's bound or a while/cond flag is a read. No switch: it only annotates.
@@ -30,6 +33,12 @@ def result_tensors(program: Program) -> set[int]:
     return {ref.tensor for ref in result_refs(program.results)}
 
 
+def used_outside(task, info) -> bool:
+    """Does `task` use tensor `info`, made in a scope or loop body, outside it?"""
+    return bool(info.scope and task.scope[:len(info.scope)] != info.scope
+                or info.loops and task.loops[:len(info.loops)] != info.loops)
+
+
 def _check_use(program: Program, task, info) -> None:
     """Refuse a use of a tensor made in a scope or loop body outside it."""
     if info.scope and task.scope[:len(info.scope)] != info.scope:
@@ -46,16 +55,33 @@ def _check_use(program: Program, task, info) -> None:
             f"it before that loop instead")
 
 
-def run(program: Program) -> Program:
-    """The scopes pass (see module docstring)."""
+class TensorUses:
+    """What the pass derives its fields from: per tensor the first and last task touching it and
+    whether any task reads or writes it, per scope id the last task inside it, and the first use
+    of a tensor outside the scope or loop body it was made in. `_walk` records it from every
+    task; the deps pass's walk records it on the way (`ConflictSweep`) and the pass manager hands
+    it over, so a large program's tasks are walked once for both passes."""
+
+    __slots__ = ("first", "last", "read", "written", "last_in_scope", "confined", "misplaced")
+
+    def __init__(self, tensors: list) -> None:
+        n_tensors = len(tensors)
+        self.first: list[int | None] = [None] * n_tensors
+        self.last: list[int | None] = [None] * n_tensors
+        self.read = bytearray(n_tensors)
+        self.written = bytearray(n_tensors)
+        self.last_in_scope: dict[int, int] = {}
+        # Only tensors made in a scope or loop can be used out of place: the rest skip the test.
+        self.confined = [bool(info.scope or info.loops) for info in tensors]
+        self.misplaced: tuple | None = None        # (task, tensor info) of the first such use
+
+
+def _walk(program: Program) -> TensorUses:
+    """The uses of every tensor, in one walk over the tasks."""
     tensors = program.tensors
-    first: list[int | None] = [None] * len(tensors)
-    last: list[int | None] = [None] * len(tensors)
-    read = bytearray(len(tensors))
-    written = bytearray(len(tensors))
-    # Only tensors made in a scope or loop can be used out of place; the rest skip the checks.
-    confined = [bool(info.scope or info.loops) for info in tensors]
-    last_in_scope: dict[int, int] = {}
+    uses = TensorUses(tensors)
+    first, last, read, written = uses.first, uses.last, uses.read, uses.written
+    last_in_scope, confined = uses.last_in_scope, uses.confined
     for task in task_list(program):
         v, scope = task.id, task.scope
         for sid in scope:
@@ -64,8 +90,8 @@ def run(program: Program) -> Program:
             if not isinstance(access, Access):
                 continue
             t = access.tensor
-            if confined[t]:
-                _check_use(program, task, tensors[t])
+            if confined[t] and uses.misplaced is None and used_outside(task, tensors[t]):
+                uses.misplaced = (task, tensors[t])
             if first[t] is None:
                 first[t] = v
             last[t] = v
@@ -74,6 +100,19 @@ def run(program: Program) -> Program:
                 read[t] = 1
             if mode != "In":
                 written[t] = 1
+    return uses
+
+
+def run(program: Program, uses: TensorUses | None = None) -> Program:
+    """The scopes pass (see module docstring). `uses`: the program's uses if already recorded
+    (by the deps pass's walk, which must be of this program as it is)."""
+    tensors = program.tensors
+    if uses is None:
+        uses = _walk(program)
+    if uses.misplaced is not None:
+        _check_use(program, *uses.misplaced)
+    first, last, read, written = uses.first, uses.last, uses.read, uses.written
+    last_in_scope = uses.last_in_scope
     for loop in program.loops.values():
         for access in loop.accesses:                              # bounds and flags are reads
             read[access.tensor] = 1
