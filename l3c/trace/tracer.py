@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import numbers
 import sys
 from itertools import islice
 from typing import Any, Callable, Iterable, Sequence
@@ -24,7 +23,7 @@ from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noq
 from .arrayspec import ArraySpec
 from .callargs import bind_call, other_argument
 from .context import _set_tracer, current_tracer
-from .dtypes import DTYPES, dtype_and_name
+from .newtensors import DTYPES, checked_shape, dtype_and_name
 from .kernel import Kernel, PinnedKernel
 from .records import make_scalar
 from .proxy import Tensor, new_whole
@@ -48,7 +47,11 @@ _SCOPE_OWNER = ("scope", -1)     # what ended a tensor that died at the end of i
 
 
 class Tracer:
-    """Records one trace into `program`. Lives on one thread while the function runs."""
+    """Records one trace into `program`. Lives on one thread while the function runs.
+
+    `new_tensor`, `close_scope` and `record_group` are called by `context.py` on the user's
+    behalf: they locate the user's line from frame 2 (the caller of `context.py`), not their own
+    frame, since every frame object walked past would be made only to be skipped."""
 
     def __init__(self, program: Program) -> None:
         self.program = program
@@ -91,10 +94,10 @@ class Tracer:
         if type(shape) is tuple:
             for d in shape:
                 if type(d) is not int or d < 0:
-                    shape = self._checked_shape(shape)
+                    shape = checked_shape(shape)
                     break
         else:
-            shape = self._checked_shape(shape)
+            shape = checked_shape(shape)
         try:
             dt, dtype_name = DTYPES[dtype]
         except (KeyError, TypeError):              # new, or an unhashable spelling
@@ -106,7 +109,7 @@ class Tracer:
         loop_stack = self.loop_stack
         # positional (field order of `TensorInfo`): keywords cost more per tensor
         info = TensorInfo(tid, f"t{n}", "intermediate", shape, dtype_name,
-                          frame_loc(sys._getframe()), self.scope_path,
+                          frame_loc(sys._getframe(2)), self.scope_path,
                           tuple(loop_stack) if loop_stack else (), zero_init)
         tensors.append(info)
         for sid in self.scope_stack:
@@ -124,20 +127,6 @@ class Tracer:
             from .builtins import fill_zeros
             self.record_call(fill_zeros, (proxy,), {}, info.loc)
         return proxy
-
-    def _checked_shape(self, shape: Any) -> tuple[int, ...]:
-        """`shape` as a tuple of ints, or the TraceError."""
-        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-            shape = (shape,)
-        try:
-            ok = all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
-                     for d in shape)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise trace_error(f"shape {shape!r} for a new tensor is not a tuple of ints >= 0",
-                              "pass a shape like (128, 64) or x.shape")
-        return tuple(int(d) for d in shape)
 
     def check_usable(self, proxy: Tensor) -> None:
         """Raise if `proxy` belongs to another (or a finished) trace or its scope has ended."""
@@ -201,7 +190,7 @@ class Tracer:
             self.scope_path = tuple(self.scope_stack)
         # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
         self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), _SCOPE_OWNER,
-                           frame_loc(sys._getframe()))
+                           frame_loc(sys._getframe(2)))
 
     # -- kernel calls
     def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any],
@@ -335,7 +324,7 @@ class Tracer:
         if not entries:
             return
         g = len(self.program.groups)
-        loc = frame_loc(sys._getframe())
+        loc = frame_loc(sys._getframe(2))
         ids = []
         for rank, entry in enumerate(entries):
             if type(entry) is tuple:
