@@ -116,7 +116,15 @@ class Kernel:
         self.modes: dict[str, str | None] = access_modes(fn)
         # (name, mode) per parameter, what the tracer walks on every call
         self.params: tuple[tuple[str, str | None], ...] = tuple(self.modes.items())
-        functools.update_wrapper(self, fn)
+        # `functools.update_wrapper(self, fn)` without reading `self.__dict__`, which would make
+        # the instance's attribute dict a real dict and every attribute read of the tracer's
+        # (params, name, worker, native: per kernel call) a slow dictionary lookup
+        for attr in functools.WRAPPER_ASSIGNMENTS:
+            if hasattr(fn, attr):
+                setattr(self, attr, getattr(fn, attr))
+        for attr, value in getattr(fn, "__dict__", {}).items():
+            setattr(self, attr, value)
+        self.__wrapped__ = fn
         self.native: NativeSpec | None = None
         key = f"{fn.__module__}:{fn.__qualname__}"
         runs = None
