@@ -99,7 +99,7 @@ class Region:
         return "[" + ",".join(parts) + "]"
 
 
-@dataclass
+@dataclass(slots=True)     # slots: small records, cheap to copy (`passes/copying.py`)
 class TensorInfo:
     """A tensor the program touches: an array argument or an intermediate (views are `Region`s of one)."""
 
@@ -172,7 +172,7 @@ class ScalarArg:
 Arg = Union[Access, ScalarArg]
 
 
-@dataclass
+@dataclass(slots=True)     # slots: one per kernel call, copied for the passes (`passes/copying.py`)
 class Task:
     """One kernel call recorded while tracing."""
 

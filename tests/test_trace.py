@@ -1,6 +1,9 @@
 """What the tracer records: tasks, accesses, scalars, groups, scopes, zeros, results, locations."""
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 import pytest
 
@@ -35,6 +38,17 @@ def test_kernel_metadata_and_registry_key():
     assert registry.resolve(scale.name) is scale.fn
     assert scale.modes == {"alpha": None, "x": "In", "y": "Out"}
     assert total.worker == "sub" and total.modes["out"] == "InOut"
+
+
+def test_kernel_wraps_its_function_like_functools_wraps():
+    def fn(a: l3c.In, n):
+        """Scale a."""
+    fn.custom = {"kept": True}
+    k = l3c.kernel(fn)
+    for attr in functools.WRAPPER_ASSIGNMENTS:
+        assert getattr(k, attr) == getattr(fn, attr), attr
+    assert k.__doc__ == "Scale a." and k.custom is fn.custom
+    assert k.__wrapped__ is fn and inspect.unwrap(k) is fn
 
 
 def test_kernel_rejects_variadic_parameters():

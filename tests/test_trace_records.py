@@ -1,5 +1,6 @@
 """The tracer's fast record constructors and its collector pause (`l3c/trace/records.py`,
-`l3c.trace.tracer.resume_collector`)."""
+`l3c.trace.tracer.resume_collector`), and the copy of its slots records the passes run on
+(`l3c/passes/copying.py`)."""
 import dataclasses
 import gc
 import weakref
@@ -7,7 +8,8 @@ import weakref
 import numpy as np
 
 import l3c
-from l3c.ir import Access, Region
+from l3c.ir import Access, Config, Region, Task, TensorInfo
+from l3c.passes import copy_program
 from l3c.trace import trace
 from l3c.trace.records import make_access, make_region
 
@@ -59,3 +61,29 @@ def test_trace_leaves_the_collector_on_and_cycles_collectable():
                                                      ((2, 1, 1), (0, 4, 1))]
     gc.collect()
     assert made[0]() is None                 # the cycle was still collected
+
+
+def test_copy_program_copies_every_field_of_the_slots_records():
+    def fn(x):
+        t = l3c.zeros((4, 4), x.dtype)
+        with l3c.scope():
+            u = l3c.empty((4, 4), x.dtype)
+            _add(x, t, u)
+        l3c.group(_add, [(x[0], x[1], t[0]), (x[2], x[3], t[1])])
+        return t
+
+    traced = trace(fn, (np.zeros((4, 4), np.float32),), config=Config(chips=2))
+    copied = copy_program(traced)
+    pairs = [(traced.task(n), copied.task(n)) for n in traced.graph]
+    pairs += list(zip(traced.tensors, copied.tensors))
+    assert len(pairs) == len(traced.graph) + 3
+    for old, new in pairs:
+        assert new is not old and type(new) is type(old)
+        names = [f.name for f in dataclasses.fields(type(old))]
+        assert [getattr(new, n) for n in names] == [getattr(old, n) for n in names]
+    first = copied.task(0)
+    first.chip, first.queue_pos = 1, 0
+    copied.tensors[1].arena_offset = 64
+    assert traced.task(0).chip is None and traced.tensors[1].arena_offset is None
+    assert not hasattr(first, "__dict__") and not hasattr(copied.tensors[1], "__dict__")
+    assert isinstance(first, Task) and isinstance(copied.tensors[1], TensorInfo)

@@ -12,12 +12,28 @@ memo machinery, about 10 times slower.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+from typing import Any, Callable
 
 import networkx as nx
 
 from ..ir import CostModel, Loop, MemoryReport, Program, Task, TensorInfo
 from .graphs import gc_paused
+
+
+def _slots_copier(cls: type) -> Callable[[Any], Any]:
+    """A function copying a record of slots class `cls` field by field, generated from its slots
+    as dataclasses generate `__init__` (`copy.copy` goes through `__reduce_ex__`, several times
+    slower, and a large program has one `Task` per kernel call)."""
+    lines = "".join(f"    new.{name} = old.{name}\n" for name in cls.__slots__)
+    namespace = {"_new": object.__new__, "cls": cls}
+    exec(f"def copy_{cls.__name__}(old):\n    new = _new(cls)\n{lines}    return new\n", namespace)
+    return namespace[f"copy_{cls.__name__}"]
+
+
+_copy_task = _slots_copier(Task)
+_copy_tensor = _slots_copier(TensorInfo)
 
 
 def _copy_record(record: object, cls: type) -> object:
@@ -47,15 +63,13 @@ def _copy(program: Program) -> Program:
     graph = nx.DiGraph()
     graph.graph.update(old.graph)
     nodes = graph._node
-    new = object.__new__
     for v, attrs in old._node.items():
         fresh = attrs.copy()
         task = attrs.get("task")
         if task.__class__ is Task:
-            copied = fresh["task"] = new(Task)
-            copied.__dict__.update(task.__dict__)
+            fresh["task"] = _copy_task(task)
         elif isinstance(task, Task):
-            fresh["task"] = _copy_record(task, Task)
+            fresh["task"] = copy.copy(task)
         nodes[v] = fresh
     succ: dict = {v: {} for v in nodes}
     pred: dict = {v: {} for v in nodes}
@@ -71,7 +85,7 @@ def _copy(program: Program) -> Program:
     fields = {f.name: _copy_report(getattr(program, f.name)) for f in dataclasses.fields(program)}
     memory = program.memory
     fields.update(
-        graph=graph, tensors=[_copy_record(t, TensorInfo) for t in program.tensors],
+        graph=graph, tensors=[_copy_tensor(t) for t in program.tensors],
         groups=[list(g) for g in program.groups],
         loops={lid: _copy_record(loop, Loop) for lid, loop in program.loops.items()},
         memory=_copy_record(memory, MemoryReport) if isinstance(memory, MemoryReport) else memory,

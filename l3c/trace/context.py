@@ -18,7 +18,8 @@ _local = threading.local()
 
 
 def current_tracer() -> "Tracer | None":
-    """The tracer recording on this thread, or None outside a trace."""
+    """The tracer recording on this thread, or None outside a trace. (`empty`, `zeros` and
+    `empty_like` below read `_local` themselves: a new tensor per call is a hot path.)"""
     return getattr(_local, "tracer", None)
 
 
@@ -30,7 +31,7 @@ def _set_tracer(tracer: "Tracer | None") -> "Tracer | None":
 
 def empty(shape: Any, dtype: Any = np.float64) -> Any:
     """A new intermediate tensor of `shape` and `dtype` (uninitialised), planned in the arena."""
-    tracer = current_tracer()
+    tracer = getattr(_local, "tracer", None)
     if tracer is None:
         return np.empty(shape, dtype)
     return tracer.new_tensor(shape, dtype)
@@ -38,7 +39,7 @@ def empty(shape: Any, dtype: Any = np.float64) -> Any:
 
 def zeros(shape: Any, dtype: Any = np.float64) -> Any:
     """A new zero-filled intermediate; the fill is recorded as a task, so memory reuse stays exact."""
-    tracer = current_tracer()
+    tracer = getattr(_local, "tracer", None)
     if tracer is None:
         return np.zeros(shape, dtype)
     return tracer.new_tensor(shape, dtype, zero_init=True)
@@ -46,7 +47,7 @@ def zeros(shape: Any, dtype: Any = np.float64) -> Any:
 
 def empty_like(t: Any, dtype: Any = None) -> Any:
     """A new intermediate with `t`'s shape and (unless given) dtype."""
-    tracer = current_tracer()
+    tracer = getattr(_local, "tracer", None)
     if tracer is None:
         return np.empty_like(t, dtype=dtype)
     shape = getattr(t, "shape", None)

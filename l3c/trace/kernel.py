@@ -21,7 +21,9 @@ from .. import registry
 from ..errors import ConfigError
 from .context import _local
 from .native import NativeSpec, check_call, native_spec
-from .source import frame_loc, trace_error, user_location
+from .source import _CODES, frame_loc, trace_error, user_location
+
+_getframe = sys._getframe
 
 
 class _Mode:
@@ -114,7 +116,15 @@ class Kernel:
         self.modes: dict[str, str | None] = access_modes(fn)
         # (name, mode) per parameter, what the tracer walks on every call
         self.params: tuple[tuple[str, str | None], ...] = tuple(self.modes.items())
-        functools.update_wrapper(self, fn)
+        # `functools.update_wrapper(self, fn)` without reading `self.__dict__`, which would make
+        # the instance's attribute dict a real dict and every attribute read of the tracer's
+        # (params, name, worker, native: per kernel call) a slow dictionary lookup
+        for attr in functools.WRAPPER_ASSIGNMENTS:
+            if hasattr(fn, attr):
+                setattr(self, attr, getattr(fn, attr))
+        for attr, value in getattr(fn, "__dict__", {}).items():
+            setattr(self, attr, value)
+        self.__wrapped__ = fn
         self.native: NativeSpec | None = None
         key = f"{fn.__module__}:{fn.__qualname__}"
         runs = None
@@ -133,7 +143,11 @@ class Kernel:
         tracer = getattr(_local, "tracer", None)
         if tracer is None:
             return self.fn(*args, **kwargs)
-        tracer.record_call(self, args, kwargs, frame_loc(sys._getframe(1)))
+        # `frame_loc(caller)` where the caller's line was seen before (the usual case), inline
+        frame = _getframe(1)
+        entry = _CODES.get(id(frame.f_code))
+        loc = entry[2].get(frame.f_lasti) if entry is not None and not entry[1] else None
+        tracer.record_call(self, args, kwargs, loc if loc is not None else frame_loc(frame))
         return None
 
     def on(self, chip: int) -> "PinnedKernel":

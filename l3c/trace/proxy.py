@@ -61,7 +61,7 @@ def new_whole(tracer: "Tracer", tensor: int, shape: tuple[int, ...], dtype: np.d
     view._strides, view._axes, view._lines, view._region, view._children = geometry
     view._box = view._lines
     view._shifts = ()
-    view._access = None
+    view._access = view._access_for = None
     return view
 
 
@@ -69,7 +69,7 @@ class Tensor(ArrayFacts, Valueless):
     """A traced tensor view. Shape/dtype/slicing work; values do not exist at trace time."""
 
     __slots__ = ("_tracer", "_tensor", "_base_shape", "_offset", "shape", "_strides", "dtype",
-                 "_axes", "_lines", "_box", "_region", "_shifts", "_access", "_children")
+                 "_axes", "_lines", "_box", "_region", "_shifts", "_access", "_access_for", "_children")
 
     def __init__(self, tracer: "Tracer", tensor: int, base_shape: tuple[int, ...], dtype: np.dtype,
                  offset: int = 0, shape: tuple[int, ...] | None = None,
@@ -84,7 +84,7 @@ class Tensor(ArrayFacts, Valueless):
             shape = self._base_shape
             if 0 not in shape and not offset and not shifts:
                 self.shape = shape
-                self._offset, self._shifts, self._access = 0, (), None
+                self._offset, self._shifts, self._access, self._access_for = 0, (), None, None
                 (self._strides, self._axes, self._lines, self._region,
                  self._children) = tracer.whole_geometry(shape)
                 self._box = self._lines         # (whole: lines = box)
@@ -104,8 +104,10 @@ class Tensor(ArrayFacts, Valueless):
             box = tuple((0, 0, 1) for _ in self._base_shape)
         self._box = box
         self._region: Region | None = None
-        # the last `Access` a call made of this view (`Tracer.record_call` reuses it)
+        # the last `Access` a call made of this view, and the kernel's (parameter, mode) pair it
+        # was made for (`Tracer.record_call` reuses it)
         self._access: Any = None
+        self._access_for: Any = None
         self._children: dict | None = None      # shared views made of this geometry (above)
 
     # ---- static facts (ndim, size, itemsize, nbytes: ArrayFacts) --------------------------------
@@ -167,32 +169,8 @@ class Tensor(ArrayFacts, Valueless):
         view._axes = axes
         view._lines = lines
         view._box = box
-        view._region = view._access = view._children = None
+        view._region = view._access = view._access_for = view._children = None
         view._shifts = shifts
-        return view
-
-    def _like(self, known: "Tensor") -> "Tensor":
-        """A view of this base tensor with the geometry of `known` (of a tensor of the same
-        shape, made by the same slicing of a view with this one's geometry), sharing its region
-        record and its dict of children."""
-        view = _new(Tensor)
-        view._tracer = self._tracer
-        view._tensor = self._tensor
-        view._base_shape = self._base_shape
-        view.dtype = self.dtype
-        view._offset = known._offset
-        view.shape = known.shape
-        view._strides = known._strides
-        view._axes = known._axes
-        view._lines = known._lines
-        view._box = known._box
-        view._region = known.region
-        children = known._children
-        if children is None:
-            children = known._children = {}
-        view._children = children
-        view._access = None
-        view._shifts = ()
         return view
 
     def _check_alive(self) -> None:
@@ -250,13 +228,35 @@ class Tensor(ArrayFacts, Valueless):
         if is_int:
             spelled: Any = key
         else:
-            spelled = (key.start, key.stop, key.step)
-            for part in spelled:
-                if part is not None and type(part) is not int:
-                    return self._first_axis_view(key, is_int)
+            start, stop, step = spelled = (key.start, key.stop, key.step)
+            if not ((start is None or type(start) is int) and (stop is None or type(stop) is int)
+                    and (step is None or type(step) is int)):
+                return self._first_axis_view(key, is_int)
         known = children.get(spelled)
         if known is not None:
-            return self._like(known)
+            # a view of this tensor with the geometry of `known` (of a tensor of the same shape),
+            # sharing its region record and its dict of children: most slicing in a long trace
+            # repeats a view made before
+            view = _new(Tensor)
+            view._tracer = self._tracer
+            view._tensor = self._tensor
+            view._base_shape = self._base_shape
+            view.dtype = self.dtype
+            view._offset = known._offset
+            view.shape = known.shape
+            view._strides = known._strides
+            view._axes = known._axes
+            view._lines = known._lines
+            view._box = known._box
+            region = known._region
+            view._region = region if region is not None else known.region
+            children = known._children
+            if children is None:
+                children = known._children = {}
+            view._children = children
+            view._access = view._access_for = None
+            view._shifts = ()
+            return view
         view = self._first_axis_view(key, is_int)
         if view is not None:
             if len(children) >= SLICE_CACHE_LIMIT:

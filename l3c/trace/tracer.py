@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gc
 import inspect
-import numbers
 import sys
+from itertools import islice
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -23,8 +23,9 @@ from .arguments import (SCALARS, BoundArg, bind_arguments, bound_aliases,  # noq
 from .arrayspec import ArraySpec
 from .callargs import bind_call, other_argument
 from .context import _set_tracer, current_tracer
+from .newtensors import DTYPES, checked_shape, dtype_and_name
 from .kernel import Kernel, PinnedKernel
-from .records import make_access, make_scalar
+from .records import make_scalar
 from .proxy import Tensor, new_whole
 from .strides import whole_geometry
 from .shifted import check_group_members
@@ -34,31 +35,6 @@ from .source import frame_loc, return_location, short_loc, trace_error, user_loc
 
 
 # ---- the tracer ---------------------------------------------------------------------------------
-_DTYPES: dict[Any, tuple[np.dtype, str]] = {}
-
-
-def _dtype_and_name(dtype: Any) -> tuple[np.dtype, str]:
-    """`np.dtype(dtype)` and its name, checked numeric; remembered per hashable spelling, since
-    `np.dtype(...)` and `.name` cost several microseconds per new tensor."""
-    try:
-        return _DTYPES[dtype]
-    except (KeyError, TypeError):              # new, or an unhashable spelling
-        pass
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise trace_error(f"dtype {dtype!r} is not a numpy dtype",
-                          "pass e.g. np.float32 or x.dtype") from None
-    if dt.kind not in "biufc":
-        raise trace_error(f"dtype {dt} is not numeric", "use a numeric or bool dtype")
-    known = (dt, dt.name)
-    try:
-        _DTYPES[dtype] = known
-    except TypeError:
-        pass
-    return known
-
-
 # The node attributes of a traced task, in `Program.sync_node_attrs`'s order (before placement:
 # no chip, host 0).
 _NODE: dict[str, Any] = {"task": None, "kernel": None, "worker": None, "chip": None, "group": None,
@@ -71,13 +47,19 @@ _SCOPE_OWNER = ("scope", -1)     # what ended a tensor that died at the end of i
 
 
 class Tracer:
-    """Records one trace into `program`. Lives on one thread while the function runs."""
+    """Records one trace into `program`. Lives on one thread while the function runs.
+
+    `new_tensor`, `close_scope` and `record_group` are called by `context.py` on the user's
+    behalf: they locate the user's line from frame 2 (the caller of `context.py`), not their own
+    frame, since every frame object walked past would be made only to be skipped."""
 
     def __init__(self, program: Program) -> None:
         self.program = program
         self.active = True
         self.scope_stack: list[int] = []
         self.scope_path: tuple[int, ...] = ()     # tuple(scope_stack), shared by the records
+        self._nodes = program.graph._node
+        self._nodes_at: dict[str, dict[str, Any]] = {}   # loc -> node attributes without the task
         self._succ = program.graph._succ          # (written at the end: `add_adjacency`)
         self._pred = program.graph._pred
         self.dead: dict[int, str] = {}            # tensor id -> "file.py:LINE" where its scope ended
@@ -112,14 +94,14 @@ class Tracer:
         if type(shape) is tuple:
             for d in shape:
                 if type(d) is not int or d < 0:
-                    shape = self._checked_shape(shape)
+                    shape = checked_shape(shape)
                     break
         else:
-            shape = self._checked_shape(shape)
+            shape = checked_shape(shape)
         try:
-            dt, dtype_name = _DTYPES[dtype]
+            dt, dtype_name = DTYPES[dtype]
         except (KeyError, TypeError):              # new, or an unhashable spelling
-            dt, dtype_name = _dtype_and_name(dtype)
+            dt, dtype_name = dtype_and_name(dtype)
         n = self.intermediates                    # (counting them per call was quadratic)
         self.intermediates += 1
         tensors = self.program.tensors
@@ -127,7 +109,7 @@ class Tracer:
         loop_stack = self.loop_stack
         # positional (field order of `TensorInfo`): keywords cost more per tensor
         info = TensorInfo(tid, f"t{n}", "intermediate", shape, dtype_name,
-                          frame_loc(sys._getframe()), self.scope_path,
+                          frame_loc(sys._getframe(2)), self.scope_path,
                           tuple(loop_stack) if loop_stack else (), zero_init)
         tensors.append(info)
         for sid in self.scope_stack:
@@ -145,20 +127,6 @@ class Tracer:
             from .builtins import fill_zeros
             self.record_call(fill_zeros, (proxy,), {}, info.loc)
         return proxy
-
-    def _checked_shape(self, shape: Any) -> tuple[int, ...]:
-        """`shape` as a tuple of ints, or the TraceError."""
-        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-            shape = (shape,)
-        try:
-            ok = all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
-                     for d in shape)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise trace_error(f"shape {shape!r} for a new tensor is not a tuple of ints >= 0",
-                              "pass a shape like (128, 64) or x.shape")
-        return tuple(int(d) for d in shape)
 
     def check_usable(self, proxy: Tensor) -> None:
         """Raise if `proxy` belongs to another (or a finished) trace or its scope has ended."""
@@ -222,7 +190,7 @@ class Tracer:
             self.scope_path = tuple(self.scope_stack)
         # Only the tensors created inside the scope (walking all tensors per scope was quadratic).
         self.end_lifetimes(self.created_in.pop(sid, ()) if sid is not None else (), _SCOPE_OWNER,
-                           frame_loc(sys._getframe()))
+                           frame_loc(sys._getframe(2)))
 
     # -- kernel calls
     def record_call(self, kernel: Kernel, args: Sequence[Any], kwargs: dict[str, Any],
@@ -242,22 +210,33 @@ class Tracer:
             args = bind_call(kernel, args, kwargs)
         call_args: list[Any] = []
         dead = self.dead
-        for (name, mode), value in zip(params, args):
+        for pair, value in zip(params, args):
             kind = type(value)
-            if (kind is Tensor and value._tracer is self and mode is not None
+            if (kind is Tensor and value._tracer is self and pair[1] is not None
                     and not value._shifts and value._tensor not in dead):
                 # a view passed again with the same parameter name and mode shares its record
-                access = value._access
-                if access is None or access.param != name or access.mode != mode:
-                    region = value._region
-                    access = value._access = make_access(
-                        name, value._tensor, region if region is not None else value.region, mode)
+                made_for = value._access_for
+                if made_for is pair or (made_for is not None and made_for == pair):
+                    call_args.append(value._access)
+                    continue
+                region = value._region
+                # `make_access(name, tensor, region, mode)`, inline (most calls make one)
+                access = _new(Access)
+                fields = access.__dict__
+                fields["param"] = pair[0]
+                fields["tensor"] = value._tensor
+                fields["region"] = region if region is not None else value.region
+                fields["mode"] = pair[1]
+                value._access = access
+                value._access_for = pair
                 call_args.append(access)
-            elif mode is None and (kind is float or kind is int or value is None or kind is bool
-                                   or kind is str):
-                call_args.append(make_scalar(name, value))
             else:
-                call_args.append(other_argument(kernel, name, mode, value))
+                name, mode = pair
+                if mode is None and (kind is float or kind is int or value is None
+                                     or kind is bool or kind is str):
+                    call_args.append(make_scalar(name, value))
+                else:
+                    call_args.append(other_argument(kernel, name, mode, value))
         if kernel.native is not None:
             kernel.check_native_call(dict(zip(kernel.modes, args)))
         loop_stack = self.loop_stack
@@ -266,7 +245,7 @@ class Tracer:
         loops = tuple(loop_stack) if loop_stack else ()
         if loc is None:
             loc = frame_loc(sys._getframe())
-        nodes = self.program.graph._node
+        nodes = self._nodes
         tid = len(nodes)
         name, worker = kernel.name, kernel.worker
         # `Task(tid, name, ...)`: its fields set in their order on a new instance, which costs
@@ -286,7 +265,19 @@ class Tracer:
         # `Program.add_task` without networkx's per-call bookkeeping: the trace's graph is new and
         # has no edges, so a node is its attribute dict (what `sync_node_attrs` writes, copied
         # from a template of the same keys in the same order); its two empty adjacency dicts are
-        # added when the trace ends (`add_adjacency`).
+        # added when the trace ends (`add_adjacency`). A call outside a group copies the attributes
+        # of the last such call at its line when they match (the same kernel in the same loops).
+        if group is None:
+            node = self._nodes_at.get(loc)
+            if node is None or node["kernel"] is not name or node["loops"] != loops:
+                node = self._nodes_at[loc] = _NODE.copy()
+                node["kernel"] = name
+                node["worker"] = worker
+                node["loc"] = loc
+                node["loops"] = loops
+            node = nodes[tid] = node.copy()
+            node["task"] = task
+            return tid
         node = nodes[tid] = _NODE.copy()
         node["task"] = task
         node["kernel"] = name
@@ -300,7 +291,8 @@ class Tracer:
         """Complete the graph: every task recorded so far gets its empty adjacency dicts (in
         program order, as `add_node` would have made them)."""
         succ, pred = self._succ, self._pred
-        for tid in range(len(succ), len(self.program.graph._node)):
+        # the node dict's own keys: the int objects `record_call` made, not a second set of them
+        for tid in islice(self.program.graph._node, len(succ), None):
             succ[tid] = {}
             pred[tid] = {}
 
@@ -332,7 +324,7 @@ class Tracer:
         if not entries:
             return
         g = len(self.program.groups)
-        loc = frame_loc(sys._getframe())
+        loc = frame_loc(sys._getframe(2))
         ids = []
         for rank, entry in enumerate(entries):
             if type(entry) is tuple:
