@@ -39,10 +39,6 @@ def signature(program: Program, task: Task, dtypes: list[str] | None = None) -> 
     return (task.kernel, task.loops, tuple(parts))
 
 
-def _fusable(task: Task) -> bool:
-    return task.worker == "chip" and task.pin is None and task.group is None
-
-
 def _same_signature(a: Task, b: Task, dtypes: list[str]) -> bool:
     """`signature(a) == signature(b)`, compared argument by argument without building either."""
     if a.kernel != b.kernel or a.loops != b.loops or len(a.args) != len(b.args):
@@ -83,6 +79,11 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     run_members: list[Task] = []
 
     def close_run() -> None:
+        if len(run_members) == 1:
+            if estimate is not None:                # a group of one: placed as a plain task
+                estimate.place(run_members[0])
+            run_members.clear()
+            return
         start = 0
         while start < len(run_members):
             members = run_members[start:start + chips]
@@ -103,7 +104,8 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     dtypes = [t.dtype for t in program.tensors]
     previous = None                  # the task before, when fusable and not across a boundary
     for task in tasks:
-        fusable = _fusable(task)
+        # a run's members: chip calls, unpinned, not in an explicit group
+        fusable = task.worker == "chip" and task.pin is None and task.group is None
         if (fusable and previous is not None and task.id not in boundaries
                 and _same_signature(previous, task, dtypes)):
             # Independent of every member so far? (Members are the tasks run_members[0].id ..
@@ -112,7 +114,8 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
                 run_members.append(task)
                 previous = task
                 continue
-        close_run()
+        if run_members:
+            close_run()
         if fusable:
             run_members.append(task)
             previous = task
@@ -139,15 +142,17 @@ class _Estimate:
         self.program = program
         self.placer = Placer(program, tasks)
 
-    def _placeable(self, task: Task) -> bool:
-        cfg = self.program.config
-        count = cfg.units(task.worker)
-        return count > 0 and (task.pin is None or 0 <= task.pin < count)
-
     def place(self, task: Task, taken: set[int] = frozenset()) -> None:
-        """Place `task` as the schedule pass would (avoiding chips in `taken`)."""
-        if self._placeable(task):
-            self.placer.place_task(task, taken)
+        """Place `task` as the schedule pass would (avoiding chips in `taken`), unless no worker
+        can run it (the schedule pass reports that)."""
+        placer = self.placer
+        count, pin = placer.count[task.worker], task.pin
+        if count <= 0 or (pin is not None and not 0 <= pin < count):
+            return
+        if pin is None and task.group is None and not taken and placer.hosts == 1:
+            placer.place(task.id, placer.all_slots[task.worker])
+        else:
+            placer.place_task(task, taken)
 
     def group_size(self, members: list[Task]) -> int:
         """How many of `members` (at most one per chip) to group; places those, and the first
