@@ -74,12 +74,13 @@ def _copy(program: Program) -> Program:
     succ: dict = {v: {} for v in nodes}
     pred: dict = {v: {} for v in nodes}
     for u, targets in old._succ.items():
-        for v, data in targets.items():
-            fresh = dict(data)
-            for key in ("kinds", "tensors"):
-                if isinstance(fresh.get(key), set):
-                    fresh[key] = set(fresh[key])
-            succ[u][v] = pred[v][u] = fresh
+        if targets:                     # a traced program has no edges yet
+            for v, data in targets.items():
+                fresh = dict(data)
+                for key in ("kinds", "tensors"):
+                    if isinstance(fresh.get(key), set):
+                        fresh[key] = set(fresh[key])
+                succ[u][v] = pred[v][u] = fresh
     graph._adj = graph._succ = succ
     graph._pred = pred
     fields = {f.name: _copy_report(getattr(program, f.name)) for f in dataclasses.fields(program)}

@@ -102,6 +102,13 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
     preds = iteration_preds(program, len(tasks)) if program.has_carried else graph._pred
     dtypes = [t.dtype for t in program.tensors]
+    # One host: a plain task (unpinned, in no group) goes straight to the placer with every
+    # worker of its kind, as `_Estimate.place` would send it
+    placer = estimate.placer if estimate is not None else None
+    direct = placer is not None and placer.hosts == 1
+    if direct:
+        place, all_slots, count = placer.place, placer.all_slots, placer.count
+        chip_slots = all_slots["chip"]
     previous = None                  # the task before, when fusable and not across a boundary
     for task in tasks:
         # a run's members: chip calls, unpinned, not in an explicit group
@@ -115,13 +122,19 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
                 previous = task
                 continue
         if run_members:
-            close_run()
+            if direct and len(run_members) == 1:       # a run of one: a plain task
+                place(run_members[0].id, chip_slots)
+                run_members.clear()
+            else:
+                close_run()
         if fusable:
             run_members.append(task)
             previous = task
         else:
             previous = None
-            if estimate is not None:
+            if direct and task.pin is None and task.group is None and count[task.worker] > 0:
+                place(task.id, all_slots[task.worker])
+            elif estimate is not None:
                 estimate.place(task)
     close_run()
     if estimate is not None and program.config.hosts == 1:

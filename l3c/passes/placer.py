@@ -58,6 +58,7 @@ class Placer:
         self._writes_of: list[list | None] = [None] * n
         self._shared: dict[tuple[int, int], int] = {}
         self._itemsize: list[int] = [0] * len(program.tensors)     # by tensor id, 0: not looked up
+        self._dtype_size: dict[str, int] = {}
         self._edge_cost: dict[tuple[int, int], float] = {}
 
     # ---- the cost model ---------------------------------------------------------------------
@@ -290,52 +291,57 @@ class Placer:
         hand-off even without data)."""
         found = dict.fromkeys(holders, 0)
         where, edges = self.where, self.graph._pred[v]
+        writes_of, shared = self._writes_of, self._shared
         reads = None
         for p in self.preds[v]:
             w = where[p]
-            if w in found:
-                data = edges[p]
-                if "RAW" in data["kinds"]:
-                    if reads is None:
-                        reads = self._reads(v)
-                    found[w] += 1 + self._bytes_read(p, data["tensors"], reads)
-                else:
-                    found[w] += 1
+            if w not in found:
+                continue
+            data = edges[p]
+            if "RAW" not in data["kinds"]:
+                found[w] += 1
+                continue
+            if reads is None:
+                reads = self._reads(v)
+            writes = writes_of[p]
+            if writes is None:
+                writes = writes_of[p] = self._writes(p)
+            # the bytes of `reads` that p wrote, over the edge's tensors
+            edge_tensors = data["tensors"]
+            nbytes = 0
+            for wt, wr, itemsize in writes:
+                if wt in edge_tensors:
+                    for rt, rr in reads:
+                        if rt == wt:
+                            # keyed by identity: tasks share their Region objects, which outlive
+                            # this
+                            key = (id(wr), id(rr))
+                            n = shared.get(key)
+                            if n is None:
+                                n = shared[key] = regions.intersection_size(wr, rr)
+                            nbytes += n * itemsize
+            found[w] += 1 + nbytes
         return found
 
-    def _bytes_read(self, u: int, edge_tensors: set[int], reads: list[tuple]) -> int:
-        """Bytes of `reads` (tensor, region, item size) that task u wrote, over `edge_tensors`."""
-        writes = self._writes_of[u]
-        if writes is None:
-            writes = self._writes_of[u] = self._tensor_args(u, "In")
-        shared = self._shared
-        nbytes = 0
-        for wt, wr, itemsize in writes:
-            if wt in edge_tensors:
-                for rt, rr, _ in reads:
-                    if rt == wt:
-                        # keyed by identity: tasks share their Region objects, which outlive this
-                        key = (id(wr), id(rr))
-                        n = shared.get(key)
-                        if n is None:
-                            n = shared[key] = regions.intersection_size(wr, rr)
-                        nbytes += n * itemsize
-        return nbytes
-
     def _reads(self, t: int) -> list[tuple]:
-        return self._tensor_args(t, "Out")
+        """(tensor, region) of each tensor argument task t reads (mode "In" or "InOut")."""
+        return [(a.tensor, a.region) for a in self.tasks[t].args
+                if isinstance(a, Access) and a.mode != "Out"]
 
-    def _tensor_args(self, t: int, skip_mode: str) -> list[tuple]:
-        """(tensor, region, item size) of each tensor argument of task t not of mode `skip_mode`
-        (skip "In": what t writes; skip "Out": what it reads)."""
-        itemsize = self._itemsize
+    def _writes(self, t: int) -> list[tuple]:
+        """(tensor, region, item size) of each tensor argument task t writes ("Out", "InOut")."""
+        itemsize, tensors, by_dtype = self._itemsize, self.program.tensors, self._dtype_size
         found = []
         for a in self.tasks[t].args:
-            if isinstance(a, Access) and a.mode != skip_mode:
+            if isinstance(a, Access) and a.mode != "In":
                 tensor = a.tensor
                 size = itemsize[tensor]
                 if not size:
-                    size = itemsize[tensor] = self.program.tensors[tensor].itemsize
+                    dtype = tensors[tensor].dtype
+                    size = by_dtype.get(dtype)
+                    if size is None:
+                        size = by_dtype[dtype] = tensors[tensor].itemsize
+                    itemsize[tensor] = size
                 found.append((tensor, a.region, size))
         return found
 
