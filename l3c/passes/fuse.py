@@ -113,8 +113,8 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     for task in tasks:
         # a run's members: chip calls, unpinned, not in an explicit group
         fusable = task.worker == "chip" and task.pin is None and task.group is None
-        if (fusable and previous is not None and task.id not in boundaries
-                and _same_signature(previous, task, dtypes)):
+        if (fusable and previous is not None and previous.kernel == task.kernel
+                and task.id not in boundaries and _same_signature(previous, task, dtypes)):
             # Independent of every member so far? (Members are the tasks run_members[0].id ..
             # task.id - 1, and edges only go from earlier to later tasks.)
             if max(preds[task.id], default=-1) < run_members[0].id:

@@ -166,8 +166,6 @@ class Placer:
         ready = latest_finish if latest_finish > 0.0 else 0.0
         if len(candidates) == 1:
             slot = candidates[0]
-            free = free_at[slot]
-            start = ready if ready > free else free
         else:
             earliest = INF
             for slot in candidates:
@@ -175,14 +173,22 @@ class Placer:
                 end = (ready if ready > free else free) + cost
                 if end < earliest:
                     earliest, first = end, slot
-            limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
-            # the workers free by `limit - cost` (ready or not) finish v within the limit too
-            close = [slot for slot in candidates if free_at[slot] + cost <= limit]
-            slot = first                    # the earliest is always close
-            if len(close) > 1:
+            # `limit` as `_place_general` computes it (max(1.0, abs(earliest)), without the calls)
+            limit = earliest + self.slack + 1e-9 * (
+                earliest if earliest > 1.0 else 1.0 if earliest >= -1.0 else -earliest)
+            # the workers free by `limit - cost` (ready or not) finish v within the limit too;
+            # the earliest always does
+            slot = first
+            for other in candidates:
+                if other != first and free_at[other] + cost <= limit:
+                    break
+            else:
+                other = None
+            if other is not None:           # two or more close: weigh the input they hold
                 where = self.where
-                pred_slots = {where[p] for p in preds}
-                holders = [w for w in close if w in pred_slots]
+                close = [w for w in candidates if free_at[w] + cost <= limit]
+                pred_slots = set(map(where.__getitem__, preds))
+                holders = list(filter(pred_slots.__contains__, close))
                 if len(holders) == 1:       # `_choose`'s pick: the only worker holding input
                     slot = holders[0]
                 else:
@@ -193,8 +199,8 @@ class Placer:
                         ends.append((start + cost, free, w, start))
                     self._choose(v, ends, pred_slots, where[latest_id] if preds else None)
                     return
-            free = free_at[slot]
-            start = ready if ready > free else free
+        free = free_at[slot]
+        start = ready if ready > free else free
         self.where[v] = slot
         self.start[v] = start
         finish[v] = free_at[slot] = start + cost

@@ -163,17 +163,18 @@ def run_with_times(program: Program, placed: Placer | None = None
         _check(program, tasks)
         placer = _place_all(program, tasks)
     n = len(tasks)
-    where, cost, preds, base = placer.where, placer.cost, placer.preds, placer.base
+    where, cost, preds = placer.where, placer.cost, placer.preds
     next_pos = [0] * len(placer.free_at)
     nodes = program.graph._node
     host_of = placer.host_of_slot
     longest: list[float] = [0.0] * n
     cross = cross_host = 0
     several_hosts = cfg.hosts > 1
+    index_of_slot = [i for kind in ("chip", "sub") for i in range(placer.count[kind])]
     for task in tasks:
         v = task.id
         here = where[v]
-        task.chip = chip = here - base[task.worker]
+        task.chip = chip = index_of_slot[here]
         task.queue_pos = next_pos[here]
         next_pos[here] += 1
         attrs = nodes[v]                  # what `program.sync_node_attrs()` would change
