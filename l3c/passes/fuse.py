@@ -102,8 +102,9 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
     preds = iteration_preds(program, len(tasks)) if program.has_carried else graph._pred
     dtypes = [t.dtype for t in program.tensors]
-    # One host: a plain task (unpinned, in no group) goes straight to the placer with every
-    # worker of its kind, as `_Estimate.place` would send it
+    # One host: an unpinned task goes straight to the placer with every worker of its kind (a
+    # member of an explicit group: those its group does not hold), as `_Estimate.place` would
+    # send it
     placer = estimate.placer if estimate is not None else None
     direct = placer is not None and placer.hosts == 1
     if direct:
@@ -132,8 +133,9 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
             previous = task
         else:
             previous = None
-            if direct and task.pin is None and task.group is None and count[task.worker] > 0:
-                place(task.id, all_slots[task.worker])
+            if direct and task.pin is None and count[task.worker] > 0:
+                place(task.id, all_slots[task.worker] if task.group is None
+                      else placer.candidates(task, placer.group_taken(task)))
             elif estimate is not None:
                 estimate.place(task)
     close_run()
