@@ -6,9 +6,17 @@ passes on a copy. The passes change only some parts: the `Task`, `TensorInfo` an
 attributes), `groups`, `scopes`, `memory`, `passes_run` and `reports`. So the copy has its own
 records, graph dicts and containers, and shares everything immutable: the tasks' argument tuples
 (frozen `Access`/`Region`/`ScalarArg` records), shapes, locations, params and the result tree.
-Fields not named here get a shallow copy of their
-container. `copy.deepcopy` copied all of it through the generic
-memo machinery, about 10 times slower.
+Fields not named here get a shallow copy of their container. `copy.deepcopy` copied all of it
+through the generic memo machinery, about 10 times slower.
+
+Sharing a record until a pass writes it would save nothing: the schedule pass writes every task
+(`chip`, `queue_pos`) and its node dict, the scopes pass every used tensor, the deps pass every
+adjacency dict. So each copy is made as cheaply as Python allows: `Task` and `TensorInfo` records
+are filled field by field (`object.__new__`, then one attribute per field, as the tracer builds
+them). Reading a record's `__dict__` instead would first build a dict for the traced record
+(Python keeps an instance's attributes without one until asked) and then another for the copy.
+A field list other than the one written out here (a field added to `l3c/ir.py`) takes the
+generic `__dict__` copy.
 """
 from __future__ import annotations
 

@@ -37,7 +37,9 @@ required.
 
 The list scheduling itself is `placer.Placer` (the fuse pass runs it too); when the fuse pass ran
 it over the whole program on one host, its placement is this pass's own and is taken as is
-(`run(program, placed=...)`).
+(`run(program, placed=...)`). The placer records each task's estimated start and finish exactly
+as `estimate_times` computes them, and `run_with_times` returns them for the memory pass, which
+would otherwise replay the schedule to get them.
 """
 from __future__ import annotations
 
