@@ -286,3 +286,17 @@ def test_the_block_program_hands_over_its_times():
     start, finish = handover["times"]
     assert (_bits(start), _bits(finish)) == tuple(map(_bits, schedule.estimate_times(placed)))
     assert len(set(start)) > len(start) // 2            # not all zeros: the costs took effect
+
+
+@pytest.mark.parametrize("hosts, handoff", [(1, None), (1, 0.5), (2, None)])
+def test_a_group_larger_than_the_chips_is_reported_with_costs(hosts, handoff):
+    """With kernel costs the fuse pass places ahead; a hand-built explicit group with more
+    members than chips leaves its last member no chip there, and the schedule pass's error names
+    the group's line (not an internal error in the fuse pass)."""
+    calls = [call("fill", ("t1", (r,), "Out"), group="g") for r in range(3)]
+    prog = program({"t1": (8, 8)}, calls, chips=1 if hosts == 2 else 2)
+    prog.config.hosts = hosts
+    options = PassOptions(kernel_costs={"fill": 2.0}, handoff_cost=handoff)
+    with pytest.raises(l3c.L3CError, match=r"prog\.py:\d+: group of 3 fill calls needs 3 "
+                                           r"distinct chips, but the pool has 2"):
+        run_passes(prog, options=options)

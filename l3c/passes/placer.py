@@ -149,9 +149,11 @@ class Placer:
 
     # ---- placing ----------------------------------------------------------------------------
     def place(self, v: int, candidates: list[int]) -> None:
-        """Put task v on the candidate that finishes it earliest (see the module docstring)."""
+        """Put task v on the candidate that finishes it earliest (see the module docstring);
+        none (a group larger than the chips, which the schedule pass reports): leave v unplaced."""
         if self.hosts != 1 or self.handoff != 0.0:
-            self._place_general(v, candidates)
+            if candidates:
+                self._place_general(v, candidates)
             return
         # One host, no hand-off cost: v is ready on every worker when its latest predecessor
         # finishes.
@@ -166,6 +168,8 @@ class Placer:
         ready = latest_finish if latest_finish > 0.0 else 0.0
         if len(candidates) == 1:
             slot = candidates[0]
+        elif not candidates:
+            return
         else:
             earliest = INF
             for slot in candidates:
