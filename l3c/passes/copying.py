@@ -11,12 +11,9 @@ through the generic memo machinery, about 10 times slower.
 
 Sharing a record until a pass writes it would save nothing: the schedule pass writes every task
 (`chip`, `queue_pos`) and its node dict, the scopes pass every used tensor, the deps pass every
-adjacency dict. So each copy is made as cheaply as Python allows: `Task` and `TensorInfo` records
-are filled field by field (`object.__new__`, then one attribute per field, as the tracer builds
-them). Reading a record's `__dict__` instead would first build a dict for the traced record
-(Python keeps an instance's attributes without one until asked) and then another for the copy.
-A field list other than the one written out here (a field added to `l3c/ir.py`) takes the
-generic `__dict__` copy.
+adjacency dict. So each copy is made as cheaply as Python allows: `Task` and `TensorInfo` are
+slots records, copied field by field by a function generated from their slots, and a program
+without edges (as traced) skips the edge walk.
 """
 from __future__ import annotations
 
