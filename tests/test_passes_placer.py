@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import numpy as np
 import pytest
 
+import l3c
 from l3c.ir import Access, ScalarArg, Task
-from l3c.passes import PassOptions, copy_program, fuse, regions, run_passes, schedule
+from l3c.passes import (PASSES, PassOptions, apply_costs, copy_program, fuse, memory, regions,
+                        run_passes, schedule)
 from _ir_builders import call, program, random_index
 
 KERNELS = ["axpy", "scale", "mix", "copy"]
@@ -212,3 +215,88 @@ def test_signature_comparison_equals_comparing_signatures(seed):
     for a, b in pairs:
         assert (fuse._same_signature(a, b, dtypes)
                 == (fuse.signature(prog, a, dtypes) == fuse.signature(prog, b, dtypes)))
+
+
+def _through_schedule(prog, options: PassOptions):
+    """The passes up to the schedule on a copy, as the pass manager runs them, and the hand-over
+    they leave for the memory pass."""
+    placed = copy_program(prog)
+    apply_costs(placed, options)
+    handover: dict = {}
+    for name in ("deps", "scopes", "fuse", "schedule"):
+        placed = PASSES[name](placed, options, handover)
+    return placed, handover
+
+
+def _bits(values: list[float]) -> list[str]:
+    return [v.hex() for v in values]          # tells 0.0 from -0.0 and every last bit
+
+
+def _looped_programs():
+    from _loops_kernels import looped, relax, solve
+    yield l3c.jit(looped, chips=2).trace(np.zeros((4, 8)), np.ones(1, np.int32),
+                                         np.zeros(1, np.int32))
+    yield l3c.jit(relax, chips=3).trace(np.zeros(8), np.array([3]))
+    yield l3c.jit(solve, chips=2, sub_workers=1).trace(np.ones(4), 0.1)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_handed_over_times_are_estimate_times_bit_for_bit(seed):
+    """The schedule pass's start and finish estimates, which the memory pass takes instead of
+    replaying the schedule, equal `estimate_times` in every bit (a last-bit difference could
+    change which reuse edges the memory pass adds), whichever pass placed the tasks: the fuse
+    pass's run ahead (one host, kernel costs) or the schedule pass (several hosts, no costs);
+    with hand-off costs, host latencies and slack. And the memory plan with the hand-over is the
+    one without it."""
+    rng = random.Random(seed)
+    prog, options = _random_program(rng)
+    if seed % 2:        # costs with no exact binary form: finish - cost is not always the start
+        options.kernel_costs = {k: rng.choice([0.1, 0.3, 1 / 3, 2.7, 7.1])
+                                for k in KERNELS + ["fill"]}
+        options.handoff_cost = rng.choice([None, 0.1, 0.7])
+    looped = list(_looped_programs())
+    if seed < len(looped):
+        prog = looped[seed]
+    placed, handover = _through_schedule(prog, options)
+    start, finish = handover["times"]
+    replayed = schedule.estimate_times(placed)
+    assert _bits(start) == _bits(replayed[0])
+    assert _bits(finish) == _bits(replayed[1])
+
+    replaying = copy_program(placed)
+    memory.run(replaying)
+    memory.run(placed, times=(start, finish))
+    assert [t.arena_offset for t in placed.tensors] == [t.arena_offset for t in replaying.tensors]
+    assert placed.reports["memory_edges"] == replaying.reports["memory_edges"]
+    assert placed.memory == replaying.memory
+
+
+def test_the_block_program_hands_over_its_times():
+    """The benchmark's block program (explicit groups, sub-worker reductions, flop-proportional
+    costs): the fuse pass places it, and the times reach the memory pass unchanged."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from compile_scaling import BLOCK_COSTS, COLS, ROWS, traced_blocks
+    jitted = l3c.jit(traced_blocks, chips=2, sub_workers=1, static_argnames=("blocks", "chips"),
+                     costs=BLOCK_COSTS)
+    traced = jitted.trace(np.zeros((ROWS, COLS), np.float32), np.zeros((COLS, COLS), np.float32),
+                          blocks=60, chips=2)
+    placed, handover = _through_schedule(traced, jitted.pass_options())
+    start, finish = handover["times"]
+    assert (_bits(start), _bits(finish)) == tuple(map(_bits, schedule.estimate_times(placed)))
+    assert len(set(start)) > len(start) // 2            # not all zeros: the costs took effect
+
+
+@pytest.mark.parametrize("hosts, handoff", [(1, None), (1, 0.5), (2, None)])
+def test_a_group_larger_than_the_chips_is_reported_with_costs(hosts, handoff):
+    """With kernel costs the fuse pass places ahead; a hand-built explicit group with more
+    members than chips leaves its last member no chip there, and the schedule pass's error names
+    the group's line (not an internal error in the fuse pass)."""
+    calls = [call("fill", ("t1", (r,), "Out"), group="g") for r in range(3)]
+    prog = program({"t1": (8, 8)}, calls, chips=1 if hosts == 2 else 2)
+    prog.config.hosts = hosts
+    options = PassOptions(kernel_costs={"fill": 2.0}, handoff_cost=handoff)
+    with pytest.raises(l3c.L3CError, match=r"prog\.py:\d+: group of 3 fill calls needs 3 "
+                                           r"distinct chips, but the pool has 2"):
+        run_passes(prog, options=options)

@@ -66,19 +66,23 @@ def _fuse(program: Program, options: PassOptions, handover: dict) -> Program:
 
 
 def _schedule(program: Program, options: PassOptions, handover: dict) -> Program:
-    return schedule.run(program, placed=handover.pop("placed", None))
+    program, handover["times"] = schedule.run_with_times(program,
+                                                         placed=handover.pop("placed", None))
+    return program
 
 
 def _memory(program: Program, options: PassOptions, handover: dict) -> Program:
     # several hosts with loops: a host may receive any tensor its loops read, beyond its own
     # tasks' (`looptransfers`), so no two tensors share bytes
     several_loops = bool(program.loops) and program.config.hosts > 1
-    return memory.run(program, reuse_memory=options.reuse_memory and not several_loops)
+    return memory.run(program, reuse_memory=options.reuse_memory and not several_loops,
+                      times=handover.pop("times", None))
 
 
 # Pass name -> function(program, options, handover), in pipeline order. `handover`: what a pass
 # leaves for a later one of the same run (the tensors' uses deps recorded on its walk, the fuse
-# pass's placement when it ran the schedule's).
+# pass's placement when it ran the schedule's, the schedule pass's start and finish estimates,
+# which the memory pass would compute again).
 PASSES: dict[str, Callable[[Program, PassOptions, dict], Program]] = {
     "deps": _deps,
     "scopes": _scopes,

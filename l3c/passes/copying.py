@@ -6,9 +6,14 @@ passes on a copy. The passes change only some parts: the `Task`, `TensorInfo` an
 attributes), `groups`, `scopes`, `memory`, `passes_run` and `reports`. So the copy has its own
 records, graph dicts and containers, and shares everything immutable: the tasks' argument tuples
 (frozen `Access`/`Region`/`ScalarArg` records), shapes, locations, params and the result tree.
-Fields not named here get a shallow copy of their
-container. `copy.deepcopy` copied all of it through the generic
-memo machinery, about 10 times slower.
+Fields not named here get a shallow copy of their container. `copy.deepcopy` copied all of it
+through the generic memo machinery, about 10 times slower.
+
+Sharing a record until a pass writes it would save nothing: the schedule pass writes every task
+(`chip`, `queue_pos`) and its node dict, the scopes pass every used tensor, the deps pass every
+adjacency dict. So each copy is made as cheaply as Python allows: `Task` and `TensorInfo` are
+slots records, copied field by field by a function generated from their slots, and a program
+without edges (as traced) skips the edge walk.
 """
 from __future__ import annotations
 
@@ -74,12 +79,13 @@ def _copy(program: Program) -> Program:
     succ: dict = {v: {} for v in nodes}
     pred: dict = {v: {} for v in nodes}
     for u, targets in old._succ.items():
-        for v, data in targets.items():
-            fresh = dict(data)
-            for key in ("kinds", "tensors"):
-                if isinstance(fresh.get(key), set):
-                    fresh[key] = set(fresh[key])
-            succ[u][v] = pred[v][u] = fresh
+        if targets:                     # a traced program has no edges yet
+            for v, data in targets.items():
+                fresh = dict(data)
+                for key in ("kinds", "tensors"):
+                    if isinstance(fresh.get(key), set):
+                        fresh[key] = set(fresh[key])
+                succ[u][v] = pred[v][u] = fresh
     graph._adj = graph._succ = succ
     graph._pred = pred
     fields = {f.name: _copy_report(getattr(program, f.name)) for f in dataclasses.fields(program)}

@@ -39,10 +39,6 @@ def signature(program: Program, task: Task, dtypes: list[str] | None = None) -> 
     return (task.kernel, task.loops, tuple(parts))
 
 
-def _fusable(task: Task) -> bool:
-    return task.worker == "chip" and task.pin is None and task.group is None
-
-
 def _same_signature(a: Task, b: Task, dtypes: list[str]) -> bool:
     """`signature(a) == signature(b)`, compared argument by argument without building either."""
     if a.kernel != b.kernel or a.loops != b.loops or len(a.args) != len(b.args):
@@ -83,6 +79,11 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     run_members: list[Task] = []
 
     def close_run() -> None:
+        if len(run_members) == 1:
+            if estimate is not None:                # a group of one: placed as a plain task
+                estimate.place(run_members[0])
+            run_members.clear()
+            return
         start = 0
         while start < len(run_members):
             members = run_members[start:start + chips]
@@ -101,24 +102,41 @@ def run_and_place(program: Program) -> tuple[Program, Placer | None]:
     boundaries = {b for loop in program.loops.values() for b in (loop.first_task, loop.end_task)}
     preds = iteration_preds(program, len(tasks)) if program.has_carried else graph._pred
     dtypes = [t.dtype for t in program.tensors]
+    # One host: an unpinned task goes straight to the placer with every worker of its kind (a
+    # member of an explicit group: those its group does not hold), as `_Estimate.place` would
+    # send it
+    placer = estimate.placer if estimate is not None else None
+    direct = placer is not None and placer.hosts == 1
+    if direct:
+        place, all_slots, count = placer.place, placer.all_slots, placer.count
+        chip_slots = all_slots["chip"]
     previous = None                  # the task before, when fusable and not across a boundary
     for task in tasks:
-        fusable = _fusable(task)
-        if (fusable and previous is not None and task.id not in boundaries
-                and _same_signature(previous, task, dtypes)):
+        # a run's members: chip calls, unpinned, not in an explicit group
+        fusable = task.worker == "chip" and task.pin is None and task.group is None
+        if (fusable and previous is not None and previous.kernel == task.kernel
+                and task.id not in boundaries and _same_signature(previous, task, dtypes)):
             # Independent of every member so far? (Members are the tasks run_members[0].id ..
             # task.id - 1, and edges only go from earlier to later tasks.)
             if max(preds[task.id], default=-1) < run_members[0].id:
                 run_members.append(task)
                 previous = task
                 continue
-        close_run()
+        if run_members:
+            if direct and len(run_members) == 1:       # a run of one: a plain task
+                place(run_members[0].id, chip_slots)
+                run_members.clear()
+            else:
+                close_run()
         if fusable:
             run_members.append(task)
             previous = task
         else:
             previous = None
-            if estimate is not None:
+            if direct and task.pin is None and count[task.worker] > 0:
+                place(task.id, all_slots[task.worker] if task.group is None
+                      else placer.candidates(task, placer.group_taken(task)))
+            elif estimate is not None:
                 estimate.place(task)
     close_run()
     if estimate is not None and program.config.hosts == 1:
@@ -139,15 +157,17 @@ class _Estimate:
         self.program = program
         self.placer = Placer(program, tasks)
 
-    def _placeable(self, task: Task) -> bool:
-        cfg = self.program.config
-        count = cfg.units(task.worker)
-        return count > 0 and (task.pin is None or 0 <= task.pin < count)
-
     def place(self, task: Task, taken: set[int] = frozenset()) -> None:
-        """Place `task` as the schedule pass would (avoiding chips in `taken`)."""
-        if self._placeable(task):
-            self.placer.place_task(task, taken)
+        """Place `task` as the schedule pass would (avoiding chips in `taken`), unless no worker
+        can run it (the schedule pass reports that)."""
+        placer = self.placer
+        count, pin = placer.count[task.worker], task.pin
+        if count <= 0 or (pin is not None and not 0 <= pin < count):
+            return
+        if pin is None and task.group is None and not taken and placer.hosts == 1:
+            placer.place(task.id, placer.all_slots[task.worker])
+        else:
+            placer.place_task(task, taken)
 
     def group_size(self, members: list[Task]) -> int:
         """How many of `members` (at most one per chip) to group; places those, and the first

@@ -61,8 +61,11 @@ def lower_bound(first: list[int], last: list[int], size: list[int]) -> int:
     return max(0, int(live.max()))
 
 
-def run(program: Program, *, reuse_memory: bool = True) -> Program:
-    """The memory pass (see module docstring)."""
+def run(program: Program, *, reuse_memory: bool = True,
+        times: tuple[list[float], list[float]] | None = None) -> Program:
+    """The memory pass (see module docstring). `times`: the schedule's start and finish
+    estimates of every task, exactly `schedule.estimate_times(program)` (the schedule pass hands
+    them over); None: computed when first needed."""
     tasks = task_list(program)
     end = len(tasks)
     returned = result_tensors(program)
@@ -107,6 +110,8 @@ def run(program: Program, *, reuse_memory: bool = True) -> Program:
 
     if reuse_memory:
         planner = Planner(program, tasks, slots, uses, bounds, returned)
+        if times is not None:
+            planner.times = times
         report.arena_bytes = planner.place(order, size, first, last)
     else:
         offset = 0

@@ -10,6 +10,7 @@ O(predecessors x candidates) list and dict operations without networkx views or 
 from __future__ import annotations
 
 import heapq
+from operator import attrgetter
 
 from ..ir import Access, Program, Task
 from . import regions
@@ -45,19 +46,19 @@ class Placer:
                           "sub": [(0.0, i) for i in range(subs)]}
         # Predecessors within one iteration by task id (without loops: the graph's own dicts).
         self.preds = iteration_preds(program, len(tasks)) if program.loops else self.graph._pred
-        by_kernel: dict[str, float] = {}
-        self.cost: list[float] = []
-        for t in tasks:
-            c = by_kernel.get(t.kernel)
-            if c is None:
-                c = by_kernel[t.kernel] = costs.cost(t.kernel)
-            self.cost.append(c)
+        kernels = list(map(attrgetter("kernel"), tasks))
+        by_kernel = {k: costs.cost(k) for k in set(kernels)}
+        self.cost: list[float] = list(map(by_kernel.__getitem__, kernels))
         n = len(tasks)
+        # Estimated start and finish of each placed task: `start` is max(ready, worker free), as
+        # `schedule.estimate_times` computes it (finish - cost may differ from it in the last bit)
+        self.start: list[float] = [0.0] * n
         self.finish: list[float] = [0.0] * n
         self.where: list[int | None] = [None] * n      # slot
         self._writes_of: list[list | None] = [None] * n
         self._shared: dict[tuple[int, int], int] = {}
         self._itemsize: list[int] = [0] * len(program.tensors)     # by tensor id, 0: not looked up
+        self._dtype_size: dict[str, int] = {}
         self._edge_cost: dict[tuple[int, int], float] = {}
 
     # ---- the cost model ---------------------------------------------------------------------
@@ -148,9 +149,11 @@ class Placer:
 
     # ---- placing ----------------------------------------------------------------------------
     def place(self, v: int, candidates: list[int]) -> None:
-        """Put task v on the candidate that finishes it earliest (see the module docstring)."""
+        """Put task v on the candidate that finishes it earliest (see the module docstring);
+        none (a group larger than the chips, which the schedule pass reports): leave v unplaced."""
         if self.hosts != 1 or self.handoff != 0.0:
-            self._place_general(v, candidates)
+            if candidates:
+                self._place_general(v, candidates)
             return
         # One host, no hand-off cost: v is ready on every worker when its latest predecessor
         # finishes.
@@ -163,25 +166,48 @@ class Placer:
             if fp > latest_finish or (fp == latest_finish and p > latest_id):
                 latest_finish, latest_id = fp, p
         ready = latest_finish if latest_finish > 0.0 else 0.0
-        earliest, first = INF, None
-        for slot in candidates:
-            free = free_at[slot]
-            end = (ready if ready > free else free) + cost
-            if end < earliest:
-                earliest, first = end, slot
-        limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
-        # the workers free by `limit - cost` (ready or not) finish v within the limit too
-        close = [slot for slot in candidates if free_at[slot] + cost <= limit]
-        if len(close) < 2:
-            self.commit(v, first, earliest)     # the earliest is always close
+        if len(candidates) == 1:
+            slot = candidates[0]
+        elif not candidates:
             return
-        ends = []
-        for slot in close:
-            free = free_at[slot]
-            ends.append(((ready if ready > free else free) + cost, slot, free))
-        where = self.where
-        self._choose(v, ends, earliest, {where[p] for p in preds},
-                     where[latest_id] if preds else None)
+        else:
+            earliest = INF
+            for slot in candidates:
+                free = free_at[slot]
+                end = (ready if ready > free else free) + cost
+                if end < earliest:
+                    earliest, first = end, slot
+            # `limit` as `_place_general` computes it (max(1.0, abs(earliest)), without the calls)
+            limit = earliest + self.slack + 1e-9 * (
+                earliest if earliest > 1.0 else 1.0 if earliest >= -1.0 else -earliest)
+            # the workers free by `limit - cost` (ready or not) finish v within the limit too;
+            # the earliest always does
+            slot = first
+            for other in candidates:
+                if other != first and free_at[other] + cost <= limit:
+                    break
+            else:
+                other = None
+            if other is not None:           # two or more close: weigh the input they hold
+                where = self.where
+                close = [w for w in candidates if free_at[w] + cost <= limit]
+                pred_slots = set(map(where.__getitem__, preds))
+                holders = list(filter(pred_slots.__contains__, close))
+                if len(holders) == 1:       # `_choose`'s pick: the only worker holding input
+                    slot = holders[0]
+                else:
+                    ends = []
+                    for w in close:
+                        free = free_at[w]
+                        start = ready if ready > free else free
+                        ends.append((start + cost, free, w, start))
+                    self._choose(v, ends, pred_slots, where[latest_id] if preds else None)
+                    return
+        free = free_at[slot]
+        start = ready if ready > free else free
+        self.where[v] = slot
+        self.start[v] = start
+        finish[v] = free_at[slot] = start + cost
 
     def _place_general(self, v: int, candidates: list[int]) -> None:
         """`place` with hand-off costs or several hosts: a candidate's ready time depends on where
@@ -226,35 +252,36 @@ class Placer:
                 ready = common
             else:
                 ready = self._ready_at(v, slot, one_host, pred_slots, top, second, top_slot)
-            end = (ready if ready > free else free) + cost
-            ends.append((end, slot, free))
+            start = ready if ready > free else free
+            end = start + cost
+            ends.append((end, free, slot, start))
             if end < earliest:
                 earliest = end
+        if len(ends) > 1:
+            limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
+            ends = [e for e in ends if e[0] <= limit]
         if len(ends) == 1:
-            self.commit(v, ends[0][1], ends[0][0])
+            end, _, slot, start = ends[0]
+            self.commit(v, slot, start, end)
             return
-        self._choose(v, ends, earliest, pred_slots, latest_slot)
+        self._choose(v, ends, pred_slots, latest_slot)
 
-    def _choose(self, v: int, ends: list[tuple[float, int, float]], earliest: float,
-                pred_slots, latest_slot: int | None) -> None:
-        """Commit v to the best of the candidates `ends` ((finish, slot, free at), earliest
-        finish `earliest`): among those within the slack of the earliest, the one holding most of
-        its input, then the one that ran its latest predecessor, then any predecessor's."""
-        limit = earliest + self.slack + 1e-9 * max(1.0, abs(earliest))
-        close = [e for e in ends if e[0] <= limit]
-        if len(close) == 1:
-            self.commit(v, close[0][1], close[0][0])
-            return
-        holders = [w for _, w, _ in close if w in pred_slots]
-        affinity = self.affinity(v, holders) if len(holders) > 1 else {}
-        best = None
-        for end, slot, free in close:
-            prefer = 0 if slot == latest_slot else 1 if slot in pred_slots else 2
-            key = (-affinity.get(slot, 0), prefer, end, free, slot)
-            if best is None or key < best[0]:
-                best = (key, slot, end)
-        _, slot, end = best
-        self.commit(v, slot, end)
+    def _choose(self, v: int, close: list[tuple[float, float, int, float]], pred_slots,
+                latest_slot: int | None) -> None:
+        """Commit v to the best of the candidates `close` ((finish, free at, slot, start), all
+        within the slack of the earliest finish): the one holding most of its input, then the one
+        that ran its latest predecessor, then any predecessor's, then the earliest finish."""
+        holders = [e for e in close if e[2] in pred_slots]
+        if len(holders) == 1:       # no affinity to weigh; the only one preferred
+            best = holders[0]
+        elif not holders:
+            best = min(close)       # (finish, free at, slot): slots differ
+        else:
+            affinity = self.affinity(v, [e[2] for e in holders])
+            best = min(close, key=lambda e: (-affinity.get(e[2], 0), 0 if e[2] == latest_slot
+                                             else 1 if e[2] in pred_slots else 2, e))
+        end, _, slot, start = best
+        self.commit(v, slot, start, end)
 
     def _ready_at(self, v: int, slot: int, one_host: bool, pred_slots: dict[int, float],
                   top: float, second: float, top_slot: int | None) -> float:
@@ -274,57 +301,63 @@ class Placer:
         hand-off even without data)."""
         found = dict.fromkeys(holders, 0)
         where, edges = self.where, self.graph._pred[v]
+        writes_of, shared = self._writes_of, self._shared
         reads = None
         for p in self.preds[v]:
             w = where[p]
-            if w in found:
-                data = edges[p]
-                if "RAW" in data["kinds"]:
-                    if reads is None:
-                        reads = self._reads(v)
-                    found[w] += 1 + self._bytes_read(p, data["tensors"], reads)
-                else:
-                    found[w] += 1
+            if w not in found:
+                continue
+            data = edges[p]
+            if "RAW" not in data["kinds"]:
+                found[w] += 1
+                continue
+            if reads is None:
+                reads = self._reads(v)
+            writes = writes_of[p]
+            if writes is None:
+                writes = writes_of[p] = self._writes(p)
+            # the bytes of `reads` that p wrote, over the edge's tensors
+            edge_tensors = data["tensors"]
+            nbytes = 0
+            for wt, wr, itemsize in writes:
+                if wt in edge_tensors:
+                    for rt, rr in reads:
+                        if rt == wt:
+                            # keyed by identity: tasks share their Region objects, which outlive
+                            # this
+                            key = (id(wr), id(rr))
+                            n = shared.get(key)
+                            if n is None:
+                                n = shared[key] = regions.intersection_size(wr, rr)
+                            nbytes += n * itemsize
+            found[w] += 1 + nbytes
         return found
 
-    def _bytes_read(self, u: int, edge_tensors: set[int], reads: list[tuple]) -> int:
-        """Bytes of `reads` (tensor, region, item size) that task u wrote, over `edge_tensors`."""
-        writes = self._writes_of[u]
-        if writes is None:
-            writes = self._writes_of[u] = self._tensor_args(u, "In")
-        shared = self._shared
-        nbytes = 0
-        for wt, wr, itemsize in writes:
-            if wt in edge_tensors:
-                for rt, rr, _ in reads:
-                    if rt == wt:
-                        # keyed by identity: tasks share their Region objects, which outlive this
-                        key = (id(wr), id(rr))
-                        n = shared.get(key)
-                        if n is None:
-                            n = shared[key] = regions.intersection_size(wr, rr)
-                        nbytes += n * itemsize
-        return nbytes
-
     def _reads(self, t: int) -> list[tuple]:
-        return self._tensor_args(t, "Out")
+        """(tensor, region) of each tensor argument task t reads (mode "In" or "InOut")."""
+        return [(a.tensor, a.region) for a in self.tasks[t].args
+                if isinstance(a, Access) and a.mode != "Out"]
 
-    def _tensor_args(self, t: int, skip_mode: str) -> list[tuple]:
-        """(tensor, region, item size) of each tensor argument of task t not of mode `skip_mode`
-        (skip "In": what t writes; skip "Out": what it reads)."""
-        itemsize = self._itemsize
+    def _writes(self, t: int) -> list[tuple]:
+        """(tensor, region, item size) of each tensor argument task t writes ("Out", "InOut")."""
+        itemsize, tensors, by_dtype = self._itemsize, self.program.tensors, self._dtype_size
         found = []
         for a in self.tasks[t].args:
-            if isinstance(a, Access) and a.mode != skip_mode:
+            if isinstance(a, Access) and a.mode != "In":
                 tensor = a.tensor
                 size = itemsize[tensor]
                 if not size:
-                    size = itemsize[tensor] = self.program.tensors[tensor].itemsize
+                    dtype = tensors[tensor].dtype
+                    size = by_dtype.get(dtype)
+                    if size is None:
+                        size = by_dtype[dtype] = tensors[tensor].itemsize
+                    itemsize[tensor] = size
                 found.append((tensor, a.region, size))
         return found
 
-    def commit(self, v: int, slot: int, finish: float) -> None:
+    def commit(self, v: int, slot: int, start: float, finish: float) -> None:
         self.where[v] = slot
+        self.start[v] = start
         self.finish[v] = finish
         self.free_at[slot] = finish
         if self.hosts > 1:            # only several hosts look for the earliest free worker

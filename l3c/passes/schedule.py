@@ -37,9 +37,14 @@ required.
 
 The list scheduling itself is `placer.Placer` (the fuse pass runs it too); when the fuse pass ran
 it over the whole program on one host, its placement is this pass's own and is taken as is
-(`run(program, placed=...)`).
+(`run(program, placed=...)`). The placer records each task's estimated start and finish exactly
+as `estimate_times` computes them, and `run_with_times` returns them for the memory pass, which
+would otherwise replay the schedule to get them.
 """
 from __future__ import annotations
+
+from functools import reduce
+from operator import add
 
 from ..errors import L3CError
 from ..ir import CostModel, Program, Task
@@ -106,13 +111,15 @@ def estimate_times(program: Program) -> tuple[list[float], list[float]]:
 def _check(program: Program, tasks: list[Task]) -> None:
     """Refuse what no placement can obey: a sub kernel without sub workers, a pin out of range,
     a group larger than the chips or with two members pinned to one chip."""
-    no_subs = program.config.sub_workers < 1
+    if program.config.sub_workers < 1:
+        suspects = [task for task in tasks if task.pin is not None or task.worker == "sub"]
+    else:
+        suspects = [task for task in tasks if task.pin is not None]
     pinned = set()
-    for task in tasks:
-        if task.pin is not None or (no_subs and task.worker == "sub"):
-            _check_placeable(program, task)
-            if task.pin is not None:
-                pinned.add(task.id)
+    for task in suspects:
+        _check_placeable(program, task)
+        if task.pin is not None:
+            pinned.add(task.id)
     chips = program.config.units("chip")
     for members in program.groups:
         if len(members) > chips or (pinned and not pinned.isdisjoint(members)):
@@ -138,32 +145,42 @@ def _place_all(program: Program, tasks: list[Task]) -> Placer:
 def run(program: Program, placed: Placer | None = None) -> Program:
     """The schedule pass (see module docstring). `placed`: the fuse pass's list scheduling run
     ahead over this program, when it is this pass's own (see `fuse.run_and_place`)."""
+    return run_with_times(program, placed)[0]
+
+
+def run_with_times(program: Program, placed: Placer | None = None
+                   ) -> tuple[Program, tuple[list[float], list[float]]]:
+    """The schedule pass, and the estimated start and finish of every task: what
+    `estimate_times` computes for the placed program, bit for bit (the placer records them as it
+    places, in the same program order and with the same arithmetic), so the memory pass need not
+    compute them again."""
     cfg = program.config
-    tasks = task_list(program)
-    _check(program, tasks)
-    n = len(tasks)
-    if placed is not None and placed.program is program and len(placed.where) == n \
+    if placed is not None and placed.program is program and len(placed.where) == len(program.graph) \
             and None not in placed.where:
         placer = placed
+        tasks = placer.tasks                # the fuse pass's task list: this program's, in order
+        _check(program, tasks)
     else:
+        tasks = task_list(program)
+        _check(program, tasks)
         placer = _place_all(program, tasks)
-    where, cost, preds, base = placer.where, placer.cost, placer.preds, placer.base
+    n = len(tasks)
+    where, cost, preds = placer.where, placer.cost, placer.preds
     next_pos = [0] * len(placer.free_at)
     nodes = program.graph._node
     host_of = placer.host_of_slot
     longest: list[float] = [0.0] * n
     cross = cross_host = 0
     several_hosts = cfg.hosts > 1
-    work = {"chip": 0.0, "sub": 0.0}
+    index_of_slot = [i for kind in ("chip", "sub") for i in range(placer.count[kind])]
     for task in tasks:
         v = task.id
         here = where[v]
-        task.chip = chip = here - base[task.worker]
+        task.chip = chip = index_of_slot[here]
         task.queue_pos = next_pos[here]
         next_pos[here] += 1
         attrs = nodes[v]                  # what `program.sync_node_attrs()` would change
         attrs["chip"], attrs["group"], attrs["host"] = chip, task.group, host_of[here]
-        work[task.worker] += cost[v]
         before = None
         for p in preds[v]:
             if before is None or longest[p] > before:
@@ -173,6 +190,10 @@ def run(program: Program, placed: Placer | None = None) -> Program:
                 if several_hosts and host_of[where[p]] != host_of[here]:
                     cross_host += 1
         longest[v] = cost[v] + (0.0 if before is None else before)
+    # each kind's total cost, summed in program order
+    chip_slots = placer.base["sub"]
+    work = {"chip": reduce(add, [cost[v] for v in range(n) if where[v] < chip_slots], 0.0),
+            "sub": reduce(add, [cost[v] for v in range(n) if where[v] >= chip_slots], 0.0)}
     # Placing in program order with in-order queues computed exactly `estimate_times`'s model.
     program.reports["critical_path"] = critical = max(longest, default=0.0)
     program.reports["makespan"] = max(placer.finish, default=0.0)
@@ -181,4 +202,4 @@ def run(program: Program, placed: Placer | None = None) -> Program:
     program.reports["cross_worker_edges"] = cross
     if several_hosts:
         program.reports["cross_host_edges"] = cross_host
-    return program
+    return program, (placer.start, placer.finish)
