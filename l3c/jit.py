@@ -11,7 +11,6 @@ a `TraceError`. The cache is guarded by a lock, so a jitted function may be call
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import os
 import sys
@@ -29,6 +28,7 @@ from .errors import ConfigError, TraceError
 from .ir import Config, Program
 from .passes.deps import check_groups
 from .trace import BoundArg, bind_arguments, bound_aliases, input_aliases, trace
+from .trace.kernel import wrap_like
 from .trace.source import trace_error, user_location, user_traceback
 
 
@@ -145,7 +145,7 @@ class Jitted:
         self._hot: tuple[tuple, Compiled] | None = None
         self._defaults: dict[str, Any] | None = None
         self._lock = threading.RLock()
-        functools.update_wrapper(self, fn)
+        wrap_like(self, fn)         # keeps the call path's attribute reads fast
 
     # ---- keys and tracing -----------------------------------------------------------------------
     def _bind(self, args: tuple, kwargs: dict) -> list[BoundArg]:

@@ -40,11 +40,12 @@ def test_kernel_metadata_and_registry_key():
     assert total.worker == "sub" and total.modes["out"] == "InOut"
 
 
-def test_kernel_wraps_its_function_like_functools_wraps():
+@pytest.mark.parametrize("decorator", [l3c.kernel, l3c.jit], ids=["kernel", "jit"])
+def test_kernels_and_jitted_functions_wrap_their_function_like_functools_wraps(decorator):
     def fn(a: l3c.In, n):
         """Scale a."""
     fn.custom = {"kept": True}
-    k = l3c.kernel(fn)
+    k = decorator(fn)
     for attr in functools.WRAPPER_ASSIGNMENTS:
         assert getattr(k, attr) == getattr(fn, attr), attr
     assert k.__doc__ == "Scale a." and k.custom is fn.custom

@@ -90,6 +90,19 @@ def access_modes(fn: Callable) -> dict[str, str | None]:
     return modes
 
 
+def wrap_like(wrapper: object, fn: Callable) -> None:
+    """`functools.update_wrapper(wrapper, fn)` without reading `wrapper.__dict__`: reading it makes
+    the instance's attribute dict a real dict, and every later attribute read a slow dictionary
+    lookup (the tracer reads a kernel's params, name, worker and native on every call; a jitted
+    function's call path reads its own fields on every run)."""
+    for attr in functools.WRAPPER_ASSIGNMENTS:
+        if hasattr(fn, attr):
+            setattr(wrapper, attr, getattr(fn, attr))
+    for attr, value in getattr(fn, "__dict__", {}).items():
+        setattr(wrapper, attr, value)
+    wrapper.__wrapped__ = fn
+
+
 class Kernel:
     """A decorated kernel. Call it like the function; `kernel.on(chip)` pins its task to a chip."""
 
@@ -116,15 +129,7 @@ class Kernel:
         self.modes: dict[str, str | None] = access_modes(fn)
         # (name, mode) per parameter, what the tracer walks on every call
         self.params: tuple[tuple[str, str | None], ...] = tuple(self.modes.items())
-        # `functools.update_wrapper(self, fn)` without reading `self.__dict__`, which would make
-        # the instance's attribute dict a real dict and every attribute read of the tracer's
-        # (params, name, worker, native: per kernel call) a slow dictionary lookup
-        for attr in functools.WRAPPER_ASSIGNMENTS:
-            if hasattr(fn, attr):
-                setattr(self, attr, getattr(fn, attr))
-        for attr, value in getattr(fn, "__dict__", {}).items():
-            setattr(self, attr, value)
-        self.__wrapped__ = fn
+        wrap_like(self, fn)
         self.native: NativeSpec | None = None
         key = f"{fn.__module__}:{fn.__qualname__}"
         runs = None
