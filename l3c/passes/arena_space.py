@@ -53,7 +53,8 @@ class OpenSpace:
     def insert(self, lo: int, hi: int) -> None:
         """An open tensor at [lo, hi): inside a gap, or at or above `top`."""
         if lo >= self.top:
-            self._add_gap(self.top, lo)
+            if lo > self.top:
+                self._add_gap(self.top, lo)
             self.top = hi
         else:
             i = bisect.bisect_right(self.gap_starts, lo) - 1
@@ -87,10 +88,21 @@ class OpenSpace:
         """Lowest-waste offset for `size` bytes outside the open ranges and the extra `busy`
         ranges (lowest offset among equal waste); above everything when no gap fits."""
         lengths = self.by_length
-        i = bisect.bisect_left(lengths, (size, -1))
         if not busy:
+            i = bisect.bisect_left(lengths, (size, -1))
             return lengths[i][1] if i < len(lengths) else self.top
         busy = sorted(busy)
+        if not lengths:                             # no gaps: above the open ranges
+            best = None
+            cursor = self.top
+            for lo, hi in busy:
+                if hi <= cursor:
+                    continue
+                if lo - cursor >= size and (best is None or (lo - cursor - size, cursor) < best):
+                    best = (lo - cursor - size, cursor)
+                cursor = hi if hi > cursor else cursor
+            return best[1] if best is not None else cursor
+        i = bisect.bisect_left(lengths, (size, -1))
         touched: set[int] = set()
         gap_starts, gap_end = self.gap_starts, self.gap_end
         for lo, hi in busy:

@@ -100,27 +100,35 @@ def scan_uses(slots: Slots, tensors: list[int], owners: list[int], wanted: list[
     # groups by tensor, then by the slot's first access (the order the slots are first touched)
     order = np.lexsort((head, group_tensor))
 
-    first, last, last_head = [-1] * n_tensors, [-1] * n_tensors, [-1] * n_tensors
-    heads: list[list[tuple[int, int]]] = [[] for _ in range(n_tensors)]
-    lasts: list[list[tuple[int, int, int]]] = [[] for _ in range(n_tensors)]
-    extra: dict[int, list[int]] = {}
-    if bounds is not None:
-        extra = _unvouched_heads(task_by_key, new, bounds)
-    for g, tid, s, y, x in zip(order.tolist(), group_tensor[order].tolist(),
-                               group_slot[order].tolist(), head[order].tolist(),
-                               tail[order].tolist()):
-        if first[tid] < 0 or y < first[tid]:
-            first[tid] = y
-        if x > last[tid]:
-            last[tid] = x
-        heads[tid].append((s, y))
-        if y > last_head[tid]:
-            last_head[tid] = y
-        for later in extra.get(g, ()):
-            heads[tid].append((s, later))
-            if later > last_head[tid]:
-                last_head[tid] = later
-        lasts[tid].append((s, pos[x], x))
+    # every group, in that order: its slot, head (first task) and tail (last task)
+    g_tensor, g_slot = group_tensor[order], group_slot[order]
+    g_head, g_tail = head[order], tail[order]
+    # head entries: each group's first access, then (with loops) the later accesses there the one
+    # before may not order; by group in `order`, then program order within the group
+    if bounds is None:
+        e_tensor, e_slot, e_task = g_tensor, g_slot, g_head
+    else:
+        is_head = new.copy()
+        is_head[_unvouched(task_by_key, new, bounds)] = True
+        at = np.flatnonzero(is_head)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        group_of = np.cumsum(new) - 1
+        by_rank = at[np.argsort(rank[group_of[at]], kind="stable")]
+        group_of_entry = group_of[by_rank]
+        e_tensor, e_slot, e_task = (group_tensor[group_of_entry], group_slot[group_of_entry],
+                                    task_by_key[by_rank])
+    first, last, last_head = (np.full(n_tensors, -1, dtype=np.int64) for _ in range(3))
+    g_runs = _runs(g_tensor)
+    e_runs = _runs(e_tensor)
+    used = g_tensor[g_runs].tolist()
+    if len(g_tensor):
+        first[g_tensor[g_runs]] = g_head[g_runs]     # groups of a tensor come by head
+        last[g_tensor[g_runs]] = np.maximum.reduceat(g_tail, g_runs)
+        last_head[e_tensor[e_runs]] = np.maximum.reduceat(e_task, e_runs)
+    heads = _slices(n_tensors, used, e_runs, list(zip(e_slot.tolist(), e_task.tolist())))
+    lasts = _slices(n_tensors, used, g_runs, list(zip(
+        g_slot.tolist(), np.asarray(pos, dtype=np.int64)[g_tail].tolist(), g_tail.tolist())))
     tasks_of = None
     if bounds is not None:
         tasks_of = {}
@@ -129,18 +137,31 @@ def scan_uses(slots: Slots, tensors: list[int], owners: list[int], wanted: list[
             ids = tasks_of.setdefault(tid, [])
             if not ids or ids[-1] != t:
                 ids.append(t)
-    return Uses(first=first, last=last, heads=heads, last_head=last_head, lasts=lasts,
-                tasks_of=tasks_of)
+    return Uses(first=first.tolist(), last=last.tolist(), heads=heads,
+                last_head=last_head.tolist(), lasts=lasts, tasks_of=tasks_of)
 
 
-def _unvouched_heads(task: np.ndarray, new: np.ndarray,
-                     bounds: tuple[list[int], list[int]]) -> dict[int, list[int]]:
-    """Per (tensor, slot) group number: the later accesses there that the one before may not
-    order (`loopnest.unvouched`)."""
-    extra: dict[int, list[int]] = {}
-    group = np.cumsum(new) - 1
-    tasks, groups = task.tolist(), group.tolist()
-    for i in range(1, len(tasks)):
-        if groups[i] == groups[i - 1] and unvouched(tasks[i - 1], tasks[i], *bounds):
-            extra.setdefault(groups[i], []).append(tasks[i])
-    return extra
+def _runs(values: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal neighbours in `values`."""
+    change = np.ones(len(values), dtype=bool)
+    change[1:] = values[1:] != values[:-1]
+    return np.flatnonzero(change)
+
+
+def _slices(n: int, ids: list[int], starts: np.ndarray, entries: list) -> list[list]:
+    """Per id 0..n-1: its run of `entries` (runs begin at `starts`, one per id of `ids` in
+    order), [] for ids not listed."""
+    out: list[list] = [[] for _ in range(n)]
+    bounds = starts.tolist() + [len(entries)]
+    for i, lo, hi in zip(ids, bounds, bounds[1:]):
+        out[i] = entries[lo:hi]
+    return out
+
+
+def _unvouched(task: np.ndarray, new: np.ndarray, bounds: tuple[list[int], list[int]]
+               ) -> list[int]:
+    """Indices i of the accesses (grouped by (tensor, slot), `new` marking each group's first)
+    whose task the access before in the group may not order (`loopnest.unvouched`)."""
+    tasks, news = task.tolist(), new.tolist()
+    return [i for i in range(1, len(tasks))
+            if not news[i] and unvouched(tasks[i - 1], tasks[i], *bounds)]

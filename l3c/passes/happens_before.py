@@ -39,10 +39,12 @@ class VectorClocks:
         self.slot_of, self.pos, self.width, self.queues, self.bounds = (
             slot_of, pos, width, queues, bounds)
         n = len(slot_of)
-        self.queue_pred = [-1] * n
+        queue_pred = np.full(n, -1, dtype=np.int64)
         for queue in queues:
-            for before, t in zip(queue, queue[1:]):
-                self.queue_pred[t] = before
+            if queue:
+                ids = np.array(queue, dtype=np.int64)
+                queue_pred[ids[1:]] = ids[:-1]
+        self.queue_pred: list[int] = queue_pred.tolist()
         self.starts = queue_starts(queues, bounds[0]) if bounds else {}
         self.clock: list = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
@@ -68,24 +70,41 @@ class VectorClocks:
             self._ensure_general(upto)
             return
         clock, graph_pred, queue_pred = self.clock, self.graph_pred, self.queue_pred
-        slot_of, pos, unknown, maximum = self.slot_of, self.pos, self.unknown, np.maximum
-        lists = self.lists
+        slot_of, pos, unknown = self.slot_of, self.pos, self.unknown
+        if self.lists:
+            for t in range(self.valid_upto, upto + 1):
+                s = slot_of[t]
+                vc = None
+                for p in graph_pred[t]:
+                    # an earlier task of t's own queue is covered by the queue predecessor's clock
+                    sp = slot_of[p]
+                    if sp != s:
+                        if vc is None:
+                            q = queue_pred[t]
+                            vc = list(map(max, clock[q], clock[p])) if q >= 0 else clock[p][:]
+                        else:
+                            vc = list(map(max, vc, clock[p]))
+                        if vc[sp] < pos[p]:
+                            vc[sp] = pos[p]
+                if vc is None:
+                    q = queue_pred[t]
+                    clock[t] = clock[q] if q >= 0 else unknown
+                else:
+                    vc[s] = pos[t]
+                    clock[t] = vc
+            self.valid_upto = upto + 1
+            return
+        maximum = np.maximum
         for t in range(self.valid_upto, upto + 1):
             q = queue_pred[t]
             s = slot_of[t]
             vc = None
             for p in graph_pred[t]:
-                # an earlier task of t's own queue is covered by the queue predecessor's clock
                 sp = slot_of[p]
                 if sp != s:
-                    if lists:
-                        if vc is None:
-                            vc = clock[q] if q >= 0 else unknown
-                        vc = [x if x > y else y for x, y in zip(vc, clock[p])]   # a new list
-                    else:
-                        if vc is None:
-                            vc = clock[q].copy() if q >= 0 else unknown.copy()
-                        maximum(vc, clock[p], out=vc)
+                    if vc is None:
+                        vc = clock[q].copy() if q >= 0 else unknown.copy()
+                    maximum(vc, clock[p], out=vc)
                     if vc[sp] < pos[p]:
                         vc[sp] = pos[p]
             if vc is None:
@@ -121,6 +140,22 @@ class VectorClocks:
         means positions up to p on w happen before y. Up to date only after `ensure(y)`."""
         row = self.clock[y][:] if self.lists else self.clock[y].tolist()
         row[self.slot_of[y]] = self.pos[y] - 1
+        return row
+
+    def smallest_before(self, heads: list[tuple[int, int]]) -> list[int]:
+        """The element-wise min of the `before` clocks of the tasks y of `heads` ((slot of y, y)
+        pairs, at least one), as a new list. Up to date only after `ensure` of every y."""
+        clock, pos = self.clock, self.pos
+        s, y = heads[0]
+        if not self.lists:
+            return self.smallest([self.before(y) for _, y in heads])
+        row = clock[y][:]
+        row[s] = pos[y] - 1
+        for s, y in heads[1:]:
+            keep = row[s]
+            row = list(map(min, row, clock[y]))
+            own = pos[y] - 1                 # y's `before` entry on its own slot
+            row[s] = keep if keep < own else own
         return row
 
     def clock_of(self, t: int) -> list[int]:
