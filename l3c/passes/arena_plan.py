@@ -85,6 +85,7 @@ class Planner:
         tensors = self.program.tensors
         heads, lasts, last_head = self.uses.heads, self.uses.lasts, self.uses.last_head
         clocks = self.clocks
+        clock, pos, lists = clocks.clock, clocks.pos, clocks.lists
         never = [NEVER] * self.width
         # at most `width` unordered positions: within the edge budget whenever busy
         all_fixable = self.width <= MAX_EDGES_PER_REUSE
@@ -114,12 +115,17 @@ class Planner:
             else:
                 # b's smallest `before` clock: what every access of b has seen complete
                 heads_b = heads[b]
-                if heads_b:
+                if not heads_b:
+                    min_b = never
+                else:
                     if last_head[b] >= clocks.valid_upto:
                         clocks.ensure(last_head[b])
-                    min_b = clocks.smallest_before(heads_b)
-                else:
-                    min_b = never
+                    if lists and len(heads_b) == 1:
+                        s, y = heads_b[0]
+                        min_b = clock[y][:]
+                        min_b[s] = pos[y] - 1
+                    else:
+                        min_b = clocks.smallest_before(heads_b)
                 busy: list[tuple[int, int]] = []   # byte ranges of closed tensors not before b
                 busy_of: list[int] = []
                 for a in closed:
@@ -231,18 +237,21 @@ class Planner:
         return top
 
     def _add_edges(self, a_tid: int, b_tid: int, pairs: list[tuple[int, int]]) -> None:
-        program = self.program
+        program, tasks, clocks = self.program, self.tasks, self.clocks
         succ = program.graph._succ
         for u, v in pairs:
             if v in succ[u]:
                 continue
-            writes = any(acc.writes for acc in self.tasks[u].args
-                         if acc.__class__ is Access and acc.tensor == a_tid)
+            writes = False
+            for acc in tasks[u].args:
+                if acc.__class__ is Access and acc.tensor == a_tid and acc.writes:
+                    writes = True
+                    break
             program.add_dependency(u, v, "WAW" if writes else "WAR", b_tid, added_by="memory")
             succ[u][v]["tensors"].add(a_tid)
             program.memory.added_edges += 1
             program.reports["memory_edges"].append((u, v))
-            self.clocks.invalidate(v)
+            clocks.invalidate(v)
 
 
 def _unordered(lasts: list[tuple[int, int, int]], seen: list[int]) -> int:

@@ -26,12 +26,19 @@ def best_fit_scan(busy: list[tuple[int, int]], size: int) -> int:
     return best[1] if best is not None else cursor
 
 
+INDEX_ABOVE = 32      # open ranges beyond which the gaps are indexed
+INDEX_BELOW = 16      # ... and below which the index is dropped again (a scan costs less)
+
+
 class OpenSpace:
-    """Disjoint [lo, hi) ranges of open tensors and the bounded gaps between them."""
+    """Disjoint [lo, hi) ranges of open tensors and, while there are many, the bounded gaps between
+    them indexed by start and by length. With few (`INDEX_BELOW`..`INDEX_ABOVE`, with hysteresis)
+    a best fit scans the ranges instead: keeping the index up to date costs more than it saves."""
 
     def __init__(self) -> None:
         self.starts: list[int] = []          # open ranges, sorted (disjoint, so ends are sorted too)
         self.ends: list[int] = []
+        self.indexed = False                 # whether the three gap structures below are kept
         self.gap_starts: list[int] = []      # bounded free gaps below `top`, sorted by start
         self.gap_end: dict[int, int] = {}    # gap start -> gap end
         self.by_length: list[tuple[int, int]] = []   # (length, start) of every gap, sorted
@@ -49,44 +56,79 @@ class OpenSpace:
         del self.gap_starts[bisect.bisect_left(self.gap_starts, lo)]
         del self.by_length[bisect.bisect_left(self.by_length, (hi - lo, lo))]
 
+    def _index(self, on: bool) -> None:
+        """Build the gap index from the open ranges, or drop it."""
+        self.indexed = on
+        self.gap_starts, self.gap_end, self.by_length = [], {}, []
+        if on:
+            cursor = 0
+            for lo, hi in zip(self.starts, self.ends):
+                if lo > cursor:
+                    self.gap_starts.append(cursor)
+                    self.gap_end[cursor] = lo
+                    self.by_length.append((lo - cursor, cursor))
+                cursor = hi
+            self.by_length.sort()
+
     # ---- open ranges -----------------------------------------------------------------------------
     def insert(self, lo: int, hi: int) -> None:
         """An open tensor at [lo, hi): inside a gap, or at or above `top`."""
         if lo >= self.top:
-            if lo > self.top:
+            if self.indexed and lo > self.top:
                 self._add_gap(self.top, lo)
             self.top = hi
-        else:
+        elif self.indexed:
             i = bisect.bisect_right(self.gap_starts, lo) - 1
             start = self.gap_starts[i]
             end = self.gap_end[start]
             self._drop_gap(start)
             self._add_gap(start, lo)
             self._add_gap(hi, end)
-        i = bisect.bisect_left(self.starts, lo)
-        self.starts.insert(i, lo)
+        starts = self.starts
+        i = bisect.bisect_left(starts, lo)
+        starts.insert(i, lo)
         self.ends.insert(i, hi)
+        if not self.indexed and len(starts) > INDEX_ABOVE:
+            self._index(True)
 
     def remove(self, lo: int, hi: int) -> None:
         """The open tensor at [lo, hi) closed: its bytes join the gaps around it."""
-        i = bisect.bisect_left(self.starts, lo)
-        del self.starts[i]
+        starts = self.starts
+        i = bisect.bisect_left(starts, lo)
+        del starts[i]
         del self.ends[i]
         left = self.ends[i - 1] if i > 0 else 0
+        if not self.indexed:
+            if i == len(starts):                   # it was the highest
+                self.top = left
+            return
         if left < lo:
             self._drop_gap(left)
-        if i == len(self.starts):                  # it was the highest: the free tail grows
+        if i == len(starts):                       # it was the highest: the free tail grows
             self.top = left
-            return
-        right = self.starts[i]
-        if hi < right:
-            self._drop_gap(hi)
-        self._add_gap(left, right)
+        else:
+            right = starts[i]
+            if hi < right:
+                self._drop_gap(hi)
+            self._add_gap(left, right)
+        if len(starts) < INDEX_BELOW:
+            self._index(False)
 
     # ---- placement -------------------------------------------------------------------------------
     def best_fit(self, size: int, busy: list[tuple[int, int]]) -> int:
         """Lowest-waste offset for `size` bytes outside the open ranges and the extra `busy`
         ranges (lowest offset among equal waste); above everything when no gap fits."""
+        if not self.indexed:
+            ranges = sorted(list(zip(self.starts, self.ends)) + busy) if busy else zip(
+                self.starts, self.ends)
+            best, at, cursor = -1, 0, 0
+            for lo, hi in ranges:
+                gap = lo - cursor
+                if gap >= size and (best < 0 or gap < best):
+                    best, at = gap, cursor
+                if hi > cursor:
+                    cursor = hi
+            return at if best >= 0 else cursor
         lengths = self.by_length
         if not busy:
             i = bisect.bisect_left(lengths, (size, -1))

@@ -58,22 +58,22 @@ def read_tasks(program: Program, tasks: list[Task]) -> tuple[Slots, list[int], l
     workers = [("chip", i) for i in range(chips)] + [("sub", i) for i in range(cfg.units("sub"))]
     n = len(tasks)
     slot_of, pos = [0] * n, [0] * n
-    queues: list[list[int]] = [[] for _ in workers]
     tensors: list[int] = []
     owners: list[int] = []
     add_tensor, add_owner = tensors.append, owners.append
-    for t in tasks:
-        v, chip = t.id, t.chip
-        if chip is None or t.queue_pos is None:
-            raise L3CError(f"{t.loc}: task {v} is not placed; the memory pass runs after the "
+    for v, t in enumerate(tasks):              # ids are positions (`graphs.task_list`)
+        chip, at = t.chip, t.queue_pos
+        if chip is None or at is None:
+            raise L3CError(f"{t.loc}: task {t.id} is not placed; the memory pass runs after the "
                            f"schedule pass")
-        s = chip if t.worker == "chip" else chips + chip
-        slot_of[v], pos[v] = s, t.queue_pos
-        queues[s].append(v)
+        slot_of[v] = chip if t.worker == "chip" else chips + chip
+        pos[v] = at
         for a in t.args:
             if a.__class__ is Access:
                 add_tensor(a.tensor)
                 add_owner(v)
+    slot_array = np.array(slot_of, dtype=np.int64)
+    queues = [np.flatnonzero(slot_array == s).tolist() for s in range(len(workers))]
     return Slots(workers, slot_of, pos, queues), tensors, owners
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from operator import attrgetter
 
 import numpy as np
 
@@ -148,13 +147,19 @@ def run(program: Program, *, reuse_memory: bool = True,
 def intermediate_bytes(program: Program) -> tuple[list[bool], list[int]]:
     """Per tensor id: whether it is an intermediate (the tensors the pass places), and its size in
     bytes (0 for the others)."""
-    rows = list(map(attrgetter("kind", "dtype", "shape"), program.tensors))
-    wanted = [kind == "intermediate" for kind, _, _ in rows]
-    itemsize = {dtype: np.dtype(dtype).itemsize
-                for dtype in {dtype for keep, (_, dtype, _) in zip(wanted, rows) if keep}}
+    tensors = program.tensors
+    wanted = [False] * len(tensors)
+    exact = [0] * len(tensors)
+    itemsize: dict[str, int] = {}
     prod = math.prod
-    return wanted, [itemsize[dtype] * prod(shape) if keep else 0
-                    for keep, (_, dtype, shape) in zip(wanted, rows)]
+    for tid, t in enumerate(tensors):
+        if t.kind == "intermediate":
+            dtype = t.dtype
+            if dtype not in itemsize:
+                itemsize[dtype] = np.dtype(dtype).itemsize
+            wanted[tid] = True
+            exact[tid] = itemsize[dtype] * prod(t.shape)
+    return wanted, exact
 
 
 def tensor_hosts(program: Program, accesses: dict[int, list[int]],
