@@ -36,8 +36,7 @@ class OpenSpace:
     a best fit scans the ranges instead: keeping the index up to date costs more than it saves."""
 
     def __init__(self) -> None:
-        self.starts: list[int] = []          # open ranges, sorted (disjoint, so ends are sorted too)
-        self.ends: list[int] = []
+        self.ranges: list[tuple[int, int]] = []     # open (lo, hi) ranges, sorted and disjoint
         self.indexed = False                 # whether the three gap structures below are kept
         self.gap_starts: list[int] = []      # bounded free gaps below `top`, sorted by start
         self.gap_end: dict[int, int] = {}    # gap start -> gap end
@@ -62,7 +61,7 @@ class OpenSpace:
         self.gap_starts, self.gap_end, self.by_length = [], {}, []
         if on:
             cursor = 0
-            for lo, hi in zip(self.starts, self.ends):
+            for lo, hi in self.ranges:
                 if lo > cursor:
                     self.gap_starts.append(cursor)
                     self.gap_end[cursor] = lo
@@ -84,34 +83,31 @@ class OpenSpace:
             self._drop_gap(start)
             self._add_gap(start, lo)
             self._add_gap(hi, end)
-        starts = self.starts
-        i = bisect.bisect_left(starts, lo)
-        starts.insert(i, lo)
-        self.ends.insert(i, hi)
-        if not self.indexed and len(starts) > INDEX_ABOVE:
+        ranges = self.ranges
+        ranges.insert(bisect.bisect_left(ranges, (lo, hi)), (lo, hi))
+        if not self.indexed and len(ranges) > INDEX_ABOVE:
             self._index(True)
 
     def remove(self, lo: int, hi: int) -> None:
         """The open tensor at [lo, hi) closed: its bytes join the gaps around it."""
-        starts = self.starts
-        i = bisect.bisect_left(starts, lo)
-        del starts[i]
-        del self.ends[i]
-        left = self.ends[i - 1] if i > 0 else 0
+        ranges = self.ranges
+        i = bisect.bisect_left(ranges, (lo, hi))
+        del ranges[i]
+        left = ranges[i - 1][1] if i > 0 else 0
         if not self.indexed:
-            if i == len(starts):                   # it was the highest
+            if i == len(ranges):                   # it was the highest
                 self.top = left
             return
         if left < lo:
             self._drop_gap(left)
-        if i == len(starts):                       # it was the highest: the free tail grows
+        if i == len(ranges):                       # it was the highest: the free tail grows
             self.top = left
         else:
-            right = starts[i]
+            right = ranges[i][0]
             if hi < right:
                 self._drop_gap(hi)
             self._add_gap(left, right)
-        if len(starts) < INDEX_BELOW:
+        if len(ranges) < INDEX_BELOW:
             self._index(False)
 
     # ---- placement -------------------------------------------------------------------------------
@@ -119,8 +115,7 @@ class OpenSpace:
         """Lowest-waste offset for `size` bytes outside the open ranges and the extra `busy`
         ranges (lowest offset among equal waste); above everything when no gap fits."""
         if not self.indexed:
-            ranges = sorted(list(zip(self.starts, self.ends)) + busy) if busy else zip(
-                self.starts, self.ends)
+            ranges = sorted(self.ranges + busy) if busy else self.ranges
             best, at, cursor = -1, 0, 0
             for lo, hi in ranges:
                 gap = lo - cursor
