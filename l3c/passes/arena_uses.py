@@ -14,6 +14,8 @@ list of tasks: `Uses.tasks_of` (only then).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +34,13 @@ class Slots:
     slot_of: list[int]
     pos: list[int]
     queues: list[list[int]]
+    slot_array: np.ndarray                   # `slot_of` and `pos` as arrays
+    pos_array: np.ndarray
 
 
 @dataclass
 class Uses:
-    """Per tensor id (lists indexed by id; -1 / [] for a tensor no task accesses or not asked for):
+    """Per tensor id (lists indexed by id; -1 / () for a tensor no task accesses or not asked for):
     `first`/`last` accessing task; `heads` [(slot, task)], slots in order of their first access;
     `lasts` [(slot, last queue position, last task)] in the same slot order; `last_head` the
     latest task among its heads; `tasks_of` the ascending accessing tasks (only with loops, else
@@ -44,13 +48,13 @@ class Uses:
 
     first: list[int]
     last: list[int]
-    heads: list[list[tuple[int, int]]]
+    heads: list[Sequence[tuple[int, int]]]
     last_head: list[int]
-    lasts: list[list[tuple[int, int, int]]]
+    lasts: list[Sequence[tuple[int, int, int]]]
     tasks_of: dict[int, list[int]] | None
 
 
-def read_tasks(program: Program, tasks: list[Task]) -> tuple[Slots, list[int], list[int]]:
+def read_tasks(program: Program, tasks: list[Task]) -> tuple[Slots, Sequence[int], Sequence[int]]:
     """Where each task runs, and the (tensor, task) pair of every access, in one walk over the
     tasks (reading a large program's task records is slow enough to do it once)."""
     cfg = program.config
@@ -58,8 +62,7 @@ def read_tasks(program: Program, tasks: list[Task]) -> tuple[Slots, list[int], l
     workers = [("chip", i) for i in range(chips)] + [("sub", i) for i in range(cfg.units("sub"))]
     n = len(tasks)
     slot_of, pos = [0] * n, [0] * n
-    tensors: list[int] = []
-    owners: list[int] = []
+    tensors, owners = array("q"), array("q")   # machine ints: numpy reads them without a copy
     add_tensor, add_owner = tensors.append, owners.append
     for v, t in enumerate(tasks):              # ids are positions (`graphs.task_list`)
         chip, at = t.chip, t.queue_pos
@@ -74,19 +77,20 @@ def read_tasks(program: Program, tasks: list[Task]) -> tuple[Slots, list[int], l
                 add_owner(v)
     slot_array = np.array(slot_of, dtype=np.int64)
     queues = [np.flatnonzero(slot_array == s).tolist() for s in range(len(workers))]
-    return Slots(workers, slot_of, pos, queues), tensors, owners
+    return (Slots(workers, slot_of, pos, queues, slot_array, np.array(pos, dtype=np.int64)),
+            tensors, owners)
 
 
-def scan_uses(slots: Slots, tensors: list[int], owners: list[int], wanted: list[bool],
+def scan_uses(slots: Slots, tensors: Sequence[int], owners: Sequence[int], wanted: list[bool],
               bounds: tuple[list[int], list[int]] | None) -> Uses:
     """The uses of the tensors with `wanted[id]` by the accesses (`tensors[i]` by task
     `owners[i]`, in program order) of tasks placed as `slots`; `bounds` with loops."""
-    n_tensors, width, pos = len(wanted), len(slots.workers), slots.pos
-    tensor = np.array(tensors, dtype=np.int64)
-    task = np.array(owners, dtype=np.int64)
+    n_tensors, width = len(wanted), len(slots.workers)
+    tensor = np.asarray(tensors, dtype=np.int64)
+    task = np.asarray(owners, dtype=np.int64)
     keep = np.asarray(wanted, dtype=bool)[tensor]
     tensor, task = tensor[keep], task[keep]
-    key = tensor * width + np.asarray(slots.slot_of, dtype=np.int64)[task]
+    key = tensor * width + slots.slot_array[task]
     by_key = np.argsort(key, kind="stable")           # tasks stay ascending within a key
     key, task_by_key = key[by_key], task[by_key]
     new = np.ones(len(key), dtype=bool)
@@ -98,7 +102,7 @@ def scan_uses(slots: Slots, tensors: list[int], owners: list[int], wanted: list[
     group_tensor, group_slot = np.divmod(key[starts], width)
     head, tail = task_by_key[starts], task_by_key[ends]
     # groups by tensor, then by the slot's first access (the order the slots are first touched)
-    order = np.lexsort((head, group_tensor))
+    order = np.argsort(group_tensor * len(slots.pos) + head, kind="stable")
 
     # every group, in that order: its slot, head (first task) and tail (last task)
     g_tensor, g_slot = group_tensor[order], group_slot[order]
@@ -128,7 +132,7 @@ def scan_uses(slots: Slots, tensors: list[int], owners: list[int], wanted: list[
         last_head[e_tensor[e_runs]] = np.maximum.reduceat(e_task, e_runs)
     heads = _slices(n_tensors, used, e_runs, list(zip(e_slot.tolist(), e_task.tolist())))
     lasts = _slices(n_tensors, used, g_runs, list(zip(
-        g_slot.tolist(), np.asarray(pos, dtype=np.int64)[g_tail].tolist(), g_tail.tolist())))
+        g_slot.tolist(), slots.pos_array[g_tail].tolist(), g_tail.tolist())))
     tasks_of = None
     if bounds is not None:
         tasks_of = {}
@@ -148,10 +152,10 @@ def _runs(values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-def _slices(n: int, ids: list[int], starts: np.ndarray, entries: list) -> list[list]:
+def _slices(n: int, ids: list[int], starts: np.ndarray, entries: list) -> list[Sequence]:
     """Per id 0..n-1: its run of `entries` (runs begin at `starts`, one per id of `ids` in
-    order), [] for ids not listed."""
-    out: list[list] = [[] for _ in range(n)]
+    order), () for ids not listed."""
+    out: list[Sequence] = [()] * n
     bounds = starts.tolist() + [len(entries)]
     for i, lo, hi in zip(ids, bounds, bounds[1:]):
         out[i] = entries[lo:hi]

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..ir import Program
-from .arena_layout import ALIGNMENT, aligned, staging_layout
+from .arena_layout import ALIGNMENT, staging_layout
 from .arena_plan import Planner
 from .arena_space import best_fit_scan
 from .arena_uses import read_tasks, scan_uses
@@ -71,8 +71,7 @@ def run(program: Program, *, reuse_memory: bool = True,
     end = len(tasks)
     returned = result_tensors(program)
     tensors = program.tensors
-    wanted, exact = intermediate_bytes(program)
-    size = list(map(aligned, exact))             # rounded up to the alignment, by id
+    wanted, exact, size = intermediate_bytes(program)
     slots, access_tensors, access_tasks = read_tasks(program, tasks)
     bounds = structure_bounds(program, tasks) if program.loops else None
     uses = scan_uses(slots, access_tensors, access_tasks, wanted, bounds)
@@ -144,12 +143,13 @@ def run(program: Program, *, reuse_memory: bool = True,
     return program
 
 
-def intermediate_bytes(program: Program) -> tuple[list[bool], list[int]]:
-    """Per tensor id: whether it is an intermediate (the tensors the pass places), and its size in
-    bytes (0 for the others)."""
+def intermediate_bytes(program: Program) -> tuple[list[bool], list[int], list[int]]:
+    """Per tensor id: whether it is an intermediate (the tensors the pass places), its size in
+    bytes, and that size rounded up to the alignment (sizes 0 for the others)."""
     tensors = program.tensors
     wanted = [False] * len(tensors)
     exact = [0] * len(tensors)
+    size = [0] * len(tensors)
     itemsize: dict[str, int] = {}
     prod = math.prod
     for tid, t in enumerate(tensors):
@@ -158,8 +158,9 @@ def intermediate_bytes(program: Program) -> tuple[list[bool], list[int]]:
             if dtype not in itemsize:
                 itemsize[dtype] = np.dtype(dtype).itemsize
             wanted[tid] = True
-            exact[tid] = itemsize[dtype] * prod(t.shape)
-    return wanted, exact
+            exact[tid] = nbytes = itemsize[dtype] * prod(t.shape)
+            size[tid] = -(-nbytes // ALIGNMENT) * ALIGNMENT        # `aligned(nbytes)`
+    return wanted, exact, size
 
 
 def tensor_hosts(program: Program, accesses: dict[int, list[int]],
