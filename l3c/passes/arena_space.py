@@ -1,5 +1,6 @@
-"""Free space of the arena for the memory pass: the byte ranges of the *open* tensors and the gaps
-between them, kept so that a best fit costs O(log n) instead of a scan of every live tensor.
+"""Free space of the arena for the memory pass: the byte ranges of the *open* tensors and, while
+there are many, the gaps between them, kept so that a best fit costs O(log n) instead of a scan of
+every live tensor (with a few open tensors the scan is cheaper than keeping the gaps).
 
 A tensor is open while program order has not passed its last use. Two open tensors are both live
 at one program point, so they conflict and their byte ranges never overlap: the free space among
