@@ -81,7 +81,7 @@ def test_uses_are_each_tensors_accesses(seed):
     for info in prog.tensors:
         ids = sorted({t.id for t in tasks for a in t.accesses if a.tensor == info.id})
         if not wanted[info.id] or not ids:
-            assert (uses.first[info.id], uses.heads[info.id]) == (-1, [])
+            assert uses.first[info.id] == -1 and not uses.heads[info.id]
             continue
         heads: dict[int, int] = {}
         lasts: dict[int, int] = {}

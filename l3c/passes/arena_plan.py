@@ -17,7 +17,7 @@ import heapq
 from ..ir import Access, Program, Task
 from .arena_space import OpenSpace, best_fit_scan
 from .arena_uses import Slots, Uses
-from .happens_before import VectorClocks
+from .happens_before import NEVER, VectorClocks
 from .loopnest import unvouched
 from .schedule import estimate_times
 
@@ -83,20 +83,26 @@ class Planner:
         if self.program.config.hosts > 1:
             return self._place_on_hosts(order, size, first)
         tensors = self.program.tensors
-        heads, lasts = self.uses.heads, self.uses.lasts
+        heads, lasts, last_head = self.uses.heads, self.uses.lasts, self.uses.last_head
         clocks = self.clocks
+        clock, pos, lists = clocks.clock, clocks.pos, clocks.lists
+        never = [NEVER] * self.width
+        # at most `width` unordered positions: within the edge budget whenever busy
+        all_fixable = self.width <= MAX_EDGES_PER_REUSE
         space = OpenSpace()
+        best_fit, insert, remove = space.best_fit, space.insert, space.remove
+        heappush, heappop = heapq.heappush, heapq.heappop
         open_until: list[tuple[int, int]] = []     # heap of (last use, tensor) of open tensors
         closed: list[int] = []                     # placed, last use passed, not yet retired
-        offset_of: dict[int, int] = {}
+        offset_of = [0] * len(size)
         retire_at = RETIRE_CHECK
         top = 0
         for b in order:
             first_b = first[b]
             while open_until and open_until[0][0] < first_b:
-                a = heapq.heappop(open_until)[1]
+                a = heappop(open_until)[1]
                 lo = offset_of[a]
-                space.remove(lo, lo + size[a])
+                remove(lo, lo + size[a])
                 closed.append(a)
             if len(closed) > retire_at:
                 seen = clocks.seen_by_future(first_b)
@@ -105,51 +111,65 @@ class Planner:
                 retire_at = max(RETIRE_CHECK, 2 * len(closed))
             nbytes = size[b]
             if not closed:
-                offset = space.best_fit(nbytes, ())
+                offset = best_fit(nbytes, ())
             else:
-                offset = self._place_among_closed(b, nbytes, closed, offset_of, size, space, top)
+                # b's smallest `before` clock: what every access of b has seen complete
+                heads_b = heads[b]
+                if not heads_b:
+                    min_b = never
+                else:
+                    if last_head[b] >= clocks.valid_upto:
+                        clocks.ensure(last_head[b])
+                    if lists and len(heads_b) == 1:
+                        s, y = heads_b[0]
+                        min_b = clock[y][:]
+                        min_b[s] = pos[y] - 1
+                    else:
+                        min_b = clocks.smallest_before(heads_b)
+                busy: list[tuple[int, int]] = []   # byte ranges of closed tensors not before b
+                busy_of: list[int] = []
+                for a in closed:
+                    for s, p, _ in lasts[a]:
+                        if min_b[s] < p:
+                            lo = offset_of[a]
+                            busy.append((lo, lo + size[a]))
+                            busy_of.append(a)
+                            break
+                offset = best_fit(nbytes, busy)
+                if offset + nbytes > top and busy_of:
+                    offset = self._reuse_with_edges(b, nbytes, offset, busy, busy_of, min_b,
+                                                    all_fixable, offset_of, size, space)
             offset_of[b] = offset
             tensors[b].arena_offset = offset
             if offset + nbytes > top:
                 top = offset + nbytes
-            space.insert(offset, offset + nbytes)
-            heapq.heappush(open_until, (last[b], b))
+            insert(offset, offset + nbytes)
+            heappush(open_until, (last[b], b))
         return top
 
-    def _place_among_closed(self, b: int, nbytes: int, closed: list[int], offset_of: dict,
-                            size: list[int], space: OpenSpace, top: int) -> int:
-        """b's offset given the closed tensors: those not all before b are busy too, unless an
-        ordering edge of few (`MAX_EDGES_PER_REUSE`) may fix that when the plain fit would grow
-        the arena. Open tensors are live at b's first use: they conflict, and no edge can fix
-        that (it would point backwards)."""
+    def _reuse_with_edges(self, b: int, nbytes: int, offset: int, busy: list[tuple[int, int]],
+                          busy_of: list[int], min_b: list[int], all_fixable: bool,
+                          offset_of: list[int], size: list[int], space: OpenSpace) -> int:
+        """b's offset when its plain fit (`offset`) would grow the arena: the closed tensors not
+        all before b (`busy_of`, at `busy`) that an ordering edge of few
+        (`MAX_EDGES_PER_REUSE`) may put before b free their bytes, if that fits b lower. Open
+        tensors are live at b's first use: they conflict, and no edge can fix that (it would
+        point backwards)."""
         lasts = self.uses.lasts
+        fixable = busy_of if all_fixable else [
+            a for a in busy_of if _unordered(lasts[a], min_b) <= MAX_EDGES_PER_REUSE]
+        if not fixable:
+            return offset
         rows_b = self._head_rows(b)
-        min_b = self.clocks.smallest([row for _, _, row in rows_b])
-        busy: list[tuple[int, int]] = []
-        busy_of: list[int] = []
-        fixable: list[int] = []
-        for a in closed:
-            unordered = 0
-            for s, p, _ in lasts[a]:
-                if min_b[s] < p:
-                    unordered += 1
-            if unordered:
+        edges = {a: self._edges_needed(a, rows_b) for a in fixable}
+        relaxed = space.best_fit(nbytes, [r for a, r in zip(busy_of, busy)
+                                          if edges.get(a) is None])
+        if relaxed < offset:
+            offset = relaxed
+            for a in fixable:
                 lo = offset_of[a]
-                busy.append((lo, lo + size[a]))
-                busy_of.append(a)
-                if unordered <= MAX_EDGES_PER_REUSE:
-                    fixable.append(a)
-        offset = space.best_fit(nbytes, busy)
-        if offset + nbytes > top and fixable:
-            edges = {a: self._edges_needed(a, rows_b) for a in fixable}
-            relaxed = space.best_fit(nbytes, [r for a, r in zip(busy_of, busy)
-                                              if edges.get(a) is None])
-            if relaxed < offset:
-                offset = relaxed
-                for a in fixable:
-                    lo = offset_of[a]
-                    if edges[a] is not None and lo < offset + nbytes and offset < lo + size[a]:
-                        self._add_edges(a, b, edges[a])
+                if edges[a] is not None and lo < offset + nbytes and offset < lo + size[a]:
+                    self._add_edges(a, b, edges[a])
         return offset
 
     def _place_on_hosts(self, order: list[int], size: list[int], first: list[int]) -> int:
@@ -217,18 +237,21 @@ class Planner:
         return top
 
     def _add_edges(self, a_tid: int, b_tid: int, pairs: list[tuple[int, int]]) -> None:
-        program = self.program
+        program, tasks, clocks = self.program, self.tasks, self.clocks
         succ = program.graph._succ
         for u, v in pairs:
             if v in succ[u]:
                 continue
-            writes = any(acc.writes for acc in self.tasks[u].args
-                         if acc.__class__ is Access and acc.tensor == a_tid)
+            writes = False
+            for acc in tasks[u].args:
+                if acc.__class__ is Access and acc.tensor == a_tid and acc.writes:
+                    writes = True
+                    break
             program.add_dependency(u, v, "WAW" if writes else "WAR", b_tid, added_by="memory")
             succ[u][v]["tensors"].add(a_tid)
             program.memory.added_edges += 1
             program.reports["memory_edges"].append((u, v))
-            self.clocks.invalidate(v)
+            clocks.invalidate(v)
 
 
 def _unordered(lasts: list[tuple[int, int, int]], seen: list[int]) -> int:

@@ -19,6 +19,7 @@ Loops: clocks run over the iteration graph (carried edges left out), merged by
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,10 +40,12 @@ class VectorClocks:
         self.slot_of, self.pos, self.width, self.queues, self.bounds = (
             slot_of, pos, width, queues, bounds)
         n = len(slot_of)
-        self.queue_pred = [-1] * n
+        queue_pred = np.full(n, -1, dtype=np.int64)
         for queue in queues:
-            for before, t in zip(queue, queue[1:]):
-                self.queue_pred[t] = before
+            if queue:
+                ids = np.array(queue, dtype=np.int64)
+                queue_pred[ids[1:]] = ids[:-1]
+        self.queue_pred: list[int] = queue_pred.tolist()
         self.starts = queue_starts(queues, bounds[0]) if bounds else {}
         self.clock: list = [None] * n
         self.valid_upto = 0                      # clocks of tasks < valid_upto are up to date
@@ -50,6 +53,8 @@ class VectorClocks:
         # a numpy call, and reading one needs no conversion).
         self.lists = width <= SMALL_WIDTH and bounds is None and not self.carried
         self.unknown = [-1] * width if self.lists else np.full(width, -1, dtype=np.int64)
+        if self.lists:
+            self.later, self.earlier = _elementwise(width, ">"), _elementwise(width, "<")
 
     def sources(self, t: int) -> list[int]:
         """t's graph predecessors within one iteration, then its queue predecessor."""
@@ -68,24 +73,42 @@ class VectorClocks:
             self._ensure_general(upto)
             return
         clock, graph_pred, queue_pred = self.clock, self.graph_pred, self.queue_pred
-        slot_of, pos, unknown, maximum = self.slot_of, self.pos, self.unknown, np.maximum
-        lists = self.lists
+        slot_of, pos, unknown = self.slot_of, self.pos, self.unknown
+        if self.lists:
+            later = self.later
+            for t in range(self.valid_upto, upto + 1):
+                s = slot_of[t]
+                vc = None
+                for p in graph_pred[t]:
+                    # an earlier task of t's own queue is covered by the queue predecessor's clock
+                    sp = slot_of[p]
+                    if sp != s:
+                        if vc is None:
+                            q = queue_pred[t]
+                            vc = later(clock[q], clock[p]) if q >= 0 else clock[p][:]
+                        else:
+                            vc = later(vc, clock[p])
+                        if vc[sp] < pos[p]:
+                            vc[sp] = pos[p]
+                if vc is None:
+                    q = queue_pred[t]
+                    clock[t] = clock[q] if q >= 0 else unknown
+                else:
+                    vc[s] = pos[t]
+                    clock[t] = vc
+            self.valid_upto = upto + 1
+            return
+        maximum = np.maximum
         for t in range(self.valid_upto, upto + 1):
             q = queue_pred[t]
             s = slot_of[t]
             vc = None
             for p in graph_pred[t]:
-                # an earlier task of t's own queue is covered by the queue predecessor's clock
                 sp = slot_of[p]
                 if sp != s:
-                    if lists:
-                        if vc is None:
-                            vc = clock[q] if q >= 0 else unknown
-                        vc = [x if x > y else y for x, y in zip(vc, clock[p])]   # a new list
-                    else:
-                        if vc is None:
-                            vc = clock[q].copy() if q >= 0 else unknown.copy()
-                        maximum(vc, clock[p], out=vc)
+                    if vc is None:
+                        vc = clock[q].copy() if q >= 0 else unknown.copy()
+                    maximum(vc, clock[p], out=vc)
                     if vc[sp] < pos[p]:
                         vc[sp] = pos[p]
             if vc is None:
@@ -123,6 +146,22 @@ class VectorClocks:
         row[self.slot_of[y]] = self.pos[y] - 1
         return row
 
+    def smallest_before(self, heads: list[tuple[int, int]]) -> list[int]:
+        """The element-wise min of the `before` clocks of the tasks y of `heads` ((slot of y, y)
+        pairs, at least one), as a new list. Up to date only after `ensure` of every y."""
+        if not self.lists:
+            return self.smallest([self.before(y) for _, y in heads])
+        clock, pos, earlier = self.clock, self.pos, self.earlier
+        s, y = heads[0]
+        row = clock[y][:]
+        row[s] = pos[y] - 1
+        for s, y in heads[1:]:
+            keep = row[s]
+            row = earlier(row, clock[y])
+            own = pos[y] - 1                 # y's `before` entry on its own slot
+            row[s] = keep if keep < own else own
+        return row
+
     def clock_of(self, t: int) -> list[int]:
         """C(t) as a list. Up to date only after `ensure(t)`."""
         row = self.clock[t][:] if self.lists else self.clock[t].tolist()
@@ -137,6 +176,11 @@ class VectorClocks:
             return rows[0]
         if self.width > 16:                     # a Python loop over many workers costs more
             return np.minimum.reduce(np.array(rows, dtype=np.int64)).tolist()
+        if self.lists:
+            row = rows[0]
+            for other in rows[1:]:
+                row = self.earlier(row, other)
+            return row
         return list(map(min, *rows))
 
     def seen_by_future(self, point: int) -> list[int] | None:
@@ -156,3 +200,16 @@ class VectorClocks:
             return [NEVER] * self.width
         self.ensure(max(rows))
         return self.smallest([self.clock_of(t) for t in rows])
+
+
+def _elementwise(width: int, keep: str) -> Callable[[list[int], list[int]], list[int]]:
+    """A function of two lists of `width` ints giving their element-wise max (`keep` ">") or min
+    ("<") as a new list, unrolled for the width: over the few workers of a small pool a loop
+    (comprehension, `map(max, ...)`) costs two to five times the comparisons themselves, and the
+    clocks merge once per task."""
+    a = "".join(f"a{i}, " for i in range(width))
+    b = "".join(f"b{i}, " for i in range(width))
+    picks = ", ".join(f"a{i} if a{i} {keep} b{i} else b{i}" for i in range(width))
+    namespace: dict = {}
+    exec(f"def pick(a, b):\n    {a}= a\n    {b}= b\n    return [{picks}]\n", namespace)
+    return namespace["pick"]

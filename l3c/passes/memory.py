@@ -34,11 +34,12 @@ Writes `TensorInfo.arena_offset`, `program.memory` (docs/passes.md) and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..ir import Program
-from .arena_layout import ALIGNMENT, aligned, staging_layout
+from .arena_layout import ALIGNMENT, staging_layout
 from .arena_plan import Planner
 from .arena_space import best_fit_scan
 from .arena_uses import read_tasks, scan_uses
@@ -49,10 +50,10 @@ from .scopes import result_tensors
 __all__ = ["best_fit_scan", "lower_bound", "run", "tensor_hosts"]
 
 
-def lower_bound(first: list[int], last: list[int], size: list[int]) -> int:
-    """Largest total size of tensors whose [first, last] intervals (parallel lists, one entry per
-    tensor) contain one program point."""
-    if not first:
+def lower_bound(first: Sequence[int], last: Sequence[int], size: Sequence[int]) -> int:
+    """Largest total size of tensors whose [first, last] intervals (parallel lists or arrays, one
+    entry per tensor) contain one program point."""
+    if len(first) == 0:
         return 0
     points = np.concatenate([np.asarray(first, np.int64), np.asarray(last, np.int64)])
     closing = np.repeat(np.array([0, 1], np.int8), len(first))  # closes after opens at a point
@@ -70,43 +71,41 @@ def run(program: Program, *, reuse_memory: bool = True,
     end = len(tasks)
     returned = result_tensors(program)
     tensors = program.tensors
-    intermediates = [t for t in tensors if t.kind == "intermediate"]
-    wanted = [False] * len(tensors)
-    exact = [0] * len(tensors)                   # bytes, by tensor id
-    size = [0] * len(tensors)                    # bytes rounded up to the alignment
-    itemsize: dict[str, int] = {}
-    for t in intermediates:
-        if t.dtype not in itemsize:
-            itemsize[t.dtype] = np.dtype(t.dtype).itemsize
-        wanted[t.id] = True
-        exact[t.id] = itemsize[t.dtype] * math.prod(t.shape)
-        size[t.id] = aligned(exact[t.id])
+    wanted, exact, size = intermediate_bytes(program)
     slots, access_tensors, access_tasks = read_tasks(program, tasks)
     bounds = structure_bounds(program, tasks) if program.loops else None
     uses = scan_uses(slots, access_tensors, access_tasks, wanted, bounds)
     first, last = uses.first, uses.last          # becomes each tensor's [first, last] lifetime
-    live: list[int] = []                         # tensors with a lifetime (used or returned)
-    for t in intermediates:
-        tid = t.id
-        if program.loops and first[tid] >= 0:
-            first[tid], last[tid] = lifetime(program, tasks, uses.tasks_of[tid], t.loops, tid)
-        if tid in returned:
+    intermediates = [tid for tid, keep in enumerate(wanted) if keep]
+    if program.loops:
+        for tid in intermediates:
+            if first[tid] >= 0:
+                first[tid], last[tid] = lifetime(program, tasks, uses.tasks_of[tid],
+                                                 tensors[tid].loops, tid)
+    for tid in returned:
+        if wanted[tid]:
             if first[tid] < 0:
                 first[tid] = end
             last[tid] = end
-        if first[tid] >= 0:
-            live.append(tid)
+    first_of = np.array(first, dtype=np.int64)
+    live_of = first_of >= 0
+    live_of &= np.array(wanted, dtype=bool)
+    live_ids = np.flatnonzero(live_of)           # tensors with a lifetime (used or returned)
+    live = live_ids.tolist()
     report = program.memory
     report.alignment = ALIGNMENT
     report.naive_bytes = sum(exact)
-    report.lower_bound_bytes = lower_bound([first[t] for t in live], [last[t] for t in live],
+    report.lower_bound_bytes = lower_bound(first_of[live_ids], [last[t] for t in live],
                                            [exact[t] for t in live])
     report.added_edges = 0
     program.reports["memory_edges"] = []
-    for t in intermediates:
-        t.arena_offset = 0                       # unused tensors: nothing touches them
-    order = sorted((tid for tid in live if size[tid] > 0),
-                   key=lambda tid: (first[tid], -size[tid], tid))
+    size_of = np.array(size, dtype=np.int64)
+    placed = live_ids[size_of[live_ids] > 0]
+    order = placed[np.lexsort((placed, -size_of[placed], first_of[placed]))].tolist()
+    placed_of = np.zeros(len(tensors), dtype=bool)
+    placed_of[placed] = True
+    for tid in np.flatnonzero(np.array(wanted, dtype=bool) & ~placed_of).tolist():
+        tensors[tid].arena_offset = 0            # unused or empty: nothing needs its bytes
 
     if reuse_memory:
         planner = Planner(program, tasks, slots, uses, bounds, returned)
@@ -125,12 +124,12 @@ def run(program: Program, *, reuse_memory: bool = True,
         cfg = program.config
         host_of_slot = [cfg.host_of_unit(kind, i) for kind, i in slots.workers]
         every = frozenset(range(cfg.hosts))
-        hosts = {t.id: every if t.id in returned else
-                 frozenset(host_of_slot[s] for s, _ in uses.heads[t.id]) for t in intermediates}
+        hosts = {tid: every if tid in returned else
+                 frozenset(host_of_slot[s] for s, _ in uses.heads[tid]) for tid in intermediates}
         ends = [0] * cfg.hosts
         for tid in order:
             for h in hosts[tid]:
-                ends[h] = max(ends[h], tensors[tid].arena_offset + tensors[tid].nbytes)
+                ends[h] = max(ends[h], tensors[tid].arena_offset + exact[tid])
         program.reports["host_arena_bytes"] = ends
         report.arena_bytes = max(ends)
         # each host's arena holds its own live tensors: the bound is the largest host's
@@ -142,6 +141,26 @@ def run(program: Program, *, reuse_memory: bool = True,
     # program read the same before and after it is lowered or run.
     report.staging_bytes = staging_layout(program)[1]
     return program
+
+
+def intermediate_bytes(program: Program) -> tuple[list[bool], list[int], list[int]]:
+    """Per tensor id: whether it is an intermediate (the tensors the pass places), its size in
+    bytes, and that size rounded up to the alignment (sizes 0 for the others)."""
+    tensors = program.tensors
+    wanted = [False] * len(tensors)
+    exact = [0] * len(tensors)
+    size = [0] * len(tensors)
+    itemsize: dict[str, int] = {}
+    prod = math.prod
+    for tid, t in enumerate(tensors):
+        if t.kind == "intermediate":
+            dtype = t.dtype
+            if dtype not in itemsize:
+                itemsize[dtype] = np.dtype(dtype).itemsize
+            wanted[tid] = True
+            exact[tid] = nbytes = itemsize[dtype] * prod(t.shape)
+            size[tid] = -(-nbytes // ALIGNMENT) * ALIGNMENT        # `aligned(nbytes)`
+    return wanted, exact, size
 
 
 def tensor_hosts(program: Program, accesses: dict[int, list[int]],
