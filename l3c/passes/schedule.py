@@ -190,7 +190,8 @@ def run_with_times(program: Program, placed: Placer | None = None
                 if several_hosts and host_of[where[p]] != host_of[here]:
                     cross_host += 1
         longest[v] = cost[v] + (0.0 if before is None else before)
-    # each kind's total cost, summed in program order
+    # each kind's total cost, added one by one in program order: the bound then does not depend
+    # on the Python version (`sum` of floats compensates rounding from 3.12 on)
     chip_slots = placer.base["sub"]
     work = {"chip": reduce(add, [cost[v] for v in range(n) if where[v] < chip_slots], 0.0),
             "sub": reduce(add, [cost[v] for v in range(n) if where[v] >= chip_slots], 0.0)}
