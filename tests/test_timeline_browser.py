@@ -35,12 +35,15 @@ def page(tmp_path_factory):
 
 def browse(path, *flags, fragment: str = "", tmp) -> subprocess.CompletedProcess:
     """Chromium, headless, offline as far as flags allow, on `file://path#fragment`."""
+    # --disable-dev-shm-usage and TMPDIR: Chromium's shared-memory files go to the test's own
+    # folder, not /dev/shm, where a Chromium run can leave one behind after it exits
     argv = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-dev-shm-usage",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--hide-scrollbars", "--force-device-scale-factor=1", f"--window-size={WIDTH},{HEIGHT}",
             f"--user-data-dir={tmp}", *flags, f"file://{path}{fragment}"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, HOME=str(tmp)))
+                            env=dict(os.environ, HOME=str(tmp), TMPDIR=str(tmp)))
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
