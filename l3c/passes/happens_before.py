@@ -53,8 +53,11 @@ class VectorClocks:
         # a numpy call, and reading one needs no conversion).
         self.lists = width <= SMALL_WIDTH and bounds is None and not self.carried
         self.unknown = [-1] * width if self.lists else np.full(width, -1, dtype=np.int64)
+        # the element-wise max of two clocks as a new one (the min: lists only, `smallest_before`)
         if self.lists:
             self.later, self.earlier = _elementwise(width, ">"), _elementwise(width, "<")
+        else:
+            self.later = np.maximum
 
     def sources(self, t: int) -> list[int]:
         """t's graph predecessors within one iteration, then its queue predecessor."""
@@ -73,45 +76,23 @@ class VectorClocks:
             self._ensure_general(upto)
             return
         clock, graph_pred, queue_pred = self.clock, self.graph_pred, self.queue_pred
-        slot_of, pos, unknown = self.slot_of, self.pos, self.unknown
-        if self.lists:
-            later = self.later
-            for t in range(self.valid_upto, upto + 1):
-                s = slot_of[t]
-                vc = None
-                for p in graph_pred[t]:
-                    # an earlier task of t's own queue is covered by the queue predecessor's clock
-                    sp = slot_of[p]
-                    if sp != s:
-                        if vc is None:
-                            q = queue_pred[t]
-                            vc = later(clock[q], clock[p]) if q >= 0 else clock[p][:]
-                        else:
-                            vc = later(vc, clock[p])
-                        if vc[sp] < pos[p]:
-                            vc[sp] = pos[p]
-                if vc is None:
-                    q = queue_pred[t]
-                    clock[t] = clock[q] if q >= 0 else unknown
-                else:
-                    vc[s] = pos[t]
-                    clock[t] = vc
-            self.valid_upto = upto + 1
-            return
-        maximum = np.maximum
+        slot_of, pos, unknown, later = self.slot_of, self.pos, self.unknown, self.later
         for t in range(self.valid_upto, upto + 1):
-            q = queue_pred[t]
             s = slot_of[t]
             vc = None
             for p in graph_pred[t]:
+                # an earlier task of t's own queue is covered by the queue predecessor's clock
                 sp = slot_of[p]
                 if sp != s:
-                    if vc is None:
-                        vc = clock[q].copy() if q >= 0 else unknown.copy()
-                    maximum(vc, clock[p], out=vc)
+                    if vc is None:        # a new vector: `unknown` (all -1) is below any clock
+                        q = queue_pred[t]
+                        vc = later(clock[q] if q >= 0 else unknown, clock[p])
+                    else:
+                        vc = later(vc, clock[p])
                     if vc[sp] < pos[p]:
                         vc[sp] = pos[p]
             if vc is None:
+                q = queue_pred[t]
                 clock[t] = clock[q] if q >= 0 else unknown
             else:
                 vc[s] = pos[t]
